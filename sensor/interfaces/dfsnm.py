@@ -1,0 +1,126 @@
+"""MS-DFSNM (netdfs): the catalog row and NDR request types for the coercion methods.
+
+impacket has no dfsnm module, so the [in] parameters are defined here on its NDRCALL
+types. The lab's attack client sends with these same classes, so the sensor decodes
+exactly what a real impacket client puts on the wire.
+
+NDR (MS-RPCE 2.2.5 / C706 14.3.10): a top-level ``[string] WCHAR*`` is a ref pointer, so it
+is marshalled as a bare conformant varying string (WSTR); ``[unique,string]`` adds a
+referent id (LPWSTR).
+"""
+from __future__ import annotations
+
+from impacket.dcerpc.v5.dtypes import BOOLEAN, DWORD, LPWSTR, ULONG, WSTR
+from impacket.dcerpc.v5.ndr import NDRCALL, NDRPOINTER, NDRSTRUCT, NDRUniConformantArray
+
+from sensor.interfaces.catalog import Interface, Operation, operations
+
+UUID = "4fc742e0-4a10-11cf-8273-00aa004ae673"
+VERSION = (3, 0)
+
+
+# MS-DFSNM 2.2.3.1 DFSM_ROOT_LIST_ENTRY / 2.2.3.2 DFSM_ROOT_LIST
+class DFSM_ROOT_LIST_ENTRY(NDRSTRUCT):
+    structure = (("ServerShare", LPWSTR),)
+
+
+class DFSM_ROOT_LIST_ENTRY_ARRAY(NDRUniConformantArray):
+    item = DFSM_ROOT_LIST_ENTRY
+
+
+class DFSM_ROOT_LIST(NDRSTRUCT):
+    structure = (("cEntries", DWORD), ("Entry", DFSM_ROOT_LIST_ENTRY_ARRAY))
+
+
+class PDFSM_ROOT_LIST(NDRPOINTER):
+    referent = (("Data", DFSM_ROOT_LIST),)
+
+
+class PPDFSM_ROOT_LIST(NDRPOINTER):
+    referent = (("Data", PDFSM_ROOT_LIST),)
+
+
+# MS-DFSNM 3.1.4.1.x, [in] parameters only (appendix A IDL).
+class NetrDfsAddStdRoot(NDRCALL):
+    opnum = 12
+    structure = (("ServerName", WSTR), ("RootShare", WSTR), ("Comment", WSTR), ("ApiFlags", DWORD))
+
+
+class NetrDfsRemoveStdRoot(NDRCALL):
+    opnum = 13
+    structure = (("ServerName", WSTR), ("RootShare", WSTR), ("ApiFlags", DWORD))
+
+
+class NetrDfsManagerInitialize(NDRCALL):
+    opnum = 14
+    structure = (("ServerName", WSTR), ("Flags", DWORD))
+
+
+class NetrDfsAddStdRootForced(NDRCALL):
+    opnum = 15
+    structure = (("ServerName", WSTR), ("RootShare", WSTR), ("Comment", WSTR), ("Share", WSTR))
+
+
+class NetrDfsRemove2(NDRCALL):
+    opnum = 20
+    structure = (
+        ("DfsEntryPath", WSTR),
+        ("DcName", WSTR),
+        ("ServerName", LPWSTR),
+        ("ShareName", LPWSTR),
+        ("ppRootList", PPDFSM_ROOT_LIST),
+    )
+
+
+class NetrDfsAddRootTarget(NDRCALL):
+    opnum = 23
+    structure = (
+        ("pDfsPath", LPWSTR),
+        ("pTargetPath", LPWSTR),
+        ("MajorVersion", ULONG),
+        ("pComment", LPWSTR),
+        ("NewNamespace", BOOLEAN),
+        ("Flags", ULONG),
+    )
+
+
+class NetrDfsRemoveRootTarget(NDRCALL):
+    opnum = 24
+    structure = (("pDfsPath", LPWSTR), ("pTargetPath", LPWSTR), ("Flags", ULONG))
+
+
+INTERFACE = Interface(
+    uuid=UUID,
+    version=VERSION,
+    name="netdfs",
+    pipes=frozenset({"netdfs"}),
+    operations=operations(
+        Operation(0, "NetrDfsManagerGetVersion"),
+        Operation(1, "NetrDfsAdd"),
+        Operation(2, "NetrDfsRemove"),
+        Operation(3, "NetrDfsSetInfo"),
+        Operation(4, "NetrDfsGetInfo"),
+        Operation(5, "NetrDfsEnum"),
+        Operation(6, "NetrDfsMove"),
+        # 7-9: "Opnum7NotUsedOnWire" .. "Opnum9NotUsedOnWire" (MS-DFSNM 3.1.4)
+        Operation(7, "Opnum7NotUsedOnWire"),
+        Operation(8, "Opnum8NotUsedOnWire"),
+        Operation(9, "Opnum9NotUsedOnWire"),
+        Operation(10, "NetrDfsAddFtRoot"),
+        Operation(11, "NetrDfsRemoveFtRoot"),
+        Operation(12, "NetrDfsAddStdRoot", NetrDfsAddStdRoot, "ServerName"),
+        Operation(13, "NetrDfsRemoveStdRoot", NetrDfsRemoveStdRoot, "ServerName"),
+        Operation(14, "NetrDfsManagerInitialize", NetrDfsManagerInitialize, "ServerName"),
+        Operation(15, "NetrDfsAddStdRootForced", NetrDfsAddStdRootForced, "ServerName"),
+        Operation(16, "NetrDfsGetDcAddress"),
+        Operation(17, "NetrDfsSetDcAddress"),
+        Operation(18, "NetrDfsFlushFtTable"),
+        Operation(19, "NetrDfsAdd2"),
+        Operation(20, "NetrDfsRemove2", NetrDfsRemove2, "ServerName"),
+        Operation(21, "NetrDfsEnumEx"),
+        Operation(22, "NetrDfsSetInfo2"),
+        Operation(23, "NetrDfsAddRootTarget", NetrDfsAddRootTarget, "pDfsPath"),
+        Operation(24, "NetrDfsRemoveRootTarget", NetrDfsRemoveRootTarget, "pDfsPath"),
+        Operation(25, "NetrDfsGetSupportedNamespaceVersion"),
+    ),
+)

@@ -1,0 +1,60 @@
+"""What the network stages hand to the protocol stages: ordered byte streams per TCP flow.
+
+FlowKey is made once per flow, never per packet. The hot path below it works on tuples.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FlowKey:
+    """A TCP connection, oriented client -> server (SYN sender, else by well-known port)."""
+
+    client_ip: str    # dotted IPv4 or compressed IPv6 text
+    client_port: int
+    server_ip: str
+    server_port: int
+
+    def __str__(self) -> str:
+        return f"{self.client_ip}:{self.client_port}->{self.server_ip}:{self.server_port}"
+
+
+@dataclass(frozen=True, slots=True)
+class FlowStarted:
+    flow: FlowKey
+    ts: float
+    midstream: bool   # True when the handshake was not seen (capture started mid-connection)
+    vlan: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StreamData:
+    """In-order bytes of one direction. ``frame`` is the capture frame that completed them."""
+
+    flow: FlowKey
+    from_client: bool
+    ts: float
+    data: bytes | memoryview
+    frame: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamGap:
+    """``length`` bytes of one direction were never captured (loss); the next StreamData
+    starts after the hole. Consumers skipping a bulk payload can absorb it; others resync."""
+
+    flow: FlowKey
+    from_client: bool
+    ts: float
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class FlowEnded:
+    flow: FlowKey
+    ts: float
+    reason: str   # "fin", "rst", "idle", "evicted", "end_of_capture"
+
+
+StreamEvent = FlowStarted | StreamData | StreamGap | FlowEnded

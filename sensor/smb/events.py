@@ -1,0 +1,75 @@
+"""What the SMB stage hands on: named-pipe I/O and what the session tells about its peers.
+
+A pipe is named by ``PipeId``: unique within one TCP flow for the life of the handle.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sensor.net.stream import FlowKey
+
+# (smb version 1 or 2, session id / SMB1 uid, tree id, file id: SMB2 16-byte FileId or SMB1 FID)
+PipeId = tuple[int, int, int, bytes | int]
+
+
+@dataclass(frozen=True, slots=True)
+class SmbSession:
+    """Emitted when a session's authentication completes (or changes what we know of it)."""
+
+    flow: FlowKey
+    ts: float
+    session_id: int            # SMB2 SessionId; SMB1 UID
+    dialect: str               # "SMB1", "2.0.2", "2.1", "3.0", "3.0.2", "3.1.1", "" if unseen
+    user: str = ""             # NTLMSSP AUTHENTICATE
+    domain: str = ""
+    workstation: str = ""
+    ntlm_version: str = ""     # "NTLMv1", "NTLMv2", "" (anonymous/unknown)
+    server_netbios_name: str = ""   # NTLMSSP CHALLENGE AV pairs (MsvAvNbComputerName)
+    server_dns_name: str = ""       # MsvAvDnsComputerName
+    server_netbios_domain: str = ""
+    encrypted: bool = False    # the session encrypts (transform headers seen or required)
+
+
+@dataclass(frozen=True, slots=True)
+class PipeOpened:
+    flow: FlowKey
+    ts: float
+    frame: int
+    pipe: PipeId
+    name: str          # as opened, normalised: lower case, no leading "\\", "pipe\\" stripped: "netdfs"
+    tree: str          # tree connect path as sent, e.g. "\\\\10.0.0.10\\IPC$"; "" if unseen
+
+
+@dataclass(frozen=True, slots=True)
+class PipeData:
+    """Bytes written to (from_client) or read from the pipe, in order per pipe and direction."""
+
+    flow: FlowKey
+    ts: float
+    frame: int
+    pipe: PipeId
+    from_client: bool
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PipeClosed:
+    flow: FlowKey
+    ts: float
+    pipe: PipeId
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptedMessage:
+    """An SMB3 TRANSFORM_HEADER went by: counted, never decrypted."""
+
+    flow: FlowKey
+    ts: float
+    frame: int
+    from_client: bool
+    session_id: int
+    original_size: int   # OriginalMessageSize, in clear in the transform header
+    wire_size: int       # bytes of the whole NetBIOS message
+
+
+SmbEvent = SmbSession | PipeOpened | PipeData | PipeClosed | EncryptedMessage
