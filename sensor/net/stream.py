@@ -25,6 +25,7 @@ class FlowStarted:
     flow: FlowKey
     ts: float
     midstream: bool   # True when the handshake was not seen (capture started mid-connection)
+    app: str          # "smb" (NetBIOS session service: 445, 139) or "dcerpc" (ncacn_ip_tcp: 135, or sniffed)
     vlan: tuple[int, ...] = ()
 
 
