@@ -1,0 +1,266 @@
+"""The one place that knows the order of the stages.
+
+    frame -> FrameDecoder -> FlowTable -> SmbConnection (per flow) -> RpcAssociation (per pipe)
+                                       \-> RpcAssociation (per ncacn_ip_tcp flow)
+          -> event_builder -> RpcCallEvent
+
+Every stage is sans-IO; the pipeline only routes units between them, keeps the per-flow
+context an event needs (pipe names, SMB sessions), and holds each call until its response
+or fault gives the exception code. A held call is never dropped: it is emitted without a
+code when its pipe or flow ends, when it waits too long, or when the hold table is full.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
+
+from sensor.anomaly import Anomaly, Stats
+from sensor.dcerpc.association import RpcAssociation
+from sensor.dcerpc.events import RpcBind, RpcCall, RpcResult
+from sensor.event_builder import CallContext, build_event, resolve
+from sensor.events import RpcCallEvent
+from sensor.interfaces.catalog import Catalog, default_catalog
+from sensor.net.flows import FlowTable
+from sensor.net.frames import FrameDecoder
+from sensor.net.stream import FlowEnded, FlowKey, FlowStarted, StreamData, StreamGap
+from sensor.smb.connection import SmbConnection
+from sensor.smb.events import EncryptedMessage, PipeClosed, PipeData, PipeId, PipeOpened, SmbSession
+
+# Calls waiting for their response. A server answers within milliseconds; 4096 in flight
+# covers a busy DC, and overflow emits the oldest (without its code) rather than losing it.
+MAX_HELD_CALLS = 4096
+# A call whose response has not come after this long (capture time) is emitted without a code.
+HELD_CALL_TIMEOUT = 30.0
+# Flow expiry runs when capture time has advanced this far since the last run.
+EXPIRY_INTERVAL = 1.0
+
+# An association is named by its flow and, over SMB, its pipe.
+AssocKey = tuple[FlowKey, PipeId | None]
+
+
+@dataclass
+class PipelineSettings:
+    catalog: Catalog | None = None
+    # Called with (flow, pipe id or None, RpcBind | RpcCall) for every bind and request on any
+    # interface, catalogued or not: a dce_rpc.log-style view, and the corpus conformance tests.
+    rpc_observer: Callable[[FlowKey, PipeId | None, object], None] | None = None
+
+
+@dataclass
+class _Pipe:
+    name: str
+    tree: str
+
+
+class _FlowState:
+    """What the pipeline keeps per TCP flow: its parsers and the context events need."""
+
+    __slots__ = ("smb", "assocs", "pipes", "sessions", "encrypted_sessions")
+
+    def __init__(self, smb: SmbConnection | None):
+        self.smb = smb
+        self.assocs: dict[PipeId | None, RpcAssociation] = {}
+        self.pipes: dict[PipeId, _Pipe] = {}
+        self.sessions: dict[int, SmbSession] = {}
+        self.encrypted_sessions: set[int] = set()
+
+
+class Pipeline:
+    def __init__(self, settings: PipelineSettings | None = None):
+        self.settings = settings or PipelineSettings()
+        self.catalog = self.settings.catalog or default_catalog()
+        self.capture_file = ""
+        self.frames = FrameDecoder()
+        self.flows = FlowTable()
+        self._flows: dict[FlowKey, _FlowState] = {}
+        # (association, call_id) -> (capture time, event), oldest first
+        self._held: OrderedDict[tuple[AssocKey, int], tuple[float, RpcCallEvent]] = OrderedDict()
+        self._own = Stats()
+        self._retired = Stats()     # counters of stages whose flow or pipe has ended
+        self._next_expiry = 0.0
+
+    # -- input -------------------------------------------------------------------------
+    def feed(self, ts: float, linktype: int, data, frame: int) -> list:
+        own = self._own
+        own["packets"] += 1
+        own["bytes"] += len(data)
+        segment = self.frames.decode(ts, linktype, data)
+        out: list = []
+        if segment is not None:
+            for unit in self.flows.feed(ts, frame, segment):
+                self._route(unit, out)
+        if ts >= self._next_expiry:
+            self._next_expiry = ts + EXPIRY_INTERVAL
+            self.tick(ts, out)
+        return out
+
+    def tick(self, now: float, out: list | None = None) -> list:
+        """Time advanced (a packet, or an idle tick in live capture): expire flows and held calls."""
+        out = [] if out is None else out
+        for unit in self.flows.expire(now):
+            self._route(unit, out)
+        while self._held:
+            key, (held_since, event) = next(iter(self._held.items()))
+            if now - held_since < HELD_CALL_TIMEOUT:
+                break
+            del self._held[key]
+            self._emit(event, out)
+        return out
+
+    def close(self) -> list:
+        out: list = []
+        for unit in self.flows.close():
+            self._route(unit, out)
+        for flow in list(self._flows):
+            self._end_flow(flow, 0.0, out)
+        for _, event in self._held.values():
+            self._emit(event, out)
+        self._held.clear()
+        return out
+
+    @property
+    def stats(self) -> Stats:
+        total = Stats()
+        total.update(self._own)
+        total.update(self._retired)
+        total.update(self.frames.stats)
+        total.update(self.flows.stats)
+        for state in self._flows.values():
+            if state.smb is not None:
+                total.update(state.smb.stats)
+            for assoc in state.assocs.values():
+                total.update(assoc.stats)
+        return total
+
+    # -- routing -----------------------------------------------------------------------
+    def _route(self, unit, out: list) -> None:
+        kind = type(unit)
+        if kind is StreamData or kind is StreamGap:
+            state = self._flows.get(unit.flow)
+            if state is None:
+                return
+            if state.smb is not None:
+                if kind is StreamData:
+                    events = state.smb.feed_data(unit.from_client, unit.ts, unit.data, unit.frame)
+                else:
+                    events = state.smb.feed_gap(unit.from_client, unit.ts, unit.length)
+                for ev in events:
+                    self._on_smb(state, ev, out)
+            else:
+                assoc = state.assocs[None]
+                if kind is StreamData:
+                    events = assoc.feed(unit.from_client, unit.ts, unit.frame, unit.data)
+                else:
+                    events = assoc.gap(unit.from_client)
+                for ev in events:
+                    self._on_rpc(state, unit.flow, None, ev, out)
+        elif kind is FlowStarted:
+            self._own["flows"] += 1
+            if unit.app == "smb":
+                self._flows[unit.flow] = _FlowState(SmbConnection(unit.flow))
+            else:
+                state = self._flows[unit.flow] = _FlowState(None)
+                state.assocs[None] = RpcAssociation()
+        elif kind is FlowEnded:
+            self._end_flow(unit.flow, unit.ts, out)
+        elif kind is Anomaly:
+            out.append(unit)
+
+    def _on_smb(self, state: _FlowState, ev, out: list) -> None:
+        kind = type(ev)
+        if kind is PipeData:
+            assoc = state.assocs.get(ev.pipe)
+            if assoc is None:
+                assoc = state.assocs[ev.pipe] = RpcAssociation()
+            for rpc in assoc.feed(ev.from_client, ev.ts, ev.frame, ev.data):
+                self._on_rpc(state, ev.flow, ev.pipe, rpc, out)
+        elif kind is PipeOpened:
+            state.pipes[ev.pipe] = _Pipe(ev.name, ev.tree)
+            self._own["pipes_opened"] += 1
+        elif kind is PipeClosed:
+            self._end_association(state, ev.flow, ev.pipe, out)
+            state.pipes.pop(ev.pipe, None)
+        elif kind is SmbSession:
+            state.sessions[ev.session_id] = ev
+            if ev.encrypted:
+                self._note_encrypted(state, ev.session_id)
+        elif kind is EncryptedMessage:
+            self._own["smb_encrypted_messages"] += 1
+            self._note_encrypted(state, ev.session_id)
+        elif kind is Anomaly:
+            out.append(ev)
+
+    def _note_encrypted(self, state: _FlowState, session_id: int) -> None:
+        if session_id not in state.encrypted_sessions:
+            state.encrypted_sessions.add(session_id)
+            self._own["smb_encrypted_sessions"] += 1
+
+    def _on_rpc(self, state: _FlowState, flow: FlowKey, pipe_id: PipeId | None, ev, out: list) -> None:
+        kind = type(ev)
+        observer = self.settings.rpc_observer
+        if observer is not None and (kind is RpcCall or kind is RpcBind):
+            observer(flow, pipe_id, ev)
+        if kind is RpcCall:
+            self._own["rpc_calls"] += 1
+            ctx = self._context(state, flow, pipe_id)
+            resolved = resolve(self.catalog, ev, ctx)
+            if resolved is None:
+                return
+            event = build_event(resolved[0], resolved[1], ev, ctx)
+            held_key = ((flow, pipe_id), ev.call_id)
+            if held_key in self._held:          # call_id reused before its answer: emit the first
+                self._emit(self._held.pop(held_key)[1], out)
+            self._held[held_key] = (ev.ts, event)
+            if len(self._held) > MAX_HELD_CALLS:
+                self._own["held_calls_overflow"] += 1
+                self._emit(self._held.popitem(last=False)[1][1], out)
+        elif kind is RpcResult:
+            held = self._held.pop(((flow, pipe_id), ev.call_id), None)
+            if held is not None:
+                self._emit(held[1].with_exception_code(ev.status), out)
+        elif kind is Anomaly:
+            out.append(ev)
+
+    def _context(self, state: _FlowState, flow: FlowKey, pipe_id: PipeId | None) -> CallContext:
+        if pipe_id is None:
+            return CallContext(flow, None, over_smb=False, capture_file=self.capture_file)
+        pipe = state.pipes.get(pipe_id)
+        session = state.sessions.get(pipe_id[1])
+        return CallContext(
+            flow,
+            pipe.name if pipe else None,
+            over_smb=True,
+            tree=pipe.tree if pipe else "",
+            session=session,
+            encrypted=pipe_id[1] in state.encrypted_sessions,
+            capture_file=self.capture_file,
+        )
+
+    def _emit(self, event: RpcCallEvent, out: list) -> None:
+        self._own["events"] += 1
+        out.append(event)
+
+    # -- endings -----------------------------------------------------------------------
+    def _end_association(self, state: _FlowState, flow: FlowKey, pipe_id: PipeId | None, out: list) -> None:
+        assoc = state.assocs.pop(pipe_id, None)
+        if assoc is None:
+            return
+        for ev in assoc.close():
+            self._on_rpc(state, flow, pipe_id, ev, out)
+        self._retired.update(assoc.stats)
+        key = (flow, pipe_id)
+        for held_key in [k for k in self._held if k[0] == key]:
+            self._emit(self._held.pop(held_key)[1], out)
+
+    def _end_flow(self, flow: FlowKey, ts: float, out: list) -> None:
+        state = self._flows.get(flow)
+        if state is None:
+            return
+        if state.smb is not None:
+            for ev in state.smb.close(ts):
+                self._on_smb(state, ev, out)
+            self._retired.update(state.smb.stats)
+        for pipe_id in list(state.assocs):
+            self._end_association(state, flow, pipe_id, out)
+        del self._flows[flow]
