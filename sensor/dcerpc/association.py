@@ -1,0 +1,319 @@
+"""One DCE/RPC association: the byte streams of one named pipe or one ncacn_ip_tcp connection.
+
+Frames PDUs by frag_length across any write boundary, tracks presentation contexts
+(bind / alter_context and their acks), joins request fragments per call_id and links
+responses and faults to their call. Sans-IO: bytes in, RpcBind / RpcCall / RpcResult /
+Anomaly out.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from sensor.anomaly import Anomaly, Stats
+from sensor.dcerpc import pdu
+from sensor.dcerpc.events import RpcBind, RpcCall, RpcEvent, RpcResult
+
+LAYER = "dcerpc"
+
+# MS-RPCE 3.3.1.5.1: max_xmit_frag/max_recv_frag are uint16, so no compliant PDU exceeds
+# 65535 bytes; the slack covers nothing legitimate and only makes the bound obvious.
+MAX_FRAG_LENGTH = 65535
+# A request stub larger than this is cut (and flagged): the coercion calls carry a few
+# hundred bytes, and Windows' default RPC max request size for unauthenticated callers is
+# far below a mebibyte; the arguments that matter are at the start of the stub.
+MAX_STUB_BYTES = 1 << 20
+# Fragments stored per call: 1 MiB of stub in 64-byte fragments; beyond it, fragments are
+# counted but not kept (the stub is flagged truncated).
+MAX_FRAGMENTS_PER_CALL = 16384
+# Requests being reassembled at once. Windows serialises calls on a pipe unless the client
+# multiplexes; 64 concurrent fragmented calls per association is beyond any real client.
+MAX_CALLS_IN_FLIGHT = 64
+# Binds/alter_contexts awaiting their ack. Clients wait for each ack (C706 12.4.1.3), so
+# more than a handful pending means we lost the acks.
+MAX_PENDING_BINDS = 8
+# Presentation contexts kept per association. p_cont_id is uint16; Windows clients use a
+# few per association; 256 covers every capture in the corpus with room.
+MAX_CONTEXTS = 256
+
+
+@dataclass(frozen=True)
+class RpcSettings:
+    max_frag_length: int = MAX_FRAG_LENGTH
+    max_stub_bytes: int = MAX_STUB_BYTES
+    max_fragments_per_call: int = MAX_FRAGMENTS_PER_CALL
+    max_calls_in_flight: int = MAX_CALLS_IN_FLIGHT
+    max_pending_binds: int = MAX_PENDING_BINDS
+    max_contexts: int = MAX_CONTEXTS
+
+
+class _Direction:
+    """Byte-stream state of one direction."""
+
+    __slots__ = ("buf", "skip", "resyncing")
+
+    def __init__(self) -> None:
+        self.buf = bytearray()   # an incomplete PDU (bounded by max_frag_length)
+        self.skip = 0            # bytes of a response body still to pass over unbuffered
+        self.resyncing = False   # after a gap or garbage: scanning for a plausible header
+
+
+class _PendingCall:
+    """A request whose last fragment has not arrived yet."""
+
+    __slots__ = ("ctx_id", "opnum", "object_uuid", "little", "auth", "chunks", "size", "fragments", "truncated")
+
+    def __init__(self, req: pdu.Request, little: bool) -> None:
+        self.ctx_id = req.ctx_id
+        self.opnum = req.opnum
+        self.object_uuid = req.object_uuid
+        self.little = little
+        self.auth = req.auth
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.fragments = 0
+        self.truncated = False
+
+
+_CLIENT_PTYPES = frozenset({pdu.PTYPE_REQUEST, pdu.PTYPE_BIND, pdu.PTYPE_ALTER_CONTEXT, pdu.PTYPE_AUTH3,
+                            pdu.PTYPE_CO_CANCEL, pdu.PTYPE_ORPHANED})
+_SERVER_PTYPES = frozenset({pdu.PTYPE_RESPONSE, pdu.PTYPE_FAULT, pdu.PTYPE_BIND_ACK, pdu.PTYPE_BIND_NAK,
+                            pdu.PTYPE_ALTER_CONTEXT_RESP, pdu.PTYPE_SHUTDOWN})
+
+
+class RpcAssociation:
+    def __init__(self, settings: RpcSettings | None = None) -> None:
+        self.settings = settings or RpcSettings()
+        self.stats = Stats()
+        self._dirs = {True: _Direction(), False: _Direction()}
+        self._calls: OrderedDict[int, _PendingCall] = OrderedDict()
+        self._pending_binds: list[tuple[int, list[pdu.Context]]] = []
+        self._contexts: dict[int, tuple[str, tuple[int, int]]] = {}
+
+    # -- the stage contract -------------------------------------------------------------
+
+    def feed(self, from_client: bool, ts: float, frame: int, data: bytes | memoryview) -> list[RpcEvent | Anomaly]:
+        d = self._dirs[from_client]
+        out: list = []
+        self.stats["bytes"] += len(data)
+        start = 0
+        if d.skip:
+            start = min(d.skip, len(data))
+            d.skip -= start
+            if start == len(data):
+                return out
+        if d.buf:
+            d.buf += data[start:]
+            src: bytes | bytearray | memoryview = d.buf
+            start = 0
+        else:
+            src = data
+        view = memoryview(src)
+        try:
+            pos = self._drain(d, from_client, view, start, ts, frame, out)
+        finally:
+            view.release()
+        if src is d.buf:
+            del d.buf[:pos]
+        else:
+            d.buf = bytearray(src[pos:])
+        return out
+
+    def gap(self, from_client: bool) -> list[RpcEvent | Anomaly]:
+        """Bytes of one direction were lost: drop its partial PDU and resync at the next header."""
+        d = self._dirs[from_client]
+        d.buf.clear()
+        d.skip = 0
+        d.resyncing = True
+        detail = "server side"
+        if from_client and self._calls:
+            # A lost fragment leaves a hole in every call being joined: none can be trusted.
+            detail = f"client side, {len(self._calls)} fragmented call(s) abandoned"
+            self._calls.clear()
+        return [self.stats.anomaly(0.0, LAYER, "dcerpc_gap_resync", detail=detail)]
+
+    def close(self) -> list[RpcEvent | Anomaly]:
+        """Calls still being joined are dropped (their last fragment never came)."""
+        self.stats["calls_incomplete_at_close"] += len(self._calls)
+        self._calls.clear()
+        self._pending_binds.clear()
+        self._contexts.clear()
+        for d in self._dirs.values():
+            d.buf = bytearray()
+            d.skip = 0
+        return []
+
+    # -- framing ------------------------------------------------------------------------
+
+    def _drain(self, d: _Direction, from_client: bool, buf: memoryview, pos: int,
+               ts: float, frame: int, out: list) -> int:
+        """Handle every complete PDU in ``buf`` from ``pos``; return where the rest begins."""
+        max_frag = self.settings.max_frag_length
+        end = len(buf)
+        while end - pos >= pdu.COMMON_HEADER_LEN:
+            if d.resyncing:
+                found = self._scan(buf, pos, max_frag)
+                self.stats["resync_bytes_skipped"] += found - pos
+                pos = found
+                if end - pos < pdu.COMMON_HEADER_LEN:
+                    break
+                d.resyncing = False
+            hdr = pdu.parse_header(buf, pos)
+            if hdr is None or hdr.frag_length > max_frag:
+                detail = "implausible common header" if hdr is None else f"frag_length {hdr.frag_length}"
+                out.append(self.stats.anomaly(ts, LAYER, "dcerpc_bad_header" if hdr is None else "dcerpc_frag_too_large",
+                                              detail=f"frame {frame}: {detail}"))
+                d.resyncing = True
+                pos += 1
+                continue
+            if hdr.ptype == pdu.PTYPE_RESPONSE and from_client is False:
+                # Only the header matters: pass over the stub without buffering it.
+                self.stats["pdus"] += 1
+                if hdr.flags & pdu.PFC_LAST_FRAG:
+                    self.stats["results"] += 1
+                    out.append(RpcResult(ts, hdr.call_id, 0, False))
+                take = min(hdr.frag_length, end - pos)
+                d.skip = hdr.frag_length - take
+                pos += take
+                continue
+            if end - pos < hdr.frag_length:
+                break
+            self.stats["pdus"] += 1
+            try:
+                self._pdu(hdr, from_client, buf[pos:pos + hdr.frag_length], ts, frame, out)
+            except pdu.PduError as exc:
+                out.append(self.stats.anomaly(ts, LAYER, "dcerpc_malformed_pdu",
+                                              detail=f"frame {frame}: ptype {hdr.ptype}: {exc}"))
+            pos += hdr.frag_length
+        if d.resyncing and end - pos >= pdu.COMMON_HEADER_LEN:
+            pos = self._scan(buf, pos, max_frag)
+        return pos
+
+    @staticmethod
+    def _scan(buf: memoryview, pos: int, max_frag: int) -> int:
+        """The offset of the next plausible header, or where fewer than a header's bytes remain.
+        Only those last bytes are kept, so the scan never holds more than a header."""
+        last = len(buf) - pdu.COMMON_HEADER_LEN
+        raw = buf.obj if isinstance(buf.obj, (bytes, bytearray)) and len(buf.obj) == len(buf) else bytes(buf)
+        while pos <= last:
+            pos = raw.find(b"\x05", pos, last + 1)
+            if pos < 0:
+                return last + 1
+            if pdu.plausible_header(buf, pos, max_frag):
+                return pos
+            pos += 1
+        return pos
+
+    # -- PDUs ---------------------------------------------------------------------------
+
+    def _pdu(self, hdr: pdu.Header, from_client: bool, data: memoryview, ts: float, frame: int, out: list) -> None:
+        ptype = hdr.ptype
+        if ptype not in pdu.CO_PTYPES:
+            out.append(self.stats.anomaly(ts, LAYER, "dcerpc_unknown_ptype", detail=f"frame {frame}: ptype {ptype}"))
+            return
+        if ptype not in (_CLIENT_PTYPES if from_client else _SERVER_PTYPES):
+            out.append(self.stats.anomaly(ts, LAYER, "dcerpc_wrong_direction",
+                                          detail=f"frame {frame}: ptype {ptype} from {'client' if from_client else 'server'}"))
+            return
+        if ptype == pdu.PTYPE_REQUEST:
+            self._request(hdr, data, ts, frame, out)
+        elif ptype == pdu.PTYPE_FAULT:
+            self.stats["results"] += 1
+            out.append(RpcResult(ts, hdr.call_id, pdu.fault_status(data, hdr), True))
+        elif ptype in (pdu.PTYPE_BIND, pdu.PTYPE_ALTER_CONTEXT):
+            self._bind(hdr, data, ts, out)
+        elif ptype in (pdu.PTYPE_BIND_ACK, pdu.PTYPE_ALTER_CONTEXT_RESP):
+            self._bind_ack(hdr, data, ts, out)
+        elif ptype == pdu.PTYPE_BIND_NAK:
+            self._take_pending_bind(hdr.call_id)
+        else:
+            # auth3, shutdown, co_cancel, orphaned: recognised, nothing to report.
+            self.stats[f"ptype_{ptype}"] += 1
+
+    def _bind(self, hdr: pdu.Header, data: memoryview, ts: float, out: list) -> None:
+        contexts = pdu.parse_bind(data, hdr)
+        if len(self._pending_binds) >= self.settings.max_pending_binds:
+            self._pending_binds.pop(0)
+            out.append(self.stats.anomaly(ts, LAYER, "dcerpc_too_many_pending_binds"))
+        self._pending_binds.append((hdr.call_id, contexts))
+
+    def _take_pending_bind(self, call_id: int) -> list[pdu.Context] | None:
+        """The bind this ack answers: the one with its call_id (C706 12.6.4.4: the ack
+        echoes it), else the oldest, since acks come in order."""
+        for i, (pending_id, contexts) in enumerate(self._pending_binds):
+            if pending_id == call_id:
+                del self._pending_binds[i]
+                return contexts
+        return self._pending_binds.pop(0)[1] if self._pending_binds else None
+
+    def _bind_ack(self, hdr: pdu.Header, data: memoryview, ts: float, out: list) -> None:
+        results = pdu.parse_bind_ack(data, hdr)
+        contexts = self._take_pending_bind(hdr.call_id)
+        if contexts is None:
+            if results:
+                out.append(self.stats.anomaly(ts, LAYER, "dcerpc_ack_without_bind", detail=f"call_id {hdr.call_id}"))
+            return
+        if len(results) != len(contexts):
+            out.append(self.stats.anomaly(ts, LAYER, "dcerpc_bind_result_count",
+                                          detail=f"{len(contexts)} contexts, {len(results)} results"))
+        for ctx, res in zip(contexts, results):
+            if res.result != pdu.RESULT_ACCEPTANCE:
+                continue
+            if ctx.ctx_id not in self._contexts and len(self._contexts) >= self.settings.max_contexts:
+                out.append(self.stats.anomaly(ts, LAYER, "dcerpc_too_many_contexts", detail=f"ctx_id {ctx.ctx_id}"))
+                continue
+            # A later alter_context re-binding a ctx_id replaces what it named.
+            self._contexts[ctx.ctx_id] = (ctx.interface_uuid, ctx.interface_version)
+            self.stats["binds"] += 1
+            out.append(RpcBind(ts, ctx.ctx_id, ctx.interface_uuid, ctx.interface_version, res.transfer_syntax))
+
+    def _request(self, hdr: pdu.Header, data: memoryview, ts: float, frame: int, out: list) -> None:
+        req = pdu.parse_request(data, hdr)
+        call = self._calls.get(hdr.call_id)
+        if hdr.flags & pdu.PFC_FIRST_FRAG or call is None:
+            if call is not None:
+                out.append(self.stats.anomaly(ts, LAYER, "dcerpc_call_restarted", detail=f"call_id {hdr.call_id}"))
+            elif not hdr.flags & pdu.PFC_FIRST_FRAG:
+                # Midstream, or a stack that leaves the flag off: the opnum is in every fragment.
+                out.append(self.stats.anomaly(ts, LAYER, "dcerpc_fragment_without_first",
+                                              detail=f"frame {frame}: call_id {hdr.call_id}"))
+            call = _PendingCall(req, hdr.little)
+            self._calls.pop(hdr.call_id, None)
+            if len(self._calls) >= self.settings.max_calls_in_flight:
+                evicted, _ = self._calls.popitem(last=False)
+                out.append(self.stats.anomaly(ts, LAYER, "dcerpc_too_many_calls", detail=f"call_id {evicted} dropped"))
+            self._calls[hdr.call_id] = call
+        sealed = req.auth is not None and req.auth.auth_level == pdu.AUTH_LEVEL_PRIVACY
+        call.fragments += 1
+        if not sealed:
+            self._append_stub(call, data[req.stub_start:req.stub_end], ts, hdr.call_id, out)
+        if not hdr.flags & pdu.PFC_LAST_FRAG:
+            return
+        del self._calls[hdr.call_id]
+        self.stats["calls"] += 1
+        iface = self._contexts.get(call.ctx_id)
+        auth = call.auth
+        out.append(RpcCall(
+            ts=ts, frame=frame, call_id=hdr.call_id, ctx_id=call.ctx_id, opnum=call.opnum,
+            interface_uuid=iface[0] if iface else None,
+            interface_version=iface[1] if iface else None,
+            stub=b"".join(call.chunks), little_endian=call.little,
+            auth_type=auth.auth_type if auth else None,
+            auth_level=auth.auth_level if auth else None,
+            sealed=sealed, object_uuid=call.object_uuid,
+        ))
+
+    def _append_stub(self, call: _PendingCall, stub: memoryview, ts: float, call_id: int, out: list) -> None:
+        room = self.settings.max_stub_bytes - call.size
+        if call.fragments > self.settings.max_fragments_per_call or len(stub) > room:
+            if not call.truncated:
+                call.truncated = True
+                out.append(self.stats.anomaly(ts, LAYER, "dcerpc_stub_truncated",
+                                              detail=f"call_id {call_id}: over {self.settings.max_stub_bytes} bytes "
+                                                     f"or {self.settings.max_fragments_per_call} fragments"))
+            if call.fragments > self.settings.max_fragments_per_call:
+                return
+            stub = stub[:max(room, 0)]
+        if stub:
+            call.chunks.append(bytes(stub))
+            call.size += len(stub)
