@@ -126,13 +126,22 @@ def parse_header(buf: bytes | bytearray | memoryview, off: int = 0) -> Header | 
 
 
 def plausible_header(buf: bytes | bytearray | memoryview, off: int, max_frag: int) -> bool:
-    """Strict test used to resynchronise after a gap: a known CO ptype, defined drep, sane size."""
+    """Strict test used to resynchronise after a gap or garbage: a known CO ptype, a defined
+    drep, a sane size, and PFC_FIRST_FRAG. Requiring the first-fragment flag costs nothing
+    (a later fragment of a call whose start was lost cannot be used) and rejects the
+    commonest false match in NDR stubs: uint32 5 then zeros, read as a big-endian header."""
     hdr = parse_header(buf, off)
     if hdr is None or hdr.ptype not in CO_PTYPES or hdr.frag_length > max_frag:
         return False
+    if not hdr.flags & PFC_FIRST_FRAG:
+        return False
     # C706 12.6.3.1 / 14.1: drep[0] low nibble is the character set (0 ASCII, 1 EBCDIC);
     # byte 1 the float format (0-3); bytes 2-3 reserved, zero in every stack seen.
-    return buf[off + 4] & 0xEE == 0 and buf[off + 5] <= 3 and buf[off + 6] == 0 and buf[off + 7] == 0
+    if buf[off + 4] & 0xEE or buf[off + 5] > 3 or buf[off + 6] or buf[off + 7]:
+        return False
+    # When the next PDU's header is already here, it must parse as well.
+    following = off + hdr.frag_length
+    return len(buf) - following < COMMON_HEADER_LEN or parse_header(buf, following) is not None
 
 
 def parse_uuid(buf: bytes | bytearray | memoryview, off: int, little: bool) -> str:
