@@ -1,0 +1,67 @@
+"""The store's schema as a list of steps. Step i takes a database from version i to i+1;
+a step is a tuple of SQL statements, run in the one transaction that opens the store.
+
+Append new steps; never edit a released one (databases in the field already ran it).
+"""
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[str, ...]] = [
+    # 1: events, the distinct days each detector key was seen, one alert per rule+key+day.
+    (
+        """
+        CREATE TABLE events (
+            event_id         TEXT PRIMARY KEY,
+            ts_ms            INTEGER NOT NULL,      -- event_timestamp
+            utc_date         TEXT NOT NULL,         -- YYYY-MM-DD of _time
+            day_of_month     INTEGER NOT NULL,      -- XQL extract_time(_time, "DAY")
+            event_type       INTEGER NOT NULL,
+            interface_uuid   TEXT NOT NULL,
+            func_name        TEXT NOT NULL,
+            opnum            INTEGER NOT NULL,
+            actor_type       INTEGER NOT NULL,
+            agent_hostname   TEXT NOT NULL,
+            agent_id         TEXT NOT NULL,
+            agent_ip         TEXT NOT NULL,
+            actor_remote_ip  TEXT NOT NULL,
+            dfs_relay_server TEXT,                  -- ServerName argument; NULL when not decoded
+            dfs_root_share   TEXT,                  -- RootShare argument; NULL when not decoded
+            record           TEXT NOT NULL          -- the event as JSON, every field
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE INDEX events_by_time ON events (ts_ms)
+        """,
+        """
+        CREATE TABLE key_days (
+            rule     TEXT NOT NULL,
+            key      TEXT NOT NULL,                 -- JSON array of the rule's key fields
+            utc_date TEXT NOT NULL,
+            PRIMARY KEY (rule, key, utc_date)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE INDEX key_days_by_date ON key_days (utc_date)
+        """,
+        """
+        CREATE TABLE alerts (
+            alert_id         INTEGER PRIMARY KEY,
+            rule             TEXT NOT NULL,
+            key              TEXT NOT NULL,
+            day              TEXT NOT NULL,         -- UTC date the alert is for
+            first_seen_ms    INTEGER NOT NULL,
+            last_seen_ms     INTEGER NOT NULL,
+            agent_hostname   TEXT NOT NULL,
+            agent_ip         TEXT NOT NULL,
+            actor_remote_ip  TEXT NOT NULL,
+            opnum            INTEGER NOT NULL,
+            record           TEXT NOT NULL,         -- the alert as JSON, kept current
+            UNIQUE (rule, key, day)
+        )
+        """,
+        """
+        CREATE INDEX alerts_by_time ON alerts (first_seen_ms)
+        """,
+    ),
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
