@@ -1,0 +1,94 @@
+"""The SMB stage for one TCP flow: bytes of both directions in, named-pipe events out.
+
+State: one NbssStream per direction (framing, skipping, resync), the SMB2 and SMB1 message
+state (Smb2Protocol, Smb1Protocol, each with its own pending requests, trees and pipes),
+and the SessionBook they share (dialect, NTLMSSP challenge, sessions). A connection speaks
+SMB1 or SMB2 after NEGOTIATE; both are kept so a multi-protocol NEGOTIATE (SMB1 request,
+SMB2 response) and odd captures need no special case.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from sensor.anomaly import Anomaly, Stats
+from sensor.net.stream import FlowKey
+from sensor.smb import netbios
+from sensor.smb.events import SmbEvent
+from sensor.smb.smb1 import Smb1Protocol
+from sensor.smb.smb2 import Smb2Protocol
+from sensor.smb.state import SessionBook
+
+SMB1 = 0xFF
+SMB2 = 0xFE
+TRANSFORM = 0xFD     # MS-SMB2 2.2.41: encrypted message, never decoded
+COMPRESSED = 0xFC    # MS-SMB2 2.2.42: compressed message; not decompressed (counted)
+
+# Malformed input is turned into these anomalies; any of these escaping a parser is a bug in
+# a bounds check, so it is caught per message rather than letting the flow die.
+_PARSE_ERRORS = (IndexError, ValueError, KeyError, TypeError, struct.error)
+
+
+class SmbConnection:
+    """``feed_data``/``feed_gap`` per direction, ``close`` at the end of the flow."""
+
+    def __init__(self, flow: FlowKey, settings: Any = None) -> None:
+        self.flow = flow
+        self.settings = settings
+        self.stats = Stats()
+        self.sessions = SessionBook(flow, self.stats)
+        self.smb2 = Smb2Protocol(flow, self.stats, self.sessions)
+        self.smb1 = Smb1Protocol(flow, self.stats, self.sessions)
+        self._streams = (netbios.NbssStream(self._wants_whole, self.stats),   # server -> client
+                         netbios.NbssStream(self._wants_whole, self.stats))   # client -> server
+
+    def feed_data(self, from_client: bool, ts: float, data: bytes | memoryview,
+                  frame: int) -> list[SmbEvent | Anomaly]:
+        self.stats["smb_bytes"] += len(data)
+        return self._items(from_client, ts, frame, self._streams[from_client].feed(data))
+
+    def feed_gap(self, from_client: bool, ts: float, length: int) -> list[SmbEvent | Anomaly]:
+        return self._items(from_client, ts, 0, self._streams[from_client].gap(length))
+
+    def close(self, ts: float) -> list[SmbEvent | Anomaly]:
+        return self.smb2.close(ts) + self.smb1.close(ts)
+
+    @property
+    def encrypted_by_session(self) -> dict[int, int]:
+        return self.smb2.encrypted_by_session
+
+    def _wants_whole(self, prefix: bytes, length: int) -> bool:
+        if prefix[0] == SMB2:
+            return self.smb2.wants_whole(prefix)
+        if prefix[0] == SMB1:
+            return self.smb1.wants_whole(prefix)
+        return False
+
+    def _items(self, from_client: bool, ts: float, frame: int, items: list[tuple]) -> list:
+        events: list = []
+        for kind, value, length in items:
+            if kind == netbios.ANOMALY:
+                events.append(self.stats.anomaly(ts, "netbios", value, self.flow, length))
+            elif kind == netbios.CONTROL:
+                continue
+            else:
+                events += self._message(from_client, ts, frame, value, length, kind == netbios.HEAD)
+        return events
+
+    def _message(self, from_client: bool, ts: float, frame: int, data: bytes, length: int,
+                 truncated: bool) -> list:
+        protocol = data[0]
+        try:
+            if protocol == SMB2:
+                return self.smb2.message(ts, frame, data, truncated)
+            if protocol == SMB1:
+                return self.smb1.message(ts, frame, data, truncated)
+            if protocol == TRANSFORM:
+                # wire size: the whole NetBIOS message, its 4-byte header included
+                return self.smb2.encrypted(ts, frame, from_client, data, length + 4)
+            self.stats["smb2_compressed_messages"] += 1
+            return []
+        except _PARSE_ERRORS as e:
+            layer = "smb1" if protocol == SMB1 else "smb2"
+            return [self.stats.anomaly(ts, layer, f"{layer}_bad_structure", self.flow,
+                                       f"{type(e).__name__}: {e}")]

@@ -1,0 +1,235 @@
+"""NetBIOS session service framing (RFC 1002 4.3) of one direction of an SMB connection.
+
+Every SMB message travels in a session message: a 4-byte header (type, length) and the
+message. On port 445 ("direct TCP", MS-SMB2 2.1) the length is 24 bits; on port 139 it is
+17 bits, which the same 24-bit reading covers since the 7 bits above are zero there.
+
+State, per direction: the bytes of the message being framed (``_buf``), how many bytes of
+an uninteresting payload remain to be skipped without buffering (``_skip``), or a hunt for
+the next plausible header after loss or garbage (``_hunting``, ``_tail``).
+
+Messages up to WHOLE_MESSAGE_LIMIT are buffered whole. For a larger one only its first
+PEEK_BYTES are buffered, and the ``wants_whole(prefix, length)`` callback decides: pipe
+traffic is buffered whole (up to PIPE_MESSAGE_LIMIT); bulk file I/O is handed on as a
+prefix and the rest is skipped by length, so a loss inside it costs nothing.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from sensor.anomaly import Stats
+
+SESSION_MESSAGE = 0x00
+SESSION_REQUEST = 0x81
+POSITIVE_RESPONSE = 0x82
+NEGATIVE_RESPONSE = 0x83
+RETARGET_RESPONSE = 0x84
+KEEPALIVE = 0x85
+CONTROL_TYPES = frozenset({SESSION_REQUEST, POSITIVE_RESPONSE, NEGATIVE_RESPONSE,
+                           RETARGET_RESPONSE, KEEPALIVE})
+
+MAGICS = frozenset({b"\xfeSMB", b"\xffSMB", b"\xfdSMB", b"\xfcSMB"})
+# Smallest message each protocol id can start: SMB2 header 64, SMB1 header 32 + WordCount +
+# ByteCount, TRANSFORM_HEADER 52, COMPRESSION_TRANSFORM_HEADER (unchained) 16.
+MIN_MESSAGE = {0xFE: 64, 0xFF: 35, 0xFD: 52, 0xFC: 16}
+
+# A header-only need: the biggest pipe transaction Windows sends is 64 KiB (MaxTransactSize
+# is granted up to 8 MiB but DCE/RPC fragments top out at 65535), so anything this small is
+# simply buffered and parsed whole, compounds included.
+WHOLE_MESSAGE_LIMIT = 64 * 1024 + 256
+# Enough of a large message to read its first SMB header and command: SMB2 header 64 +
+# WRITE request 48 (the largest fixed part we read), SMB1 header 32 + WRITE_ANDX 14 words.
+PEEK_BYTES = 128
+# MS-SMB2 3.3.5.2: Windows caps MaxRead/Write/TransactSize at 8 MiB (large MTU); a pipe
+# message beyond that is not one a real server accepts.
+PIPE_MESSAGE_LIMIT = 8 * 1024 * 1024
+# Give up on a direction after hunting this far without a plausible header: a little more
+# than the largest message that could be in the way.
+RESYNC_SCAN_LIMIT = 17 * 1024 * 1024
+
+# A plausible header: session message type 0, 3 length bytes, an SMB protocol id.
+_HEADER_PATTERN = re.compile(rb"\x00...[\xfc-\xff]SMB", re.DOTALL)
+_HEADER_SPAN = 8
+
+MESSAGE = "message"    # (MESSAGE, payload: bytes, length)         a whole SMB message
+HEAD = "head"          # (HEAD, prefix: bytes, length)            start of a skipped message
+CONTROL = "control"    # (CONTROL, type: int, length)            session request, keepalive...
+ANOMALY = "anomaly"    # (ANOMALY, name: str, detail: str)
+
+WantsWhole = Callable[[bytes, int], bool]
+
+
+class NbssStream:
+    """Frames one direction. ``feed`` and ``gap`` return items (tuples, see above)."""
+
+    def __init__(self, wants_whole: WantsWhole, stats: Stats) -> None:
+        self._wants_whole = wants_whole
+        self.stats = stats
+        self._buf = bytearray()
+        self._length: int | None = None   # payload length of the message being framed
+        self._whole: bool | None = None   # buffer it all? None: not decided yet
+        self._skip = 0
+        self._hunting = False
+        self._tail = b""                  # unmatched end of the hunted bytes (< _HEADER_SPAN)
+        self._hunted = 0
+        self._dead = False
+
+    @property
+    def skipping(self) -> int:
+        return self._skip
+
+    def feed(self, data: bytes | memoryview) -> list[tuple]:
+        items: list[tuple] = []
+        mv = memoryview(data)
+        while mv and not self._dead:
+            if self._skip:
+                n = min(self._skip, len(mv))
+                self._skip -= n
+                self.stats["nbss_bytes_skipped"] += n
+                mv = mv[n:]
+            elif self._hunting:
+                mv = self._hunt(mv, items)
+            else:
+                mv = self._frame(mv, items)
+        return items
+
+    def gap(self, length: int) -> list[tuple]:
+        """``length`` bytes were lost. Absorbed inside a skipped payload, else resync."""
+        if self._dead:
+            return []
+        if length <= self._skip:
+            self._skip -= length
+            self.stats["nbss_gap_bytes_absorbed"] += length
+            return []
+        if self._hunting:
+            self._tail = b""
+            return []
+        items: list[tuple] = []
+        self._buf.clear()
+        self._start_hunt(items, f"gap of {length} bytes")
+        return items
+
+    def _reset(self) -> None:
+        self._buf.clear()
+        self._length = None
+        self._whole = None
+
+    def _start_hunt(self, items: list[tuple], reason: str) -> None:
+        # Drop the first byte of what was buffered and look for a header in the rest.
+        self._tail = bytes(self._buf[1:])
+        self._reset()
+        self._skip = 0
+        self._hunting = True
+        self._hunted = 0
+        items.append((ANOMALY, "smb_resync", reason))
+
+    def _hunt(self, mv: memoryview, items: list[tuple]) -> memoryview:
+        tail = self._tail
+        if tail:
+            joined = tail + bytes(mv[:_HEADER_SPAN - 1])
+            for m in _HEADER_PATTERN.finditer(joined):
+                if m.start() >= len(tail):
+                    break
+                if _plausible(joined, m.start()):
+                    self._end_hunt()
+                    self._buf += tail[m.start():]
+                    return mv
+        pos = 0
+        while True:
+            m = _HEADER_PATTERN.search(mv, pos)
+            if m is None:
+                break
+            if _plausible(mv, m.start()):
+                self._end_hunt()
+                self._hunted += m.start()
+                return mv[m.start():]
+            pos = m.start() + 1
+        self._hunted += len(mv)
+        self._tail = (tail + bytes(mv[-(_HEADER_SPAN - 1):]))[-(_HEADER_SPAN - 1):]
+        if self._hunted > RESYNC_SCAN_LIMIT:
+            self._dead = True
+            items.append((ANOMALY, "smb_resync_failed", f"no header in {self._hunted} bytes"))
+        return mv[len(mv):]
+
+    def _end_hunt(self) -> None:
+        self._hunting = False
+        self._tail = b""
+        self.stats["smb_resync_found"] += 1
+
+    def _take(self, mv: memoryview, upto: int) -> memoryview:
+        n = upto - len(self._buf)
+        if n > 0:
+            self._buf += mv[:n]
+            return mv[n:]
+        return mv
+
+    def _frame(self, mv: memoryview, items: list[tuple]) -> memoryview:
+        buf = self._buf
+        if not buf and len(mv) >= 8 and mv[0] == SESSION_MESSAGE:
+            # Fast path: a whole small message inside this chunk, nothing buffered.
+            length = (mv[1] << 16) | (mv[2] << 8) | mv[3]
+            if (length <= WHOLE_MESSAGE_LIMIT and len(mv) >= 4 + length
+                    and bytes(mv[4:8]) in MAGICS and length >= MIN_MESSAGE[mv[4]]):
+                self.stats["nbss_messages"] += 1
+                items.append((MESSAGE, bytes(mv[4:4 + length]), length))
+                return mv[4 + length:]
+        if self._length is None:
+            mv = self._take(mv, 4)
+            if len(buf) < 4:
+                return mv
+            kind = buf[0]
+            if kind in CONTROL_TYPES:
+                # RFC 1002 4.3.1: 17-bit length, its top bit in the flags byte.
+                length = ((buf[1] & 1) << 16) | (buf[2] << 8) | buf[3]
+                self.stats[f"nbss_type_0x{kind:02x}"] += 1
+                items.append((CONTROL, kind, length))
+                self._reset()
+                self._skip = length
+                return mv
+            if kind != SESSION_MESSAGE:
+                items.append((ANOMALY, "nbss_bad_type", f"type 0x{kind:02x}"))
+                self._start_hunt(items, "bad session type")
+                return mv
+            self._length = (buf[1] << 16) | (buf[2] << 8) | buf[3]
+        length = self._length
+        if self._whole is None and len(buf) < 8:
+            mv = self._take(mv, 8)
+            if len(buf) < 8:
+                return mv
+            if bytes(buf[4:8]) not in MAGICS or length < MIN_MESSAGE[buf[4]]:
+                items.append((ANOMALY, "smb_bad_magic", bytes(buf[4:8]).hex()))
+                self._start_hunt(items, "bad protocol id")
+                return mv
+            if length <= WHOLE_MESSAGE_LIMIT:
+                self._whole = True
+        if self._whole is None:
+            mv = self._take(mv, 4 + PEEK_BYTES)
+            if len(buf) < 4 + PEEK_BYTES:
+                return mv
+            prefix = bytes(buf[4:])
+            if self._wants_whole(prefix, length):
+                if length <= PIPE_MESSAGE_LIMIT:
+                    self._whole = True
+                else:
+                    items.append((ANOMALY, "nbss_oversize", f"{length} bytes"))
+                    self._whole = False
+            else:
+                self._whole = False
+            if not self._whole:
+                self.stats["nbss_messages"] += 1
+                items.append((HEAD, prefix, length))
+                self._skip = 4 + length - len(buf)
+                self._reset()
+                return mv
+        mv = self._take(mv, 4 + length)
+        if len(buf) == 4 + length:
+            self.stats["nbss_messages"] += 1
+            items.append((MESSAGE, bytes(buf[4:]), length))
+            self._reset()
+        return mv
+
+
+def _plausible(data: bytes | memoryview, at: int) -> bool:
+    length = (data[at + 1] << 16) | (data[at + 2] << 8) | data[at + 3]
+    return length >= MIN_MESSAGE[data[at + 4]]

@@ -1,0 +1,353 @@
+"""SMB2/3 (MS-SMB2) message state for one connection: what it takes to follow named pipes.
+
+State: the tree connects (TreeId -> path, pipe share or not), the requests waiting for their
+response (MessageId -> _Pending, bounded), the pipe handles (FileId -> PipeId, in the shared
+PipeTable) and, through the SessionBook, the dialect and who authenticated.
+
+A request is remembered until its final response: an async interim response (STATUS_PENDING)
+keeps it. A CREATE's FileId is only known from its response, so data a related compound
+operation writes to "the file just created" is held on the CREATE's entry until then.
+"""
+from __future__ import annotations
+
+import struct
+
+from sensor.anomaly import Stats
+from sensor.net.stream import FlowKey
+from sensor.smb.events import EncryptedMessage, PipeData
+from sensor.smb.ntlmssp import NtlmAuthenticate, NtlmChallenge, NtlmsspError, find_ntlmssp
+from sensor.smb.state import PipeTable, SessionBook, is_ipc_path
+
+PROTOCOL_ID = b"\xfeSMB"
+HEADER_SIZE = 64
+
+NEGOTIATE = 0x00
+SESSION_SETUP = 0x01
+TREE_CONNECT = 0x03
+CREATE = 0x05
+CLOSE = 0x06
+READ = 0x08
+WRITE = 0x09
+IOCTL = 0x0B
+CANCEL = 0x0C
+
+FLAGS_SERVER_TO_REDIR = 0x00000001
+FLAGS_ASYNC_COMMAND = 0x00000002
+FLAGS_RELATED_OPERATIONS = 0x00000004
+
+STATUS_SUCCESS = 0x00000000
+STATUS_PENDING = 0x00000103
+STATUS_BUFFER_OVERFLOW = 0x80000005        # a partial pipe message read: data follows
+STATUS_MORE_PROCESSING_REQUIRED = 0xC0000016   # SESSION_SETUP leg carrying the CHALLENGE
+
+FSCTL_PIPE_TRANSCEIVE = 0x0011C017
+SHARE_TYPE_PIPE = 0x02
+SESSION_FLAG_ENCRYPT_DATA = 0x0004
+# MS-SMB2 2.2.1: an unsolicited message (oplock break notification) has no request.
+UNSOLICITED_MESSAGE_ID = 0xFFFFFFFFFFFFFFFF
+# MS-SMB2 3.3.5.2.7.2: a related operation's FileId of all ones means "the previous one".
+RELATED_FILE_ID = b"\xff" * 16
+
+DIALECTS = {0x0202: "2.0.2", 0x0210: "2.1", 0x0300: "3.0", 0x0302: "3.0.2", 0x0311: "3.1.1"}
+DIALECT_WILDCARD = 0x02FF   # multi-protocol negotiate answer: a real SMB2 NEGOTIATE follows
+
+# Windows grants a connection at most 8192 credits (Smb2MaxCredits), so no more requests can
+# be outstanding; entries of responses never captured are evicted oldest first.
+PENDING_LIMIT = 8192
+# Windows clients keep a few trees per session; a connection with more is not a client's.
+TREES_LIMIT = 1024
+# Windows sends compounds of at most a handful of operations; bounds the chain walk.
+COMPOUND_LIMIT = 64
+# Data written to a pipe in the same compound as its CREATE, held until the FileId is known.
+DEFERRED_WRITES_LIMIT = 16
+
+_header = struct.Struct("<4sHHIHHIIQIIQ")   # through SessionId; Signature follows
+_u8 = struct.Struct("<B")
+_u16 = struct.Struct("<H")
+_u32 = struct.Struct("<I")
+_u16u16 = struct.Struct("<HH")
+_u16u32 = struct.Struct("<HI")
+_u32u32 = struct.Struct("<II")
+_B = HEADER_SIZE   # bodies start right after the header; offsets below are from it
+
+
+class _Pending:
+    __slots__ = ("command", "session_id", "tree_id", "file_id", "via", "auth", "path",
+                 "name", "is_pipe", "deferred", "transceive")
+
+    def __init__(self, command: int, session_id: int, tree_id: int) -> None:
+        self.command = command
+        self.session_id = session_id
+        self.tree_id = tree_id
+        self.file_id: bytes | None = None
+        self.via: _Pending | None = None      # the CREATE of this compound, for FileId all ones
+        self.auth: NtlmAuthenticate | None = None
+        self.path = ""
+        self.name = ""
+        self.is_pipe = False
+        self.deferred: list[tuple[float, int, bytes]] = []
+        self.transceive = False
+
+
+class Smb2Protocol:
+    def __init__(self, flow: FlowKey, stats: Stats, sessions: SessionBook) -> None:
+        self.flow = flow
+        self.stats = stats
+        self.sessions = sessions
+        self.pipes = PipeTable(flow, stats)
+        self._pending: dict[int, _Pending] = {}
+        self._trees: dict[tuple[int, int], tuple[str, bool]] = {}   # -> (path, is pipe share)
+        self.encrypted_by_session: dict[int, int] = {}
+
+    # -- framing decisions -------------------------------------------------------------
+    def wants_whole(self, prefix: bytes) -> bool:
+        """Is this large message pipe I/O (buffer it) rather than bulk file I/O (skip it)?"""
+        if len(prefix) < HEADER_SIZE + 32:
+            return False
+        (_m, _s, _c, _st, command, _cr, flags, _n, message_id, _r, _t, _sid) = _header.unpack_from(prefix)
+        if flags & FLAGS_SERVER_TO_REDIR:
+            entry = self._pending.get(message_id)
+            return entry is not None and command in (READ, IOCTL) and self._pipe_of(entry) is not None
+        if command == WRITE:
+            return self.pipes.get(bytes(prefix[_B + 16:_B + 32])) is not None
+        if command == IOCTL:
+            return self.pipes.get(bytes(prefix[_B + 8:_B + 24])) is not None
+        return False
+
+    # -- messages ------------------------------------------------------------------------
+    def message(self, ts: float, frame: int, data: bytes, truncated: bool) -> list:
+        """One SMB2 message (a compound chain); ``truncated``: only its start is here."""
+        events: list = []
+        mv = memoryview(data)
+        offset = 0
+        session_id = tree_id = 0
+        file_id: bytes | None = None
+        create: _Pending | None = None
+        for _ in range(COMPOUND_LIMIT):
+            if offset + HEADER_SIZE > len(mv):
+                if not truncated:
+                    events.append(self._bad(ts, f"header cut at {offset}"))
+                return events
+            (magic, size, _charge, status, command, _credit, flags, next_command, message_id,
+             _reserved, tid, sid) = _header.unpack_from(mv, offset)
+            if magic != PROTOCOL_ID or size != HEADER_SIZE:
+                events.append(self._bad(ts, f"bad header at {offset}"))
+                return events
+            end = offset + next_command if next_command else len(mv)
+            if next_command and (next_command < HEADER_SIZE or next_command % 8 or end > len(mv)):
+                if not (truncated and next_command >= HEADER_SIZE and next_command % 8 == 0):
+                    events.append(self._bad(ts, f"NextCommand {next_command}"))
+                    next_command = 0
+                    end = len(mv)
+            op = mv[offset:end]
+            self.stats["smb2_operations"] += 1
+            if flags & FLAGS_SERVER_TO_REDIR:
+                self._response(ts, frame, op, command, status, flags, message_id, sid, tid,
+                               truncated, events)
+            else:
+                if flags & FLAGS_RELATED_OPERATIONS and offset:
+                    # MS-SMB2 3.3.5.2.7.2: related operations use the previous operation's
+                    # SessionId and TreeId (and FileId, when theirs is all ones).
+                    sid, tid = session_id, tree_id
+                session_id, tree_id = sid, tid
+                file_id, create = self._request(ts, frame, op, command, message_id, sid, tid,
+                                                file_id, create, truncated, events)
+            if not next_command:
+                return events
+            offset += next_command
+        events.append(self.stats.anomaly(ts, "smb2", "smb2_compound_loop", self.flow,
+                                         f"more than {COMPOUND_LIMIT} operations"))
+        return events
+
+    def encrypted(self, ts: float, frame: int, from_client: bool, data: bytes, wire_size: int) -> list:
+        """MS-SMB2 2.2.41 TRANSFORM_HEADER: OriginalMessageSize at 36, SessionId at 44."""
+        if len(data) < 52:
+            return [self._bad(ts, "short transform header")]
+        original_size = _u32.unpack_from(data, 36)[0]
+        session_id = struct.unpack_from("<Q", data, 44)[0]
+        self.stats["smb2_encrypted_messages"] += 1
+        self.encrypted_by_session[session_id] = self.encrypted_by_session.get(session_id, 0) + 1
+        events: list = [EncryptedMessage(self.flow, ts, frame, from_client, session_id,
+                                         original_size, wire_size)]
+        events += self.sessions.encrypted(ts, session_id)
+        return events
+
+    def close(self, ts: float) -> list:
+        events = self.pipes.close_all(ts)
+        self._pending.clear()
+        self._trees.clear()
+        return events
+
+    # -- requests --------------------------------------------------------------------------
+    def _request(self, ts, frame, op, command, message_id, sid, tid, file_id, create,
+                 truncated, events) -> tuple[bytes | None, _Pending | None]:
+        """Remember the request; returns the chain's (FileId, pending CREATE) for the next."""
+        if command == CANCEL:
+            return file_id, create
+        entry = _Pending(command, sid, tid)
+        if len(self._pending) >= PENDING_LIMIT and message_id not in self._pending:
+            del self._pending[next(iter(self._pending))]
+            events.append(self.stats.anomaly(ts, "smb2", "smb2_pending_table_full", self.flow))
+        self._pending[message_id] = entry
+        if command == SESSION_SETUP and not truncated:
+            offset, length = _u16u16.unpack_from(op, _B + 12)
+            message = self._ntlmssp(ts, op[offset:offset + length], events)
+            if isinstance(message, NtlmAuthenticate):
+                entry.auth = message
+        elif command == TREE_CONNECT and not truncated:
+            offset, length = _u16u16.unpack_from(op, _B + 4)
+            entry.path = _utf16(op[offset:offset + length])
+        elif command == CREATE and not truncated:
+            offset, length = _u16u16.unpack_from(op, _B + 44)
+            entry.name = _utf16(op[offset:offset + length])
+            tree = self._trees.get((sid, tid))
+            entry.path = tree[0] if tree else ""
+            entry.is_pipe = tree[1] if tree else _looks_like_pipe(entry.name)
+            return None, entry
+        elif command in (CLOSE, READ, WRITE, IOCTL):
+            at = {CLOSE: 8, READ: 16, WRITE: 16, IOCTL: 8}[command]
+            fid = bytes(op[_B + at:_B + at + 16])
+            if fid == RELATED_FILE_ID:
+                entry.file_id, entry.via = file_id, (None if file_id else create)
+            else:
+                entry.file_id, create = fid, None
+            if not truncated:
+                self._client_data(ts, frame, op, command, entry, events)
+            return entry.file_id, create
+        return file_id, create
+
+    def _client_data(self, ts, frame, op, command, entry, events) -> None:
+        if command == WRITE:
+            offset, length = _u16u32.unpack_from(op, _B + 2)
+        elif command == IOCTL:
+            entry.transceive = _u32.unpack_from(op, _B + 4)[0] == FSCTL_PIPE_TRANSCEIVE
+            if not entry.transceive:
+                return
+            offset, length = _u32u32.unpack_from(op, _B + 24)
+        else:
+            return
+        if not length:
+            return
+        data = bytes(op[offset:offset + length])
+        if len(data) != length:
+            events.append(self._bad(ts, f"data runs past the message (command {command})"))
+            return
+        pipe = self._pipe_of(entry)
+        if pipe is not None:
+            events.append(PipeData(self.flow, ts, frame, pipe, True, data))
+        elif entry.via is not None and entry.via.is_pipe:
+            if len(entry.via.deferred) < DEFERRED_WRITES_LIMIT:
+                entry.via.deferred.append((ts, frame, data))
+            else:
+                events.append(self.stats.anomaly(ts, "smb2", "smb2_deferred_writes_full", self.flow))
+
+    # -- responses -------------------------------------------------------------------------
+    def _response(self, ts, frame, op, command, status, flags, message_id, sid, tid,
+                  truncated, events) -> None:
+        if command == NEGOTIATE and status == STATUS_SUCCESS and not truncated:
+            # Also the answer to an SMB1 multi-protocol NEGOTIATE, which has no SMB2 request.
+            self._pending.pop(message_id, None)
+            dialect = _u16.unpack_from(op, _B + 4)[0]
+            if dialect != DIALECT_WILDCARD:
+                self.sessions.dialect = DIALECTS.get(dialect, f"0x{dialect:04x}")
+            return
+        if message_id == UNSOLICITED_MESSAGE_ID:
+            return
+        if status == STATUS_PENDING and flags & FLAGS_ASYNC_COMMAND:
+            # MS-SMB2 3.3.4.2: interim response; the final one comes with the same MessageId.
+            self.stats["smb2_async_interim"] += 1
+            return
+        entry = self._pending.pop(message_id, None)
+        if entry is None:
+            events.append(self.stats.anomaly(ts, "smb2", "smb2_unmatched_response", self.flow,
+                                             f"MessageId {message_id} command {command}"))
+            return
+        if command == CLOSE:
+            pipe_handle = entry.file_id if entry.file_id else (entry.via.file_id if entry.via else None)
+            if pipe_handle is not None:
+                events += self.pipes.close(ts, pipe_handle)
+            return
+        if truncated or not _carries_body(command, status):
+            return
+        if command == SESSION_SETUP:
+            session_flags, offset, length = struct.unpack_from("<HHH", op, _B + 2)
+            if status == STATUS_MORE_PROCESSING_REQUIRED:
+                message = self._ntlmssp(ts, op[offset:offset + length], events)
+                if isinstance(message, NtlmChallenge):
+                    self.sessions.challenge = message
+            else:
+                events += self.sessions.authenticated(ts, sid, entry.auth)
+                if session_flags & SESSION_FLAG_ENCRYPT_DATA:
+                    events += self.sessions.encrypted(ts, sid)
+        elif command == TREE_CONNECT:
+            share_type = _u8.unpack_from(op, _B + 2)[0]
+            if len(self._trees) < TREES_LIMIT:
+                self._trees[(sid, tid)] = (entry.path, share_type == SHARE_TYPE_PIPE or is_ipc_path(entry.path))
+            else:
+                events.append(self.stats.anomaly(ts, "smb2", "smb2_tree_table_full", self.flow))
+        elif command == CREATE and entry.is_pipe:
+            fid = bytes(op[_B + 64:_B + 80])
+            if len(fid) != 16:
+                events.append(self._bad(ts, "short CREATE response"))
+                return
+            entry.file_id = fid
+            opened = self.pipes.open(ts, frame, fid, (2, entry.session_id, entry.tree_id, fid),
+                                     entry.name, entry.path)
+            events += opened
+            pipe = self.pipes.get(fid)
+            if pipe is not None:
+                for d_ts, d_frame, data in entry.deferred:
+                    events.append(PipeData(self.flow, d_ts, d_frame, pipe, True, data))
+        elif command == READ:
+            offset = _u8.unpack_from(op, _B + 2)[0]
+            length = _u32.unpack_from(op, _B + 4)[0]
+            self._server_data(ts, frame, op, entry, offset, length, events)
+        elif command == IOCTL and entry.transceive:
+            offset, length = _u32u32.unpack_from(op, _B + 32)
+            self._server_data(ts, frame, op, entry, offset, length, events)
+
+    def _server_data(self, ts, frame, op, entry, offset, length, events) -> None:
+        pipe = self._pipe_of(entry)
+        if pipe is None or not length:
+            return
+        data = bytes(op[offset:offset + length])
+        if len(data) != length:
+            events.append(self._bad(ts, "response data runs past the message"))
+            return
+        events.append(PipeData(self.flow, ts, frame, pipe, False, data))
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _pipe_of(self, entry: _Pending):
+        if entry.file_id is not None:
+            return self.pipes.get(entry.file_id)
+        if entry.via is not None and entry.via.file_id is not None:
+            return self.pipes.get(entry.via.file_id)
+        return None
+
+    def _ntlmssp(self, ts, blob, events):
+        try:
+            return find_ntlmssp(blob)
+        except NtlmsspError as e:
+            events.append(self.stats.anomaly(ts, "ntlmssp", "ntlmssp_malformed", self.flow, str(e)))
+            return None
+
+    def _bad(self, ts: float, detail: str):
+        return self.stats.anomaly(ts, "smb2", "smb2_bad_structure", self.flow, detail)
+
+
+def _carries_body(command: int, status: int) -> bool:
+    """MS-SMB2 3.3.4.4: an error response has the 9-byte ERROR body, except these cases."""
+    if status == STATUS_SUCCESS:
+        return True
+    if status == STATUS_BUFFER_OVERFLOW:
+        return command in (READ, IOCTL)
+    return status == STATUS_MORE_PROCESSING_REQUIRED and command == SESSION_SETUP
+
+
+def _looks_like_pipe(name: str) -> bool:
+    """Tree connect missed (midstream): a bare name with no path or extension may be a pipe."""
+    return bool(name) and "\\" not in name and "." not in name and ":" not in name
+
+
+def _utf16(raw: memoryview) -> str:
+    return bytes(raw).decode("utf-16-le", errors="replace")

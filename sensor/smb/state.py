@@ -1,0 +1,108 @@
+"""What SMB1 and SMB2 share on one connection: who authenticated, and which handles are pipes.
+
+SessionBook keeps the negotiated dialect, the last NTLMSSP CHALLENGE (it names the server)
+and one SmbSession per session id. PipeTable maps a protocol's handle (SMB2 FileId bytes,
+SMB1 FID) to its PipeId and emits PipeOpened / PipeClosed. Both are bounded.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from sensor.anomaly import Anomaly, Stats
+from sensor.net.stream import FlowKey
+from sensor.smb.events import PipeClosed, PipeId, PipeOpened, SmbSession
+from sensor.smb.ntlmssp import NtlmAuthenticate, NtlmChallenge
+
+# Windows allows a few sessions per connection (multi-user terminal servers reuse one);
+# a flow with more is a scan or an attack on the table, not a client.
+SESSIONS_LIMIT = 64
+# Windows servers default to 16384 opens per session, but a client keeps a handful of
+# pipes open; 256 covers the worst real client seen (20-fids) many times over.
+PIPES_LIMIT = 256
+
+
+class SessionBook:
+    def __init__(self, flow: FlowKey, stats: Stats) -> None:
+        self.flow = flow
+        self.stats = stats
+        self.dialect = ""
+        self.challenge: NtlmChallenge | None = None
+        self.sessions: dict[int, SmbSession] = {}
+
+    def authenticated(self, ts: float, session_id: int,
+                      auth: NtlmAuthenticate | None) -> list[SmbSession | Anomaly]:
+        """A session setup succeeded; ``auth`` is its NTLMSSP AUTHENTICATE, if it had one."""
+        known = self.sessions.get(session_id)
+        if auth is None and known is not None:
+            return []   # a re-authentication without NTLMSSP (Kerberos) tells nothing new
+        if known is None and len(self.sessions) >= SESSIONS_LIMIT:
+            return [self.stats.anomaly(ts, "smb", "smb_session_table_full", self.flow)]
+        c = self.challenge or NtlmChallenge(0)
+        session = SmbSession(
+            self.flow, ts, session_id, self.dialect,
+            user=auth.user if auth else "",
+            domain=auth.domain if auth else "",
+            workstation=auth.workstation if auth else "",
+            ntlm_version=auth.ntlm_version if auth else "",
+            server_netbios_name=c.nb_computer_name,
+            server_dns_name=c.dns_computer_name,
+            server_netbios_domain=c.nb_domain_name,
+            encrypted=known.encrypted if known else False,
+        )
+        self.sessions[session_id] = session
+        self.stats["smb_sessions"] += 1
+        return [session]
+
+    def encrypted(self, ts: float, session_id: int) -> list[SmbSession | Anomaly]:
+        """The session encrypts: say so once (a session never seen set up is reported too)."""
+        known = self.sessions.get(session_id)
+        if known is not None and known.encrypted:
+            return []
+        if known is None:
+            if len(self.sessions) >= SESSIONS_LIMIT:
+                return [self.stats.anomaly(ts, "smb", "smb_session_table_full", self.flow)]
+            known = SmbSession(self.flow, ts, session_id, self.dialect)
+        session = replace(known, ts=ts, encrypted=True)
+        self.sessions[session_id] = session
+        return [session]
+
+
+class PipeTable:
+    def __init__(self, flow: FlowKey, stats: Stats) -> None:
+        self.flow = flow
+        self.stats = stats
+        self._pipes: dict[bytes | int, PipeId] = {}
+
+    def get(self, handle: bytes | int) -> PipeId | None:
+        return self._pipes.get(handle)
+
+    def open(self, ts: float, frame: int, handle: bytes | int, pipe: PipeId, name: str,
+             tree: str) -> list[PipeOpened | Anomaly]:
+        if handle not in self._pipes and len(self._pipes) >= PIPES_LIMIT:
+            return [self.stats.anomaly(ts, "smb", "pipe_table_full", self.flow, name)]
+        self._pipes[handle] = pipe
+        self.stats["smb_pipes_opened"] += 1
+        return [PipeOpened(self.flow, ts, frame, pipe, normalise_pipe_name(name), tree)]
+
+    def close(self, ts: float, handle: bytes | int) -> list[PipeClosed]:
+        pipe = self._pipes.pop(handle, None)
+        return [] if pipe is None else [PipeClosed(self.flow, ts, pipe)]
+
+    def close_all(self, ts: float) -> list[PipeClosed]:
+        closed = [PipeClosed(self.flow, ts, pipe) for pipe in self._pipes.values()]
+        self._pipes.clear()
+        return closed
+
+
+def normalise_pipe_name(name: str) -> str:
+    """"\\\\PIPE\\\\netdfs", "\\\\netdfs", "netdfs" -> "netdfs" (SMB1 TRANS and NT_CREATE name
+    pipes with the prefix, SMB2 CREATE without)."""
+    name = name.rstrip("\x00").lower().lstrip("\\")
+    if name.startswith("pipe\\"):
+        name = name[5:].lstrip("\\")
+    return name
+
+
+def is_ipc_path(path: str) -> bool:
+    """A tree connect path naming the IPC$ share: "\\\\host\\IPC$" (any case)."""
+    return path.rstrip("\x00").upper().endswith("\\IPC$") or path.upper() == "IPC$"
