@@ -1,0 +1,113 @@
+"""Configuration: embedded defaults, an optional TOML file, environment, command-line flags.
+
+Precedence, highest first: flags > config file > environment > defaults. Nothing needs a
+config file; a file names only what it changes:
+
+    db = "/var/lib/dfs-sensor/sensor.db"
+    [detector]
+    threshold = 7            # alert while a key has been seen on fewer distinct days
+    lookback_days = 30
+    day_mode = "utc-date"    # or "day-of-month" (XQL extract_time(_time, "DAY"))
+    match = "opnum-12-13"    # or "seed-exact" (the query's literal filter)
+    [outputs]
+    events = "/var/log/dfs-sensor/events.jsonl"   # "-" is stdout; absent: no event log
+    alerts = "-"
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from sensor.detect.rarity import DAY_MODES, MATCH_MODES, RaritySettings
+
+DB_ENV = "DFS_SENSOR_DB"
+DB_FILE_NAME = "sensor.db"
+APP_DIR_NAME = "dfs-sensor"
+STDOUT = "-"
+
+# Sections and keys the file may hold; anything else is a typo the user must hear about.
+_FILE_KEYS: dict[str | None, dict[str, type]] = {
+    None: {"db": str},
+    "detector": {"threshold": int, "lookback_days": int, "day_mode": str, "match": str},
+    "outputs": {"events": str, "alerts": str},
+}
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Config:
+    db: str
+    detector: RaritySettings = field(default_factory=RaritySettings)
+    events: str | None = None        # path or "-"; None: events are stored, not logged
+    alerts: str | None = STDOUT      # path or "-"; None: alerts are stored, not logged
+
+
+def default_db_path(env: Mapping[str, str]) -> str:
+    """systemd's StateDirectory= ($STATE_DIRECTORY), else the XDG state directory."""
+    state_directory = env.get("STATE_DIRECTORY")
+    if state_directory:
+        # systemd joins several StateDirectory= entries with ':'; the first is ours.
+        return str(Path(state_directory.split(":")[0]) / DB_FILE_NAME)
+    xdg = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".local" / "state")
+    return str(Path(xdg) / APP_DIR_NAME / DB_FILE_NAME)
+
+
+def load_config(path: str | None = None, flags: Mapping[str, Any] | None = None,
+                env: Mapping[str, str] | None = None) -> Config:
+    """Build the Config. ``flags`` holds command-line values; None means "not given"."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {"db": env.get(DB_ENV) or default_db_path(env)}
+    if path is not None:
+        values.update(_read_file(path))
+    values.update({k: v for k, v in (flags or {}).items() if v is not None})
+    return _build(values)
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            document = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    flat: dict[str, Any] = {}
+    for name, value in document.items():
+        if isinstance(value, dict) and name in _FILE_KEYS:
+            section_keys = _FILE_KEYS[name]
+            for key, item in value.items():
+                flat[key] = _checked(path, f"{name}.{key}", item, section_keys.get(key))
+        else:
+            flat[name] = _checked(path, name, value, _FILE_KEYS[None].get(name))
+    return flat
+
+
+def _checked(path: str, name: str, value: Any, expected: type | None) -> Any:
+    if expected is None:
+        raise ConfigError(f"{path}: unknown setting {name!r}")
+    # bool is an int subclass in Python; "threshold = true" is still a mistake.
+    if not isinstance(value, expected) or isinstance(value, bool):
+        raise ConfigError(f"{path}: {name} must be {expected.__name__}, not {type(value).__name__}")
+    return value
+
+
+def _build(values: dict[str, Any]) -> Config:
+    detector = RaritySettings()
+    detector_changes = {k: values[k] for k in ("threshold", "lookback_days", "day_mode", "match") if k in values}
+    detector = replace(detector, **detector_changes)
+    if detector.threshold < 1:
+        raise ConfigError(f"threshold must be at least 1, not {detector.threshold}")
+    if detector.lookback_days < 1:
+        raise ConfigError(f"lookback_days must be at least 1, not {detector.lookback_days}")
+    if detector.day_mode not in DAY_MODES:
+        raise ConfigError(f"day_mode must be one of {', '.join(DAY_MODES)}, not {detector.day_mode!r}")
+    if detector.match not in MATCH_MODES:
+        raise ConfigError(f"match must be one of {', '.join(MATCH_MODES)}, not {detector.match!r}")
+    return Config(db=values["db"], detector=detector,
+                  events=values.get("events"), alerts=values.get("alerts", STDOUT))

@@ -1,0 +1,59 @@
+"""Configuration: defaults, state directory, precedence flags > file > env > defaults, errors."""
+from __future__ import annotations
+
+import pytest
+
+from sensor.config import ConfigError, load_config
+from sensor.detect.rarity import RaritySettings
+
+
+def test_defaults_need_no_file():
+    config = load_config(env={"HOME": "/home/u"})
+    assert config.db == "/home/u/.local/state/dfs-sensor/sensor.db"
+    assert config.detector == RaritySettings(threshold=7, lookback_days=30, day_mode="utc-date",
+                                             match="opnum-12-13")
+    assert (config.events, config.alerts) == (None, "-")
+
+
+def test_state_directories():
+    assert load_config(env={"HOME": "/h", "XDG_STATE_HOME": "/x"}).db == "/x/dfs-sensor/sensor.db"
+    # systemd StateDirectory=dfs-sensor sets STATE_DIRECTORY (':'-joined when several)
+    assert load_config(env={"HOME": "/h", "XDG_STATE_HOME": "/x",
+                            "STATE_DIRECTORY": "/var/lib/dfs-sensor:/var/lib/other"}).db \
+        == "/var/lib/dfs-sensor/sensor.db"
+
+
+def test_precedence_flags_over_file_over_env(tmp_path):
+    file = tmp_path / "c.toml"
+    file.write_text('db = "/from/file.db"\n[detector]\nthreshold = 3\nday_mode = "day-of-month"\n'
+                    '[outputs]\nevents = "/var/log/e.jsonl"\n')
+    env = {"HOME": "/h", "DFS_SENSOR_DB": "/from/env.db"}
+    assert load_config(env=env).db == "/from/env.db"
+    config = load_config(str(file), env=env)
+    assert (config.db, config.detector.threshold, config.detector.day_mode, config.events) == \
+        ("/from/file.db", 3, "day-of-month", "/var/log/e.jsonl")
+    assert config.detector.lookback_days == 30
+    flagged = load_config(str(file), {"db": "/flag.db", "threshold": 5, "day_mode": None}, env=env)
+    assert (flagged.db, flagged.detector.threshold, flagged.detector.day_mode) == ("/flag.db", 5, "day-of-month")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("thresold = 3\n", "unknown setting 'thresold'"),
+    ("[detector]\nthreshhold = 3\n", "unknown setting 'detector.threshhold'"),
+    ("[detector]\nthreshold = \"7\"\n", "detector.threshold must be int, not str"),
+    ("[detector]\nthreshold = true\n", "detector.threshold must be int"),
+    ("[detector]\nthreshold = 0\n", "threshold must be at least 1"),
+    ("[detector]\nday_mode = \"weekday\"\n", "day_mode must be one of utc-date, day-of-month"),
+    ("[detector]\nmatch = \"all\"\n", "match must be one of"),
+    ("[detector\n", "not valid TOML"),
+])
+def test_bad_files_are_clear_errors(tmp_path, text, message):
+    file = tmp_path / "c.toml"
+    file.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_config(str(file), env={"HOME": "/h"})
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="No such file"):
+        load_config(str(tmp_path / "nope.toml"), env={"HOME": "/h"})
