@@ -1,0 +1,334 @@
+"""dfs-sensor: the command line. Exit codes: 0 done (alerts or not), 1 unusable input or
+state (a one-line message on stderr), 2 usage or configuration errors."""
+from __future__ import annotations
+
+import json
+import sys
+from importlib import metadata
+from datetime import date, datetime, timedelta, timezone
+from typing import Callable, Iterator
+
+import click
+
+from sensor.config import Config, ConfigError, load_config
+from sensor.detect.rarity import DAY_MODES, MATCH_MODES, HuntRow, hunt as run_hunt
+from sensor.outputs import OutputError, open_outputs
+from sensor.store.sqlite import DEFAULT_LIST_LIMIT, ListFilter, Store, StoreError
+
+EXIT_INPUT = 1
+EXIT_USAGE = 2
+# Frames between progress-bar updates: often enough to look live, rare enough to cost nothing.
+PROGRESS_EVERY_FRAMES = 4096
+
+
+def _fail(message: str, code: int = EXIT_INPUT) -> None:
+    click.echo(f"dfs-sensor: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _load(config_file: str | None, flags: dict) -> Config:
+    try:
+        return load_config(config_file, flags)
+    except ConfigError as e:
+        _fail(str(e), EXIT_USAGE)
+
+
+def _open_store(path: str) -> Store:
+    try:
+        return Store(path)
+    except StoreError as e:
+        _fail(str(e))
+
+
+def parse_time(text: str, end_of_day: bool = False) -> int:
+    """ISO 8601 date or date-time (UTC unless it says otherwise), or epoch seconds, to epoch
+    ms. A bare date is the start of that day, or its last millisecond with ``end_of_day``."""
+    try:
+        return int(float(text) * 1000)
+    except ValueError:
+        pass
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        pass
+    else:
+        start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+        if end_of_day:
+            start += timedelta(days=1, milliseconds=-1)
+        return int(start.timestamp() * 1000)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a date, an ISO 8601 time or epoch seconds") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp() * 1000)
+
+
+class _Time(click.ParamType):
+    name = "TIME"
+
+    def __init__(self, end_of_day: bool = False):
+        self.end_of_day = end_of_day
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_time(value, self.end_of_day)
+        except click.BadParameter as e:
+            self.fail(e.message, param, ctx)
+
+
+def db_option(f: Callable) -> Callable:
+    return click.option("--db", metavar="PATH",
+                        help="SQLite state (default: $DFS_SENSOR_DB, else $STATE_DIRECTORY/sensor.db, "
+                             "else $XDG_STATE_HOME/dfs-sensor/sensor.db).")(f)
+
+
+def sensor_options(f: Callable) -> Callable:
+    """The options replay and live share: where state and output go, the detector settings."""
+    options = [
+        db_option,
+        click.option("--events", metavar="PATH|-", help="Write every event as a JSON line (- is stdout)."),
+        click.option("--alerts", metavar="PATH|-", help="Write every alert as a JSON line (default: stdout)."),
+        click.option("--config", "config_file", metavar="FILE", help="TOML configuration file."),
+        click.option("--threshold", type=click.IntRange(min=1),
+                     help="Alert while a key was seen on fewer distinct days than this (default 7)."),
+        click.option("--lookback-days", type=click.IntRange(min=1), help="Window in days (default 30)."),
+        click.option("--day-mode", type=click.Choice(DAY_MODES),
+                     help="What a day is: the UTC date (default) or XQL's day of the month."),
+        click.option("--match", type=click.Choice(MATCH_MODES),
+                     help="Opnums 12 and 13 (default) or the seed query's literal filter."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _sensor_config(options: dict) -> Config:
+    config_file = options.pop("config_file")
+    return _load(config_file, options)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("dfs-sensor")
+    except metadata.PackageNotFoundError:   # run from a checkout that is not installed
+        return "unknown (not installed)"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(version=_version(), prog_name="dfs-sensor")
+def main() -> None:
+    """Passive DFSCoerce detector: decodes MS-DFSNM calls (NetrDfsAddStdRoot opnum 12,
+    NetrDfsRemoveStdRoot opnum 13) on SMB named pipes and DCE/RPC, stores them as
+    xdr_data-style events in SQLite, and alerts on keys seen on few distinct days.
+
+    \b
+    dfs-sensor replay attack.pcap                  replay captures, alerts on stdout
+    dfs-sensor live -i eth0 --alerts alerts.jsonl  watch an interface
+    dfs-sensor hunt                                the Cortex XDR query over what is stored
+    dfs-sensor alerts --since 2026-11-01           list stored alerts
+    """
+
+
+@main.command()
+@sensor_options
+@click.argument("captures", nargs=-1, required=True, metavar="CAPTURE...")
+def replay(captures: tuple[str, ...], **options) -> None:
+    """Replay pcap/pcapng files (gzip'ed too), in the order given, through the sensor.
+
+    Alerts go to stdout as JSON lines (or --alerts); a summary goes to stderr. Replaying a
+    capture twice stores nothing twice and raises no alert twice.
+
+    \b
+    Example:
+      dfs-sensor replay --db /tmp/s.db --events events.jsonl day1.pcap day2.pcapng
+    """
+    from sensor.capture.pcapfile import CaptureError, open_capture
+    from sensor.runner import Sensor
+
+    config = _sensor_config(options)
+    sizes = []
+    for path in captures:          # refuse up front rather than half-way through the list
+        try:
+            with open_capture(path) as reader:
+                sizes.append(reader.size)
+        except CaptureError as e:
+            _fail(str(e))
+    try:
+        outputs = open_outputs(config.events, config.alerts)
+    except OutputError as e:
+        _fail(str(e))
+    try:
+        sensor = Sensor(config, outputs)
+    except StoreError as e:
+        _fail(str(e))
+    show_progress = sys.stderr.isatty()
+    with click.progressbar(length=sum(sizes), file=sys.stderr, label="replay",
+                           hidden=not show_progress) as bar:
+        for path in captures:
+            try:
+                reader = open_capture(path)
+            except CaptureError as e:    # removed or changed since the check above
+                _fail(str(e))
+            with reader:
+                sensor.start_file(path)
+                sensor.process(_with_progress(reader, bar) if show_progress else reader)
+                sensor.source_stats.update(reader.stats)
+    summary = sensor.finish()
+    outputs.close()
+    click.echo(summary.human(), err=True)
+
+
+def _with_progress(reader, bar) -> Iterator:
+    done = 0
+    for n, frame in enumerate(reader, 1):
+        yield frame
+        if n % PROGRESS_EVERY_FRAMES == 0:
+            bar.update(reader.position - done)
+            done = reader.position
+    bar.update(max(reader.size - done, 0))
+
+
+@main.command()
+@click.option("-i", "--interface", "interfaces", multiple=True, required=True, metavar="IFACE",
+              help="Interface to capture on; repeat for several.")
+@sensor_options
+@click.option("--bpf", metavar="FILTER", help="Capture filter (default: SMB and DCE/RPC ports).")
+@click.option("--stats-interval", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              metavar="SECONDS", help="Log counters this often (0: never).")
+@click.option("--stats-json", is_flag=True, help="Log counters as JSON lines instead of text.")
+@click.option("--allow-root", is_flag=True, help="Keep running as root after opening the sockets.")
+@click.option("--user", metavar="NAME", help="Drop privileges to this user after opening the sockets.")
+@click.option("--syslog", is_flag=True, help="Log to syslog instead of stderr.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Decoder processes (flows are split between them).")
+def live(interfaces: tuple[str, ...], bpf: str | None, stats_interval: float, stats_json: bool,
+         allow_root: bool, user: str | None, syslog: bool, workers: int, **options) -> None:
+    """Watch network interfaces and alert as calls happen (Ctrl-C or SIGTERM stops,
+    SIGHUP reopens the output files).
+
+    \b
+    Example:
+      dfs-sensor live -i eth0 --user dfs-sensor --alerts /var/log/dfs-sensor/alerts.jsonl
+    """
+    config = _sensor_config(options)
+    try:
+        outputs = open_outputs(config.events, config.alerts)
+    except OutputError as e:
+        _fail(str(e))
+    from sensor.service import run_live
+
+    sys.exit(run_live(config, outputs, list(interfaces), bpf=bpf, stats_interval=stats_interval,
+                      stats_json=stats_json, allow_root=allow_root, user=user, syslog=syslog,
+                      workers=workers))
+
+
+def _reader_config(db: str | None, config_file: str | None, **flags) -> Config:
+    return _load(config_file, {"db": db, **flags})
+
+
+@main.command("hunt")
+@db_option
+@click.option("--config", "config_file", metavar="FILE", help="TOML configuration file.")
+@click.option("--until", type=_Time(end_of_day=True), metavar="TIME",
+              help="End of the window (default: the newest stored event). A date means its end.")
+@click.option("--lookback-days", type=click.IntRange(min=1), help="Window in days (default 30).")
+@click.option("--threshold", type=click.IntRange(min=1), help="Report groups seen on fewer days (default 7).")
+@click.option("--day-mode", type=click.Choice(DAY_MODES), help="utc-date (default) or day-of-month.")
+@click.option("--match", type=click.Choice(MATCH_MODES), help="opnum-12-13 (default) or seed-exact.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def hunt_command(db, config_file, until, lookback_days, threshold, day_mode, match, fmt) -> None:
+    """Run the Cortex XDR DFSCoerce query over the stored events: the groups seen on fewer
+    than THRESHOLD distinct days in the LOOKBACK-DAYS before --until, with their day count.
+
+    \b
+    Example:
+      dfs-sensor hunt --until 2026-11-30 --day-mode day-of-month --match seed-exact --format json
+    """
+    config = _reader_config(db, config_file, lookback_days=lookback_days, threshold=threshold,
+                            day_mode=day_mode, match=match)
+    store = _open_store(config.db)
+    rows = run_hunt(store, until, config.detector)
+    store.close()
+    records = [_hunt_record(row) for row in rows]
+    _print_records(records, fmt, ["day_count", "actor_remote_ip", "agent_hostname",
+                                  "action_rpc_func_opnum", "action_rpc_func_name",
+                                  "dfs_relay_server", "dfs_root_share", "actor_type", "agent_id"])
+
+
+def _hunt_record(row: HuntRow) -> dict:
+    return {name: getattr(row, name) for name in row.__dataclass_fields__}
+
+
+def list_options(f: Callable) -> Callable:
+    options = [
+        db_option,
+        click.option("--config", "config_file", metavar="FILE", help="TOML configuration file."),
+        click.option("--since", type=_Time(), metavar="TIME", help="From this time (a date: its start)."),
+        click.option("--until", type=_Time(end_of_day=True), metavar="TIME", help="Up to this time (a date: its end)."),
+        click.option("--server", metavar="HOST|IP", help="Only calls to this server (agent_hostname or agent_ip)."),
+        click.option("--client", metavar="IP", help="Only calls from this client (actor_remote_ip)."),
+        click.option("--opnum", type=int, help="Only this opnum."),
+        click.option("--limit", type=click.IntRange(min=1), default=DEFAULT_LIST_LIMIT, show_default=True,
+                     help="Newest first, at most this many."),
+        click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _listing(kind: str, columns: list[str]) -> Callable:
+    def command(db, config_file, since, until, server, client, opnum, limit, fmt) -> None:
+        store = _open_store(_reader_config(db, config_file).db)
+        where = ListFilter(since_ms=since, until_ms=until, server=server, client=client,
+                           opnum=opnum, limit=limit)
+        records = getattr(store, kind)(where)
+        store.close()
+        _print_records(records, fmt, columns)
+    return command
+
+
+main.command("alerts", help="""List stored alerts, newest first.
+
+\b
+Example:
+  dfs-sensor alerts --since 2026-11-01 --client 10.0.0.5 --format json
+""")(list_options(_listing("alerts", [
+    "day", "day_count", "hits", "actor_remote_ip", "agent_hostname", "action_rpc_func_name",
+    "dfs_relay_server", "dfs_root_share", "first_seen", "last_seen"])))
+
+main.command("events", help="""List stored events, newest first.
+
+\b
+Example:
+  dfs-sensor events --server DC01 --opnum 13 --limit 20
+""")(list_options(_listing("events", [
+    "_time", "actor_remote_ip", "agent_hostname", "action_rpc_interface_name",
+    "action_rpc_func_opnum", "action_rpc_func_name", "action_rpc_func_str_call_fields", "event_id"])))
+
+
+def _print_records(records: list[dict], fmt: str, columns: list[str]) -> None:
+    if fmt == "json":
+        for record in records:
+            click.echo(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
+        return
+    cells = [[_cell(record.get(c)) for c in columns] for record in records]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
+    for row in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+    if not records:
+        click.echo("(none)")
+
+
+def _cell(value) -> str:
+    return "-" if value is None else str(value)
+
+
+
+if __name__ == "__main__":
+    main()

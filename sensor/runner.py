@@ -1,0 +1,148 @@
+"""The sensor: pipeline -> store -> detector -> sinks, for any source of frames.
+
+Replay and live capture both drive a ``Sensor``: ``start_file`` names the capture,
+``process`` takes (ts, linktype, data, frame) tuples or None (an idle tick: live capture
+has no packet but time moved on), ``finish`` drains and returns the run's ``Summary``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from sensor.anomaly import Stats
+from sensor.config import Config
+from sensor.detect.rarity import MS_PER_DAY, RarityDetector
+from sensor.events import RpcCallEvent
+from sensor.outputs import Outputs
+from sensor.pipeline import Pipeline, PipelineSettings
+from sensor.store.sqlite import Store
+
+# Events per store transaction: readers see progress and a crash redoes little, while a
+# busy replay still pays one commit per thousand events, not per event.
+COMMIT_EVERY_EVENTS = 1000
+# Longest an event waits uncommitted (wall clock) while more traffic keeps arriving, so
+# `dfs-sensor alerts` run during a live capture is at most this far behind.
+COMMIT_INTERVAL_SECONDS = 1.0
+
+Frame = tuple[float, int, bytes, int]
+
+
+@dataclass(frozen=True)
+class Summary:
+    files: int
+    packets: int
+    bytes: int
+    flows: int
+    events: int          # events decoded, replayed ones included
+    new_events: int      # events the store did not have yet
+    alerts: int
+    seconds: float
+    anomalies: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {"files": self.files, "packets": self.packets, "bytes": self.bytes,
+                "flows": self.flows, "events": self.events, "new_events": self.new_events,
+                "alerts": self.alerts, "seconds": round(self.seconds, 3),
+                "mb_per_s": round(self.mb_per_s, 2), "anomalies": dict(self.anomalies)}
+
+    def human(self) -> str:
+        lines = [f"{self.files} file(s), {self.packets:,} packets, {self.bytes / 1e6:,.1f} MB, "
+                 f"{self.flows:,} flows, {self.events:,} events ({self.new_events:,} new), "
+                 f"{self.alerts:,} alert(s) in {self.seconds:.2f} s ({self.mb_per_s:,.1f} MB/s)"]
+        if self.anomalies:
+            lines.append("anomalies: " + ", ".join(
+                f"{name} {count:,}" for name, count in sorted(self.anomalies.items(), key=lambda i: -i[1])))
+        return "\n".join(lines)
+
+
+class Sensor:
+    def __init__(self, config: Config, outputs: Outputs):
+        self.config = config
+        self.outputs = outputs
+        self.store = Store(config.db)
+        self.pipeline = Pipeline(PipelineSettings())
+        self.detector = RarityDetector(config.detector, self.store)
+        self.stats = Stats()
+        self.source_stats = Stats()     # the caller adds its reader's counters; anomalies are summed
+        self._started = time.monotonic()
+        self._uncommitted = 0
+        self._oldest_uncommitted = 0.0
+        self._newest_ms = self.store.newest_event_ms() or 0
+        self._pruned_day = self._newest_ms // MS_PER_DAY
+
+    def start_file(self, name: str) -> None:
+        self.pipeline.capture_file = name
+        self.stats["files"] += 1
+
+    def process(self, source: Iterable[Frame | None]) -> None:
+        feed = self.pipeline.feed
+        for item in source:
+            if item is None:
+                self._handle(self.pipeline.tick(time.time()))
+                self._commit()
+                continue
+            records = feed(*item)
+            if records:
+                self._handle(records)
+            if self._uncommitted and (self._uncommitted >= COMMIT_EVERY_EVENTS or
+                                      time.monotonic() - self._oldest_uncommitted >= COMMIT_INTERVAL_SECONDS):
+                self._commit()
+        self._commit()
+
+    def finish(self) -> Summary:
+        """End of input: drain the pipeline, commit, prune, release the store."""
+        self._handle(self.pipeline.close())
+        self._commit()
+        self._prune()
+        self.store.close()
+        totals = self.pipeline.stats + self.detector.stats
+        # the source counts packets too; only its anomalies (truncation, ...) are news
+        totals.update({k: n for k, n in self.source_stats.items() if k.startswith("anomaly.")})
+        return Summary(
+            files=self.stats["files"], packets=totals["packets"], bytes=totals["bytes"],
+            flows=totals["flows"], events=self.stats["events"], new_events=self.stats["new_events"],
+            alerts=self.stats["alerts"], seconds=time.monotonic() - self._started,
+            anomalies={name.removeprefix("anomaly."): n for name, n in totals.items()
+                       if name.startswith("anomaly.") and n})
+
+    def _handle(self, records: list) -> None:
+        store = self.store
+        for record in records:
+            if not isinstance(record, RpcCallEvent):
+                continue
+            self.stats["events"] += 1
+            if self.outputs.events is not None:
+                self.outputs.events.write(record.to_json())
+            if not self._uncommitted:
+                store.begin()
+                self._oldest_uncommitted = time.monotonic()
+            self._uncommitted += 1
+            if not store.add_event(record):
+                continue
+            self.stats["new_events"] += 1
+            self._newest_ms = max(self._newest_ms, record.event_timestamp)
+            for alert in self.detector.feed(record):
+                self.stats["alerts"] += 1
+                # Written before the commit: a crash may repeat an alert line on the rerun,
+                # never lose one (consumers dedupe on rule + key + day).
+                if self.outputs.alerts is not None:
+                    self.outputs.alerts.write(alert.to_json())
+
+    def _commit(self) -> None:
+        if self._uncommitted:
+            self.store.commit()
+            self._uncommitted = 0
+        if self._newest_ms // MS_PER_DAY != self._pruned_day:
+            self._prune()
+
+    def _prune(self) -> None:
+        """Forget what fell out of the window behind the newest event (capture time, so an
+        old capture replayed today keeps its own window)."""
+        if self._newest_ms:
+            self.store.prune(self._newest_ms - self.config.detector.lookback_days * MS_PER_DAY)
+            self._pruned_day = self._newest_ms // MS_PER_DAY

@@ -1,0 +1,165 @@
+"""The command line: exit codes, messages, summary, and the stored-data commands."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from rarity_events import rpc_event, ts_of
+from sensor.cli import main, parse_time
+from sensor.detect.rarity import RarityDetector, RaritySettings, hunt
+from sensor.store.sqlite import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus"
+SMALL_CAPTURE = CORPUS / "zeek" / "doc" / "traces" / "20171220_smb_at_schedule.pcap"
+needs_corpus = pytest.mark.skipif(not SMALL_CAPTURE.exists(), reason="public corpus not beside the checkout")
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture
+def stored(tmp_path):
+    """A database with alerts for two clients over three days, as the sensor leaves it."""
+    path = tmp_path / "s.db"
+    store = Store(str(path))
+    detector = RarityDetector(RaritySettings(), store)
+    events = [rpc_event(ts_of(day), client=client, call_id=n)
+              for n, (day, client) in enumerate([("2026-11-01", "10.0.0.5"), ("2026-11-02", "10.0.0.5"),
+                                                 ("2026-11-02", "10.0.0.6"), ("2026-11-03", "10.0.0.5")])]
+    with store.transaction():
+        for e in events:
+            store.add_event(e)
+            detector.feed(e)
+    store.close()
+    return path, events
+
+
+def test_replay_of_a_missing_file_exits_1_naming_it(tmp_path):
+    db = tmp_path / "s.db"
+    result = invoke("replay", "--db", db, tmp_path / "nope.pcap")
+    assert result.exit_code == 1
+    assert result.stderr == f"dfs-sensor: error: {tmp_path / 'nope.pcap'}: no such file\n"
+    assert not db.exists()          # refused before anything was touched
+
+
+@needs_corpus
+def test_replay_refuses_the_whole_list_when_one_file_is_not_a_capture(tmp_path):
+    junk = tmp_path / "notes.txt"
+    junk.write_text("not a capture at all")
+    result = invoke("replay", "--db", tmp_path / "s.db", SMALL_CAPTURE, junk)
+    assert result.exit_code == 1
+    assert str(junk) in result.stderr and "not a pcap" in result.stderr
+    assert "packets" not in result.stderr
+
+
+@pytest.mark.parametrize("args", [["replay"], ["replay", "--day-mode", "weekday", "x.pcap"],
+                                  ["replay", "--threshold", "0", "x.pcap"], ["hunt", "--until", "yesterday"],
+                                  ["bogus-command"], ["live"]])
+def test_usage_errors_exit_2(args):
+    assert invoke(*args).exit_code == 2
+
+
+def test_unknown_config_key_exits_2(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text("[detector]\nthreshhold = 3\n")
+    result = invoke("replay", "--config", config, "--db", tmp_path / "s.db", tmp_path / "x.pcap")
+    assert result.exit_code == 2
+    assert "unknown setting 'detector.threshhold'" in result.stderr
+
+
+@needs_corpus
+def test_corrupt_database_exits_1(tmp_path):
+    db = tmp_path / "s.db"
+    db.write_bytes(b"garbage, not sqlite " * 100)
+    result = invoke("replay", "--db", db, SMALL_CAPTURE)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"dfs-sensor: error: {db}: ") and result.stderr.count("\n") == 1
+
+
+@needs_corpus
+def test_replay_summary_on_stderr_and_no_alert_on_stdout(tmp_path):
+    from sensor.capture.pcapfile import open_capture
+
+    with open_capture(str(SMALL_CAPTURE)) as reader:
+        frames = sum(1 for _ in reader)
+    result = invoke("replay", "--db", tmp_path / "s.db", SMALL_CAPTURE)
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    assert f"1 file(s), {frames:,} packets" in result.stderr
+    assert "MB/s" in result.stderr
+
+
+def test_hunt_json_is_the_hunt_rows(stored):
+    path, _ = stored
+    result = invoke("hunt", "--db", path, "--format", "json")
+    assert result.exit_code == 0
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    store = Store(str(path))
+    expected = hunt(store, None, RaritySettings())
+    store.close()
+    assert [(r["actor_remote_ip"], r["day_count"]) for r in rows] == \
+        [(r.actor_remote_ip, r.day_count) for r in expected] == [("10.0.0.5", 3), ("10.0.0.6", 1)]
+
+
+def test_hunt_until_and_threshold(stored):
+    path, _ = stored
+    table = invoke("hunt", "--db", path, "--until", "2026-11-01").stdout.splitlines()
+    assert table[0].split()[:2] == ["day_count", "actor_remote_ip"]
+    assert [line.split()[:2] for line in table[1:]] == [["1", "10.0.0.5"]]
+    only_rare = invoke("hunt", "--db", path, "--threshold", "2", "--format", "json").stdout
+    assert [json.loads(line)["actor_remote_ip"] for line in only_rare.splitlines()] == ["10.0.0.6"]
+
+
+def test_alerts_and_events_listings_with_filters(stored):
+    path, events = stored
+    alerts = [json.loads(line) for line in invoke("alerts", "--db", path, "--format", "json").stdout.splitlines()]
+    assert [(a["day"], a["actor_remote_ip"], a["day_count"]) for a in alerts] == [
+        ("2026-11-03", "10.0.0.5", 3), ("2026-11-02", "10.0.0.6", 1),
+        ("2026-11-02", "10.0.0.5", 2), ("2026-11-01", "10.0.0.5", 1)]
+    client = invoke("alerts", "--db", path, "--client", "10.0.0.6", "--format", "json").stdout
+    assert [json.loads(line)["day"] for line in client.splitlines()] == ["2026-11-02"]
+    listed = invoke("events", "--db", path, "--since", "2026-11-02", "--until", "2026-11-02", "--format", "json")
+    assert sorted(json.loads(line)["event_id"] for line in listed.stdout.splitlines()) == \
+        sorted(e.event_id for e in events[1:3])
+    table = invoke("events", "--db", path, "--limit", "1").stdout.splitlines()
+    assert len(table) == 2 and events[3].event_id in table[1]
+
+
+def test_parse_time():
+    assert parse_time("2026-11-02") == int(ts_of("2026-11-02", 0) * 1000)
+    assert parse_time("2026-11-02", end_of_day=True) == int(ts_of("2026-11-03", 0) * 1000) - 1
+    assert parse_time("2026-11-02T12:00:00Z") == parse_time("2026-11-02T13:00:00+01:00") \
+        == parse_time(str(ts_of("2026-11-02"))) == int(ts_of("2026-11-02") * 1000)
+
+
+@pytest.mark.parametrize("command", ["replay", "live", "hunt", "alerts", "events"])
+def test_every_command_explains_itself_with_an_example(command):
+    result = invoke(command, "--help")
+    assert result.exit_code == 0 and "Example" in result.stdout
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sensor.cli", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_subprocess_exit_codes_and_messages(tmp_path):
+    missing = run_cli("replay", "--db", tmp_path / "s.db", tmp_path / "nope.pcap")
+    assert missing.returncode == 1
+    assert missing.stderr == f"dfs-sensor: error: {tmp_path / 'nope.pcap'}: no such file\n"
+    usage = run_cli("replay")
+    assert usage.returncode == 2 and "Traceback" not in usage.stderr and "Missing argument" in usage.stderr
+
+
+@needs_corpus
+def test_subprocess_replay_succeeds_with_a_summary(tmp_path):
+    done = run_cli("replay", "--db", tmp_path / "s.db", SMALL_CAPTURE)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and "packets" in done.stderr and "Traceback" not in done.stderr
