@@ -60,6 +60,8 @@ RING_FRAME_BYTES = 2048
 # What libpcap assumes when compiling: the largest frame the filter may be asked about.
 BPF_SNAPLEN = 262144
 
+LIBPCAP_SONAMES = ("libpcap.so.1", "libpcap.so.0.8")  # upstream's, Debian's (libpcap0.8)
+
 # linux/if_ether.h, linux/if_packet.h, asm-generic/socket.h
 ETH_P_ALL = 0x0003
 ETH_P_8021Q = 0x8100
@@ -122,10 +124,19 @@ class _BpfProgram(ctypes.Structure):
 
 
 def _libpcap() -> ctypes.CDLL:
-    name = ctypes.util.find_library("pcap")
-    if name is None:
-        raise CaptureError("libpcap is needed to compile the capture filter (Debian: apt install libpcap0.8)")
-    lib = ctypes.CDLL(name)
+    # By soname first: find_library runs ldconfig in a subprocess, which a hardened unit
+    # may not allow.
+    for name in LIBPCAP_SONAMES:
+        try:
+            lib = ctypes.CDLL(name)
+            break
+        except OSError:
+            continue
+    else:
+        name = ctypes.util.find_library("pcap")
+        if name is None:
+            raise CaptureError("libpcap is needed to compile the capture filter (Debian: apt install libpcap0.8)")
+        lib = ctypes.CDLL(name)
     lib.pcap_open_dead.restype = ctypes.c_void_p
     lib.pcap_open_dead.argtypes = [ctypes.c_int, ctypes.c_int]
     lib.pcap_compile.argtypes = [ctypes.c_void_p, ctypes.POINTER(_BpfProgram), ctypes.c_char_p,
