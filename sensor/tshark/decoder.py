@@ -1,0 +1,449 @@
+"""The decode stage of the tshark engine: tshark's dissected packets -> RpcCallEvents.
+
+Sans-IO like every stage: ``feed(packet)`` takes one packet as tshark's JSON layers
+(``{"frame": [...], "tcp": [...], "smb2": [...], "dcerpc": [...], "netdfs": [...]}``, each a
+list because one frame can carry several SMB2 messages or DCE/RPC PDUs) and returns the
+events it completed. Wireshark does TCP reassembly, SMB, DCE/RPC framing and fragment
+reassembly; this stage only keeps what the event needs and tshark leaves implicit:
+which pipe a PDU travelled on, the accepted presentation contexts of each association
+(tshark names a request's interface only through the sub-dissector it picked), and the
+NTLMSSP facts of each SMB session. Calls are held until their response or fault, as in
+the native pipeline, so both engines fill ``action_rpc_func_exception_code`` alike.
+"""
+from __future__ import annotations
+
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from sensor.anomaly import Stats
+from sensor.dcerpc.events import RpcBind, RpcCall
+from sensor.event_builder import AUTH_LEVEL_PKT_PRIVACY, CallContext, build_event, resolve
+from sensor.events import RpcCallEvent, call_fields_json
+from sensor.interfaces.catalog import Catalog, default_catalog
+from sensor.net.stream import FlowKey
+from sensor.smb.events import PipeId, SmbSession
+from sensor.tshark.arguments import netdfs_arguments
+from sensor.tshark.tree import first, labels, number, raw_bytes, values
+
+Packet = dict[str, list]
+
+# DCE/RPC connection-oriented PDU types (C706 12.6.4.*).
+PTYPE_REQUEST, PTYPE_RESPONSE, PTYPE_FAULT = 0, 2, 3
+PTYPE_BIND, PTYPE_BIND_ACK, PTYPE_ALTER, PTYPE_ALTER_RESP = 11, 12, 14, 15
+CLIENT_PTYPES = frozenset({PTYPE_REQUEST, PTYPE_BIND, PTYPE_ALTER})
+PFC_LAST_FRAG = 0x02
+NDR_LITTLE_ENDIAN = 1          # drep byte order field (C706 14.2.5)
+
+# SMB2 commands (MS-SMB2 2.2.1.2) and SMB1 commands (MS-CIFS 2.2.2.1) this stage reads.
+SMB2_NEGOTIATE, SMB2_SESSION_SETUP, SMB2_CREATE = 0, 1, 5
+SMB2_PIPE_IO = frozenset({8, 9, 11})             # READ, WRITE, IOCTL (FSCTL_PIPE_TRANSCEIVE)
+SMB1_NT_CREATE_ANDX = 0xA2
+STATUS_PENDING = 0x00000103    # MS-SMB2 3.3.4.2: an interim response; the final one follows
+SMB2_DIALECTS = {0x0202: "2.0.2", 0x0210: "2.1", 0x0300: "3.0", 0x0302: "3.0.2", 0x0311: "3.1.1"}
+# tshark prints an absent NTLMSSP string as "NULL".
+NTLMSSP_EMPTY = "NULL"
+
+# Bounds. A capture or a live link can hold any number of connections; these keep memory
+# flat the same way the native flow table does, evicting the oldest entry when full.
+MAX_STREAMS = 65536            # TCP connections remembered (the native FlowTable's order of size)
+MAX_SESSIONS = 65536           # SMB sessions across all connections
+MAX_PIPES = 65536              # open pipe handles and pending opens/reads
+MAX_ASSOCIATIONS = 65536       # DCE/RPC associations (pipe or ncacn_ip_tcp connection)
+MAX_CONTEXTS_PER_ASSOCIATION = 256   # presentation contexts; ctx ids are u16 but clients use few
+MAX_PENDING_BINDS = 4096       # binds/alter_contexts awaiting their ack
+MAX_HELD_CALLS = 4096          # as sensor.pipeline.MAX_HELD_CALLS: calls awaiting their answer
+
+AssocKey = tuple[int, PipeId | None]             # (tcp.stream, pipe or None for ncacn_ip_tcp)
+
+
+@dataclass
+class TsharkDecoderSettings:
+    catalog: Catalog | None = None
+    capture_file: str = ""
+    # Same contract as sensor.pipeline.PipelineSettings.rpc_observer: (flow, pipe id or
+    # None, RpcBind | RpcCall) for every accepted context and every request.
+    rpc_observer: Callable[[FlowKey, PipeId | None, object], None] | None = None
+
+
+@dataclass
+class _Session:
+    dialect: str = ""
+    user: str = ""
+    domain: str = ""
+    workstation: str = ""
+    ntlm_version: str = ""
+    server_netbios_name: str = ""
+    server_dns_name: str = ""
+    server_netbios_domain: str = ""
+    encrypted: bool = False
+
+
+@dataclass
+class _Frame:
+    """What the SMB layers of one frame said about where its DCE/RPC PDUs travelled."""
+
+    pipe: PipeId | None = None
+    over_smb: bool = False
+    tree: str = ""
+    session: tuple[int, int] | None = None       # (stream, session id)
+
+
+def _put(table: OrderedDict | dict, key, value, limit: int, stats: Stats, name: str) -> None:
+    table[key] = value
+    if len(table) > limit:
+        del table[next(iter(table))]
+        stats["tshark.evicted_" + name] += 1
+
+
+def _guid_bytes(text: str) -> bytes:
+    """tshark prints an SMB2 FileId as a GUID; the native stage keys pipes by its 16 wire bytes."""
+    try:
+        return uuid.UUID(text).bytes_le
+    except ValueError:
+        return text.encode()
+
+
+def normalise_pipe(name: str) -> str:
+    r"""As PipeOpened.name: '\PIPE\netdfs' -> 'netdfs'."""
+    name = name.lower().lstrip("\\")
+    return name[5:] if name.startswith("pipe\\") else name
+
+
+class TsharkDecoder:
+    def __init__(self, settings: TsharkDecoderSettings | None = None):
+        self.settings = settings or TsharkDecoderSettings()
+        self.catalog = self.settings.catalog or default_catalog()
+        self.stats = Stats()
+        self._flows: OrderedDict[int, FlowKey] = OrderedDict()
+        self._dialects: OrderedDict[int, str] = OrderedDict()
+        self._sessions: OrderedDict[tuple[int, int], _Session] = OrderedDict()
+        self._trees: OrderedDict[tuple[int, int, int], str] = OrderedDict()
+        self._pipe_names: OrderedDict[tuple[int, PipeId], str] = OrderedDict()
+        # (stream, smb version, message id) -> pipe name (an open) or PipeId (a read/transact)
+        self._requests: OrderedDict[tuple[int, int, int], object] = OrderedDict()
+        self._contexts: OrderedDict[AssocKey, dict[int, tuple[str, tuple[int, int]]]] = OrderedDict()
+        self._pending_binds: OrderedDict[tuple[int, int], tuple[AssocKey, list]] = OrderedDict()
+        self._held: OrderedDict[tuple[AssocKey, int], RpcCallEvent] = OrderedDict()
+
+    # -- input -------------------------------------------------------------------------
+    def feed(self, packet: Packet) -> list:
+        self.stats["packets"] += 1
+        tcp = packet.get("tcp")
+        frame = packet.get("frame")
+        if not tcp or not frame:
+            self.stats["tshark.not_tcp"] += 1
+            return []
+        stream = number(tcp[0], "tcp.stream")
+        ts = float(first(frame[0], "frame.time_epoch", "0"))
+        frame_no = number(frame[0], "frame.number", 0)
+        net = (packet.get("ip") or packet.get("ipv6") or [None])[0]
+        if stream is None or net is None:
+            self.stats["tshark.not_tcp"] += 1
+            return []
+        prefix = "ip" if packet.get("ip") else "ipv6"
+        endpoints = (first(net, prefix + ".src"), number(tcp[0], "tcp.srcport"),
+                     first(net, prefix + ".dst"), number(tcp[0], "tcp.dstport"))
+        where = _Frame()
+        for message in packet.get("smb2", ()):
+            self._smb2(stream, ts, endpoints, message, where)
+        for message in packet.get("smb", ()):
+            self._smb1(stream, ts, endpoints, message, where)
+        out: list = []
+        netdfs = list(packet.get("netdfs", ()))
+        for pdu in packet.get("dcerpc", ()):
+            self._dcerpc(stream, ts, frame_no, endpoints, pdu, where, netdfs, out)
+        return out
+
+    def close(self) -> list:
+        out = list(self._held.values())
+        self.stats["events"] += len(out)
+        for table in (self._flows, self._dialects, self._sessions, self._trees, self._pipe_names,
+                      self._requests, self._contexts, self._pending_binds, self._held):
+            table.clear()
+        return out
+
+    # -- flows -------------------------------------------------------------------------
+    def _flow(self, stream: int, endpoints: tuple, from_client: bool) -> FlowKey:
+        flow = self._flows.get(stream)
+        if flow is None:
+            src, sport, dst, dport = endpoints
+            flow = FlowKey(src, sport, dst, dport) if from_client else FlowKey(dst, dport, src, sport)
+            _put(self._flows, stream, flow, MAX_STREAMS, self.stats, "streams")
+        return flow
+
+    def _session(self, key: tuple[int, int]) -> _Session:
+        session = self._sessions.get(key)
+        if session is None:
+            session = _Session()
+            _put(self._sessions, key, session, MAX_SESSIONS, self.stats, "sessions")
+        return session
+
+    # -- SMB ---------------------------------------------------------------------------
+    def _ntlmssp(self, key: tuple[int, int], message: dict) -> None:
+        """NTLMSSP CHALLENGE (server names, MS-NLMP 2.2.2.1 AV pairs) and AUTHENTICATE (user)."""
+        server = first(message, "ntlmssp.challenge.target_info.nb_computer_name")
+        user = first(message, "ntlmssp.auth.username")
+        if server is None and user is None:
+            return
+        session = self._session(key)
+        if server is not None:
+            session.server_netbios_name = server
+            session.server_dns_name = first(message, "ntlmssp.challenge.target_info.dns_computer_name", "")
+            session.server_netbios_domain = first(message, "ntlmssp.challenge.target_info.nb_domain_name", "")
+        if user is not None:
+            clean = lambda v: "" if v in (None, NTLMSSP_EMPTY) else v  # noqa: E731
+            session.user = clean(user)
+            session.domain = clean(first(message, "ntlmssp.auth.domain"))
+            session.workstation = clean(first(message, "ntlmssp.auth.hostname"))
+            session.ntlm_version = ("NTLMv2" if first(message, "ntlmssp.ntlmv2_response") is not None
+                                    else "NTLMv1" if session.user else "")
+
+    def _smb2(self, stream: int, ts: float, endpoints: tuple, message: dict, where: _Frame) -> None:
+        if first(message, "smb2.header.transform.msg_size") is not None:
+            # MS-SMB2 2.2.41: an encrypted message; only its session id is in the clear.
+            sesid = number(message, "smb2.header.transform.sesid", number(message, "smb2.sesid", 0))
+            self._session((stream, sesid)).encrypted = True
+            self.stats["smb_encrypted_messages"] += 1
+            return
+        cmd = number(message, "smb2.cmd")
+        if cmd is None:
+            return
+        from_client = first(message, "smb2.flags.response") == "0"
+        self._flow(stream, endpoints, from_client)
+        sesid = number(message, "smb2.sesid", 0)
+        tid = number(message, "smb2.tid", 0)
+        msg_id = number(message, "smb2.msg_id", 0)
+        where.over_smb = True
+        tree = first(message, "smb2.tree")
+        if tree:
+            _put(self._trees, (stream, sesid, tid), tree, MAX_PIPES, self.stats, "trees")
+        if cmd == SMB2_NEGOTIATE and not from_client:
+            dialect = number(message, "smb2.dialect")
+            if dialect is not None:
+                _put(self._dialects, stream, SMB2_DIALECTS.get(dialect, f"0x{dialect:04x}"),
+                     MAX_STREAMS, self.stats, "dialects")
+        elif cmd == SMB2_SESSION_SETUP:
+            self._ntlmssp((stream, sesid), message)
+        elif cmd == SMB2_CREATE:
+            key = (stream, 2, msg_id)
+            if from_client:
+                name = first(message, "smb2.filename")
+                if name is not None:
+                    _put(self._requests, key, name, MAX_PIPES, self.stats, "requests")
+            else:
+                name = self._requests.pop(key, None)
+                fid = first(message, "smb2.fid")
+                if isinstance(name, str) and fid:
+                    pipe = (2, sesid, tid, _guid_bytes(fid))
+                    _put(self._pipe_names, (stream, pipe), normalise_pipe(name), MAX_PIPES, self.stats, "pipes")
+        elif cmd in SMB2_PIPE_IO:
+            key = (stream, 2, msg_id)
+            fid = first(message, "smb2.fid")
+            if fid:
+                pipe = (2, sesid, tid, _guid_bytes(fid))
+                if from_client:
+                    _put(self._requests, key, pipe, MAX_PIPES, self.stats, "requests")
+            else:        # READ response: no FileId on the wire, take the request's
+                pipe = self._requests.get(key)
+            if not from_client and number(message, "smb2.nt_status") != STATUS_PENDING:
+                self._requests.pop(key, None)
+            if isinstance(pipe, tuple):
+                where.pipe = pipe
+                where.tree = self._trees.get((stream, sesid, tid), "")
+                where.session = (stream, sesid)
+                if (stream, pipe) not in self._pipe_names:
+                    # the open was missed; tshark may still name the handle in a label
+                    for label in labels(message, "GUID handle File: "):
+                        _put(self._pipe_names, (stream, pipe), normalise_pipe(label[18:]),
+                             MAX_PIPES, self.stats, "pipes")
+
+    def _smb1(self, stream: int, ts: float, endpoints: tuple, message: dict, where: _Frame) -> None:
+        cmd = number(message, "smb.cmd")
+        if cmd is None:
+            return
+        from_client = first(message, "smb.flags.response") == "0"
+        self._flow(stream, endpoints, from_client)
+        uid = number(message, "smb.uid", 0)
+        tid = number(message, "smb.tid", 0)
+        mid = number(message, "smb.mid", 0)
+        where.over_smb = True
+        if stream not in self._dialects:
+            _put(self._dialects, stream, "SMB1", MAX_STREAMS, self.stats, "dialects")
+        path = first(message, "smb.path")
+        if path:
+            _put(self._trees, (stream, uid, tid), path, MAX_PIPES, self.stats, "trees")
+        self._ntlmssp((stream, uid), message)
+        key = (stream, 1, mid)
+        fid = number(message, "smb.fid")
+        if fid is None:
+            pipe = self._requests.get(key)
+        else:
+            pipe = (1, uid, tid, fid)
+            if from_client:
+                _put(self._requests, key, pipe, MAX_PIPES, self.stats, "requests")
+        if not from_client:
+            self._requests.pop(key, None)
+        if not isinstance(pipe, tuple):
+            return
+        # tshark tracks SMB1 FIDs itself and repeats the file name under every use of one
+        name = first(message, "smb.file")
+        if name and (cmd == SMB1_NT_CREATE_ANDX or (stream, pipe) not in self._pipe_names):
+            _put(self._pipe_names, (stream, pipe), normalise_pipe(name), MAX_PIPES, self.stats, "pipes")
+        if cmd != SMB1_NT_CREATE_ANDX:
+            where.pipe = pipe
+            where.tree = self._trees.get((stream, uid, tid), "")
+            where.session = (stream, uid)
+
+    # -- DCE/RPC -----------------------------------------------------------------------
+    def _dcerpc(self, stream: int, ts: float, frame_no: int, endpoints: tuple, pdu: dict,
+                where: _Frame, netdfs: list, out: list) -> None:
+        ptype = number(pdu, "dcerpc.pkt_type")
+        call_id = number(pdu, "dcerpc.cn_call_id")
+        if ptype is None or call_id is None:
+            return                                   # connectionless (ncadg) or not a PDU header
+        flow = self._flow(stream, endpoints, ptype in CLIENT_PTYPES)
+        assoc: AssocKey = (stream, where.pipe)
+        if ptype in (PTYPE_BIND, PTYPE_ALTER):
+            offered = []
+            for item in values(pdu, "dcerpc.cn_ctx_item"):
+                ctx_id = number(item, "dcerpc.cn_ctx_id")
+                iface = first(item, "dcerpc.cn_bind_to_uuid")
+                if ctx_id is None or not isinstance(iface, str):
+                    continue
+                offered.append((ctx_id, iface.lower(),
+                                (number(item, "dcerpc.cn_bind_if_ver", 0), number(item, "dcerpc.cn_bind_if_ver_minor", 0)),
+                                (first(item, "dcerpc.cn_bind_trans_id") or "").lower()))
+            _put(self._pending_binds, (stream, call_id), (assoc, offered), MAX_PENDING_BINDS, self.stats, "binds")
+        elif ptype in (PTYPE_BIND_ACK, PTYPE_ALTER_RESP):
+            pending = self._pending_binds.pop((stream, call_id), None)
+            if pending is None:
+                return
+            bound_assoc, offered = pending
+            results = [int(r, 0) for r in values(pdu, "dcerpc.cn_ack_result")]
+            contexts = self._contexts.get(bound_assoc)
+            if contexts is None:
+                contexts = {}
+                _put(self._contexts, bound_assoc, contexts, MAX_ASSOCIATIONS, self.stats, "associations")
+            for (ctx_id, iface, version, transfer), result in zip(offered, results):
+                if result != 0:
+                    continue
+                if len(contexts) < MAX_CONTEXTS_PER_ASSOCIATION or ctx_id in contexts:
+                    contexts[ctx_id] = (iface, version)
+                observer = self.settings.rpc_observer
+                if observer is not None:
+                    observer(flow, bound_assoc[1], RpcBind(ts, ctx_id, iface, version, transfer))
+        elif ptype == PTYPE_REQUEST:
+            flags = number(pdu, "dcerpc.cn_flags", 0)
+            if flags & PFC_LAST_FRAG:               # tshark hands the joined stub with the last fragment
+                self._request(stream, ts, frame_no, flow, assoc, call_id, pdu, where, netdfs, out)
+        elif ptype in (PTYPE_RESPONSE, PTYPE_FAULT):
+            flags = number(pdu, "dcerpc.cn_flags", 0)
+            if flags & PFC_LAST_FRAG:
+                status = number(pdu, "dcerpc.cn_status", 0) if ptype == PTYPE_FAULT else 0
+                self._answer(stream, assoc, call_id, status, out)
+            if ptype == PTYPE_RESPONSE and netdfs and self._is_netdfs_response(netdfs[0]):
+                netdfs.pop(0)                       # keep the frame's netdfs layers in step with its PDUs
+
+    @staticmethod
+    def _is_netdfs_response(layer: dict) -> bool:
+        """A netdfs layer of a response carries the WERROR result; a request's never does."""
+        return first(layer, "netdfs.werror") is not None
+
+    def _request(self, stream: int, ts: float, frame_no: int, flow: FlowKey, assoc: AssocKey,
+                 call_id: int, pdu: dict, where: _Frame, netdfs: list, out: list) -> None:
+        opnum = number(pdu, "dcerpc.opnum", 0)
+        ctx_id = number(pdu, "dcerpc.cn_ctx_id", 0)
+        auth_level = number(pdu, "dcerpc.auth_level")
+        auth_type = number(pdu, "dcerpc.auth_type")
+        sealed = auth_level == AUTH_LEVEL_PKT_PRIVACY
+        stub = b"" if sealed else (raw_bytes(pdu, "dcerpc.payload_stub_data") or b"")
+        bound = self._contexts.get(assoc, {}).get(ctx_id)
+        call = RpcCall(
+            ts=ts, frame=frame_no, call_id=call_id, ctx_id=ctx_id, opnum=opnum,
+            interface_uuid=bound[0] if bound else None,
+            interface_version=bound[1] if bound else None,
+            stub=stub,
+            little_endian=number(pdu, "dcerpc.drep.byteorder", NDR_LITTLE_ENDIAN) == NDR_LITTLE_ENDIAN,
+            auth_type=auth_type, auth_level=auth_level, sealed=sealed,
+            object_uuid=first(pdu, "dcerpc.obj_id"),
+        )
+        self.stats["rpc_calls"] += 1
+        observer = self.settings.rpc_observer
+        if observer is not None:
+            observer(flow, where.pipe, call)
+        layer = self._netdfs_layer(netdfs, opnum)
+        ctx = self._context(stream, flow, where)
+        resolved = resolve(self.catalog, call, ctx)
+        if resolved is None:
+            return
+        event = build_event(resolved[0], resolved[1], call, ctx)
+        event = self._with_tshark_arguments(event, call, layer)
+        key = (assoc, call_id)
+        if key in self._held:                        # call_id reused before its answer
+            self._emit(self._held.pop(key), out)
+        self._held[key] = event
+        if len(self._held) > MAX_HELD_CALLS:
+            self.stats["held_calls_overflow"] += 1
+            self._emit(self._held.popitem(last=False)[1], out)
+
+    @staticmethod
+    def _netdfs_layer(netdfs: list, opnum: int) -> dict | None:
+        """The netdfs layer tshark made of this request: the next one in the frame, if it
+        is for the same opnum (several PDUs in one frame each get their own layer)."""
+        if netdfs and number(netdfs[0], "netdfs.opnum") == opnum and not TsharkDecoder._is_netdfs_response(netdfs[0]):
+            return netdfs.pop(0)
+        return None
+
+    def _with_tshark_arguments(self, event: RpcCallEvent, call: RpcCall, layer: dict | None) -> RpcCallEvent:
+        """Arguments from tshark's own netdfs fields where it has them; the project's NDR
+        decoders (already run by build_event) only for the opnums tshark lacks."""
+        if call.sealed or layer is None or event.action_rpc_interface_name != "netdfs":
+            if event.action_rpc_interface_name == "netdfs" and not call.sealed and not call.stub:
+                self.stats["tshark.no_stub_bytes"] += 1
+            return event
+        decoded = netdfs_arguments(call.opnum, layer)
+        if decoded is None:
+            return event
+        self.stats["tshark.arguments_from_fields"] += 1
+        return replace(event, action_rpc_func_str_call_fields=call_fields_json(decoded[0]),
+                       action_rpc_func_int_call_fields=call_fields_json(decoded[1]), net_decode_error="")
+
+    def _answer(self, stream: int, assoc: AssocKey, call_id: int, status: int, out: list) -> None:
+        held = self._held.pop((assoc, call_id), None)
+        if held is None:
+            # the answer's pipe was not recoverable (e.g. an SMB1 read without its request):
+            # the oldest held call of that connection with this call_id
+            for key in self._held:
+                if key[0][0] == stream and key[1] == call_id:
+                    held = self._held.pop(key)
+                    break
+        if held is not None:
+            self._emit(held.with_exception_code(status), out)
+
+    def _emit(self, event: RpcCallEvent, out: list) -> None:
+        self.stats["events"] += 1
+        out.append(event)
+
+    def _context(self, stream: int, flow: FlowKey, where: _Frame) -> CallContext:
+        if not where.over_smb:
+            return CallContext(flow, None, over_smb=False, capture_file=self.settings.capture_file)
+        name = self._pipe_names.get((stream, where.pipe)) if where.pipe else None
+        session = None
+        encrypted = False
+        if where.session is not None:
+            known = self._sessions.get(where.session)
+            if known is not None:
+                encrypted = known.encrypted
+                session = SmbSession(
+                    flow=flow, ts=0.0, session_id=where.session[1],
+                    dialect=self._dialects.get(stream, ""), user=known.user, domain=known.domain,
+                    workstation=known.workstation, ntlm_version=known.ntlm_version,
+                    server_netbios_name=known.server_netbios_name, server_dns_name=known.server_dns_name,
+                    server_netbios_domain=known.server_netbios_domain, encrypted=known.encrypted)
+            elif stream in self._dialects:
+                session = SmbSession(flow=flow, ts=0.0, session_id=where.session[1],
+                                     dialect=self._dialects[stream])
+        return CallContext(flow, name, over_smb=True, tree=where.tree, session=session,
+                           encrypted=encrypted, capture_file=self.settings.capture_file)

@@ -1,0 +1,104 @@
+"""The source stage of the tshark engine: pyshark runs tshark and hands over its JSON trees.
+
+pyshark (the design card's choice) manages the tshark process and parses its ``-T json``
+output, keeping repeated layers (several DCE/RPC PDUs in a frame) and repeated fields as
+lists. This module only narrows what tshark prints: frames that carry something the
+decoder reads (display filter) and the protocol trees it reads (``-J``), with ``-x`` for the
+stub bytes. Everything after is TsharkDecoder, then the shared event builder.
+"""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from sensor.anomaly import Stats
+from sensor.interfaces.catalog import Catalog
+from sensor.net.stream import FlowKey
+from sensor.smb.events import PipeId
+from sensor.tshark.decoder import Packet, TsharkDecoder, TsharkDecoderSettings
+from sensor.tshark.version import TsharkUnavailable, require_tshark
+
+# Frames the decoder reads: DCE/RPC PDUs, SMB negotiate/session setup (dialect, NTLMSSP),
+# creates (pipe names), tree connects, and SMB3 transform headers (encrypted sessions).
+# Bulk SMB file I/O never leaves tshark.
+DISPLAY_FILTER = (
+    "dcerpc || ntlmssp || smb2.cmd == 0 || smb2.cmd == 3 || smb2.cmd == 5 || smb2.cmd == 8"
+    " || smb.cmd == 0x72 || smb.cmd == 0x75 || smb.cmd == 0xa2 || smb2.header.transform.msg_size"
+)
+# Protocol trees printed (tshark -J): the rest of a frame (eth, nbss, tcp payload hex) is
+# most of tshark's output and none of the decoder's input.
+PROTOCOLS = "frame ip ipv6 tcp smb smb2 dcerpc netdfs"
+# pyshark wraps each layer; the decoder reads the plain dicts beneath.
+RAW_LAYER_SUFFIX = "_raw"
+
+
+def packet_layers(packet) -> Packet:
+    """A pyshark JSON packet as {layer name: [layer dicts]} (repeated layers kept in order)."""
+    layers: Packet = {"frame": [packet.frame_info._all_fields]}
+    for layer in packet.layers:
+        name = layer.layer_name
+        if name.endswith(RAW_LAYER_SUFFIX):
+            continue
+        layers.setdefault(name, []).extend(
+            [layer._all_fields] + [dup._all_fields for dup in layer.duplicate_layers])
+    return layers
+
+
+class TsharkEngine:
+    """``TsharkEngine(catalog=..., tshark_path=..., rpc_observer=...)``; then ``run_file(path)``
+    or ``run_live(interface, bpf)``, each yielding RpcCallEvents (and Anomalies, none today).
+    ``stats`` sums the decoders of every run."""
+
+    def __init__(self, catalog: Catalog | None = None, tshark_path: str | None = None,
+                 rpc_observer: Callable[[FlowKey, PipeId | None, object], None] | None = None):
+        self.catalog = catalog
+        self.tshark_path, self.tshark_version = require_tshark(tshark_path)
+        self.rpc_observer = rpc_observer
+        self.stats = Stats()
+
+    def _decoder(self, capture_file: str) -> TsharkDecoder:
+        return TsharkDecoder(TsharkDecoderSettings(self.catalog, capture_file, self.rpc_observer))
+
+    def _drive(self, capture, decoder: TsharkDecoder, packets: Iterable) -> Iterator:
+        try:
+            for packet in packets:
+                yield from decoder.feed(packet_layers(packet))
+            yield from decoder.close()
+        finally:
+            self.stats.update(decoder.stats)
+            capture.close()
+
+    def run_file(self, path: str | Path) -> Iterator:
+        import pyshark
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(path)
+        capture = pyshark.FileCapture(
+            str(path), use_json=True, include_raw=True, display_filter=DISPLAY_FILTER,
+            tshark_path=self.tshark_path, custom_parameters=["-J", PROTOCOLS],
+            eventloop=asyncio.new_event_loop())
+        return self._drive(capture, self._decoder(path.name), capture)
+
+    def run_live(self, interface: str, bpf: str = "tcp port 445 or tcp port 139 or tcp port 135") -> Iterator:
+        """Live capture (needs capture rights on ``interface``); runs until the caller stops."""
+        import pyshark
+
+        capture = pyshark.LiveCapture(
+            interface=interface, bpf_filter=bpf, use_json=True, include_raw=True,
+            display_filter=DISPLAY_FILTER, tshark_path=self.tshark_path,
+            custom_parameters=["-J", PROTOCOLS], eventloop=asyncio.new_event_loop())
+        return self._drive(capture, self._decoder(""), capture.sniff_continuously())
+
+
+def replay_events(paths: Iterable[str | Path], catalog: Catalog | None = None,
+                  tshark_path: str | None = None) -> Iterator:
+    """What ``dfs-sensor replay --engine tshark`` runs: every capture in turn, its events in
+    the order the native pipeline would give them. Raises TsharkUnavailable up front."""
+    engine = TsharkEngine(catalog, tshark_path)
+    for path in paths:
+        yield from engine.run_file(path)
+
+
+__all__ = ["TsharkEngine", "TsharkUnavailable", "replay_events", "DISPLAY_FILTER", "PROTOCOLS"]
