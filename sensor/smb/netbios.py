@@ -30,9 +30,9 @@ CONTROL_TYPES = frozenset({SESSION_REQUEST, POSITIVE_RESPONSE, NEGATIVE_RESPONSE
                            RETARGET_RESPONSE, KEEPALIVE})
 
 MAGICS = frozenset({b"\xfeSMB", b"\xffSMB", b"\xfdSMB", b"\xfcSMB"})
-# Smallest message each protocol id can start: SMB2 header 64, SMB1 header 32 + WordCount +
-# ByteCount, TRANSFORM_HEADER 52, COMPRESSION_TRANSFORM_HEADER (unchained) 16.
-MIN_MESSAGE = {0xFE: 64, 0xFF: 35, 0xFD: 52, 0xFC: 16}
+# Smallest message each protocol id can start: SMB2 header 64, SMB1 header 32 (the parser
+# reports a missing WordCount), TRANSFORM_HEADER 52, COMPRESSION_TRANSFORM_HEADER 16.
+MIN_MESSAGE = {0xFE: 64, 0xFF: 32, 0xFD: 52, 0xFC: 16}
 
 # A header-only need: the biggest pipe transaction Windows sends is 64 KiB (MaxTransactSize
 # is granted up to 8 MiB but DCE/RPC fragments top out at 65535), so anything this small is

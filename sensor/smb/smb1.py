@@ -13,7 +13,7 @@ from sensor.anomaly import Stats
 from sensor.net.stream import FlowKey
 from sensor.smb.events import PipeData
 from sensor.smb.ntlmssp import NtlmAuthenticate, NtlmChallenge, NtlmsspError, find_ntlmssp
-from sensor.smb.state import PipeTable, SessionBook, is_ipc_path
+from sensor.smb.state import PipeTable, SessionBook, is_ipc_path, looks_like_pipe
 
 PROTOCOL_ID = b"\xffSMB"
 HEADER_SIZE = 32
@@ -26,6 +26,7 @@ NEGOTIATE = 0x72
 SESSION_SETUP_ANDX = 0x73
 TREE_CONNECT_ANDX = 0x75
 NT_CREATE_ANDX = 0xA2
+TRANSACTIONS = frozenset({TRANSACTION, 0x32, 0xA0})   # TRANS, TRANS2, NT_TRANSACT
 # Commands whose parameter words start with AndXCommand, AndXReserved, AndXOffset.
 ANDX_COMMANDS = frozenset({0x24, READ_ANDX, WRITE_ANDX, SESSION_SETUP_ANDX, 0x74,
                            TREE_CONNECT_ANDX, NT_CREATE_ANDX})
@@ -105,7 +106,9 @@ class Smb1Protocol:
                 if status == STATUS_SUCCESS:
                     self.sessions.dialect = "SMB1"
                 return events
-            entry = self._pending.pop(key, None)
+            # A transaction's response may come in several parts (MS-CIFS 3.3.4.1.2), all
+            # with the request's MID: its entry stays until the MID is reused or evicted.
+            entry = self._pending.get(key) if command in TRANSACTIONS else self._pending.pop(key, None)
             if entry is None:
                 events.append(self.stats.anomaly(ts, "smb1", "smb1_unmatched_response", self.flow,
                                                  f"MID {mid} command 0x{command:02x}"))
@@ -169,7 +172,7 @@ class Smb1Protocol:
             entry.name, _ = _string(data, 0, at, unicode)
             tree = self._trees.get(tid)
             entry.path = tree[0] if tree else ""
-            entry.is_pipe = tree[1] if tree else entry.name.lower().lstrip("\\").startswith("pipe\\")
+            entry.is_pipe = tree[1] if tree else looks_like_pipe(entry.name)
         elif command == WRITE_ANDX and wc in (12, 14):
             fid, _o, _t, mode, _rem, _high, length, offset = _write_andx.unpack_from(words, 4)
             pipe = self.pipes.get(fid)

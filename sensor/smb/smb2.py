@@ -16,7 +16,7 @@ from sensor.anomaly import Stats
 from sensor.net.stream import FlowKey
 from sensor.smb.events import EncryptedMessage, PipeData
 from sensor.smb.ntlmssp import NtlmAuthenticate, NtlmChallenge, NtlmsspError, find_ntlmssp
-from sensor.smb.state import PipeTable, SessionBook, is_ipc_path
+from sensor.smb.state import PipeTable, SessionBook, is_ipc_path, looks_like_pipe
 
 PROTOCOL_ID = b"\xfeSMB"
 HEADER_SIZE = 64
@@ -202,7 +202,7 @@ class Smb2Protocol:
             entry.name = _utf16(op[offset:offset + length])
             tree = self._trees.get((sid, tid))
             entry.path = tree[0] if tree else ""
-            entry.is_pipe = tree[1] if tree else _looks_like_pipe(entry.name)
+            entry.is_pipe = tree[1] if tree else looks_like_pipe(entry.name)
             return None, entry
         elif command in (CLOSE, READ, WRITE, IOCTL):
             at = {CLOSE: 8, READ: 16, WRITE: 16, IOCTL: 8}[command]
@@ -342,11 +342,6 @@ def _carries_body(command: int, status: int) -> bool:
     if status == STATUS_BUFFER_OVERFLOW:
         return command in (READ, IOCTL)
     return status == STATUS_MORE_PROCESSING_REQUIRED and command == SESSION_SETUP
-
-
-def _looks_like_pipe(name: str) -> bool:
-    """Tree connect missed (midstream): a bare name with no path or extension may be a pipe."""
-    return bool(name) and "\\" not in name and "." not in name and ":" not in name
 
 
 def _utf16(raw: memoryview) -> str:

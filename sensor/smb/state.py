@@ -103,6 +103,12 @@ def normalise_pipe_name(name: str) -> str:
     return name
 
 
+def looks_like_pipe(name: str) -> bool:
+    """Tree connect missed (midstream): a bare name with no path or extension may be a pipe."""
+    name = normalise_pipe_name(name)
+    return bool(name) and not any(c in name for c in "\\.:")
+
+
 def is_ipc_path(path: str) -> bool:
     """A tree connect path naming the IPC$ share: "\\\\host\\IPC$" (any case)."""
     return path.rstrip("\x00").upper().endswith("\\IPC$") or path.upper() == "IPC$"

@@ -48,14 +48,16 @@ def compound(*operations: bytes) -> bytes:
 
 def tcp_payloads(path: Path):
     """(frame, ts, (client ip, client port, server ip, server port), from_client, payload) of
-    the SMB TCP segments of an Ethernet/IPv4 capture, in sequence order per direction."""
+    the SMB TCP segments of an Ethernet (802.1Q)/IPv4 capture, in sequence order per direction."""
     expected: dict = {}
     out = []
     for frame, (raw, meta) in enumerate(RawPcapReader(str(path)), start=1):
         ts = meta.sec + meta.usec / 1e6 if hasattr(meta, "sec") else meta.tshigh
-        if len(raw) < 14 + 20 or raw[12:14] != b"\x08\x00":
-            continue
         ip = 14
+        while raw[ip - 2:ip] == b"\x81\x00":   # 802.1Q tags
+            ip += 4
+        if len(raw) < ip + 20 or raw[ip - 2:ip] != b"\x08\x00":
+            continue
         ihl = (raw[ip] & 0xF) * 4
         if raw[ip + 9] != 6:
             continue
