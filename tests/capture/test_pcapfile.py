@@ -4,11 +4,14 @@ import os
 import shutil
 import struct
 import subprocess
+from pathlib import Path
 
 import pytest
-from conftest import CORPUS
 
 from sensor.capture.pcapfile import CaptureError, open_capture
+
+# The public corpus beside the checkout, as tests/conftest.py finds it.
+CORPUS = Path(os.environ.get("DFS_SENSOR_CORPUS", Path(__file__).resolve().parents[3] / "shared" / "corpus"))
 
 FRAMES = [b"\x01" * 60, b"\x02" * 61, b"\x03" * 1514]
 

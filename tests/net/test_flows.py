@@ -1,15 +1,19 @@
 """The flow table fed segment tuples: roles, app choice, endings, bounds; and real captures."""
+import os
 import socket
-import subprocess
 import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
-from conftest import CORPUS
 
 from sensor.capture.pcapfile import open_capture
 from sensor.net.flows import FlowSettings, FlowTable, sniff_app
 from sensor.net.frames import FrameDecoder
 from sensor.net.stream import FlowEnded, FlowKey, FlowStarted, StreamData, StreamGap
+
+# The public corpus beside the checkout, as tests/conftest.py finds it.
+CORPUS = Path(os.environ.get("DFS_SENSOR_CORPUS", Path(__file__).resolve().parents[3] / "shared" / "corpus"))
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 C, S = socket.inet_aton("10.0.0.1"), socket.inet_aton("10.0.0.2")
