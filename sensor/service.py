@@ -16,7 +16,6 @@ import json
 import os
 import pwd
 import signal
-import sqlite3
 import sys
 import syslog as syslog_module
 import time
@@ -27,6 +26,7 @@ from sensor.config import Config
 from sensor.outputs import STDOUT, OutputError, Outputs
 from sensor.privileges import PrivilegeError, drop_privileges, refuse_root
 from sensor.runner import Sensor
+from sensor.store.sqlite import StoreError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -177,9 +177,9 @@ def run_live(config: Config, outputs: Outputs, interfaces: list[str], bpf: str |
     signals.install()
     try:
         sensor = Sensor(config, outputs)
-    except (OSError, sqlite3.Error) as e:
+    except StoreError as e:
         capture.close()
-        print(f"dfs-sensor: cannot open the database {config.db}: {e}", file=sys.stderr)
+        print(f"dfs-sensor: {e}", file=sys.stderr)
         return EXIT_FAILURE
     sensor.start_file("live:" + ",".join(interfaces))
 
