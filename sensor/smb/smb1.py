@@ -176,12 +176,12 @@ class Smb1Protocol:
         elif command == WRITE_ANDX and wc in (12, 14):
             fid, _o, _t, mode, _rem, _high, length, offset = _write_andx.unpack_from(words, 4)
             pipe = self.pipes.get(fid)
-            if pipe is None:
-                return
             payload = bytes(mv[offset:offset + length])
             if mode & (WRITEMODE_RAW | WRITEMODE_MSG_START) == WRITEMODE_RAW | WRITEMODE_MSG_START:
                 payload = payload[2:]
-            if payload:
+            if pipe is None:
+                pipe = self.pipes.adopt(fid, (1, uid, tid, fid), payload)
+            if pipe is not None and payload:
                 events.append(PipeData(self.flow, ts, frame, pipe, True, payload))
         elif command == READ_ANDX and wc in (10, 12):
             entry.read_fid = _u16.unpack_from(words, 4)[0]
@@ -191,9 +191,10 @@ class Smb1Protocol:
                 return
             entry.trans_fid = fid = _u16.unpack_from(words, 30)[0]
             count, offset = struct.unpack_from("<HH", words, 22)
-            pipe = self.pipes.get(fid)
-            if pipe is not None and count:
-                events.append(PipeData(self.flow, ts, frame, pipe, True, bytes(mv[offset:offset + count])))
+            payload = bytes(mv[offset:offset + count])
+            pipe = self.pipes.get(fid) or self.pipes.adopt(fid, (1, uid, tid, fid), payload)
+            if pipe is not None and payload:
+                events.append(PipeData(self.flow, ts, frame, pipe, True, payload))
         elif command == CLOSE and wc >= 1:
             events += self.pipes.close(ts, _u16.unpack_from(words, 0)[0])
 

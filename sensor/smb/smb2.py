@@ -233,6 +233,8 @@ class Smb2Protocol:
             events.append(self._bad(ts, f"data runs past the message (command {command})"))
             return
         pipe = self._pipe_of(entry)
+        if pipe is None and entry.file_id is not None:
+            pipe = self.pipes.adopt(entry.file_id, (2, entry.session_id, entry.tree_id, entry.file_id), data)
         if pipe is not None:
             events.append(PipeData(self.flow, ts, frame, pipe, True, data))
         elif entry.via is not None and entry.via.is_pipe:

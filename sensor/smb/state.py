@@ -84,6 +84,16 @@ class PipeTable:
         self.stats["smb_pipes_opened"] += 1
         return [PipeOpened(self.flow, ts, frame, pipe, normalise_pipe_name(name), tree)]
 
+    def adopt(self, handle: bytes | int, pipe: PipeId, data: bytes) -> PipeId | None:
+        """A write on a handle whose open was not captured (midstream). It is taken for a pipe
+        only when it carries a DCE/RPC PDU; no PipeOpened, since the name is unknown, so the
+        DCE/RPC stage must infer the interface from the bind or the stub."""
+        if not looks_like_dcerpc(data) or len(self._pipes) >= PIPES_LIMIT:
+            return None
+        self._pipes[handle] = pipe
+        self.stats["smb_pipes_adopted"] += 1
+        return pipe
+
     def close(self, ts: float, handle: bytes | int) -> list[PipeClosed]:
         pipe = self._pipes.pop(handle, None)
         return [] if pipe is None else [PipeClosed(self.flow, ts, pipe)]
@@ -107,6 +117,15 @@ def looks_like_pipe(name: str) -> bool:
     """Tree connect missed (midstream): a bare name with no path or extension may be a pipe."""
     name = normalise_pipe_name(name)
     return bool(name) and not any(c in name for c in "\\.:")
+
+
+# C706 12.6.3.1: rpc_vers 5, rpc_vers_minor 0 or 1, then the PDU type.
+DCERPC_CLIENT_PTYPES = frozenset({0, 11, 14, 16})   # request, bind, alter_context, auth3
+
+
+def looks_like_dcerpc(data: bytes) -> bool:
+    """Does a client write start with a connection-oriented DCE/RPC header?"""
+    return len(data) >= 16 and data[0] == 5 and data[1] in (0, 1) and data[2] in DCERPC_CLIENT_PTYPES
 
 
 def is_ipc_path(path: str) -> bool:

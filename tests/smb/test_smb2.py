@@ -262,3 +262,20 @@ def test_corpus_ntlmssp_names_match_tshark():
     assert (session.user, session.workstation, session.domain, session.dialect) == (
         "SERVER01", "Administrator", "CONTOSO", "2.0.2")
     assert session.server_dns_name == "SERVER002.contoso.com"
+
+
+def test_midstream_write_on_unseen_handle_is_adopted_only_when_it_carries_dcerpc():
+    # The CREATE was before the capture started: only the WRITE and READ of the pipe are seen.
+    conn = SmbConnection(FLOW)
+    events = play(conn, [
+        (True, write(40, FID, RPC_BIND)),
+        (False, write_response(40, len(RPC_BIND))),
+        (True, read(41, FID)),
+        (False, read_response(41, b"\x05\x00\x0c\x03" + b"A" * 60)),
+        (True, write(42, DISK_FID, b"just file bytes, not a PDU")),
+    ])
+    assert not of(events, PipeOpened)
+    data = of(events, PipeData)
+    assert [(d.from_client, d.data[:3]) for d in data] == [(True, RPC_BIND[:3]), (False, b"\x05\x00\x0c")]
+    assert len({d.pipe for d in data}) == 1 and data[0].pipe[3] == FID
+    assert conn.stats["smb_pipes_adopted"] == 1
