@@ -1,4 +1,4 @@
-"""The one place that knows the order of the stages.
+r"""The one place that knows the order of the stages.
 
     frame -> FrameDecoder -> FlowTable -> SmbConnection (per flow) -> RpcAssociation (per pipe)
                                        \-> RpcAssociation (per ncacn_ip_tcp flow)
@@ -32,7 +32,7 @@ from sensor.smb.events import EncryptedMessage, PipeClosed, PipeData, PipeId, Pi
 MAX_HELD_CALLS = 4096
 # A call whose response has not come after this long (capture time) is emitted without a code.
 HELD_CALL_TIMEOUT = 30.0
-# Flow expiry runs when capture time has advanced this far since the last run.
+# Held calls are checked for timeout when capture time has advanced this far since the last check.
 EXPIRY_INTERVAL = 1.0
 
 # An association is named by its flow and, over SMB, its pipe.
@@ -90,16 +90,20 @@ class Pipeline:
         if segment is not None:
             for unit in self.flows.feed(ts, frame, segment):
                 self._route(unit, out)
-        if ts >= self._next_expiry:
+        if ts >= self._next_expiry:   # the flow table expires its own flows as packets pass
             self._next_expiry = ts + EXPIRY_INTERVAL
-            self.tick(ts, out)
+            self._expire_held(ts, out)
         return out
 
-    def tick(self, now: float, out: list | None = None) -> list:
-        """Time advanced (a packet, or an idle tick in live capture): expire flows and held calls."""
-        out = [] if out is None else out
+    def tick(self, now: float) -> list:
+        """An idle tick in live capture (no packet for a while): expire flows and held calls."""
+        out: list = []
         for unit in self.flows.expire(now):
             self._route(unit, out)
+        self._expire_held(now, out)
+        return out
+
+    def _expire_held(self, now: float, out: list) -> None:
         while self._held:
             key, (held_since, event) = next(iter(self._held.items()))
             if now - held_since < HELD_CALL_TIMEOUT:
