@@ -56,10 +56,14 @@ def make_veth(tag: str) -> Veth:
     veth = Veth(f"dfsh{tag}", f"dfslive{tag}", f"dfsn{tag}")
     subprocess.run(["ip", "netns", "del", veth.namespace], capture_output=True, timeout=TIMEOUT)
     run("ip", "netns", "add", veth.namespace)
-    run("ip", "link", "add", veth.host, "mtu", str(VETH_MTU), "type", "veth",
-        "peer", "name", veth.peer, "netns", veth.namespace)
-    run("ip", "-n", veth.namespace, "link", "set", veth.peer, "mtu", str(VETH_MTU), "up")
-    run("ip", "link", "set", veth.host, "up")
+    try:
+        run("ip", "link", "add", veth.host, "mtu", str(VETH_MTU), "type", "veth",
+            "peer", "name", veth.peer, "netns", veth.namespace)
+        run("ip", "-n", veth.namespace, "link", "set", veth.peer, "mtu", str(VETH_MTU), "up")
+        run("ip", "link", "set", veth.host, "up")
+    except subprocess.CalledProcessError:
+        remove_veth(veth)
+        raise
     return veth
 
 
@@ -68,14 +72,16 @@ def remove_veth(veth: Veth) -> None:
     subprocess.run(["ip", "netns", "del", veth.namespace], capture_output=True, timeout=TIMEOUT)
 
 
-@pytest.fixture(scope="module")
+# Session-wide: the kernel deletes a namespace's links asynchronously, so a pair cannot be
+# re-created under the same name right after the previous module removed it.
+@pytest.fixture(scope="session")
 def veth():
     pair = make_veth(f"{os.getpid() % 10000}a")
     yield pair
     remove_veth(pair)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def second_veth():
     pair = make_veth(f"{os.getpid() % 10000}b")
     yield pair
