@@ -8,6 +8,9 @@ Every stage is sans-IO; the pipeline only routes units between them, keeps the p
 context an event needs (pipe names, SMB sessions), and holds each call until its response
 or fault gives the exception code. A held call is never dropped: it is emitted without a
 code when its pipe or flow ends, when it waits too long, or when the hold table is full.
+
+``feed`` returns records in order: RpcCallEvent, and what later stages read beside it:
+SmbSession (authentications), EncryptedMessage (SMB3 transform headers) and Anomaly.
 """
 from __future__ import annotations
 
@@ -189,9 +192,11 @@ class Pipeline:
             state.sessions[ev.session_id] = ev
             if ev.encrypted:
                 self._note_encrypted(state, ev.session_id)
+            out.append(ev)      # who authenticated to whom: what survives encryption
         elif kind is EncryptedMessage:
             self._own["smb_encrypted_messages"] += 1
             self._note_encrypted(state, ev.session_id)
+            out.append(ev)      # sizes in the clear: the transform-header fingerprint
         elif kind is Anomaly:
             out.append(ev)
 
