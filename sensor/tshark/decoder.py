@@ -358,7 +358,8 @@ class TsharkDecoder:
         auth_level = number(pdu, "dcerpc.auth_level")
         auth_type = number(pdu, "dcerpc.auth_type")
         sealed = auth_level == AUTH_LEVEL_PKT_PRIVACY
-        stub = b"" if sealed else (raw_bytes(pdu, "dcerpc.payload_stub_data") or b"")
+        layer = self._netdfs_layer(netdfs, opnum)
+        stub = b"" if sealed else self._stub(pdu, layer)
         bound = self._contexts.get(assoc, {}).get(ctx_id)
         call = RpcCall(
             ts=ts, frame=frame_no, call_id=call_id, ctx_id=ctx_id, opnum=opnum,
@@ -373,7 +374,6 @@ class TsharkDecoder:
         observer = self.settings.rpc_observer
         if observer is not None:
             observer(flow, where.pipe, call)
-        layer = self._netdfs_layer(netdfs, opnum)
         ctx = self._context(stream, flow, where)
         resolved = resolve(self.catalog, call, ctx)
         if resolved is None:
@@ -387,6 +387,20 @@ class TsharkDecoder:
         if len(self._held) > MAX_HELD_CALLS:
             self.stats["held_calls_overflow"] += 1
             self._emit(self._held.popitem(last=False)[1], out)
+
+    @staticmethod
+    def _stub(pdu: dict, layer: dict | None) -> bytes:
+        """The joined stub: under "Complete stub data" when a sub-dissector took it; as
+        dcerpc.stub_data (colon hex) when tshark knows no dissector for the interface, or,
+        inside the netdfs layer, none for the opnum (Wireshark 4.0: 20, 23, 24)."""
+        stub = raw_bytes(pdu, "dcerpc.payload_stub_data")
+        if stub is not None:
+            return stub
+        for tree in (pdu, layer):
+            text = first(tree, "dcerpc.stub_data") if tree is not None else None
+            if isinstance(text, str):
+                return bytes.fromhex(text.replace(":", ""))
+        return b""
 
     @staticmethod
     def _netdfs_layer(netdfs: list, opnum: int) -> dict | None:

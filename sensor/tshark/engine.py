@@ -61,13 +61,27 @@ class TsharkEngine:
         return TsharkDecoder(TsharkDecoderSettings(self.catalog, capture_file, self.rpc_observer))
 
     def _drive(self, capture, decoder: TsharkDecoder, packets: Iterable) -> Iterator:
+        from pyshark.capture.capture import TSharkCrashException
+
+        finished = False
         try:
             for packet in packets:
                 yield from decoder.feed(packet_layers(packet))
+            finished = True
             yield from decoder.close()
         finally:
             self.stats.update(decoder.stats)
-            capture.close()
+            try:
+                capture.close()
+            except TSharkCrashException:
+                # asyncio's child watcher can lose a tshark that exited fast ("Unknown child
+                # process pid, will report returncode 255"); after a complete read that is
+                # noise, before it a real failure.
+                if not finished:
+                    raise
+                self.stats["tshark.exit_status_lost"] += 1
+            finally:
+                capture.eventloop.close()
 
     def run_file(self, path: str | Path) -> Iterator:
         import pyshark
