@@ -68,7 +68,9 @@ class Sensor:
         self.pipeline = Pipeline(PipelineSettings())
         self.detector = RarityDetector(config.detector, self.store)
         self.stats = Stats()
-        self.source_stats = Stats()     # the caller adds its reader's counters; anomalies are summed
+        # Counters of stages outside the pipeline (a reader's anomalies, the tshark engine),
+        # added by the caller and summed into the summary.
+        self.source_stats = Stats()
         self._started = time.monotonic()
         self._uncommitted = 0
         self._oldest_uncommitted = 0.0
@@ -80,6 +82,7 @@ class Sensor:
         self.stats["files"] += 1
 
     def process(self, source: Iterable[Frame | None]) -> None:
+        """Frames through the native pipeline; None is an idle tick (expire, commit)."""
         feed = self.pipeline.feed
         for item in source:
             if item is None:
@@ -89,9 +92,14 @@ class Sensor:
             records = feed(*item)
             if records:
                 self._handle(records)
-            if self._uncommitted and (self._uncommitted >= COMMIT_EVERY_EVENTS or
-                                      time.monotonic() - self._oldest_uncommitted >= COMMIT_INTERVAL_SECONDS):
-                self._commit()
+            self._commit_when_due()
+        self._commit()
+
+    def process_records(self, records: Iterable) -> None:
+        """Records another engine (tshark) already built: straight to store and detector."""
+        for record in records:
+            self._handle((record,))
+            self._commit_when_due()
         self._commit()
 
     def finish(self) -> Summary:
@@ -100,9 +108,7 @@ class Sensor:
         self._commit()
         self._prune()
         self.store.close()
-        totals = self.pipeline.stats + self.detector.stats
-        # the source counts packets too; only its anomalies (truncation, ...) are news
-        totals.update({k: n for k, n in self.source_stats.items() if k.startswith("anomaly.")})
+        totals = self.pipeline.stats + self.detector.stats + self.source_stats
         return Summary(
             files=self.stats["files"], packets=totals["packets"], bytes=totals["bytes"],
             flows=totals["flows"], events=self.stats["events"], new_events=self.stats["new_events"],
@@ -110,7 +116,7 @@ class Sensor:
             anomalies={name.removeprefix("anomaly."): n for name, n in totals.items()
                        if name.startswith("anomaly.") and n})
 
-    def _handle(self, records: list) -> None:
+    def _handle(self, records: Iterable) -> None:
         store = self.store
         for record in records:
             if not isinstance(record, RpcCallEvent):
@@ -132,6 +138,11 @@ class Sensor:
                 # never lose one (consumers dedupe on rule + key + day).
                 if self.outputs.alerts is not None:
                     self.outputs.alerts.write(alert.to_json())
+
+    def _commit_when_due(self) -> None:
+        if self._uncommitted and (self._uncommitted >= COMMIT_EVERY_EVENTS or
+                                  time.monotonic() - self._oldest_uncommitted >= COMMIT_INTERVAL_SECONDS):
+            self._commit()
 
     def _commit(self) -> None:
         if self._uncommitted:

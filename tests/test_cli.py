@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -163,3 +164,18 @@ def test_subprocess_replay_succeeds_with_a_summary(tmp_path):
     done = run_cli("replay", "--db", tmp_path / "s.db", SMALL_CAPTURE)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "" and "packets" in done.stderr and "Traceback" not in done.stderr
+
+
+LAB_CAPTURE = ROOT / "pcaps" / "dfscoerce-smb21.pcap"
+
+
+@pytest.mark.tshark
+@pytest.mark.skipif(not LAB_CAPTURE.exists() or shutil.which("tshark") is None, reason="needs the lab capture and tshark")
+def test_tshark_engine_alerts_like_native_and_shares_event_ids(tmp_path):
+    db = tmp_path / "s.db"
+    by_tshark = invoke("replay", "--engine", "tshark", "--db", db, LAB_CAPTURE)
+    assert by_tshark.exit_code == 0, by_tshark.stderr
+    alerts = [json.loads(line) for line in by_tshark.stdout.splitlines()]
+    assert sorted(a["action_rpc_func_opnum"] for a in alerts) == [12, 13]
+    native = invoke("replay", "--db", db, LAB_CAPTURE)
+    assert native.stdout == "" and "2 events (0 new)" in native.stderr   # same ids: nothing new
