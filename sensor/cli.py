@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from importlib import metadata
+from pathlib import Path
 from datetime import date, datetime, timedelta, timezone
 from typing import Callable, Iterator
 
@@ -188,7 +189,7 @@ def _replay_native(sensor, captures: tuple[str, ...], sizes: list[int]) -> None:
             except CaptureError as e:    # removed or changed since the check above
                 _fail(str(e))
             with reader:
-                sensor.start_file(path)
+                sensor.start_file(Path(path).name)
                 sensor.process(_with_progress(reader, bar) if show_progress else reader)
                 # the reader counts packets too; only its anomalies (truncation) are news
                 sensor.source_stats.update({k: n for k, n in reader.stats.items() if k.startswith("anomaly.")})
@@ -203,7 +204,7 @@ def _replay_with_tshark(sensor, captures: tuple[str, ...]) -> None:
     except TsharkUnavailable as e:
         _fail(str(e))
     for path in captures:
-        sensor.start_file(path)
+        sensor.start_file(Path(path).name)
         sensor.process_records(tshark.run_file(path))
     sensor.source_stats.update(tshark.stats)
 

@@ -92,7 +92,8 @@ class Sensor:
             records = feed(*item)
             if records:
                 self._handle(records)
-            self._commit_when_due()
+            if self._uncommitted:       # most frames make no event: skip the clock read
+                self._commit_when_due()
         self._commit()
 
     def process_records(self, records: Iterable) -> None:
