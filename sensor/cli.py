@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import date, datetime, timedelta, timezone
 from importlib import metadata
 from pathlib import Path
-from datetime import date, datetime, timedelta, timezone
 from typing import Callable, Iterator
 
 import click

@@ -54,6 +54,9 @@ class Summary:
         lines = [f"{self.files} file(s), {self.packets:,} packets, {self.bytes / 1e6:,.1f} MB, "
                  f"{self.flows:,} flows, {self.events:,} events ({self.new_events:,} new), "
                  f"{self.alerts:,} alert(s) in {self.seconds:.2f} s ({self.mb_per_s:,.1f} MB/s)"]
+        if self.events and not self.new_events:
+            lines.append("every event was already stored, so no alert was raised again "
+                         "(see `dfs-sensor alerts`, or use another --db)")
         if self.anomalies:
             lines.append("anomalies: " + ", ".join(
                 f"{name} {count:,}" for name, count in sorted(self.anomalies.items(), key=lambda i: -i[1])))

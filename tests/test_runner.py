@@ -59,3 +59,8 @@ def test_idle_ticks_between_frames_change_nothing(tmp_path):
             yield frame
     summary = run(tmp_path, with_ticks)
     assert (summary.events, summary.alerts) == (2, 2)
+
+
+def test_summary_explains_a_silent_rerun(tmp_path):
+    assert "already stored" not in run(tmp_path).human()
+    assert "already stored" in run(tmp_path).human()
