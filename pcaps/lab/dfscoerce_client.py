@@ -23,7 +23,6 @@ from impacket.dcerpc.v5.rpcrt import (
     RPC_C_AUTHN_LEVEL_PKT_INTEGRITY,
     RPC_C_AUTHN_LEVEL_PKT_PRIVACY,
 )
-from impacket.dcerpc.v5.srvs import MSRPC_UUID_SRVS
 from impacket.smb import SMB_DIALECT
 from impacket.smb3structs import (
     SMB2_DIALECT_002,
@@ -32,7 +31,7 @@ from impacket.smb3structs import (
     SMB2_DIALECT_311,
     SMB2_SESSION_FLAG_ENCRYPT_DATA,
 )
-from impacket.uuid import uuidtup_to_bin
+from impacket.uuid import generate, stringver_to_bin, uuidtup_to_bin
 
 from sensor.interfaces import dfsnm
 
@@ -97,11 +96,28 @@ def connect(opts):
     dce.set_auth_level(AUTH_LEVELS[opts.auth_level])
     dce.connect()
     if opts.alter_context:
-        dce.bind(MSRPC_UUID_SRVS)
+        bind_rejected_context(dce)
         dce = dce.alter_ctx(uuidtup_to_bin((dfsnm.UUID, "%d.%d" % dfsnm.VERSION)))
     else:
         dce.bind(uuidtup_to_bin((dfsnm.UUID, "%d.%d" % dfsnm.VERSION)), bogus_binds=opts.extra_contexts)
     return trans, dce
+
+
+def bind_rejected_context(dce) -> None:
+    """Open the association with a bind whose only context the server rejects (a random uuid).
+
+    Samba 4.17 serves no other interface on \\PIPE\\netdfs (a srvsvc or wkssvc bind there is
+    rejected, abstract_syntax_not_supported), but it keeps an association whose bind_ack rejected
+    every context, and accepts an alter_context onto netdfs (new context id 1) on it: the bind then
+    never names netdfs. impacket raises on the rejected context after reading the bind_ack.
+    """
+    try:
+        dce.bind(generate() + stringver_to_bin("1.0"))
+    except DCERPCException as exc:
+        if "rejected" not in str(exc):
+            raise
+    else:
+        raise SystemExit("alter-context: the server accepted a random interface uuid")
 
 
 def smb_encrypted(trans) -> bool:
@@ -135,7 +151,7 @@ def main(argv=None) -> int:
     p.add_argument("--rpc-frag", type=int, default=0, help="DCE/RPC max fragment size (0: none)")
     p.add_argument("--smb-write-size", type=int, default=0, help="split each PDU into SMB writes of this size")
     p.add_argument("--auth-level", choices=AUTH_LEVELS, default="none")
-    p.add_argument("--alter-context", action="store_true", help="bind srvsvc, then alter_context onto netdfs")
+    p.add_argument("--alter-context", action="store_true", help="bind a context the server rejects, then alter_context onto netdfs")
     p.add_argument("--extra-contexts", type=int, default=0, help="presentation contexts offered before netdfs")
     p.add_argument("--pause-after-bind", metavar="DIR")
     opts = p.parse_args(argv)

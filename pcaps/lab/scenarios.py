@@ -109,6 +109,13 @@ SCENARIOS = [
              attack("--dialect", "2.1", "--auth-level", "privacy")),
     Scenario("dfscoerce-multi-context", "one bind with 3 contexts (2 random uuids, netdfs ctx 2), 13, 12",
              attack("--dialect", "2.1", "--extra-contexts", "2")),
+    Scenario("dfscoerce-alter-context",
+             "bind offering one random interface (Samba rejects it), alter_context onto netdfs (ctx 1), 13, 12",
+             attack("--dialect", "2.1", "--alter-context")),
+    Scenario("dfscoerce-smb3-encrypted",
+             "opnums 13, 12, impacket's default negotiation against server smb encrypt = desired: "
+             "SMB 3.1.1, AES-128-CCM, everything after session setup in transform headers",
+             attack("--dialect", "default"), encrypt="desired"),
     Scenario("dfscoerce-ipv6", "opnums 13, 12 over IPv6 (fd00::66 -> fd00::10), SMB 2.1",
              attack("--dialect", "2.1"), target=DC_V6),
     Scenario("dfscoerce-vlan", "opnums 13, 12, SMB 2.1, captured on a SPAN copy tagged 802.1Q VLAN 100",
@@ -132,6 +139,10 @@ SCENARIOS = [
     Scenario("coerced-auth-clear",
              "opnum 13 over SMB 2.1, then DC01$ authenticates back over SMB (NTLMSSP) to 10.0.0.66",
              attack("--dialect", "2.1", "--opnums", "13"), back_auth=True),
+    Scenario("coerced-auth-encrypted",
+             "opnum 13 inside encrypted SMB 3.1.1 (server smb encrypt = desired), then DC01$ authenticates back "
+             "over SMB (NTLMSSP, clear) to 10.0.0.66",
+             attack("--dialect", "default", "--opnums", "13"), encrypt="desired", back_auth=True),
 ]
 
 
