@@ -28,7 +28,8 @@ from sensor.net.flows import FlowTable
 from sensor.net.frames import FrameDecoder
 from sensor.net.stream import FlowEnded, FlowKey, FlowStarted, StreamData, StreamGap
 from sensor.smb.connection import SmbConnection
-from sensor.smb.events import EncryptedMessage, PipeClosed, PipeData, PipeId, PipeOpened, SmbSession
+from sensor.smb.events import (EncryptedMessage, NtlmAuthentication, PipeClosed, PipeData, PipeId,
+                               PipeOpened, SmbSession)
 
 # Calls waiting for their response. A server answers within milliseconds; 4096 in flight
 # covers a busy DC, and overflow emits the oldest (without its code) rather than losing it.
@@ -163,7 +164,6 @@ class Pipeline:
                 for ev in events:
                     self._on_rpc(state, unit.flow, None, ev, out)
         elif kind is FlowStarted:
-            self._own["flows"] += 1
             if unit.app == "smb":
                 self._flows[unit.flow] = _FlowState(SmbConnection(unit.flow))
             else:
@@ -197,8 +197,8 @@ class Pipeline:
             self._own["smb_encrypted_messages"] += 1
             self._note_encrypted(state, ev.session_id)
             out.append(ev)      # sizes in the clear: the transform-header fingerprint
-        elif kind is Anomaly:
-            out.append(ev)
+        elif kind is NtlmAuthentication or kind is Anomaly:
+            out.append(ev)      # NTLMSSP AUTHENTICATE: the coercion correlator's other half
 
     def _note_encrypted(self, state: _FlowState, session_id: int) -> None:
         if session_id not in state.encrypted_sessions:
