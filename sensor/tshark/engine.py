@@ -80,6 +80,7 @@ class TsharkEngine:
                 if not finished:
                     raise
                 self.stats["tshark.exit_status_lost"] += 1
+                capture._running_processes.clear()     # else pyshark retries in __del__
             finally:
                 capture.eventloop.close()
 
