@@ -31,6 +31,30 @@ class SmbSession:
 
 
 @dataclass(frozen=True, slots=True)
+class NtlmAuthentication:
+    """An NTLMSSP AUTHENTICATE went by (SMB SESSION_SETUP request, HTTP Authorization header).
+
+    Emitted at the request, whatever the server answers: a coerced server's back-authentication
+    to an attacker's listener is the signal even when the listener denies it or hangs up."""
+
+    flow: FlowKey
+    ts: float
+    frame: int
+    protocol: str              # "smb1", "smb2", "http"
+    user: str
+    domain: str
+    workstation: str
+    ntlm_version: str          # "NTLMv1", "NTLMv2", "" (anonymous)
+    server_netbios_name: str = ""   # from the CHALLENGE before it, when seen
+    server_dns_name: str = ""
+
+    @property
+    def is_machine_account(self) -> bool:
+        # MS-ADTS 6.1.1.2.2: a computer account's sAMAccountName ends with "$".
+        return self.user.endswith("$")
+
+
+@dataclass(frozen=True, slots=True)
 class PipeOpened:
     flow: FlowKey
     ts: float
@@ -72,4 +96,4 @@ class EncryptedMessage:
     wire_size: int       # bytes of the whole NetBIOS message
 
 
-SmbEvent = SmbSession | PipeOpened | PipeData | PipeClosed | EncryptedMessage
+SmbEvent = SmbSession | NtlmAuthentication | PipeOpened | PipeData | PipeClosed | EncryptedMessage

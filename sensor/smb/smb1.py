@@ -163,6 +163,7 @@ class Smb1Protocol:
             message = self._ntlmssp(ts, data[:length], events)
             if isinstance(message, NtlmAuthenticate):
                 entry.auth = message
+                events.append(self.sessions.authenticating(ts, frame, "smb1", message))
         elif command == SESSION_SETUP_ANDX and wc == 13:
             entry.auth = _clear_text_logon(words, at, data, unicode)
         elif command == TREE_CONNECT_ANDX and wc == 4:

@@ -194,6 +194,7 @@ class Smb2Protocol:
             message = self._ntlmssp(ts, op[offset:offset + length], events)
             if isinstance(message, NtlmAuthenticate):
                 entry.auth = message
+                events.append(self.sessions.authenticating(ts, frame, "smb2", message))
         elif command == TREE_CONNECT and not truncated:
             offset, length = _u16u16.unpack_from(op, _B + 4)
             entry.path = _utf16(op[offset:offset + length])

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from sensor.anomaly import Anomaly, Stats
 from sensor.net.stream import FlowKey
-from sensor.smb.events import PipeClosed, PipeId, PipeOpened, SmbSession
+from sensor.smb.events import NtlmAuthentication, PipeClosed, PipeId, PipeOpened, SmbSession
 from sensor.smb.ntlmssp import NtlmAuthenticate, NtlmChallenge
 
 # Windows allows a few sessions per connection (multi-user terminal servers reuse one);
@@ -28,6 +28,16 @@ class SessionBook:
         self.dialect = ""
         self.challenge: NtlmChallenge | None = None
         self.sessions: dict[int, SmbSession] = {}
+
+    def authenticating(self, ts: float, frame: int, protocol: str,
+                       auth: NtlmAuthenticate) -> NtlmAuthentication:
+        """A session setup request carries an AUTHENTICATE: who, to the server the last
+        CHALLENGE named."""
+        c = self.challenge or NtlmChallenge(0)
+        self.stats["ntlm_authentications"] += 1
+        return NtlmAuthentication(self.flow, ts, frame, protocol, auth.user, auth.domain,
+                                  auth.workstation, auth.ntlm_version,
+                                  c.nb_computer_name, c.dns_computer_name)
 
     def authenticated(self, ts: float, session_id: int,
                       auth: NtlmAuthenticate | None) -> list[SmbSession | Anomaly]:

@@ -1,0 +1,1 @@
+"""Coercion seen through SMB3 encryption: coerced back-authentication and transform-header sizes."""

@@ -1,0 +1,173 @@
+"""The coercion correlator: a server's machine account authenticating out, just after someone
+talked to it.
+
+Every coercion attack (DFSCoerce, PetitPotam, PrinterBug...) ends the same way: the server V
+authenticates with its own machine account ("DC01$") to the listener L the call named, within
+seconds. That AUTHENTICATE is in clear even when the call itself was encrypted. Fed the
+pipeline's records, in capture order:
+
+- inbound activity to V (SmbSession, EncryptedMessage, RpcCallEvent) is remembered per flow
+  for ``window`` seconds after its last message;
+- an NtlmAuthentication by a machine account from V to L then looks back over V's inbound
+  flows: one that carried a decoded call naming L (by address, or by a name L gave in its
+  NTLMSSP CHALLENGE) makes CONFIRMED; else an encrypted one makes PROBABLE, unless the (V, L)
+  pair is common (``pair_days``: distinct days seen, from the store) - a DC replicating to its
+  partner every day learns itself out.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable
+
+from sensor.anomaly import Stats
+from sensor.coercion.events import CONFIRMED, PROBABLE, CoercionAlert
+from sensor.events import RpcCallEvent
+from sensor.net.stream import FlowKey
+from sensor.smb.events import EncryptedMessage, NtlmAuthentication, SmbSession
+
+# Coercion tools trigger the callback within a second or two; 30 s leaves room for a slow
+# server (the spooler retries) while keeping unrelated machine logons out.
+DEFAULT_WINDOW = 30.0
+# Inbound flows remembered. Within a 30 s window even a busy DC sees a few thousand flows;
+# the oldest go first when full.
+MAX_INBOUND_FLOWS = 65_536
+# Host names learned from NTLMSSP CHALLENGEs (name -> address). One per server on the network.
+MAX_NAMES = 65_536
+# Call ids listed per inbound flow; a client hammering one pipe keeps only its first calls.
+MAX_CALLS_PER_FLOW = 16
+# PROBABLE is raised for a (V, L) pair seen on fewer distinct days than this (30-day window):
+# the hunting query's own "day_count < 7".
+DEFAULT_RARE_DAYS = 7
+
+
+@dataclass(frozen=True)
+class CorrelatorSettings:
+    window: float = DEFAULT_WINDOW
+    rare_days: int = DEFAULT_RARE_DAYS
+    known_servers: frozenset[str] = field(default_factory=frozenset)   # config allow-list
+
+
+class _Inbound:
+    __slots__ = ("client", "last_ts", "encrypted", "calls")
+
+    def __init__(self, client: str, ts: float) -> None:
+        self.client = client
+        self.last_ts = ts
+        self.encrypted = False
+        self.calls: list[tuple[str, frozenset[str]]] = []   # (event id, hosts its arguments name)
+
+
+class Correlator:
+    """``feed(record)`` -> alerts; ``pair_days(v, l, ts)`` records the pair's day and returns
+    its distinct-day count (None: every pair is rare)."""
+
+    def __init__(self, settings: CorrelatorSettings | None = None,
+                 pair_days: Callable[[str, str, float], int] | None = None) -> None:
+        self.settings = settings or CorrelatorSettings()
+        self.pair_days = pair_days
+        self.stats = Stats()
+        self._inbound: OrderedDict[FlowKey, _Inbound] = OrderedDict()   # by last activity
+        self._names: dict[str, str] = {}
+        self.servers: set[str] = set(self.settings.known_servers)      # hosts seen serving SMB
+
+    def feed(self, record) -> list[CoercionAlert]:
+        kind = type(record)
+        if kind is EncryptedMessage:
+            self._touch(record.flow, record.ts).encrypted = True
+        elif kind is SmbSession:
+            inbound = self._touch(record.flow, record.ts)
+            inbound.encrypted |= record.encrypted
+            self.servers.add(record.flow.server_ip)
+            self._learn(record.flow.server_ip, record.server_netbios_name, record.server_dns_name)
+        elif kind is RpcCallEvent:
+            flow = FlowKey(record.actor_remote_ip, record.actor_remote_port, record.agent_ip,
+                           record.agent_port)
+            inbound = self._touch(flow, record.event_timestamp / 1000)
+            inbound.encrypted |= record.net_encrypted
+            hosts = frozenset(h for h in map(host_of, record.str_fields().values()) if h)
+            if hosts and len(inbound.calls) < MAX_CALLS_PER_FLOW:
+                inbound.calls.append((record.event_id, hosts))
+        elif kind is NtlmAuthentication:
+            self._learn(record.flow.server_ip, record.server_netbios_name, record.server_dns_name)
+            if record.is_machine_account:
+                return self._authentication(record)
+        return []
+
+    def close(self) -> list[CoercionAlert]:
+        self._inbound.clear()
+        self._names.clear()
+        return []
+
+    # -- state -----------------------------------------------------------------------------
+    def _touch(self, flow: FlowKey, ts: float) -> _Inbound:
+        inbound = self._inbound.get(flow)
+        if inbound is None:
+            if len(self._inbound) >= MAX_INBOUND_FLOWS:
+                self._inbound.popitem(last=False)
+                self.stats["coercion_inbound_evicted"] += 1
+            inbound = self._inbound[flow] = _Inbound(flow.client_ip, ts)
+        else:
+            self._inbound.move_to_end(flow)
+        inbound.last_ts = max(inbound.last_ts, ts)
+        return inbound
+
+    def _learn(self, ip: str, *names: str) -> None:
+        for name in names:
+            if name and len(self._names) < MAX_NAMES:
+                self._names[name.lower()] = ip
+                self._names[name.lower().split(".", 1)[0]] = ip
+
+    def _names_ip(self, host: str, ip: str) -> bool:
+        return host == ip.lower() or self._names.get(host) == ip or \
+            self._names.get(host.split(".", 1)[0]) == ip
+
+    # -- the correlation ---------------------------------------------------------------------
+    def _authentication(self, auth: NtlmAuthentication) -> list[CoercionAlert]:
+        self.stats["coercion_machine_authentications"] += 1
+        victim, listener = auth.flow.client_ip, auth.flow.server_ip
+        since = auth.ts - self.settings.window
+        confirmed: list[tuple[_Inbound, str]] = []
+        encrypted: _Inbound | None = None
+        for flow in reversed(self._inbound):          # newest activity first
+            inbound = self._inbound[flow]
+            if inbound.last_ts < since:
+                break
+            if flow.server_ip != victim or inbound.client == victim:
+                continue
+            for event_id, hosts in inbound.calls:
+                if any(self._names_ip(h, listener) for h in hosts):
+                    confirmed.append((inbound, event_id))
+            if encrypted is None and inbound.encrypted:
+                encrypted = inbound
+        base = dict(victim_ip=victim, listener_ip=listener, user=auth.user, domain=auth.domain,
+                    protocol=auth.protocol, ts=auth.ts)
+        if confirmed:
+            first = confirmed[-1][0]
+            self.stats["coercion_confirmed"] += 1
+            return [CoercionAlert(CONFIRMED, client_ip=first.client,
+                                  delay=round(auth.ts - first.last_ts, 6),
+                                  call_event_ids=tuple(e for _, e in reversed(confirmed)), **base)]
+        if encrypted is None:
+            return []
+        day_count = self.pair_days(victim, listener, auth.ts) if self.pair_days else 1
+        if day_count >= self.settings.rare_days:
+            self.stats["coercion_probable_common_pair"] += 1
+            return []
+        self.stats["coercion_probable"] += 1
+        # A listener that serves SMB to other hosts too is more likely a real file server.
+        confidence = 0.5 if listener in self.servers else 0.8
+        return [CoercionAlert(PROBABLE, client_ip=encrypted.client,
+                              delay=round(auth.ts - encrypted.last_ts, 6), confidence=confidence,
+                              day_count=day_count,
+                              detail="inbound encrypted session to V, then V's machine account "
+                                     "authenticated to L", **base)]
+
+
+def host_of(value: str) -> str:
+    """The host an argument names: "\\\\\\\\host\\\\share" / "host" / "host@80/x" -> "host"
+    (lower case); "" when it names none."""
+    value = value.strip().lstrip("\\/").lower()
+    for sep in ("\\", "/", "@"):
+        value = value.split(sep, 1)[0]
+    return value if value and " " not in value else ""
