@@ -47,6 +47,9 @@ class RpcSettings:
     max_contexts: int = MAX_CONTEXTS
 
 
+_Binding = tuple[str, tuple[int, int], bool]
+
+
 class _Direction:
     """Byte-stream state of one direction."""
 
@@ -88,7 +91,12 @@ class RpcAssociation:
         self._dirs = {True: _Direction(), False: _Direction()}
         self._calls: OrderedDict[int, _PendingCall] = OrderedDict()
         self._pending_binds: list[tuple[int, list[pdu.Context]]] = []
-        self._contexts: dict[int, tuple[str, tuple[int, int]]] = {}
+        # ctx_id -> (interface uuid, version, NDR64?): what the server accepted.
+        self._contexts: dict[int, _Binding] = {}
+        # ctx_id -> what a bind proposed while its ack is outstanding. A one-sided capture
+        # (client to server only) never shows the ack; the client's proposal still names
+        # the interface its calls are meant for, as it does for tshark.
+        self._proposed: dict[int, _Binding] = {}
 
     # -- the stage contract -------------------------------------------------------------
 
@@ -138,6 +146,7 @@ class RpcAssociation:
         self._calls.clear()
         self._pending_binds.clear()
         self._contexts.clear()
+        self._proposed.clear()
         for d in self._dirs.values():
             d.buf = bytearray()
             d.skip = 0
@@ -225,7 +234,7 @@ class RpcAssociation:
         elif ptype in (pdu.PTYPE_BIND_ACK, pdu.PTYPE_ALTER_CONTEXT_RESP):
             self._bind_ack(hdr, data, ts, out)
         elif ptype == pdu.PTYPE_BIND_NAK:
-            self._take_pending_bind(hdr.call_id)
+            self._forget_proposals(self._take_pending_bind(hdr.call_id))
         else:
             # auth3, shutdown, co_cancel, orphaned: recognised, nothing to report.
             self.stats[f"ptype_{ptype}"] += 1
@@ -236,6 +245,16 @@ class RpcAssociation:
             self._pending_binds.pop(0)
             out.append(self.stats.anomaly(ts, LAYER, "dcerpc_too_many_pending_binds"))
         self._pending_binds.append((hdr.call_id, contexts))
+        for ctx in contexts:
+            if ctx.ctx_id in self._proposed or len(self._proposed) < self.settings.max_contexts:
+                # NDR64 only when it is the one syntax offered: with several, the ack decides.
+                ndr64 = ctx.transfer_syntaxes == (pdu.NDR64_SYNTAX,)
+                self._proposed[ctx.ctx_id] = (ctx.interface_uuid, ctx.interface_version, ndr64)
+
+    def _forget_proposals(self, contexts: list[pdu.Context] | None) -> None:
+        """The server answered: its ack, not the proposal, now says what each context is."""
+        for ctx in contexts or ():
+            self._proposed.pop(ctx.ctx_id, None)
 
     def _take_pending_bind(self, call_id: int) -> list[pdu.Context] | None:
         """The bind this ack answers: the one with its call_id (C706 12.6.4.4: the ack
@@ -249,6 +268,7 @@ class RpcAssociation:
     def _bind_ack(self, hdr: pdu.Header, data: memoryview, ts: float, out: list) -> None:
         results = pdu.parse_bind_ack(data, hdr)
         contexts = self._take_pending_bind(hdr.call_id)
+        self._forget_proposals(contexts)
         if contexts is None:
             if results:
                 out.append(self.stats.anomaly(ts, LAYER, "dcerpc_ack_without_bind", detail=f"call_id {hdr.call_id}"))
@@ -263,7 +283,8 @@ class RpcAssociation:
                 out.append(self.stats.anomaly(ts, LAYER, "dcerpc_too_many_contexts", detail=f"ctx_id {ctx.ctx_id}"))
                 continue
             # A later alter_context re-binding a ctx_id replaces what it named.
-            self._contexts[ctx.ctx_id] = (ctx.interface_uuid, ctx.interface_version)
+            self._contexts[ctx.ctx_id] = (ctx.interface_uuid, ctx.interface_version,
+                                          res.transfer_syntax == pdu.NDR64_SYNTAX)
             self.stats["binds"] += 1
             out.append(RpcBind(ts, ctx.ctx_id, ctx.interface_uuid, ctx.interface_version, res.transfer_syntax))
 
@@ -292,6 +313,10 @@ class RpcAssociation:
         del self._calls[hdr.call_id]
         self.stats["calls"] += 1
         iface = self._contexts.get(call.ctx_id)
+        if iface is None:
+            iface = self._proposed.get(call.ctx_id)
+            if iface is not None:
+                self.stats["calls_on_unacknowledged_context"] += 1
         auth = call.auth
         out.append(RpcCall(
             ts=ts, frame=frame, call_id=hdr.call_id, ctx_id=call.ctx_id, opnum=call.opnum,
@@ -300,7 +325,7 @@ class RpcAssociation:
             stub=b"".join(call.chunks), little_endian=call.little,
             auth_type=auth.auth_type if auth else None,
             auth_level=auth.auth_level if auth else None,
-            sealed=sealed, object_uuid=call.object_uuid,
+            sealed=sealed, object_uuid=call.object_uuid, ndr64=iface[2] if iface else False,
         ))
 
     def _append_stub(self, call: _PendingCall, stub: memoryview, ts: float, call_id: int, out: list) -> None:

@@ -32,6 +32,7 @@ class RpcCall:
     auth_level: int | None       # 2 connect, 5 integrity, 6 privacy
     sealed: bool                 # PKT_PRIVACY: stub encrypted, arguments not decodable
     object_uuid: str | None = None
+    ndr64: bool = False          # the context's transfer syntax is NDR64 (71710533-...): stub in NDR64
 
 
 @dataclass(frozen=True, slots=True)

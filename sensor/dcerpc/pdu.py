@@ -58,6 +58,7 @@ AUTH_LEVEL_PRIVACY = 6       # PKT_PRIVACY: stub sealed
 RESULT_ACCEPTANCE = 0        # C706 12.6.3.4 p_cont_def_result_t
 
 NDR20_SYNTAX = "8a885d04-1ceb-11c9-9fe8-08002b104860"
+NDR64_SYNTAX = "71710533-beba-4937-8319-b5dbef9ccc36"   # MS-RPCE 2.2.5.1.1
 
 _HEADER_LE = struct.Struct("<BBBB4sHHI")
 _HEADER_BE = struct.Struct(">BBBB4sHHI")

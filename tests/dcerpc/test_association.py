@@ -33,8 +33,8 @@ def test_several_pdus_in_one_feed():
     assoc = RpcAssociation()
     out = assoc.feed(True, 1.0, 1, w.bind(1, [(0, w.NETDFS, (3, 0), w.NDR20)])
                      + w.request(2, 13, STUB) + w.request(3, 12, STUB))
-    calls = of(RpcCall, out)   # bind not acked yet: no interface
-    assert [(c.call_id, c.opnum, c.interface_uuid, c.stub) for c in calls] == [(2, 13, None, STUB), (3, 12, None, STUB)]
+    calls = of(RpcCall, out)   # bind not acked yet: named by what the bind proposed
+    assert [(c.call_id, c.opnum, c.interface_uuid, c.stub) for c in calls] == [(2, 13, w.NETDFS, STUB), (3, 12, w.NETDFS, STUB)]
     out = assoc.feed(False, 1.1, 2, w.bind_ack(1, [(0, w.NDR20)]) + w.response(2, b"\0" * 4) + w.fault(3, 5))
     assert out[0] == RpcBind(1.1, 0, w.NETDFS, (3, 0), w.NDR20)
     assert out[1:] == [RpcResult(1.1, 2, 0, False), RpcResult(1.1, 3, 5, True)]
@@ -113,6 +113,54 @@ def test_rejected_alter_context_keeps_the_previous_binding():
     assert assoc.feed(False, 1.0, 7, w.bind_ack(5, [(2, w.NDR20)], alter=True)) == []
     (call,) = assoc.feed(True, 1.0, 8, w.request(6, 13, STUB, ctx_id=1))
     assert call.interface_uuid == w.NETDFS
+
+
+def test_one_sided_capture_names_calls_by_the_unacknowledged_bind():
+    # suricata-verify bug-8629: client-to-server only, so no bind_ack ever comes.
+    assoc = RpcAssociation()
+    assoc.feed(True, 1.0, 1, w.bind(2, [(0, w.NETDFS, (3, 0), w.NDR20), (1, w.NETDFS, (3, 0), w.BIND_TIME_FEATURES)]))
+    calls = assoc.feed(True, 1.1, 2, w.request(2, 12, STUB) + w.request(3, 13, STUB, ctx_id=5))
+    assert [(c.ctx_id, c.interface_uuid, c.interface_version, c.ndr64) for c in calls] == [
+        (0, w.NETDFS, (3, 0), False), (5, None, None, False)]
+    assert assoc.stats["calls_on_unacknowledged_context"] == 1
+
+
+def test_ack_overrides_the_proposal():
+    assoc = RpcAssociation()
+    assoc.feed(True, 1.0, 1, w.bind(1, [(0, w.SRVSVC, (3, 0), w.NDR20)]))
+    assoc.feed(False, 1.0, 2, w.bind_ack(1, [(0, w.NDR20)]))
+    # ctx 1 proposed as netdfs but rejected: its calls have no interface, ctx 0 keeps srvsvc.
+    assoc.feed(True, 1.0, 3, w.bind(2, [(1, w.NETDFS, (3, 0), w.NDR20), (0, w.NETDFS, (3, 0), w.NDR20)], alter=True))
+    assoc.feed(False, 1.0, 4, w.bind_ack(2, [(2, w.NDR20), (2, w.NDR20)], alter=True))
+    calls = assoc.feed(True, 1.0, 5, w.request(3, 12, STUB, ctx_id=1) + w.request(4, 12, STUB, ctx_id=0))
+    assert [c.interface_uuid for c in calls] == [None, w.SRVSVC]
+    assert assoc.stats["calls_on_unacknowledged_context"] == 0
+
+
+def test_bind_nak_drops_the_proposal():
+    assoc = RpcAssociation()
+    assoc.feed(True, 1.0, 1, w.bind(7, [(0, w.NETDFS, (3, 0), w.NDR20)]))
+    # C706 12.6.4.5 bind_nak: provider_reject_reason 4 (protocol version not supported), no versions.
+    nak = struct.pack("<BBBBIHHIHB", 5, 0, 13, 3, 0x10, 19, 0, 7, 4, 0)
+    assert assoc.feed(False, 1.0, 2, nak) == []
+    (call,) = assoc.feed(True, 1.0, 3, w.request(8, 12, STUB))
+    assert call.interface_uuid is None
+
+
+def test_ndr64_context_marks_its_calls():
+    assoc = RpcAssociation()
+    assoc.feed(True, 1.0, 1, w.bind(1, [(0, w.NETDFS, (3, 0), w.NDR20), (1, w.NETDFS, (3, 0), w.NDR64)]))
+    out = assoc.feed(False, 1.0, 2, w.bind_ack(1, [(0, w.NDR20), (0, w.NDR64)]))
+    assert [b.transfer_syntax for b in out] == [w.NDR20, w.NDR64]
+    calls = assoc.feed(True, 1.0, 3, w.request(2, 12, STUB, ctx_id=0) + w.request(3, 12, STUB, ctx_id=1))
+    assert [(c.ctx_id, c.ndr64) for c in calls] == [(0, False), (1, True)]
+
+
+def test_unacknowledged_ndr64_only_proposal_is_ndr64():
+    assoc = RpcAssociation()
+    assoc.feed(True, 1.0, 1, w.bind(1, [(3, w.NETDFS, (3, 0), w.NDR64)]))
+    (call,) = assoc.feed(True, 1.0, 2, w.request(2, 12, STUB, ctx_id=3))
+    assert (call.interface_uuid, call.ndr64) == (w.NETDFS, True)
 
 
 def test_big_endian_bind_and_request():
