@@ -64,7 +64,7 @@ def resolve(catalog: Catalog, call: RpcCall, ctx: CallContext) -> tuple[Interfac
         return None
     for iface in catalog.by_uuid.values():
         op = iface.operation(call.opnum)
-        if op is not None and op.request is not None and looks_like(op, call.stub, call.little_endian):
+        if op is not None and op.request is not None and looks_like(op, call.stub, call.little_endian, call.ndr64):
             return iface, "stub"
     return None
 
@@ -76,7 +76,7 @@ def decode_arguments(op: Operation | None, call: RpcCall) -> tuple[dict[str, str
     if op is None or op.request is None:
         return {}, {}, ""
     try:
-        decoded = decode_request(op, call.stub, call.little_endian)
+        decoded = decode_request(op, call.stub, call.little_endian, call.ndr64)
     except NdrDecodeError as exc:
         return {}, {}, f"ndr: {exc}"
     return decoded.strings, decoded.ints, ""

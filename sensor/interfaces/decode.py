@@ -1,4 +1,8 @@
-"""NDR (NDR20) decoding of a request's [in] arguments, on the catalog's impacket NDRCALL types.
+"""NDR decoding of a request's [in] arguments, on the catalog's impacket NDRCALL types.
+
+Both transfer syntaxes: NDR20 (C706 chapter 14) and NDR64 (MS-RPCE 2.2.5), which the
+association names per presentation context (RpcCall.ndr64). For the arguments here NDR64
+differs only in widths: conformance/variance counts and referent ids are 8 bytes, aligned to 8.
 
 impacket parses little-endian stubs only. A big-endian stub (C706 14.2.5: drep says the
 integers are big endian) is first rewritten in place, field by field, by a small walker
@@ -24,11 +28,13 @@ from sensor.interfaces.catalog import Operation
 # Longest string argument kept, in UTF-16 units. UNC paths and host names are far below
 # this (MAX_PATH 260, DNS names 255); the rest is cut and the argument named in ``truncated``.
 MAX_STRING_CHARS = 4096
-# NDR20 stubs may be padded to an 8-byte boundary after the last argument (C706 14.2.2:
-# the largest primitive alignment); more than that left over is not a clean decode.
+# Stubs may be padded to an 8-byte boundary after the last argument (C706 14.2.2 and
+# MS-RPCE 2.2.5.3.4: the largest primitive alignment); more than that left over is not a
+# clean decode.
 MAX_TRAILING_PAD = 7
 
 _U32 = (struct.Struct(">I"), struct.Struct("<I"))
+_U64 = (struct.Struct(">Q"), struct.Struct("<Q"))
 
 
 class NdrDecodeError(ValueError):
@@ -48,11 +54,12 @@ class _Walker:
     """Walks a stub along an NDRCALL structure: checks lengths (and, if strict, the
     conformance rules), and rewrites big-endian integers to little endian in ``out``."""
 
-    def __init__(self, stub: bytes, little: bool, strict: bool):
+    def __init__(self, stub: bytes, little: bool, strict: bool, ndr64: bool = False):
         self.buf = stub
         self.out = bytearray(stub) if not little else None
         self.little = little
         self.strict = strict
+        self.ndr64 = ndr64
         self.pos = 0
 
     def _take(self, size: int) -> int:
@@ -69,6 +76,13 @@ class _Walker:
     def u32(self) -> int:
         return _U32[self.little].unpack_from(self.buf, self._take(4))[0]
 
+    def count(self) -> int:
+        """A conformance/variance count or referent id: uint32 in NDR20, uint64 in NDR64
+        (MS-RPCE 2.2.5.3.4.1, 2.2.5.3.3)."""
+        if self.ndr64:
+            return _U64[self.little].unpack_from(self.buf, self._take(8))[0]
+        return self.u32()
+
     def walk(self, structure) -> None:
         for name, kind in structure:
             if not isinstance(kind, type):
@@ -81,7 +95,7 @@ class _Walker:
         elif issubclass(kind, NDRPOINTER):
             # A [unique] pointer: referent id, then (top-level or pointer-to-pointer) the
             # pointee right after it (C706 14.3.12.3); 0 is NULL.
-            if self.u32():
+            if self.count():
                 self.value(name, kind.referent[0][1])
         elif (size := _primitive_size(kind)) is not None:
             self._take(size)
@@ -90,7 +104,7 @@ class _Walker:
 
     def wstr(self, name: str) -> None:
         """C706 14.3.4.2 conformant varying string: max count, offset, actual count, units."""
-        max_count, offset, actual = self.u32(), self.u32(), self.u32()
+        max_count, offset, actual = self.count(), self.count(), self.count()
         start = self.pos
         if start + 2 * actual > len(self.buf):
             raise NdrDecodeError(f"{name}: {actual} characters run past the stub")
@@ -129,15 +143,15 @@ def _text(raw: bytes) -> tuple[str, bool]:
     return text, False
 
 
-def decode_request(op: Operation, stub: bytes, little_endian: bool) -> DecodedCall:
+def decode_request(op: Operation, stub: bytes, little_endian: bool, ndr64: bool = False) -> DecodedCall:
     """The [in] arguments of ``op`` from its request stub; NdrDecodeError(reason) if it does not parse."""
     kind = _request_type(op)
     if not little_endian:
-        walker = _Walker(stub, little=False, strict=False)
+        walker = _Walker(stub, little=False, strict=False, ndr64=ndr64)
         walker.walk(kind.structure)
         stub = bytes(walker.out)
     try:
-        call = kind(stub)
+        call = kind(stub, isNDR64=ndr64)
     except Exception as exc:   # impacket raises struct.error, IndexError, its own errors...
         raise NdrDecodeError(f"{op.name}: {type(exc).__name__}: {exc}") from None
     strings: dict[str, str] = {}
@@ -162,13 +176,13 @@ def decode_request(op: Operation, stub: bytes, little_endian: bool) -> DecodedCa
     return DecodedCall(strings, ints, tuple(truncated))
 
 
-def looks_like(op: Operation, stub: bytes, little_endian: bool) -> bool:
+def looks_like(op: Operation, stub: bytes, little_endian: bool, ndr64: bool = False) -> bool:
     """True when ``stub`` is cleanly ``op``'s request: every string a plain NUL-terminated
     conformant varying string, and nothing left over but alignment padding. Used to name
     the interface of a call whose bind and pipe were both missed, so it errs on 'no'."""
     if op.request is None:
         return False
-    walker = _Walker(stub, little_endian, strict=True)
+    walker = _Walker(stub, little_endian, strict=True, ndr64=ndr64)
     try:
         walker.walk(op.request.structure)
     except NdrDecodeError:

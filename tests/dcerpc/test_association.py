@@ -156,6 +156,19 @@ def test_ndr64_context_marks_its_calls():
     assert [(c.ctx_id, c.ndr64) for c in calls] == [(0, False), (1, True)]
 
 
+def test_ndr64_call_decodes_with_the_flag_it_carries():
+    from sensor.interfaces.catalog import default_catalog
+    from sensor.interfaces.decode import decode_request
+    call64 = dfsnm.NetrDfsAddStdRoot(isNDR64=True)
+    call64["ServerName"], call64["RootShare"], call64["Comment"], call64["ApiFlags"] = "10.0.0.66\x00", "r\x00", "\x00", 0
+    assoc = RpcAssociation()
+    assoc.feed(True, 1.0, 1, w.bind(1, [(0, w.NETDFS, (3, 0), w.NDR64)]))
+    assoc.feed(False, 1.0, 2, w.bind_ack(1, [(0, w.NDR64)]))
+    (call,) = assoc.feed(True, 1.0, 3, w.request(2, 12, call64.getData()))
+    op = default_catalog().interface(w.NETDFS).operation(12)
+    assert decode_request(op, call.stub, call.little_endian, call.ndr64).strings["ServerName"] == "10.0.0.66"
+
+
 def test_unacknowledged_ndr64_only_proposal_is_ndr64():
     assoc = RpcAssociation()
     assoc.feed(True, 1.0, 1, w.bind(1, [(3, w.NETDFS, (3, 0), w.NDR64)]))

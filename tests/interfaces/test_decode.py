@@ -73,6 +73,51 @@ def test_big_endian_unique_pointers_and_boolean_alignment():
         {"MajorVersion": "2", "NewNamespace": "1", "Flags": str(0x01020304)})
 
 
+def wire64(call_type, **args) -> bytes:
+    """The same call in NDR64 (MS-RPCE 2.2.5), by impacket's NDR64 encoder."""
+    call = call_type(isNDR64=True)
+    for name, value in args.items():
+        call[name] = value
+    return call.getData()
+
+
+def be_wstr64(text: str) -> bytes:
+    """A big-endian NDR64 conformant varying string: three uint64 counts (MS-RPCE 2.2.5.3.4.1)."""
+    units = (text + "\x00").encode("utf-16-be")
+    n = len(units) // 2
+    return struct.pack(">QQQ", n, 0, n) + units
+
+
+def test_ndr64_stubs_decode_like_ndr20():
+    stub = wire64(dfsnm.NetrDfsRemoveStdRoot, ServerName="10.0.0.66\x00", RootShare="test\x00", ApiFlags=1)
+    assert stub != REMOVE and len(stub) == 88
+    assert decode_request(OP(13), stub, True, ndr64=True) == decode_request(OP(13), REMOVE, True)
+    stub = wire64(dfsnm.NetrDfsRemove2, DfsEntryPath="\\\\dc\\r\x00", DcName="dc\x00", ServerName=NULL,
+                  ShareName="s\x00", ppRootList=NULL)
+    assert decode_request(OP(20), stub, True, ndr64=True).strings == {"DfsEntryPath": "\\\\dc\\r", "DcName": "dc", "ShareName": "s"}
+    # Read as NDR20, the uint64 counts misread: the transfer syntax must be honoured.
+    stub = wire64(dfsnm.NetrDfsRemoveStdRoot, ServerName="10.0.0.66\x00", RootShare="test\x00", ApiFlags=1)
+    try:
+        misread = decode_request(OP(13), stub, True).strings
+    except NdrDecodeError:
+        misread = None
+    assert misread != {"ServerName": "10.0.0.66", "RootShare": "test"}
+
+
+def test_ndr64_looks_like():
+    stub = wire64(dfsnm.NetrDfsAddStdRoot, ServerName="attacker\x00", RootShare="r\x00", Comment="\x00", ApiFlags=0)
+    assert looks_like(OP(12), stub, True, ndr64=True)
+    assert not looks_like(OP(12), stub, True)
+    assert not looks_like(OP(12), REMOVE, True, ndr64=True)
+
+
+def test_big_endian_ndr64_stub():
+    server, share = be_wstr64("10.0.0.66"), be_wstr64("test")
+    stub = server + b"\x00" * (-len(server) % 8) + share
+    stub += b"\x00" * (-len(stub) % 4) + struct.pack(">I", 1)
+    assert decode_request(OP(13), stub, False, ndr64=True) == decode_request(OP(13), REMOVE, True)
+
+
 def test_string_cut_at_embedded_nul():
     stub = wire(dfsnm.NetrDfsRemoveStdRoot, ServerName="10.0.0.66\x00decoy\x00", RootShare="t\x00", ApiFlags=1)
     assert decode_request(OP(13), stub, True).strings["ServerName"] == "10.0.0.66"
