@@ -1,0 +1,1 @@
+"""HTTP, only as far as NTLM in Authorization headers (WebDAV listeners of coercion attacks)."""
