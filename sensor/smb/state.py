@@ -82,35 +82,63 @@ class PipeTable:
         self.flow = flow
         self.stats = stats
         self._pipes: dict[bytes | int, PipeId] = {}
+        # Opens of a pipe-like name on a tree whose connect was missed: handle -> (name, tree).
+        # A disk file may have such a name too, so it becomes a pipe only if its first write
+        # carries DCE/RPC (see adopt); until then its I/O is not pipe I/O.
+        self._candidates: dict[bytes | int, tuple[str, str]] = {}
 
     def get(self, handle: bytes | int) -> PipeId | None:
         return self._pipes.get(handle)
 
+    def known(self, handle: bytes | int) -> bool:
+        """A pipe, or a candidate whose first write decides (framing keeps its I/O whole)."""
+        return handle in self._pipes or handle in self._candidates
+
+    def candidate(self, handle: bytes | int, name: str, tree: str) -> None:
+        """An open whose name looks like a pipe's on a tree whose connect was not captured."""
+        if handle in self._candidates or len(self._candidates) < PIPES_LIMIT:
+            self._candidates[handle] = (name, tree)
+            self.stats["smb_pipe_candidates"] += 1
+
     def open(self, ts: float, frame: int, handle: bytes | int, pipe: PipeId, name: str,
              tree: str) -> list[PipeOpened | Anomaly]:
+        events: list = []
         if handle not in self._pipes and len(self._pipes) >= PIPES_LIMIT:
-            return [self.stats.anomaly(ts, "smb", "pipe_table_full", self.flow, name)]
+            # Evict the oldest rather than refuse the new one: else an attacker opens
+            # PIPES_LIMIT pipes it never closes and the pipe it then abuses goes unseen.
+            evicted_handle = next(iter(self._pipes))
+            events.append(self.stats.anomaly(ts, "smb", "pipe_table_full", self.flow, name))
+            events.extend(self.close(ts, evicted_handle))
         self._pipes[handle] = pipe
         self.stats["smb_pipes_opened"] += 1
-        return [PipeOpened(self.flow, ts, frame, pipe, normalise_pipe_name(name), tree)]
+        events.append(PipeOpened(self.flow, ts, frame, pipe, normalise_pipe_name(name), tree))
+        return events
 
-    def adopt(self, handle: bytes | int, pipe: PipeId, data: bytes) -> PipeId | None:
-        """A write on a handle whose open was not captured (midstream). It is taken for a pipe
-        only when it carries a DCE/RPC PDU; no PipeOpened, since the name is unknown, so the
-        DCE/RPC stage must infer the interface from the bind or the stub."""
+    def adopt(self, ts: float, frame: int, handle: bytes | int, pipe: PipeId,
+              data: bytes) -> tuple[PipeId | None, list[PipeOpened]]:
+        """A write on a handle not known as a pipe: a candidate (pipe-like name, tree connect
+        missed) or one whose open was not captured (midstream). It is taken for a pipe only
+        when it carries a DCE/RPC PDU. A candidate's name is known, so it is announced; an
+        unseen open's is not, and the DCE/RPC stage infers the interface from bind or stub."""
+        named = self._candidates.pop(handle, None)
         if not looks_like_dcerpc(data) or len(self._pipes) >= PIPES_LIMIT:
-            return None
+            return None, []
         self._pipes[handle] = pipe
-        self.stats["smb_pipes_adopted"] += 1
-        return pipe
+        if named is None:
+            self.stats["smb_pipes_adopted"] += 1
+            return pipe, []
+        self.stats["smb_pipes_opened"] += 1
+        return pipe, [PipeOpened(self.flow, ts, frame, pipe, normalise_pipe_name(named[0]), named[1])]
 
     def close(self, ts: float, handle: bytes | int) -> list[PipeClosed]:
+        self._candidates.pop(handle, None)
         pipe = self._pipes.pop(handle, None)
         return [] if pipe is None else [PipeClosed(self.flow, ts, pipe)]
 
     def close_all(self, ts: float) -> list[PipeClosed]:
         closed = [PipeClosed(self.flow, ts, pipe) for pipe in self._pipes.values()]
         self._pipes.clear()
+        self._candidates.clear()
         return closed
 
 
@@ -124,7 +152,8 @@ def normalise_pipe_name(name: str) -> str:
 
 
 def looks_like_pipe(name: str) -> bool:
-    """Tree connect missed (midstream): a bare name with no path or extension may be a pipe."""
+    """Tree connect missed (midstream): a bare name with no path or extension may be a pipe
+    (a candidate: PipeTable.adopt decides on its first write)."""
     name = normalise_pipe_name(name)
     return bool(name) and not any(c in name for c in "\\.:")
 
