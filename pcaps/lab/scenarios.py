@@ -32,6 +32,7 @@ BACK_AUTH_DELAY = 0.03              # Windows calls back tens of ms after the co
 SMALL_MTU = 300                     # attacker link MTU for the small-segments scenario (MSS 260)
 LONG_LISTENER = "coerce-listener-" + "x" * 40 + ".attacker.lab.example"
 SETTLE = 0.3                        # let the last ACKs and FINs reach the capture
+SHARE_MODE = 0o1777                 # like /tmp: labuser may create files on the share, not delete others'
 DIALECT_NAMES = {"0x202": "SMB 2.0.2", "0x210": "SMB 2.1", "0x300": "SMB 3.0", "0x302": "SMB 3.0.2",
                  "0x311": "SMB 3.1.1", "NT LM 0.12": "SMB1 (NT LM 0.12)"}
 
@@ -163,6 +164,8 @@ class Samba:
         self.stop()
         for sub in ("private", "lock", "state", "cache", "pid", "ncalrpc", "share", "log"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        # smbd writes as the logged-on user: without this every put is STATUS_ACCESS_DENIED
+        (self.dir / "share").chmod(SHARE_MODE)
         conf = self.dir / "smb.conf"
         conf.write_text(SMB_CONF.format(w=self.dir, encrypt=encrypt))
         if subprocess.run(["id", USER], capture_output=True).returncode:
@@ -201,18 +204,22 @@ def wait_listening(ns: str, port: int, timeout: float = 15) -> None:
 
 
 class Capture:
-    def __init__(self, ns: str, ifname: str, path: Path, bpf: str):
+    def __init__(self, ns: str, ifname: str, path: Path, bpf: str, buffer_kib: int | None = None):
         self.path = path
-        self.proc = subprocess.Popen(in_ns(ns, "tcpdump", "-n", "-U", "--immediate-mode", "-s", "0", "-i", ifname, "-w", str(path), bpf),
+        buffer = ["-B", str(buffer_kib)] if buffer_kib else []
+        self.proc = subprocess.Popen(in_ns(ns, "tcpdump", "-n", "-U", "--immediate-mode", "-s", "0", *buffer,
+                                           "-i", ifname, "-w", str(path), bpf),
                                      stderr=subprocess.PIPE, text=True)
         line = self.proc.stderr.readline()           # "listening on ..." once the socket is live
         if "listening" not in line:
             raise RuntimeError(f"tcpdump: {line}")
 
-    def stop(self) -> None:
+    def stop(self) -> str:
+        """Stop the capture; returns tcpdump's closing counts (captured, dropped by kernel)."""
         time.sleep(SETTLE)
         self.proc.send_signal(signal.SIGINT)
-        self.proc.wait(10)
+        summary = self.proc.communicate(timeout=30)[1]
+        return "; ".join(line for line in summary.splitlines() if "packets" in line)
 
 
 class Forwarder:
