@@ -353,7 +353,12 @@ def _print_records(records: list[dict], fmt: str, columns: list[str]) -> None:
 
 
 def _cell(value) -> str:
-    return "-" if value is None else str(value)
+    """Table text comes from the wire: non-printable characters (terminal escapes, CR, LF,
+    bidi overrides) are shown as Python escapes, never sent to the terminal."""
+    if value is None:
+        return "-"
+    text = str(value)
+    return text if text.isprintable() else "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 
