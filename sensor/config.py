@@ -9,6 +9,10 @@ config file; a file names only what it changes:
     lookback_days = 30
     day_mode = "utc-date"    # or "day-of-month" (XQL extract_time(_time, "DAY"))
     match = "opnum-12-13"    # or "seed-exact" (the query's literal filter)
+    [coercion]
+    enabled = true           # correlate back-authentications, fingerprint encrypted sessions
+    window = 30.0            # seconds from an inbound session to V's machine-account logon
+    known_servers = ["10.0.0.20"]   # listeners that are real servers (lower confidence)
     [outputs]
     events = "/var/log/dfs-sensor/events.jsonl"   # "-" is stdout; absent: no event log
     alerts = "-"
@@ -21,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from sensor.coercion.correlate import DEFAULT_WINDOW
 from sensor.detect.rarity import DAY_MODES, MATCH_MODES, RaritySettings
 
 DB_ENV = "DFS_SENSOR_DB"
@@ -33,11 +38,21 @@ _FILE_KEYS: dict[str | None, dict[str, type]] = {
     None: {"db": str},
     "detector": {"threshold": int, "lookback_days": int, "day_mode": str, "match": str},
     "outputs": {"events": str, "alerts": str},
+    "coercion": {"enabled": bool, "window": float, "known_servers": list},
 }
+# Keys of [coercion], prefixed in the flat settings so they cannot collide with other sections'.
+_COERCION_PREFIX = "coercion."
 
 
 class ConfigError(ValueError):
     """The configuration cannot be used; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class CoercionConfig:
+    enabled: bool = True
+    window: float = DEFAULT_WINDOW
+    known_servers: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -46,6 +61,7 @@ class Config:
     detector: RaritySettings = field(default_factory=RaritySettings)
     events: str | None = None        # path or "-"; None: events are stored, not logged
     alerts: str | None = STDOUT      # path or "-"; None: alerts are stored, not logged
+    coercion: CoercionConfig = field(default_factory=CoercionConfig)
 
 
 def default_db_path(env: Mapping[str, str]) -> str:
@@ -81,8 +97,9 @@ def _read_file(path: str) -> dict[str, Any]:
     for name, value in document.items():
         if isinstance(value, dict) and name in _FILE_KEYS:
             section_keys = _FILE_KEYS[name]
+            prefix = _COERCION_PREFIX if name == "coercion" else ""
             for key, item in value.items():
-                flat[key] = _checked(path, f"{name}.{key}", item, section_keys.get(key))
+                flat[prefix + key] = _checked(path, f"{name}.{key}", item, section_keys.get(key))
         else:
             flat[name] = _checked(path, name, value, _FILE_KEYS[None].get(name))
     return flat
@@ -91,8 +108,10 @@ def _read_file(path: str) -> dict[str, Any]:
 def _checked(path: str, name: str, value: Any, expected: type | None) -> Any:
     if expected is None:
         raise ConfigError(f"{path}: unknown setting {name!r}")
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)     # "window = 30" means 30.0
     # bool is an int subclass in Python; "threshold = true" is still a mistake.
-    if not isinstance(value, expected) or isinstance(value, bool):
+    if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
         raise ConfigError(f"{path}: {name} must be {expected.__name__}, not {type(value).__name__}")
     return value
 
@@ -109,5 +128,13 @@ def _build(values: dict[str, Any]) -> Config:
         raise ConfigError(f"day_mode must be one of {', '.join(DAY_MODES)}, not {detector.day_mode!r}")
     if detector.match not in MATCH_MODES:
         raise ConfigError(f"match must be one of {', '.join(MATCH_MODES)}, not {detector.match!r}")
-    return Config(db=values["db"], detector=detector,
-                  events=values.get("events"), alerts=values.get("alerts", STDOUT))
+    coercion = CoercionConfig(
+        enabled=values.get(_COERCION_PREFIX + "enabled", True),
+        window=values.get(_COERCION_PREFIX + "window", DEFAULT_WINDOW),
+        known_servers=frozenset(values.get(_COERCION_PREFIX + "known_servers", ())))
+    if coercion.window <= 0:
+        raise ConfigError(f"coercion.window must be positive, not {coercion.window}")
+    if not all(isinstance(s, str) for s in coercion.known_servers):
+        raise ConfigError("coercion.known_servers must be a list of addresses")
+    return Config(db=values["db"], detector=detector, events=values.get("events"),
+                  alerts=values.get("alerts", STDOUT), coercion=coercion)

@@ -6,13 +6,19 @@ has no packet but time moved on), ``finish`` drains and returns the run's ``Summ
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Iterable
 
 from sensor.anomaly import Stats
+from sensor.coercion.correlate import Correlator, CorrelatorSettings
+from sensor.coercion.events import CoercionAlert
+from sensor.coercion.fingerprint import EncryptedNetdfsMatcher
+from sensor.coercion.rarity import PairDays
 from sensor.config import Config
 from sensor.detect.rarity import MS_PER_DAY, RarityDetector
+from sensor.detect.xql import utc_date
 from sensor.events import RpcCallEvent
 from sensor.outputs import Outputs
 from sensor.pipeline import Pipeline, PipelineSettings
@@ -36,9 +42,10 @@ class Summary:
     flows: int
     events: int          # events decoded, replayed ones included
     new_events: int      # events the store did not have yet
-    alerts: int
+    alerts: int          # new alerts of every rule
     seconds: float
     anomalies: dict[str, int] = field(default_factory=dict)
+    alerts_by_rule: dict[str, int] = field(default_factory=dict)
 
     @property
     def mb_per_s(self) -> float:
@@ -47,13 +54,16 @@ class Summary:
     def to_dict(self) -> dict:
         return {"files": self.files, "packets": self.packets, "bytes": self.bytes,
                 "flows": self.flows, "events": self.events, "new_events": self.new_events,
-                "alerts": self.alerts, "seconds": round(self.seconds, 3),
+                "alerts": self.alerts, "alerts_by_rule": dict(self.alerts_by_rule), "seconds": round(self.seconds, 3),
                 "mb_per_s": round(self.mb_per_s, 2), "anomalies": dict(self.anomalies)}
 
     def human(self) -> str:
         lines = [f"{self.files} file(s), {self.packets:,} packets, {self.bytes / 1e6:,.1f} MB, "
                  f"{self.flows:,} flows, {self.events:,} events ({self.new_events:,} new), "
                  f"{self.alerts:,} alert(s) in {self.seconds:.2f} s ({self.mb_per_s:,.1f} MB/s)"]
+        if self.alerts_by_rule:
+            lines.append("alerts: " + ", ".join(f"{rule} {count:,}"
+                                                for rule, count in sorted(self.alerts_by_rule.items())))
         if self.events and not self.new_events:
             lines.append("every event was already stored, so no alert was raised again "
                          "(see `dfs-sensor alerts`, or use another --db)")
@@ -70,6 +80,14 @@ class Sensor:
         self.store = Store(config.db)
         self.pipeline = Pipeline(PipelineSettings())
         self.detector = RarityDetector(config.detector, self.store)
+        # What survives SMB3 encryption (issue 6): coerced back-authentication, message sizes.
+        self.coercion_stages: tuple = ()
+        if config.coercion.enabled:
+            self.coercion_stages = (
+                Correlator(CorrelatorSettings(window=config.coercion.window,
+                                              known_servers=config.coercion.known_servers),
+                           pair_days=PairDays(self.store, config.detector.lookback_days)),
+                EncryptedNetdfsMatcher())
         self.stats = Stats()
         # Counters of stages outside the pipeline (a reader's anomalies, the tshark engine),
         # added by the caller and summed into the summary.
@@ -109,39 +127,66 @@ class Sensor:
     def finish(self) -> Summary:
         """End of input: drain the pipeline, commit, prune, release the store."""
         self._handle(self.pipeline.close())
+        for stage in self.coercion_stages:
+            self._coercion_alerts(stage.close())
         self._commit()
         self._prune()
         self.store.close()
         totals = self.pipeline.stats + self.detector.stats + self.source_stats
+        for stage in self.coercion_stages:
+            totals += stage.stats
         return Summary(
             files=self.stats["files"], packets=totals["packets"], bytes=totals["bytes"],
             flows=totals["flows"], events=self.stats["events"], new_events=self.stats["new_events"],
             alerts=self.stats["alerts"], seconds=time.monotonic() - self._started,
             anomalies={name.removeprefix("anomaly."): n for name, n in totals.items()
-                       if name.startswith("anomaly.") and n})
+                       if name.startswith("anomaly.") and n},
+            alerts_by_rule={name.removeprefix("alerts."): n for name, n in self.stats.items()
+                            if name.startswith("alerts.") and n})
 
     def _handle(self, records: Iterable) -> None:
         store = self.store
         for record in records:
+            for stage in self.coercion_stages:
+                alerts = stage.feed(record)
+                if alerts:
+                    self._coercion_alerts(alerts)
             if not isinstance(record, RpcCallEvent):
                 continue
             self.stats["events"] += 1
             if self.outputs.events is not None:
                 self.outputs.events.write(record.to_json())
-            if not self._uncommitted:
-                store.begin()
-                self._oldest_uncommitted = time.monotonic()
+            self._begin()
             self._uncommitted += 1
             if not store.add_event(record):
                 continue
             self.stats["new_events"] += 1
             self._newest_ms = max(self._newest_ms, record.event_timestamp)
             for alert in self.detector.feed(record):
-                self.stats["alerts"] += 1
-                # Written before the commit: a crash may repeat an alert line on the rerun,
-                # never lose one (consumers dedupe on rule + key + day).
-                if self.outputs.alerts is not None:
-                    self.outputs.alerts.write(alert.to_json())
+                self._write_alert(alert.rule, alert.to_json())
+
+    def _coercion_alerts(self, alerts: list[CoercionAlert]) -> None:
+        """Stored once per rule, [victim, listener, client] and UTC day; only new ones are written."""
+        self._begin()
+        for alert in alerts:
+            ts_ms = int(alert.ts * 1000)
+            key = json.dumps([alert.victim_ip, alert.listener_ip, alert.client_ip])
+            self._uncommitted += 1
+            if self.store.add_coercion_alert(alert.rule, key, utc_date(ts_ms), ts_ms, alert.to_json()):
+                self._write_alert(alert.rule, alert.to_json())
+
+    def _write_alert(self, rule: str, line: str) -> None:
+        self.stats["alerts"] += 1
+        self.stats["alerts." + rule] += 1
+        # Written before the commit: a crash may repeat an alert line on the rerun, never
+        # lose one (consumers dedupe on rule + key + day).
+        if self.outputs.alerts is not None:
+            self.outputs.alerts.write(line)
+
+    def _begin(self) -> None:
+        if not self._uncommitted:
+            self.store.begin()
+            self._oldest_uncommitted = time.monotonic()
 
     def _commit_when_due(self) -> None:
         if self._uncommitted and (self._uncommitted >= COMMIT_EVERY_EVENTS or

@@ -13,10 +13,15 @@ pipeline's records, in capture order:
   NTLMSSP CHALLENGE) makes CONFIRMED; else an encrypted one makes PROBABLE, unless the (V, L)
   pair is common (``pair_days``: distinct days seen, from the store) - a DC replicating to its
   partner every day learns itself out.
+
+A real server authenticates to L while it serves the call, before it answers, and the
+pipeline emits a call at its answer: so the call may come after the authentication. Machine
+authentications are therefore remembered for ``window`` too, and a call naming L confirms
+the ones V made since the call's request.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -36,6 +41,8 @@ MAX_INBOUND_FLOWS = 65_536
 MAX_NAMES = 65_536
 # Call ids listed per inbound flow; a client hammering one pipe keeps only its first calls.
 MAX_CALLS_PER_FLOW = 16
+# Machine-account authentications remembered for calls answered after them; oldest go first.
+MAX_RECENT_AUTHENTICATIONS = 4096
 # PROBABLE is raised for a (V, L) pair seen on fewer distinct days than this (30-day window):
 # the hunting query's own "day_count < 7".
 DEFAULT_RARE_DAYS = 7
@@ -70,6 +77,7 @@ class Correlator:
         self._inbound: OrderedDict[FlowKey, _Inbound] = OrderedDict()   # by last activity
         self._names: dict[str, str] = {}
         self.servers: set[str] = set(self.settings.known_servers)      # hosts seen serving SMB
+        self._recent: deque[NtlmAuthentication] = deque(maxlen=MAX_RECENT_AUTHENTICATIONS)
 
     def feed(self, record) -> list[CoercionAlert]:
         kind = type(record)
@@ -86,17 +94,21 @@ class Correlator:
             inbound = self._touch(flow, record.event_timestamp / 1000)
             inbound.encrypted |= record.net_encrypted
             hosts = frozenset(h for h in map(host_of, record.str_fields().values()) if h)
-            if hosts and len(inbound.calls) < MAX_CALLS_PER_FLOW:
-                inbound.calls.append((record.event_id, hosts))
+            if hosts:
+                if len(inbound.calls) < MAX_CALLS_PER_FLOW:
+                    inbound.calls.append((record.event_id, hosts))
+                return self._answered_call(record, flow, inbound, hosts)
         elif kind is NtlmAuthentication:
             self._learn(record.flow.server_ip, record.server_netbios_name, record.server_dns_name)
             if record.is_machine_account:
+                self._recent.append(record)
                 return self._authentication(record)
         return []
 
     def close(self) -> list[CoercionAlert]:
         self._inbound.clear()
         self._names.clear()
+        self._recent.clear()
         return []
 
     # -- state -----------------------------------------------------------------------------
@@ -162,6 +174,25 @@ class Correlator:
                               day_count=day_count,
                               detail="inbound encrypted session to V, then V's machine account "
                                      "authenticated to L", **base)]
+
+    def _answered_call(self, call: RpcCallEvent, flow: FlowKey, inbound: _Inbound,
+                       hosts: frozenset[str]) -> list[CoercionAlert]:
+        """The call arrived after V's authentications it caused: confirm those to a host it
+        names. (An authentication after the call was in ``calls`` is _authentication's.)"""
+        requested = call.event_timestamp / 1000
+        out: list[CoercionAlert] = []
+        for auth in self._recent:
+            if auth.flow.client_ip != flow.server_ip or auth.flow.client_ip == inbound.client \
+                    or not requested <= auth.ts <= requested + self.settings.window \
+                    or not any(self._names_ip(h, auth.flow.server_ip) for h in hosts):
+                continue
+            self.stats["coercion_confirmed"] += 1
+            out.append(CoercionAlert(CONFIRMED, auth.ts, victim_ip=auth.flow.client_ip,
+                                     listener_ip=auth.flow.server_ip, client_ip=inbound.client,
+                                     user=auth.user, domain=auth.domain, protocol=auth.protocol,
+                                     delay=round(auth.ts - requested, 6),
+                                     call_event_ids=(call.event_id,)))
+        return out
 
 
 def host_of(value: str) -> str:

@@ -62,6 +62,24 @@ MIGRATIONS: list[tuple[str, ...]] = [
         CREATE INDEX alerts_by_time ON alerts (first_seen_ms)
         """,
     ),
+    # 2: alerts of the coercion stages (sensor/coercion): one per rule, [victim, listener,
+    # client] and UTC day, so a replayed capture raises nothing twice.
+    (
+        """
+        CREATE TABLE coercion_alerts (
+            alert_id  INTEGER PRIMARY KEY,
+            rule      TEXT NOT NULL,
+            key       TEXT NOT NULL,                -- JSON [victim_ip, listener_ip, client_ip]
+            day       TEXT NOT NULL,                -- UTC date of the alert's ts
+            ts_ms     INTEGER NOT NULL,
+            record    TEXT NOT NULL,                -- the CoercionAlert as JSON
+            UNIQUE (rule, key, day)
+        )
+        """,
+        """
+        CREATE INDEX coercion_alerts_by_time ON coercion_alerts (ts_ms)
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

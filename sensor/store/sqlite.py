@@ -161,6 +161,34 @@ class Store:
         sql, args = _filtered("SELECT record FROM alerts", "first_seen_ms", where)
         return [json.loads(r[0]) for r in self.db.execute(sql, args)]
 
+    def add_coercion_alert(self, rule: str, key: str, day: str, ts_ms: int, record: str) -> bool:
+        """Store a coercion alert; False when one for rule+key+day is already there."""
+        return self.db.execute(
+            "INSERT OR IGNORE INTO coercion_alerts (rule, key, day, ts_ms, record) VALUES (?,?,?,?,?)",
+            (rule, key, day, ts_ms, record)).rowcount == 1
+
+    def coercion_alerts(self, where: ListFilter = ListFilter(), rule: str | None = None) -> list[dict]:
+        """Newest first; ``where.server`` matches the victim, ``where.client`` the client
+        (opnum does not apply)."""
+        clauses, args = ["1"], []
+        if rule is not None:
+            clauses.append("rule = ?")
+            args.append(rule)
+        if where.since_ms is not None:
+            clauses.append("ts_ms >= ?")
+            args.append(where.since_ms)
+        if where.until_ms is not None:
+            clauses.append("ts_ms <= ?")
+            args.append(where.until_ms)
+        if where.server is not None:
+            clauses.append("json_extract(key, '$[0]') = ?")
+            args.append(where.server)
+        if where.client is not None:
+            clauses.append("json_extract(key, '$[2]') = ?")
+            args.append(where.client)
+        sql = f"SELECT record FROM coercion_alerts WHERE {' AND '.join(clauses)} ORDER BY ts_ms DESC LIMIT ?"
+        return [json.loads(r[0]) for r in self.db.execute(sql, args + [where.limit])]
+
     # -- retention -----------------------------------------------------------------------
     def prune(self, before_ms: int) -> int:
         """Forget events and key days older than ``before_ms``; alerts are kept (one row

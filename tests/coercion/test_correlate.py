@@ -127,3 +127,25 @@ def _call(ts: float, server_name: str) -> RpcCallEvent:
                                          ("evil@8080/x", "evil"), ("", ""), ("a b", "")])
 def test_host_of(value, host):
     assert host_of(value) == host
+
+
+def test_call_answered_after_the_back_authentication_confirms():
+    # A real server authenticates to L while serving the call; the pipeline emits the call at
+    # its answer, so the correlator sees the authentication first.
+    correlator = Correlator()
+    early = machine_auth(4.0)                          # before the request: not caused by it
+    caused = machine_auth(5.5)
+    assert correlator.feed(early) == [] and correlator.feed(caused) == []
+    call = _call(5.0, "\\\\10.0.0.20\\share")
+    [alert] = correlator.feed(call)
+    assert (alert.rule, alert.victim_ip, alert.listener_ip, alert.client_ip, alert.ts) == \
+        (CONFIRMED, "10.0.0.10", "10.0.0.20", FLOW_IN.client_ip, 5.5)
+    assert alert.call_event_ids == (call.event_id,) and alert.delay == 0.5
+    assert correlator.feed(machine_auth(6.0)) != []      # a later one goes the usual way
+
+
+def test_call_naming_another_host_confirms_nothing_in_either_order():
+    correlator = Correlator()
+    correlator.feed(machine_auth(5.5))
+    assert correlator.feed(_call(5.0, "\\\\10.0.0.99\\share")) == []
+    assert correlator.feed(machine_auth(6.0)) == []
