@@ -3,6 +3,7 @@ r"""The one place that knows the order of the stages.
     frame -> FrameDecoder -> FlowTable -> SmbConnection (per flow) -> RpcAssociation (per pipe)
                                        \-> RpcAssociation (per ncacn_ip_tcp flow)
           -> event_builder -> RpcCallEvent
+                                       \-> HttpNtlmFlow (per http flow) -> NtlmAuthentication
 
 Every stage is sans-IO; the pipeline only routes units between them, keeps the per-flow
 context an event needs (pipe names, SMB sessions), and holds each call until its response
@@ -23,6 +24,7 @@ from sensor.dcerpc.association import RpcAssociation
 from sensor.dcerpc.events import RpcBind, RpcCall, RpcResult
 from sensor.event_builder import CallContext, build_event, resolve
 from sensor.events import RpcCallEvent
+from sensor.http.ntlm import HttpNtlmFlow
 from sensor.interfaces.catalog import Catalog, default_catalog
 from sensor.net.flows import FlowTable
 from sensor.net.frames import FrameDecoder
@@ -60,10 +62,11 @@ class _Pipe:
 class _FlowState:
     """What the pipeline keeps per TCP flow: its parsers and the context events need."""
 
-    __slots__ = ("smb", "assocs", "pipes", "sessions", "encrypted_sessions")
+    __slots__ = ("smb", "http", "assocs", "pipes", "sessions", "encrypted_sessions")
 
-    def __init__(self, smb: SmbConnection | None):
+    def __init__(self, smb: SmbConnection | None, http: HttpNtlmFlow | None = None):
         self.smb = smb
+        self.http = http
         self.assocs: dict[PipeId | None, RpcAssociation] = {}
         self.pipes: dict[PipeId, _Pipe] = {}
         self.sessions: dict[int, SmbSession] = {}
@@ -137,6 +140,8 @@ class Pipeline:
         for state in self._flows.values():
             if state.smb is not None:
                 total.update(state.smb.stats)
+            if state.http is not None:
+                total.update(state.http.stats)
             for assoc in state.assocs.values():
                 total.update(assoc.stats)
         return total
@@ -155,6 +160,11 @@ class Pipeline:
                     events = state.smb.feed_gap(unit.from_client, unit.ts, unit.length)
                 for ev in events:
                     self._on_smb(state, ev, out)
+            elif state.http is not None:
+                if kind is StreamData:
+                    out += state.http.feed(unit.from_client, unit.ts, unit.data, unit.frame)
+                else:
+                    out += state.http.gap(unit.from_client)
             else:
                 assoc = state.assocs[None]
                 if kind is StreamData:
@@ -166,6 +176,8 @@ class Pipeline:
         elif kind is FlowStarted:
             if unit.app == "smb":
                 self._flows[unit.flow] = _FlowState(SmbConnection(unit.flow))
+            elif unit.app == "http":
+                self._flows[unit.flow] = _FlowState(None, HttpNtlmFlow(unit.flow))
             else:
                 state = self._flows[unit.flow] = _FlowState(None)
                 state.assocs[None] = RpcAssociation()
@@ -270,6 +282,9 @@ class Pipeline:
             for ev in state.smb.close(ts):
                 self._on_smb(state, ev, out)
             self._retired.update(state.smb.stats)
+        if state.http is not None:
+            out += state.http.close()
+            self._retired.update(state.http.stats)
         for pipe_id in list(state.assocs):
             self._end_association(state, flow, pipe_id, out)
         del self._flows[flow]

@@ -2,7 +2,8 @@
 
 Only flows that can carry SMB or DCE/RPC go further: server port 445/139 ("smb"), 135
 ("dcerpc"), or, on any other port, a first payload that looks like a NetBIOS-framed SMB
-header or a DCE/RPC connection-oriented header. Everything else is marked ignored (both
+header or a DCE/RPC connection-oriented header; and HTTP ("http", a client's first payload
+starting with a request method, for NTLM back-authentication to WebDAV). Everything else is marked ignored (both
 directions' keys in one bounded dict) and its later packets cost one dict lookup.
 
 A flow is announced (``FlowStarted``) with its first payload byte, so port scans and
@@ -52,6 +53,10 @@ SMB_MAGICS = (b"\xffSMB", b"\xfeSMB", b"\xfdSMB", b"\xfcSMB")   # SMB1, SMB2, tr
 DCERPC_CLIENT_PTYPES = frozenset((0x00, 0x0B, 0x0E))
 DCERPC_SERVER_PTYPES = frozenset((0x02, 0x03, 0x0C, 0x0D, 0x0F))
 DCERPC_HEADER = 16
+# HTTP request lines (RFC 9110 9.3, WebDAV RFC 4918 9): a coerced server's back-authentication
+# to a WebDAV listener, on any port ("\\\\host@8080\\x" in the call).
+HTTP_METHODS = (b"GET ", b"HEAD ", b"POST ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PROPFIND ",
+                b"PROPPATCH ", b"MKCOL ", b"COPY ", b"MOVE ", b"LOCK ", b"UNLOCK ")
 
 @dataclass(frozen=True)
 class FlowSettings:
@@ -64,7 +69,7 @@ class FlowSettings:
 
 def sniff_app(payload) -> tuple[str, bool | None] | None:
     """Name the protocol a payload starts with, and whether its sender is the client (None if
-    the header doesn't say): ("smb" | "dcerpc", sender_is_client), or None."""
+    the header doesn't say): ("smb" | "dcerpc" | "http", sender_is_client), or None."""
     if len(payload) >= 8 and payload[0] == 0:
         magic = bytes(payload[4:8])
         if magic in SMB_MAGICS:
@@ -83,6 +88,8 @@ def sniff_app(payload) -> tuple[str, bool | None] | None:
                 return "dcerpc", True
             if payload[2] in DCERPC_SERVER_PTYPES:
                 return "dcerpc", False
+    if bytes(payload[:10]).startswith(HTTP_METHODS):
+        return "http", True
     return None
 
 
@@ -146,8 +153,8 @@ class FlowTable:
             if not payload:
                 return self._advance(ts, frame, flow, from_client, seq, ack, flags, payload, out)
             sniffed = sniff_app(payload)
-            if sniffed is None:
-                self._ignore(flow)
+            if sniffed is None or (sniffed[0] == "http" and not from_client):
+                self._ignore(flow)      # HTTP only from the client's side: not a server banner
                 return out
             flow.app = sniffed[0]      # roles stay as the handshake set them
         if not flow.started and payload:
