@@ -57,13 +57,12 @@ _read_andx_resp = struct.Struct("<HHHHHH")  # Available Compaction Reserved Data
 
 
 class _Pending:
-    __slots__ = ("auth", "path", "name", "is_pipe", "read_fid", "trans_fid")
+    __slots__ = ("auth", "path", "name", "read_fid", "trans_fid")
 
     def __init__(self) -> None:
         self.auth: NtlmAuthenticate | None = None
         self.path = ""
         self.name = ""
-        self.is_pipe = False
         self.read_fid: int | None = None
         self.trans_fid: int | None = None
 
@@ -89,7 +88,7 @@ class Smb1Protocol:
             return (command == READ_ANDX and entry is not None and entry.read_fid is not None
                     and self.pipes.get(entry.read_fid) is not None)
         if command == WRITE_ANDX:
-            return self.pipes.get(_u16.unpack_from(prefix, HEADER_SIZE + 1 + 4)[0]) is not None
+            return self.pipes.known(_u16.unpack_from(prefix, HEADER_SIZE + 1 + 4)[0])
         return False
 
     def message(self, ts: float, frame: int, data: bytes, truncated: bool) -> list:
@@ -171,9 +170,6 @@ class Smb1Protocol:
             entry.path, _ = _string(data, password_length, at, unicode)
         elif command == NT_CREATE_ANDX and wc == 24:
             entry.name, _ = _string(data, 0, at, unicode)
-            tree = self._trees.get(tid)
-            entry.path = tree[0] if tree else ""
-            entry.is_pipe = tree[1] if tree else looks_like_pipe(entry.name)
         elif command == WRITE_ANDX and wc in (12, 14):
             fid, _o, _t, mode, _rem, _high, length, offset = _write_andx.unpack_from(words, 4)
             pipe = self.pipes.get(fid)
@@ -181,7 +177,8 @@ class Smb1Protocol:
             if mode & (WRITEMODE_RAW | WRITEMODE_MSG_START) == WRITEMODE_RAW | WRITEMODE_MSG_START:
                 payload = payload[2:]
             if pipe is None:
-                pipe = self.pipes.adopt(fid, (1, uid, tid, fid), payload)
+                pipe, opened = self.pipes.adopt(ts, frame, fid, (1, uid, tid, fid), payload)
+                events += opened
             if pipe is not None and payload:
                 events.append(PipeData(self.flow, ts, frame, pipe, True, payload))
         elif command == READ_ANDX and wc in (10, 12):
@@ -193,7 +190,10 @@ class Smb1Protocol:
             entry.trans_fid = fid = _u16.unpack_from(words, 30)[0]
             count, offset = struct.unpack_from("<HH", words, 22)
             payload = bytes(mv[offset:offset + count])
-            pipe = self.pipes.get(fid) or self.pipes.adopt(fid, (1, uid, tid, fid), payload)
+            pipe = self.pipes.get(fid)
+            if pipe is None:
+                pipe, opened = self.pipes.adopt(ts, frame, fid, (1, uid, tid, fid), payload)
+                events += opened
             if pipe is not None and payload:
                 events.append(PipeData(self.flow, ts, frame, pipe, True, payload))
         elif command == CLOSE and wc >= 1:
@@ -220,9 +220,14 @@ class Smb1Protocol:
                 self._trees[tid] = (entry.path, service == b"IPC" or is_ipc_path(entry.path))
             else:
                 events.append(self.stats.anomaly(ts, "smb1", "smb1_tree_table_full", self.flow))
-        elif command == NT_CREATE_ANDX and entry.is_pipe and wc >= 34:
+        elif command == NT_CREATE_ANDX and wc >= 34:
             fid = _u16.unpack_from(words, 5)[0]
-            events += self.pipes.open(ts, frame, fid, (1, uid, tid, fid), entry.name, entry.path)
+            tree = self._trees.get(tid)
+            if tree is None:   # tree connect missed: a pipe only if its first write is DCE/RPC
+                if looks_like_pipe(entry.name):
+                    self.pipes.candidate(fid, entry.name, "")
+            elif tree[1]:
+                events += self.pipes.open(ts, frame, fid, (1, uid, tid, fid), entry.name, tree[0])
         elif command == READ_ANDX and entry.read_fid is not None and wc >= 12:
             _a, _c, _r, length, offset, _high = _read_andx_resp.unpack_from(words, 4)
             self._server_data(ts, frame, mv, entry.read_fid, offset, length, events)

@@ -109,9 +109,9 @@ class Smb2Protocol:
             entry = self._pending.get(message_id)
             return entry is not None and command in (READ, IOCTL) and self._pipe_of(entry) is not None
         if command == WRITE:
-            return self.pipes.get(bytes(prefix[_B + 16:_B + 32])) is not None
+            return self.pipes.known(bytes(prefix[_B + 16:_B + 32]))
         if command == IOCTL:
-            return self.pipes.get(bytes(prefix[_B + 8:_B + 24])) is not None
+            return self.pipes.known(bytes(prefix[_B + 8:_B + 24]))
         return False
 
     # -- messages ------------------------------------------------------------------------
@@ -202,8 +202,8 @@ class Smb2Protocol:
             offset, length = _u16u16.unpack_from(op, _B + 44)
             entry.name = _utf16(op[offset:offset + length])
             tree = self._trees.get((sid, tid))
-            entry.path = tree[0] if tree else ""
-            entry.is_pipe = tree[1] if tree else looks_like_pipe(entry.name)
+            if tree:   # else decided at the response, when the tree connect may have been answered
+                entry.path, entry.is_pipe = tree
             return None, entry
         elif command in (CLOSE, READ, WRITE, IOCTL):
             at = {CLOSE: 8, READ: 16, WRITE: 16, IOCTL: 8}[command]
@@ -235,7 +235,9 @@ class Smb2Protocol:
             return
         pipe = self._pipe_of(entry)
         if pipe is None and entry.file_id is not None:
-            pipe = self.pipes.adopt(entry.file_id, (2, entry.session_id, entry.tree_id, entry.file_id), data)
+            pipe, opened = self.pipes.adopt(ts, frame, entry.file_id,
+                                            (2, entry.session_id, entry.tree_id, entry.file_id), data)
+            events += opened
         if pipe is not None:
             events.append(PipeData(self.flow, ts, frame, pipe, True, data))
         elif entry.via is not None and entry.via.is_pipe:
@@ -288,12 +290,22 @@ class Smb2Protocol:
                 self._trees[(sid, tid)] = (entry.path, share_type == SHARE_TYPE_PIPE or is_ipc_path(entry.path))
             else:
                 events.append(self.stats.anomaly(ts, "smb2", "smb2_tree_table_full", self.flow))
-        elif command == CREATE and entry.is_pipe:
+        elif command == CREATE:
+            tree = self._trees.get((entry.session_id, entry.tree_id))
+            if tree:
+                entry.path, entry.is_pipe = tree
+            elif not looks_like_pipe(entry.name):
+                return
             fid = bytes(op[_B + 64:_B + 80])
             if len(fid) != 16:
                 events.append(self._bad(ts, "short CREATE response"))
                 return
             entry.file_id = fid
+            if not tree:   # tree connect missed: a pipe only if its first write is DCE/RPC
+                self.pipes.candidate(fid, entry.name, entry.path)
+                return
+            if not entry.is_pipe:
+                return
             opened = self.pipes.open(ts, frame, fid, (2, entry.session_id, entry.tree_id, fid),
                                      entry.name, entry.path)
             events += opened

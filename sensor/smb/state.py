@@ -84,15 +84,16 @@ class PipeTable:
         self._pipes: dict[bytes | int, PipeId] = {}
         # Opens of a pipe-like name on a tree whose connect was missed: handle -> (name, tree).
         # A disk file may have such a name too, so it becomes a pipe only if its first write
-        # carries DCE/RPC (see adopt); until then its I/O is not pipe I/O.
-        self._candidates: dict[bytes | int, tuple[str, str]] = {}
+        # carries DCE/RPC (see adopt); until then its I/O is not pipe I/O. None: its first
+        # write did not, it is a file for the rest of its life.
+        self._candidates: dict[bytes | int, tuple[str, str] | None] = {}
 
     def get(self, handle: bytes | int) -> PipeId | None:
         return self._pipes.get(handle)
 
     def known(self, handle: bytes | int) -> bool:
         """A pipe, or a candidate whose first write decides (framing keeps its I/O whole)."""
-        return handle in self._pipes or handle in self._candidates
+        return handle in self._pipes or self._candidates.get(handle) is not None
 
     def candidate(self, handle: bytes | int, name: str, tree: str) -> None:
         """An open whose name looks like a pipe's on a tree whose connect was not captured."""
@@ -120,8 +121,12 @@ class PipeTable:
         missed) or one whose open was not captured (midstream). It is taken for a pipe only
         when it carries a DCE/RPC PDU. A candidate's name is known, so it is announced; an
         unseen open's is not, and the DCE/RPC stage infers the interface from bind or stub."""
+        if handle in self._candidates and self._candidates[handle] is None:
+            return None, []
         named = self._candidates.pop(handle, None)
         if not looks_like_dcerpc(data) or len(self._pipes) >= PIPES_LIMIT:
+            if named is not None:
+                self._candidates[handle] = None
             return None, []
         self._pipes[handle] = pipe
         if named is None:

@@ -231,8 +231,24 @@ def test_midstream_garbage_then_message():
     events = conn.feed_data(True, 1.0, b"\x07tail of something" + nbss(create(5, "netdfs")), 1)
     events += conn.feed_data(False, 1.0, nbss(create_response(5, FID)), 2)
     assert [a.name for a in of(events, Anomaly)] == ["nbss_bad_type", "smb_resync"]
+    assert not of(events, PipeOpened)   # tree connect not seen: a pipe-like name is only a candidate
+    events = conn.feed_data(True, 1.1, nbss(write(6, FID, RPC_BIND)), 3)
     [opened] = of(events, PipeOpened)
-    assert opened.name == "netdfs" and opened.tree == ""   # tree connect not seen
+    assert opened.name == "netdfs" and opened.tree == "" and opened.frame == 3
+    assert [d.data for d in of(events, PipeData)] == [RPC_BIND]
+
+
+def test_pipe_like_file_on_unseen_tree_is_not_a_pipe_unless_it_speaks_dcerpc():
+    # zeek smb2readwrite.pcap: "pythonfile" opened on a tree whose connect was not captured.
+    conn = SmbConnection(FLOW, None)
+    events = play(conn, [
+        (True, create(5, "pythonfile")), (False, create_response(5, FID)),
+        (True, write(6, FID, b"print('hello')\n")), (False, write_response(6, 15)),
+        (True, read(7, FID)), (False, read_response(7, b"\x05\x00\x0c\x03 not after a DCE/RPC write")),
+        (True, write(8, FID, RPC_BIND)),
+    ])
+    assert not of(events, PipeOpened) and not of(events, PipeData)
+    assert conn.stats["smb_pipe_candidates"] == 1 and not conn.stats["smb_pipes_adopted"]
 
 
 def test_corpus_at_schedule_atsvc_pipe_bytes_equal_in_one_byte_feeds():
@@ -279,3 +295,11 @@ def test_midstream_write_on_unseen_handle_is_adopted_only_when_it_carries_dcerpc
     assert [(d.from_client, d.data[:3]) for d in data] == [(True, RPC_BIND[:3]), (False, b"\x05\x00\x0c")]
     assert len({d.pipe for d in data}) == 1 and data[0].pipe[3] == FID
     assert conn.stats["smb_pipes_adopted"] == 1
+
+
+def test_corpus_pipe_like_files_on_a_missed_tree_are_not_pipes():
+    # zeek smb2readwrite.pcap starts after the tree connect; "pythonfile" is a disk file
+    # (tshark: plain data in its WRITE), so it must not become a pipe.
+    events, conns = run_capture(CORPUS / "zeek/testing/btest/Traces/smb/smb2readwrite.pcap")
+    assert not of(events, PipeOpened) and not of(events, PipeData)
+    assert sum(c.stats["smb_pipe_candidates"] for c in conns.values()) == 2
