@@ -319,14 +319,43 @@ def _listing(kind: str, columns: list[str]) -> Callable:
     return command
 
 
-main.command("alerts", help="""List stored alerts, newest first.
+RPC_ALERT_COLUMNS = ["day", "day_count", "hits", "actor_remote_ip", "agent_hostname",
+                     "action_rpc_func_name", "dfs_relay_server", "dfs_root_share", "first_seen",
+                     "last_seen"]
+COERCION_ALERT_COLUMNS = ["time", "rule", "victim_ip", "listener_ip", "client_ip", "user",
+                          "protocol", "confidence", "delay", "call_event_ids"]
 
-\b
-Example:
-  dfs-sensor alerts --since 2026-11-01 --client 10.0.0.5 --format json
-""")(list_options(_listing("alerts", [
-    "day", "day_count", "hits", "actor_remote_ip", "agent_hostname", "action_rpc_func_name",
-    "dfs_relay_server", "dfs_root_share", "first_seen", "last_seen"])))
+
+@main.command("alerts")
+@list_options
+@click.option("--rule", metavar="RULE", help="Only this rule (e.g. dfscoerce-rare-dfsnm-root-call, "
+                                             "coercion-confirmed, probable-coercion).")
+def alerts_command(db, config_file, since, until, server, client, opnum, limit, fmt, rule) -> None:
+    """List stored alerts, newest first: the DFSCoerce rarity rule's, then the coercion
+    stages' (back-authentication, encrypted sizes; --server is their victim, --opnum does
+    not apply to them).
+
+    \b
+    Example:
+      dfs-sensor alerts --since 2026-11-01 --client 10.0.0.5 --format json
+    """
+    store = _open_store(_reader_config(db, config_file).db)
+    where = ListFilter(since_ms=since, until_ms=until, server=server, client=client,
+                       opnum=opnum, limit=limit)
+    rpc = [r for r in store.alerts(where) if rule is None or r["rule"] == rule]
+    coercion = [] if opnum is not None else store.coercion_alerts(where, rule)
+    store.close()
+    for record in coercion:
+        record["time"] = datetime.fromtimestamp(record["ts"], timezone.utc).isoformat(
+            timespec="milliseconds").replace("+00:00", "Z")
+    if fmt == "json":
+        _print_records(rpc + coercion, fmt, [])
+        return
+    if rpc or not coercion:
+        _print_records(rpc, fmt, RPC_ALERT_COLUMNS)
+    if coercion:
+        _print_records(coercion, fmt, COERCION_ALERT_COLUMNS)
+
 
 main.command("events", help="""List stored events, newest first.
 
