@@ -20,6 +20,7 @@ HEADER_SIZE = 32
 
 CLOSE = 0x04
 TRANSACTION = 0x25
+TRANSACTION_SECONDARY = 0x26   # more of a TRANSACTION's data; never answered (MS-CIFS 2.2.4.34)
 READ_ANDX = 0x2E
 WRITE_ANDX = 0x2F
 NEGOTIATE = 0x72
@@ -40,6 +41,7 @@ STATUS_SUCCESS = 0x00000000
 STATUS_BUFFER_OVERFLOW = 0x80000005
 STATUS_MORE_PROCESSING_REQUIRED = 0xC0000016
 TRANS_TRANSACT_NMPIPE = 0x0026
+TRANS_SECONDARY_WORDS = 8      # MS-CIFS 2.2.4.34.1: WordCount of TRANSACTION_SECONDARY
 # Samba reply_pipe_write_and_X: with both "raw mode" and "message start" set in WriteMode
 # the data is preceded by a 2-byte length of the pipe message.
 WRITEMODE_RAW = 0x0004
@@ -73,7 +75,7 @@ class Smb1Protocol:
         self.stats = stats
         self.sessions = sessions
         self.pipes = PipeTable(flow, stats)
-        self._pending: dict[tuple[int, int], _Pending] = {}
+        self._pending: dict[tuple[int, int, int], _Pending] = {}
         self._trees: dict[int, tuple[str, bool]] = {}
 
     def wants_whole(self, prefix: bytes) -> bool:
@@ -81,10 +83,10 @@ class Smb1Protocol:
         if len(prefix) < HEADER_SIZE + 1 + 2 * 12:
             return False
         (_m, command, _st, flags, _f2, pid_high, _sec, _r, _tid, pid_low, _uid, mid) = _header.unpack_from(prefix)
-        if command == TRANSACTION:
+        if command in (TRANSACTION, TRANSACTION_SECONDARY):
             return True
         if flags & FLAGS_REPLY:
-            entry = self._pending.get((mid, (pid_high << 16) | pid_low))
+            entry = self._pending.get((mid, (pid_high << 16) | pid_low, command))
             return (command == READ_ANDX and entry is not None and entry.read_fid is not None
                     and self.pipes.get(entry.read_fid) is not None)
         if command == WRITE_ANDX:
@@ -96,7 +98,10 @@ class Smb1Protocol:
         if len(data) < HEADER_SIZE + 3:
             return [self._bad(ts, "short message")]
         (_m, command, status, flags, flags2, pid_high, _sec, _r, tid, pid_low, uid, mid) = _header.unpack_from(data)
-        key = (mid, (pid_high << 16) | pid_low)
+        # MS-CIFS 3.2.4.1.3 wants MIDs unique among outstanding requests, but clients (and
+        # exploits: suricata-verify smb-filename) reuse MID 0 for several at once; a response
+        # carries its request's command, so the command is part of the key.
+        key = (mid, (pid_high << 16) | pid_low, command)
         unicode = bool(flags2 & FLAGS2_UNICODE)
         self.stats["smb1_messages"] += 1
         if flags & FLAGS_REPLY:
@@ -112,6 +117,10 @@ class Smb1Protocol:
                 events.append(self.stats.anomaly(ts, "smb1", "smb1_unmatched_response", self.flow,
                                                  f"MID {mid} command 0x{command:02x}"))
                 return events
+        elif command == TRANSACTION_SECONDARY:
+            if not truncated:
+                self._trans_secondary(ts, frame, data, (mid, key[1], TRANSACTION), events)
+            return events
         else:
             entry = _Pending()
             if len(self._pending) >= PENDING_LIMIT and key not in self._pending:
@@ -198,6 +207,21 @@ class Smb1Protocol:
                 events.append(PipeData(self.flow, ts, frame, pipe, True, payload))
         elif command == CLOSE and wc >= 1:
             events += self.pipes.close(ts, _u16.unpack_from(words, 0)[0])
+
+    def _trans_secondary(self, ts, frame, data, primary_key, events) -> None:
+        """MS-CIFS 2.2.4.34.1: the rest of a TransactNmPipe write that did not fit its primary
+        request (TotalDataCount > DataCount), sent in order under the primary's MID."""
+        primary = self._pending.get(primary_key)
+        words_at = HEADER_SIZE + 1
+        if primary is None or primary.trans_fid is None or data[HEADER_SIZE] != TRANS_SECONDARY_WORDS:
+            return
+        count, offset = struct.unpack_from("<HH", data, words_at + 10)
+        payload = bytes(data[offset:offset + count])
+        pipe = self.pipes.get(primary.trans_fid)
+        if len(payload) != count:
+            events.append(self._bad(ts, "TRANS secondary data runs past the message"))
+        elif pipe is not None and payload:
+            events.append(PipeData(self.flow, ts, frame, pipe, True, payload))
 
     # -- responses -------------------------------------------------------------------------
     def _response(self, ts, frame, mv, block, status, tid, uid, entry, events) -> None:

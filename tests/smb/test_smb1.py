@@ -134,3 +134,40 @@ def test_corpus_raw_ntlm_in_smb1_names_and_pipes():
     assert len({e.pipe for e in opened}) == 2
     for pipe, data in pipe_bytes(events, True).items():
         assert data[:3] == b"\x05\x00\x0b"     # each pipe starts with its DCE/RPC bind
+
+
+def transact_nmpipe_first(mid, fid, data, total):
+    """A TransactNmPipe whose TotalDataCount (``total``) is more than the data it carries."""
+    words = struct.pack("<HHHHBBHIHHHHHBBHH", 0, total, 0, 1024, 0, 0, 0, 0, 0, 0, 84, len(data), 84, 2, 0, 0x26, fid)
+    return smb1(0x25, mid, words, b"\0" + utf16z("\\PIPE\\") + b"\0\0" + data)
+
+
+def trans_secondary(mid, data, total, displacement):
+    # MS-CIFS 2.2.4.34.1: 8 words; the data right after the byte count (header 32 + 1 + 16 + 2).
+    words = struct.pack("<HHHHHHHH", 0, total, 0, 0, 0, len(data), 51, displacement)
+    return smb1(0x26, mid, words, data)
+
+
+def test_transaction_secondary_carries_the_rest_of_the_pipe_write():
+    first, rest = b"\x05\x00\x00\x03" + b"A" * 20, b"B" * 30
+    conn = SmbConnection(FLOW, None)
+    events = play(conn, SCRIPT[:6] + [
+        (True, transact_nmpipe_first(9, FID_B, first, len(first) + len(rest))),
+        (True, trans_secondary(9, rest, len(first) + len(rest), len(first))),
+        (False, transact_reply(9, b"\x05\x00\x02resp")),
+    ])
+    assert pipe_bytes(events, True) == {PIPE_B: first + rest}
+    assert pipe_bytes(events, False) == {PIPE_B: b"\x05\x00\x02resp"}
+    assert not [e for e in events if isinstance(e, Anomaly)]
+
+
+def test_mid_reused_by_concurrent_requests_of_different_commands():
+    # suricata-verify smb-filename: CLOSE, TREE_CONNECT and NT_CREATE all outstanding with MID 0.
+    conn = SmbConnection(FLOW, None)
+    events = play(conn, [
+        (True, tree_connect(0)), (True, nt_create(0, "\\netdfs")), (True, close(0, FID_B)),
+        (False, tree_connect_reply(0)), (False, nt_create_reply(0, FID_A)),
+        (True, write_andx(1, FID_A, b"\x05\x00\x0bbind")),
+    ])
+    assert [(e.pipe, e.name) for e in events if isinstance(e, PipeOpened)] == [(PIPE_A, "netdfs")]
+    assert not [e for e in events if isinstance(e, Anomaly)]
