@@ -40,6 +40,7 @@ NDR_LITTLE_ENDIAN = 1          # drep byte order field (C706 14.2.5)
 SMB2_NEGOTIATE, SMB2_SESSION_SETUP, SMB2_CREATE = 0, 1, 5
 SMB2_PIPE_IO = frozenset({8, 9, 11})             # READ, WRITE, IOCTL (FSCTL_PIPE_TRANSCEIVE)
 SMB1_NT_CREATE_ANDX = 0xA2
+SMB1_TRANSACTION = 0x25        # MS-CIFS 2.2.4.33: TRANS_TRANSACT_NMPIPE carries the FID in Setup[1]
 STATUS_PENDING = 0x00000103    # MS-SMB2 3.3.4.2: an interim response; the final one follows
 SMB2_DIALECTS = {0x0202: "2.0.2", 0x0210: "2.1", 0x0300: "3.0", 0x0302: "3.0.2", 0x0311: "3.1.1"}
 # tshark prints an absent NTLMSSP string as "NULL".
@@ -124,6 +125,10 @@ class TsharkDecoder:
         # (stream, smb version, message id) -> pipe name (an open) or PipeId (a read/transact)
         self._requests: OrderedDict[tuple[int, int, int], object] = OrderedDict()
         self._contexts: OrderedDict[AssocKey, dict[int, tuple[str, tuple[int, int]]]] = OrderedDict()
+        # What binds proposed while their ack is outstanding: a one-sided capture (client to
+        # server only) never shows the ack, yet the proposal names the interface, as tshark's
+        # own dcerpc dissector does ("SVCCTL OpenSCManagerW request").
+        self._proposed: OrderedDict[AssocKey, dict[int, tuple[str, tuple[int, int]]]] = OrderedDict()
         self._pending_binds: OrderedDict[tuple[int, int], tuple[AssocKey, list]] = OrderedDict()
         self._held: OrderedDict[tuple[AssocKey, int], RpcCallEvent] = OrderedDict()
 
@@ -148,8 +153,11 @@ class TsharkDecoder:
         where = _Frame()
         for message in packet.get("smb2", ()):
             self._smb2(stream, ts, endpoints, message, where)
+        # tshark puts a pipe transaction's Setup words (function, FID) in an "smb_pipe" layer
+        # of their own, one per SMB_COM_TRANSACTION, beside the SMB header's layer.
+        pipe_setups = iter(packet.get("smb_pipe", ()))
         for message in packet.get("smb", ()):
-            self._smb1(stream, ts, endpoints, message, where)
+            self._smb1(stream, ts, endpoints, message, where, pipe_setups)
         out: list = []
         netdfs = list(packet.get("netdfs", ()))
         for pdu in packet.get("dcerpc", ()):
@@ -160,7 +168,7 @@ class TsharkDecoder:
         out = list(self._held.values())
         self.stats["events"] += len(out)
         for table in (self._flows, self._dialects, self._sessions, self._trees, self._pipe_names,
-                      self._requests, self._contexts, self._pending_binds, self._held):
+                      self._requests, self._contexts, self._proposed, self._pending_binds, self._held):
             table.clear()
         return out
 
@@ -259,7 +267,8 @@ class TsharkDecoder:
                         _put(self._pipe_names, (stream, pipe), normalise_pipe(label[18:]),
                              MAX_PIPES, self.stats, "pipes")
 
-    def _smb1(self, stream: int, ts: float, endpoints: tuple, message: dict, where: _Frame) -> None:
+    def _smb1(self, stream: int, ts: float, endpoints: tuple, message: dict, where: _Frame,
+              pipe_setups) -> None:
         cmd = number(message, "smb.cmd")
         if cmd is None:
             return
@@ -277,6 +286,10 @@ class TsharkDecoder:
         self._ntlmssp((stream, uid), message)
         key = (stream, 1, mid)
         fid = number(message, "smb.fid")
+        if cmd == SMB1_TRANSACTION:
+            setup = next(pipe_setups, None)
+            if fid is None and setup is not None:
+                fid = number(setup, "smb.fid")
         if fid is None:
             pipe = self._requests.get(key)
         else:
@@ -304,6 +317,14 @@ class TsharkDecoder:
         if ptype is None or call_id is None:
             return                                   # connectionless (ncadg) or not a PDU header
         flow = self._flow(stream, endpoints, ptype in CLIENT_PTYPES)
+        if ptype in CLIENT_PTYPES and (endpoints[0], endpoints[1]) == (flow.server_ip, flow.server_port):
+            # A server that echoes the InputBuffer in its FSCTL_PIPE_TRANSCEIVE response (MS-SMB2
+            # 2.2.32: InputCount MAY be non-zero) hands tshark the client's request a second
+            # time; it is the same call, not a new one.
+            self.stats["tshark.echoed_client_pdus"] += 1
+            if ptype == PTYPE_REQUEST:
+                self._netdfs_layer(netdfs, number(pdu, "dcerpc.opnum", 0))
+            return
         assoc: AssocKey = (stream, where.pipe)
         if ptype in (PTYPE_BIND, PTYPE_ALTER):
             offered = []
@@ -316,16 +337,20 @@ class TsharkDecoder:
                                 (number(item, "dcerpc.cn_bind_if_ver", 0), number(item, "dcerpc.cn_bind_if_ver_minor", 0)),
                                 (first(item, "dcerpc.cn_bind_trans_id") or "").lower()))
             _put(self._pending_binds, (stream, call_id), (assoc, offered), MAX_PENDING_BINDS, self.stats, "binds")
+            proposed = self._assoc_table(self._proposed, assoc)
+            for ctx_id, iface, version, _ in offered:
+                if len(proposed) < MAX_CONTEXTS_PER_ASSOCIATION or ctx_id in proposed:
+                    proposed[ctx_id] = (iface, version)
         elif ptype in (PTYPE_BIND_ACK, PTYPE_ALTER_RESP):
             pending = self._pending_binds.pop((stream, call_id), None)
             if pending is None:
                 return
             bound_assoc, offered = pending
             results = [int(r, 0) for r in values(pdu, "dcerpc.cn_ack_result")]
-            contexts = self._contexts.get(bound_assoc)
-            if contexts is None:
-                contexts = {}
-                _put(self._contexts, bound_assoc, contexts, MAX_ASSOCIATIONS, self.stats, "associations")
+            proposed = self._proposed.get(bound_assoc, {})
+            for ctx_id, *_ in offered:             # the ack, not the proposal, now decides
+                proposed.pop(ctx_id, None)
+            contexts = self._assoc_table(self._contexts, bound_assoc)
             for (ctx_id, iface, version, transfer), result in zip(offered, results):
                 if result != 0:
                     continue
@@ -346,6 +371,13 @@ class TsharkDecoder:
             if ptype == PTYPE_RESPONSE and netdfs and self._is_netdfs_response(netdfs[0]):
                 netdfs.pop(0)                       # keep the frame's netdfs layers in step with its PDUs
 
+    def _assoc_table(self, tables: OrderedDict, assoc: AssocKey) -> dict:
+        table = tables.get(assoc)
+        if table is None:
+            table = {}
+            _put(tables, assoc, table, MAX_ASSOCIATIONS, self.stats, "associations")
+        return table
+
     @staticmethod
     def _is_netdfs_response(layer: dict) -> bool:
         """A netdfs layer of a response carries the WERROR result; a request's never does."""
@@ -361,6 +393,10 @@ class TsharkDecoder:
         layer = self._netdfs_layer(netdfs, opnum)
         stub = b"" if sealed else self._stub(pdu, layer)
         bound = self._contexts.get(assoc, {}).get(ctx_id)
+        if bound is None:
+            bound = self._proposed.get(assoc, {}).get(ctx_id)
+            if bound is not None:
+                self.stats["tshark.calls_on_unacknowledged_context"] += 1
         call = RpcCall(
             ts=ts, frame=frame_no, call_id=call_id, ctx_id=ctx_id, opnum=opnum,
             interface_uuid=bound[0] if bound else None,

@@ -28,7 +28,7 @@ DISPLAY_FILTER = (
 )
 # Protocol trees printed (tshark -J): the rest of a frame (eth, nbss, tcp payload hex) is
 # most of tshark's output and none of the decoder's input.
-PROTOCOLS = "frame ip ipv6 tcp smb smb2 dcerpc netdfs"
+PROTOCOLS = "frame ip ipv6 tcp smb smb_pipe smb2 dcerpc netdfs"
 # pyshark wraps each layer; the decoder reads the plain dicts beneath.
 RAW_LAYER_SUFFIX = "_raw"
 
