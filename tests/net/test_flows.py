@@ -88,7 +88,7 @@ def test_non_standard_port_sniffed_by_first_payload_with_roles_from_the_header()
 def test_other_traffic_is_ignored_with_one_lookup_and_no_events():
     table = FlowTable()
     handshake(table, sport=50002, dport=80)
-    assert table.feed(0.0, 4, seg(C, S, 50002, 80, 101, 501, PSH | ACK, b"GET / HTTP/1.1\r\n")) == []
+    assert table.feed(0.0, 4, seg(C, S, 50002, 80, 101, 501, PSH | ACK, b"SSH-2.0-OpenSSH_9.2\r\n")) == []
     assert table.active == 0 and table.stats["flows_ignored"] == 1
     for i in range(10):
         assert table.feed(0.0, 5 + i, seg(S, C, 80, 50002, 501, 117, PSH | ACK, b"\x00\x00\x00\x00\xfeSMB")) == []
@@ -191,3 +191,12 @@ def test_corpus_streams_equal_tshark_follow(capture):
     client = b"".join(bytes(e.data) for e in events if isinstance(e, StreamData) and e.flow == flow and e.from_client)
     server = b"".join(bytes(e.data) for e in events if isinstance(e, StreamData) and e.flow == flow and not e.from_client)
     assert (client, server) == follow_tcp(path, flow)
+
+
+def test_http_request_from_the_client_is_followed_on_any_port():
+    assert sniff_app(b"PROPFIND /share HTTP/1.1\r\n") == ("http", True)
+    table = FlowTable()
+    handshake(table, sport=50003, dport=8080)
+    [started] = [u for u in table.feed(0.0, 4, seg(C, S, 50003, 8080, 101, 501, PSH | ACK,
+                                                   b"OPTIONS / HTTP/1.1\r\n")) if isinstance(u, FlowStarted)]
+    assert (started.app, started.flow.server_port) == ("http", 8080)
