@@ -151,6 +151,8 @@ def main() -> int:
             benign_thread.join()
             summary = capture.stop()
         print(f"captured, {time.time() - started:.0f}s: {summary}", flush=True)
+        if " 0 packets dropped by kernel" not in summary:
+            print("WARNING: tcpdump dropped packets; the capture has gaps (rerun for a clean one)", file=sys.stderr)
     finally:
         samba.stop()
         remove_files(share, upload)

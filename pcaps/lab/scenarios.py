@@ -32,6 +32,7 @@ BACK_AUTH_DELAY = 0.03              # Windows calls back tens of ms after the co
 SMALL_MTU = 300                     # attacker link MTU for the small-segments scenario (MSS 260)
 LONG_LISTENER = "coerce-listener-" + "x" * 40 + ".attacker.lab.example"
 SETTLE = 0.3                        # let the last ACKs and FINs reach the capture
+BUFFERED_SETTLE = 2.0               # without --immediate-mode tcpdump hands over a ring block after 1 s
 SHARE_MODE = 0o1777                 # like /tmp: labuser may create files on the share, not delete others'
 DIALECT_NAMES = {"0x202": "SMB 2.0.2", "0x210": "SMB 2.1", "0x300": "SMB 3.0", "0x302": "SMB 3.0.2",
                  "0x311": "SMB 3.1.1", "NT LM 0.12": "SMB1 (NT LM 0.12)"}
@@ -205,9 +206,11 @@ def wait_listening(ns: str, port: int, timeout: float = 15) -> None:
 
 class Capture:
     def __init__(self, ns: str, ifname: str, path: Path, bpf: str, buffer_kib: int | None = None):
+        """buffer_kib: a big kernel buffer, written in blocks (bulk rates); else each packet at once."""
         self.path = path
-        buffer = ["-B", str(buffer_kib)] if buffer_kib else []
-        self.proc = subprocess.Popen(in_ns(ns, "tcpdump", "-n", "-U", "--immediate-mode", "-s", "0", *buffer,
+        flush = ["-B", str(buffer_kib)] if buffer_kib else ["-U", "--immediate-mode"]
+        self.settle = BUFFERED_SETTLE if buffer_kib else SETTLE
+        self.proc = subprocess.Popen(in_ns(ns, "tcpdump", "-n", *flush, "-s", "0",
                                            "-i", ifname, "-w", str(path), bpf),
                                      stderr=subprocess.PIPE, text=True)
         line = self.proc.stderr.readline()           # "listening on ..." once the socket is live
@@ -216,7 +219,7 @@ class Capture:
 
     def stop(self) -> str:
         """Stop the capture; returns tcpdump's closing counts (captured, dropped by kernel)."""
-        time.sleep(SETTLE)
+        time.sleep(self.settle)
         self.proc.send_signal(signal.SIGINT)
         summary = self.proc.communicate(timeout=30)[1]
         return "; ".join(line for line in summary.splitlines() if "packets" in line)
