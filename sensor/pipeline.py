@@ -84,14 +84,21 @@ class Pipeline:
         # (association, call_id) -> (capture time, event), oldest first
         self._held: OrderedDict[tuple[AssocKey, int], tuple[float, RpcCallEvent]] = OrderedDict()
         self._own = Stats()
+        # Per-packet counts as plain ints (a Counter update per packet costs more than the
+        # frame decode); folded into ``stats`` when read.
+        self._packets = 0
+        self._bytes = 0
+        # The flow of the previous stream unit and its state: bulk transfers send runs of
+        # segments on one flow, and FlowKey's dataclass __hash__ is a Python-level call.
+        self._last_flow: FlowKey | None = None
+        self._last_state: _FlowState | None = None
         self._retired = Stats()     # counters of stages whose flow or pipe has ended
         self._next_expiry = 0.0
 
     # -- input -------------------------------------------------------------------------
     def feed(self, ts: float, linktype: int, data, frame: int) -> list:
-        own = self._own
-        own["packets"] += 1
-        own["bytes"] += len(data)
+        self._packets += 1
+        self._bytes += len(data)
         segment = self.frames.decode(ts, linktype, data)
         out: list = []
         if segment is not None:
@@ -134,6 +141,8 @@ class Pipeline:
     def stats(self) -> Stats:
         total = Stats()
         total.update(self._own)
+        total["packets"] += self._packets
+        total["bytes"] += self._bytes
         total.update(self._retired)
         total.update(self.frames.stats)
         total.update(self.flows.stats)
@@ -150,9 +159,14 @@ class Pipeline:
     def _route(self, unit, out: list) -> None:
         kind = type(unit)
         if kind is StreamData or kind is StreamGap:
-            state = self._flows.get(unit.flow)
-            if state is None:
-                return
+            flow = unit.flow
+            if flow is self._last_flow:
+                state = self._last_state
+            else:
+                state = self._flows.get(flow)
+                if state is None:
+                    return
+                self._last_flow, self._last_state = flow, state
             if state.smb is not None:
                 if kind is StreamData:
                     events = state.smb.feed_data(unit.from_client, unit.ts, unit.data, unit.frame)
@@ -174,6 +188,7 @@ class Pipeline:
                 for ev in events:
                     self._on_rpc(state, unit.flow, None, ev, out)
         elif kind is FlowStarted:
+            self._last_flow = self._last_state = None     # a reused 4-tuple replaces its state
             if unit.app == "smb":
                 self._flows[unit.flow] = _FlowState(SmbConnection(unit.flow))
             elif unit.app == "http":
@@ -278,6 +293,8 @@ class Pipeline:
         state = self._flows.get(flow)
         if state is None:
             return
+        if state is self._last_state:
+            self._last_flow = self._last_state = None
         if state.smb is not None:
             for ev in state.smb.close(ts):
                 self._on_smb(state, ev, out)
