@@ -8,6 +8,14 @@ Signals only set flags; the work happens between frames, at the latest at the ne
 tick (sensor.capture.live.TICK_SECONDS):
 - SIGTERM, SIGINT: stop capturing, drain the pipeline, commit and close the store, exit 0.
 - SIGHUP: reopen the output files (after logrotate moved them).
+
+``--workers N`` (N > 1): the parent opens N capture sockets per interface in one AF_PACKET
+fanout group (flow-symmetric hash, fragments reassembled first), drops privileges, creates
+the store, and forks N workers. Each worker decodes the flows the kernel hashes to it, with
+its own pipeline and its own connection to the shared SQLite store (WAL). The detector's
+one-alert-per-key-per-day stays exact across workers: every event is stored and judged
+inside one BEGIN IMMEDIATE transaction, so two workers never check and insert the same
+alert key at once. The parent forwards SIGTERM/SIGINT/SIGHUP and exits when all have.
 """
 from __future__ import annotations
 
@@ -19,6 +27,7 @@ import signal
 import sys
 import syslog as syslog_module
 import time
+import traceback
 from collections.abc import Iterator
 
 from sensor.capture.live import CaptureError, LiveCapture
@@ -26,11 +35,17 @@ from sensor.config import Config
 from sensor.outputs import STDOUT, OutputError, Outputs
 from sensor.privileges import PrivilegeError, drop_privileges, refuse_root
 from sensor.runner import Sensor
-from sensor.store.sqlite import StoreError
+from sensor.store.sqlite import Store, StoreError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2          # click's code for a usage error: bad flag, filter, interface, user
+# Fanout group ids are 16 bits (linux/if_packet.h PACKET_FANOUT: id in the low half).
+FANOUT_ID_MASK = 0xFFFF
+# More decoder processes than this is a configuration mistake: each holds a ring per
+# interface (sensor.capture.live.RING_BLOCKS x RING_BLOCK_BYTES) and the kernel caps a
+# fanout group at 65536 sockets; beyond the core count it only adds contention.
+MAX_WORKERS = 64
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 # Codecs load their module on first use. After the drop to --user the Python installation
 # may be unreadable (or replaced by an upgrade), so the ones the decoders use load first.
@@ -81,6 +96,13 @@ class _Signals:
         return self.stop
 
 
+def log(text: str) -> None:
+    """One line (or block) to stderr in a single write: workers share the stream, and print()
+    writes the text and its newline separately, so their lines would interleave."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
 def rss_bytes() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * PAGE_BYTES
@@ -128,7 +150,7 @@ def _supervised(capture: LiveCapture, signals: _Signals, outputs: Outputs, on_in
                 try:
                     outputs.reopen()
                 except OutputError as e:
-                    print(f"dfs-sensor: SIGHUP: {e}", file=sys.stderr, flush=True)
+                    log(f"dfs-sensor: SIGHUP: {e}")
             if time.monotonic() >= next_stats:
                 next_stats += stats_interval
                 on_interval()
@@ -156,12 +178,18 @@ def run_live(config: Config, outputs: Outputs, interfaces: list[str], bpf: str |
         print(f"dfs-sensor: {message}", file=sys.stderr)
         return EXIT_USAGE
 
-    if workers != 1:
-        return fail("--workers > 1 (AF_PACKET fanout into several processes) is not implemented yet; use --workers 1")
+    if workers > MAX_WORKERS:
+        return fail(f"--workers {workers}: at most {MAX_WORKERS}")
+    captures: list[LiveCapture] = []
     try:
         refuse_root(allow_root, user)
-        capture = LiveCapture(interfaces, bpf)
+        # One group per run; LiveCapture numbers it up per interface (a group spans one device).
+        fanout = os.getpid() & FANOUT_ID_MASK if workers > 1 else None
+        for _ in range(workers):
+            captures.append(LiveCapture(interfaces, bpf, fanout_group=fanout))
     except (PrivilegeError, CaptureError) as e:
+        for capture in captures:
+            capture.close()
         return fail(str(e))
     for codec in PRELOADED_CODECS:
         codecs.lookup(codec)
@@ -169,31 +197,93 @@ def run_live(config: Config, outputs: Outputs, interfaces: list[str], bpf: str |
         _give_outputs_to(user, outputs)
         drop_privileges(user)
     except PrivilegeError as e:
-        capture.close()
+        for capture in captures:
+            capture.close()
         return fail(str(e))
     if syslog:
         outputs.alerts = SyslogAlerts(outputs.alerts)
+    if workers == 1:
+        return _serve(config, outputs, captures[0], None, stats_interval, stats_json)
+    try:
+        Store(config.db).close()     # create or migrate once, before the workers race to
+    except StoreError as e:
+        for capture in captures:
+            capture.close()
+        print(f"dfs-sensor: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    return _fork_workers(config, outputs, captures, stats_interval, stats_json)
+
+
+def _fork_workers(config: Config, outputs: Outputs, captures: list[LiveCapture],
+                  stats_interval: float, stats_json: bool) -> int:
+    """Run ``_serve`` in one child per capture; forward stop and reopen signals; the worst
+    exit code. A worker that fails stops the others (a supervisor restarts the service)."""
+    children: dict[int, int] = {}
+    for number, capture in enumerate(captures, 1):
+        pid = os.fork()
+        if pid == 0:
+            code = EXIT_FAILURE
+            try:
+                for other in captures:
+                    if other is not capture:
+                        other.close()
+                code = _serve(config, outputs, capture, number, stats_interval, stats_json)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stderr.flush()
+                os._exit(code)
+        children[pid] = number
+    for capture in captures:
+        capture.close()          # the parent only waits; the rings live in the children
+
+    def forward(signum, frame) -> None:
+        for pid in children:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    worst = EXIT_OK
+    while children:
+        pid, status = os.wait()
+        children.pop(pid, None)
+        code = os.waitstatus_to_exitcode(status)
+        if code != EXIT_OK:
+            if worst == EXIT_OK:
+                forward(signal.SIGTERM, None)
+            worst = EXIT_FAILURE
+    return worst
+
+
+def _serve(config: Config, outputs: Outputs, capture: LiveCapture, worker: int | None,
+           stats_interval: float, stats_json: bool) -> int:
+    """One decoding process: capture -> sensor until a stop signal; the exit code."""
+    interfaces = capture.interfaces
     signals = _Signals()
     signals.install()
     try:
         sensor = Sensor(config, outputs)
     except StoreError as e:
         capture.close()
-        print(f"dfs-sensor: {e}", file=sys.stderr)
+        log(f"dfs-sensor: {e}")
         return EXIT_FAILURE
     sensor.start_file("live:" + ",".join(interfaces))
+    tag = {} if worker is None else {"worker": worker}
 
     def report() -> None:
-        print(format_stats(stats_record(capture, sensor), stats_json), file=sys.stderr, flush=True)
+        log(format_stats(stats_record(capture, sensor) | tag, stats_json))
 
-    print(f"dfs-sensor: capturing on {', '.join(capture.interfaces)}", file=sys.stderr, flush=True)
+    log(f"dfs-sensor: capturing on {', '.join(interfaces)}" + (f" (worker {worker})" if worker else ""))
     try:
         sensor.process(_supervised(capture, signals, outputs, report, stats_interval))
     finally:
         summary = sensor.finish()
-        record = stats_record(capture, sensor) | {"final": True}
+        record = stats_record(capture, sensor) | tag | {"final": True}
         capture.close()
         outputs.close()
-    print(format_stats(record, stats_json), file=sys.stderr)
-    print(summary.human(), file=sys.stderr, flush=True)
+    log(format_stats(record, stats_json))
+    log(summary.human())
     return EXIT_OK

@@ -107,6 +107,7 @@ _BLOCK_STATUS_OFFSET = 8
 # hv1.vlan_tci, hv1.vlan_tpid
 _TPACKET3_HDR = struct.Struct("IIIIIIHHIIH")
 _VLAN_TAG = struct.Struct("!HH")
+_FANOUT_ARG = struct.Struct("I")             # group id in the low 16 bits, type and flags above
 
 
 class CaptureError(Exception):
@@ -216,8 +217,9 @@ class _Ring:
                 self.sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP,
                                      _PACKET_MREQ.pack(ifindex, PACKET_MR_PROMISC, 0, b""))
             if fanout_group is not None:
-                self.sock.setsockopt(SOL_PACKET, PACKET_FANOUT, fanout_group | (
-                    (PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16))
+                # Passed as bytes: with the DEFRAG flag the value exceeds a C int's range.
+                self.sock.setsockopt(SOL_PACKET, PACKET_FANOUT, _FANOUT_ARG.pack(fanout_group | (
+                    (PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16)))
         except OSError as e:
             self.sock.close()
             raise CaptureError(f"{interface}: cannot set up capture: {e}") from None
@@ -284,9 +286,11 @@ class LiveCapture:
         self._frame = 0
         self._rings: list[_Ring] = []
         try:
-            for name in interfaces:
+            for index, name in enumerate(interfaces):
+                # A fanout group holds sockets of one device only: one group id per interface.
+                group = None if fanout_group is None else (fanout_group + index) & 0xFFFF
                 self._rings.append(_Ring(name, DEFAULT_BPF if bpf is None else bpf,
-                                         promiscuous, fanout_group))
+                                         promiscuous, group))
         except CaptureError:
             self.close()
             raise

@@ -182,7 +182,7 @@ def test_refuses_root_without_allow_root_or_user(veth, tmp_path):
 
 @pytest.mark.parametrize("flags, message", [
     (["--bpf", "tcp port nosuchport"], "bad capture filter"),
-    (["--workers", "2"], "not implemented yet"),
+    (["--workers", "65"], "at most 64"),
 ])
 def test_unusable_settings_exit_2_with_the_reason(veth, tmp_path, flags, message):
     proc = subprocess.run([sys.executable, "-m", "sensor.cli", "live", "-i", veth.host, "--allow-root",
