@@ -170,24 +170,9 @@ class Store:
     def coercion_alerts(self, where: ListFilter = ListFilter(), rule: str | None = None) -> list[dict]:
         """Newest first; ``where.server`` matches the victim, ``where.client`` the client
         (opnum does not apply)."""
-        clauses, args = ["1"], []
-        if rule is not None:
-            clauses.append("rule = ?")
-            args.append(rule)
-        if where.since_ms is not None:
-            clauses.append("ts_ms >= ?")
-            args.append(where.since_ms)
-        if where.until_ms is not None:
-            clauses.append("ts_ms <= ?")
-            args.append(where.until_ms)
-        if where.server is not None:
-            clauses.append("json_extract(key, '$[0]') = ?")
-            args.append(where.server)
-        if where.client is not None:
-            clauses.append("json_extract(key, '$[2]') = ?")
-            args.append(where.client)
-        sql = f"SELECT record FROM coercion_alerts WHERE {' AND '.join(clauses)} ORDER BY ts_ms DESC LIMIT ?"
-        return [json.loads(r[0]) for r in self.db.execute(sql, args + [where.limit])]
+        sql, args = _filtered("SELECT record FROM coercion_alerts", "ts_ms", where, COERCION_PEERS,
+                              [("rule = ?", rule)] if rule is not None else [])
+        return [json.loads(r[0]) for r in self.db.execute(sql, args)]
 
     # -- retention -----------------------------------------------------------------------
     def prune(self, before_ms: int) -> int:
@@ -199,25 +184,29 @@ class Store:
         return removed
 
 
-def _filtered(select: str, time_column: str, where: ListFilter) -> tuple[str, list]:
-    clauses: list[str] = []
-    args: list = []
+# How a table names the server and the client a ListFilter matches (each "?" takes the value).
+RPC_PEERS = ("(agent_hostname = ? COLLATE NOCASE OR agent_ip = ?)", "actor_remote_ip = ?")
+COERCION_PEERS = ("json_extract(key, '$[0]') = ?", "json_extract(key, '$[2]') = ?")   # [victim, listener, client]
+
+
+def _filtered(select: str, time_column: str, where: ListFilter, peers: tuple[str, str] = RPC_PEERS,
+              extra: list[tuple[str, object]] | None = None) -> tuple[str, list]:
+    server_sql, client_sql = peers
+    conditions: list[tuple[str, object]] = list(extra or [])
     if where.since_ms is not None:
-        clauses.append(f"{time_column} >= ?")
-        args.append(where.since_ms)
+        conditions.append((f"{time_column} >= ?", where.since_ms))
     if where.until_ms is not None:
-        clauses.append(f"{time_column} <= ?")
-        args.append(where.until_ms)
+        conditions.append((f"{time_column} <= ?", where.until_ms))
     if where.server is not None:
-        clauses.append("(agent_hostname = ? COLLATE NOCASE OR agent_ip = ?)")
-        args += [where.server, where.server]
+        conditions.append((server_sql, where.server))
     if where.client is not None:
-        clauses.append("actor_remote_ip = ?")
-        args.append(where.client)
-    if where.opnum is not None:
-        clauses.append("opnum = ?")
-        args.append(where.opnum)
-    sql = select + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        conditions.append((client_sql, where.client))
+    if where.opnum is not None and peers is RPC_PEERS:
+        conditions.append(("opnum = ?", where.opnum))
+    args: list = []
+    for clause, value in conditions:
+        args += [value] * clause.count("?")
+    sql = select + (" WHERE " + " AND ".join(c for c, _ in conditions) if conditions else "")
     sql += f" ORDER BY {time_column} DESC LIMIT ?"
     args.append(where.limit)
     return sql, args
