@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from fuzz.targets import pack_records
+from fuzz.targets import ndr_input, pack_records
 from sensor.capture.pcapfile import open_capture
 from sensor.dcerpc.association import RpcAssociation
 from sensor.dcerpc.events import RpcCall
@@ -59,7 +59,7 @@ def main() -> None:
             for c, d in turns:
                 for ev in assoc.feed(c, 0.0, 0, d):
                     if isinstance(ev, RpcCall) and ev.stub:
-                        write("ndr", f"{stem}-{i}-{ev.call_id}", ev.stub)
+                        write("ndr", f"{stem}-{i}-{ev.call_id}", ndr_input(ev.opnum, ev.little_endian, ev.stub))
         write("capture_file", f"{stem}.pcap", path.read_bytes())
     with tempfile.TemporaryDirectory() as tmp:
         ng = Path(tmp) / "x.pcapng"
