@@ -12,8 +12,8 @@ import struct
 from sensor.anomaly import Stats
 from sensor.net.stream import FlowKey
 from sensor.smb.events import PipeData
-from sensor.smb.ntlmssp import NtlmAuthenticate, NtlmChallenge, NtlmsspError, find_ntlmssp
-from sensor.smb.state import PipeTable, SessionBook, is_ipc_path, looks_like_pipe
+from sensor.smb.ntlmssp import NtlmAuthenticate, NtlmChallenge
+from sensor.smb.state import SessionBook, SmbProtocolState, is_ipc_path, looks_like_pipe
 
 PROTOCOL_ID = b"\xffSMB"
 HEADER_SIZE = 32
@@ -69,12 +69,11 @@ class _Pending:
         self.trans_fid: int | None = None
 
 
-class Smb1Protocol:
+class Smb1Protocol(SmbProtocolState):
+    LAYER = "smb1"
+
     def __init__(self, flow: FlowKey, stats: Stats, sessions: SessionBook) -> None:
-        self.flow = flow
-        self.stats = stats
-        self.sessions = sessions
-        self.pipes = PipeTable(flow, stats)
+        super().__init__(flow, stats, sessions)
         self._pending: dict[tuple[int, int, int], _Pending] = {}
         self._trees: dict[int, tuple[str, bool]] = {}
 
@@ -269,15 +268,6 @@ class Smb1Protocol:
             return
         events.append(PipeData(self.flow, ts, frame, pipe, False, payload))
 
-    def _ntlmssp(self, ts, blob, events):
-        try:
-            return find_ntlmssp(blob)
-        except NtlmsspError as e:
-            events.append(self.stats.anomaly(ts, "ntlmssp", "ntlmssp_malformed", self.flow, str(e)))
-            return None
-
-    def _bad(self, ts: float, detail: str):
-        return self.stats.anomaly(ts, "smb1", "smb1_bad_structure", self.flow, detail)
 
 
 def _clear_text_logon(words, at: int, data: memoryview, unicode: bool) -> NtlmAuthenticate:

@@ -15,8 +15,8 @@ import struct
 from sensor.anomaly import Stats
 from sensor.net.stream import FlowKey
 from sensor.smb.events import EncryptedMessage, PipeData
-from sensor.smb.ntlmssp import NtlmAuthenticate, NtlmChallenge, NtlmsspError, find_ntlmssp
-from sensor.smb.state import PipeTable, SessionBook, is_ipc_path, looks_like_pipe
+from sensor.smb.ntlmssp import NtlmAuthenticate, NtlmChallenge
+from sensor.smb.state import SessionBook, SmbProtocolState, is_ipc_path, looks_like_pipe
 
 PROTOCOL_ID = b"\xfeSMB"
 HEADER_SIZE = 64
@@ -89,12 +89,11 @@ class _Pending:
         self.transceive = False
 
 
-class Smb2Protocol:
+class Smb2Protocol(SmbProtocolState):
+    LAYER = "smb2"
+
     def __init__(self, flow: FlowKey, stats: Stats, sessions: SessionBook) -> None:
-        self.flow = flow
-        self.stats = stats
-        self.sessions = sessions
-        self.pipes = PipeTable(flow, stats)
+        super().__init__(flow, stats, sessions)
         self._pending: dict[int, _Pending] = {}
         self._trees: dict[tuple[int, int], tuple[str, bool]] = {}   # -> (path, is pipe share)
         self.encrypted_by_session: dict[int, int] = {}
@@ -339,15 +338,6 @@ class Smb2Protocol:
             return self.pipes.get(entry.via.file_id)
         return None
 
-    def _ntlmssp(self, ts, blob, events):
-        try:
-            return find_ntlmssp(blob)
-        except NtlmsspError as e:
-            events.append(self.stats.anomaly(ts, "ntlmssp", "ntlmssp_malformed", self.flow, str(e)))
-            return None
-
-    def _bad(self, ts: float, detail: str):
-        return self.stats.anomaly(ts, "smb2", "smb2_bad_structure", self.flow, detail)
 
 
 def _carries_body(command: int, status: int) -> bool:

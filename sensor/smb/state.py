@@ -11,7 +11,7 @@ from dataclasses import replace
 from sensor.anomaly import Anomaly, Stats
 from sensor.net.stream import FlowKey
 from sensor.smb.events import NtlmAuthentication, PipeClosed, PipeId, PipeOpened, SmbSession
-from sensor.smb.ntlmssp import NtlmAuthenticate, NtlmChallenge
+from sensor.smb.ntlmssp import NtlmAuthenticate, NtlmChallenge, NtlmsspError, find_ntlmssp
 
 # Windows allows a few sessions per connection (multi-user terminal servers reuse one);
 # a flow with more is a scan or an attack on the table, not a client.
@@ -175,3 +175,27 @@ def looks_like_dcerpc(data: bytes) -> bool:
 def is_ipc_path(path: str) -> bool:
     """A tree connect path naming the IPC$ share: "\\\\host\\IPC$" (any case)."""
     return path.rstrip("\x00").upper().endswith("\\IPC$") or path.upper() == "IPC$"
+
+
+class SmbProtocolState:
+    """What the SMB1 and SMB2 parsers of one connection share: the flow, its counters, the
+    session book and pipe table, and how they report a malformed message."""
+
+    LAYER = ""   # "smb1" or "smb2": names the layer and the bad-structure anomaly
+
+    def __init__(self, flow: FlowKey, stats: Stats, sessions: SessionBook) -> None:
+        self.flow = flow
+        self.stats = stats
+        self.sessions = sessions
+        self.pipes = PipeTable(flow, stats)
+
+    def _ntlmssp(self, ts: float, blob, events: list):
+        """The NTLMSSP message in a security blob, or None (a malformed one is an anomaly)."""
+        try:
+            return find_ntlmssp(blob)
+        except NtlmsspError as e:
+            events.append(self.stats.anomaly(ts, "ntlmssp", "ntlmssp_malformed", self.flow, str(e)))
+            return None
+
+    def _bad(self, ts: float, detail: str) -> Anomaly:
+        return self.stats.anomaly(ts, self.LAYER, self.LAYER + "_bad_structure", self.flow, detail)
