@@ -19,6 +19,7 @@ from typing import Callable
 
 from sensor.anomaly import Stats
 from sensor.dcerpc.events import RpcBind, RpcCall
+from sensor.dcerpc.pdu import NDR64_SYNTAX
 from sensor.event_builder import AUTH_LEVEL_PKT_PRIVACY, CallContext, build_event, resolve
 from sensor.events import RpcCallEvent, call_fields_json
 from sensor.interfaces.catalog import Catalog, default_catalog
@@ -57,6 +58,8 @@ MAX_PENDING_BINDS = 4096       # binds/alter_contexts awaiting their ack
 MAX_HELD_CALLS = 4096          # as sensor.pipeline.MAX_HELD_CALLS: calls awaiting their answer
 
 AssocKey = tuple[int, PipeId | None]             # (tcp.stream, pipe or None for ncacn_ip_tcp)
+# What a presentation context names: (interface uuid, version, stub in NDR64).
+Context = tuple[str, tuple[int, int], bool]
 
 
 @dataclass
@@ -124,11 +127,11 @@ class TsharkDecoder:
         self._pipe_names: OrderedDict[tuple[int, PipeId], str] = OrderedDict()
         # (stream, smb version, message id) -> pipe name (an open) or PipeId (a read/transact)
         self._requests: OrderedDict[tuple[int, int, int], object] = OrderedDict()
-        self._contexts: OrderedDict[AssocKey, dict[int, tuple[str, tuple[int, int]]]] = OrderedDict()
+        self._contexts: OrderedDict[AssocKey, dict[int, Context]] = OrderedDict()
         # What binds proposed while their ack is outstanding: a one-sided capture (client to
         # server only) never shows the ack, yet the proposal names the interface, as tshark's
         # own dcerpc dissector does ("SVCCTL OpenSCManagerW request").
-        self._proposed: OrderedDict[AssocKey, dict[int, tuple[str, tuple[int, int]]]] = OrderedDict()
+        self._proposed: OrderedDict[AssocKey, dict[int, Context]] = OrderedDict()
         self._pending_binds: OrderedDict[tuple[int, int], tuple[AssocKey, list]] = OrderedDict()
         self._held: OrderedDict[tuple[AssocKey, int], RpcCallEvent] = OrderedDict()
 
@@ -333,29 +336,34 @@ class TsharkDecoder:
                 iface = first(item, "dcerpc.cn_bind_to_uuid")
                 if ctx_id is None or not isinstance(iface, str):
                     continue
+                syntaxes = [s.lower() for s in values(item, "dcerpc.cn_bind_trans_id") if isinstance(s, str)]
                 offered.append((ctx_id, iface.lower(),
                                 (number(item, "dcerpc.cn_bind_if_ver", 0), number(item, "dcerpc.cn_bind_if_ver_minor", 0)),
-                                (first(item, "dcerpc.cn_bind_trans_id") or "").lower()))
+                                syntaxes))
             _put(self._pending_binds, (stream, call_id), (assoc, offered), MAX_PENDING_BINDS, self.stats, "binds")
             proposed = self._assoc_table(self._proposed, assoc)
-            for ctx_id, iface, version, _ in offered:
+            for ctx_id, iface, version, syntaxes in offered:
                 if len(proposed) < MAX_CONTEXTS_PER_ASSOCIATION or ctx_id in proposed:
-                    proposed[ctx_id] = (iface, version)
+                    # NDR64 only when it is the one syntax offered: with several, the ack decides.
+                    proposed[ctx_id] = (iface, version, syntaxes == [NDR64_SYNTAX])
         elif ptype in (PTYPE_BIND_ACK, PTYPE_ALTER_RESP):
             pending = self._pending_binds.pop((stream, call_id), None)
             if pending is None:
                 return
             bound_assoc, offered = pending
             results = [int(r, 0) for r in values(pdu, "dcerpc.cn_ack_result")]
+            # C706 12.6.3.4 p_result_t: each result names the transfer syntax the server picked
+            # from that context's list (MS-RPCE 2.2.5.1.1: NDR64's uuid for NDR64 stubs).
+            accepted = [s.lower() for s in values(pdu, "dcerpc.cn_ack_trans_id") if isinstance(s, str)]
             proposed = self._proposed.get(bound_assoc, {})
             for ctx_id, *_ in offered:             # the ack, not the proposal, now decides
                 proposed.pop(ctx_id, None)
             contexts = self._assoc_table(self._contexts, bound_assoc)
-            for (ctx_id, iface, version, transfer), result in zip(offered, results):
+            for (ctx_id, iface, version, _), result, transfer in zip(offered, results, accepted):
                 if result != 0:
                     continue
                 if len(contexts) < MAX_CONTEXTS_PER_ASSOCIATION or ctx_id in contexts:
-                    contexts[ctx_id] = (iface, version)
+                    contexts[ctx_id] = (iface, version, transfer == NDR64_SYNTAX)
                 observer = self.settings.rpc_observer
                 if observer is not None:
                     observer(flow, bound_assoc[1], RpcBind(ts, ctx_id, iface, version, transfer))
@@ -404,7 +412,7 @@ class TsharkDecoder:
             stub=stub,
             little_endian=number(pdu, "dcerpc.drep.byteorder", NDR_LITTLE_ENDIAN) == NDR_LITTLE_ENDIAN,
             auth_type=auth_type, auth_level=auth_level, sealed=sealed,
-            object_uuid=first(pdu, "dcerpc.obj_id"),
+            object_uuid=first(pdu, "dcerpc.obj_id"), ndr64=bound[2] if bound else False,
         )
         self.stats["rpc_calls"] += 1
         observer = self.settings.rpc_observer

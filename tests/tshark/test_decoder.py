@@ -58,3 +58,24 @@ def test_call_on_an_unacknowledged_bind_is_named_by_the_proposal():
     calls, stats = observed_calls("suricata-verify/tests/bug-8629-async-oneside/input.pcap")
     assert {iface for _, iface, _ in calls} == {SVCCTL}
     assert sum(calls.values()) == 18 == stats["tshark.calls_on_unacknowledged_context"]
+
+
+def test_ndr64_is_the_transfer_syntax_the_ack_accepted_as_in_the_native_engine():
+    # truncate-applayer-test-01: the bind offers ctx 0 in NDR20 and ctx 1 in NDR64; the ack
+    # rejects ctx 0 and accepts ctx 1 (NDR64), an alter_context then binds ctx 0 in NDR20.
+    from sensor.pipeline import PipelineSettings
+    from tests.conftest import decode_capture
+
+    name = "suricata-verify/tests/truncate-applayer-test-01/input.pcap"
+    native: list = []
+    decode_capture(CORPUS / name, PipelineSettings(rpc_observer=lambda flow, pipe, ev: isinstance(ev, RpcCall)
+                                                   and native.append((ev.frame, ev.ctx_id, ev.ndr64))))
+    from sensor.tshark.engine import TsharkEngine
+
+    by_tshark: list = []
+    engine = TsharkEngine(rpc_observer=lambda flow, pipe, ev: isinstance(ev, RpcCall)
+                          and by_tshark.append((ev.frame, ev.ctx_id, ev.ndr64)))
+    for _ in engine.run_file(CORPUS / name):
+        pass
+    assert by_tshark == native
+    assert {(ctx, ndr64) for _, ctx, ndr64 in by_tshark} == {(0, False), (1, True)}
