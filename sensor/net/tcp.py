@@ -78,17 +78,20 @@ class TcpDirection:
 
     def segment(self, ts: float, frame: int, seq: int, payload, syn: bool = False, fin: bool = False) -> list:
         """One segment sent by this side. Returns the StreamData/StreamGap/Anomaly it completes."""
-        if self.next is None:
+        nxt = self.next
+        if nxt is None:
             # SYN: data starts after it. Midstream: the first segment we see starts the stream.
-            self.next = seq + 1 if syn else seq
-        start = self._offset(seq) + (1 if syn else 0)
+            nxt = self.next = seq + 1 if syn else seq
+        delta = (seq - nxt) % _SEQ_SPACE      # self._offset(seq), inlined: once per packet
+        if delta >= _HALF_SEQ_SPACE:
+            delta -= _SEQ_SPACE
+        start = nxt + delta + (1 if syn else 0)
         size = len(payload)
         end = start + size
         if fin and self.fin_at is None:
             self.fin_at = end
         if not size:
             return []
-        nxt = self.next
         if end <= nxt:
             self.stats["tcp_retransmitted_segments"] += 1
             return []

@@ -80,6 +80,13 @@ class NbssStream:
         return self._skip
 
     def feed(self, data: bytes | memoryview) -> list[tuple]:
+        skip = self._skip
+        if skip >= len(data):
+            # Bulk file data: the whole segment lies inside a payload being skipped (the
+            # common case on a file server); no view, no loop.
+            self._skip = skip - len(data)
+            self.stats["nbss_bytes_skipped"] += len(data)
+            return []
         items: list[tuple] = []
         mv = memoryview(data)
         while mv and not self._dead:
