@@ -12,8 +12,13 @@ message, measured on pcaps/dfscoerce-smb311-clear.pcap and equal in the encrypte
                  opnum 12 adds Comment: each string 12 + 2*(len+1) rounded up to 4
   S 108 | 112    READ response: a 4-byte WERROR response PDU, or a 32-byte fault
 
+The root call is the first request on the pipe and its answer the first READ response after it:
+a pipe whose first request or first answer has another size is not DFSCoerce's, whatever follows
+(impacket's srvsvc NetrShareEnum has a root-call-sized 52-byte stub; its 316-byte answer ends it).
+
 What it cannot tell apart: any 6-letter pipe (lsarpc, srvsvc, winreg, eventlog-less ones)
-bound by impacket, then one call whose answer is a bare status or a fault. See the README.
+bound by impacket, then a first call whose stub is a multiple of 4 from 36 bytes and whose answer
+is a bare status or a fault (srvsvc NetrShareDel refused: a 4-byte WERROR). See the README.
 """
 from __future__ import annotations
 
@@ -34,6 +39,9 @@ MIN_ROOT_STUB = 36
 MAX_ROOT_STUB = 880
 READ_RESPONSE_STATUS_ONLY = 108       # 64 + 16 + 24-byte response header + 4-byte WERROR
 READ_RESPONSE_FAULT = 112             # 64 + 16 + 32-byte fault PDU
+# Smallest READ response carrying a PDU: 64 + 16 + a 16-byte DCE/RPC common header. The server's
+# other messages meanwhile are smaller: WRITE response 80, STATUS_PENDING interim response 73.
+MIN_READ_RESPONSE = 96
 # Encrypted sessions followed at once; oldest dropped first.
 MAX_SESSIONS = 65_536
 # Steps of the shape, in order.
@@ -64,13 +72,13 @@ class EncryptedNetdfsMatcher:
                 step = _BIND            # a new pipe open restarts the shape
             elif step == _BIND and size == BIND_ONE_CONTEXT:
                 step = _BIND_ACK
-            elif step == _REQUEST and MIN_ROOT_STUB <= size - WRITE_REQUEST_OVERHEAD <= MAX_ROOT_STUB \
-                    and (size - WRITE_REQUEST_OVERHEAD) % 4 == 0:
-                step = _ANSWER
+            elif step == _REQUEST and size >= WRITE_REQUEST_OVERHEAD:     # the pipe's first request
+                stub = size - WRITE_REQUEST_OVERHEAD
+                step = _ANSWER if MIN_ROOT_STUB <= stub <= MAX_ROOT_STUB and stub % 4 == 0 else _CREATE
         elif step == _BIND_ACK and size == BIND_ACK_SIX_CHAR_PIPE:
             step = _REQUEST
-        elif step == _ANSWER and size in (READ_RESPONSE_STATUS_ONLY, READ_RESPONSE_FAULT):
-            step = _DONE
+        elif step == _ANSWER and size >= MIN_READ_RESPONSE:                  # that request's answer
+            step = _DONE if size in (READ_RESPONSE_STATUS_ONLY, READ_RESPONSE_FAULT) else _CREATE
         if key not in self._sessions and len(self._sessions) >= MAX_SESSIONS:
             self._sessions.popitem(last=False)
             self.stats["fingerprint_sessions_evicted"] += 1

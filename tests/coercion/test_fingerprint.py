@@ -2,6 +2,7 @@
 clear-text captures' SMB2 message sizes (OriginalMessageSize of the same traffic encrypted)."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -42,10 +43,38 @@ def test_one_size_off_is_no_hit(index, size):
     assert run(sizes) == []
 
 
-@pytest.mark.parametrize("name", ["dfscoerce-smb3-encrypted.pcap", "coerced-auth-encrypted.pcap"])
-def test_encrypted_captures_hit(name):
+# impacket's srvsvc NetrShareEnum on an encrypted pipe (benign-encrypted-rpc): a root-call-sized
+# first request (stub 52), a 316-byte answer; then a second call sized like opnum 13 and a fault.
+SRVSVC_THEN_ROOT_SIZED = ATTACK[:9] + [(True, 188), (False, 80), (True, 113), (False, 316),
+                                       (True, 196), (False, 80), (True, 113), (False, 112)]
+# impacket's LsarOpenPolicy2 (stub 32, too small for two strings) first, then a root-sized call
+LSARPC_THEN_ROOT_SIZED = ATTACK[:9] + [(True, 168), (False, 80), (True, 113), (False, 128)] + ATTACK[9:]
+
+
+@pytest.mark.parametrize("sizes", [SRVSVC_THEN_ROOT_SIZED, LSARPC_THEN_ROOT_SIZED])
+def test_only_the_pipes_first_request_and_answer_count(sizes):
+    assert run(sizes) == []
+
+
+def test_a_new_pipe_after_a_benign_one_is_matched_afresh():
+    assert len(run(SRVSVC_THEN_ROOT_SIZED + ATTACK[2:])) == 1
+
+
+MANIFEST = json.loads((PCAPS / "manifest.json").read_text())["captures"]
+
+
+def encrypted_root_call_sessions(entry: dict) -> int:
+    """Truth: encrypted SMB connections in which the client sent an MS-DFSNM root call (12/13)."""
+    return len({c["client_port"] for c in entry["calls"] if c["opnum"] in (12, 13)}) if entry["encrypted"] else 0
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST))
+def test_fingerprint_hits_exactly_the_encrypted_attacks(name):
+    """Precision and recall over every capture: hits per capture equal the encrypted attack
+    sessions, 0 on benign encrypted traffic (Samba smbclient/rpcclient, impacket lsarpc/srvsvc/samr)."""
     hits = [a for a in alerts(name) if a.rule == ENCRYPTED_NETDFS]
-    assert [(a.victim_ip, a.client_ip) for a in hits] == [("10.0.0.10", "10.0.0.66")]
+    assert len(hits) == encrypted_root_call_sessions(MANIFEST[name])
+    assert {(a.victim_ip, a.client_ip) for a in hits} <= {("10.0.0.10", "10.0.0.66")}
 
 
 def clear_sizes(path: Path) -> dict:
@@ -65,7 +94,9 @@ def clear_sizes(path: Path) -> dict:
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="needs tshark")
 @pytest.mark.parametrize("name, expected", [
     ("dfscoerce-smb311-clear.pcap", 1), ("dfscoerce-smb21.pcap", 1), ("coerced-auth-clear.pcap", 1),
-    ("benign-rpcclient-dfs.pcap", 0), ("benign-smb-filecopy.pcap", 0),
+    ("benign-rpcclient-dfs.pcap", 0), ("benign-smb-filecopy.pcap", 0), ("coerced-auth-http.pcap", 1),
+    # DC01$ reading impacket smbserver: srvsvc NetShareEnumAll on a 6-character pipe, large answer
+    ("benign-machine-auth.pcap", 0), ("benign-encrypted-rpc.pcap", 0), ("benign-encrypted-smbclient.pcap", 0),
     # impacket calling netdfs opnums 14, 15, 20, 23, 24: the coercion family, same shape
     ("dfsnm-other-coercion.pcap", 1)])
 def test_clear_captures_as_if_encrypted(name, expected):
