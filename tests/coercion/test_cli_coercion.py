@@ -63,6 +63,26 @@ def test_benign_captures_and_calls_without_back_authentication_raise_no_coercion
     assert [a for a in alerts if a["rule"] in (CONFIRMED, PROBABLE)] == []
 
 
+def test_http_back_authentication_is_confirmed_and_linked(tmp_path):
+    """A clear opnum 13 naming a WebDAV listener (10.0.0.66@8080/x), then curl in the DC
+    authenticating as DC01$ with HTTP NTLM (PROPFIND) to that port."""
+    alerts, _ = replay(tmp_path / "s.db", "coerced-auth-http.pcap")
+    assert coercion(alerts) == [(CONFIRMED, "10.0.0.10", "10.0.0.66", "10.0.0.66")]
+    [confirmed] = [a for a in alerts if a["rule"] == CONFIRMED]
+    [rpc] = [a for a in alerts if a["rule"] not in COERCION_RULES]
+    assert confirmed["call_event_ids"] == rpc["event_ids"]
+    assert (confirmed["protocol"], confirmed["user"], confirmed["domain"]) == ("http", "DC01$", "LAB")
+
+
+@pytest.mark.parametrize("name", ["benign-encrypted-smbclient.pcap", "benign-encrypted-rpc.pcap",
+                                  "benign-machine-auth.pcap"])
+def test_benign_encrypted_and_machine_account_captures_raise_nothing(tmp_path, name):
+    """Encrypted file transfer and RPC on six-letter pipes (lsarpc, srvsvc) by Samba and impacket;
+    DC01$ logging on to its file server with no inbound session to the DC before it."""
+    alerts, summary = replay(tmp_path / "s.db", name)
+    assert alerts == [] and "0 alert(s)" in summary
+
+
 def test_disabled_in_config_raises_no_coercion_alert(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text("[coercion]\nenabled = false\n")
