@@ -3,6 +3,7 @@ state (a one-line message on stderr), 2 usage or configuration errors."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from datetime import date, datetime, timedelta, timezone
 from importlib import metadata
@@ -168,13 +169,22 @@ def replay(captures: tuple[str, ...], engine: str, **options) -> None:
         sensor = Sensor(config, outputs)
     except StoreError as e:
         _fail(str(e))
-    if engine == "tshark":
-        _replay_with_tshark(sensor, captures)
-    else:
-        _replay_native(sensor, captures, sizes)
-    summary = sensor.finish()
+    try:
+        if engine == "tshark":
+            _replay_with_tshark(sensor, captures)
+        else:
+            _replay_native(sensor, captures, sizes)
+        summary = sensor.finish()
+    except (StoreError, sqlite3.Error) as e:     # disk full, locked beyond busy_timeout, ...
+        outputs.close()
+        _fail(f"{config.db}: {e}")
     outputs.close()
-    click.echo(summary.human(), err=True)
+    if engine == "tshark":
+        from sensor.tshark.summary import tshark_summary
+
+        click.echo(tshark_summary(summary, sum(sizes)), err=True)
+    else:
+        click.echo(summary.human(), err=True)
 
 
 def _replay_native(sensor, captures: tuple[str, ...], sizes: list[int]) -> None:
@@ -231,9 +241,12 @@ def _with_progress(reader, bar) -> Iterator:
 @click.option("--user", metavar="NAME", help="Drop privileges to this user after opening the sockets.")
 @click.option("--syslog", is_flag=True, help="Log to syslog instead of stderr.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Decoder processes (flows are split between them).")
+              help="Decoder processes (flows are split between them; native engine only).")
+@click.option("--engine", type=click.Choice(["native", "tshark"]), default="native", show_default=True,
+              help="Decode with the built-in pipeline, or with dumpcap + tshark (slower; a cross-check; "
+                   "tshark runs as the invoking user, so no --user).")
 def live(interfaces: tuple[str, ...], bpf: str | None, stats_interval: float, stats_json: bool,
-         allow_root: bool, user: str | None, syslog: bool, workers: int, **options) -> None:
+         allow_root: bool, user: str | None, syslog: bool, workers: int, engine: str, **options) -> None:
     """Watch network interfaces and alert as calls happen (Ctrl-C or SIGTERM stops,
     SIGHUP reopens the output files).
 
@@ -242,15 +255,30 @@ def live(interfaces: tuple[str, ...], bpf: str | None, stats_interval: float, st
       dfs-sensor live -i eth0 --user dfs-sensor --alerts /var/log/dfs-sensor/alerts.jsonl
     """
     config = _sensor_config(options)
+    if engine == "tshark" and workers > 1:
+        _fail("--workers is for the native engine; tshark decodes in one process", EXIT_USAGE)
     try:
         outputs = open_outputs(config.events, config.alerts)
     except OutputError as e:
         _fail(str(e))
+    if engine == "tshark":
+        from sensor.tshark.live import run_live_tshark
+
+        try:
+            code = run_live_tshark(config, outputs, list(interfaces), bpf=bpf, stats_interval=stats_interval,
+                                   stats_json=stats_json, allow_root=allow_root, user=user, syslog=syslog)
+        except sqlite3.Error as e:
+            _fail(f"{config.db}: {e}")
+        sys.exit(code)
     from sensor.service import run_live
 
-    sys.exit(run_live(config, outputs, list(interfaces), bpf=bpf, stats_interval=stats_interval,
-                      stats_json=stats_json, allow_root=allow_root, user=user, syslog=syslog,
-                      workers=workers))
+    try:
+        code = run_live(config, outputs, list(interfaces), bpf=bpf, stats_interval=stats_interval,
+                        stats_json=stats_json, allow_root=allow_root, user=user, syslog=syslog,
+                        workers=workers)
+    except sqlite3.Error as e:     # disk full, locked beyond busy_timeout, ...
+        _fail(f"{config.db}: {e}")
+    sys.exit(code)
 
 
 def _reader_config(db: str | None, config_file: str | None, **flags) -> Config:

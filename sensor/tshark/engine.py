@@ -9,6 +9,7 @@ stub bytes. Everything after is TsharkDecoder, then the shared event builder.
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -47,7 +48,7 @@ def packet_layers(packet) -> Packet:
 
 class TsharkEngine:
     """``TsharkEngine(catalog=..., tshark_path=..., rpc_observer=...)``; then ``run_file(path)``
-    or ``run_live(interface, bpf)``, each yielding RpcCallEvents (and Anomalies, none today).
+    or ``run_live(capture, decoder)``, each yielding RpcCallEvents (and Anomalies, none today).
     ``stats`` sums the decoders of every run."""
 
     def __init__(self, catalog: Catalog | None = None, tshark_path: str | None = None,
@@ -56,9 +57,13 @@ class TsharkEngine:
         self.tshark_path, self.tshark_version = require_tshark(tshark_path)
         self.rpc_observer = rpc_observer
         self.stats = Stats()
+        # asyncio's child watcher logs "Unknown child process pid N" for a tshark that exited
+        # fast; _drive counts those (tshark.exit_status_lost), the user's terminal need not.
+        logging.getLogger("asyncio").setLevel(logging.ERROR)
 
-    def _decoder(self, capture_file: str) -> TsharkDecoder:
-        return TsharkDecoder(TsharkDecoderSettings(self.catalog, capture_file, self.rpc_observer))
+    def decoder(self, capture_name: str) -> TsharkDecoder:
+        """A fresh decode stage whose events name ``capture_name`` as their capture file."""
+        return TsharkDecoder(TsharkDecoderSettings(self.catalog, capture_name, self.rpc_observer))
 
     def _drive(self, capture, decoder: TsharkDecoder, packets: Iterable) -> Iterator:
         from pyshark.capture.capture import TSharkCrashException
@@ -80,8 +85,8 @@ class TsharkEngine:
                 if not finished:
                     raise
                 self.stats["tshark.exit_status_lost"] += 1
-                capture._running_processes.clear()     # else pyshark retries in __del__
             finally:
+                capture._running_processes.clear()     # else pyshark retries in __del__
                 capture.eventloop.close()
 
     def run_file(self, path: str | Path) -> Iterator:
@@ -94,17 +99,12 @@ class TsharkEngine:
             str(path), use_json=True, include_raw=True, display_filter=DISPLAY_FILTER,
             tshark_path=self.tshark_path, custom_parameters=["-J", PROTOCOLS],
             eventloop=asyncio.new_event_loop())
-        return self._drive(capture, self._decoder(path.name), capture)
+        return self._drive(capture, self.decoder(path.name), capture)
 
-    def run_live(self, interface: str, bpf: str = "tcp port 445 or tcp port 139 or tcp port 135") -> Iterator:
-        """Live capture (needs capture rights on ``interface``); runs until the caller stops."""
-        import pyshark
-
-        capture = pyshark.LiveCapture(
-            interface=interface, bpf_filter=bpf, use_json=True, include_raw=True,
-            display_filter=DISPLAY_FILTER, tshark_path=self.tshark_path,
-            custom_parameters=["-J", PROTOCOLS], eventloop=asyncio.new_event_loop())
-        return self._drive(capture, self._decoder(""), capture.sniff_continuously())
+    def run_live(self, capture, decoder: TsharkDecoder) -> Iterator:
+        """The records of a pyshark live capture (sensor.tshark.live.DumpcapCapture); runs
+        until its dumpcap stops. ``decoder.stats`` may be read meanwhile (packets so far)."""
+        return self._drive(capture, decoder, capture.sniff_continuously())
 
 
 def replay_events(paths: Iterable[str | Path], catalog: Catalog | None = None,
