@@ -84,7 +84,7 @@ class _Time(click.ParamType):
 
 def db_option(f: Callable) -> Callable:
     return click.option("--db", metavar="PATH",
-                        help="SQLite state (default: $DFS_SENSOR_DB, else $STATE_DIRECTORY/sensor.db, "
+                        help="SQLite database of events and alerts (default: $DFS_SENSOR_DB, else $STATE_DIRECTORY/sensor.db, "
                              "else $XDG_STATE_HOME/dfs-sensor/sensor.db).")(f)
 
 
@@ -233,13 +233,15 @@ def _with_progress(reader, bar) -> Iterator:
 @click.option("-i", "--interface", "interfaces", multiple=True, required=True, metavar="IFACE",
               help="Interface to capture on; repeat for several.")
 @sensor_options
-@click.option("--bpf", metavar="FILTER", help="Capture filter (default: SMB and DCE/RPC ports).")
+@click.option("--bpf", metavar="FILTER", help="Capture filter (default: TCP 135, 139 and 445, DCE/RPC on any TCP port, "
+                                                   "IP fragments).")
 @click.option("--stats-interval", type=click.FloatRange(min=0), default=60.0, show_default=True,
               metavar="SECONDS", help="Log counters this often (0: never).")
 @click.option("--stats-json", is_flag=True, help="Log counters as JSON lines instead of text.")
 @click.option("--allow-root", is_flag=True, help="Keep running as root after opening the sockets.")
 @click.option("--user", metavar="NAME", help="Drop privileges to this user after opening the sockets.")
-@click.option("--syslog", is_flag=True, help="Log to syslog instead of stderr.")
+@click.option("--syslog", is_flag=True, help="Also send every alert to the local syslog (daemon facility); messages and "
+                                                       "counters stay on stderr.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Decoder processes (flows are split between them; native engine only).")
 @click.option("--engine", type=click.Choice(["native", "tshark"]), default="native", show_default=True,
@@ -248,11 +250,14 @@ def _with_progress(reader, bar) -> Iterator:
 def live(interfaces: tuple[str, ...], bpf: str | None, stats_interval: float, stats_json: bool,
          allow_root: bool, user: str | None, syslog: bool, workers: int, engine: str, **options) -> None:
     """Watch network interfaces and alert as calls happen (Ctrl-C or SIGTERM stops,
-    SIGHUP reopens the output files).
+    SIGHUP reopens the output files). Alerts go to stdout as JSON lines (or --alerts);
+    messages and counters go to stderr. As root, give --user to drop privileges once the
+    sockets are open, or --allow-root to keep them.
 
     \b
-    Example:
+    Examples:
       dfs-sensor live -i eth0 --user dfs-sensor --alerts /var/log/dfs-sensor/alerts.jsonl
+      dfs-sensor live -i eth0 -i eth1 --engine tshark --allow-root --db /tmp/s.db
     """
     config = _sensor_config(options)
     if engine == "tshark" and workers > 1:

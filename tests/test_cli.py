@@ -179,3 +179,80 @@ def test_tshark_engine_alerts_like_native_and_shares_event_ids(tmp_path):
     assert sorted(a["action_rpc_func_opnum"] for a in alerts) == [12, 13]
     native = invoke("replay", "--db", db, LAB_CAPTURE)
     assert native.stdout == "" and "2 events (0 new)" in native.stderr   # same ids: nothing new
+
+
+def test_syslog_help_says_alerts_are_teed_not_logs_moved():
+    text = " ".join(invoke("live", "--help").stdout.split())
+    assert "Also send every alert to the local syslog" in text and "instead of stderr" not in text
+
+
+def replay_on_a_terminal(*args) -> str:
+    """`dfs-sensor replay` with stderr on a pseudo-terminal: what the terminal showed."""
+    import os
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:     # the child: stdin/stdout/stderr are the terminal
+        os.chdir(ROOT)
+        os.execv(sys.executable, [sys.executable, "-m", "sensor.cli", "replay", *map(str, args)])
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:          # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.waitpid(pid, 0)
+    os.close(fd)
+    return shown.decode(errors="replace")
+
+
+LARGE_CORPUS_CAPTURE = CORPUS / "zeek" / "testing" / "btest" / "Traces" / "smb" / "smb2readwrite.pcap"
+
+
+@pytest.mark.skipif(not LARGE_CORPUS_CAPTURE.exists(), reason="public corpus not beside the checkout")
+def test_progress_bar_only_on_a_terminal(tmp_path):
+    on_tty = replay_on_a_terminal("--db", tmp_path / "tty.db", LARGE_CORPUS_CAPTURE)
+    assert "replay  [" in on_tty and "100%" in on_tty and "packets" in on_tty
+    piped = run_cli("replay", "--db", tmp_path / "pipe.db", LARGE_CORPUS_CAPTURE)
+    assert piped.returncode == 0 and "replay  [" not in piped.stderr and "%" not in piped.stderr
+
+
+@pytest.mark.tshark
+@pytest.mark.skipif(not LAB_CAPTURE.exists() or shutil.which("tshark") is None, reason="needs the lab capture and tshark")
+def test_tshark_replay_summary_states_file_bytes_and_no_packet_count(tmp_path):
+    big = ROOT / "pcaps" / "benign-smb-filecopy.pcap"
+    result = invoke("replay", "--engine", "tshark", "--db", tmp_path / "s.db", LAB_CAPTURE, big)
+    size = LAB_CAPTURE.stat().st_size + big.stat().st_size
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("2 file(s), packets n/a (") and " decoded by tshark), " in first
+    assert f", {size / 1e6:,.1f} MB, " in first and " 0 packets" not in first
+
+
+TINY_TMPFS_BYTES = 160 * 1024   # the empty store (~48 KiB) fits; the lab captures' events do not
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    import os
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a tmpfs")
+    mountpoint = tmp_path / "tiny"
+    mountpoint.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TINY_TMPFS_BYTES}", "tmpfs", str(mountpoint)],
+                   check=True, timeout=30)
+    yield mountpoint
+    subprocess.run(["umount", str(mountpoint)], check=True, timeout=30)
+
+
+def test_disk_full_during_a_replay_is_one_line_and_exit_1(tiny_tmpfs):
+    captures = sorted((ROOT / "pcaps").glob("*.pcap"))
+    if not captures:
+        pytest.skip("no lab captures")
+    db = tiny_tmpfs / "s.db"
+    done = run_cli("replay", "--db", db, *captures)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == f"dfs-sensor: error: {db}: database or disk is full\n"
