@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from sensor.anomaly import Anomaly, Stats
-from sensor.dcerpc.association import RpcAssociation
+from sensor.budget import ByteBudget
+from sensor.dcerpc.association import STUB_BUDGET_BYTES, RpcAssociation, RpcSettings
 from sensor.dcerpc.events import RpcBind, RpcCall, RpcResult
 from sensor.event_builder import CallContext, build_event, resolve
 from sensor.events import RpcCallEvent
@@ -77,6 +78,10 @@ class Pipeline:
     def __init__(self, settings: PipelineSettings | None = None):
         self.settings = settings or PipelineSettings()
         self.catalog = self.settings.catalog or default_catalog()
+        # Every association of this pipeline (one per process or worker) shares one stub
+        # budget, and keeps only the stubs of catalogued interfaces.
+        self.stub_budget = ByteBudget(STUB_BUDGET_BYTES)
+        self._rpc_settings = RpcSettings(stub_interfaces=frozenset(self.catalog.by_uuid), budget=self.stub_budget)
         self.capture_file = ""
         self.frames = FrameDecoder()
         self.flows = FlowTable()
@@ -195,7 +200,7 @@ class Pipeline:
                 self._flows[unit.flow] = _FlowState(None, HttpNtlmFlow(unit.flow))
             else:
                 state = self._flows[unit.flow] = _FlowState(None)
-                state.assocs[None] = RpcAssociation()
+                state.assocs[None] = RpcAssociation(self._rpc_settings)
         elif kind is FlowEnded:
             self._end_flow(unit.flow, unit.ts, out)
         elif kind is Anomaly:
@@ -206,7 +211,7 @@ class Pipeline:
         if kind is PipeData:
             assoc = state.assocs.get(ev.pipe)
             if assoc is None:
-                assoc = state.assocs[ev.pipe] = RpcAssociation()
+                assoc = state.assocs[ev.pipe] = RpcAssociation(self._rpc_settings)
             for rpc in assoc.feed(ev.from_client, ev.ts, ev.frame, ev.data):
                 self._on_rpc(state, ev.flow, ev.pipe, rpc, out)
         elif kind is PipeOpened:

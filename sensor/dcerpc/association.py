@@ -11,6 +11,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from sensor.anomaly import Anomaly, Stats
+from sensor.budget import ByteBudget
 from sensor.dcerpc import pdu
 from sensor.dcerpc.events import RpcBind, RpcCall, RpcEvent, RpcResult
 
@@ -29,6 +30,12 @@ MAX_FRAGMENTS_PER_CALL = 16384
 # Requests being reassembled at once. Windows serialises calls on a pipe unless the client
 # multiplexes; 64 concurrent fragmented calls per association is beyond any real client.
 MAX_CALLS_IN_FLIGHT = 64
+# Stub bytes being joined by all associations of a process together (one ByteBudget per
+# Pipeline). Only fragmented calls still in flight hold stub bytes, a coercion call's stub is a
+# few hundred bytes, and uncatalogued interfaces are not buffered at all: 64 MiB is 64 maximal
+# stubs at once, and keeps the worst case (100k flows x 256 pipes x 64 calls x 1 MiB) to a
+# fixed share of a sensor's memory.
+STUB_BUDGET_BYTES = 64 << 20
 # Binds/alter_contexts awaiting their ack. Clients wait for each ack (C706 12.4.1.3), so
 # more than a handful pending means we lost the acks.
 MAX_PENDING_BINDS = 8
@@ -45,6 +52,13 @@ class RpcSettings:
     max_calls_in_flight: int = MAX_CALLS_IN_FLIGHT
     max_pending_binds: int = MAX_PENDING_BINDS
     max_contexts: int = MAX_CONTEXTS
+    # Interfaces (lower-case uuids) whose request stubs are kept; a call on an accepted or
+    # proposed context naming any other interface is counted and its stub skipped by length.
+    # None keeps every stub. A call whose context is unknown (bind missed) keeps its stub:
+    # the interface may still be inferred from it.
+    stub_interfaces: frozenset[str] | None = None
+    # Shared by every association of a process: caps the sum of stubs being joined.
+    budget: ByteBudget | None = None
 
 
 _Binding = tuple[str, tuple[int, int], bool]
@@ -64,9 +78,11 @@ class _Direction:
 class _PendingCall:
     """A request whose last fragment has not arrived yet."""
 
-    __slots__ = ("ctx_id", "opnum", "object_uuid", "little", "auth", "chunks", "size", "fragments", "truncated")
+    __slots__ = ("call_id", "ctx_id", "opnum", "object_uuid", "little", "auth", "chunks", "size", "fragments",
+                 "truncated", "keep")
 
-    def __init__(self, req: pdu.Request, little: bool) -> None:
+    def __init__(self, call_id: int, req: pdu.Request, little: bool, keep: bool) -> None:
+        self.call_id = call_id
         self.ctx_id = req.ctx_id
         self.opnum = req.opnum
         self.object_uuid = req.object_uuid
@@ -76,6 +92,7 @@ class _PendingCall:
         self.size = 0
         self.fragments = 0
         self.truncated = False
+        self.keep = keep          # stub wanted: False skips it (uncatalogued interface)
 
 
 _CLIENT_PTYPES = frozenset({pdu.PTYPE_REQUEST, pdu.PTYPE_BIND, pdu.PTYPE_ALTER_CONTEXT, pdu.PTYPE_AUTH3,
@@ -137,13 +154,13 @@ class RpcAssociation:
         if from_client and self._calls:
             # A lost fragment leaves a hole in every call being joined: none can be trusted.
             detail = f"client side, {len(self._calls)} fragmented call(s) abandoned"
-            self._calls.clear()
+            self._drop_all_calls()
         return [self.stats.anomaly(0.0, LAYER, "dcerpc_gap_resync", detail=detail)]
 
     def close(self) -> list[RpcEvent | Anomaly]:
         """Calls still being joined are dropped (their last fragment never came)."""
         self.stats["calls_incomplete_at_close"] += len(self._calls)
-        self._calls.clear()
+        self._drop_all_calls()
         self._pending_binds.clear()
         self._contexts.clear()
         self._proposed.clear()
@@ -298,19 +315,22 @@ class RpcAssociation:
                 # Midstream, or a stack that leaves the flag off: the opnum is in every fragment.
                 out.append(self.stats.anomaly(ts, LAYER, "dcerpc_fragment_without_first",
                                               detail=f"frame {frame}: call_id {hdr.call_id}"))
-            call = _PendingCall(req, hdr.little)
-            self._calls.pop(hdr.call_id, None)
+            call = _PendingCall(hdr.call_id, req, hdr.little, self._wants_stub(req.ctx_id))
+            self._drop_call(hdr.call_id)
             if len(self._calls) >= self.settings.max_calls_in_flight:
-                evicted, _ = self._calls.popitem(last=False)
+                evicted = next(iter(self._calls))
+                self._drop_call(evicted)
                 out.append(self.stats.anomaly(ts, LAYER, "dcerpc_too_many_calls", detail=f"call_id {evicted} dropped"))
             self._calls[hdr.call_id] = call
         sealed = req.auth is not None and req.auth.auth_level == pdu.AUTH_LEVEL_PRIVACY
         call.fragments += 1
-        if not sealed:
+        if not call.keep:
+            self.stats["stub_bytes_skipped"] += req.stub_end - req.stub_start
+        elif not sealed:
             self._append_stub(call, data[req.stub_start:req.stub_end], ts, hdr.call_id, out)
         if not hdr.flags & pdu.PFC_LAST_FRAG:
             return
-        del self._calls[hdr.call_id]
+        self._drop_call(hdr.call_id)
         self.stats["calls"] += 1
         iface = self._contexts.get(call.ctx_id)
         if iface is None:
@@ -326,7 +346,31 @@ class RpcAssociation:
             auth_type=auth.auth_type if auth else None,
             auth_level=auth.auth_level if auth else None,
             sealed=sealed, object_uuid=call.object_uuid, ndr64=iface[2] if iface else False,
+            stub_skipped=not call.keep,
         ))
+
+    def _wants_stub(self, ctx_id: int) -> bool:
+        wanted = self.settings.stub_interfaces
+        if wanted is None:
+            return True
+        iface = self._contexts.get(ctx_id) or self._proposed.get(ctx_id)
+        return iface is None or iface[0].lower() in wanted
+
+    def _drop_call(self, call_id: int) -> None:
+        """Forget a call being joined (complete, restarted, evicted) and its budget share."""
+        call = self._calls.pop(call_id, None)
+        if call is not None and self.settings.budget is not None:
+            self.settings.budget.release(call)
+
+    def _drop_all_calls(self) -> None:
+        for call_id in list(self._calls):
+            self._drop_call(call_id)
+
+    def _evicted_by_budget(self, call: _PendingCall) -> None:
+        """The process-wide stub budget dropped this (oldest) call to make room elsewhere."""
+        if self._calls.get(call.call_id) is call:
+            del self._calls[call.call_id]
+            self.stats["calls_dropped_by_stub_budget"] += 1
 
     def _append_stub(self, call: _PendingCall, stub: memoryview, ts: float, call_id: int, out: list) -> None:
         room = self.settings.max_stub_bytes - call.size
@@ -342,3 +386,8 @@ class RpcAssociation:
         if stub:
             call.chunks.append(bytes(stub))
             call.size += len(stub)
+            budget = self.settings.budget
+            if budget is not None and budget.charge(call, len(stub), self._evicted_by_budget):
+                out.append(self.stats.anomaly(ts, LAYER, "dcerpc_stub_budget_exceeded",
+                                              detail=f"call_id {call_id}: oldest calls being joined dropped "
+                                                     f"(all stubs over {budget.limit} bytes)"))

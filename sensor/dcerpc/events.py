@@ -33,6 +33,7 @@ class RpcCall:
     sealed: bool                 # PKT_PRIVACY: stub encrypted, arguments not decodable
     object_uuid: str | None = None
     ndr64: bool = False          # the context's transfer syntax is NDR64 (71710533-...): stub in NDR64
+    stub_skipped: bool = False   # the interface is not catalogued: stub passed over, not kept (empty)
 
 
 @dataclass(frozen=True, slots=True)
