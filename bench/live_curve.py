@@ -1,0 +1,130 @@
+"""Live capture at rising rates (issue 7): tcpreplay the large capture into a veth pair and
+find the highest rate at which `dfs-sensor live` drops nothing and finds every attack call.
+
+    .venv/bin/python bench/live_curve.py [--mbps 500,1000,2000,top] [--workers 1,2]
+
+Root. The sensor is pinned to core 0 (both cores with --workers 2) and tcpreplay to the last
+core; the veth's far end sits in a network namespace, so nothing leaves the machine. Per
+rate: the rate tcpreplay reached, kernel packets and drops (PACKET_STATISTICS, summed over
+workers), packets decoded, attack calls found against the manifest, peak RSS per worker.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SENSOR = REPO / ".venv" / "bin" / "dfs-sensor"
+NAMESPACE, HOST, PEER = "dfsbench", "dfsbenchh", "dfsbenchn"
+# Frames in the lab captures are up to 64 KiB (segmentation offload on the recording host).
+VETH_MTU = 65535
+ATTACK_OPNUMS = {12, 13}
+# The sensor is done with a replay when its packet count has not moved for this long.
+QUIET_SECONDS = 2.0
+START_TIMEOUT = 30.0
+
+
+def sh(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True, timeout=60)
+
+
+def veth_up() -> None:
+    subprocess.run(["ip", "netns", "del", NAMESPACE], capture_output=True)
+    sh("ip", "netns", "add", NAMESPACE)
+    sh("ip", "link", "add", HOST, "mtu", str(VETH_MTU), "type", "veth", "peer", "name", PEER, "netns", NAMESPACE)
+    sh("ip", "-n", NAMESPACE, "link", "set", PEER, "mtu", str(VETH_MTU), "up")
+    sh("ip", "link", "set", HOST, "up")
+
+
+def veth_down() -> None:
+    subprocess.run(["ip", "netns", "del", NAMESPACE], capture_output=True)
+
+
+def one_rate(capture: Path, rate: str, workers: int, attack_frames: int, tmp: Path) -> dict:
+    for old in tmp.glob("live*"):
+        old.unlink()
+    cores = "0" if workers == 1 else f"0-{workers - 1}"
+    sensor = subprocess.Popen(
+        ["taskset", "-c", cores, str(SENSOR), "live", "-i", HOST, "--allow-root", "--workers", str(workers),
+         "--db", str(tmp / "live.db"), "--events", str(tmp / "live-events.jsonl"),
+         "--stats-json", "--stats-interval", "0.5"],
+        stdout=subprocess.DEVNULL, stderr=open(tmp / "live-stderr.txt", "w"))
+    stderr = tmp / "live-stderr.txt"
+    deadline = time.monotonic() + START_TIMEOUT
+    while stderr.read_text().count("capturing on") < workers:
+        assert time.monotonic() < deadline and sensor.poll() is None, stderr.read_text()
+        time.sleep(0.1)
+    speed = ["--topspeed"] if rate == "top" else [f"--mbps={rate}"]
+    last_core = str(os.cpu_count() - 1)
+    replay = subprocess.run(["ip", "netns", "exec", NAMESPACE, "taskset", "-c", last_core, "tcpreplay",
+                             *speed, "-i", PEER, str(capture)], capture_output=True, text=True, check=True)
+    reached = re.search(r"Rated: [\d.]+ Bps, ([\d.]+) Mbps", replay.stdout)
+    previous, quiet_since = -1, time.monotonic()
+    while time.monotonic() - quiet_since < QUIET_SECONDS:
+        time.sleep(0.25)
+        stats = _stats(stderr)
+        packets = sum(s["packets"] for s in stats.values())
+        if packets != previous:
+            previous, quiet_since = packets, time.monotonic()
+    sensor.send_signal(signal.SIGTERM)
+    sensor.wait(60)
+    finals = {w: s for w, s in _stats(stderr, final=True).items()}
+    frames = set()
+    for line in (tmp / "live-events.jsonl").read_text().splitlines():
+        event = json.loads(line)
+        if event["action_rpc_func_opnum"] in ATTACK_OPNUMS and event["action_rpc_interface_name"] == "netdfs":
+            frames.add((event["actor_remote_port"], event["net_rpc_call_id"], event["action_rpc_func_opnum"]))
+    return {"rate": rate, "workers": workers, "reached_mbps": float(reached.group(1)) if reached else None,
+            "kernel_packets": sum(s["kernel_packets"] for s in finals.values()),
+            "kernel_drops": sum(s["kernel_drops"] for s in finals.values()),
+            "decoded": sum(s["packets"] for s in finals.values()),
+            "found": len(frames), "attacks": attack_frames,
+            "rss_mb": max(s["rss_bytes"] for s in finals.values()) / 1e6}
+
+
+def _stats(stderr: Path, final: bool = False) -> dict:
+    """The latest stats record of each worker (its final one with ``final``)."""
+    latest: dict = {}
+    for line in stderr.read_text().splitlines():
+        if line.startswith('{"type":"stats"'):
+            record = json.loads(line)
+            if not final or record.get("final"):
+                latest[record.get("worker", 1)] = record
+    return latest
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--capture", type=Path, default=REPO / "pcaps" / "large" / "mixed.pcap")
+    parser.add_argument("--mbps", default="500,1000,2000,top")
+    parser.add_argument("--workers", default="1")
+    args = parser.parse_args()
+    manifest = json.loads((args.capture.parent / "manifest.json").read_text())
+    attacks = sum(1 for call in manifest["calls"] if call["opnum"] in ATTACK_OPNUMS)
+    veth_up()
+    try:
+        with tempfile.TemporaryDirectory(prefix="dfs-live-bench-") as tmp:
+            print("| workers | asked | tcpreplay reached Mbps | kernel packets | kernel drops | decoded | attack calls found | RSS MB/worker |")
+            print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+            for workers in map(int, args.workers.split(",")):
+                for rate in args.mbps.split(","):
+                    r = one_rate(args.capture, rate, workers, attacks, Path(tmp))
+                    print(f"| {workers} | {rate} | {r['reached_mbps']:,.0f} | {r['kernel_packets']:,} | "
+                          f"{r['kernel_drops']:,} | {r['decoded']:,} | {r['found']} of {attacks} | {r['rss_mb']:.0f} |",
+                          flush=True)
+    finally:
+        veth_down()
+
+
+if __name__ == "__main__":
+    if os.geteuid() != 0:
+        sys.exit("live_curve.py: needs root (network namespace, AF_PACKET)")
+    main()
