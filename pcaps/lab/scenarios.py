@@ -28,6 +28,10 @@ DC_V4, DC_V6, ATTACKER_V4, ATTACKER_V6, CLIENT_V4 = "10.0.0.10", "fd00::10", "10
 USER, PASSWORD, DOMAIN = "labuser", "Passw0rd!", "LAB"
 MACHINE_ACCOUNT = "DC01$"           # the coerced DC authenticates as its machine account
 MACHINE_PASSWORD = "MachinePassw0rd"
+# A member server's machine account. The benign logon is not the dc's: the live tests replay every
+# capture within seconds, and any encrypted session to the dc before DC01$ logs on is, by design,
+# probable coercion.
+MEMBER_ACCOUNT = "SRV01$"
 HTTP_LISTENER_PORT = 8080           # the WebDAV listener of the HTTP back-authentication
 BACK_AUTH_DELAY = 0.03              # Windows calls back tens of ms after the coercion call
 SMALL_MTU = 300                     # attacker link MTU for the small-segments scenario (MSS 260)
@@ -80,7 +84,8 @@ class Scenario:
     midstream: bool = False
     back_auth: str = ""                  # "smb" or "http": the coerced DC authenticates back to the attacker
     benign_ns: str = "client"            # where the benign commands run
-    file_server: bool = False            # impacket smbserver in "client" (the dc's daily file server)
+    file_server: bool = False            # impacket smbserver in "attacker" as a plain file server
+    capture_ns: str = "dc"               # whose eth0 tcpdump listens on
     encrypted: bool = False              # benign traffic inside SMB3 encryption (manifest "encrypted")
     dialect: str = "SMB 3.1.1 (Samba client default)"   # benign captures' dialect, for the manifest
     listener: str = ""                   # ServerName sent; default: the attacker's own address
@@ -175,13 +180,15 @@ SCENARIOS = [
                      ["{python}", "{lab}/benign_rpc_client.py", "--target", DC_V4]],
              encrypt="desired", encrypted=True),
     Scenario("benign-machine-auth",
-             f"dc's machine account DC01$ lists shares on (smbclient -L: srvsvc in clear) and reads its daily "
-             f"file server (impacket smbserver in client, {CLIENT_V4}); no inbound session to dc before it",
-             benign=[["smbclient", "-L", f"//{CLIENT_V4}", "-U", f"{DOMAIN}/{MACHINE_ACCOUNT}%{MACHINE_PASSWORD}",
+             f"member server SRV01 ({CLIENT_V4}) authenticates with its machine account SRV01$ to its daily file "
+             f"server (impacket smbserver in attacker, {ATTACKER_V4}): smbclient -L (srvsvc in clear) and ls; "
+             f"captured on the member server's eth0, nothing inbound to it in any capture",
+             benign=[["smbclient", "-L", f"//{ATTACKER_V4}", "-U", f"{DOMAIN}/{MEMBER_ACCOUNT}%{MACHINE_PASSWORD}",
                       "-m", "SMB3"],
-                     ["smbclient", f"//{CLIENT_V4}/share", "-U", f"{DOMAIN}/{MACHINE_ACCOUNT}%{MACHINE_PASSWORD}",
+                     ["smbclient", f"//{ATTACKER_V4}/share", "-U", f"{DOMAIN}/{MEMBER_ACCOUNT}%{MACHINE_PASSWORD}",
                       "-m", "SMB3", "-c", "ls"]],
-             benign_ns="dc", file_server=True, dialect="SMB 3.1.1 (impacket smbserver)"),
+             file_server=True, capture_ns="client", target=ATTACKER_V4,
+             dialect="SMB 3.1.1 (impacket smbserver)"),
 ]
 
 
@@ -365,7 +372,7 @@ def start_capture(sc: Scenario, out: Path) -> Capture:
     path = out / f"{sc.name}.pcap"
     if sc.mirror_vlan:
         return Capture("wire", "w-mon1", path, "vlan and tcp")
-    return Capture("dc", "eth0", path, "tcp")
+    return Capture(sc.capture_ns, "eth0", path, "tcp")
 
 
 def run_benign(sc: Scenario, work: Path, out: Path) -> Path:
@@ -416,7 +423,7 @@ def run(sc: Scenario, work: Path, out: Path, samba: Samba) -> dict:
     if sc.attacker_mtu:
         set_attacker_mtu(sc.attacker_mtu)
     back_auth = {"smb": SmbListener, "http": HttpListener}[sc.back_auth](work) if sc.back_auth else None
-    file_server = SmbListener(work, "client") if sc.file_server else None
+    file_server = SmbListener(work) if sc.file_server else None
     try:
         if sc.client:
             calls, pcap = run_attack(sc, work, out, back_auth)

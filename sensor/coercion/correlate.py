@@ -56,10 +56,11 @@ class CorrelatorSettings:
 
 
 class _Inbound:
-    __slots__ = ("client", "last_ts", "encrypted", "calls")
+    __slots__ = ("client", "first_ts", "last_ts", "encrypted", "calls")
 
     def __init__(self, client: str, ts: float) -> None:
         self.client = client
+        self.first_ts = ts
         self.last_ts = ts
         self.encrypted = False
         self.calls: list[tuple[str, frozenset[str]]] = []   # (event id, hosts its arguments name)
@@ -121,6 +122,7 @@ class Correlator:
             inbound = self._inbound[flow] = _Inbound(flow.client_ip, ts)
         else:
             self._inbound.move_to_end(flow)
+        inbound.first_ts = min(inbound.first_ts, ts)
         inbound.last_ts = max(inbound.last_ts, ts)
         return inbound
 
@@ -145,7 +147,8 @@ class Correlator:
             inbound = self._inbound[flow]
             if inbound.last_ts < since:
                 break
-            if flow.server_ip != victim or inbound.client == victim:
+            # A flow that began after the logon did not cause it (replayed files' clocks interleave).
+            if flow.server_ip != victim or inbound.client == victim or inbound.first_ts > auth.ts:
                 continue
             for event_id, hosts in inbound.calls:
                 if any(self._names_ip(h, listener) for h in hosts):

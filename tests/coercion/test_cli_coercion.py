@@ -78,7 +78,7 @@ def test_http_back_authentication_is_confirmed_and_linked(tmp_path):
                                   "benign-machine-auth.pcap"])
 def test_benign_encrypted_and_machine_account_captures_raise_nothing(tmp_path, name):
     """Encrypted file transfer and RPC on six-letter pipes (lsarpc, srvsvc) by Samba and impacket;
-    DC01$ logging on to its file server with no inbound session to the DC before it."""
+    SRV01$ logging on to its file server with no inbound session to it before."""
     alerts, summary = replay(tmp_path / "s.db", name)
     assert alerts == [] and "0 alert(s)" in summary
 

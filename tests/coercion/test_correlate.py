@@ -152,14 +152,16 @@ def test_call_naming_another_host_confirms_nothing_in_either_order():
 
 
 def test_daily_file_server_logon_without_inbound_session_is_not_coercion():
-    """benign-machine-auth: DC01$ logs on to its file server 10.0.0.5 twice; nothing reached the
-    DC before. The same logons just after an encrypted inbound session would be PROBABLE."""
+    """benign-machine-auth: member server SRV01 logs on twice as SRV01$ to its file server
+    10.0.0.66; nothing reached it before. The same logons just after an encrypted inbound
+    session would be PROBABLE; after one that began later they are not."""
     recorded = records("benign-machine-auth.pcap")
     logons = [r for r in recorded if isinstance(r, NtlmAuthentication) and r.is_machine_account]
-    assert [(a.user, a.flow.client_ip, a.flow.server_ip) for a in logons] == [("DC01$", "10.0.0.10", "10.0.0.5")] * 2
+    assert [(a.user, a.flow.client_ip, a.flow.server_ip) for a in logons] == [("SRV01$", "10.0.0.5", "10.0.0.66")] * 2
     assert alerts("benign-machine-auth.pcap") == []
-    correlator = Correlator()
-    inbound = FlowKey("10.0.0.66", 50000, "10.0.0.10", 445)
-    correlator.feed(EncryptedMessage(inbound, logons[0].ts - 5, 1, True, 7, 200, 252))
-    raised = [a for r in recorded for a in correlator.feed(r)]
-    assert [(a.rule, a.victim_ip, a.listener_ip) for a in raised] == [(PROBABLE, "10.0.0.10", "10.0.0.5")] * 2
+    inbound = FlowKey("10.0.0.77", 50000, "10.0.0.5", 445)
+    for start, expected in ((logons[0].ts - 5, 2), (logons[-1].ts + 1, 0)):
+        correlator = Correlator()
+        correlator.feed(EncryptedMessage(inbound, start, 1, True, 7, 200, 252))
+        raised = [a for r in recorded for a in correlator.feed(r)]
+        assert [(a.rule, a.victim_ip, a.listener_ip) for a in raised] == [(PROBABLE, "10.0.0.5", "10.0.0.66")] * expected

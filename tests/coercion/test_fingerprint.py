@@ -95,7 +95,7 @@ def clear_sizes(path: Path) -> dict:
 @pytest.mark.parametrize("name, expected", [
     ("dfscoerce-smb311-clear.pcap", 1), ("dfscoerce-smb21.pcap", 1), ("coerced-auth-clear.pcap", 1),
     ("benign-rpcclient-dfs.pcap", 0), ("benign-smb-filecopy.pcap", 0), ("coerced-auth-http.pcap", 1),
-    # DC01$ reading impacket smbserver: srvsvc NetShareEnumAll on a 6-character pipe, large answer
+    # SRV01$ reading impacket smbserver: srvsvc NetShareEnumAll on a 6-character pipe, large answer
     ("benign-machine-auth.pcap", 0), ("benign-encrypted-rpc.pcap", 0), ("benign-encrypted-smbclient.pcap", 0),
     # impacket calling netdfs opnums 14, 15, 20, 23, 24: the coercion family, same shape
     ("dfsnm-other-coercion.pcap", 1)])
