@@ -62,7 +62,10 @@ class SyslogAlerts:
     def write(self, line: str) -> None:
         if self.sink is not None:
             self.sink.write(line)
-        syslog_module.syslog(syslog_module.LOG_WARNING, line)
+        # Journald and log viewers show what syslog stores: the alert's JSON re-encoded as
+        # ASCII, so bidi overrides and other invisible characters off the wire arrive as \u
+        # escapes (JSON already escapes the C0 controls).
+        syslog_module.syslog(syslog_module.LOG_WARNING, json.dumps(json.loads(line), separators=(",", ":")))
 
     def reopen(self) -> None:
         if self.sink is not None:
