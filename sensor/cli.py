@@ -180,11 +180,8 @@ def replay(captures: tuple[str, ...], engine: str, **options) -> None:
         _fail(f"{config.db}: {e}")
     outputs.close()
     if engine == "tshark":
-        from sensor.tshark.summary import tshark_summary
-
-        click.echo(tshark_summary(summary, sum(sizes)), err=True)
-    else:
-        click.echo(summary.human(), err=True)
+        summary = summary.as_tshark(sum(sizes))
+    click.echo(summary.human(), err=True)
 
 
 def _replay_native(sensor, captures: tuple[str, ...], sizes: list[int]) -> None:

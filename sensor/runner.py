@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable
 
 from sensor.anomaly import Stats
@@ -37,8 +37,8 @@ Frame = tuple[float, int, bytes, int]
 @dataclass(frozen=True)
 class Summary:
     files: int
-    packets: int
-    bytes: int
+    packets: int | None  # None: the engine cannot count frames (tshark hands over only what its filter kept)
+    bytes: int | None    # None: unknown (tshark live)
     flows: int
     events: int          # events decoded, replayed ones included
     new_events: int      # events the store did not have yet
@@ -46,21 +46,36 @@ class Summary:
     seconds: float
     anomalies: dict[str, int] = field(default_factory=dict)
     alerts_by_rule: dict[str, int] = field(default_factory=dict)
+    decoded_frames: int | None = None   # tshark engine: frames its display filter passed
 
     @property
-    def mb_per_s(self) -> float:
+    def mb_per_s(self) -> float | None:
+        if self.bytes is None:
+            return None
         return self.bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
 
+    def as_tshark(self, file_bytes: int | None) -> "Summary":
+        """What the tshark engine can honestly state: the frames it decoded, not those it read."""
+        return replace(self, packets=None, decoded_frames=self.packets, bytes=file_bytes)
+
     def to_dict(self) -> dict:
+        mb_per_s = self.mb_per_s
         return {"files": self.files, "packets": self.packets, "bytes": self.bytes,
+                "decoded_frames": self.decoded_frames,
                 "flows": self.flows, "events": self.events, "new_events": self.new_events,
                 "alerts": self.alerts, "alerts_by_rule": dict(self.alerts_by_rule), "seconds": round(self.seconds, 3),
-                "mb_per_s": round(self.mb_per_s, 2), "anomalies": dict(self.anomalies)}
+                "mb_per_s": None if mb_per_s is None else round(mb_per_s, 2), "anomalies": dict(self.anomalies)}
 
     def human(self) -> str:
-        lines = [f"{self.files} file(s), {self.packets:,} packets, {self.bytes / 1e6:,.1f} MB, "
+        if self.packets is not None:
+            packets = f"{self.packets:,} packets"
+        else:
+            packets = f"packets n/a ({self.decoded_frames or 0:,} decoded by tshark)"
+        size = "" if self.bytes is None else f"{self.bytes / 1e6:,.1f} MB, "
+        rate = "" if self.mb_per_s is None else f" ({self.mb_per_s:,.1f} MB/s)"
+        lines = [f"{self.files} file(s), {packets}, {size}"
                  f"{self.flows:,} flows, {self.events:,} events ({self.new_events:,} new), "
-                 f"{self.alerts:,} alert(s) in {self.seconds:.2f} s ({self.mb_per_s:,.1f} MB/s)"]
+                 f"{self.alerts:,} alert(s) in {self.seconds:.2f} s{rate}"]
         if self.alerts_by_rule:
             lines.append("alerts: " + ", ".join(f"{rule} {count:,}"
                                                 for rule, count in sorted(self.alerts_by_rule.items())))

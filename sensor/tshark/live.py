@@ -37,7 +37,6 @@ from sensor.runner import Sensor
 from sensor.service import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, SyslogAlerts, _Signals, log
 from sensor.store.sqlite import StoreError
 from sensor.tshark.engine import DISPLAY_FILTER, PROTOCOLS, TsharkEngine
-from sensor.tshark.summary import tshark_summary
 from sensor.tshark.version import TsharkUnavailable
 
 # dumpcap says "Capturing on ..." once its sockets and filter are in place (well under a
@@ -208,5 +207,5 @@ def run_live_tshark(config: Config, outputs: Outputs, interfaces: list[str], bpf
         summary = sensor.finish()
         outputs.close()
     log(stats(final=True))
-    log(tshark_summary(summary, None))
+    log(summary.as_tshark(None).human())
     return code
