@@ -166,9 +166,11 @@ class FlowTable:
     def _advance(self, ts, frame, flow: Flow, from_client: bool, seq, ack, flags, payload, out: list) -> list:
         this, peer = (flow.client, flow.server) if from_client else (flow.server, flow.client)
         if flags & ACK:
-            out.extend(peer.acknowledge(ts, frame, ack))
+            lost = peer.acknowledge(ts, frame, ack)
+            if lost:
+                out += lost
         if payload or flags & (SYN | FIN) or this.next is None:
-            out.extend(this.segment(ts, frame, seq, payload, bool(flags & SYN), bool(flags & FIN)))
+            out += this.segment(ts, frame, seq, payload, flags & SYN != 0, flags & FIN != 0)
         if flags & RST:
             self._end(ts, frame, flow, "rst", out)
         elif flow.client.fin_at is not None and flow.server.fin_at is not None:

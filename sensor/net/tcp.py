@@ -118,9 +118,13 @@ class TcpDirection:
 
     def acknowledge(self, ts: float, frame: int, ack: int) -> list:
         """The peer acknowledged ``ack``: holes below it, with data buffered above, are loss."""
-        if self.next is None:
+        nxt = self.next
+        if nxt is None:
             return []
-        acked = self._offset(ack)
+        delta = (ack - nxt) % _SEQ_SPACE      # self._offset(ack), inlined: once per packet
+        if delta >= _HALF_SEQ_SPACE:
+            delta -= _SEQ_SPACE
+        acked = nxt + delta
         if self.fin_at is not None and acked > self.fin_at:
             acked = self.fin_at     # the FIN takes one sequence number, not a byte
         if acked - self.next > MAX_WINDOW:
