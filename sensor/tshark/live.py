@@ -29,7 +29,7 @@ import pyshark
 from pyshark.capture.capture import Capture, TSharkCrashException
 from pyshark.tshark.tshark import get_process_path
 
-from sensor.capture.live import DEFAULT_BPF, TICK_SECONDS
+from sensor.capture.live import DEFAULT_BPF, TICK_SECONDS, CaptureError, compile_bpf
 from sensor.config import Config
 from sensor.outputs import OutputError, Outputs
 from sensor.privileges import PrivilegeError, refuse_root
@@ -135,8 +135,9 @@ def run_live_tshark(config: Config, outputs: Outputs, interfaces: list[str], bpf
         return EXIT_USAGE
     try:
         refuse_root(allow_root, None)
+        compile_bpf(bpf or DEFAULT_BPF)   # dumpcap checks the filter only after it says "Capturing on"
         engine = TsharkEngine()
-    except (PrivilegeError, TsharkUnavailable) as e:
+    except (PrivilegeError, TsharkUnavailable, CaptureError) as e:
         log(f"dfs-sensor: {e}")
         return EXIT_USAGE
     signals = _Signals()
