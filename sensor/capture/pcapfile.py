@@ -11,6 +11,7 @@ raises ``CaptureError``, when opening. A ``.gz`` file (by its gzip magic) is rea
 from __future__ import annotations
 
 import gzip
+import zlib
 import os
 import struct
 from typing import BinaryIO, Iterator
@@ -48,6 +49,11 @@ class CaptureError(Exception):
 Packet = tuple[float, int, bytes, int]
 
 
+# What reading a damaged file raises: I/O errors, a gzip stream cut short (EOFError) or
+# corrupt (zlib.error, found by the capture_file fuzz target).
+_DAMAGED_STREAM = (OSError, EOFError, zlib.error)
+
+
 class _Chunked:
     """A forward-only window over a file: ``need(n)`` guarantees n bytes at ``pos`` or fewer at EOF."""
 
@@ -68,7 +74,11 @@ class _Chunked:
         have = len(rest)
         while have < n:
             # gzip streams may return short reads before EOF; only an empty read is the end.
-            more = self._file.read(max(READ_CHUNK, n - have))
+            # A corrupt or cut gzip stream ends the file there: what came before is good.
+            try:
+                more = self._file.read(max(READ_CHUNK, n - have))
+            except _DAMAGED_STREAM:
+                more = b""
             if not more:
                 break
             parts.append(more)
@@ -277,7 +287,7 @@ def open_capture(path: str) -> CaptureReader:
             file.seek(0)
             file = gzip.GzipFile(fileobj=file, mode="rb")
             head = file.read(24)
-    except (OSError, EOFError) as exc:
+    except _DAMAGED_STREAM as exc:
         file.close()
         raise CaptureError(f"{path}: unreadable ({exc})") from None
     if not head:
