@@ -36,6 +36,10 @@ _IDB = 1
 _OPB = 2   # obsolete Packet Block, still written by old tools
 _SPB = 3
 _EPB = 6
+# Smallest well-formed block of each type: 12 bytes of framing plus its fixed fields
+# (pcapng draft 4.2 IDB linktype+snaplen 8, 4.3 EPB / OPB 20, 4.4 SPB original length 4); a
+# shorter one would read its fields out of the next block.
+_MIN_BLOCK = {_IDB: 20, _OPB: 32, _SPB: 16, _EPB: 32}
 # IDB options: if_tsresol (section 4.2: MSB clear = 10^-n, set = 2^-n) and if_tsoffset (seconds).
 _OPT_END = 0
 _OPT_IF_TSRESOL = 9
@@ -214,6 +218,10 @@ class PcapngReader(CaptureReader):
             src.pos = at + blen
             body = at + 8
             body_end = at + blen - 4
+            if blen < _MIN_BLOCK.get(btype, 12):
+                stats.anomaly(0.0, "capture", "capture_corrupt_record",
+                              detail=f"{self.path}: block type {btype:#x} of {blen} bytes after frame {frame}")
+                continue
             if btype == _EPB or btype == _OPB:
                 if btype == _EPB:
                     ifid, ts_hi, ts_lo, caplen = struct.unpack_from(endian + "IIII", buf, body)
