@@ -109,7 +109,9 @@ class _Walker:
         if start + 2 * actual > len(self.buf):
             raise NdrDecodeError(f"{name}: {actual} characters run past the stub")
         if self.strict:
-            if max_count != actual or offset != 0 or actual == 0:
+            # C706 14.3.4.2: the receiver accepts max_count >= actual_count (a buffer larger
+            # than the string); a server rejects max_count < actual_count and a non-zero offset.
+            if max_count < actual or offset != 0 or actual == 0:
                 raise NdrDecodeError(f"{name}: counts {max_count}/{offset}/{actual} not a plain string")
             if self.buf[start + 2 * actual - 2:start + 2 * actual] != b"\x00\x00":
                 raise NdrDecodeError(f"{name}: not NUL-terminated")

@@ -157,7 +157,7 @@ def test_trailing_bytes_tolerated_by_decode_but_not_by_looks_like():
 
 def test_looks_like_rejects_inconsistent_counts_and_other_calls():
     bad_max = bytearray(REMOVE)
-    bad_max[0] = 11                     # MaximumCount != ActualCount
+    bad_max[0] = 9                      # MaximumCount < ActualCount: the server rejects it
     bad_offset = bytearray(REMOVE)
     bad_offset[4] = 1                   # Offset != 0
     no_nul = wire(dfsnm.NetrDfsRemoveStdRoot, ServerName="10.0.0.66", RootShare="test\x00", ApiFlags=1)

@@ -83,8 +83,6 @@ def test_max_count_beyond_actual_count_decodes_the_same():
     assert decoded(ADD_STD_ROOT, add_std_root(max_count=500)) == ARGS
 
 
-@pytest.mark.xfail(strict=True, reason="looks_like demands max_count == actual_count; "
-                                       "sensor/interfaces/decode.py _Walker.wstr should accept max_count > actual_count")
 def test_max_count_beyond_actual_count_is_still_inferred_from_the_stub():
     assert looks_like(IFACE.operation(ADD_STD_ROOT), add_std_root(max_count=500), True)
 
