@@ -1,9 +1,9 @@
 r"""The one place that knows the order of the stages.
 
-    frame -> FrameDecoder -> FlowTable -> SmbConnection (per flow) -> RpcAssociation (per pipe)
-                                       \-> RpcAssociation (per ncacn_ip_tcp flow)
-          -> event_builder -> RpcCallEvent
-                                       \-> HttpNtlmFlow (per http flow) -> NtlmAuthentication
+    frame -> FrameDecoder -> FlowTable -+-> SmbConnection (per SMB flow) -> RpcAssociation (per pipe)
+                                        +-> RpcAssociation (per ncacn_ip_tcp flow)
+                                        +-> HttpNtlmFlow (per HTTP flow)
+    RpcCall -> event_builder -> RpcCallEvent
 
 Every stage is sans-IO; the pipeline only routes units between them, keeps the per-flow
 context an event needs (pipe names, SMB sessions), and holds each call until its response
@@ -11,7 +11,8 @@ or fault gives the exception code. A held call is never dropped: it is emitted w
 code when its pipe or flow ends, when it waits too long, or when the hold table is full.
 
 ``feed`` returns records in order: RpcCallEvent, and what later stages read beside it:
-SmbSession (authentications), EncryptedMessage (SMB3 transform headers) and Anomaly.
+SmbSession and NtlmAuthentication (who authenticated to whom), EncryptedMessage (SMB3
+transform headers) and Anomaly.
 """
 from __future__ import annotations
 
