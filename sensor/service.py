@@ -241,7 +241,7 @@ def _fork_workers(config: Config, outputs: Outputs, captures: list[LiveCapture],
         capture.close()          # the parent only waits; the rings live in the children
 
     def forward(signum, frame) -> None:
-        for pid in children:
+        for pid in list(children):
             try:
                 os.kill(pid, signum)
             except ProcessLookupError:
