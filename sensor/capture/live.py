@@ -39,13 +39,21 @@ from sensor.anomaly import Stats
 # ports: any IPv4 TCP segment whose payload starts with 05 00 (DCE/RPC v5.0 header,
 # C706 12.6.3): binds and small requests (every DFSNM call) fit in one segment and start it;
 # continuation segments of large PDUs do not match and the TCP stage sees them as gaps.
+# HTTP back-authentication (issue 6): a coerced server's NTLM to a WebDAV listener on any
+# port travels in the client's request head, so any IPv4 TCP segment whose payload starts
+# with a method NTLM clients send (RFC 9110 9.3; WebDAV RFC 4918 9.1 PROPFIND; OPTIONS is
+# the Windows WebClient's first request) is admitted; the flow table picks the flow up
+# midstream from that first request. The server's 401 (its CHALLENGE) is not needed.
 # libpcap's tcp[] indexes IPv4 only. Non-first IPv4 fragments carry no TCP header to match
 # on, so all of them are admitted (rare on a LAN) rather than letting fragmentation evade.
 _SMB_RPC_PORTS = "tcp port 445 or tcp port 139 or tcp port 135"
-_RPC_PAYLOAD = "tcp[((tcp[12] & 0xf0) >> 2):2] = 0x0500"
+_TCP_PAYLOAD = "tcp[((tcp[12] & 0xf0) >> 2)"
+_RPC_PAYLOAD = f"{_TCP_PAYLOAD}:2] = 0x0500"
+HTTP_NTLM_METHODS = (b"GET ", b"HEAD", b"POST", b"PUT ", b"OPTI", b"PROP")
+_HTTP_REQUEST = " or ".join(f"{_TCP_PAYLOAD}:4] = 0x{method.hex()}" for method in HTTP_NTLM_METHODS)
 _IP_FRAGMENT = "ip[6:2] & 0x1fff != 0"
-DEFAULT_BPF = (f"{_SMB_RPC_PORTS} or {_RPC_PAYLOAD} or {_IP_FRAGMENT}"
-               f" or (vlan and ({_SMB_RPC_PORTS} or {_RPC_PAYLOAD} or {_IP_FRAGMENT}))")
+_ADMITTED = f"{_SMB_RPC_PORTS} or {_RPC_PAYLOAD} or {_HTTP_REQUEST} or {_IP_FRAGMENT}"
+DEFAULT_BPF = f"{_ADMITTED} or (vlan and ({_ADMITTED}))"
 
 # An idle tick is yielded at least this often (the consumer expires flows and prints stats).
 TICK_SECONDS = 0.5

@@ -92,14 +92,22 @@ def test_vlan_tags_are_put_back(veth, tmp_path):
 
 
 @pytest.mark.root
-def test_default_filter_keeps_smb_rpc_and_fragments_and_drops_the_rest(veth, tmp_path):
+def test_default_filter_keeps_smb_rpc_http_requests_and_fragments_and_drops_the_rest(veth, tmp_path):
     keep = [
         smb_frame(),                                               # SMB direct
         smb_frame(dport=139),                                      # NetBIOS session service
         smb_frame(RPC_BIND_HEADER, dport=49667),                   # DCE/RPC on a dynamic port
         Ether() / IP(src="10.0.0.66", dst="10.0.0.10", proto=6, frag=185) / Raw(b"z" * 40),  # later fragment
+        # HTTP requests that can carry NTLM back-authentication (WebDAV), on any port
+        *(smb_frame(method + b" /x HTTP/1.1\r\n", dport=port) for method, port in
+          [(b"GET", 80), (b"HEAD", 8080), (b"POST", 8000), (b"PUT", 81), (b"OPTIONS", 8081),
+           (b"PROPFIND", 8080)]),
+        Ether() / Dot1Q(vlan=7) / IP(src="10.0.0.66", dst="10.0.0.10")
+        / TCP(sport=50001, dport=8080, flags="PA") / Raw(b"PROPFIND /x HTTP/1.1\r\n"),
     ]
-    drop = [smb_frame(b"GET / HTTP/1.1\r\n", dport=80),
+    drop = [smb_frame(b"HTTP/1.1 401 Unauthorized\r\n", dport=8080),   # the server's answer
+            smb_frame(b"SSH-2.0-OpenSSH_9.2\r\n", dport=22),
+            smb_frame(b"GETX / HTTP/1.1\r\n", dport=80),
             Ether() / IP(src="10.0.0.66", dst="10.0.0.53") / UDP(dport=53) / Raw(b"q" * 20)]
     pcap = write_pcap(tmp_path, drop[:1] + keep[:2] + drop[1:] + keep[2:])
     frames, _, counters = capture([veth.host], lambda: veth.replay(pcap), len(keep), timeout=2.0)
