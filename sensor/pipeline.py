@@ -12,7 +12,7 @@ code when its pipe or flow ends, when it waits too long, or when the hold table 
 
 ``feed`` returns records in order: RpcCallEvent, and what later stages read beside it:
 SmbSession and NtlmAuthentication (who authenticated to whom), EncryptedMessage (SMB3
-transform headers) and Anomaly.
+transform headers), ServiceSeen (a Kerberos/LDAP server on an ignored flow) and Anomaly.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from sensor.http.ntlm import HttpNtlmFlow
 from sensor.interfaces.catalog import Catalog, default_catalog
 from sensor.net.flows import FlowTable
 from sensor.net.frames import FrameDecoder
-from sensor.net.stream import FlowEnded, FlowKey, FlowStarted, StreamData, StreamGap
+from sensor.net.stream import FlowEnded, FlowKey, FlowStarted, ServiceSeen, StreamData, StreamGap
 from sensor.smb.connection import SmbConnection
 from sensor.smb.events import (EncryptedMessage, NtlmAuthentication, PipeClosed, PipeData, PipeId,
                                PipeOpened, SmbSession)
@@ -204,7 +204,7 @@ class Pipeline:
                 state.assocs[None] = RpcAssociation(self._rpc_settings)
         elif kind is FlowEnded:
             self._end_flow(unit.flow, unit.ts, out)
-        elif kind is Anomaly:
+        elif kind is Anomaly or kind is ServiceSeen:
             out.append(unit)
 
     def _on_smb(self, state: _FlowState, ev, out: list) -> None:

@@ -14,6 +14,9 @@ pipeline's records, in capture order:
   pair is common (``pair_days``: distinct days seen, from the store) - a DC replicating to its
   partner every day learns itself out.
 
+Servers are the hosts seen serving SMB (SmbSession) or Kerberos/LDAP (ServiceSeen), plus the
+config's allow-list: a PROBABLE to a listener that is a server gets the lower confidence.
+
 A real server authenticates to L while it serves the call, before it answers, and the
 pipeline emits a call at its answer: so the call may come after the authentication. Machine
 authentications are therefore remembered for ``window`` too, and a call naming L confirms
@@ -28,7 +31,7 @@ from typing import Callable
 from sensor.anomaly import Stats
 from sensor.coercion.events import CONFIRMED, PROBABLE, CoercionAlert
 from sensor.events import RpcCallEvent
-from sensor.net.stream import FlowKey
+from sensor.net.stream import FlowKey, ServiceSeen
 from sensor.smb.events import EncryptedMessage, NtlmAuthentication, SmbSession
 
 # Coercion tools trigger the callback within a second or two; 30 s leaves room for a slow
@@ -39,6 +42,9 @@ DEFAULT_WINDOW = 30.0
 MAX_INBOUND_FLOWS = 65_536
 # Host names learned from NTLMSSP CHALLENGEs (name -> address). One per server on the network.
 MAX_NAMES = 65_536
+# Hosts remembered as servers (serving SMB, Kerberos or LDAP): one per server on the network;
+# when full, later ones are not added (a listener then keeps the higher PROBABLE confidence).
+MAX_SERVERS = 65_536
 # Call ids listed per inbound flow; a client hammering one pipe keeps only its first calls.
 MAX_CALLS_PER_FLOW = 16
 # Machine-account authentications remembered for calls answered after them; oldest go first.
@@ -77,7 +83,8 @@ class Correlator:
         self.stats = Stats()
         self._inbound: OrderedDict[FlowKey, _Inbound] = OrderedDict()   # by last activity
         self._names: dict[str, str] = {}
-        self.servers: set[str] = set(self.settings.known_servers)      # hosts seen serving SMB
+        # Hosts seen serving SMB, Kerberos or LDAP, and the config's allow-list
+        self.servers: set[str] = set(self.settings.known_servers)
         self._recent: deque[NtlmAuthentication] = deque(maxlen=MAX_RECENT_AUTHENTICATIONS)
 
     def feed(self, record) -> list[CoercionAlert]:
@@ -87,7 +94,7 @@ class Correlator:
         elif kind is SmbSession:
             inbound = self._touch(record.flow, record.ts)
             inbound.encrypted |= record.encrypted
-            self.servers.add(record.flow.server_ip)
+            self._note_server(record.flow.server_ip)
             self._learn(record.flow.server_ip, record.server_netbios_name, record.server_dns_name)
         elif kind is RpcCallEvent:
             flow = FlowKey(record.actor_remote_ip, record.actor_remote_port, record.agent_ip,
@@ -99,6 +106,8 @@ class Correlator:
                 if len(inbound.calls) < MAX_CALLS_PER_FLOW:
                     inbound.calls.append((record.event_id, hosts))
                 return self._answered_call(record, flow, inbound, hosts)
+        elif kind is ServiceSeen:
+            self._note_server(record.ip)
         elif kind is NtlmAuthentication:
             self._learn(record.flow.server_ip, record.server_netbios_name, record.server_dns_name)
             if record.is_machine_account:
@@ -125,6 +134,10 @@ class Correlator:
         inbound.first_ts = min(inbound.first_ts, ts)
         inbound.last_ts = max(inbound.last_ts, ts)
         return inbound
+
+    def _note_server(self, ip: str) -> None:
+        if len(self.servers) < MAX_SERVERS:
+            self.servers.add(ip)
 
     def _learn(self, ip: str, *names: str) -> None:
         for name in names:
@@ -170,7 +183,8 @@ class Correlator:
             self.stats["coercion_probable_common_pair"] += 1
             return []
         self.stats["coercion_probable"] += 1
-        # A listener that serves SMB to other hosts too is more likely a real file server.
+        # A listener that serves SMB, Kerberos or LDAP to other hosts is more likely a real
+        # server (a file server, a DC replicating) than an attacker's listener.
         confidence = 0.5 if listener in self.servers else 0.8
         return [CoercionAlert(PROBABLE, client_ip=encrypted.client,
                               delay=round(auth.ts - encrypted.last_ts, 6), confidence=confidence,

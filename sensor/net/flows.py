@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from sensor.anomaly import Stats
 from sensor.net.frames import Segment
-from sensor.net.stream import FlowEnded, FlowKey, FlowStarted
+from sensor.net.stream import FlowEnded, FlowKey, FlowStarted, ServiceSeen
 from sensor.net.tcp import TcpDirection, TcpLimits
 
 # TCP flag bits (RFC 9293 3.1)
@@ -37,6 +37,11 @@ MAX_FLOWS = 100_000
 # Ignored connections remembered (two keys each). Reset wholesale when full: a forgotten
 # flow is re-judged from its next packet, which costs a few comparisons.
 MAX_IGNORED_KEYS = 400_000
+# Servers of these ports are noted (ServiceSeen) when their flow is ignored: a DC serves
+# Kerberos (RFC 4120 7.2.2), LDAP (RFC 4511), LDAPS, the global catalog (MS-ADTS 6.3.1.2).
+SERVICE_PORTS = {88: "kerberos", 389: "ldap", 636: "ldaps", 3268: "gc"}
+# Hosts noted once each; a full set is forgotten wholesale (a host is then noted again).
+MAX_SERVICE_HOSTS = 65_536
 # Idle timeouts, capture seconds: 5 min for a connection that carried data (SMB clients
 # keep sessions open with echo every 60 s or less; Windows idles them out after ~15 min);
 # 30 s for one that never did, or is closing (a SYN unanswered for 30 s is dead: Linux
@@ -125,6 +130,7 @@ class FlowTable:
         self._by_key: dict[tuple, tuple[Flow, bool]] = {}
         self._flows: dict[FlowKey, Flow] = {}        # insertion order = age, for eviction
         self._ignored: set[tuple] = set()
+        self._service_hosts: set[bytes] = set()
         self._next_expiry = 0.0
 
     # -- input ---------------------------------------------------------------------------
@@ -155,6 +161,7 @@ class FlowTable:
             sniffed = sniff_app(payload)
             if sniffed is None or (sniffed[0] == "http" and not from_client):
                 self._ignore(flow)      # HTTP only from the client's side: not a server banner
+                self._note_service(flow.keys[0], ts, out)
                 return out
             flow.app = sniffed[0]      # roles stay as the handshake set them
         if not flow.started and payload:
@@ -198,6 +205,7 @@ class FlowTable:
             sniffed = sniff_app(payload)
             if sniffed is None:
                 self._ignore_keys(key, (dst, src, dport, sport))
+                self._note_service(key, ts, out)
                 return None
             app = sniffed[0]
             if sniffed[1] is not None:
@@ -265,6 +273,18 @@ class FlowTable:
         self._ignored.add(reverse)
         self.stats["flows_ignored"] += 1
 
+    def _note_service(self, key: tuple, ts: float, out: list) -> None:
+        """An ignored flow's server on a SERVICE_PORTS port (the handshake's server, else the
+        port side), once per host. Runs once per ignored flow, never per packet."""
+        src, dst, sport, dport = key
+        port, ip = (dport, dst) if dport in SERVICE_PORTS else (sport, src)
+        if port not in SERVICE_PORTS or ip in self._service_hosts:
+            return
+        if len(self._service_hosts) >= MAX_SERVICE_HOSTS:
+            self._service_hosts.clear()
+        self._service_hosts.add(ip)
+        out.append(ServiceSeen(_ip_text(ip), SERVICE_PORTS[port], ts))
+
     def expire(self, now: float) -> list:
         """End flows idle past their timeout; forget closed ones after the short timeout."""
         self._next_expiry = now + EXPIRY_INTERVAL
@@ -291,6 +311,7 @@ class FlowTable:
         self._flows.clear()
         self._by_key.clear()
         self._ignored.clear()
+        self._service_hosts.clear()
         return out
 
     @property

@@ -58,4 +58,14 @@ class FlowEnded:
     reason: str   # "fin", "rst", "idle", "evicted", "end_of_capture"
 
 
-StreamEvent = FlowStarted | StreamData | StreamGap | FlowEnded
+@dataclass(frozen=True, slots=True)
+class ServiceSeen:
+    """A host answered as a Kerberos/LDAP server (issue 6: what a DC serves besides SMB), on a
+    flow the table otherwise ignores. Emitted once per host while the table remembers it."""
+
+    ip: str
+    service: str   # "kerberos", "ldap", "ldaps", "gc" (flows.SERVICE_PORTS)
+    ts: float
+
+
+StreamEvent = FlowStarted | StreamData | StreamGap | FlowEnded | ServiceSeen
