@@ -139,6 +139,14 @@ class Sensor:
             self._commit_when_due()
         self._commit()
 
+    def correlate(self, records: Iterable) -> None:
+        """Records for the coercion stages only: the ``live --workers`` parent's correlator
+        (the workers already stored and judged the events). Commits at once: the workers
+        wait on the store's write lock while it holds it, and coercion alerts are rare."""
+        for record in records:
+            self._correlate(record)
+        self._commit()
+
     def finish(self) -> Summary:
         """End of input: drain the pipeline, commit, prune, release the store."""
         self._handle(self.pipeline.close())
@@ -162,10 +170,7 @@ class Sensor:
     def _handle(self, records: Iterable) -> None:
         store = self.store
         for record in records:
-            for stage in self.coercion_stages:
-                alerts = stage.feed(record)
-                if alerts:
-                    self._coercion_alerts(alerts)
+            self._correlate(record)
             if not isinstance(record, RpcCallEvent):
                 continue
             self.stats["events"] += 1
@@ -179,6 +184,12 @@ class Sensor:
             self._newest_ms = max(self._newest_ms, record.event_timestamp)
             for alert in self.detector.feed(record):
                 self._write_alert(alert.rule, alert.to_json())
+
+    def _correlate(self, record) -> None:
+        for stage in self.coercion_stages:
+            alerts = stage.feed(record)
+            if alerts:
+                self._coercion_alerts(alerts)
 
     def _coercion_alerts(self, alerts: list[CoercionAlert]) -> None:
         """Stored once per rule, [victim, listener, client] and UTC day; only new ones are written."""

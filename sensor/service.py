@@ -15,7 +15,10 @@ the store, and forks N workers. Each worker decodes the flows the kernel hashes 
 its own pipeline and its own connection to the shared SQLite store (WAL). The detector's
 one-alert-per-key-per-day stays exact across workers: every event is stored and judged
 inside one BEGIN IMMEDIATE transaction, so two workers never check and insert the same
-alert key at once. The parent forwards SIGTERM/SIGINT/SIGHUP and exits when all have.
+alert key at once. The coercion correlator pairs two flows the hash may split, so it runs
+once, in the parent: workers send it its inputs (sensor.coercion.forward) and the parent
+stores and writes its alerts through a Sensor of its own. The parent forwards
+SIGTERM/SIGINT/SIGHUP and exits when all workers have and their channels are drained.
 """
 from __future__ import annotations
 
@@ -28,9 +31,13 @@ import sys
 import syslog as syslog_module
 import time
 import traceback
+import select
+import socket
 from collections.abc import Iterator
 
-from sensor.capture.live import CaptureError, LiveCapture
+from sensor.capture.live import TICK_SECONDS, CaptureError, LiveCapture
+from sensor.coercion import forward
+from sensor.coercion.correlate import Correlator
 from sensor.config import Config
 from sensor.outputs import STDOUT, OutputError, Outputs
 from sensor.privileges import PrivilegeError, drop_privileges, refuse_root
@@ -219,8 +226,10 @@ def run_live(config: Config, outputs: Outputs, interfaces: list[str], bpf: str |
 
 def _fork_workers(config: Config, outputs: Outputs, captures: list[LiveCapture],
                   stats_interval: float, stats_json: bool) -> int:
-    """Run ``_serve`` in one child per capture; forward stop and reopen signals; the worst
-    exit code. A worker that fails stops the others (a supervisor restarts the service)."""
+    """Run ``_serve`` in one child per capture, each with a channel to the parent's coercion
+    correlator; forward stop and reopen signals; the worst exit code. A worker that fails
+    stops the others (a supervisor restarts the service)."""
+    channels = [forward.channel() for _ in captures] if config.coercion.enabled else []
     children: dict[int, int] = {}
     for number, capture in enumerate(captures, 1):
         pid = os.fork()
@@ -230,7 +239,14 @@ def _fork_workers(config: Config, outputs: Outputs, captures: list[LiveCapture],
                 for other in captures:
                     if other is not capture:
                         other.close()
-                code = _serve(config, outputs, capture, number, stats_interval, stats_json)
+                mine = None
+                for index, (worker_end, parent_end) in enumerate(channels):
+                    parent_end.close()
+                    if index == number - 1:
+                        mine = worker_end
+                    else:
+                        worker_end.close()
+                code = _serve(config, outputs, capture, number, stats_interval, stats_json, mine)
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -238,9 +254,14 @@ def _fork_workers(config: Config, outputs: Outputs, captures: list[LiveCapture],
                 os._exit(code)
         children[pid] = number
     for capture in captures:
-        capture.close()          # the parent only waits; the rings live in the children
+        capture.close()          # the rings live in the children
+    for worker_end, _ in channels:
+        worker_end.close()       # so a worker's exit is end of file on its channel
+    signals = _Signals()
 
-    def forward(signum, frame) -> None:
+    def on_signal(signum, frame) -> None:
+        if signum == signal.SIGHUP:
+            signals.reopen = True
         for pid in list(children):
             try:
                 os.kill(pid, signum)
@@ -248,22 +269,88 @@ def _fork_workers(config: Config, outputs: Outputs, captures: list[LiveCapture],
                 pass
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, forward)
+        signal.signal(signum, on_signal)
     worst = EXIT_OK
-    while children:
-        pid, status = os.wait()
-        children.pop(pid, None)
-        code = os.waitstatus_to_exitcode(status)
-        if code != EXIT_OK:
-            if worst == EXIT_OK:
-                forward(signal.SIGTERM, None)
-            worst = EXIT_FAILURE
+    try:
+        correlator = _CorrelatorHost(config, outputs, [end for _, end in channels]) if channels else None
+    except StoreError as e:
+        log(f"dfs-sensor: {e}")
+        on_signal(signal.SIGTERM, None)
+        correlator, worst = None, EXIT_FAILURE
+    while children or (correlator and correlator.open):
+        if correlator is not None:
+            correlator.poll(TICK_SECONDS)
+        else:
+            time.sleep(TICK_SECONDS)
+        if signals.reopen:
+            signals.reopen = False
+            try:
+                outputs.reopen()
+            except OutputError as e:
+                log(f"dfs-sensor: SIGHUP: {e}")
+        while children:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            children.pop(pid, None)
+            if os.waitstatus_to_exitcode(status) != EXIT_OK:
+                if worst == EXIT_OK:
+                    on_signal(signal.SIGTERM, None)
+                worst = EXIT_FAILURE
+    if correlator is not None:
+        log(correlator.finish())
+    outputs.close()
     return worst
 
 
+class _CorrelatorHost:
+    """The parent's one coercion correlator, fed what the workers forward; its alerts are
+    stored and written by a Sensor of its own (same store, same outputs)."""
+
+    def __init__(self, config: Config, outputs: Outputs, ends: list[socket.socket]) -> None:
+        self.sensor = Sensor(config, outputs)
+        # Only the correlator: the size fingerprint reads one flow and stays in the workers.
+        self.sensor.coercion_stages = tuple(stage for stage in self.sensor.coercion_stages
+                                            if isinstance(stage, Correlator))
+        self.sensor.start_file("live:correlator")
+        self._reorder = forward.Reorder()
+        self._ends = {end.fileno(): end for end in ends}
+        self._poller = select.poll()
+        for fd in self._ends:
+            self._poller.register(fd, select.POLLIN)
+
+    @property
+    def open(self) -> bool:
+        """Some worker has not closed its channel yet."""
+        return bool(self._ends)
+
+    def poll(self, timeout: float) -> None:
+        """Take what the workers sent within ``timeout`` seconds; correlate, in timestamp
+        order, what is older than the reorder delay (all of it once every worker is done)."""
+        if self._reorder.pending:
+            timeout = min(timeout, forward.REORDER_SECONDS / 3)
+        received = []
+        for fd, _ in self._poller.poll(int(timeout * 1000)):
+            records, closed = forward.receive(self._ends[fd])
+            received += records
+            if closed:
+                self._poller.unregister(fd)
+                self._ends.pop(fd).close()
+        self.sensor.correlate(self._reorder.feed(received, time.time()))
+        if not self._ends:
+            self.sensor.correlate(self._reorder.close())
+
+    def finish(self) -> str:
+        """Commit and close the store; the line the parent logs."""
+        summary = self.sensor.finish()
+        rules = ", ".join(f"{rule} {n:,}" for rule, n in sorted(summary.alerts_by_rule.items()))
+        return f"dfs-sensor: correlator: {summary.alerts:,} coercion alert(s)" + (f" ({rules})" if rules else "")
+
+
 def _serve(config: Config, outputs: Outputs, capture: LiveCapture, worker: int | None,
-           stats_interval: float, stats_json: bool) -> int:
-    """One decoding process: capture -> sensor until a stop signal; the exit code."""
+           stats_interval: float, stats_json: bool, correlator_channel: socket.socket | None = None) -> int:
+    """One decoding process: capture -> sensor until a stop signal; the exit code. With a
+    ``correlator_channel`` (a --workers child) the correlator's inputs go to the parent."""
     interfaces = capture.interfaces
     signals = _Signals()
     signals.install()
@@ -274,6 +361,10 @@ def _serve(config: Config, outputs: Outputs, capture: LiveCapture, worker: int |
         log(f"dfs-sensor: {e}")
         return EXIT_FAILURE
     sensor.start_file("live:" + ",".join(interfaces))
+    if correlator_channel is not None:
+        sensor.coercion_stages = tuple(
+            forward.CorrelatorForwarder(correlator_channel) if isinstance(stage, Correlator) else stage
+            for stage in sensor.coercion_stages)
     tag = {} if worker is None else {"worker": worker}
 
     def report() -> None:
