@@ -28,10 +28,12 @@ from sensor.event_builder import CallContext, build_event, resolve
 from sensor.events import RpcCallEvent
 from sensor.http.ntlm import HttpNtlmFlow
 from sensor.interfaces.catalog import Catalog, default_catalog
-from sensor.net.flows import FlowTable
-from sensor.net.frames import FrameDecoder
+from sensor.net.flows import Flow, FlowTable
+from sensor.net.frames import LINKTYPE_ETHERNET, FrameDecoder
+from sensor.net.lane import BulkLane
 from sensor.net.stream import FlowEnded, FlowKey, FlowStarted, ServiceSeen, StreamData, StreamGap
 from sensor.smb.connection import SmbConnection
+from sensor.smb.netbios import MESSAGE_BUDGET_BYTES
 from sensor.smb.events import (EncryptedMessage, NtlmAuthentication, PipeClosed, PipeData, PipeId,
                                PipeOpened, SmbSession)
 
@@ -53,6 +55,9 @@ class PipelineSettings:
     # Called with (flow, pipe id or None, RpcBind | RpcCall) for every bind and request on any
     # interface, catalogued or not: a dce_rpc.log-style view, and the corpus conformance tests.
     rpc_observer: Callable[[FlowKey, PipeId | None, object], None] | None = None
+    # Account bulk SMB data frames by length before decoding them (sensor/net/lane.py). Off
+    # only to check that it changes nothing.
+    bulk_lane: bool = True
 
 
 @dataclass
@@ -64,9 +69,10 @@ class _Pipe:
 class _FlowState:
     """What the pipeline keeps per TCP flow: its parsers and the context events need."""
 
-    __slots__ = ("smb", "http", "assocs", "pipes", "sessions", "encrypted_sessions")
+    __slots__ = ("tcp", "smb", "http", "assocs", "pipes", "sessions", "encrypted_sessions")
 
-    def __init__(self, smb: SmbConnection | None, http: HttpNtlmFlow | None = None):
+    def __init__(self, tcp: Flow | None, smb: SmbConnection | None, http: HttpNtlmFlow | None = None):
+        self.tcp = tcp          # the flow table's flow (the bulk lane reads its TCP state)
         self.smb = smb
         self.http = http
         self.assocs: dict[PipeId | None, RpcAssociation] = {}
@@ -82,6 +88,8 @@ class Pipeline:
         # Every association of this pipeline (one per process or worker) shares one stub
         # budget, and keeps only the stubs of catalogued interfaces.
         self.stub_budget = ByteBudget(STUB_BUDGET_BYTES)
+        # ... and one budget bounds the partial SMB messages all connections buffer.
+        self.message_budget = ByteBudget(MESSAGE_BUDGET_BYTES)
         self._rpc_settings = RpcSettings(stub_interfaces=frozenset(self.catalog.by_uuid), budget=self.stub_budget)
         self.capture_file = ""
         self.frames = FrameDecoder()
@@ -100,12 +108,24 @@ class Pipeline:
         self._last_state: _FlowState | None = None
         self._retired = Stats()     # counters of stages whose flow or pipe has ended
         self._next_expiry = 0.0
+        self.lane = BulkLane() if self.settings.bulk_lane else None
+        self._lane_candidate: _FlowState | None = None   # an SMB flow the last frame touched
 
     # -- input -------------------------------------------------------------------------
     def feed(self, ts: float, linktype: int, data, frame: int) -> list:
         self._packets += 1
         self._bytes += len(data)
-        segment = self.frames.decode(ts, linktype, data)
+        lane = self.lane
+        if lane is not None and lane.entries:
+            if linktype == LINKTYPE_ETHERNET and lane.admit(ts, data):
+                return []
+            segment = self.frames.decode(ts, linktype, data)
+            if segment is not None:
+                owner = lane.release_segment(segment[0], segment[1], segment[2], segment[3])
+                if owner is not None:
+                    self._lane_candidate = owner
+        else:
+            segment = self.frames.decode(ts, linktype, data)
         out: list = []
         if segment is not None:
             for unit in self.flows.feed(ts, frame, segment):
@@ -113,7 +133,17 @@ class Pipeline:
         if ts >= self._next_expiry:   # the flow table expires its own flows as packets pass
             self._next_expiry = ts + EXPIRY_INTERVAL
             self._expire_held(ts, out)
+        if lane is not None:
+            self._arm_lane(lane)
         return out
+
+    def _arm_lane(self, lane: BulkLane) -> None:
+        state = self._lane_candidate
+        if state is not None:
+            self._lane_candidate = None
+            if state.tcp is not None:
+                lane.arm(state.tcp, state.smb, state)
+        lane.until = min(self._next_expiry, self.flows.next_expiry)
 
     def tick(self, now: float) -> list:
         """An idle tick in live capture (no packet for a while): expire flows and held calls."""
@@ -121,6 +151,8 @@ class Pipeline:
         for unit in self.flows.expire(now):
             self._route(unit, out)
         self._expire_held(now, out)
+        if self.lane is not None:
+            self._arm_lane(self.lane)
         return out
 
     def _expire_held(self, now: float, out: list) -> None:
@@ -149,6 +181,9 @@ class Pipeline:
         total.update(self._own)
         total["packets"] += self._packets
         total["bytes"] += self._bytes
+        if self.lane is not None:
+            total["bulk_lane_packets"] += self.lane.packets
+            total["bulk_lane_bytes"] += self.lane.bytes
         total.update(self._retired)
         total.update(self.frames.stats)
         total.update(self.flows.stats)
@@ -174,6 +209,7 @@ class Pipeline:
                     return
                 self._last_flow, self._last_state = flow, state
             if state.smb is not None:
+                self._lane_candidate = state
                 if kind is StreamData:
                     events = state.smb.feed_data(unit.from_client, unit.ts, unit.data, unit.frame)
                 else:
@@ -196,11 +232,12 @@ class Pipeline:
         elif kind is FlowStarted:
             self._last_flow = self._last_state = None     # a reused 4-tuple replaces its state
             if unit.app == "smb":
-                self._flows[unit.flow] = _FlowState(SmbConnection(unit.flow))
+                self._flows[unit.flow] = _FlowState(self.flows.flow(unit.flow),
+                                                    SmbConnection(unit.flow, budget=self.message_budget))
             elif unit.app == "http":
-                self._flows[unit.flow] = _FlowState(None, HttpNtlmFlow(unit.flow))
+                self._flows[unit.flow] = _FlowState(None, None, HttpNtlmFlow(unit.flow))
             else:
-                state = self._flows[unit.flow] = _FlowState(None)
+                state = self._flows[unit.flow] = _FlowState(None, None)
                 state.assocs[None] = RpcAssociation(self._rpc_settings)
         elif kind is FlowEnded:
             self._end_flow(unit.flow, unit.ts, out)
@@ -301,6 +338,8 @@ class Pipeline:
             return
         if state is self._last_state:
             self._last_flow = self._last_state = None
+        if self.lane is not None:
+            self.lane.release(state)    # its skip counts and TCP offsets, before they are read
         if state.smb is not None:
             for ev in state.smb.close(ts):
                 self._on_smb(state, ev, out)

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from sensor.anomaly import Stats
 from sensor.net.frames import Segment
 from sensor.net.stream import FlowEnded, FlowKey, FlowStarted, ServiceSeen
-from sensor.net.tcp import TcpDirection, TcpLimits
+from sensor.budget import ByteBudget
+from sensor.net.tcp import OOO_BUDGET_BYTES, TcpDirection, TcpLimits
 
 # TCP flag bits (RFC 9293 3.1)
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
@@ -70,6 +71,7 @@ class FlowSettings:
     established_timeout: float = ESTABLISHED_TIMEOUT
     short_timeout: float = SHORT_TIMEOUT
     tcp: TcpLimits = field(default_factory=TcpLimits)
+    ooo_budget_bytes: int = OOO_BUDGET_BYTES
 
 
 def sniff_app(payload) -> tuple[str, bool | None] | None:
@@ -109,23 +111,24 @@ class Flow:
                  "last_ts", "keys")
 
     def __init__(self, key: FlowKey, app: str | None, midstream: bool, vlan: tuple, ts: float,
-                 limits: TcpLimits, stats: Stats, keys: tuple):
+                 limits: TcpLimits, stats: Stats, keys: tuple, budget: ByteBudget):
         self.key = key
         self.app = app                # None until a payload names it (non-standard ports)
-        self.client = TcpDirection(key, True, limits, stats)
-        self.server = TcpDirection(key, False, limits, stats)
+        self.client = TcpDirection(key, True, limits, stats, budget)
+        self.server = TcpDirection(key, False, limits, stats, budget)
         self.vlan = vlan
         self.midstream = midstream
         self.started = False          # FlowStarted emitted
         self.closing = False          # ended; kept briefly to absorb its last packets
         self.last_ts = ts
-        self.keys = keys              # the two direction keys in the table
+        self.keys = keys              # the two direction keys in the table, the client's first
 
 
 class FlowTable:
     def __init__(self, settings: FlowSettings | None = None):
         self.settings = settings or FlowSettings()
         self.stats = Stats()
+        self.ooo_budget = ByteBudget(self.settings.ooo_budget_bytes)
         # (src, dst, sport, dport) -> (Flow, from_client); two entries per flow
         self._by_key: dict[tuple, tuple[Flow, bool]] = {}
         self._flows: dict[FlowKey, Flow] = {}        # insertion order = age, for eviction
@@ -217,7 +220,8 @@ class FlowTable:
         else:
             flow_key = FlowKey(_ip_text(dst), dport, _ip_text(src), sport)
         reverse = (dst, src, dport, sport)
-        flow = Flow(flow_key, app, midstream, vlan, ts, self.settings.tcp, self.stats, (key, reverse))
+        keys = (key, reverse) if from_client else (reverse, key)
+        flow = Flow(flow_key, app, midstream, vlan, ts, self.settings.tcp, self.stats, keys, self.ooo_budget)
         self._flows[flow_key] = flow
         self._by_key[key] = (flow, from_client)
         self._by_key[reverse] = (flow, not from_client)
@@ -313,6 +317,15 @@ class FlowTable:
         self._ignored.clear()
         self._service_hosts.clear()
         return out
+
+    def flow(self, key: FlowKey) -> Flow | None:
+        """The tracked flow of a key (the bulk lane reads its TCP directions)."""
+        return self._flows.get(key)
+
+    @property
+    def next_expiry(self) -> float:
+        """Capture time of the next idle scan ``feed`` will run."""
+        return self._next_expiry
 
     @property
     def active(self) -> int:

@@ -12,7 +12,9 @@ retransmitted.
 
 Holes: the direction waits for a missing range while later data sits in the out-of-order
 buffer, and gives up on it (``StreamGap``, then the data after it) when
-- the buffer exceeds its bounds,
+- the buffer exceeds its bounds (its own, or the process-wide OOO_BUDGET_BYTES shared by every
+  direction: the oldest queue is then given up, its bytes treated as acknowledged-but-lost, so
+  they become a StreamGap when later data or the end of the flow comes),
 - the peer acknowledged past the hole (it got bytes the capture lost), judged when both the
   acknowledgement and later data are in hand, so a SPAN port that shows an ACK a little
   before the data it acknowledges does not make a false gap,
@@ -28,6 +30,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
 from sensor.anomaly import Stats
+from sensor.budget import ByteBudget
 from sensor.net.stream import FlowKey, StreamData, StreamGap
 
 _SEQ_SPACE = 1 << 32
@@ -40,6 +43,10 @@ MAX_OOO_BYTES = 1 << 20
 # Segments held per direction: bounds the per-segment bookkeeping when an attacker sends
 # 1-byte segments out of order (1 MiB of them would be a million list entries).
 MAX_OOO_SEGMENTS = 2048
+# Out-of-order bytes held by all directions of all flows of a flow table (one per process or
+# worker): 128 full queues at once. More than 128 of 100k flows stalled on a hole at the same
+# moment is an attack or a broken SPAN, and 100k x 2 x MAX_OOO_BYTES would be 200 GiB.
+OOO_BUDGET_BYTES = 128 << 20
 # Data or acknowledgements this far beyond the next expected byte are not from this
 # connection (the largest TCP window with scaling is 2**30 bytes, RFC 7323 2.3).
 MAX_WINDOW = 1 << 30
@@ -55,20 +62,23 @@ class TcpDirection:
     """Bytes from one side of one flow. ``stats`` is the flow table's counter set (shared, so
     per-flow counters need no summing)."""
 
-    __slots__ = ("flow", "from_client", "limits", "stats", "next", "acked", "fin_at",
-                 "_starts", "_datas", "_buffered")
+    __slots__ = ("flow", "from_client", "limits", "stats", "budget", "next", "acked", "fin_at",
+                 "_starts", "_datas", "_buffered", "_charged")
 
-    def __init__(self, flow: FlowKey, from_client: bool, limits: TcpLimits, stats: Stats):
+    def __init__(self, flow: FlowKey, from_client: bool, limits: TcpLimits, stats: Stats,
+                 budget: ByteBudget | None = None):
         self.flow = flow
         self.from_client = from_client
         self.limits = limits
         self.stats = stats
+        self.budget = budget             # the flow table's bound on all out-of-order queues
         self.next: int | None = None     # absolute offset of the next byte to deliver
         self.acked: int | None = None    # highest offset the peer acknowledged
         self.fin_at: int | None = None   # offset just past the last byte (FIN seen)
         self._starts: list[int] = []     # out-of-order buffer: sorted, non-overlapping
         self._datas: list[bytes] = []
         self._buffered = 0
+        self._charged = 0                # what the budget holds against this direction
 
     def _offset(self, seq: int) -> int:
         delta = (seq - self.next) % _SEQ_SPACE
@@ -114,6 +124,8 @@ class TcpDirection:
             self._skip_to(ts, frame, self._starts[0], out)
         if self._starts and self.acked is not None and self.acked > self.next:
             self._skip_to(ts, frame, self.acked, out)
+        if self.budget is not None and self._charged != self._buffered:
+            self._settle_budget(ts, out)
         return out
 
     def acknowledge(self, ts: float, frame: int, ack: int) -> list:
@@ -135,6 +147,8 @@ class TcpDirection:
         if self._starts and acked > self.next:
             out: list = []
             self._skip_to(ts, frame, acked, out)
+            if self.budget is not None:
+                self._settle_budget(ts, out)
             return out
         return []
 
@@ -150,12 +164,33 @@ class TcpDirection:
         if self.acked is not None and self.acked > limit:
             limit = self.acked
         self._skip_to(ts, frame, limit, out)
+        if self.budget is not None:
+            self._settle_budget(ts, out)
         return out
 
     @property
     def buffered(self) -> int:
         """Out-of-order bytes held."""
         return self._buffered
+
+    def _settle_budget(self, ts: float, out: list) -> None:
+        """Charge the budget with what the queue holds now (it is released when empty)."""
+        self.budget.release(self)
+        self._charged = self._buffered
+        if self._buffered and self.budget.charge(self, self._buffered, self._evicted_by_budget):
+            out.append(self.stats.anomaly(ts, "tcp", "tcp_ooo_budget_exceeded", self.flow,
+                                          f"oldest queues given up (all over {self.budget.limit} bytes)"))
+
+    def _evicted_by_budget(self, _holder) -> None:
+        """The process-wide budget gave this (oldest) queue up: its bytes count as acknowledged
+        and lost, so the hole and the queue become one StreamGap when the stream goes on."""
+        lost_to = self._starts[-1] + len(self._datas[-1])
+        if self.acked is None or self.acked < lost_to:
+            self.acked = lost_to
+        self._starts.clear()
+        self._datas.clear()
+        self._buffered = self._charged = 0
+        self.stats["tcp_queues_dropped_by_budget"] += 1
 
     def _insert(self, ts: float, start: int, data, out: list) -> None:
         """Buffer the parts of ``data`` no earlier segment covers (first received wins)."""

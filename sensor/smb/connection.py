@@ -12,6 +12,7 @@ import struct
 from typing import Any
 
 from sensor.anomaly import Anomaly, Stats
+from sensor.budget import ByteBudget
 from sensor.net.stream import FlowKey
 from sensor.smb import netbios
 from sensor.smb.events import SmbEvent
@@ -32,25 +33,35 @@ _PARSE_ERRORS = (IndexError, ValueError, KeyError, TypeError, struct.error)
 class SmbConnection:
     """``feed_data``/``feed_gap`` per direction, ``close`` at the end of the flow."""
 
-    def __init__(self, flow: FlowKey, settings: Any = None) -> None:
+    def __init__(self, flow: FlowKey, settings: Any = None, budget: ByteBudget | None = None) -> None:
         self.flow = flow
         self.settings = settings
         self.stats = Stats()
         self.sessions = SessionBook(flow, self.stats)
         self.smb2 = Smb2Protocol(flow, self.stats, self.sessions)
         self.smb1 = Smb1Protocol(flow, self.stats, self.sessions)
-        self._streams = (netbios.NbssStream(self._wants_whole, self.stats),   # server -> client
-                         netbios.NbssStream(self._wants_whole, self.stats))   # client -> server
+        # ``budget``: the pipeline's bound on partial messages buffered by all connections
+        self._streams = (netbios.NbssStream(self._wants_whole, self.stats, budget),   # server -> client
+                         netbios.NbssStream(self._wants_whole, self.stats, budget))   # client -> server
 
     def feed_data(self, from_client: bool, ts: float, data: bytes | memoryview,
                   frame: int) -> list[SmbEvent | Anomaly]:
-        self.stats["smb_bytes"] += len(data)
         return self._items(from_client, ts, frame, self._streams[from_client].feed(data))
 
     def feed_gap(self, from_client: bool, ts: float, length: int) -> list[SmbEvent | Anomaly]:
         return self._items(from_client, ts, 0, self._streams[from_client].gap(length))
 
+    def skip_remaining(self, from_client: bool) -> int:
+        """Bytes of this direction certain to be skipped next (inside a bulk payload)."""
+        return self._streams[from_client].skipping
+
+    def take_skip(self, from_client: bool, n: int) -> None:
+        """``n`` of those bytes went by on the bulk lane, never fed (``n <= skip_remaining``)."""
+        self._streams[from_client].take_skip(n)
+
     def close(self, ts: float) -> list[SmbEvent | Anomaly]:
+        for stream in self._streams:
+            stream.release()
         return self.smb2.close(ts) + self.smb1.close(ts)
 
     @property

@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable
 
 from sensor.anomaly import Stats
+from sensor.budget import ByteBudget
 
 SESSION_MESSAGE = 0x00
 SESSION_REQUEST = 0x81
@@ -44,6 +45,10 @@ PEEK_BYTES = 128
 # MS-SMB2 3.3.5.2: Windows caps MaxRead/Write/TransactSize at 8 MiB (large MTU); a pipe
 # message beyond that is not one a real server accepts.
 PIPE_MESSAGE_LIMIT = 8 * 1024 * 1024
+# All partial messages being buffered, every direction of every connection of a pipeline (one
+# per process or worker): 64 MiB is 1000 pipe transactions of 64 KiB in flight at once, far
+# past a busy DC, while 100k flows x 2 x PIPE_MESSAGE_LIMIT would be 1.6 TiB.
+MESSAGE_BUDGET_BYTES = 64 << 20
 # Give up on a direction after hunting this far without a plausible header: a little more
 # than the largest message that could be in the way.
 RESYNC_SCAN_LIMIT = 17 * 1024 * 1024
@@ -63,9 +68,11 @@ WantsWhole = Callable[[bytes, int], bool]
 class NbssStream:
     """Frames one direction. ``feed`` and ``gap`` return items (tuples, see above)."""
 
-    def __init__(self, wants_whole: WantsWhole, stats: Stats) -> None:
+    def __init__(self, wants_whole: WantsWhole, stats: Stats, budget: ByteBudget | None = None) -> None:
         self._wants_whole = wants_whole
         self.stats = stats
+        self._budget = budget
+        self._over_budget = False         # a charge evicted others: report it from feed
         self._buf = bytearray()
         self._length: int | None = None   # payload length of the message being framed
         self._whole: bool | None = None   # buffer it all? None: not decided yet
@@ -77,7 +84,14 @@ class NbssStream:
 
     @property
     def skipping(self) -> int:
+        """Bytes of a payload still to be skipped: the next bytes of this direction are
+        certain to be skipped whatever they hold (a gap inside them is absorbed too)."""
         return self._skip
+
+    def take_skip(self, n: int) -> None:
+        """``n`` bytes of the skipped payload went by without being fed (the bulk lane)."""
+        self._skip -= n
+        self.stats["nbss_bytes_skipped"] += n
 
     def feed(self, data: bytes | memoryview) -> list[tuple]:
         skip = self._skip
@@ -99,6 +113,10 @@ class NbssStream:
                 mv = self._hunt(mv, items)
             else:
                 mv = self._frame(mv, items)
+        if self._over_budget:
+            self._over_budget = False
+            items.append((ANOMALY, "nbss_message_budget_exceeded",
+                          f"oldest partial messages dropped (all over {self._budget.limit} bytes)"))
         return items
 
     def gap(self, length: int) -> list[tuple]:
@@ -117,10 +135,27 @@ class NbssStream:
         self._start_hunt(items, f"gap of {length} bytes")
         return items
 
+    def release(self) -> None:
+        """End of the connection: drop what is buffered and its share of the budget."""
+        self._reset()
+
     def _reset(self) -> None:
         self._buf.clear()
         self._length = None
         self._whole = None
+        if self._budget is not None:
+            self._budget.release(self)
+
+    def _evicted_by_budget(self, _holder) -> None:
+        """The process-wide message budget dropped this (oldest) partial message: resync."""
+        self._buf.clear()
+        self._length = None
+        self._whole = None
+        self._tail = b""
+        self._skip = 0
+        self._hunting = True
+        self._hunted = 0
+        self.stats["nbss_messages_dropped_by_budget"] += 1
 
     def _start_hunt(self, items: list[tuple], reason: str) -> None:
         # Drop the first byte of what was buffered and look for a header in the rest.
@@ -167,7 +202,10 @@ class NbssStream:
     def _take(self, mv: memoryview, upto: int) -> memoryview:
         n = upto - len(self._buf)
         if n > 0:
-            self._buf += mv[:n]
+            taken = mv[:n]
+            self._buf += taken
+            if self._budget is not None and self._budget.charge(self, len(taken), self._evicted_by_budget):
+                self._over_budget = True
             return mv[n:]
         return mv
 

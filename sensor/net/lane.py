@@ -1,0 +1,145 @@
+"""The bulk lane: frames of bulk SMB data accounted by length, before any decoding.
+
+On a file server nearly every packet is SMB2 READ/WRITE data lying wholly inside a payload
+the NetBIOS stage has already decided to skip. While a flow is in that state the lane holds,
+per direction, the raw 12-byte IPv4 address+port slice of its frames (no unpacking, no
+FlowKey hashing) -> the next expected sequence number and how many bytes it may still skip.
+A frame is admitted (counted and dropped) only when the slow path would have done nothing
+with it but advance the same counters:
+
+- untagged Ethernet, option-less unfragmented IPv4, TCP with ACK and no SYN/FIN/RST;
+- its seq is exactly the next expected one and its payload fits in the skip budget (so the
+  TCP direction would deliver it in order, and NetBIOS skip it whole);
+- it acknowledges nothing beyond what the peer direction has sent (so the peer's
+  ACK-proven-loss logic has nothing to do; an ACK past a hole takes the slow path);
+- the capture time is before the pipeline's next timed work (flow and held-call expiry).
+
+Anything else takes the slow path, which first hands the flow back (``release``): the TCP
+directions' next offsets and the NetBIOS skip counters advance by what the lane consumed,
+so the slow path resumes exactly where it would have been. The lane is armed only when
+both directions have no out-of-order data, no FIN, and no acknowledgement past their next
+byte, so nothing the lane skips over could have changed what the TCP stage does.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Hashable, Protocol
+
+from sensor.net.flows import Flow
+
+_SEQ_MASK = (1 << 32) - 1
+_HALF_SEQ_SPACE = 1 << 31
+# Frame layout read by ``admit``: Ethernet type, IPv4 ver/ihl, total length, flags/fragment
+# offset, protocol; TCP seq, ack, data offset, flags.
+_HEADERS = struct.Struct("!12xHBxH2xHxB14xIIBB")
+_KEY_START, _KEY_END = 26, 38          # IPv4 source, destination, TCP source, destination port
+_MIN_FRAME = 54                        # Ethernet 14 + IPv4 20 + TCP 20
+_PORTS = struct.Struct("!HH")
+ETHERTYPE_IPV4 = 0x0800
+IPV4_NO_OPTIONS = 0x45
+IPPROTO_TCP = 6
+# TCP flags (RFC 9293 3.1) the lane looks at: only ACK may be set among these.
+FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
+_CONTROL = FIN | SYN | RST | ACK
+
+
+class Skipper(Protocol):
+    """The stage that knows how many bytes of a direction it will skip (SmbConnection)."""
+
+    def skip_remaining(self, from_client: bool) -> int: ...
+
+    def take_skip(self, from_client: bool, n: int) -> None: ...
+
+
+class _Direction:
+    __slots__ = ("key", "seq", "budget", "taken", "tcp", "from_client", "peer", "flow",
+                 "skipper", "owner")
+
+    def __init__(self, key: bytes, flow: Flow, from_client: bool, skipper: Skipper, owner: Hashable):
+        self.key = key
+        self.tcp = flow.client if from_client else flow.server
+        self.seq = self.tcp.next & _SEQ_MASK        # next expected sequence number
+        self.budget = self.taken = skipper.skip_remaining(from_client)
+        self.from_client = from_client
+        self.flow = flow
+        self.skipper = skipper
+        self.owner = owner
+        self.peer: _Direction | None = None
+
+
+class BulkLane:
+    def __init__(self) -> None:
+        self.entries: dict[bytes, _Direction] = {}
+        self._owners: dict[Hashable, tuple[_Direction, _Direction]] = {}
+        # Capture time from which frames go the slow path (its timed work must see them).
+        self.until = 0.0
+        self.packets = 0        # frames admitted
+        self.bytes = 0          # payload bytes admitted (counted when handed back)
+
+    def admit(self, ts: float, data: bytes) -> bool:
+        """One Ethernet frame: True if it was accounted here and must not go further."""
+        entry = self.entries.get(data[_KEY_START:_KEY_END])
+        if entry is None or ts >= self.until or len(data) < _MIN_FRAME:
+            return False
+        ethertype, ver_ihl, total, frag, proto, seq, ack, offset, flags = _HEADERS.unpack_from(data)
+        if (ethertype != ETHERTYPE_IPV4 or ver_ihl != IPV4_NO_OPTIONS or proto != IPPROTO_TCP
+                or frag & 0x3FFF or flags & _CONTROL != ACK or seq != entry.seq
+                or (entry.peer.seq - ack) & _SEQ_MASK >= _HALF_SEQ_SPACE
+                or total > len(data) - 14):
+            return False
+        size = total - 20 - (offset >> 4) * 4
+        if size > entry.budget or size < 0 or offset < 0x50:
+            return False
+        if size:
+            entry.seq = (seq + size) & _SEQ_MASK
+            entry.budget -= size
+        entry.flow.last_ts = ts
+        self.packets += 1
+        return True
+
+    def arm(self, flow: Flow, skipper: Skipper, owner: Hashable) -> None:
+        """Put a flow on the lane if a direction is skipping and TCP has nothing pending."""
+        if owner in self._owners or flow.closing:
+            return
+        if not (skipper.skip_remaining(True) or skipper.skip_remaining(False)):
+            return
+        for tcp in (flow.client, flow.server):
+            if (tcp.next is None or tcp.buffered or tcp.fin_at is not None
+                    or (tcp.acked is not None and tcp.acked > tcp.next)):
+                return
+        client_key, server_key = flow.keys
+        if len(client_key[0]) != 4:
+            return          # IPv6: its frames never match the IPv4 slice
+        client = _Direction(_raw_key(client_key), flow, True, skipper, owner)
+        server = _Direction(_raw_key(server_key), flow, False, skipper, owner)
+        client.peer, server.peer = server, client
+        self.entries[client.key] = client
+        self.entries[server.key] = server
+        self._owners[owner] = (client, server)
+
+    def release_segment(self, src: bytes, dst: bytes, sport: int, dport: int) -> Hashable | None:
+        """A frame of this 4-tuple takes the slow path: hand its flow back first. Returns the
+        flow's owner if it was on the lane."""
+        entry = self.entries.get(src + dst + _PORTS.pack(sport, dport))
+        if entry is None:
+            return None
+        self.release(entry.owner)
+        return entry.owner
+
+    def release(self, owner: Hashable) -> None:
+        """Hand a flow back: TCP next offsets and skip counters advance by what was consumed."""
+        pair = self._owners.pop(owner, None)
+        if pair is None:
+            return
+        for entry in pair:
+            del self.entries[entry.key]
+            used = entry.taken - entry.budget
+            if used:
+                entry.tcp.next += used
+                entry.skipper.take_skip(entry.from_client, used)
+                self.bytes += used
+
+
+def _raw_key(key: tuple) -> bytes:
+    src, dst, sport, dport = key
+    return src + dst + _PORTS.pack(sport, dport)

@@ -1,0 +1,240 @@
+"""The bulk lane changes nothing but speed: the same records and counters with it and without.
+
+Checked on every capture in pcaps/ and the public corpus, on the large lab capture (slow),
+and on real attack flows with 256 KiB SMB2 WRITE/READ transfers put in front of the attack and
+re-cut at the TCP layer (segment sizes, reordering, duplicates, overlapping retransmissions,
+lost segments with and without an acknowledgement past them, VLAN-tagged copies, a FIN).
+"""
+from __future__ import annotations
+
+import os
+import random
+import struct
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sensor.capture.pcapfile import CaptureError, open_capture
+from sensor.net.frames import LINKTYPE_ETHERNET
+from sensor.pipeline import Pipeline, PipelineSettings
+from tests.conftest import PCAPS, decode_capture
+from tests.robustness.recut import ACK, FIN, PSH, SEQ_SPACE, Segment, event_facts, extract_flows, frame, turn_offsets
+from tests.robustness.test_tcp_recut import recut_turn
+from tests.smb.test_smb2 import DISK_FID, read, read_response, write, write_response
+
+CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
+LARGE = Path(os.environ.get("DFS_SENSOR_LARGE", PCAPS / "large" / "mixed.pcap"))
+LANE_COUNTERS = ("bulk_lane_packets", "bulk_lane_bytes")
+ATTACKS = ["dfscoerce-smb21.pcap", "dfscoerce-smb311-clear.pcap", "dfscoerce-smb202.pcap",
+           "dfscoerce-nbss139.pcap"]
+BULK = 256 << 10        # one 256 KiB WRITE and READ answer per flow (skipped: > 64 KiB)
+MSS = 1448
+MAX_SEGMENT = 9000      # a jumbo frame; re-cut retransmissions longer than this are split
+
+
+def both_ways(run):
+    """Run with the lane and without: (records, stats, lane packets) of each."""
+    results = []
+    for lane in (True, False):
+        records, stats = run(PipelineSettings(bulk_lane=lane))
+        used = stats["bulk_lane_packets"]
+        for name in LANE_COUNTERS:
+            stats.pop(name, None)
+        results.append((records, stats, used))
+    return results
+
+
+def assert_same(run) -> int:
+    (records, stats, used), (plain_records, plain_stats, _) = both_ways(run)
+    assert records == plain_records
+    assert stats == plain_stats
+    return used
+
+
+def captures() -> list[Path]:
+    found = sorted(PCAPS.glob("*.pcap*"))
+    if CORPUS.is_dir():
+        found += sorted(p for p in CORPUS.rglob("*") if p.is_file() and p.suffix in (".pcap", ".pcapng", ".cap"))
+    return found
+
+
+def decode_readable(path: Path, pipeline_settings: PipelineSettings):
+    """The pipeline over what can be read of a capture (some corpus files are damaged)."""
+    pipe = Pipeline(pipeline_settings)
+    records: list = []
+    try:
+        for ts, linktype, data, number in open_capture(path):
+            records.extend(pipe.feed(ts, linktype, data, number))
+    except CaptureError as e:
+        records.append(str(e))
+    records.extend(pipe.close())
+    return records, pipe.stats
+
+
+@pytest.mark.parametrize("path", captures(), ids=lambda p: str(p.relative_to(p.parents[1])))
+def test_every_capture_gives_the_same_records_and_counters(path):
+    assert_same(lambda s: decode_readable(path, s))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not LARGE.is_file(), reason="the large lab capture is not built (bench/run builds it)")
+def test_large_capture_same_and_almost_all_on_the_lane():
+    used = assert_same(lambda s: decode_capture(LARGE, s))
+    assert used > 0.9 * 719_323
+
+
+# -- attack flows with bulk transfers in front, re-cut --------------------------------------
+def with_bulk(turns: list[tuple[bool, bytes]]) -> list[tuple[bool, bytes]]:
+    """The flow's turns with a WRITE to a disk file and a READ answer of BULK bytes inserted
+    before the first client turn after the session setup."""
+    nb = lambda m: struct.pack(">I", len(m)) + m  # noqa: E731 - NetBIOS session message, RFC 1002 4.3.1
+    payload = bytes(random.Random(7).randbytes(BULK))
+    bulk = [(True, nb(write(900, DISK_FID, payload))), (False, nb(write_response(900, BULK))),
+            (True, nb(read(901, DISK_FID))), (False, nb(read_response(901, payload)))]
+    at = next(i for i in range(4, len(turns)) if turns[i][0])
+    merged = turns[:at] + bulk + turns[at:]
+    out: list[tuple[bool, bytes]] = []
+    for side, data in merged:          # consecutive turns of one side are one turn
+        if out and out[-1][0] == side:
+            out[-1] = (side, out[-1][1] + data)
+        else:
+            out.append((side, data))
+    return out
+
+
+_VLAN = struct.Struct("!HH")
+
+
+def tag(data: bytes, vlan: int) -> bytes:
+    """The same frame with an 802.1Q tag (a SPAN that sees both copies)."""
+    return data[:12] + _VLAN.pack(0x8100, vlan) + data[12:]
+
+
+def bulk_frames(key, turns, rng: random.Random | None, knobs: dict) -> list[bytes]:
+    """Handshake, every turn cut into segments (re-cut by ``knobs`` when ``rng``), FINs.
+
+    Each segment acknowledges what the peer sent before this turn, except where a lost
+    segment is followed by an ACK past it, as a receiver that got it would send."""
+    isn = (0xFFFF_0000, 0x7FFF_F000)     # both sequence spaces wrap inside the bulk data
+    sent = [0, 0]
+    out = [frame(key, Segment(True, 0, b"", 0x02), isn, (0, 0)),
+           frame(key, Segment(False, 0, b"", 0x12), isn, (0, 0)),
+           frame(key, Segment(True, 0, b"", ACK), isn, (0, 0))]
+    for (side, data), offset in zip(turns, turn_offsets(turns)):
+        if rng is None:
+            segs = [Segment(side, offset + i, data[i:i + MSS]) for i in range(0, len(data), MSS)]
+        else:
+            segs = [Segment(s.from_client, s.offset + i, s.data[i:i + MAX_SEGMENT])
+                    for s in recut_turn(rng, side, offset, data, knobs)
+                    for i in range(0, len(s.data), MAX_SEGMENT)]
+        acked = (sent[0], sent[1])
+        peer_ack = list(acked)
+        for seg in segs:
+            lost = rng is not None and len(data) > BULK and rng.random() < knobs["loss"]
+            if not lost:
+                built = frame(key, seg, isn, acked)
+                out.append(built)
+                if rng is not None and rng.random() < knobs["vlan"]:
+                    out.append(tag(built, 100))
+            end = seg.offset + len(seg.data)
+            me = 0 if seg.from_client else 1
+            if rng is not None and rng.random() < knobs["acks"]:
+                # the receiver acknowledges what it got, also past a lost segment
+                peer_ack[me] = max(peer_ack[me], end)
+                out.append(frame(key, Segment(not seg.from_client, sent[1 - me], b"", ACK), isn,
+                                 (peer_ack[0], peer_ack[1])))
+        sent[0 if side else 1] = offset + len(data)
+    out.append(frame(key, Segment(True, sent[0], b"", FIN | ACK), isn, tuple(sent)))
+    out.append(frame(key, Segment(False, sent[1], b"", FIN | ACK), isn, tuple(sent)))
+    return out
+
+
+def run_frames(frames: list[bytes], pipeline_settings: PipelineSettings):
+    pipe = Pipeline(pipeline_settings)
+    records = []
+    for i, data in enumerate(frames, 1):
+        records.extend(pipe.feed(1_700_000_000.0 + i / 1000, LINKTYPE_ETHERNET, data, i))
+    records.extend(pipe.close())
+    return records, pipe.stats
+
+
+_flows: dict[str, list] = {}
+
+
+def bulk_flows(name: str):
+    if name not in _flows:
+        _flows[name] = [(f.key, with_bulk(f.turns)) for f in extract_flows(PCAPS / name)]
+    return _flows[name]
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_bulk_in_front_of_an_attack_goes_on_the_lane_and_the_call_is_the_same(name):
+    frames = [f for key, turns in bulk_flows(name) for f in bulk_frames(key, turns, None, {})]
+    (records, stats, used), (plain, plain_stats, _) = both_ways(lambda s: run_frames(frames, s))
+    assert records == plain and stats == plain_stats
+    bulk_segments = 2 * BULK // MSS
+    assert used >= 0.95 * bulk_segments
+    baseline, _ = decode_capture(PCAPS / name)
+    assert event_facts(records) == event_facts(baseline)
+    assert stats["nbss_bytes_skipped"] >= 2 * BULK - 2 * 128
+    assert not any(k.startswith("anomaly.") for k in stats)
+
+
+KNOBS = st.fixed_dictionaries({
+    "sizes": st.sampled_from([(MSS,), (536, MSS), (700, MSS, 9000)]),
+    "dup": st.sampled_from([0.0, 0.01, 0.1]),
+    "overlap": st.sampled_from([0.0, 0.5]),
+    "reorder": st.sampled_from([0.0, 0.3, 1.0]),
+    "loss": st.sampled_from([0.0, 0.001, 0.01]),
+    "acks": st.sampled_from([0.0, 0.3, 1.0]),
+    "vlan": st.sampled_from([0.0, 0.01]),
+})
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(ATTACKS), knobs=KNOBS, seed=st.integers(0, 2**32 - 1))
+def test_any_recut_of_bulk_and_attack_gives_the_same_records_with_and_without_the_lane(name, knobs, seed):
+    rng = random.Random(seed)
+    frames = [f for key, turns in bulk_flows(name) for f in bulk_frames(key, turns, rng, knobs)]
+    assert_same(lambda s: run_frames(frames, s))
+
+
+def test_seq_wrap_is_inside_the_bulk_data():
+    """The re-cut flows above cross 2**32 in both directions during the transfers."""
+    key, turns = bulk_flows(ATTACKS[0])[0]
+    client_bytes = sum(len(d) for side, d in turns if side)
+    server_bytes = sum(len(d) for side, d in turns if not side)
+    assert 0xFFFF_0000 + 1 + client_bytes > SEQ_SPACE
+    assert 0x7FFF_F000 + 1 + server_bytes > 1 << 31      # past the half: signed deltas flip
+
+
+def test_an_ack_past_client_bytes_the_capture_lost_makes_the_gap_at_once_lane_or_not():
+    """The server's bulk READ answer acknowledges the start of the client's next request, which
+    the capture lost: those data frames must take the slow path (the ACK proves the loss), so
+    the resync happens when the rest of the request arrives, not at the end of the flow."""
+    key, turns = bulk_flows(ATTACKS[0])[0]
+    answer = next(i for i, (side, data) in enumerate(turns) if not side and len(data) > BULK)
+    lost = 40
+    isn = (1000, 5000)
+    offsets = turn_offsets(turns)
+    out = [frame(key, Segment(True, 0, b"", 0x02), isn, (0, 0)),
+           frame(key, Segment(False, 0, b"", 0x12), isn, (0, 0)),
+           frame(key, Segment(True, 0, b"", ACK), isn, (0, 0))]
+    sent = [0, 0]
+    for i, ((side, data), offset) in enumerate(zip(turns, offsets)):
+        start = lost if i == answer + 1 else 0
+        for at in range(start, len(data), MSS):
+            acked = list(sent)
+            if i == answer and at > len(data) // 2:
+                acked[0] += lost        # the server got the client's next bytes
+            out.append(frame(key, Segment(side, offset + at, data[at:at + MSS]), isn, tuple(acked)))
+        sent[0 if side else 1] = offset + len(data)
+    out.append(frame(key, Segment(True, sent[0], b"", FIN | ACK), isn, tuple(sent)))
+    out.append(frame(key, Segment(False, sent[1], b"", FIN | ACK), isn, tuple(sent)))
+    (records, stats, used), (plain, plain_stats, _) = both_ways(lambda s: run_frames(out, s))
+    assert used > BULK // MSS
+    assert records == plain and stats == plain_stats
+    resync = [r for r in records if getattr(r, "name", "") == "smb_resync"]
+    assert resync and resync[0].ts < 1_700_000_000.0 + (len(out) - 2) / 1000
