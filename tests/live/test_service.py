@@ -3,7 +3,6 @@ tcpreplay, stopped with signals. Compared against `dfs-sensor replay` on the sam
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import sqlite3

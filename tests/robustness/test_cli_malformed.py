@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PCAPS, ROOT
+from tests.conftest import PCAPS
 
 SENSOR = Path(sys.executable).parent / "dfs-sensor"
 ATTACK = PCAPS / "dfscoerce-smb21.pcap"
