@@ -178,3 +178,45 @@ def test_corpus_pcapng_frames_match_tshark():
         expected = [(float(t), int(n), protos.split(":")[0]) for t, n, protos in (r.split("\t") for r in rows)]
         got = [(ts, len(data), {1: "eth", 113: "sll", 101: "raw"}.get(lt, str(lt))) for ts, lt, data, _ in open_capture(str(path))]
         assert [(round(t, 6), n, p) for t, n, p in got] == [(round(t, 6), n, p) for t, n, p in expected], path
+
+
+PCAPS = Path(__file__).resolve().parents[2] / "pcaps"
+
+
+@pytest.mark.parametrize("name", ["benign-encrypted-rpc.pcap", "benign-encrypted-smbclient.pcap"])
+def test_mapped_window_moves_across_records_as_chunked_reads_do(tmp_path, monkeypatch, name):
+    """A regular file is read through a moving mmap window: with a window of two pages,
+    nearly every record straddles a move, and the records equal those read from a pipe
+    (chunked reads), position included."""
+    import sensor.capture.pcapfile as pcapfile
+    monkeypatch.setattr(pcapfile, "MAP_WINDOW", 2 * pcapfile.mmap.ALLOCATIONGRANULARITY)
+    path = PCAPS / name
+    with open_capture(str(path)) as reader:
+        assert isinstance(reader._in, pcapfile._Mapped)
+        mapped = list(reader)
+        assert reader.position == path.stat().st_size
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(["cp", str(path), str(fifo)])
+    with open_capture(str(fifo)) as reader:
+        assert isinstance(reader._in, pcapfile._Chunked)
+        piped = list(reader)
+    writer.wait()
+    assert path.stat().st_size > 3 * pcapfile.MAP_WINDOW and mapped == piped
+    assert all(type(data) is bytes for _, _, data, _ in mapped)
+
+
+def test_mapped_file_truncated_tail_and_growing_file(tmp_path):
+    path = tmp_path / "t.pcap"
+    whole = pcap("<", 0xA1B2C3D4, FRAMES)
+    path.write_bytes(whole[:-100])
+    with open_capture(str(path)) as reader:
+        assert [d for _, _, d, _ in reader] == FRAMES[:2]
+        assert reader.stats["anomaly.capture_truncated"] == 1
+    path.write_bytes(whole[:-len(FRAMES[2]) - 16])
+    with open_capture(str(path)) as reader:
+        frames = iter(reader)
+        assert next(frames)[2] == FRAMES[0]
+        with open(path, "ab") as f:     # a capture still being written: read to its end
+            f.write(whole[-len(FRAMES[2]) - 16:])
+        assert [d for _, _, d, _ in frames] == FRAMES[1:]
