@@ -1,6 +1,5 @@
 """Packets per second: a bare struct loop over a pcap vs reader, reader+frames, reader+frames+flows,
-and reader+frames+one dict lookup per segment: what a bulk-data lane that bypasses the TCP and
-SMB stages (a flow direction's skip handed to the flow table) could reach at best.
+and the whole pipeline with and without the bulk lane (sensor/net/lane.py).
 
     .venv/bin/python bench/net_throughput.py ../shared/corpus/zeek/testing/btest/Traces/smb/smb2.pcap
 """
@@ -13,6 +12,7 @@ import time
 from sensor.capture.pcapfile import open_capture
 from sensor.net.flows import FlowTable
 from sensor.net.frames import FrameDecoder
+from sensor.pipeline import Pipeline, PipelineSettings
 
 # Repeat small captures until a run takes long enough to time.
 MIN_PACKETS = 200_000
@@ -58,23 +58,24 @@ def reader_frames_flows(path: str) -> int:
     return count
 
 
-def reader_frames_lane(path: str) -> int:
-    """The floor of any per-segment work: decode, find the direction by its 4-tuple, advance it."""
-    decoder = FrameDecoder()
-    lanes: dict[tuple, list[int]] = {}
+def pipeline(path: str, lane: bool) -> int:
+    pipe = Pipeline(PipelineSettings(bulk_lane=lane))
     count = 0
-    for ts, linktype, data, _frame in open_capture(path):
-        segment = decoder.decode(ts, linktype, data)
-        if segment is not None:
-            key = segment[:4]
-            lane = lanes.get(key)
-            if lane is None:
-                lanes[key] = [segment[4], 0]
-            else:
-                lane[0] = (segment[4] + len(segment[7])) & 0xFFFFFFFF
-                lane[1] += len(segment[7])
+    for ts, linktype, data, frame in open_capture(path):
+        pipe.feed(ts, linktype, data, frame)
         count += 1
+    pipe.close()
     return count
+
+
+def reader_pipeline_lane(path: str) -> int:
+    """The whole pipeline, bulk SMB data frames accounted on the bulk lane (the default)."""
+    return pipeline(path, True)
+
+
+def reader_pipeline_no_lane(path: str) -> int:
+    """The whole pipeline, every frame decoded and reassembled."""
+    return pipeline(path, False)
 
 
 def measure(step, path: str) -> float:
@@ -87,5 +88,6 @@ def measure(step, path: str) -> float:
 if __name__ == "__main__":
     for capture in sys.argv[1:]:
         print(capture)
-        for step in (bare_loop, reader_only, reader_frames, reader_frames_lane, reader_frames_flows):
+        for step in (bare_loop, reader_only, reader_frames, reader_frames_flows, reader_pipeline_no_lane,
+                     reader_pipeline_lane):
             print(f"  {step.__name__:22s} {measure(step, capture):>10,.0f} packets/s")

@@ -5,6 +5,9 @@ r"""The one place that knows the order of the stages.
                                         +-> HttpNtlmFlow (per HTTP flow)
     RpcCall -> event_builder -> RpcCallEvent
 
+Bulk SMB data that the NetBIOS stage is certain to skip (file READ/WRITE payloads) is
+accounted by length on the bulk lane (sensor/net/lane.py) before any of the stages above.
+
 Every stage is sans-IO; the pipeline only routes units between them, keeps the per-flow
 context an event needs (pipe names, SMB sessions), and holds each call until its response
 or fault gives the exception code. A held call is never dropped: it is emitted without a
@@ -117,7 +120,8 @@ class Pipeline:
         self._bytes += len(data)
         lane = self.lane
         if lane is not None and lane.entries:
-            if linktype == LINKTYPE_ETHERNET and lane.admit(ts, data):
+            # (bytes only: its slice is the dict key; a writable buffer's view is unhashable)
+            if linktype == LINKTYPE_ETHERNET and type(data) is bytes and lane.admit(ts, data):
                 return []
             segment = self.frames.decode(ts, linktype, data)
             if segment is not None:
@@ -133,7 +137,7 @@ class Pipeline:
         if ts >= self._next_expiry:   # the flow table expires its own flows as packets pass
             self._next_expiry = ts + EXPIRY_INTERVAL
             self._expire_held(ts, out)
-        if lane is not None:
+        if lane is not None and (self._lane_candidate is not None or lane.entries):
             self._arm_lane(lane)
         return out
 
