@@ -36,9 +36,9 @@ from sensor.net.frames import LINKTYPE_ETHERNET, FrameDecoder
 from sensor.net.lane import BulkLane
 from sensor.net.stream import FlowEnded, FlowKey, FlowStarted, ServiceSeen, StreamData, StreamGap
 from sensor.smb.connection import SmbConnection
-from sensor.smb.netbios import MESSAGE_BUDGET_BYTES
 from sensor.smb.events import (EncryptedMessage, NtlmAuthentication, PipeClosed, PipeData, PipeId,
                                PipeOpened, SmbSession)
+from sensor.smb.netbios import MESSAGE_BUDGET_BYTES
 
 # Calls waiting for their response. A server answers within milliseconds; 4096 in flight
 # covers a busy DC, and overflow emits the oldest (without its code) rather than losing it.

@@ -20,8 +20,8 @@ import gzip
 import mmap
 import os
 import stat
-import zlib
 import struct
+import zlib
 from typing import BinaryIO, Iterator
 
 from sensor.anomaly import Stats

@@ -20,9 +20,9 @@ import socket
 from dataclasses import dataclass, field
 
 from sensor.anomaly import Stats
+from sensor.budget import ByteBudget
 from sensor.net.frames import Segment
 from sensor.net.stream import FlowEnded, FlowKey, FlowStarted, ServiceSeen
-from sensor.budget import ByteBudget
 from sensor.net.tcp import OOO_BUDGET_BYTES, TcpDirection, TcpLimits
 
 # TCP flag bits (RFC 9293 3.1)

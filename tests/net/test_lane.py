@@ -20,8 +20,9 @@ from sensor.capture.pcapfile import CaptureError, open_capture
 from sensor.net.frames import LINKTYPE_ETHERNET
 from sensor.pipeline import Pipeline, PipelineSettings
 from tests.conftest import PCAPS, decode_capture
-from tests.robustness.recut import ACK, FIN, PSH, SEQ_SPACE, Segment, event_facts, extract_flows, frame, turn_offsets
+from tests.robustness.recut import ACK, FIN, SEQ_SPACE, Segment, event_facts, extract_flows, frame, turn_offsets
 from tests.robustness.test_tcp_recut import recut_turn
+from tests.smb.conftest import nbss
 from tests.smb.test_smb2 import DISK_FID, read, read_response, write, write_response
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
@@ -89,10 +90,9 @@ def test_large_capture_same_and_almost_all_on_the_lane():
 def with_bulk(turns: list[tuple[bool, bytes]]) -> list[tuple[bool, bytes]]:
     """The flow's turns with a WRITE to a disk file and a READ answer of BULK bytes inserted
     before the first client turn after the session setup."""
-    nb = lambda m: struct.pack(">I", len(m)) + m  # noqa: E731 - NetBIOS session message, RFC 1002 4.3.1
     payload = bytes(random.Random(7).randbytes(BULK))
-    bulk = [(True, nb(write(900, DISK_FID, payload))), (False, nb(write_response(900, BULK))),
-            (True, nb(read(901, DISK_FID))), (False, nb(read_response(901, payload)))]
+    bulk = [(True, nbss(write(900, DISK_FID, payload))), (False, nbss(write_response(900, BULK))),
+            (True, nbss(read(901, DISK_FID))), (False, nbss(read_response(901, payload)))]
     at = next(i for i in range(4, len(turns)) if turns[i][0])
     merged = turns[:at] + bulk + turns[at:]
     out: list[tuple[bool, bytes]] = []
@@ -203,7 +203,7 @@ def test_any_recut_of_bulk_and_attack_gives_the_same_records_with_and_without_th
 
 def test_seq_wrap_is_inside_the_bulk_data():
     """The re-cut flows above cross 2**32 in both directions during the transfers."""
-    key, turns = bulk_flows(ATTACKS[0])[0]
+    _key, turns = bulk_flows(ATTACKS[0])[0]
     client_bytes = sum(len(d) for side, d in turns if side)
     server_bytes = sum(len(d) for side, d in turns if not side)
     assert 0xFFFF_0000 + 1 + client_bytes > SEQ_SPACE

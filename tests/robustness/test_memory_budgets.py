@@ -8,15 +8,13 @@ near the budget, not near flows x per-flow bound.
 from __future__ import annotations
 
 import socket
-import struct
 import tracemalloc
 
 from sensor.budget import ByteBudget
 from sensor.net.flows import FlowSettings, FlowTable
-from sensor.net.stream import StreamData, StreamGap
+from sensor.net.stream import FlowKey, StreamData, StreamGap
 from sensor.smb.connection import SmbConnection
 from sensor.smb.events import PipeData
-from sensor.net.stream import FlowKey
 from tests.smb.conftest import nbss
 from tests.smb.test_smb2 import FID, login_and_open, play, write
 
