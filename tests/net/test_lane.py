@@ -238,3 +238,48 @@ def test_an_ack_past_client_bytes_the_capture_lost_makes_the_gap_at_once_lane_or
     assert records == plain and stats == plain_stats
     resync = [r for r in records if getattr(r, "name", "") == "smb_resync"]
     assert resync and resync[0].ts < 1_700_000_000.0 + (len(out) - 2) / 1000
+
+
+_IPV4_TOTAL = struct.Struct("!H")
+
+
+def with_ip_options(data: bytes) -> bytes:
+    """The frame with a 4-byte IPv4 option block (NOP NOP NOP EOL, RFC 791 3.1), IHL 6."""
+    total = _IPV4_TOTAL.unpack_from(data, 16)[0]
+    return data[:14] + b"\x46" + data[15:16] + _IPV4_TOTAL.pack(total + 4) + data[18:34] + b"\x01\x01\x01\x00" + data[34:]
+
+
+def as_fragments(data: bytes) -> list[bytes]:
+    """The frame's IPv4 datagram in two fragments (RFC 791: offsets in 8-byte units)."""
+    payload = data[34:]
+    cut = len(payload) // 2 // 8 * 8
+    out = []
+    for offset, part, more in ((0, payload[:cut], 0x2000), (cut, payload[cut:], 0)):
+        header = (data[14:16] + _IPV4_TOTAL.pack(20 + len(part)) + b"\x12\x34"
+                  + _IPV4_TOTAL.pack(more | offset // 8) + data[22:34])
+        out.append(data[:14] + header + part)
+    return out
+
+
+@pytest.mark.parametrize("odd", ["ip_options", "fragments", "vlan_only", "rst_midway"])
+def test_bulk_frames_the_lane_refuses_take_the_slow_path_with_the_same_result(odd):
+    """Every 37th frame of the bulk transfers is made one the lane must not admit: IP options,
+    IP fragments, only a VLAN-tagged copy; or one RST (TCP flags byte at 47) late in the flow."""
+    name = ATTACKS[0]
+    frames = [f for key, turns in bulk_flows(name) for f in bulk_frames(key, turns, None, {})]
+    rst_at = next(i for i in range(len(frames) * 3 // 4, len(frames)) if len(frames[i]) >= 1000)
+    changed: list[bytes] = []
+    for i, data in enumerate(frames):
+        if odd == "rst_midway":
+            changed.append(data if i != rst_at else data[:47] + bytes([data[47] | 0x04]) + data[48:])
+        elif i % 37 or len(data) < 1000:
+            changed.append(data)
+        elif odd == "ip_options":
+            changed.append(with_ip_options(data))
+        elif odd == "fragments":
+            changed.extend(as_fragments(data))
+        else:
+            changed.append(tag(data, 7))
+    (records, stats, used), (plain, plain_stats, _) = both_ways(lambda s: run_frames(changed, s))
+    assert records == plain and stats == plain_stats
+    assert used > BULK // MSS
