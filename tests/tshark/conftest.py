@@ -11,10 +11,6 @@ import pytest
 from tests.conftest import CORPUS, ROOT
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: runs tshark over the whole corpus (deselect with -m 'not slow')")
-
-
 def corpus_diff_script():
     """scripts/corpus-diff as a module (it has no .py suffix: it is a command)."""
     loader = importlib.machinery.SourceFileLoader("corpus_diff", str(ROOT / "scripts" / "corpus-diff"))
