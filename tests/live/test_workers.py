@@ -41,6 +41,10 @@ def _rare(alerts: list[dict]) -> list[dict]:
     return [a for a in alerts if a["rule"] == RARE_RULE]
 
 
+def _without_context(alert: dict) -> dict:
+    return {k: v for k, v in comparable(alert).items() if k != "context"}
+
+
 def _calls(events: list[dict]) -> Counter:
     """What a call was, without when it was captured (live and replay timestamps differ)."""
     return Counter((e["action_rpc_func_name"], e["actor_remote_ip"], e["agent_ip"],
@@ -78,8 +82,10 @@ def test_two_workers_alert_as_one_replay_with_no_duplicates(veth, tmp_path):
     (tmp_path / "replay").mkdir()
     replay_alerts, replay_events = _replay(tmp_path / "replay", ATTACKS + BENIGN)
     assert _rare(replay_alerts)
-    assert sorted(json.dumps(comparable(a)) for a in _rare(live_alerts)) == \
-        sorted(json.dumps(comparable(a)) for a in _rare(replay_alerts))
+    # Two workers store in parallel, so which of several hits of one key came first (and gave
+    # the alert its context: client port, community id) is a race; the alerts themselves are not.
+    assert sorted(json.dumps(_without_context(a)) for a in _rare(live_alerts)) == \
+        sorted(json.dumps(_without_context(a)) for a in _rare(replay_alerts))
     assert _calls(live_events) == _calls(replay_events)
     finals = {s["worker"]: s for s in sensor.stats() if s.get("final")}
     assert sorted(finals) == [1, 2]
