@@ -84,7 +84,7 @@ class SyslogAlerts:
         syslog_module.closelog()
 
 
-class _Signals:
+class Signals:
     """Flags set by signal handlers, acted on by the capture loop."""
 
     def __init__(self) -> None:
@@ -104,6 +104,15 @@ class _Signals:
 
     def stopping(self) -> bool:
         return self.stop
+
+    def reopen_if_asked(self, outputs: Outputs) -> None:
+        """After SIGHUP (logrotate): reopen the output files; a failure is logged, not fatal."""
+        if self.reopen:
+            self.reopen = False
+            try:
+                outputs.reopen()
+            except OutputError as e:
+                log(f"dfs-sensor: SIGHUP: {e}")
 
 
 def log(text: str) -> None:
@@ -148,19 +157,14 @@ def format_stats(record: dict, as_json: bool) -> str:
             .format(rss_mb=record["rss_bytes"] / 1e6, **record))
 
 
-def _supervised(capture: LiveCapture, signals: _Signals, outputs: Outputs, on_interval,
+def _supervised(capture: LiveCapture, signals: Signals, outputs: Outputs, on_interval,
                 stats_interval: float) -> Iterator:
     """The capture's frames, with signals and periodic stats handled at every idle tick."""
     next_stats = time.monotonic() + stats_interval if stats_interval > 0 else float("inf")
     for item in capture.packets(signals.stopping):
         yield item
         if item is None:
-            if signals.reopen:
-                signals.reopen = False
-                try:
-                    outputs.reopen()
-                except OutputError as e:
-                    log(f"dfs-sensor: SIGHUP: {e}")
+            signals.reopen_if_asked(outputs)
             if time.monotonic() >= next_stats:
                 next_stats += stats_interval
                 on_interval()
@@ -257,7 +261,7 @@ def _fork_workers(config: Config, outputs: Outputs, captures: list[LiveCapture],
         capture.close()          # the rings live in the children
     for worker_end, _ in channels:
         worker_end.close()       # so a worker's exit is end of file on its channel
-    signals = _Signals()
+    signals = Signals()
 
     def on_signal(signum, frame) -> None:
         if signum == signal.SIGHUP:
@@ -282,12 +286,7 @@ def _fork_workers(config: Config, outputs: Outputs, captures: list[LiveCapture],
             correlator.poll(TICK_SECONDS)
         else:
             time.sleep(TICK_SECONDS)
-        if signals.reopen:
-            signals.reopen = False
-            try:
-                outputs.reopen()
-            except OutputError as e:
-                log(f"dfs-sensor: SIGHUP: {e}")
+        signals.reopen_if_asked(outputs)
         while children:
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
@@ -352,7 +351,7 @@ def _serve(config: Config, outputs: Outputs, capture: LiveCapture, worker: int |
     """One decoding process: capture -> sensor until a stop signal; the exit code. With a
     ``correlator_channel`` (a --workers child) the correlator's inputs go to the parent."""
     interfaces = capture.interfaces
-    signals = _Signals()
+    signals = Signals()
     signals.install()
     try:
         sensor = Sensor(config, outputs)

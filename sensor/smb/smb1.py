@@ -155,12 +155,6 @@ class Smb1Protocol(SmbProtocolState):
                                          f"more than {ANDX_LIMIT} AndX hops"))
         return events
 
-    def close(self, ts: float) -> list:
-        events = self.pipes.close_all(ts)
-        self._pending.clear()
-        self._trees.clear()
-        return events
-
     # -- requests --------------------------------------------------------------------------
     def _request(self, ts, frame, mv, block, tid, uid, unicode, entry, events) -> None:
         command, words, at, data = block

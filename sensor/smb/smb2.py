@@ -171,12 +171,6 @@ class Smb2Protocol(SmbProtocolState):
         events += self.sessions.encrypted(ts, session_id)
         return events
 
-    def close(self, ts: float) -> list:
-        events = self.pipes.close_all(ts)
-        self._pending.clear()
-        self._trees.clear()
-        return events
-
     # -- requests --------------------------------------------------------------------------
     def _request(self, ts, frame, op, command, message_id, sid, tid, file_id, create,
                  truncated, events) -> tuple[bytes | None, _Pending | None]:

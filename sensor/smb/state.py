@@ -189,6 +189,13 @@ class SmbProtocolState:
         self.sessions = sessions
         self.pipes = PipeTable(flow, stats)
 
+    def close(self, ts: float) -> list:
+        """End of the connection: every pipe still open is closed, pending requests dropped."""
+        events = self.pipes.close_all(ts)
+        self._pending.clear()
+        self._trees.clear()
+        return events
+
     def _ntlmssp(self, ts: float, blob, events: list):
         """The NTLMSSP message in a security blob, or None (a malformed one is an anomaly)."""
         try:

@@ -31,10 +31,10 @@ from pyshark.tshark.tshark import get_process_path
 
 from sensor.capture.live import DEFAULT_BPF, TICK_SECONDS, CaptureError, compile_bpf
 from sensor.config import Config
-from sensor.outputs import OutputError, Outputs
+from sensor.outputs import Outputs
 from sensor.privileges import PrivilegeError, refuse_root
 from sensor.runner import Sensor
-from sensor.service import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, SyslogAlerts, _Signals, log
+from sensor.service import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, SyslogAlerts, Signals, log
 from sensor.store.sqlite import StoreError
 from sensor.tshark.engine import DISPLAY_FILTER, PROTOCOLS, TsharkEngine
 from sensor.tshark.version import TsharkUnavailable
@@ -140,7 +140,7 @@ def run_live_tshark(config: Config, outputs: Outputs, interfaces: list[str], bpf
     except (PrivilegeError, TsharkUnavailable, CaptureError) as e:
         log(f"dfs-sensor: {e}")
         return EXIT_USAGE
-    signals = _Signals()
+    signals = Signals()
     signals.install()
     if syslog:
         outputs.alerts = SyslogAlerts(outputs.alerts)
@@ -189,12 +189,7 @@ def run_live_tshark(config: Config, outputs: Outputs, interfaces: list[str], bpf
             if signals.stop and not stopping:
                 stopping = True
                 capture.stop()
-            if signals.reopen:
-                signals.reopen = False
-                try:
-                    outputs.reopen()
-                except OutputError as e:
-                    log(f"dfs-sensor: SIGHUP: {e}")
+            signals.reopen_if_asked(outputs)
             if time.monotonic() >= next_stats:
                 next_stats += stats_interval
                 log(stats())
