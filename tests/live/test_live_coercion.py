@@ -22,16 +22,22 @@ def _coercion(alerts: list[dict]) -> list[dict]:
 
 
 def _live_and_replay(veth, tmp: Path, pcap: Path, *flags: str) -> tuple[list[dict], list[dict]]:
+    (tmp / "replay").mkdir()
+    replayed = replay_cli(tmp / "replay", [pcap])
     sensor = LiveSensor(tmp, veth.host, *flags)
     workers = int(flags[flags.index("--workers") + 1]) if "--workers" in flags else 1
     sensor.wait_for(lambda: sum("capturing on" in line for line in sensor.stderr) == workers,
                     "every worker")
     veth.replay(pcap)
-    time.sleep(1.0)     # what the replay raises is in before the stop
+    # Every coercion alert the replay raised is in before the stop (workers hand records to the
+    # parent's correlator in ring blocks, so a loaded machine may take a while), then a little
+    # longer so that an extra alert live would show too.
+    expected = {a["rule"] for a in replayed if a["rule"] in COERCION_RULES}
+    sensor.wait_for(lambda: expected <= {a["rule"] for a in sensor.lines(sensor.alerts)}, "the coercion alerts")
+    time.sleep(0.5)
     assert sensor.stop() == 0
     store_is_clean(sensor.db)
-    (tmp / "replay").mkdir()
-    return sensor.lines(sensor.alerts), replay_cli(tmp / "replay", [pcap])
+    return sensor.lines(sensor.alerts), replayed
 
 
 def test_http_back_authentication_passes_the_default_filter(veth, tmp_path):
