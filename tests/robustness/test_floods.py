@@ -4,31 +4,33 @@ the bound documented here and in the README."""
 from __future__ import annotations
 
 import socket
-import tracemalloc
 
-from sensor.dcerpc.association import MAX_CALLS_IN_FLIGHT, MAX_STUB_BYTES, RpcAssociation
+from sensor.dcerpc.association import (
+    MAX_CALLS_IN_FLIGHT,
+    MAX_STUB_BYTES,
+    RpcAssociation,
+)
 from sensor.net.flows import FlowSettings, FlowTable
 from sensor.smb.connection import SmbConnection
 from sensor.smb.events import PipeClosed, PipeData, PipeOpened
 from sensor.smb.state import PIPES_LIMIT
 from tests.dcerpc import dcerpc_wire as wire
-from tests.smb.test_smb2 import FID, create, create_response, login_and_open, play, write
+from tests.robustness.memory import peak_of
 from tests.smb.conftest import FLOW
+from tests.smb.test_smb2 import (
+    FID,
+    create,
+    create_response,
+    login_and_open,
+    play,
+    write,
+)
 
 # Documented worst cases (README): a half-open flow costs at most this much heap ...
 FLOW_BYTES = 2048
 # ... and a pipe's table entry plus its events at most this much.
 PIPE_BYTES = 4096
 SYN = 0x02
-
-
-def peak_of(fn):
-    tracemalloc.start()
-    try:
-        result = fn()
-        return result, tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 def test_half_open_flood_keeps_the_table_at_its_bound_and_evicts_oldest():

@@ -8,27 +8,18 @@ near the budget, not near flows x per-flow bound.
 from __future__ import annotations
 
 import socket
-import tracemalloc
 
 from sensor.budget import ByteBudget
 from sensor.net.flows import FlowSettings, FlowTable
 from sensor.net.stream import FlowKey, StreamData, StreamGap
 from sensor.smb.connection import SmbConnection
 from sensor.smb.events import PipeData
+from tests.robustness.memory import peak_of
 from tests.smb.conftest import nbss
 from tests.smb.test_smb2 import FID, login_and_open, play, write
 
 ACK = 0x10
 LIMIT = 2 << 20
-
-
-def peak_of(fn):
-    tracemalloc.start()
-    try:
-        result = fn()
-        return result, tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 def test_out_of_order_flood_stays_under_the_global_budget_and_the_oldest_queue_becomes_a_gap():
