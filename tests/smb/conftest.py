@@ -22,6 +22,17 @@ def nbss(message: bytes) -> bytes:
     return struct.pack(">I", len(message)) + message
 
 
+def play(conn, script, chunk=None, frame=7):
+    """Feed (from_client, message) pairs as NetBIOS frames, cut into ``chunk``-byte pieces."""
+    events = []
+    for from_client, message in script:
+        data = nbss(message)
+        step = chunk or len(data)
+        for i in range(0, len(data), step):
+            events += conn.feed_data(from_client, 1.0, data[i:i + step], frame)
+    return events
+
+
 def smb2_header(command: int, message_id: int, *, response: bool = False, status: int = 0,
                 session_id: int = 0x1111, tree_id: int = 5, flags: int = 0,
                 next_command: int = 0, async_id: int | None = None) -> bytes:

@@ -6,7 +6,7 @@ from sensor.net.stream import FlowKey
 from sensor.smb.connection import SmbConnection
 from sensor.smb.events import PipeClosed, PipeOpened, SmbSession
 
-from .conftest import CORPUS, FLOW, nbss, pipe_bytes, run_capture
+from .conftest import CORPUS, FLOW, nbss, pipe_bytes, play, run_capture
 
 UID, TID, PID = 0x0800, 0x0801, 0xFEFF
 FID_A, FID_B = 0x4000, 0x4001
@@ -82,16 +82,6 @@ SCRIPT = [
     (True, close(7, FID_A)),
 ]
 PIPE_A, PIPE_B = (1, UID, TID, FID_A), (1, UID, TID, FID_B)
-
-
-def play(conn, script, chunk=None):
-    events = []
-    for from_client, message in script:
-        data = nbss(message)
-        step = chunk or len(data)
-        for i in range(0, len(data), step):
-            events += conn.feed_data(from_client, 1.0, data[i:i + step], 3)
-    return events
 
 
 def test_two_fids_at_once_write_read_and_transact():

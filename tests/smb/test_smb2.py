@@ -7,7 +7,7 @@ from sensor.anomaly import Anomaly
 from sensor.smb.connection import SmbConnection
 from sensor.smb.events import EncryptedMessage, NtlmAuthentication, PipeClosed, PipeData, PipeOpened, SmbSession
 
-from .conftest import CORPUS, FLOW, compound, nbss, pipe_bytes, run_capture, smb2_header
+from .conftest import CORPUS, FLOW, compound, nbss, pipe_bytes, play, run_capture, smb2_header
 from .test_ntlmssp import CHALLENGE
 
 NEGOTIATE, SESSION_SETUP, TREE_CONNECT, CREATE, CLOSE, READ, WRITE, IOCTL = 0, 1, 3, 5, 6, 8, 9, 11
@@ -92,16 +92,6 @@ def login_and_open(name="netdfs"):
         (True, create(5, name)),
         (False, create_response(5, FID)),
     ]
-
-
-def play(conn, script, chunk=None):
-    events = []
-    for from_client, message in script:
-        data = nbss(message)
-        step = chunk or len(data)
-        for i in range(0, len(data), step):
-            events += conn.feed_data(from_client, 1.0, data[i:i + step], 7)
-    return events
 
 
 def of(events, kind):
