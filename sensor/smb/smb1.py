@@ -12,7 +12,7 @@ import struct
 from sensor.anomaly import Stats
 from sensor.net.stream import FlowKey
 from sensor.smb.events import PipeData
-from sensor.smb.ntlmssp import NtlmAuthenticate, NtlmChallenge
+from sensor.smb.ntlmssp import NTLMV1_RESPONSE_LENGTH, NtlmAuthenticate, NtlmChallenge
 from sensor.smb.state import SessionBook, SmbProtocolState, is_ipc_path, looks_like_pipe
 
 PROTOCOL_ID = b"\xffSMB"
@@ -46,8 +46,6 @@ TRANS_SECONDARY_WORDS = 8      # MS-CIFS 2.2.4.34.1: WordCount of TRANSACTION_SE
 # the data is preceded by a 2-byte length of the pipe message.
 WRITEMODE_RAW = 0x0004
 WRITEMODE_MSG_START = 0x0008
-# Non-extended SESSION_SETUP_ANDX: a 24-byte case-sensitive password is an NTLMv1 response.
-NTLMV1_RESPONSE_LENGTH = 24
 # Same bound as SMB2's: MaxMpxCount is 50 on Windows, far below.
 PENDING_LIMIT = 8192
 TREES_LIMIT = 1024
@@ -247,25 +245,17 @@ class Smb1Protocol(SmbProtocolState):
                 events += self.pipes.open(ts, frame, fid, (1, uid, tid, fid), entry.name, tree[0])
         elif command == READ_ANDX and entry.read_fid is not None and wc >= 12:
             _a, _c, _r, length, offset, _high = _read_andx_resp.unpack_from(words, 4)
-            self._server_data(ts, frame, mv, entry.read_fid, offset, length, events)
+            self._server_data(ts, frame, self.pipes.get(entry.read_fid), mv, offset, length, events)
         elif command == TRANSACTION and entry.trans_fid is not None and wc >= 10:
             count, offset = struct.unpack_from("<HH", words, 12)
-            self._server_data(ts, frame, mv, entry.trans_fid, offset, count, events)
+            self._server_data(ts, frame, self.pipes.get(entry.trans_fid), mv, offset, count, events)
 
-    def _server_data(self, ts, frame, mv, fid, offset, length, events) -> None:
-        pipe = self.pipes.get(fid)
-        if pipe is None or not length:
-            return
-        payload = bytes(mv[offset:offset + length])
-        if len(payload) != length:
-            events.append(self._bad(ts, "response data runs past the message"))
-            return
-        events.append(PipeData(self.flow, ts, frame, pipe, False, payload))
 
 
 
 def _clear_text_logon(words, at: int, data: memoryview, unicode: bool) -> NtlmAuthenticate:
-    """MS-CIFS 2.2.4.53.1, the non-extended form: passwords, then AccountName, PrimaryDomain."""
+    """MS-CIFS 2.2.4.53.1, the non-extended form: passwords, then AccountName, PrimaryDomain.
+    A 24-byte case-sensitive password is an NTLMv1 response, a longer one NTLMv2."""
     oem_length, unicode_length = struct.unpack_from("<HH", words, 14)
     user, pos = _string(data, oem_length + unicode_length, at, unicode)
     domain, _ = _string(data, pos, at, unicode)

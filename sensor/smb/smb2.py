@@ -309,20 +309,10 @@ class Smb2Protocol(SmbProtocolState):
         elif command == READ:
             offset = _u8.unpack_from(op, _B + 2)[0]
             length = _u32.unpack_from(op, _B + 4)[0]
-            self._server_data(ts, frame, op, entry, offset, length, events)
+            self._server_data(ts, frame, self._pipe_of(entry), op, offset, length, events)
         elif command == IOCTL and entry.transceive:
             offset, length = _u32u32.unpack_from(op, _B + 32)
-            self._server_data(ts, frame, op, entry, offset, length, events)
-
-    def _server_data(self, ts, frame, op, entry, offset, length, events) -> None:
-        pipe = self._pipe_of(entry)
-        if pipe is None or not length:
-            return
-        data = bytes(op[offset:offset + length])
-        if len(data) != length:
-            events.append(self._bad(ts, "response data runs past the message"))
-            return
-        events.append(PipeData(self.flow, ts, frame, pipe, False, data))
+            self._server_data(ts, frame, self._pipe_of(entry), op, offset, length, events)
 
     # -- helpers ---------------------------------------------------------------------------
     def _pipe_of(self, entry: _Pending):

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from sensor.anomaly import Anomaly, Stats
 from sensor.net.stream import FlowKey
-from sensor.smb.events import NtlmAuthentication, PipeClosed, PipeId, PipeOpened, SmbSession
+from sensor.smb.events import NtlmAuthentication, PipeClosed, PipeData, PipeId, PipeOpened, SmbSession
 from sensor.smb.ntlmssp import NtlmAuthenticate, NtlmChallenge, NtlmsspError, find_ntlmssp
 
 # Windows allows a few sessions per connection (multi-user terminal servers reuse one);
@@ -195,6 +195,17 @@ class SmbProtocolState:
         self._pending.clear()
         self._trees.clear()
         return events
+
+    def _server_data(self, ts: float, frame: int, pipe: PipeId | None, message, offset: int,
+                     length: int, events: list) -> None:
+        """A response's ``length`` bytes at ``offset`` of ``message`` read from ``pipe``."""
+        if pipe is None or not length:
+            return
+        data = bytes(message[offset:offset + length])
+        if len(data) != length:
+            events.append(self._bad(ts, "response data runs past the message"))
+            return
+        events.append(PipeData(self.flow, ts, frame, pipe, False, data))
 
     def _ntlmssp(self, ts: float, blob, events: list):
         """The NTLMSSP message in a security blob, or None (a malformed one is an anomaly)."""
