@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 
 EVENT_TYPE_RPC_CALL = 22          # xdr_data event_type for RPC_CALL
@@ -71,8 +71,6 @@ class RpcCallEvent:
         return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=False)
 
     def with_exception_code(self, code: int) -> "RpcCallEvent":
-        from dataclasses import replace
-
         return replace(self, action_rpc_func_exception_code=code)
 
 

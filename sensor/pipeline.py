@@ -166,7 +166,6 @@ class Pipeline:
                 break
             del self._held[key]
             self._emit(event, out)
-        return out
 
     def close(self) -> list:
         out: list = []
