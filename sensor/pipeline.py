@@ -36,6 +36,7 @@ from sensor.net.frames import LINKTYPE_ETHERNET, FrameDecoder
 from sensor.net.lane import BulkLane
 from sensor.net.stream import FlowEnded, FlowKey, FlowStarted, ServiceSeen, StreamData, StreamGap
 from sensor.smb.connection import SmbConnection
+from sensor.smb.fastpath import SmbFastPath
 from sensor.smb.events import (EncryptedMessage, NtlmAuthentication, PipeClosed, PipeData, PipeId,
                                PipeOpened, SmbSession)
 from sensor.smb.netbios import MESSAGE_BUDGET_BYTES
@@ -61,6 +62,9 @@ class PipelineSettings:
     # Account bulk SMB data frames by length before decoding them (sensor/net/lane.py). Off
     # only to check that it changes nothing.
     bulk_lane: bool = True
+    # Take in-order segments of followed SMB flows from frame to SMB message in one pass
+    # (sensor/smb/fastpath.py). Off only to check that it changes nothing.
+    fast_path: bool = True
 
 
 @dataclass
@@ -113,27 +117,37 @@ class Pipeline:
         self._next_expiry = 0.0
         self.lane = BulkLane() if self.settings.bulk_lane else None
         self._lane_candidate: _FlowState | None = None   # an SMB flow the last frame touched
+        self.fast = SmbFastPath(self.flows, self.lane) if self.settings.fast_path else None
 
     # -- input -------------------------------------------------------------------------
     def feed(self, ts: float, linktype: int, data, frame: int) -> list:
         self._packets += 1
         self._bytes += len(data)
         lane = self.lane
-        if lane is not None and lane.entries:
-            # (bytes only: its slice is the dict key; a writable buffer's view is unhashable)
-            if linktype == LINKTYPE_ETHERNET and type(data) is bytes and lane.admit(ts, data):
-                return []
-            segment = self.frames.decode(ts, linktype, data)
-            if segment is not None:
-                owner = lane.release_segment(segment[0], segment[1], segment[2], segment[3])
-                if owner is not None:
-                    self._lane_candidate = owner
+        # (bytes only: its slice is the dict key; a writable buffer's view is unhashable)
+        if (lane is not None and lane.entries and linktype == LINKTYPE_ETHERNET and type(data) is bytes
+                and lane.admit(ts, data)):
+            return []
+        out: list = []
+        fast = self.fast
+        events = fast.take(ts, data, frame) if fast is not None and linktype == LINKTYPE_ETHERNET else None
+        if events is not None:
+            if fast.framed:     # the NetBIOS stage ran, as for a routed StreamData
+                fast.framed = False
+                self._lane_candidate = fast.owner
+            if events:
+                state = fast.owner
+                for ev in events:
+                    self._on_smb(state, ev, out)
         else:
             segment = self.frames.decode(ts, linktype, data)
-        out: list = []
-        if segment is not None:
-            for unit in self.flows.feed(ts, frame, segment):
-                self._route(unit, out)
+            if segment is not None:
+                if lane is not None and lane.entries:
+                    owner = lane.release_segment(segment[0], segment[1], segment[2], segment[3])
+                    if owner is not None:
+                        self._lane_candidate = owner
+                for unit in self.flows.feed(ts, frame, segment):
+                    self._route(unit, out)
         if ts >= self._next_expiry:   # the flow table expires its own flows as packets pass
             self._next_expiry = ts + EXPIRY_INTERVAL
             self._expire_held(ts, out)
@@ -187,6 +201,9 @@ class Pipeline:
         if self.lane is not None:
             total["bulk_lane_packets"] += self.lane.packets
             total["bulk_lane_bytes"] += self.lane.bytes
+        if self.fast is not None:
+            total["smb_fast_path_packets"] += self.fast.frames
+            total["nbss_messages"] += self.fast.messages
         total.update(self._retired)
         total.update(self.frames.stats)
         total.update(self.flows.stats)
@@ -235,8 +252,10 @@ class Pipeline:
         elif kind is FlowStarted:
             self._last_flow = self._last_state = None     # a reused 4-tuple replaces its state
             if unit.app == "smb":
-                self._flows[unit.flow] = _FlowState(self.flows.flow(unit.flow),
-                                                    SmbConnection(unit.flow, budget=self.message_budget))
+                state = self._flows[unit.flow] = _FlowState(self.flows.flow(unit.flow),
+                                                            SmbConnection(unit.flow, budget=self.message_budget))
+                if self.fast is not None:
+                    self.fast.arm(state.tcp, state.smb, state)
             elif unit.app == "http":
                 self._flows[unit.flow] = _FlowState(None, None, HttpNtlmFlow(unit.flow))
             else:
@@ -343,6 +362,8 @@ class Pipeline:
             self._last_flow = self._last_state = None
         if self.lane is not None:
             self.lane.release(state)    # its skip counts and TCP offsets, before they are read
+        if self.fast is not None:
+            self.fast.release(state)
         if state.smb is not None:
             for ev in state.smb.close(ts):
                 self._on_smb(state, ev, out)

@@ -117,6 +117,10 @@ class BulkLane:
         self.entries[server.key] = server
         self._owners[owner] = (client, server)
 
+    def holds(self, owner: Hashable) -> bool:
+        """Is this flow on the lane (its frames' TCP state is the lane's until released)?"""
+        return owner in self._owners
+
     def release_segment(self, src: bytes, dst: bytes, sport: int, dport: int) -> Hashable | None:
         """A frame of this 4-tuple takes the slow path: hand its flow back first. Returns the
         flow's owner if it was on the lane."""

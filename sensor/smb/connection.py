@@ -51,6 +51,10 @@ class SmbConnection:
     def feed_gap(self, from_client: bool, ts: float, length: int) -> list[SmbEvent | Anomaly]:
         return self._items(from_client, ts, 0, self._streams[from_client].gap(length))
 
+    def stream(self, from_client: bool) -> netbios.NbssStream:
+        """The NetBIOS framing of one direction (the SMB fast path reads its state)."""
+        return self._streams[from_client]
+
     def skip_remaining(self, from_client: bool) -> int:
         """Bytes of this direction certain to be skipped next (inside a bulk payload)."""
         return self._streams[from_client].skipping
@@ -83,11 +87,12 @@ class SmbConnection:
             elif kind == netbios.CONTROL:
                 continue
             else:
-                events += self._message(from_client, ts, frame, value, length, kind == netbios.HEAD)
+                events += self.message(from_client, ts, frame, value, length, kind == netbios.HEAD)
         return events
 
-    def _message(self, from_client: bool, ts: float, frame: int, data: bytes, length: int,
-                 truncated: bool) -> list:
+    def message(self, from_client: bool, ts: float, frame: int, data: bytes, length: int,
+                truncated: bool) -> list:
+        """One framed SMB message (``length``: its NetBIOS length; ``truncated``: only its start)."""
         protocol = data[0]
         try:
             if protocol == SMB2:

@@ -16,7 +16,7 @@ from sensor.anomaly import Stats
 from sensor.net.stream import FlowKey
 from sensor.smb.events import EncryptedMessage, PipeData
 from sensor.smb.ntlmssp import NtlmAuthenticate, NtlmChallenge
-from sensor.smb.state import SessionBook, SmbProtocolState, is_ipc_path, looks_like_pipe
+from sensor.smb.state import SessionBook, SmbProtocolState, is_ipc_path, looks_like_dcerpc, looks_like_pipe
 
 PROTOCOL_ID = b"\xfeSMB"
 HEADER_SIZE = 64
@@ -60,6 +60,13 @@ TREES_LIMIT = 1024
 COMPOUND_LIMIT = 64
 # Data written to a pipe in the same compound as its CREATE, held until the FileId is known.
 DEFERRED_WRITES_LIMIT = 16
+# What ``quick`` leaves to ``message``: authentication, tree connects and pipe transceives
+# (requests); the dialect, authentication and tree types (responses).
+_PARSED_REQUESTS = frozenset((SESSION_SETUP, TREE_CONNECT, IOCTL))
+_PARSED_RESPONSES = frozenset((NEGOTIATE, SESSION_SETUP, TREE_CONNECT))
+# Requests that name a handle: where their FileId is in the body (MS-SMB2 2.2.15, 2.2.19,
+# 2.2.21, 2.2.31).
+_HANDLE_AT = {CLOSE: 8, READ: 16, WRITE: 16, IOCTL: 8}
 
 _header = struct.Struct("<4sHHIHHIIQIIQ")   # through SessionId; Signature follows
 _u8 = struct.Struct("<B")
@@ -171,6 +178,81 @@ class Smb2Protocol(SmbProtocolState):
         events += self.sessions.encrypted(ts, session_id)
         return events
 
+    # -- header triage (the SMB fast path) ----------------------------------------------------
+    def quick(self, ts: float, frame: int, data: bytes, at: int, length: int) -> tuple | None:
+        """One whole SMB2 message at ``data[at:at + length]`` (a frame's bytes, not copied)
+        that is one operation whose whole effect its header and FileId decide: what
+        ``message`` would do with it, without building a view or reading its body. Returns
+        ``()`` (it produced no event), or None, with nothing changed, for ``message`` to parse.
+
+        Taken: requests other than SESSION_SETUP, TREE_CONNECT and IOCTL (a WRITE only to a
+        handle that is no pipe or candidate, with data that does not start a DCE/RPC PDU,
+        which would adopt it as a pipe); responses other than NEGOTIATE, SESSION_SETUP,
+        TREE_CONNECT and async interims, to a remembered request, that touch no pipe (a CREATE
+        only on a tree known as a disk share). Every bound ``message`` would find broken is
+        left to it, so it reports the anomaly."""
+        (magic, size, _charge, status, command, _credit, flags, next_command, message_id,
+         _reserved, tid, sid) = _header.unpack_from(data, at)
+        if magic != PROTOCOL_ID or size != HEADER_SIZE or next_command:
+            return None
+        body = at + _B
+        pending = self._pending
+        if flags & FLAGS_SERVER_TO_REDIR:
+            if command in _PARSED_RESPONSES:
+                return None
+            if message_id != UNSOLICITED_MESSAGE_ID:
+                if status == STATUS_PENDING and flags & FLAGS_ASYNC_COMMAND:
+                    return None
+                entry = pending.get(message_id)
+                if entry is None:
+                    return None
+                if command == CLOSE:
+                    handle = entry.file_id if entry.file_id else (entry.via.file_id if entry.via else None)
+                    if handle is not None and not self.pipes.unknown(handle):
+                        return None
+                elif _carries_body(command, status):
+                    if command == CREATE:
+                        tree = self._trees.get((entry.session_id, entry.tree_id))
+                        if not tree or tree[1] or length < _B + 80:
+                            return None
+                        entry.path, entry.is_pipe = tree
+                        entry.file_id = data[body + 64:body + 80]
+                    elif command == READ:
+                        if length < _B + 8 or self._pipe_of(entry) is not None:
+                            return None
+                    elif command == IOCTL and entry.transceive:
+                        return None
+                del pending[message_id]
+        elif command != CANCEL:
+            if command in _PARSED_REQUESTS or (len(pending) >= PENDING_LIMIT and message_id not in pending):
+                return None
+            entry = _Pending(command, sid, tid)
+            if command == CREATE:
+                if length < _B + 48:
+                    return None
+                name_at, name_length = _u16u16.unpack_from(data, body + 44)
+                end = at + length
+                entry.name = _utf16(data[min(at + name_at, end):min(at + name_at + name_length, end)])
+                tree = self._trees.get((sid, tid))
+                if tree:
+                    entry.path, entry.is_pipe = tree
+            elif command in _HANDLE_AT:
+                fid_at = body + _HANDLE_AT[command]
+                if length < fid_at + 16 - at:
+                    return None
+                fid = data[fid_at:fid_at + 16]
+                if fid == RELATED_FILE_ID:
+                    return None
+                if command == WRITE:
+                    write_at, write_length = _u16u32.unpack_from(data, body + 2)
+                    if write_length and (write_at + write_length > length or not self.pipes.unknown(fid)
+                                         or looks_like_dcerpc(data[at + write_at:at + write_at + 16])):
+                        return None
+                entry.file_id = fid
+            pending[message_id] = entry
+        self.stats["smb2_operations"] += 1
+        return ()
+
     # -- requests --------------------------------------------------------------------------
     def _request(self, ts, frame, op, command, message_id, sid, tid, file_id, create,
                  truncated, events) -> tuple[bytes | None, _Pending | None]:
@@ -198,8 +280,8 @@ class Smb2Protocol(SmbProtocolState):
             if tree:   # else decided at the response, when the tree connect may have been answered
                 entry.path, entry.is_pipe = tree
             return None, entry
-        elif command in (CLOSE, READ, WRITE, IOCTL):
-            at = {CLOSE: 8, READ: 16, WRITE: 16, IOCTL: 8}[command]
+        elif command in _HANDLE_AT:
+            at = _HANDLE_AT[command]
             fid = bytes(op[_B + at:_B + at + 16])
             if fid == RELATED_FILE_ID:
                 entry.file_id, entry.via = file_id, (None if file_id else create)

@@ -95,6 +95,11 @@ class PipeTable:
         """A pipe, or a candidate whose first write decides (framing keeps its I/O whole)."""
         return handle in self._pipes or self._candidates.get(handle) is not None
 
+    def unknown(self, handle: bytes | int) -> bool:
+        """Neither a pipe nor a candidate, decided or not: its I/O can never be pipe I/O
+        without an open first (or an adoption by a write that starts a DCE/RPC PDU)."""
+        return handle not in self._pipes and handle not in self._candidates
+
     def candidate(self, handle: bytes | int, name: str, tree: str) -> None:
         """An open whose name looks like a pipe's on a tree whose connect was not captured."""
         if handle in self._candidates or len(self._candidates) < PIPES_LIMIT:

@@ -1,4 +1,5 @@
-"""The bulk lane changes nothing but speed: the same records and counters with it and without.
+"""The bulk lane and the SMB fast path change nothing but speed: the same records and counters
+with both and with neither (the fast path alone: tests/smb/test_fastpath.py).
 
 Checked on every capture in pcaps/ and the public corpus, on the large lab capture (slow),
 and on real attack flows with 256 KiB SMB2 WRITE/READ transfers put in front of the attack and
@@ -27,7 +28,7 @@ from tests.smb.test_smb2 import DISK_FID, read, read_response, write, write_resp
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 LARGE = Path(os.environ.get("DFS_SENSOR_LARGE", PCAPS / "large" / "mixed.pcap"))
-LANE_COUNTERS = ("bulk_lane_packets", "bulk_lane_bytes")
+LANE_COUNTERS = ("bulk_lane_packets", "bulk_lane_bytes", "smb_fast_path_packets")
 ATTACKS = ["dfscoerce-smb21.pcap", "dfscoerce-smb311-clear.pcap", "dfscoerce-smb202.pcap",
            "dfscoerce-nbss139.pcap"]
 BULK = 256 << 10        # one 256 KiB WRITE and READ answer per flow (skipped: > 64 KiB)
@@ -36,10 +37,10 @@ MAX_SEGMENT = 9000      # a jumbo frame; re-cut retransmissions longer than this
 
 
 def both_ways(run):
-    """Run with the lane and without: (records, stats, lane packets) of each."""
+    """Run with the lane and the fast path, then with neither: (records, stats, lane packets)."""
     results = []
     for lane in (True, False):
-        records, stats = run(PipelineSettings(bulk_lane=lane))
+        records, stats = run(PipelineSettings(bulk_lane=lane, fast_path=lane))
         used = stats["bulk_lane_packets"]
         for name in LANE_COUNTERS:
             stats.pop(name, None)

@@ -1,0 +1,197 @@
+"""The SMB fast path: an in-order segment of a followed SMB flow, from frame to SMB message in one pass.
+
+On a busy file server nearly every frame is one small SMB message (a CREATE, a CLOSE, a
+directory query...) on a connection already followed. The slow path takes it through every
+stage: a segment tuple, the flow table's tuple-keyed lookup, the TCP direction, a StreamData,
+the pipeline's routing, NetBIOS framing, the connection's item loop. Where each of those
+stages would only advance an offset or a counter, this does the same in one function and
+hands the payload to the SMB stage. A frame is taken only when (anything else goes the slow
+path, from the same state):
+
+- untagged Ethernet, option-less unfragmented IPv4, TCP with ACK and none of SYN/FIN/RST;
+- its flow is followed (armed when the flow started), not ending, not on the bulk lane, and
+  the flow table's idle scan is not due (so the flow table would do nothing but find it);
+- neither direction holds out-of-order data, its ack is within the window (TCP would only
+  note it), and a payload starts at exactly the next expected byte (TCP would deliver it as is);
+- when its direction's NetBIOS stream is between messages and the payload is exactly whole
+  session messages of at most WHOLE_MESSAGE_LIMIT bytes with an SMB protocol id (what the
+  NetBIOS stage's own first branch frames, counting each in ``nbss_messages``), each SMB2
+  message goes to the header triage (``Smb2Protocol.quick``) and, if that cannot decide it,
+  to ``SmbConnection.message``; any other payload goes to ``SmbConnection.feed_data``, as the
+  slow path's routing would hand it on.
+
+Records and counters are identical with and without it (tests/smb/test_fastpath.py, on every
+capture). The NetBIOS message count is kept here as an int and folded into the pipeline's
+counters when they are read.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Hashable
+
+from sensor.net.flows import Flow, FlowTable
+from sensor.net.lane import BulkLane
+from sensor.net.tcp import MAX_WINDOW
+from sensor.smb.connection import SMB2, SmbConnection
+from sensor.smb.netbios import MAGICS, MIN_MESSAGE, SESSION_MESSAGE, WHOLE_MESSAGE_LIMIT
+
+_SEQ_SPACE = 1 << 32
+_SEQ_MASK = _SEQ_SPACE - 1
+_HALF_SEQ_SPACE = 1 << 31
+# Ethernet type, IPv4 ver/ihl, total length, flags/fragment offset, protocol; TCP seq, ack,
+# data offset, flags (the bulk lane reads the same fields).
+_HEADERS = struct.Struct("!12xHBxH2xHxB14xIIBB")
+_KEY_START, _KEY_END = 26, 38          # IPv4 source, destination, TCP source, destination port
+_IP_START = 14                         # Ethernet header
+_TCP_START = 34                        # Ethernet 14 + IPv4 20
+_MIN_FRAME = 54                        # Ethernet 14 + IPv4 20 + TCP 20
+_PORTS = struct.Struct("!HH")
+ETHERTYPE_IPV4 = 0x0800
+IPV4_NO_OPTIONS = 0x45
+IPPROTO_TCP = 6
+# TCP flags (RFC 9293 3.1): only ACK may be set among these.
+FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
+_CONTROL = FIN | SYN | RST | ACK
+# Taken, nothing to route (a pure ACK, or messages that produced no event).
+NOTHING: tuple = ()
+
+
+class _Direction:
+    __slots__ = ("flow", "tcp", "peer", "stream", "conn", "from_client", "owner", "key")
+
+    def __init__(self, key: bytes, flow: Flow, from_client: bool, conn: SmbConnection, owner: Hashable):
+        self.key = key
+        self.flow = flow
+        self.tcp, self.peer = (flow.client, flow.server) if from_client else (flow.server, flow.client)
+        self.stream = conn.stream(from_client)
+        self.conn = conn
+        self.from_client = from_client
+        self.owner = owner
+
+
+class SmbFastPath:
+    def __init__(self, flows: FlowTable, lane: BulkLane | None) -> None:
+        self.flows = flows
+        self.lane = lane
+        self.entries: dict[bytes, _Direction] = {}
+        self._owners: dict[Hashable, tuple[_Direction, _Direction]] = {}
+        self.owner: Hashable = None     # whose events ``take`` returned last
+        self.framed = False             # ... and the NetBIOS stage framed them (the pipeline resets it)
+        self.frames = 0                 # frames taken
+        self.messages = 0               # NetBIOS session messages framed here (nbss_messages)
+
+    def arm(self, flow: Flow | None, conn: SmbConnection, owner: Hashable) -> None:
+        """Follow a started SMB flow (IPv4 only: its frames are matched by their raw addresses)."""
+        if flow is None or len(flow.keys[0][0]) != 4:
+            return
+        client_key, server_key = flow.keys
+        client = _Direction(_raw_key(client_key), flow, True, conn, owner)
+        server = _Direction(_raw_key(server_key), flow, False, conn, owner)
+        self.entries[client.key] = client
+        self.entries[server.key] = server
+        self._owners[owner] = (client, server)
+
+    def release(self, owner: Hashable) -> None:
+        """The flow ended. A reused 4-tuple's new flow may own the keys already: keep those."""
+        for entry in self._owners.pop(owner, ()):
+            if self.entries.get(entry.key) is entry:
+                del self.entries[entry.key]
+
+    def take(self, ts: float, data, frame: int):
+        """One Ethernet frame: None if it must go the slow path, else the SMB events of the
+        messages it completed (their flow state is ``self.owner``)."""
+        if type(data) is not bytes:
+            data = bytes(data)          # a live ring's view: dict keys and messages want bytes
+        entry = self.entries.get(data[_KEY_START:_KEY_END])
+        if entry is None or len(data) < _MIN_FRAME:
+            return None
+        ethertype, ver_ihl, total, frag, proto, seq, ack, offset, flags = _HEADERS.unpack_from(data)
+        if (ethertype != ETHERTYPE_IPV4 or ver_ihl != IPV4_NO_OPTIONS or proto != IPPROTO_TCP
+                or frag & 0x3FFF or flags & _CONTROL != ACK or total > len(data) - _IP_START):
+            return None
+        start = _TCP_START + (offset >> 4) * 4
+        end = _IP_START + total
+        if offset < 0x50 or start > end:
+            return None
+        flow = entry.flow
+        if flow.closing or ts >= self.flows.next_expiry:
+            return None
+        lane = self.lane
+        if lane is not None and lane.entries and lane.holds(entry.owner):
+            return None
+        this, peer = entry.tcp, entry.peer
+        nxt = this.next
+        if nxt is None or this._starts or peer._starts:
+            return None
+        # The ack (TcpDirection.acknowledge with nothing queued): note it, or leave a
+        # suspicious one to the slow path, which counts it.
+        peer_next = peer.next
+        if peer_next is not None:
+            delta = (ack - peer_next) & _SEQ_MASK
+            if delta >= _HALF_SEQ_SPACE:
+                delta -= _SEQ_SPACE
+            acked = peer_next + delta
+            if peer.fin_at is not None and acked > peer.fin_at:
+                acked = peer.fin_at
+            if acked - peer_next > MAX_WINDOW:
+                return None
+        size = end - start
+        whole = size > 0
+        if whole:
+            if seq != nxt & _SEQ_MASK:
+                return None
+            stream = entry.stream
+            if stream._skip or stream._hunting or stream._dead or stream._buf:
+                whole = False
+            else:
+                # NetBIOS (RFC 1002 4.3.1): whole session messages, as NbssStream._frame's
+                # first branch frames them.
+                at = start
+                while at < end:
+                    if end - at < 8 or data[at] != SESSION_MESSAGE:
+                        whole = False
+                        break
+                    length = (data[at + 1] << 16) | (data[at + 2] << 8) | data[at + 3]
+                    if (length > WHOLE_MESSAGE_LIMIT or at + 4 + length > end
+                            or data[at + 4:at + 8] not in MAGICS or length < MIN_MESSAGE[data[at + 4]]):
+                        whole = False
+                        break
+                    at += 4 + length
+        # Taken: from here on, what the slow path's stages would have done.
+        self.frames += 1
+        flow.last_ts = ts
+        if peer_next is not None and (peer.acked is None or acked > peer.acked):
+            peer.acked = acked
+        if not size:
+            return NOTHING
+        this.next = nxt + size
+        conn, from_client = entry.conn, entry.from_client
+        self.owner = entry.owner
+        if not whole:
+            # Part of a message, a large one, a control message, a resync: the NetBIOS stage
+            # frames it as the slow path would (and may start skipping: the lane may arm).
+            self.framed = True
+            return conn.feed_data(from_client, ts, memoryview(data)[start:end], frame)
+        at = start
+        length = (data[at + 1] << 16) | (data[at + 2] << 8) | data[at + 3]
+        smb2 = conn.smb2
+        if at + 4 + length == end:      # one message: the common case
+            self.messages += 1
+            if data[at + 4] == SMB2:
+                events = smb2.quick(ts, frame, data, at + 4, length)
+                if events is not None:
+                    return events
+            return conn.message(from_client, ts, frame, data[at + 4:end], length, False)
+        events = []
+        while at < end:
+            length = (data[at + 1] << 16) | (data[at + 2] << 8) | data[at + 3]
+            self.messages += 1
+            if data[at + 4] != SMB2 or smb2.quick(ts, frame, data, at + 4, length) is None:
+                events += conn.message(from_client, ts, frame, data[at + 4:at + 4 + length], length, False)
+            at += 4 + length
+        return events
+
+
+def _raw_key(key: tuple) -> bytes:
+    src, dst, sport, dport = key
+    return src + dst + _PORTS.pack(sport, dport)

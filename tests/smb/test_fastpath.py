@@ -1,0 +1,115 @@
+"""The SMB fast path (sensor/smb/fastpath.py) and its SMB2 header triage change nothing but speed:
+the same records and counters with them and without, on every shipped capture, on the
+small-message lab workload (slow), on real attack flows re-cut at the TCP layer, and on a
+script of the cases the triage must leave to the full parser (pipe adoption by a DCE/RPC
+write, pipe closes and reads, a tree reconnected as IPC$, malformed and unmatched messages).
+Every capture and the corpus with every fast path on vs off: tests/net/test_lane.py.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sensor.events import RpcCallEvent
+from sensor.pipeline import PipelineSettings
+from tests.conftest import PCAPS
+from tests.net.test_lane import ATTACKS, KNOBS, bulk_frames, decode_readable, run_frames
+from tests.robustness.recut import extract_flows
+from tests.smb.conftest import FLOW, nbss
+from tests.smb.test_smb2 import (DISK_FID, FID, RPC_BIND, close, create, create_response, login_and_open, read,
+                                 read_response, tree_connect, write, write_response)
+
+SMALL = os.environ.get("DFS_SENSOR_SMALL", str(PCAPS / "small" / "small.pcap"))
+# Captures whose frames the fast path cannot match: IPv6, and only 802.1Q-tagged frames.
+NOT_ON_THE_FAST_PATH = {"dfscoerce-ipv6.pcap", "dfscoerce-vlan.pcap"}
+
+
+def fast_both_ways(run):
+    """(records, stats, frames on the fast path) with the fast path, then without."""
+    results = []
+    for fast in (True, False):
+        records, stats = run(PipelineSettings(fast_path=fast))
+        results.append((records, stats, stats.pop("smb_fast_path_packets", 0)))
+    return results
+
+
+def assert_same(run) -> tuple[list, int]:
+    (records, stats, used), (plain, plain_stats, plain_used) = fast_both_ways(run)
+    assert plain_used == 0
+    assert records == plain
+    assert stats == plain_stats
+    return records, used
+
+
+@pytest.mark.parametrize("path", sorted(PCAPS.glob("*.pcap")), ids=lambda p: p.name)
+def test_shipped_captures_same_with_and_without_the_fast_path(path):
+    _, used = assert_same(lambda s: decode_readable(path, s))
+    assert used > 0 or path.name in NOT_ON_THE_FAST_PATH
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isfile(SMALL), reason="the small-message lab capture is not built "
+                    "(flock /tmp/dfs-lab.lock pcaps/lab/build-small, as root)")
+def test_small_message_workload_same_and_almost_all_on_the_fast_path():
+    from pathlib import Path
+
+    path = Path(SMALL)
+    records, used = assert_same(lambda s: decode_readable(path, s))
+    manifest = json.loads((path.parent / "manifest.json").read_text())
+    assert used > 0.95 * manifest["packets"]
+    calls = {(e.net_capture_frame, e.action_rpc_func_opnum) for e in records if isinstance(e, RpcCallEvent)}
+    for call in manifest["calls"]:
+        if call["decodable"]:
+            assert (call["frame"], call["opnum"]) in calls
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(ATTACKS), knobs=KNOBS, seed=st.integers(0, 2**32 - 1))
+def test_any_recut_of_an_attack_flow_gives_the_same_records_with_and_without_the_fast_path(name, knobs, seed):
+    rng = random.Random(seed)
+    frames = [f for flow in extract_flows(PCAPS / name) for f in bulk_frames(flow.key, flow.turns, rng, knobs)]
+    assert_same(lambda s: run_frames(frames, s))
+
+
+def triage_script() -> list[tuple[bool, bytes]]:
+    """Every message in its own turn: what the triage must hand to the full parser, between
+    plain disk-share traffic it takes."""
+    script = login_and_open()                                  # pipe FID open on IPC$ (tree 5)
+    script += [
+        (True, create(20, "docs\\a.txt", tree_id=6)), (False, create_response(20, DISK_FID, tree_id=6)),
+        (True, write(21, DISK_FID, b"plain file bytes", tree_id=6)), (False, write_response(21, 16)),
+        (True, read(22, DISK_FID, tree_id=6)), (False, read_response(22, b"plain file bytes")),
+        # a write whose data starts a DCE/RPC PDU on a handle never opened: adopted as a pipe
+        (True, write(23, bytes(16 * [0xAB]), RPC_BIND, tree_id=6)), (False, write_response(23, len(RPC_BIND))),
+        # the open pipe's traffic, then its close
+        (True, write(24, FID, RPC_BIND)), (False, write_response(24, len(RPC_BIND))),
+        (True, read(25, FID)), (False, read_response(25, b"\x05\x00\x0c\x03" + b"A" * 60)),
+        (True, close(26, FID)), (False, close(26, FID, response=True)),
+        (True, close(27, DISK_FID, tree_id=6)), (False, close(27, DISK_FID, response=True)),
+        # a CREATE on tree 6, then tree 6 reconnected as IPC$ before the CREATE's answer
+        (True, create(28, "srvsvc", tree_id=6)),
+        (True, tree_connect(29, "\\\\10.0.0.10\\IPC$", 0)), (False, tree_connect(29, None, 6, share_type=2)),
+        (False, create_response(28, bytes(16 * [0xCD]), tree_id=6)),
+        # malformed and unmatched
+        (False, write_response(99, 4)),                        # no request
+        (True, write(30, DISK_FID, b"x" * 40, tree_id=6)[:-20]),   # data runs past the message
+        (False, create_response(31, DISK_FID, tree_id=6)[:100]),   # no request, short
+    ]
+    return script
+
+
+def test_triage_leaves_pipes_adoption_reconnects_and_broken_messages_to_the_parser():
+    turns = [(side, nbss(message)) for side, message in triage_script()]
+    frames = bulk_frames(FLOW, turns, None, {})
+    records, stats = run_frames(frames, PipelineSettings(fast_path=True))
+    assert stats["smb_fast_path_packets"] >= len(turns) // 2
+    assert_same(lambda s: run_frames(frames, s))
+    assert stats["smb_pipes_opened"] == 2          # netdfs, and srvsvc on the reconnected tree
+    assert stats["smb_pipes_adopted"] == 1
+    assert stats["anomaly.smb2_unmatched_response"] == 2
+    assert stats["anomaly.smb2_bad_structure"] == 1
