@@ -415,5 +415,5 @@ def _carries_body(command: int, status: int) -> bool:
     return status == STATUS_MORE_PROCESSING_REQUIRED and command == SESSION_SETUP
 
 
-def _utf16(raw: memoryview) -> str:
+def _utf16(raw: bytes | memoryview) -> str:
     return bytes(raw).decode("utf-16-le", errors="replace")
