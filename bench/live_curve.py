@@ -2,6 +2,7 @@
 find the highest rate at which `dfs-sensor live` drops nothing and finds every attack call.
 
     .venv/bin/python bench/live_curve.py [--mbps 500,1000,2000,top] [--workers 1,2]
+    .venv/bin/python bench/live_curve.py --capture pcaps/small/small.pcap --pps 100000,150000,200000,top
 
 Root. The sensor is pinned to core 0 (both cores with --workers 2) and tcpreplay to the last
 core; the veth's far end sits in a network namespace, so nothing leaves the machine. Per
@@ -48,7 +49,7 @@ def veth_down() -> None:
     subprocess.run(["ip", "netns", "del", NAMESPACE], capture_output=True)
 
 
-def one_rate(capture: Path, rate: str, workers: int, attack_frames: int, tmp: Path) -> dict:
+def one_rate(capture: Path, rate: str, workers: int, attack_frames: int, tmp: Path, unit: str = "mbps") -> dict:
     for old in tmp.glob("live*"):
         old.unlink()
     cores = "0" if workers == 1 else f"0-{workers - 1}"
@@ -62,11 +63,11 @@ def one_rate(capture: Path, rate: str, workers: int, attack_frames: int, tmp: Pa
     while stderr.read_text().count("capturing on") < workers:
         assert time.monotonic() < deadline and sensor.poll() is None, stderr.read_text()
         time.sleep(0.1)
-    speed = ["--topspeed"] if rate == "top" else [f"--mbps={rate}"]
+    speed = ["--topspeed"] if rate == "top" else [f"--{unit}={rate}"]
     last_core = str(os.cpu_count() - 1)
     replay = subprocess.run(["ip", "netns", "exec", NAMESPACE, "taskset", "-c", last_core, "tcpreplay",
                              *speed, "-i", PEER, str(capture)], capture_output=True, text=True, check=True)
-    reached = re.search(r"Rated: [\d.]+ Bps, ([\d.]+) Mbps", replay.stdout)
+    reached = re.search(r"Rated: [\d.]+ Bps, ([\d.]+) Mbps, ([\d.]+) pps", replay.stdout)
     previous, quiet_since = -1, time.monotonic()
     while time.monotonic() - quiet_since < QUIET_SECONDS:
         time.sleep(0.25)
@@ -83,6 +84,7 @@ def one_rate(capture: Path, rate: str, workers: int, attack_frames: int, tmp: Pa
         if event["action_rpc_func_opnum"] in ATTACK_OPNUMS and event["action_rpc_interface_name"] == "netdfs":
             frames.add((event["actor_remote_port"], event["net_rpc_call_id"], event["action_rpc_func_opnum"]))
     return {"rate": rate, "workers": workers, "reached_mbps": float(reached.group(1)) if reached else None,
+            "reached_pps": float(reached.group(2)) if reached else None,
             "kernel_packets": sum(s["kernel_packets"] for s in finals.values()),
             "kernel_drops": sum(s["kernel_drops"] for s in finals.values()),
             "decoded": sum(s["packets"] for s in finals.values()),
@@ -105,20 +107,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--capture", type=Path, default=REPO / "pcaps" / "large" / "mixed.pcap")
     parser.add_argument("--mbps", default="500,1000,2000,top")
+    parser.add_argument("--pps", help="packet rates instead of --mbps (tcpreplay --pps), e.g. 100000,200000,top")
     parser.add_argument("--workers", default="1")
     args = parser.parse_args()
     manifest = json.loads((args.capture.parent / "manifest.json").read_text())
-    attacks = sum(1 for call in manifest["calls"] if call["opnum"] in ATTACK_OPNUMS)
+    # a call inside SMB3 encryption ("decodable": false) cannot be decoded live either
+    attacks = sum(1 for call in manifest["calls"] if call["opnum"] in ATTACK_OPNUMS and call.get("decodable", True))
+    unit, rates = ("pps", args.pps) if args.pps else ("mbps", args.mbps)
     veth_up()
     try:
         with tempfile.TemporaryDirectory(prefix="dfs-live-bench-") as tmp:
-            print("| workers | asked | tcpreplay reached Mbps | kernel packets | kernel drops | decoded | attack calls found | RSS MB/worker |")
-            print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+            print(f"| workers | asked {unit} | tcpreplay reached Mbps | reached packets/s | kernel packets | "
+                  f"kernel drops | decoded | attack calls found | RSS MB/worker | load |")
+            print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
             for workers in map(int, args.workers.split(",")):
-                for rate in args.mbps.split(","):
-                    r = one_rate(args.capture, rate, workers, attacks, Path(tmp))
-                    print(f"| {workers} | {rate} | {r['reached_mbps']:,.0f} | {r['kernel_packets']:,} | "
-                          f"{r['kernel_drops']:,} | {r['decoded']:,} | {r['found']} of {attacks} | {r['rss_mb']:.0f} |",
+                for rate in rates.split(","):
+                    r = one_rate(args.capture, rate, workers, attacks, Path(tmp), unit)
+                    print(f"| {workers} | {rate} | {r['reached_mbps']:,.0f} | {r['reached_pps']:,.0f} | {r['kernel_packets']:,} | "
+                          f"{r['kernel_drops']:,} | {r['decoded']:,} | {r['found']} of {attacks} | {r['rss_mb']:.0f} | "
+                          f"{os.getloadavg()[0]:.1f} |",
                           flush=True)
     finally:
         veth_down()

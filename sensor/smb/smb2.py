@@ -80,7 +80,7 @@ _B = HEADER_SIZE   # bodies start right after the header; offsets below are from
 
 class _Pending:
     __slots__ = ("command", "session_id", "tree_id", "file_id", "via", "auth", "path",
-                 "name", "is_pipe", "deferred", "transceive")
+                 "raw_name", "is_pipe", "deferred", "transceive")
 
     def __init__(self, command: int, session_id: int, tree_id: int) -> None:
         self.command = command
@@ -90,10 +90,16 @@ class _Pending:
         self.via: _Pending | None = None      # the CREATE of this compound, for FileId all ones
         self.auth: NtlmAuthenticate | None = None
         self.path = ""
-        self.name = ""
+        self.raw_name = b""                   # a CREATE's UTF-16LE name, decoded only if needed
         self.is_pipe = False
         self.deferred: list[tuple[float, int, bytes]] = []
         self.transceive = False
+
+    @property
+    def name(self) -> str:
+        """Read only when the name decides something (a pipe open, a missed tree connect):
+        most CREATEs on a file server are on trees known as disk shares."""
+        return self.raw_name.decode("utf-16-le", errors="replace")
 
 
 class Smb2Protocol(SmbProtocolState):
@@ -232,7 +238,7 @@ class Smb2Protocol(SmbProtocolState):
                     return None
                 name_at, name_length = _u16u16.unpack_from(data, body + 44)
                 end = at + length
-                entry.name = _utf16(data[min(at + name_at, end):min(at + name_at + name_length, end)])
+                entry.raw_name = data[min(at + name_at, end):min(at + name_at + name_length, end)]
                 tree = self._trees.get((sid, tid))
                 if tree:
                     entry.path, entry.is_pipe = tree
@@ -275,7 +281,7 @@ class Smb2Protocol(SmbProtocolState):
             entry.path = _utf16(op[offset:offset + length])
         elif command == CREATE and not truncated:
             offset, length = _u16u16.unpack_from(op, _B + 44)
-            entry.name = _utf16(op[offset:offset + length])
+            entry.raw_name = bytes(op[offset:offset + length])
             tree = self._trees.get((sid, tid))
             if tree:   # else decided at the response, when the tree connect may have been answered
                 entry.path, entry.is_pipe = tree
