@@ -212,12 +212,16 @@ def _replay_native(sensor, captures: tuple[str, ...], sizes: list[int]) -> None:
 
 
 def _replay_parallel(sensor, captures: tuple[str, ...], jobs: int) -> None:
+    from sensor.capture.pcapfile import CaptureError
     from sensor.parallel import decoded_in_parallel
 
-    for name, records, stats in decoded_in_parallel(captures, min(jobs, len(captures))):
-        sensor.start_file(name)
-        sensor.process_records(records)
-        sensor.source_stats.update(stats)
+    try:
+        for name, records, stats in decoded_in_parallel(captures, min(jobs, len(captures))):
+            sensor.start_file(name)
+            sensor.process_records(records)
+            sensor.source_stats.update(stats)
+    except CaptureError as e:    # removed or changed since the check above
+        _fail(str(e))
 
 
 def _replay_with_tshark(sensor, captures: tuple[str, ...]) -> None:

@@ -11,13 +11,14 @@ cut from one capture (``tcpdump -C``/``-G`` rotation) should be replayed seriall
 pipeline follows a connection from one file into the next, and a worker cannot.
 
 Workers are forked: the parent has opened the store, which the workers never touch. Results
-come back in file order; the workers decode files ahead while the parent stores the current
-one, so with N jobs up to N files' records wait in memory (a file's records are its events
-and per-session facts, a small fraction of its packets).
+come back in file order; the workers decode at most N files ahead of the one the parent
+stores, so with N jobs at most N + 1 files' records are in memory at once (a file's records
+are its events, per-session facts and anomalies: a small fraction of its packets).
 """
 from __future__ import annotations
 
 import multiprocessing
+from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -45,6 +46,13 @@ def decode_file(path: str) -> tuple[str, list, Stats]:
 
 
 def decoded_in_parallel(paths: Iterable[str], jobs: int) -> Iterator[tuple[str, list, Stats]]:
-    """``decode_file`` of each path on ``jobs`` worker processes, yielded in the paths' order."""
+    """``decode_file`` of each path on ``jobs`` worker processes, yielded in the paths' order.
+    A worker's exception (a file that became unreadable: CaptureError) is raised here."""
     with multiprocessing.get_context("fork").Pool(jobs) as pool:
-        yield from pool.imap(decode_file, list(paths), chunksize=1)
+        ahead: deque = deque()
+        for path in paths:
+            ahead.append(pool.apply_async(decode_file, (path,)))
+            if len(ahead) > jobs:
+                yield ahead.popleft().get()
+        while ahead:
+            yield ahead.popleft().get()
