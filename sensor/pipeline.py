@@ -6,7 +6,9 @@ r"""The one place that knows the order of the stages.
     RpcCall -> event_builder -> RpcCallEvent
 
 Bulk SMB data that the NetBIOS stage is certain to skip (file READ/WRITE payloads) is
-accounted by length on the bulk lane (sensor/net/lane.py) before any of the stages above.
+accounted by length on the bulk lane (sensor/net/lane.py) before any of the stages above, and
+an in-order segment of a followed SMB flow goes from frame to SmbConnection in one pass on the
+SMB fast path (sensor/smb/fastpath.py); both leave every record and counter as they were.
 
 Every stage is sans-IO; the pipeline only routes units between them, keeps the per-flow
 context an event needs (pipe names, SMB sessions), and holds each call until its response
