@@ -41,7 +41,7 @@ from sensor.coercion.correlate import Correlator
 from sensor.config import Config
 from sensor.outputs import STDOUT, OutputError, Outputs
 from sensor.privileges import PrivilegeError, drop_privileges, refuse_root
-from sensor.runner import Sensor
+from sensor.sensor import Sensor
 from sensor.store.sqlite import Store, StoreError
 
 EXIT_OK = 0

@@ -18,7 +18,7 @@ from sensor.smb import netbios
 from sensor.smb.events import SmbEvent
 from sensor.smb.smb1 import Smb1Protocol
 from sensor.smb.smb2 import Smb2Protocol
-from sensor.smb.state import SessionBook
+from sensor.smb.sessions import SessionBook
 
 SMB1 = 0xFF
 SMB2 = 0xFE

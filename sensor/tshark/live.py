@@ -33,7 +33,7 @@ from sensor.capture.live import DEFAULT_BPF, TICK_SECONDS, CaptureError, compile
 from sensor.config import Config
 from sensor.outputs import Outputs
 from sensor.privileges import PrivilegeError, refuse_root
-from sensor.runner import Sensor
+from sensor.sensor import Sensor
 from sensor.service import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, SyslogAlerts, Signals, log
 from sensor.store.sqlite import StoreError
 from sensor.tshark.engine import DISPLAY_FILTER, PROTOCOLS, TsharkEngine

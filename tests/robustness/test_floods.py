@@ -13,7 +13,7 @@ from sensor.dcerpc.association import (
 from sensor.net.flows import FlowSettings, FlowTable
 from sensor.smb.connection import SmbConnection
 from sensor.smb.events import PipeClosed, PipeData, PipeOpened
-from sensor.smb.state import PIPES_LIMIT
+from sensor.smb.pipes import PIPES_LIMIT
 from tests.dcerpc import dcerpc_wire as wire
 from tests.robustness.memory import peak_of
 from tests.smb.conftest import FLOW

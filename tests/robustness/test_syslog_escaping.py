@@ -21,7 +21,7 @@ CHILD = textwrap.dedent("""
     from sensor.capture.pcapfile import open_capture
     from sensor.config import Config
     from sensor.outputs import Outputs
-    from sensor.runner import Sensor
+    from sensor.sensor import Sensor
     from sensor.service import SyslogAlerts
 
     log = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
