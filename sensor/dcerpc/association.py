@@ -95,12 +95,6 @@ class _PendingCall:
         self.keep = keep          # stub wanted: False skips it (uncatalogued interface)
 
 
-_CLIENT_PTYPES = frozenset({pdu.PTYPE_REQUEST, pdu.PTYPE_BIND, pdu.PTYPE_ALTER_CONTEXT, pdu.PTYPE_AUTH3,
-                            pdu.PTYPE_CO_CANCEL, pdu.PTYPE_ORPHANED})
-_SERVER_PTYPES = frozenset({pdu.PTYPE_RESPONSE, pdu.PTYPE_FAULT, pdu.PTYPE_BIND_ACK, pdu.PTYPE_BIND_NAK,
-                            pdu.PTYPE_ALTER_CONTEXT_RESP, pdu.PTYPE_SHUTDOWN})
-
-
 class RpcAssociation:
     def __init__(self, settings: RpcSettings | None = None) -> None:
         self.settings = settings or RpcSettings()
@@ -237,7 +231,7 @@ class RpcAssociation:
         if ptype not in pdu.CO_PTYPES:
             out.append(self.stats.anomaly(ts, LAYER, "dcerpc_unknown_ptype", detail=f"frame {frame}: ptype {ptype}"))
             return
-        if ptype not in (_CLIENT_PTYPES if from_client else _SERVER_PTYPES):
+        if ptype not in (pdu.CLIENT_PTYPES if from_client else pdu.SERVER_PTYPES):
             out.append(self.stats.anomaly(ts, LAYER, "dcerpc_wrong_direction",
                                           detail=f"frame {frame}: ptype {ptype} from {'client' if from_client else 'server'}"))
             return

@@ -174,9 +174,6 @@ class RarityDetector:
         self.store.put_alert(RULE, key, day, record, event.event_timestamp, event.event_timestamp)
         self.stats["alert_updates"] += 1
 
-    def close(self) -> list[Alert]:
-        return []
-
 
 def hunt(store: Store, until_ms: int | None, settings: RaritySettings) -> list[HuntRow]:
     """The query over the stored events whose time is in (until - lookback, until]; until

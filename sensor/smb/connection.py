@@ -9,7 +9,6 @@ SMB2 response) and odd captures need no special case.
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 from sensor.anomaly import Anomaly, Stats
 from sensor.budget import ByteBudget
@@ -33,9 +32,8 @@ _PARSE_ERRORS = (IndexError, ValueError, KeyError, TypeError, struct.error)
 class SmbConnection:
     """``feed_data``/``feed_gap`` per direction, ``close`` at the end of the flow."""
 
-    def __init__(self, flow: FlowKey, settings: Any = None, budget: ByteBudget | None = None) -> None:
+    def __init__(self, flow: FlowKey, budget: ByteBudget | None = None) -> None:
         self.flow = flow
-        self.settings = settings
         self.stats = Stats()
         self.sessions = SessionBook(flow, self.stats)
         self.smb2 = Smb2Protocol(flow, self.stats, self.sessions)
@@ -63,10 +61,6 @@ class SmbConnection:
         for stream in self._streams:
             stream.release()
         return self.smb2.close(ts) + self.smb1.close(ts)
-
-    @property
-    def encrypted_by_session(self) -> dict[int, int]:
-        return self.smb2.encrypted_by_session
 
     def _wants_whole(self, prefix: bytes, length: int) -> bool:
         if prefix[0] == SMB2:

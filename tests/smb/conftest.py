@@ -102,7 +102,7 @@ def run_capture(path: Path, chunk: int | None = None):
         conn = connections.get(key)
         if conn is None:
             flow = FlowKey(".".join(map(str, key[0])), key[1], ".".join(map(str, key[2])), key[3])
-            conn = connections[key] = SmbConnection(flow, None)
+            conn = connections[key] = SmbConnection(flow)
         if chunk:
             for i in range(0, len(payload), chunk):
                 events += conn.feed_data(from_client, ts, payload[i:i + chunk], frame)
