@@ -9,9 +9,8 @@ Bulk SMB data that the NetBIOS stage is certain to skip (file READ/WRITE payload
 accounted by length on the bulk lane (sensor/net/lane.py) before any of the stages above.
 
 Every stage is sans-IO; the pipeline only routes units between them, keeps the per-flow
-context an event needs (pipe names, SMB sessions), and holds each call until its response
-or fault gives the exception code. A held call is never dropped: it is emitted without a
-code when its pipe or flow ends, when it waits too long, or when the hold table is full.
+context an event needs (pipe names, SMB sessions), and hands each call to the held-call
+stage (sensor/held_calls.py) until its response or fault gives the exception code.
 
 ``feed`` returns records in order: RpcCallEvent, and what later stages read beside it:
 SmbSession and NtlmAuthentication (who authenticated to whom), EncryptedMessage (SMB3
@@ -19,7 +18,6 @@ transform headers), ServiceSeen (a Kerberos/LDAP server on an ignored flow) and 
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,6 +27,7 @@ from sensor.dcerpc.association import STUB_BUDGET_BYTES, RpcAssociation, RpcSett
 from sensor.dcerpc.events import RpcBind, RpcCall, RpcResult
 from sensor.event_builder import CallContext, build_event, resolve
 from sensor.events import RpcCallEvent
+from sensor.held_calls import HeldCalls
 from sensor.http.ntlm import HttpNtlmFlow
 from sensor.interfaces.catalog import Catalog, default_catalog
 from sensor.net.flows import Flow, FlowTable
@@ -40,16 +39,8 @@ from sensor.smb.events import (EncryptedMessage, NtlmAuthentication, PipeClosed,
                                PipeOpened, SmbSession)
 from sensor.smb.netbios import MESSAGE_BUDGET_BYTES
 
-# Calls waiting for their response. A server answers within milliseconds; 4096 in flight
-# covers a busy DC, and overflow emits the oldest (without its code) rather than losing it.
-MAX_HELD_CALLS = 4096
-# A call whose response has not come after this long (capture time) is emitted without a code.
-HELD_CALL_TIMEOUT = 30.0
 # Held calls are checked for timeout when capture time has advanced this far since the last check.
 EXPIRY_INTERVAL = 1.0
-
-# An association is named by its flow and, over SMB, its pipe.
-AssocKey = tuple[FlowKey, PipeId | None]
 
 
 @dataclass
@@ -98,8 +89,7 @@ class Pipeline:
         self.frames = FrameDecoder()
         self.flows = FlowTable()
         self._flows: dict[FlowKey, _FlowState] = {}
-        # (association, call_id) -> (capture time, event), oldest first
-        self._held: OrderedDict[tuple[AssocKey, int], tuple[float, RpcCallEvent]] = OrderedDict()
+        self.held = HeldCalls()
         self._own = Stats()
         # Per-packet counts as plain ints (a Counter update per packet costs more than the
         # frame decode); folded into ``stats`` when read.
@@ -136,7 +126,7 @@ class Pipeline:
                 self._route(unit, out)
         if ts >= self._next_expiry:   # the flow table expires its own flows as packets pass
             self._next_expiry = ts + EXPIRY_INTERVAL
-            self._expire_held(ts, out)
+            self._emit_all(self.held.expire(ts), out)
         if lane is not None and (self._lane_candidate is not None or lane.entries):
             self._arm_lane(lane)
         return out
@@ -154,18 +144,10 @@ class Pipeline:
         out: list = []
         for unit in self.flows.expire(now):
             self._route(unit, out)
-        self._expire_held(now, out)
+        self._emit_all(self.held.expire(now), out)
         if self.lane is not None:
             self._arm_lane(self.lane)
         return out
-
-    def _expire_held(self, now: float, out: list) -> None:
-        while self._held:
-            key, (held_since, event) = next(iter(self._held.items()))
-            if now - held_since < HELD_CALL_TIMEOUT:
-                break
-            del self._held[key]
-            self._emit(event, out)
 
     def close(self) -> list:
         out: list = []
@@ -173,15 +155,14 @@ class Pipeline:
             self._route(unit, out)
         for flow in list(self._flows):
             self._end_flow(flow, 0.0, out)
-        for _, event in self._held.values():
-            self._emit(event, out)
-        self._held.clear()
+        self._emit_all(self.held.close(0.0), out)
         return out
 
     @property
     def stats(self) -> Stats:
         total = Stats()
         total.update(self._own)
+        total.update(self.held.stats)
         total["packets"] += self._packets
         total["bytes"] += self._bytes
         if self.lane is not None:
@@ -290,17 +271,9 @@ class Pipeline:
             if resolved is None:
                 return
             event = build_event(resolved[0], resolved[1], ev, ctx)
-            held_key = ((flow, pipe_id), ev.call_id)
-            if held_key in self._held:          # call_id reused before its answer: emit the first
-                self._emit(self._held.pop(held_key)[1], out)
-            self._held[held_key] = (ev.ts, event)
-            if len(self._held) > MAX_HELD_CALLS:
-                self._own["held_calls_overflow"] += 1
-                self._emit(self._held.popitem(last=False)[1][1], out)
+            self._emit_all(self.held.hold((flow, pipe_id), ev.call_id, ev.ts, event), out)
         elif kind is RpcResult:
-            held = self._held.pop(((flow, pipe_id), ev.call_id), None)
-            if held is not None:
-                self._emit(held[1].with_exception_code(ev.status), out)
+            self._emit_all(self.held.answer((flow, pipe_id), ev.call_id, ev.status), out)
         elif kind is Anomaly:
             out.append(ev)
 
@@ -319,9 +292,10 @@ class Pipeline:
             capture_file=self.capture_file,
         )
 
-    def _emit(self, event: RpcCallEvent, out: list) -> None:
-        self._own["events"] += 1
-        out.append(event)
+    def _emit_all(self, events: list[RpcCallEvent], out: list) -> None:
+        if events:
+            self._own["events"] += len(events)
+            out += events
 
     # -- endings -----------------------------------------------------------------------
     def _end_association(self, state: _FlowState, flow: FlowKey, pipe_id: PipeId | None, out: list) -> None:
@@ -331,9 +305,7 @@ class Pipeline:
         for ev in assoc.close():
             self._on_rpc(state, flow, pipe_id, ev, out)
         self._retired.update(assoc.stats)
-        key = (flow, pipe_id)
-        for held_key in [k for k in self._held if k[0] == key]:
-            self._emit(self._held.pop(held_key)[1], out)
+        self._emit_all(self.held.release((flow, pipe_id)), out)
 
     def _end_flow(self, flow: FlowKey, ts: float, out: list) -> None:
         state = self._flows.get(flow)

@@ -7,8 +7,9 @@ events it completed. Wireshark does TCP reassembly, SMB, DCE/RPC framing and fra
 reassembly; this stage only keeps what the event needs and tshark leaves implicit:
 which pipe a PDU travelled on, the accepted presentation contexts of each association
 (tshark names a request's interface only through the sub-dissector it picked), and the
-NTLMSSP facts of each SMB session. Calls are held until their response or fault, as in
-the native pipeline, so both engines fill ``action_rpc_func_exception_code`` alike.
+NTLMSSP facts of each SMB session. Calls are held until their response or fault by the
+native pipeline's held-call stage (sensor/held_calls.py), so both engines fill
+``action_rpc_func_exception_code`` alike.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from sensor.dcerpc import pdu as rpc
 from sensor.dcerpc.pdu import NDR64_SYNTAX
 from sensor.event_builder import AUTH_LEVEL_PKT_PRIVACY, CallContext, build_event, resolve
 from sensor.events import RpcCallEvent, call_fields_json
+from sensor.held_calls import HeldCalls
 from sensor.interfaces.catalog import Catalog, default_catalog
 from sensor.net.stream import FlowKey
 from sensor.smb import smb1, smb2
@@ -48,7 +50,6 @@ MAX_PIPES = 65536              # open pipe handles and pending opens/reads
 MAX_ASSOCIATIONS = 65536       # DCE/RPC associations (pipe or ncacn_ip_tcp connection)
 MAX_CONTEXTS_PER_ASSOCIATION = 256   # presentation contexts; ctx ids are u16 but clients use few
 MAX_PENDING_BINDS = 4096       # binds/alter_contexts awaiting their ack
-MAX_HELD_CALLS = 4096          # as sensor.pipeline.MAX_HELD_CALLS: calls awaiting their answer
 
 AssocKey = tuple[int, PipeId | None]             # (tcp.stream, pipe or None for ncacn_ip_tcp)
 # What a presentation context names: (interface uuid, version, stub in NDR64).
@@ -120,7 +121,9 @@ class TsharkDecoder:
         # own dcerpc dissector does ("SVCCTL OpenSCManagerW request").
         self._proposed: OrderedDict[AssocKey, dict[int, Context]] = OrderedDict()
         self._pending_binds: OrderedDict[tuple[int, int], tuple[AssocKey, list]] = OrderedDict()
-        self._held: OrderedDict[tuple[AssocKey, int], RpcCallEvent] = OrderedDict()
+        # Calls wait for their answer in the same stage as the native pipeline's (no timeout:
+        # a file's calls are all in the file).
+        self.held = HeldCalls(stats=self.stats)
 
     # -- input -------------------------------------------------------------------------
     def feed(self, packet: Packet) -> list:
@@ -155,10 +158,10 @@ class TsharkDecoder:
         return out
 
     def close(self) -> list:
-        out = list(self._held.values())
+        out = self.held.close(0.0)
         self.stats["events"] += len(out)
         for table in (self._flows, self._dialects, self._sessions, self._trees, self._pipe_names,
-                      self._requests, self._contexts, self._proposed, self._pending_binds, self._held):
+                      self._requests, self._contexts, self._proposed, self._pending_binds):
             table.clear()
         return out
 
@@ -411,13 +414,7 @@ class TsharkDecoder:
             return
         event = build_event(resolved[0], resolved[1], call, ctx)
         event = self._with_tshark_arguments(event, call, layer)
-        key = (assoc, call_id)
-        if key in self._held:                        # call_id reused before its answer
-            self._emit(self._held.pop(key), out)
-        self._held[key] = event
-        if len(self._held) > MAX_HELD_CALLS:
-            self.stats["held_calls_overflow"] += 1
-            self._emit(self._held.popitem(last=False)[1], out)
+        self._emit(self.held.hold(assoc, call_id, ts, event), out)
 
     @staticmethod
     def _stub(pdu: dict, layer: dict | None) -> bytes:
@@ -456,20 +453,15 @@ class TsharkDecoder:
                        action_rpc_func_int_call_fields=call_fields_json(decoded[1]), net_decode_error="")
 
     def _answer(self, stream: int, assoc: AssocKey, call_id: int, status: int, out: list) -> None:
-        held = self._held.pop((assoc, call_id), None)
-        if held is None:
-            # the answer's pipe was not recoverable (e.g. an SMB1 read without its request):
-            # the oldest held call of that connection with this call_id
-            for key in self._held:
-                if key[0][0] == stream and key[1] == call_id:
-                    held = self._held.pop(key)
-                    break
-        if held is not None:
-            self._emit(held.with_exception_code(status), out)
+        answered = self.held.answer(assoc, call_id, status)
+        if not answered:
+            # the answer's pipe was not recoverable (e.g. an SMB1 read without its request)
+            answered = self.held.answer_on_connection(stream, call_id, status)
+        self._emit(answered, out)
 
-    def _emit(self, event: RpcCallEvent, out: list) -> None:
-        self.stats["events"] += 1
-        out.append(event)
+    def _emit(self, events: list[RpcCallEvent], out: list) -> None:
+        self.stats["events"] += len(events)
+        out += events
 
     def _context(self, stream: int, flow: FlowKey, where: _Frame) -> CallContext:
         if not where.over_smb:
