@@ -8,7 +8,8 @@ r"""The one place that knows the order of the stages.
 Bulk SMB data that the NetBIOS stage is certain to skip (file READ/WRITE payloads) is
 accounted by length on the bulk lane (sensor/net/lane.py) before any of the stages above.
 
-Every stage is sans-IO; the pipeline only routes units between them, keeps the per-flow
+Every stage is sans-IO and keeps one contract (sensor/stage.py); the pipeline only routes
+units between them, keeps the per-flow
 context an event needs (pipe names, SMB sessions), and hands each call to the held-call
 stage (sensor/held_calls.py) until its response or fault gives the exception code.
 
@@ -100,6 +101,7 @@ class Pipeline:
         self._last_flow: FlowKey | None = None
         self._last_state: _FlowState | None = None
         self._retired = Stats()     # counters of stages whose flow or pipe has ended
+        self._ts = 0.0              # capture time of the last frame: when close() ends what is left
         self._next_expiry = 0.0
         self.lane = BulkLane() if self.settings.bulk_lane else None
         self._lane_candidate: _FlowState | None = None   # an SMB flow the last frame touched
@@ -108,21 +110,22 @@ class Pipeline:
     def feed(self, ts: float, linktype: int, data, frame: int) -> list:
         self._packets += 1
         self._bytes += len(data)
+        self._ts = ts
         lane = self.lane
         if lane is not None and lane.entries:
             # (bytes only: its slice is the dict key; a writable buffer's view is unhashable)
             if linktype == LINKTYPE_ETHERNET and type(data) is bytes and lane.admit(ts, data):
                 return []
-            segment = self.frames.decode(ts, linktype, data)
+            segment = self.frames.feed(ts, linktype, data)
             if segment is not None:
                 owner = lane.release_segment(segment[0], segment[1], segment[2], segment[3])
                 if owner is not None:
                     self._lane_candidate = owner
         else:
-            segment = self.frames.decode(ts, linktype, data)
+            segment = self.frames.feed(ts, linktype, data)
         out: list = []
         if segment is not None:
-            for unit in self.flows.feed(ts, frame, segment):
+            for unit in self.flows.feed(ts, segment, frame):
                 self._route(unit, out)
         if ts >= self._next_expiry:   # the flow table expires its own flows as packets pass
             self._next_expiry = ts + EXPIRY_INTERVAL
@@ -150,12 +153,14 @@ class Pipeline:
         return out
 
     def close(self) -> list:
+        """End of input, at the capture time of the last frame fed."""
+        ts = self._ts
         out: list = []
-        for unit in self.flows.close():
+        for unit in self.flows.close(ts):
             self._route(unit, out)
         for flow in list(self._flows):
-            self._end_flow(flow, 0.0, out)
-        self._emit_all(self.held.close(0.0), out)
+            self._end_flow(flow, ts, out)
+        self._emit_all(self.held.close(ts), out)
         return out
 
     @property
@@ -195,22 +200,22 @@ class Pipeline:
             if state.smb is not None:
                 self._lane_candidate = state
                 if kind is StreamData:
-                    events = state.smb.feed_data(unit.from_client, unit.ts, unit.data, unit.frame)
+                    events = state.smb.feed(unit.from_client, unit.ts, unit.data, unit.frame)
                 else:
-                    events = state.smb.feed_gap(unit.from_client, unit.ts, unit.length)
+                    events = state.smb.gap(unit.from_client, unit.ts, unit.length)
                 for ev in events:
                     self._on_smb(state, ev, out)
             elif state.http is not None:
                 if kind is StreamData:
                     out += state.http.feed(unit.from_client, unit.ts, unit.data, unit.frame)
                 else:
-                    out += state.http.gap(unit.from_client)
+                    out += state.http.gap(unit.from_client, unit.ts, unit.length)
             else:
                 assoc = state.assocs[None]
                 if kind is StreamData:
-                    events = assoc.feed(unit.from_client, unit.ts, unit.frame, unit.data)
+                    events = assoc.feed(unit.from_client, unit.ts, unit.data, unit.frame)
                 else:
-                    events = assoc.gap(unit.from_client)
+                    events = assoc.gap(unit.from_client, unit.ts, unit.length)
                 for ev in events:
                     self._on_rpc(state, unit.flow, None, ev, out)
         elif kind is FlowStarted:
@@ -222,7 +227,7 @@ class Pipeline:
                 self._flows[unit.flow] = _FlowState(None, None, HttpNtlmFlow(unit.flow))
             else:
                 state = self._flows[unit.flow] = _FlowState(None, None)
-                state.assocs[None] = RpcAssociation(self._rpc_settings)
+                state.assocs[None] = RpcAssociation(unit.flow, self._rpc_settings)
         elif kind is FlowEnded:
             self._end_flow(unit.flow, unit.ts, out)
         elif kind is Anomaly or kind is ServiceSeen:
@@ -233,14 +238,14 @@ class Pipeline:
         if kind is PipeData:
             assoc = state.assocs.get(ev.pipe)
             if assoc is None:
-                assoc = state.assocs[ev.pipe] = RpcAssociation(self._rpc_settings)
-            for rpc in assoc.feed(ev.from_client, ev.ts, ev.frame, ev.data):
+                assoc = state.assocs[ev.pipe] = RpcAssociation(ev.flow, self._rpc_settings)
+            for rpc in assoc.feed(ev.from_client, ev.ts, ev.data, ev.frame):
                 self._on_rpc(state, ev.flow, ev.pipe, rpc, out)
         elif kind is PipeOpened:
             state.pipes[ev.pipe] = _Pipe(ev.name, ev.tree)
             self._own["pipes_opened"] += 1
         elif kind is PipeClosed:
-            self._end_association(state, ev.flow, ev.pipe, out)
+            self._end_association(state, ev.flow, ev.pipe, ev.ts, out)
             state.pipes.pop(ev.pipe, None)
         elif kind is SmbSession:
             state.sessions[ev.session_id] = ev
@@ -298,11 +303,12 @@ class Pipeline:
             out += events
 
     # -- endings -----------------------------------------------------------------------
-    def _end_association(self, state: _FlowState, flow: FlowKey, pipe_id: PipeId | None, out: list) -> None:
+    def _end_association(self, state: _FlowState, flow: FlowKey, pipe_id: PipeId | None, ts: float,
+                         out: list) -> None:
         assoc = state.assocs.pop(pipe_id, None)
         if assoc is None:
             return
-        for ev in assoc.close():
+        for ev in assoc.close(ts):
             self._on_rpc(state, flow, pipe_id, ev, out)
         self._retired.update(assoc.stats)
         self._emit_all(self.held.release((flow, pipe_id)), out)
@@ -320,8 +326,8 @@ class Pipeline:
                 self._on_smb(state, ev, out)
             self._retired.update(state.smb.stats)
         if state.http is not None:
-            out += state.http.close()
+            out += state.http.close(ts)
             self._retired.update(state.http.stats)
         for pipe_id in list(state.assocs):
-            self._end_association(state, flow, pipe_id, out)
+            self._end_association(state, flow, pipe_id, ts, out)
         del self._flows[flow]

@@ -30,7 +30,8 @@ _PARSE_ERRORS = (IndexError, ValueError, KeyError, TypeError, struct.error)
 
 
 class SmbConnection:
-    """``feed_data``/``feed_gap`` per direction, ``close`` at the end of the flow."""
+    """The stage contract (sensor/stage.py): ``feed``/``gap`` per direction, ``close`` at the
+    end of the flow."""
 
     def __init__(self, flow: FlowKey, budget: ByteBudget | None = None) -> None:
         self.flow = flow
@@ -42,11 +43,10 @@ class SmbConnection:
         self._streams = (netbios.NbssStream(self._wants_whole, self.stats, budget),   # server -> client
                          netbios.NbssStream(self._wants_whole, self.stats, budget))   # client -> server
 
-    def feed_data(self, from_client: bool, ts: float, data: bytes | memoryview,
-                  frame: int) -> list[SmbEvent | Anomaly]:
+    def feed(self, from_client: bool, ts: float, data: bytes | memoryview, frame: int) -> list[SmbEvent | Anomaly]:
         return self._items(from_client, ts, frame, self._streams[from_client].feed(data))
 
-    def feed_gap(self, from_client: bool, ts: float, length: int) -> list[SmbEvent | Anomaly]:
+    def gap(self, from_client: bool, ts: float, length: int) -> list[SmbEvent | Anomaly]:
         return self._items(from_client, ts, 0, self._streams[from_client].gap(length))
 
     def skip_remaining(self, from_client: bool) -> int:

@@ -100,8 +100,8 @@ def test_port_139_session_request_then_one_byte_feeds():
     # RFC 1002 4.3.2: SESSION REQUEST (called, calling names), POSITIVE RESPONSE, KEEPALIVE.
     names = b" CKFDENECFDEFFCFGEFFCCACACACACACA\0" * 2
     conn = SmbConnection(FLOW_139)
-    events = conn.feed_data(True, 1.0, b"\x81\x00\x00\x44" + names, 1)
-    events += conn.feed_data(False, 1.0, b"\x82\x00\x00\x00\x85\x00\x00\x00", 2)
+    events = conn.feed(True, 1.0, b"\x81\x00\x00\x44" + names, 1)
+    events += conn.feed(False, 1.0, b"\x82\x00\x00\x00\x85\x00\x00\x00", 2)
     events += play(conn, SCRIPT, chunk=1)
     assert events == play(SmbConnection(FLOW_139), SCRIPT)
     assert conn.stats["nbss_type_0x81"] == 1 and conn.stats["nbss_type_0x85"] == 1
@@ -110,7 +110,7 @@ def test_port_139_session_request_then_one_byte_feeds():
 def test_andx_offset_pointing_back_is_a_loop():
     words = struct.pack("<BBHHIHHIHI", 0x2E, 0, 32, FID_A, 0, 1024, 1024, 0, 0, 0)
     conn = SmbConnection(FLOW)
-    events = conn.feed_data(True, 1.0, nbss(smb1(0x2E, 9, words, b"")), 1)
+    events = conn.feed(True, 1.0, nbss(smb1(0x2E, 9, words, b"")), 1)
     assert [e.name for e in events] == ["smb1_andx_loop"]
 
 

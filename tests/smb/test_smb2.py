@@ -169,11 +169,11 @@ def test_several_messages_in_one_segment_and_error_response_has_no_data():
     conn = SmbConnection(FLOW)
     joined = b"".join(nbss(m) for c, m in script if c)
     replies = b"".join(nbss(m) for c, m in script if not c)
-    events = conn.feed_data(True, 1.0, joined, 1) + conn.feed_data(False, 1.0, replies, 2)
+    events = conn.feed(True, 1.0, joined, 1) + conn.feed(False, 1.0, replies, 2)
     # Requests all first, then replies: still matched by MessageId.
     assert [e.name for e in of(events, PipeOpened)] == ["netdfs"]
     error = smb2_header(READ, 20, response=True, status=0xC000014B) + struct.pack("<HBBI", 9, 0, 0, 0) + b"\0"
-    events = conn.feed_data(True, 1.0, nbss(read(20, FID)), 3) + conn.feed_data(False, 1.0, nbss(error), 4)
+    events = conn.feed(True, 1.0, nbss(read(20, FID)), 3) + conn.feed(False, 1.0, nbss(error), 4)
     assert events == []
 
 
@@ -182,9 +182,9 @@ def test_bulk_write_on_a_disk_file_is_skipped_and_a_gap_inside_it_is_absorbed():
     play(conn, login_and_open() + [(True, create(6, "big.iso", tree_id=6)),
                                     (False, create_response(6, DISK_FID))])
     bulk = nbss(write(7, DISK_FID, b"Z" * 300_000, tree_id=6))
-    events = conn.feed_data(True, 1.0, bulk[:1000], 1)
-    events += conn.feed_gap(True, 1.0, 200_000)
-    events += conn.feed_data(True, 1.0, bulk[201_000:], 2)
+    events = conn.feed(True, 1.0, bulk[:1000], 1)
+    events += conn.gap(True, 1.0, 200_000)
+    events += conn.feed(True, 1.0, bulk[201_000:], 2)
     events += play(conn, [(True, write(8, FID, RPC_BIND))])
     assert not of(events, Anomaly)
     assert pipe_bytes(events, True) == {PIPE: RPC_BIND}
@@ -196,9 +196,9 @@ def test_gap_in_pipe_data_resyncs_at_the_next_header():
     conn = SmbConnection(FLOW)
     play(conn, login_and_open())
     first = nbss(write(6, FID, b"A" * 500))
-    events = conn.feed_data(True, 1.0, first[:100], 1)
-    events += conn.feed_gap(True, 1.0, 300)
-    events += conn.feed_data(True, 1.0, first[400:] + nbss(write(7, FID, RPC_BIND)), 2)
+    events = conn.feed(True, 1.0, first[:100], 1)
+    events += conn.gap(True, 1.0, 300)
+    events += conn.feed(True, 1.0, first[400:] + nbss(write(7, FID, RPC_BIND)), 2)
     assert [a.name for a in of(events, Anomaly)] == ["smb_resync"]
     assert pipe_bytes(events, True) == {PIPE: RPC_BIND}
 
@@ -218,11 +218,11 @@ def test_transform_header_counted_and_session_marked_encrypted_once():
 
 def test_midstream_garbage_then_message():
     conn = SmbConnection(FLOW)
-    events = conn.feed_data(True, 1.0, b"\x07tail of something" + nbss(create(5, "netdfs")), 1)
-    events += conn.feed_data(False, 1.0, nbss(create_response(5, FID)), 2)
+    events = conn.feed(True, 1.0, b"\x07tail of something" + nbss(create(5, "netdfs")), 1)
+    events += conn.feed(False, 1.0, nbss(create_response(5, FID)), 2)
     assert [a.name for a in of(events, Anomaly)] == ["nbss_bad_type", "smb_resync"]
     assert not of(events, PipeOpened)   # tree connect not seen: a pipe-like name is only a candidate
-    events = conn.feed_data(True, 1.1, nbss(write(6, FID, RPC_BIND)), 3)
+    events = conn.feed(True, 1.1, nbss(write(6, FID, RPC_BIND)), 3)
     [opened] = of(events, PipeOpened)
     assert opened.name == "netdfs" and opened.tree == "" and opened.frame == 3
     assert [d.data for d in of(events, PipeData)] == [RPC_BIND]
