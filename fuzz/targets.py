@@ -47,7 +47,7 @@ def pack_records(items: list[tuple[bool, bytes]]) -> bytes:
 
 
 def frames(data: bytes) -> None:
-    """FrameDecoder.decode on one frame under every link type (IPv4/IPv6 fragments included)."""
+    """FrameDecoder.feed on one frame under every link type (IPv4/IPv6 fragments included)."""
     dec = FrameDecoder()
     for linktype in LINKTYPES:
         dec.feed(0.0, linktype, data)
