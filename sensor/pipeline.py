@@ -3,15 +3,15 @@ r"""The one place that knows the order of the stages.
     frame -> FrameDecoder -> FlowTable -+-> SmbConnection (per SMB flow) -> RpcAssociation (per pipe)
                                         +-> RpcAssociation (per ncacn_ip_tcp flow)
                                         +-> HttpNtlmFlow (per HTTP flow)
-    RpcCall -> event_builder -> RpcCallEvent
+    RpcCall -> event_builder -> HeldCalls -> RpcCallEvent
 
 Bulk SMB data that the NetBIOS stage is certain to skip (file READ/WRITE payloads) is
 accounted by length on the bulk lane (sensor/net/lane.py) before any of the stages above.
 
 Every stage is sans-IO and keeps one contract (sensor/stage.py); the pipeline only routes
-units between them, keeps the per-flow
-context an event needs (pipe names, SMB sessions), and hands each call to the held-call
-stage (sensor/held_calls.py) until its response or fault gives the exception code.
+units between them, keeps the per-flow context an event needs (pipe names, SMB sessions),
+and hands each call to the held-call stage (sensor/held_calls.py) until its response or
+fault gives the exception code.
 
 ``feed`` returns records in order: RpcCallEvent, and what later stages read beside it:
 SmbSession and NtlmAuthentication (who authenticated to whom), EncryptedMessage (SMB3
