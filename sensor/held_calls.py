@@ -52,18 +52,20 @@ class HeldCalls:
             out.append(self._held.popitem(last=False)[1][1])
         return out
 
-    def answer(self, assoc: AssocKey, call_id: int, status: int) -> list[RpcCallEvent]:
-        """A response (status 0) or fault: the call it answers, with its exception code."""
+    def answer(self, assoc: AssocKey, call_id: int, status: int) -> RpcCallEvent | None:
+        """A response (status 0) or fault: the call it answers, with its exception code, or
+        None (not held: uncatalogued, or already let go). One event at most, so no list: every
+        response on the wire comes here."""
         held = self._held.pop((assoc, call_id), None)
-        return [] if held is None else [held[1].with_exception_code(status)]
+        return None if held is None else held[1].with_exception_code(status)
 
-    def answer_on_connection(self, connection: Hashable, call_id: int, status: int) -> list[RpcCallEvent]:
+    def answer_on_connection(self, connection: Hashable, call_id: int, status: int) -> RpcCallEvent | None:
         """An answer whose pipe is unknown (tshark: an SMB1 read whose request was not seen):
         the oldest held call of that connection with this call_id."""
         for key in self._held:
             if key[0][0] == connection and key[1] == call_id:
-                return [self._held.pop(key)[1].with_exception_code(status)]
-        return []
+                return self._held.pop(key)[1].with_exception_code(status)
+        return None
 
     def release(self, assoc: AssocKey) -> list[RpcCallEvent]:
         """The association ended (pipe closed, flow over): its calls, without a code."""

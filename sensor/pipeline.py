@@ -278,7 +278,10 @@ class Pipeline:
             event = build_event(resolved[0], resolved[1], ev, ctx)
             self._emit_all(self.held.hold((flow, pipe_id), ev.call_id, ev.ts, event), out)
         elif kind is RpcResult:
-            self._emit_all(self.held.answer((flow, pipe_id), ev.call_id, ev.status), out)
+            event = self.held.answer((flow, pipe_id), ev.call_id, ev.status)
+            if event is not None:
+                self._own["events"] += 1
+                out.append(event)
         elif kind is Anomaly:
             out.append(ev)
 

@@ -22,8 +22,8 @@ def test_an_answer_gives_its_call_the_exception_code_on_that_association_only():
     first, second = call(1), call(2)
     assert held.hold(NETDFS, 1, 100.0, first) == []
     assert held.hold(SRVSVC, 1, 100.0, second) == []
-    assert held.answer(NETDFS, 1, ERROR_NOT_SUPPORTED) == [first.with_exception_code(ERROR_NOT_SUPPORTED)]
-    assert held.answer(NETDFS, 1, 0) == []                 # answered once
+    assert held.answer(NETDFS, 1, ERROR_NOT_SUPPORTED) == first.with_exception_code(ERROR_NOT_SUPPORTED)
+    assert held.answer(NETDFS, 1, 0) is None               # answered once
     assert held.close(200.0) == [second]                   # the other pipe's call_id 1 waited on
 
 
@@ -32,7 +32,7 @@ def test_a_reused_call_id_lets_the_first_call_go_without_a_code():
     first, again = call(7, 100.0), call(7, 101.0)
     held.hold(NETDFS, 7, 100.0, first)
     assert held.hold(NETDFS, 7, 101.0, again) == [first]
-    assert held.answer(NETDFS, 7, 5) == [again.with_exception_code(5)]
+    assert held.answer(NETDFS, 7, 5) == again.with_exception_code(5)
 
 
 def test_a_full_table_lets_the_oldest_go_and_counts_it():
@@ -71,5 +71,5 @@ def test_an_answer_without_its_pipe_takes_the_oldest_call_of_that_connection():
     held.hold((OTHER_FLOW, None), 4, 99.0, elsewhere)
     held.hold(NETDFS, 4, 100.0, a)
     held.hold(SRVSVC, 4, 101.0, b)
-    assert held.answer_on_connection(FLOW, 4, 0) == [a.with_exception_code(0)]
-    assert held.answer_on_connection(FLOW, 9, 0) == []
+    assert held.answer_on_connection(FLOW, 4, 0) == a.with_exception_code(0)
+    assert held.answer_on_connection(FLOW, 9, 0) is None

@@ -454,10 +454,11 @@ class TsharkDecoder:
 
     def _answer(self, stream: int, assoc: AssocKey, call_id: int, status: int, out: list) -> None:
         answered = self.held.answer(assoc, call_id, status)
-        if not answered:
+        if answered is None:
             # the answer's pipe was not recoverable (e.g. an SMB1 read without its request)
             answered = self.held.answer_on_connection(stream, call_id, status)
-        self._emit(answered, out)
+        if answered is not None:
+            self._emit([answered], out)
 
     def _emit(self, events: list[RpcCallEvent], out: list) -> None:
         self.stats["events"] += len(events)
