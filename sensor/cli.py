@@ -151,7 +151,7 @@ def replay(captures: tuple[str, ...], engine: str, **options) -> None:
       dfs-sensor replay --db /tmp/s.db --events events.jsonl day1.pcap day2.pcapng
     """
     from sensor.capture.pcapfile import CaptureError, open_capture
-    from sensor.runner import Sensor
+    from sensor.sensor import Sensor
 
     config = _sensor_config(options)
     sizes = []

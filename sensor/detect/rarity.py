@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from sensor.anomaly import Stats
 from sensor.events import EVENT_TYPE_RPC_CALL, RpcCallEvent
-from sensor.detect.xql import json_extract_scalar, utc_date
+from sensor.xql.functions import json_extract_scalar, utc_date
 from sensor.store.sqlite import Store
 
 RULE = "dfscoerce-rare-dfsnm-root-call"
@@ -173,9 +173,6 @@ class RarityDetector:
             record["event_ids"].append(event.event_id)
         self.store.put_alert(RULE, key, day, record, event.event_timestamp, event.event_timestamp)
         self.stats["alert_updates"] += 1
-
-    def close(self) -> list[Alert]:
-        return []
 
 
 def hunt(store: Store, until_ms: int | None, settings: RaritySettings) -> list[HuntRow]:

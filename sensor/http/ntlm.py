@@ -21,6 +21,9 @@ AUTH_SCHEMES = (b"ntlm", b"negotiate")
 
 
 class HttpNtlmFlow:
+    """The stage contract (sensor/stage.py): ``feed``/``gap`` per direction, ``close`` at the
+    end of the flow."""
+
     def __init__(self, flow: FlowKey) -> None:
         self.flow = flow
         self.stats = Stats()
@@ -53,12 +56,12 @@ class HttpNtlmFlow:
             data = memoryview(rest)
         return out
 
-    def gap(self, from_client: bool) -> list:
+    def gap(self, from_client: bool, ts: float, length: int) -> list:
         if from_client:
             self._done = True     # lost bytes: no way back to a request boundary
         return []
 
-    def close(self) -> list:
+    def close(self, ts: float) -> list:
         self._head.clear()
         return []
 

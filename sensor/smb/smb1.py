@@ -13,7 +13,9 @@ from sensor.anomaly import Stats
 from sensor.net.stream import FlowKey
 from sensor.smb.events import PipeData
 from sensor.smb.ntlmssp import NTLMV1_RESPONSE_LENGTH, NtlmAuthenticate, NtlmChallenge
-from sensor.smb.state import SessionBook, SmbProtocolState, is_ipc_path, looks_like_pipe
+from sensor.smb.pipes import is_ipc_path, looks_like_pipe
+from sensor.smb.protocol import SmbProtocolState
+from sensor.smb.sessions import SessionBook
 
 PROTOCOL_ID = b"\xffSMB"
 HEADER_SIZE = 32

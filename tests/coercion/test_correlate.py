@@ -9,7 +9,7 @@ from sensor.capture.pcapfile import open_capture
 from sensor.coercion.correlate import Correlator, CorrelatorSettings, host_of
 from sensor.coercion.events import CONFIRMED, PROBABLE
 from sensor.coercion.fingerprint import EncryptedNetdfsMatcher
-from sensor.coercion.rarity import PairDays
+from sensor.coercion.pair_days import PairDays
 from sensor.events import RpcCallEvent
 from sensor.net.stream import FlowKey
 from sensor.pipeline import Pipeline

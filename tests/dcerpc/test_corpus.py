@@ -13,6 +13,7 @@ from scapy.all import IP, TCP, PcapReader
 from sensor.anomaly import Anomaly
 from sensor.dcerpc.association import RpcAssociation
 from sensor.dcerpc.events import RpcBind, RpcCall
+from sensor.net.stream import FlowKey
 
 CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "corpus"
 SV = CORPUS / "suricata-verify" / "tests"
@@ -90,13 +91,13 @@ def tshark_requests(path: Path, port: int) -> set[tuple[int, int, int]]:
 
 def run(path: Path, port: int):
     calls, binds, anomalies = [], [], []
-    for units in tcp_streams(path, port).values():
-        assoc = RpcAssociation()
+    for key, units in tcp_streams(path, port).items():
+        assoc = RpcAssociation(FlowKey(*key))
         for from_client, frame, data in units:
-            for ev in assoc.feed(from_client, 0.0, frame, data):
+            for ev in assoc.feed(from_client, 0.0, data, frame):
                 if isinstance(ev, (RpcCall, RpcBind, Anomaly)):
                     (calls if isinstance(ev, RpcCall) else binds if isinstance(ev, RpcBind) else anomalies).append(ev)
-        assoc.close()
+        assoc.close(0.0)
     return calls, binds, anomalies
 
 

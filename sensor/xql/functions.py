@@ -1,4 +1,7 @@
-"""XQL functions the DFSCoerce query uses, with XQL's semantics, for the detector and the store."""
+"""XQL functions the hunting queries use, with XQL's semantics.
+
+A neutral module: the detector (sensor/detect/) and the store (sensor/store/) both call these,
+so neither imports the other for them."""
 from __future__ import annotations
 
 import json
