@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from sensor.anomaly import Stats
 from sensor.events import EVENT_TYPE_RPC_CALL, RpcCallEvent
-from sensor.detect.xql import json_extract_scalar, utc_date
+from sensor.xql.functions import json_extract_scalar, utc_date
 from sensor.store.sqlite import Store
 
 RULE = "dfscoerce-rare-dfsnm-root-call"

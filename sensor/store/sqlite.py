@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from sensor.detect.xql import extract_day, json_extract_scalar, utc_date
+from sensor.xql.functions import extract_day, json_extract_scalar, utc_date
 from sensor.events import RpcCallEvent
 from sensor.store.migrations import MIGRATIONS, SCHEMA_VERSION
 
