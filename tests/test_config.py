@@ -10,7 +10,7 @@ from sensor.detect.rarity import RaritySettings
 def test_defaults_need_no_file():
     config = load_config(env={"HOME": "/home/u"})
     assert config.db == "/home/u/.local/state/dfs-sensor/sensor.db"
-    assert config.detector == RaritySettings(threshold=7, lookback_days=30, day_mode="utc-date",
+    assert config.detector == RaritySettings(threshold=None, lookback_days=30, day_mode="utc-date",
                                              match="opnum-12-13")
     assert (config.events, config.alerts) == (None, "-")
 

@@ -7,8 +7,7 @@ from datetime import date, timedelta
 import pytest
 
 from rarity_events import EFSR_UUID, rpc_event, ts_of
-from sensor.detect.rarity import (MAX_ALERT_EVENT_IDS, RULE, RarityDetector, RaritySettings, event_key,
-                                  matches)
+from sensor.detect.rarity import MAX_ALERT_EVENT_IDS, RULE, RarityDetector, RaritySettings, event_row
 from sensor.store.sqlite import Store
 
 
@@ -81,7 +80,6 @@ def test_each_key_field_makes_its_own_key(run):
                 rpc_event(base + 3, relay="10.9.9.9"), rpc_event(base + 4, share="other"),
                 rpc_event(base + 5, opnum=12), rpc_event(base + 6, actor_type=4),
                 rpc_event(base + 7, relay=None, share=None)]
-    assert len({event_key(e) for e in variants}) == len(variants)
     assert all(len(run.feed(e)) == 1 for e in variants)
     # user, port and capture file are context, not key: same key, same day, no new alert
     assert run.feed(rpc_event(base + 8, user="bob")) == []
@@ -126,13 +124,15 @@ def test_day_of_month_counts_the_same_day_number_once(tmp_path):
     (dict(opnum=12, name="NetrDfsRemoveStdRoot"), True, True),   # the literal filter reads the name
     (dict(opnum=14), False, False),
     (dict(opnum=13, uuid=EFSR_UUID), False, False),
-    (dict(opnum=13, uuid="{4fc742e0-4a10-11cf-8273-00aa004ae673}"), False, False),  # xdr text is upper case
+    # XQL compares values case-insensitively unless the query says config case_sensitive = true
+    (dict(opnum=13, uuid="{4fc742e0-4a10-11cf-8273-00aa004ae673}"), True, True),
     (dict(opnum=13, event_type=21), False, False),
 ])
 def test_match_modes(kwargs, default, seed_exact):
-    event = rpc_event(ts_of("2026-11-03"), **kwargs)
-    assert matches(event, "opnum-12-13") is default
-    assert matches(event, "seed-exact") is seed_exact
+    row = event_row(rpc_event(ts_of("2026-11-03"), **kwargs))
+    for match, expected in (("opnum-12-13", default), ("seed-exact", seed_exact)):
+        [plan] = RarityDetector(RaritySettings(match=match), Store(":memory:")).plans
+        assert (plan.event_row(row) is not None) is expected
 
 
 def test_unmatched_events_are_stored_but_never_alert(run):
@@ -155,4 +155,5 @@ def test_alert_json_has_the_key_counts_and_triage_context(run):
     assert record["context"]["smb_user"] == "mallory"
     assert record["context"]["capture_file"] == "x.pcap"
     assert record["context"]["stub_sealed"] is False
+    assert (record["rule_file"], record["rule_version"]) == ("sensor/rules/dfscoerce/opnum-12-13.xql", 1)
     assert run.store.alerts()[0] == record
