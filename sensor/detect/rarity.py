@@ -13,7 +13,7 @@ The default rule is the Cortex XDR DFSCoerce hunting query (sensor/rules/dfscoer
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Mapping
@@ -108,15 +108,20 @@ def rule_file_name(path: str) -> str:
         return path
 
 
+# The record's fields, and those that are booleans (SQLite stores them as 1/0).
+_EVENT_FIELDS = tuple(f.name for f in fields(RpcCallEvent))
+_BOOLEAN_FIELDS = tuple(f.name for f in fields(RpcCallEvent) if f.type in ("bool", bool))
+
+
 def event_row(event: RpcCallEvent) -> dict:
     """The event as an xdr_data record for XQL: _time is a timestamp (epoch ms), and booleans
     are 1/0 as the store's SQL sees them, so streaming and hunting agree."""
-    row = event.to_dict()
-    for name, value in row.items():
-        if isinstance(value, bool):
-            row[name] = int(value)
+    row = {name: getattr(event, name) for name in _EVENT_FIELDS}
+    for name in _BOOLEAN_FIELDS:
+        row[name] = int(row[name])
     row[TIME_FIELD] = event.event_timestamp
     return row
+
 
 
 def triage_context(event: RpcCallEvent) -> dict:

@@ -75,6 +75,18 @@ class Not:
     pos: Pos
 
 
+def reads(node) -> set[str]:
+    """The names of the fields an expression reads."""
+    if isinstance(node, Field):
+        return {node.name}
+    found: set[str] = set()
+    for value in vars(node).values():
+        for item in (value if isinstance(value, tuple) else (value,)):
+            if isinstance(item, (Field, Call, Compare, Regex, Contains, In, Bool, Not)):
+                found |= reads(item)
+    return found
+
+
 # -- stages ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Dataset:

@@ -84,8 +84,7 @@ def _expected(terminals) -> str:
 
 
 def _pos(item) -> ast.Pos:
-    if isinstance(item, Token):
-        return ast.Pos(item.line, item.column)
+    """Where a token or a rule's meta starts."""
     return ast.Pos(item.line, item.column)
 
 

@@ -218,21 +218,10 @@ def _check_day(plan: RarityPlan, pos: ast.Pos) -> None:
 def _day_reads(plan: RarityPlan) -> set[str]:
     """The dataset fields the day field is computed from, through alters and renames."""
     sources: dict[str, set[str]] = {}
-
-    def reads(node) -> set[str]:
-        if isinstance(node, ast.Field):
-            return sources.get(node.name, {node.name})
-        found: set[str] = set()
-        for value in vars(node).values():
-            for item in (value if isinstance(value, tuple) else (value,)):
-                if hasattr(item, "__dataclass_fields__") and not isinstance(item, ast.Pos):
-                    found |= reads(item)
-        return found
-
     for stage in plan.per_event:
         if isinstance(stage, ast.Alter):
             for name, expression, _ in stage.assignments:
-                sources[name] = reads(expression)
+                sources[name] = set().union(*(sources.get(f, {f}) for f in ast.reads(expression)))
         elif isinstance(stage, ast.Fields):
             sources = {alias or name: sources.get(name, {name}) for name, alias, _ in stage.items} | {
                 TIME_FIELD: {TIME_FIELD}}

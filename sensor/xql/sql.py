@@ -56,7 +56,7 @@ def compile_query(checked: Checked, start_ms: int, until_ms: int) -> Compiled:
             assigned: dict[str, str] = {}
             # XQL evaluates an alter's assignments left to right: a later one may read an earlier one.
             for name, expression, _ in stage.assignments:
-                if any(_reads(expression, earlier) for earlier in assigned):
+                if ast.reads(expression) & assigned.keys():
                     sql = _alter_select(sql, columns, assigned)
                     columns = list(dict.fromkeys(columns + list(assigned)))
                     assigned = {}
@@ -98,19 +98,6 @@ def _alter_select(sql: str, columns: list[str], assigned: dict[str, str]) -> str
     items = [f"{assigned[c]} AS {_quote(c)}" if c in assigned else _quote(c) for c in columns]
     items += [f"{expression} AS {_quote(name)}" for name, expression in assigned.items() if name not in columns]
     return f"SELECT {', '.join(items)} FROM ({sql})"
-
-
-def _reads(node, name: str) -> bool:
-    if isinstance(node, ast.Field):
-        return node.name == name
-    children = [v for v in vars(node).values() if isinstance(v, (tuple, ast.Call, ast.Field, ast.Compare,
-                                                                   ast.Bool, ast.Not, ast.In, ast.Contains,
-                                                                   ast.Regex))]
-    for child in children:
-        for item in (child if isinstance(child, tuple) else (child,)):
-            if not isinstance(item, (ast.Pos, str)) and _reads(item, name):
-                return True
-    return False
 
 
 def _param(params: list, value) -> str:
