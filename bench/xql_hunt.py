@@ -4,16 +4,16 @@ index). Usage: .venv/bin/python bench/xql_hunt.py [N] [DB]"""
 from __future__ import annotations
 
 import random
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from sensor.detect.rarity import window_query
 from sensor.events import RpcCallEvent, make_agent_id, xdr_time
 from sensor.store.sqlite import Store
 from sensor.xql.rules import load_rule
-from sensor.xql.sql import compile_query, register
+from sensor.xql.sql import register
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT / "sensor" / "rules" / "dfscoerce" / "seed-exact.xql"
@@ -58,6 +58,9 @@ def main() -> None:
         fill(db, n)
         print(f"filled {db}: {n:,} events in {time.monotonic() - started:.1f} s")
     started = time.monotonic()
+    Store(db).close()       # schema migrations first (a new index on a big store), so the timing is the query's
+    print(f"store schema up to date in {time.monotonic() - started:.1f} s")
+    started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "sensor.cli", "hunt", "--db", db, "--xql", str(SEED),
                            "--lookback-days", str(DAYS + 1), "--format", "json"],
                           capture_output=True, text=True, cwd=ROOT)
@@ -65,12 +68,11 @@ def main() -> None:
     if done.returncode != 0:
         sys.exit(done.stderr)
     print(f"hunt --xql seed-exact.xql: {len(done.stdout.splitlines())} rows in {seconds:.2f} s (target < 10 s)")
-    rule = load_rule(SEED)
-    connection = sqlite3.connect(db)
-    register(connection)
-    newest = connection.execute("SELECT max(ts_ms) FROM events").fetchone()[0]
-    compiled = compile_query(rule.checked, newest - (DAYS + 1) * 86_400_000, newest)
-    plan = [row[3] for row in connection.execute("EXPLAIN QUERY PLAN " + compiled.sql, compiled.params)]
+    store = Store(db)
+    register(store.db)
+    compiled = window_query(store, load_rule(SEED), None, DAYS + 1)      # what the hunt above ran
+    plan = [row[3] for row in store.db.execute("EXPLAIN QUERY PLAN " + compiled.sql, compiled.params)]
+    store.close()
     print("plan:", " / ".join(plan))
     print("index used:", any("USING INDEX" in step or "USING COVERING INDEX" in step for step in plan))
 

@@ -26,7 +26,7 @@ from sensor.xql.check import TIME_FIELD
 from sensor.xql.functions import utc_date
 from sensor.xql.rules import (DAY_MODES, DAY_UTC_DATE, SHIPPED_RULES, RarityPlan, Rule, RuleMeta, load_rule,
                               load_rules, rarity_plan, with_day_mode)
-from sensor.xql.sql import compile_query, rows
+from sensor.xql.sql import Compiled, compile_query, rows
 
 RULE = "dfscoerce-rare-dfsnm-root-call"
 DFSCOERCE_RULES = SHIPPED_RULES / "dfscoerce"
@@ -217,15 +217,22 @@ def _listing(event: RpcCallEvent) -> AlertListing:
     return AlertListing(event.agent_hostname, event.agent_ip, event.actor_remote_ip, event.action_rpc_func_opnum)
 
 
-def run_rule(store: Store, rule: Rule, until_ms: int | None, lookback_days: int) -> list[dict]:
+def window_query(store: Store, rule: Rule, until_ms: int | None, lookback_days: int) -> Compiled | None:
     """A rule's query over the stored events whose time is in (until - lookback, until];
-    until defaults to the newest stored event."""
-    if until_ms is None:
-        until_ms = store.newest_event_ms()
-        if until_ms is None:
-            return []
-    compiled = compile_query(rule.checked, until_ms - lookback_days * MS_PER_DAY, until_ms)
-    return rows(store.db, compiled)
+    until defaults to the newest stored event. None when the store is empty."""
+    oldest, newest = store.db.execute("SELECT min(ts_ms), max(ts_ms) FROM events").fetchone()
+    if newest is None:
+        return None
+    until_ms = newest if until_ms is None else until_ms
+    start_ms = until_ms - lookback_days * MS_PER_DAY
+    # An end of the window beyond the stored events is no condition (see compile_query).
+    return compile_query(rule.checked, start_ms if start_ms >= oldest else None,
+                         until_ms if until_ms < newest else None)
+
+
+def run_rule(store: Store, rule: Rule, until_ms: int | None, lookback_days: int) -> list[dict]:
+    compiled = window_query(store, rule, until_ms, lookback_days)
+    return [] if compiled is None else rows(store.db, compiled)
 
 
 def hunt(store: Store, until_ms: int | None, settings: RaritySettings) -> list[dict]:
