@@ -1,12 +1,8 @@
 """The rule files on real captures.
 
 1. Streaming: the alerts `replay` prints with the shipped DFSCoerce rule files are what the
-   detector before issue 12 printed. The oracle below is that detector's semantics written
-   out in plain Python (README "Detector semantics"), over the events the replay logged:
-   match (event_type 22, the DFSNM uuid, opnum 12/13, and for seed-exact the literal name),
-   the eight-field key, distinct days (the UTC date, or its day of the month) in the
-   lookback window ending with the event's UTC date, alert below 7, one per key and UTC
-   date. Every shipped capture alone, and the attacks shifted over days with editcap.
+   detector before issue 12 printed (tests/rarity_oracle.py, over the events the replay
+   logged). Every shipped capture alone, and the attacks shifted over days with editcap.
 2. Batch: `hunt --xql <the seed file>` over the shifted store returns the rows of the
    independent SQL translation of the query (tests/test_hunt_equals_query.py), for both
    day expressions, and the rows of the built-in `hunt`.
@@ -16,7 +12,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -25,17 +20,14 @@ from click.testing import CliRunner
 from sensor.cli import main
 from sensor.detect.rarity import RaritySettings
 from sensor.store.sqlite import Store
+from rarity_oracle import KEY, THRESHOLD, comparable, expected_alerts
 from test_hunt_equals_query import query_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 PCAPS = ROOT / "pcaps"
 SEED = ROOT / "sensor" / "rules" / "dfscoerce" / "seed-exact.xql"
-DFSNM = "{4FC742E0-4A10-11CF-8273-00AA004AE673}"
-KEY = ("actor_type", "action_rpc_func_name", "action_rpc_func_opnum", "agent_hostname", "agent_id",
-       "actor_remote_ip", "dfs_relay_server", "dfs_root_share")
 MODES = [("opnum-12-13", "utc-date"), ("seed-exact", "day-of-month"), ("seed-exact", "utc-date"),
          ("opnum-12-13", "day-of-month")]
-LOOKBACK, THRESHOLD = 30, 7
 SHIFT_DAYS = (0, 1, 2, 3, 4, 5, 6, 7, 8, 35)
 ATTACKS = ("dfscoerce-smb21.pcap", "dfscoerce-smb1.pcap", "dfsnm-other-coercion.pcap")
 CAPTURES = sorted(PCAPS.glob("*.pcap"))
@@ -51,40 +43,6 @@ def replay(db: Path, captures, match: str, day_mode: str, events: Path) -> list[
     result = invoke("replay", "--db", db, "--events", events, "--match", match, "--day-mode", day_mode, *captures)
     assert result.exit_code == 0, result.stderr
     return [a for a in map(json.loads, result.stdout.splitlines()) if a["rule"] == "dfscoerce-rare-dfsnm-root-call"]
-
-
-def expected_alerts(events: list[dict], match: str, day_mode: str) -> list[dict]:
-    days: dict[tuple, set[str]] = {}
-    raised: set[tuple] = set()
-    seen: set[str] = set()
-    out = []
-    for e in events:
-        if e["event_id"] in seen:
-            continue
-        seen.add(e["event_id"])
-        if not (e["event_type"] == 22 and e["action_rpc_interface_uuid"] == DFSNM
-                and e["action_rpc_func_opnum"] in (12, 13)
-                and (match != "seed-exact" or e["action_rpc_func_name"] == "NetrDfsRemoveStdRoot")):
-            continue
-        args = json.loads(e["action_rpc_func_str_call_fields"])
-        key = (e["actor_type"], e["action_rpc_func_name"], e["action_rpc_func_opnum"], e["agent_hostname"],
-               e["agent_id"], e["actor_remote_ip"], args.get("ServerName"), args.get("RootShare"))
-        day = e["_time"][:10]
-        days.setdefault(key, set()).add(day)
-        if (key, day) in raised:
-            continue
-        first = (date.fromisoformat(day) - timedelta(days=LOOKBACK - 1)).isoformat()
-        in_window = [d for d in days[key] if first <= d <= day]
-        count = len({d if day_mode == "utc-date" else int(d[8:]) for d in in_window})
-        if count < THRESHOLD:
-            raised.add((key, day))
-            out.append({**dict(zip(KEY, key)), "day": day, "day_count": count, "first_seen": e["_time"],
-                        "hits": 1, "event_ids": [e["event_id"]]})
-    return out
-
-
-def comparable(alert: dict) -> dict:
-    return {k: alert[k] for k in (*KEY, "day", "day_count", "first_seen", "hits", "event_ids")}
 
 
 def logged_events(path: Path) -> list[dict]:
