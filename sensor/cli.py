@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 import click
 
 from sensor.config import Config, ConfigError, load_config
-from sensor.detect.rarity import DAY_MODES, MATCH_MODES, RarityDetector, hunt as run_hunt, run_rule
+from sensor.detect.rarity import DAY_MODES, MATCH_MODES, RarityDetector, hunt as run_hunt, run_rule, with_threshold
 from sensor.outputs import OutputError, open_outputs
 from sensor.store.sqlite import DEFAULT_LIST_LIMIT, ListFilter, Store, StoreError
 from sensor.xql.rules import RuleError, parse_rule, with_day_mode
@@ -149,6 +149,7 @@ def main() -> None:
     dfs-sensor replay attack.pcap                  replay captures, alerts on stdout
     dfs-sensor live -i eth0 --alerts alerts.jsonl  watch an interface
     dfs-sensor hunt                                the Cortex XDR query over what is stored
+    dfs-sensor hunt --xql query.xql                any XQL query over what is stored
     dfs-sensor alerts --since 2026-11-01           list stored alerts
     """
 
@@ -313,7 +314,8 @@ def _reader_config(db: str | None, config_file: str | None, **flags) -> Config:
 @click.option("--until", type=_Time(end_of_day=True), metavar="TIME",
               help="End of the window (default: the newest stored event). A date means its end.")
 @click.option("--lookback-days", type=click.IntRange(min=1), help="Window in days (default 30).")
-@click.option("--threshold", type=click.IntRange(min=1), help="Report groups seen on fewer days (default: the rule's, 7).")
+@click.option("--threshold", type=click.IntRange(min=1),
+              help="Report groups seen on fewer days (default: the rule's K in its final `filter N < K`, 7).")
 @click.option("--day-mode", type=click.Choice(DAY_MODES),
               help="utc-date (default) or day-of-month; with --xql the query runs as written unless given.")
 @click.option("--match", type=click.Choice(MATCH_MODES), help="opnum-12-13 (default) or seed-exact.")
@@ -332,7 +334,7 @@ def hunt_command(db, config_file, xql_file, until, lookback_days, threshold, day
     config = _reader_config(db, config_file, lookback_days=lookback_days, threshold=threshold,
                             day_mode=day_mode, match=match)
     if xql_file is not None:
-        rule = _query_rule(xql_file, day_mode)
+        rule = with_threshold(_query_rule(xql_file, day_mode), threshold)
         store = _open_store(config.db)
         try:
             records = run_rule(store, rule, until, config.detector.lookback_days)
