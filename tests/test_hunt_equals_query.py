@@ -1,4 +1,6 @@
-"""`hunt` returns exactly what the Cortex XDR query returns over the same stored events.
+"""`hunt` (the XQL engine running the shipped DFSCoerce rule file, with --match, --day-mode
+and --threshold applied) returns exactly what the Cortex XDR query returns over the same
+stored events.
 
 The oracle below is an independent SQL translation of the query (events.md), line by line,
 reading only the stored event records (the xdr_data fields), not the store's key columns:

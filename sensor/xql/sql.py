@@ -51,6 +51,7 @@ def compile_query(checked: Checked, start_ms: int | None, until_ms: int | None) 
              ([f"ts_ms <= {_param(params, until_ms)}"] if until_ms is not None else [])
     sql = f"SELECT {select} FROM events" + (f" WHERE {' AND '.join(window)}" if window else "")
     order_by = ""             # the last sort, kept for the stages that follow it
+    sort_columns: set[str] = set()
     for stage, schema in zip(checked.stages, checked.schemas):
         columns = list(schema)
         if isinstance(stage, ast.Filter):
@@ -71,6 +72,9 @@ def compile_query(checked: Checked, start_ms: int | None, until_ms: int | None) 
             if not any((alias or name) == TIME_FIELD for name, alias, _ in stage.items):
                 items.append(_quote(TIME_FIELD))
             sql = f"SELECT {', '.join(items)} FROM ({sql})"
+            kept = {alias or name for name, alias, _ in stage.items} | {TIME_FIELD}
+            if order_by and not sort_columns <= kept:
+                order_by = ""     # sorted by a field no longer there: rows keep the order they have
         elif isinstance(stage, ast.Comp):
             by = [_quote(name) for name, _ in stage.by]
             aggregates = [f"{_aggregate(a)} AS {_quote(a.alias)}" for a in stage.aggregates]
@@ -79,6 +83,7 @@ def compile_query(checked: Checked, start_ms: int | None, until_ms: int | None) 
             order_by = ""
         elif isinstance(stage, ast.Sort):
             order_by = ", ".join(f"{_quote(n)} {'DESC' if d else 'ASC'}" for n, d, _ in stage.orders)
+            sort_columns = {n for n, _, _ in stage.orders}
             sql = f"SELECT * FROM ({sql}) ORDER BY {order_by}"
         elif isinstance(stage, ast.Limit):
             sql = f"SELECT * FROM ({sql}){' ORDER BY ' + order_by if order_by else ''} LIMIT {stage.count}"

@@ -174,6 +174,12 @@ def test_dedup_keeps_the_last_record_by_descending_time(store):
     assert [r["agent_hostname"] for r in found] == ["dc01"]
 
 
+def test_sort_then_fields_without_the_sort_field_keeps_the_order(store):
+    found = run(store, "sort asc net_smb_user, desc _time | fields actor_remote_ip")
+    # sort compares exact values: "Bob" sorts before "alice"; the two alices newest first
+    assert [r["actor_remote_ip"] for r in found] == ["10.0.0.5", "10.0.0.7", "10.0.0.5", "10.0.0.6"]
+
+
 def test_sort_desc_and_limit(store):
     found = run(store, "sort desc _time | limit 2 | fields _time")
     assert [r["_time"][:10] for r in found] == ["2026-03-07", "2026-02-06"]
