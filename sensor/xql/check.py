@@ -5,6 +5,7 @@ schema (field name -> kind: "time", "array" or None), which the compiler and the
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, fields as dataclass_fields
 
 from sensor.events import EVENT_TYPE_RPC_CALL, RpcCallEvent
@@ -150,9 +151,10 @@ def expression_kind(node, schema: dict) -> str | None:
     if isinstance(node, ast.Compare):
         expression_kind(node.left, schema)
         expression_kind(node.right, schema)
-    elif isinstance(node, (ast.Regex,)):
+    elif isinstance(node, ast.Regex):
         expression_kind(node.left, schema)
         expression_kind(node.pattern, schema)
+        _regex_literal(node.pattern)
     elif isinstance(node, ast.Contains):
         expression_kind(node.left, schema)
         expression_kind(node.right, schema)
@@ -166,6 +168,15 @@ def expression_kind(node, schema: dict) -> str | None:
     elif isinstance(node, ast.Not):
         expression_kind(node.term, schema)
     return None
+
+
+def _regex_literal(node) -> None:
+    """A pattern written in the query must compile (Python's re reads RE2's common syntax)."""
+    if isinstance(node, ast.Literal) and isinstance(node.value, str):
+        try:
+            re.compile(node.value)
+        except re.error as e:
+            raise XqlError(f"not a regular expression: {e}", *_at(node.pos)) from None
 
 
 def _call_kind(node: ast.Call, schema: dict) -> str | None:
@@ -189,6 +200,8 @@ def _call_kind(node: ast.Call, schema: dict) -> str | None:
         if isinstance(part, ast.Literal) and str(part.value).upper() not in TIME_PARTS:
             raise XqlError(f"extract_time part {part.value!r} is not one of {', '.join(TIME_PARTS)}",
                            *_at(part.pos))
+    if node.name == "regextract":
+        _regex_literal(node.args[1])
     if node.name == "timestamp_diff":
         part = node.args[2]
         if isinstance(part, ast.Literal) and str(part.value).upper() not in ("DAY", "HOUR", "MINUTE", "SECOND",

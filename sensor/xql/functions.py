@@ -213,6 +213,18 @@ class Function:
         return f"{self.min_args} {upper} arguments"
 
 
+# What a function raises on values it cannot take (a part name read from a field, a regex
+# built at run time, an index that is not a number): the value is null, in SQL and streaming alike.
+_VALUE_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError, re.error)
+
+
+def apply(function: Function, args) -> Any:
+    try:
+        return function.implementation(*args)
+    except _VALUE_ERRORS:
+        return None
+
+
 MANY = 1000
 FUNCTIONS: dict[str, Function] = {
     "json_extract_scalar": Function(json_extract_scalar, 2, 2),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sensor.xql import ast
 from sensor.xql.check import TIME_FIELD, Checked, check
-from sensor.xql.evaluate import evaluate
+from sensor.xql.evaluate import compile_expression
 from sensor.xql.parser import XqlError, parse
 
 SHIPPED_RULES = Path(__file__).resolve().parent.parent / "rules"
@@ -120,30 +120,36 @@ class RarityPlan:
     threshold: int              # alert while the distinct days are fewer than this
     case_sensitive: bool
 
-    def event_row(self, row: dict) -> dict | None:
-        """The event through the per-event stages; None when a filter drops it."""
+    def __post_init__(self):
+        # The stages as Python functions of a record, compiled once (frozen: set past __setattr__).
+        steps = []
         for stage in self.per_event:
             if isinstance(stage, ast.Filter):
-                if evaluate(stage.condition, row, self.case_sensitive) is not True:
-                    return None
+                steps.append((ast.Filter, compile_expression(stage.condition, self.case_sensitive)))
             elif isinstance(stage, ast.Alter):
+                steps.append((ast.Alter, [(name, compile_expression(e, self.case_sensitive))
+                                          for name, e, _ in stage.assignments]))
+            else:
+                steps.append((ast.Fields, [(name, alias or name) for name, alias, _ in stage.items]))
+        object.__setattr__(self, "_steps", tuple(steps))
+
+    def event_row(self, row: dict, filters: bool = True) -> dict | None:
+        """The event through the per-event stages; None when a filter drops it."""
+        for kind, step in self._steps:
+            if kind is ast.Filter:
+                if filters and step(row) is not True:
+                    return None
+            elif kind is ast.Alter:
                 row = dict(row)
-                for name, expression, _ in stage.assignments:
-                    row[name] = evaluate(expression, row, self.case_sensitive)
-            else:       # fields
-                row = {alias or name: row[name] for name, alias, _ in stage.items} | {TIME_FIELD: row[TIME_FIELD]}
+                for name, expression in step:
+                    row[name] = expression(row)
+            else:
+                row = {alias: row.get(name) for name, alias in step} | {TIME_FIELD: row[TIME_FIELD]}
         return row
 
     def day_value(self, ts_ms: int):
         """The day expression at a time (it reads only _time: checked when planned)."""
-        row = {TIME_FIELD: ts_ms, "event_timestamp": ts_ms}
-        for stage in self.per_event:
-            if isinstance(stage, ast.Alter):
-                for name, expression, _ in stage.assignments:
-                    row[name] = evaluate(expression, row, self.case_sensitive)
-            elif isinstance(stage, ast.Fields):
-                row = {alias or name: row.get(name) for name, alias, _ in stage.items} | {TIME_FIELD: ts_ms}
-        return row.get(self.day_field)
+        return self.event_row({TIME_FIELD: ts_ms, "event_timestamp": ts_ms}, filters=False).get(self.day_field)
 
 
 SHAPE = ("[alter ...] | filter <predicate on one event> | [fields ...] | "
@@ -177,10 +183,26 @@ def rarity_plan(rule: Rule) -> RarityPlan:
     if threshold is None:
         raise _refuse(rule, f"after comp it must end with exactly `filter {alias} < K` (K a whole number)",
                       after[0].pos if after else comp.pos)
-    plan = RarityPlan(rule, tuple(stages[:at]), tuple(n for n, _ in comp.by), comp.aggregates[0].field,
+    plan = RarityPlan(rule, _filters_first(stages[:at]), tuple(n for n, _ in comp.by), comp.aggregates[0].field,
                       alias, threshold, rule.checked.case_sensitive)
     _check_day(plan, comp.aggregates[0].pos)
     return plan
+
+
+def _filters_first(stages) -> tuple:
+    """Each filter moved before the alters whose fields it does not read: alters only add
+    fields (a failing function is null, never an error), so the rows kept are the same, and
+    an event the filter drops costs no alter. The published query alters first, then filters;
+    most events are not DFSNM root calls."""
+    out: list = []
+    for stage in stages:
+        at = len(out)
+        if isinstance(stage, ast.Filter):
+            read = ast.reads(stage.condition)
+            while at and isinstance(out[at - 1], ast.Alter) and not read & {n for n, _, _ in out[at - 1].assignments}:
+                at -= 1
+        out.insert(at, stage)
+    return tuple(out)
 
 
 def _threshold(after: tuple, alias: str) -> int | None:

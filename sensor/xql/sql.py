@@ -16,7 +16,7 @@ from sensor.events import xdr_time
 from sensor.xql import ast
 from sensor.xql.check import EVENT_TYPES, TIME_FIELD, Checked
 from sensor.xql.evaluate import contains, is_wildcard, regex_match, wildcard_match
-from sensor.xql.functions import FUNCTIONS
+from sensor.xql.functions import FUNCTIONS, apply
 
 # xdr_data fields that the events table keeps in a column of its own (migrations.py step 1).
 COLUMNS = {
@@ -190,8 +190,8 @@ def _to_sql(value):
     return value
 
 
-def _scalar(implementation):
-    return lambda *args: _to_sql(implementation(*args))
+def _scalar(function):
+    return lambda *args: _to_sql(apply(function, args))
 
 
 class _Values:
@@ -232,7 +232,7 @@ class _Latest(_Earliest):
 def register(db: sqlite3.Connection) -> None:
     """Make the XQL functions callable in SQL on this connection."""
     for name, function in FUNCTIONS.items():
-        db.create_function(f"xql_{name}", -1, _scalar(function.implementation), deterministic=True)
+        db.create_function(f"xql_{name}", -1, _scalar(function), deterministic=True)
     db.create_function("xql_contains", 3, lambda t, p, cs: _to_sql(contains(t, p, bool(cs))), deterministic=True)
     db.create_function("xql_regex", 2, lambda t, p: _to_sql(regex_match(t, p)), deterministic=True)
     db.create_function("xql_wildcard", 3, lambda t, p, cs: _to_sql(wildcard_match(t, p, bool(cs))),
