@@ -25,6 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
     ("comp count_distinc(agent_id) by agent_hostname", 1, 6, ["unknown comp function", "count_distinct"]),
     ("filter event_type = 22 and", 1, 27, ["ends too early"]),
     ("comp count() as n by agent_id | filter agent_hostname = 1", 1, 40, ["unknown field 'agent_hostname'"]),
+    ('filter agent_id ~= "(unclosed"', 1, 20, ["not a regular expression"]),
+    ('alter d = extract_time(_time, "FORTNIGHT")', 1, 31, ["extract_time part 'FORTNIGHT'", "DAYOFWEEK"]),
+    ("dataset = endpoints", 1, 1, ["unknown dataset 'endpoints'", "xdr_data"]),
 ])
 def test_bad_query_names_line_column_and_expectation(text, line, column, words):
     with pytest.raises(XqlError) as caught:

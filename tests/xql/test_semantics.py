@@ -216,3 +216,12 @@ def test_json_extract_keeps_json(store):
     found = run(store, 'filter action_rpc_func_opnum = 12 | alter j = json_extract(action_rpc_func_str_call_fields, '
                        '"$.RootShare") | fields j')
     assert found == [{"j": '"share"'}]
+
+
+def test_a_function_that_cannot_take_its_values_is_null(store):
+    """A part name read from a field, an index that is not a number: null, never an error
+    (the streaming detector runs this on every event)."""
+    found = run(store, 'filter action_rpc_func_opnum = 12 | alter p = extract_time(_time, agent_hostname), '
+                       'i = arrayindex(split(actor_remote_ip, "."), agent_hostname), '
+                       'ok = extract_time(_time, lowercase("day")) | fields p, i, ok')
+    assert found == [{"p": None, "i": None, "ok": 5}]
