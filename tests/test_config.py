@@ -57,3 +57,12 @@ def test_bad_files_are_clear_errors(tmp_path, text, message):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="No such file"):
         load_config(str(tmp_path / "nope.toml"), env={"HOME": "/h"})
+
+
+def test_rules_from_the_file_and_their_type(tmp_path):
+    file = tmp_path / "c.toml"
+    file.write_text('rules = ["/etc/dfs-sensor/rules", "extra.xql"]\n')
+    assert load_config(str(file), env={"HOME": "/h"}).detector.rules == ("/etc/dfs-sensor/rules", "extra.xql")
+    file.write_text('rules = "/etc/dfs-sensor/rules"\n')
+    with pytest.raises(ConfigError, match="rules must be list"):
+        load_config(str(file), env={"HOME": "/h"})

@@ -88,3 +88,13 @@ def test_a_rules_directory_with_one_bad_file_refuses_to_start_and_names_it(tmp_p
     done = run_cli("replay", "--db", str(tmp_path / "s.db"), "--rules", str(rules), str(capture))
     assert done.returncode == 0, done.stderr
     assert {'"rule":"good"' in line for line in done.stdout.splitlines()} == {True, False}
+
+
+def test_a_user_rule_reusing_a_shipped_rule_id_is_refused_naming_both(tmp_path):
+    (tmp_path / "mine.xql").write_text("// id: dfscoerce-rare-dfsnm-root-call\nalter d = extract_time(_time, \"DAY\") "
+                                       "| comp count_distinct(d) as n by agent_id | filter n < 3\n")
+    capture = ROOT / "pcaps" / "dfscoerce-smb21.pcap"
+    done = run_cli("replay", "--db", str(tmp_path / "s.db"), "--rules", str(tmp_path), str(capture))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert str(tmp_path / "mine.xql") in done.stderr and "opnum-12-13.xql" in done.stderr
+    assert "already used" in done.stderr
