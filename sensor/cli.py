@@ -13,10 +13,10 @@ from typing import Callable, Iterator
 import click
 
 from sensor.config import Config, ConfigError, load_config
-from sensor.detect.rarity import DAY_MODES, MATCH_MODES, RarityDetector, hunt as run_hunt, run_rule, with_threshold
+from sensor.detect.rarity import DAY_MODES, MATCH_MODES, RarityDetector, hunt as run_hunt, run_rule
 from sensor.outputs import OutputError, open_outputs
 from sensor.store.sqlite import DEFAULT_LIST_LIMIT, ListFilter, Store, StoreError
-from sensor.xql.rules import RuleError, parse_rule, with_day_mode
+from sensor.xql.rules import RuleError, parse_rule, with_day_mode, with_threshold
 
 EXIT_INPUT = 1
 EXIT_USAGE = 2

@@ -21,16 +21,15 @@ from typing import Any, Mapping
 from sensor.anomaly import Stats
 from sensor.events import RpcCallEvent
 from sensor.store.sqlite import AlertListing, Store
-from sensor.xql import ast
 from sensor.xql.check import TIME_FIELD
 from sensor.xql.functions import utc_date
 from sensor.xql.rules import (DAY_MODES, DAY_UTC_DATE, SHIPPED_RULES, RarityPlan, Rule, RuleMeta, load_rule,
-                              load_rules, rarity_plan, with_day_mode)
+                              load_rules, rarity_plan, unique, with_day_mode, with_threshold)
 from sensor.xql.sql import Compiled, compile_query, rows
 
 RULE = "dfscoerce-rare-dfsnm-root-call"
 DFSCOERCE_RULES = SHIPPED_RULES / "dfscoerce"
-MATCH_ROOT_OPNUMS = "opnum-12-13"    # both root calls, whatever the name says: the published query minus its name filter
+MATCH_ROOT_OPNUMS = "opnum-12-13"    # both root calls: the published query without its name filter
 MATCH_SEED_EXACT = "seed-exact"      # the published query verbatim
 MATCH_MODES = (MATCH_ROOT_OPNUMS, MATCH_SEED_EXACT)
 __all__ = ["DAY_MODES", "MATCH_MODES", "RaritySettings", "RarityDetector", "Alert", "hunt", "detector_rules"]
@@ -52,26 +51,9 @@ class RaritySettings:
 def detector_rules(settings: RaritySettings) -> list[Rule]:
     """The shipped DFSCoerce rule that ``match`` picks, the other shipped rules, the user's;
     with the day mode and threshold applied. Raises RuleError naming a bad file."""
-    rules = [load_rule(DFSCOERCE_RULES / f"{settings.match}.xql")]
-    rules += load_rules([SHIPPED_RULES, *settings.rules])
-    ids = [r.meta.id for r in rules]
-    duplicate = next((r for r in rules if ids.count(r.meta.id) > 1), None)
-    if duplicate is not None:
-        load_rules([r.meta.path for r in rules])        # raises, naming both files
+    dfscoerce = load_rule(DFSCOERCE_RULES / f"{settings.match}.xql")
+    rules = unique([dfscoerce, *load_rules([SHIPPED_RULES, *settings.rules])])
     return [with_threshold(with_day_mode(r, settings.day_mode), settings.threshold) for r in rules]
-
-
-def with_threshold(rule: Rule, threshold: int | None) -> Rule:
-    """Replace K in the rule's final ``filter N < K`` (the --threshold option)."""
-    last = rule.checked.stages[-1] if rule.checked.stages else None
-    if threshold is None or not isinstance(last, ast.Filter) or not isinstance(last.condition, ast.Compare):
-        return rule
-    condition = last.condition
-    if condition.op != "<" or not isinstance(condition.right, ast.Literal):
-        return rule
-    new_last = replace(last, condition=replace(condition, right=replace(condition.right, value=threshold)))
-    stages = rule.checked.stages[:-1] + (new_last,)
-    return replace(rule, checked=replace(rule.checked, stages=stages))
 
 
 @dataclass(frozen=True)

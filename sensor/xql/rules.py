@@ -100,6 +100,11 @@ def load_rules(sources) -> list[Rule]:
             rules.append(load_rule(source))
         else:
             raise RuleError(f"{source}: no such rule file or directory")
+    return unique(rules)
+
+
+def unique(rules: list[Rule]) -> list[Rule]:
+    """The rules, refused when two share an id (alerts and the store know a rule by its id)."""
     seen: dict[str, str] = {}
     for rule in rules:
         if rule.meta.id in seen:
@@ -267,13 +272,20 @@ def with_day_mode(rule: Rule, mode: str) -> Rule:
             assignments = tuple((name, _as_utc_date(e) if name == day else e, p) for name, e, p in stage.assignments)
             stages[i] = replace(stage, assignments=assignments)
             break
-    return replace(rule, checked=check(ast.Query(tuple(list(rule.checked.query.stages[:_head(rule)]) + stages),
-                                                 rule.text)))
+    # The field keeps its name and kind, so the checked schemas still hold.
+    return replace(rule, checked=replace(rule.checked, stages=tuple(stages)))
 
 
-def _head(rule: Rule) -> int:
-    """How many leading config/dataset stages the query has."""
-    return len(rule.checked.query.stages) - len(rule.checked.stages)
+def with_threshold(rule: Rule, threshold: int | None) -> Rule:
+    """Replace K in the rule's final ``filter N < K`` (the --threshold option)."""
+    last = rule.checked.stages[-1] if rule.checked.stages else None
+    if threshold is None or not isinstance(last, ast.Filter) or not isinstance(last.condition, ast.Compare):
+        return rule
+    condition = last.condition
+    if condition.op != "<" or not isinstance(condition.right, ast.Literal):
+        return rule
+    new_last = replace(last, condition=replace(condition, right=replace(condition.right, value=threshold)))
+    return replace(rule, checked=replace(rule.checked, stages=rule.checked.stages[:-1] + (new_last,)))
 
 
 def _as_utc_date(node):

@@ -96,7 +96,7 @@ def test_hunt_xql_seed_file_equals_the_query_and_the_builtin_hunt(tmp_path, shif
     oracle = query_rows(store, store.newest_event_ms(), RaritySettings(day_mode=day_mode, match="seed-exact"))
     store.close()
     builtin = invoke("hunt", "--db", db, "--match", "seed-exact", "--day-mode", day_mode, "--format", "json")
-    builtin_rows = sorted((tuple(r[k] for k in (*KEY, "day_count")) for r in map(json.loads,
-                                                                                 builtin.stdout.splitlines())), key=repr)
+    builtin_rows = sorted((tuple(r[k] for k in (*KEY, "day_count"))
+                           for r in map(json.loads, builtin.stdout.splitlines())), key=repr)
     assert rows == oracle == builtin_rows
     assert rows        # the shifted attacks leave rare keys in the 30-day window
