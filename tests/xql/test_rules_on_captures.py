@@ -2,7 +2,7 @@
 
 1. Streaming: the alerts `replay` prints with the shipped DFSCoerce rule files are what the
    detector before issue 12 printed (tests/rarity_oracle.py, over the events the replay
-   logged). Every shipped capture alone, and the attacks shifted over days with editcap.
+   logged). Every shipped capture alone, and every attack capture shifted over 10 days with editcap.
 2. Batch: `hunt --xql <the seed file>` over the shifted store returns the rows of the
    independent SQL translation of the query (tests/test_hunt_equals_query.py), for both
    day expressions, and the rows of the built-in `hunt`.
@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from sensor.cli import main
 from sensor.detect.rarity import RaritySettings
 from sensor.store.sqlite import Store
+from tests.conftest import load_manifest
 from rarity_oracle import KEY, THRESHOLD, comparable, expected_alerts
 from test_hunt_equals_query import query_rows
 
@@ -29,7 +30,8 @@ SEED = ROOT / "sensor" / "rules" / "dfscoerce" / "seed-exact.xql"
 MODES = [("opnum-12-13", "utc-date"), ("seed-exact", "day-of-month"), ("seed-exact", "utc-date"),
          ("opnum-12-13", "day-of-month")]
 SHIFT_DAYS = (0, 1, 2, 3, 4, 5, 6, 7, 8, 35)
-ATTACKS = ("dfscoerce-smb21.pcap", "dfscoerce-smb1.pcap", "dfsnm-other-coercion.pcap")
+# Every shipped capture the lab marks as an attack (pcaps/manifest.json should_alert).
+ATTACKS = sorted(name for name, entry in load_manifest().items() if entry.get("should_alert"))
 CAPTURES = sorted(PCAPS.glob("*.pcap"))
 
 pytestmark = pytest.mark.skipif(not CAPTURES, reason="lab captures not built")
