@@ -106,7 +106,7 @@ def test_hunt_json_is_the_hunt_rows(stored):
     expected = hunt(store, None, RaritySettings())
     store.close()
     assert [(r["actor_remote_ip"], r["day_count"]) for r in rows] == \
-        [(r.actor_remote_ip, r.day_count) for r in expected] == [("10.0.0.5", 3), ("10.0.0.6", 1)]
+        [(r["actor_remote_ip"], r["day_count"]) for r in expected] == [("10.0.0.5", 3), ("10.0.0.6", 1)]
 
 
 def test_hunt_until_and_threshold(stored):
