@@ -21,20 +21,13 @@ import pytest
 
 from sensor.dcerpc.events import RpcCall
 from sensor.pipeline import PipelineSettings
-from tests.conftest import CORPUS, decode_capture
+from tests.conftest import CORPUS, corpus_manifest, decode_capture
 
 DIFFERENCES_FILE = Path(__file__).with_name("corpus_differences.json")
 UDP_ONLY = "udp"   # connectionless DCE/RPC (ncadg) is out of scope: the sensor reads connection-oriented only
 
 
-def _corpus_entries() -> list[dict]:
-    manifest = CORPUS / "manifest.json"
-    if not manifest.exists():
-        return []
-    return [c for c in json.loads(manifest.read_text())["captures"] if c["requests"]]
-
-
-ENTRIES = _corpus_entries()
+ENTRIES = [c for c in corpus_manifest() if c["requests"]]
 
 
 def sensor_ops(path: Path) -> Counter:
@@ -54,8 +47,7 @@ def differences(entry: dict) -> dict[str, list[int]]:
     return {op: [ours[op], theirs[op]] for op in sorted(set(ours) | set(theirs)) if ours[op] != theirs[op]}
 
 
-@pytest.mark.skipif(not ENTRIES, reason="../shared/corpus is not beside this checkout")
-def test_corpus_requests_match_tshark_or_are_explained():
+def test_corpus_requests_match_tshark_or_are_explained(corpus):
     listed = json.loads(DIFFERENCES_FILE.read_text()) if DIFFERENCES_FILE.exists() else {}
     observed = {}
     for entry in ENTRIES:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sensor.dcerpc.events import RpcCall
-from tests.conftest import CORPUS
+from tests.conftest import CORPUS, corpus_manifest
 from tests.tshark.test_corpus_diff import cause_problems
 
 EXPECTATIONS = json.loads(Path(__file__).with_name("zeek_expectations.json").read_text())
@@ -32,10 +32,8 @@ LOG_COLUMNS = ("id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "endpoint", "
 
 def baselines() -> dict[str, Path]:
     """Capture (manifest local_file) -> its Zeek dce_rpc.log."""
-    if not (CORPUS / "manifest.json").exists():
-        return {}
     return {c["local_file"]: CORPUS / log
-            for c in json.loads((CORPUS / "manifest.json").read_text())["captures"]
+            for c in corpus_manifest()
             for log in c.get("peer_expected_output_files") or () if log.endswith("/dce_rpc.log")}
 
 
@@ -76,8 +74,8 @@ def native_calls(path: Path) -> Counter:
     return calls
 
 
-@pytest.mark.skipif(not baselines(), reason="../shared/corpus with Zeek baselines is not beside this checkout")
-def test_native_calls_against_zeek_dce_rpc_logs():
+def test_native_calls_against_zeek_dce_rpc_logs(corpus):
+    assert baselines(), "the corpus manifest lists no Zeek dce_rpc.log"
     observed = {}
     for capture, log in sorted(baselines().items()):
         ours, zeeks = native_calls(CORPUS / capture), zeek_calls(log)
