@@ -22,7 +22,7 @@ def corpus_diff_script():
 
 @pytest.fixture(scope="session")
 def corpus_differences(tmp_path_factory, corpus) -> dict[str, dict[str, list[int]]]:
-    cache = tmp_path_factory.getbasetemp() / "corpus_differences.json"
+    cache = tmp_path_factory.getbasetemp() / "corpus_engine_differences.json"
     if not cache.exists():
         script = corpus_diff_script()
         cache.write_text(json.dumps(
