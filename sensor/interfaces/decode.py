@@ -149,6 +149,11 @@ def decode_request(op: Operation, stub: bytes, little_endian: bool, ndr64: bool 
     """The [in] arguments of ``op`` from its request stub; NdrDecodeError(reason) if it does not
     parse as the IDL's request type nor as any of the operation's documented alternates."""
     kinds = (_request_type(op), *op.alternates)
+    if op.alternates:
+        # impacket's parser is lenient: a [unique] referent id read as a ref string's max count
+        # can still "decode" into wrong strings. The form the stub cleanly is goes first.
+        clean = tuple(k for k in kinds if _walks_cleanly(k, stub, little_endian, ndr64))
+        kinds = clean + tuple(k for k in kinds if k not in clean)
     first_error: NdrDecodeError | None = None
     for kind in kinds:
         try:
@@ -204,11 +209,13 @@ def looks_like(op: Operation, stub: bytes, little_endian: bool, ndr64: bool = Fa
     """True when ``stub`` is cleanly ``op``'s request: every string a plain NUL-terminated
     conformant varying string, and nothing left over but alignment padding. Used to name
     the interface of a call whose bind and pipe were both missed, so it errs on 'no'."""
-    if op.request is None:
-        return False
+    return op.request is not None and _walks_cleanly(op.request, stub, little_endian, ndr64)
+
+
+def _walks_cleanly(kind: type[NDRCALL], stub: bytes, little_endian: bool, ndr64: bool) -> bool:
     walker = _Walker(stub, little_endian, strict=True, ndr64=ndr64)
     try:
-        walker.walk(op.request.structure)
+        walker.walk(kind.structure)
     except NdrDecodeError:
         return False
     return len(stub) - walker.pos <= MAX_TRAILING_PAD
