@@ -90,6 +90,12 @@ SCENARIOS = [
            "desired: SMB 3.1.1 encrypted", "--technique", "rprn", "--dialect", "default", encrypt="desired"),
     attack("rprn-backauth-smb", "PrinterBug (1, 65), SMB 2.1, then DC01$ authenticates back over SMB to 10.0.0.66",
            "--technique", "rprn", "--dialect", "2.1", back_auth="smb"),
+    FamilyScenario("rprn-rpc-privacy-backauth", "PrinterBug (1, 65) with RPC NTLM auth at PKT_PRIVACY (sealed stubs, "
+                   "as NetExec's coerce_plus binds) over clear SMB 2.1, then DC01$ authenticates back over SMB",
+                   ["--technique", "rprn", "--dialect", "2.1", "--auth-level", "privacy"], back_auth="smb",
+                   # sealed: the rule counts the call with the listener unknown; the back-authentication
+                   # is then probable coercion naming the technique (a sealed call cannot confirm L)
+                   expected_alerts=["coercion-rare-rprn-call", "probable-coercion"]),
     attack("even-smb21", "CheeseOunce: ElfrOpenBELW(\\??\\UNC\\10.0.0.66\\share\\x.evt), SMB 2.1, Samba eventlog",
            "--technique", "even", "--dialect", "2.1"),
     attack("even-smb3-encrypted", "CheeseOunce ElfrOpenBELW inside SMB 3.1.1 encryption", "--technique", "even",
