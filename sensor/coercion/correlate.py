@@ -37,7 +37,7 @@ from sensor.events import RpcCallEvent
 from sensor.interfaces.catalog import Catalog, default_catalog
 from sensor.interfaces.listener import host_of
 from sensor.net.stream import FlowKey, ServiceSeen
-from sensor.smb.events import EncryptedMessage, NtlmAuthentication, SmbSession
+from sensor.smb.events import EncryptedMessage, KerberosAuthentication, NtlmAuthentication, SmbSession
 
 # Coercion tools trigger the callback within a second or two; 30 s leaves room for a slow
 # server (the spooler retries) while keeping unrelated machine logons out.
@@ -94,7 +94,7 @@ class Correlator:
         self._names: dict[str, str] = {}
         # Hosts seen serving SMB, Kerberos or LDAP, and the config's allow-list
         self.servers: set[str] = set(self.settings.known_servers)
-        self._recent: deque[NtlmAuthentication] = deque(maxlen=MAX_RECENT_AUTHENTICATIONS)
+        self._recent: deque[NtlmAuthentication | KerberosAuthentication] = deque(maxlen=MAX_RECENT_AUTHENTICATIONS)
 
     def feed(self, record) -> list[CoercionAlert]:
         kind = type(record)
@@ -124,6 +124,11 @@ class Correlator:
             if record.is_machine_account:
                 self._recent.append(record)
                 return self._authentication(record)
+        elif kind is KerberosAuthentication:
+            # Whether the client is a machine account is encrypted: an AP-REQ only confirms
+            # (a call named the ticket's service host or L), never makes PROBABLE.
+            self._recent.append(record)
+            return self._authentication(record)
         return []
 
     def close(self) -> list[CoercionAlert]:
@@ -166,13 +171,21 @@ class Correlator:
                 self._names[name.lower()] = ip
                 self._names[name.lower().split(".", 1)[0]] = ip
 
+    def _names_listener(self, host: str, auth: NtlmAuthentication | KerberosAuthentication) -> bool:
+        """Does a call's listener host name the server ``auth`` went to (its address, a name
+        it gave, or, Kerberos, the host of the ticket's service principal)?"""
+        if type(auth) is KerberosAuthentication and host == auth.service_host:
+            return True
+        return self._names_ip(host, auth.flow.server_ip)
+
     def _names_ip(self, host: str, ip: str) -> bool:
         return host == ip.lower() or self._names.get(host) == ip or \
             self._names.get(host.split(".", 1)[0]) == ip
 
     # -- the correlation ---------------------------------------------------------------------
-    def _authentication(self, auth: NtlmAuthentication) -> list[CoercionAlert]:
-        self.stats["coercion_machine_authentications"] += 1
+    def _authentication(self, auth: NtlmAuthentication | KerberosAuthentication) -> list[CoercionAlert]:
+        kerberos = type(auth) is KerberosAuthentication
+        self.stats["coercion_kerberos_authentications" if kerberos else "coercion_machine_authentications"] += 1
         victim, listener = auth.flow.client_ip, auth.flow.server_ip
         since = auth.ts - self.settings.window
         confirmed: list[tuple[_Inbound, str, str]] = []
@@ -185,19 +198,18 @@ class Correlator:
             if flow.server_ip != victim or inbound.client == victim or inbound.first_ts > auth.ts:
                 continue
             for event_id, hosts, technique in inbound.calls:
-                if any(self._names_ip(h, listener) for h in hosts):
+                if any(self._names_listener(h, auth) for h in hosts):
                     confirmed.append((inbound, event_id, technique))
             if encrypted is None and (inbound.encrypted or inbound.sealed_technique):
                 encrypted = inbound
-        base = dict(victim_ip=victim, listener_ip=listener, user=auth.user, domain=auth.domain,
-                    protocol=auth.protocol, ts=auth.ts)
+        base = dict(victim_ip=victim, listener_ip=listener, ts=auth.ts, **_who(auth))
         if confirmed:
             first = confirmed[-1][0]
             self.stats["coercion_confirmed"] += 1
             return [CoercionAlert(CONFIRMED, client_ip=first.client,
                                   delay=round(auth.ts - first.last_ts, 6), technique=confirmed[-1][2],
                                   call_event_ids=tuple(e for _, e, _ in reversed(confirmed)), **base)]
-        if encrypted is None:
+        if encrypted is None or kerberos:
             return []
         day_count = self.pair_days(victim, listener, auth.ts) if self.pair_days else 1
         if day_count >= self.settings.rare_days:
@@ -223,13 +235,20 @@ class Correlator:
         for auth in self._recent:
             if auth.flow.client_ip != flow.server_ip or auth.flow.client_ip == inbound.client \
                     or not requested <= auth.ts <= requested + self.settings.window \
-                    or not any(self._names_ip(h, auth.flow.server_ip) for h in hosts):
+                    or not any(self._names_listener(h, auth) for h in hosts):
                 continue
             self.stats["coercion_confirmed"] += 1
             out.append(CoercionAlert(CONFIRMED, auth.ts, victim_ip=auth.flow.client_ip,
                                      listener_ip=auth.flow.server_ip, client_ip=inbound.client,
-                                     user=auth.user, domain=auth.domain, protocol=auth.protocol,
-                                     delay=round(auth.ts - requested, 6), technique=technique,
+                                     delay=round(auth.ts - requested, 6), technique=technique, **_who(auth),
                                      call_event_ids=(call.event_id,)))
         return out
 
+
+def _who(auth: NtlmAuthentication | KerberosAuthentication) -> dict:
+    """The alert's user, domain and protocol: for Kerberos the user is unknown (encrypted in
+    the ticket), the domain is the ticket's realm, the protocol says "kerberos"."""
+    if type(auth) is KerberosAuthentication:
+        return dict(user="", domain=auth.realm, protocol=auth.protocol + "-kerberos",
+                    detail=f"Kerberos AP-REQ for {'/'.join(auth.sname)}@{auth.realm}; the client principal is encrypted")
+    return dict(user=auth.user, domain=auth.domain, protocol=auth.protocol)

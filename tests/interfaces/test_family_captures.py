@@ -103,8 +103,12 @@ def test_back_authentication_confirms_and_names_the_technique(name):
     assert entry["back_auth"], "the manifest lists the back-authentication"
     [alert] = alerts
     technique = CATALOG.interface(entry["calls"][0]["interface_uuid"]).technique
+    kerberos = alert.protocol.endswith("-kerberos")     # the client principal is encrypted
     assert (alert.technique, alert.victim_ip, alert.listener_ip, alert.client_ip, alert.user) == \
-        (technique, "10.0.0.10", "10.0.0.66", "10.0.0.66", "DC01$")
+        (technique, "10.0.0.10", "10.0.0.66", "10.0.0.66", "" if kerberos else "DC01$")
+    if kerberos:
+        [ticket] = entry["back_auth"]          # what tshark's kerberos dissector read
+        assert alert.domain == ticket["realm"] and "/".join(ticket["sname"]) in alert.detail
     if alert.rule == CONFIRMED:
         assert set(alert.call_event_ids) <= {e.event_id for e in found} and alert.call_event_ids
     else:   # a sealed coercion call: the listener comes from the back-authentication only
