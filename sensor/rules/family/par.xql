@@ -1,9 +1,9 @@
 // id: coercion-rare-par-call
 // title: Rare MS-PAR RpcAsyncOpenPrinter naming another print server
-// severity: high
+// severity: medium
 // version: 1
 // technique: T1187
-// description: MS-PAR over ncacn_ip_tcp: a printer name on another host makes the spooler connect to it as its machine account. Keyed like the seed query (actor, server, function, opnum, listener host, path); a listener that is the server itself or a local path is not coercion; a sealed call (no arguments) still counts, listener unknown.
+// description: MS-PAR over ncacn_ip_tcp: a printer name on another host makes the spooler connect to it as its machine account. Over TCP the server's own DNS name is unknown (no SMB session), so ordinary clients opening printers on the print server by its DNS name are counted too (medium, until learned out). Keyed like the seed query (actor, server, function, opnum, listener host, path); a listener that is the server itself or a local path is not coercion; a sealed call (no arguments) still counts, listener unknown.
 dataset = xdr_data
 | alter day = extract_time(_time, "DAY"),
  listener_path = json_extract_scalar(action_rpc_func_str_call_fields, "$.pPrinterName"),
