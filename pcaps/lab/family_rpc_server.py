@@ -6,7 +6,7 @@ request only crosses the wire after a bind the server accepts, so this serves th
 impacket's own server pieces, in namespace "dc":
 
 - impacket's SMB server (SMB 2.1 at most: impacket's server has no SMB 3 encryption) on 445,
-  whose named pipes lsarpc and efsrpc are relayed to an impacket DCERPCServer;
+  whose named pipes lsarpc, samr, netlogon, lsass and efsrpc are relayed to an impacket DCERPCServer;
 - the same kind of DCERPCServer on TCP ``--tcp-port`` for ncacn_ip_tcp (EFSR and PAR; the
   client connects to the port directly, as after an endpoint-mapper lookup).
 
@@ -52,7 +52,9 @@ def main() -> int:
     p.add_argument("--share", default="/tmp")
     opts = p.parse_args()
     servers = {}
-    for pipe, iface in (("lsarpc", EFSR_LSARPC), ("efsrpc", EFSR_EFSRPC)):
+    # Windows serves c681d488 on lsarpc and, the same lsass endpoint, on samr, netlogon, lsass.
+    for pipe, iface in (("lsarpc", EFSR_LSARPC), ("samr", EFSR_LSARPC), ("netlogon", EFSR_LSARPC),
+                        ("lsass", EFSR_LSARPC), ("efsrpc", EFSR_EFSRPC)):
         servers[pipe] = FamilyServer([(iface, f"\\PIPE\\{pipe}")])
     tcp = FamilyServer([(EFSR_LSARPC, str(opts.tcp_port)), (EFSR_EFSRPC, str(opts.tcp_port)),
                         (PAR, str(opts.tcp_port))], "0.0.0.0", opts.tcp_port)

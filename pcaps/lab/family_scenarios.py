@@ -70,6 +70,9 @@ SCENARIOS = [
     attack("efsr-lsarpc-smb21", "PetitPotam: every MS-EFSR path call (0, 4-9, 12, 13, 15, 16, 18, 19, 21) on "
            "\\PIPE\\lsarpc (c681d488), SMB 2.1, impacket server", "--technique", "efsr", "--dialect", "2.1",
            server="impacket"),
+    attack("efsr-netlogon-smb21", "PetitPotam on \\PIPE\\netlogon (c681d488, as Coercer tries every pipe): "
+           "EfsRpcOpenFileRaw, EfsRpcEncryptFileSrv, SMB 2.1, impacket server", "--technique", "efsr", "--pipe",
+           "netlogon", "--opnums", "0,4", "--dialect", "2.1", server="impacket"),
     attack("efsr-efsrpc-smb21", "PetitPotam on \\PIPE\\efsrpc (df1941c5): EfsRpcOpenFileRaw, EfsRpcEncryptFileSrv, "
            "SMB 2.1, impacket server", "--technique", "efsr-efsrpc", "--opnums", "0,4", "--dialect", "2.1",
            server="impacket"),
