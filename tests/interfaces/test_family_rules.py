@@ -29,3 +29,14 @@ def test_each_capture_raises_the_rules_its_manifest_lists(name):
         row = event.to_dict() | {"_time": event.event_timestamp}
         raised |= {plan.rule.meta.id for plan in plans if plan.event_row(row) is not None}
     assert raised == set(MANIFEST[name]["expected_alerts"]) - CORRELATOR_RULES
+
+
+def test_every_dfsnm_coercion_opnum_beyond_the_root_calls_alerts():
+    """pcaps/dfsnm-other-coercion.pcap (impacket: 14, 15, 20, 23, 24), which raised nothing
+    before: each of its calls passes dfscoerce-rare-dfsnm-other-call."""
+    [plan] = [xql_rules.rarity_plan(xql_rules.load_rule(p)) for p in RULES if p.stem == "dfsnm-other"]
+    records, _ = decode_capture(PCAPS / "dfsnm-other-coercion.pcap")
+    events = [r for r in records if isinstance(r, RpcCallEvent)]
+    passed = [e.action_rpc_func_opnum for e in events
+              if plan.event_row(e.to_dict() | {"_time": e.event_timestamp}) is not None]
+    assert passed == [14, 15, 20, 23, 24]
