@@ -3,7 +3,7 @@
 An interface is a row: uuid, version, IDL name, the coercion technique it serves, the pipes
 and transports it is reached on, and its operations (IDL name, NDR request type, the
 arguments that name the listener a coerced server calls back). Adding the next coercion
-protocol is one module (its NDR types and its ``Interface`` row) listed in ``MODULES``
+protocol is one module (its NDR types and its ``Interface`` row) listed in ``PROTOCOL_MODULES``
 (see sensor/interfaces/fsrvp.py for the smallest).
 
 Pipes: a pipe may carry several interfaces (\\PIPE\\lsarpc carries LSA and EFSR, among
@@ -14,7 +14,6 @@ interface's call for its opnum (see event_builder.resolve).
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -98,12 +97,14 @@ class Catalog:
         return self._dedicated.get(pipe_name, []) + self._shared.get(pipe_name, [])
 
 
-# One module per protocol; each defines INTERFACES (its rows).
-MODULES = ("dfsnm", "efsr", "rprn", "par", "fsrvp", "even")
-
-
 def default_catalog() -> Catalog:
-    rows: list[Interface] = []
-    for module in MODULES:
-        rows += importlib.import_module(f"sensor.interfaces.{module}").INTERFACES
-    return Catalog(rows)
+    return Catalog([row for module in PROTOCOL_MODULES for row in module.INTERFACES])
+
+
+# One module per protocol, each defining INTERFACES (its rows). Imported with this module, at
+# start-up, not when the first catalog is built: a live sensor has dropped its privileges by
+# then and may no longer read the interpreter's library (impacket's rprn pulls in hmac...).
+# They import this module's types in turn, which are all defined above.
+from sensor.interfaces import dfsnm, efsr, even, fsrvp, par, rprn  # noqa: E402
+
+PROTOCOL_MODULES = (dfsnm, efsr, rprn, par, fsrvp, even)
