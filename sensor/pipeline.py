@@ -36,8 +36,8 @@ from sensor.net.frames import LINKTYPE_ETHERNET, FrameDecoder
 from sensor.net.lane import BulkLane
 from sensor.net.stream import FlowEnded, FlowKey, FlowStarted, ServiceSeen, StreamData, StreamGap
 from sensor.smb.connection import SmbConnection
-from sensor.smb.events import (EncryptedMessage, NtlmAuthentication, PipeClosed, PipeData, PipeId,
-                               PipeOpened, SmbSession)
+from sensor.smb.events import (EncryptedMessage, KerberosAuthentication, NtlmAuthentication, PipeClosed,
+                               PipeData, PipeId, PipeOpened, SmbSession)
 from sensor.smb.netbios import MESSAGE_BUDGET_BYTES
 
 # Held calls are checked for timeout when capture time has advanced this far since the last check.
@@ -256,8 +256,8 @@ class Pipeline:
             self._own["smb_encrypted_messages"] += 1
             self._note_encrypted(state, ev.session_id)
             out.append(ev)      # sizes in the clear: the transform-header fingerprint
-        elif kind is NtlmAuthentication or kind is Anomaly:
-            out.append(ev)      # NTLMSSP AUTHENTICATE: the coercion correlator's other half
+        elif kind is NtlmAuthentication or kind is KerberosAuthentication or kind is Anomaly:
+            out.append(ev)      # NTLMSSP AUTHENTICATE, Kerberos AP-REQ: the coercion correlator's other half
 
     def _note_encrypted(self, state: _FlowState, session_id: int) -> None:
         if session_id not in state.encrypted_sessions:

@@ -13,6 +13,7 @@ native pipeline's held-call stage (sensor/held_calls.py), so both engines fill
 """
 from __future__ import annotations
 
+import json
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -30,7 +31,7 @@ from sensor.net.stream import FlowKey
 from sensor.smb import smb1, smb2
 from sensor.smb.events import PipeId, SmbSession
 from sensor.smb.pipes import normalise_pipe_name
-from sensor.tshark.arguments import netdfs_arguments
+from sensor.tshark.arguments import STUB_PROTOCOLS, stub_arguments
 from sensor.tshark.tree import first, labels, number, raw_bytes, values
 
 Packet = dict[str, list]
@@ -152,9 +153,10 @@ class TsharkDecoder:
         for message in packet.get("smb", ()):
             self._smb1(stream, ts, endpoints, message, where, pipe_setups)
         out: list = []
-        netdfs = list(packet.get("netdfs", ()))
+        # The stub dissectors' layers (netdfs, efs, spoolss...), each tagged with its protocol.
+        stubs = [(name, layer) for name in STUB_PROTOCOLS for layer in packet.get(name, ())]
         for pdu in packet.get("dcerpc", ()):
-            self._dcerpc(stream, ts, frame_no, endpoints, pdu, where, netdfs, out)
+            self._dcerpc(stream, ts, frame_no, endpoints, pdu, where, stubs, out)
         return out
 
     def close(self) -> list:
@@ -304,7 +306,7 @@ class TsharkDecoder:
 
     # -- DCE/RPC -----------------------------------------------------------------------
     def _dcerpc(self, stream: int, ts: float, frame_no: int, endpoints: tuple, pdu: dict,
-                where: _Frame, netdfs: list, out: list) -> None:
+                where: _Frame, stubs: list, out: list) -> None:
         ptype = number(pdu, "dcerpc.pkt_type")
         call_id = number(pdu, "dcerpc.cn_call_id")
         if ptype is None or call_id is None:
@@ -316,7 +318,7 @@ class TsharkDecoder:
             # time; it is the same call, not a new one.
             self.stats["tshark.echoed_client_pdus"] += 1
             if ptype == rpc.PTYPE_REQUEST:
-                self._netdfs_layer(netdfs, number(pdu, "dcerpc.opnum", 0))
+                self._stub_layer(stubs, number(pdu, "dcerpc.opnum", 0))
             return
         assoc: AssocKey = (stream, where.pipe)
         if ptype in (rpc.PTYPE_BIND, rpc.PTYPE_ALTER_CONTEXT):
@@ -360,14 +362,14 @@ class TsharkDecoder:
         elif ptype == rpc.PTYPE_REQUEST:
             flags = number(pdu, "dcerpc.cn_flags", 0)
             if flags & rpc.PFC_LAST_FRAG:               # tshark hands the joined stub with the last fragment
-                self._request(stream, ts, frame_no, flow, assoc, call_id, pdu, where, netdfs, out)
+                self._request(stream, ts, frame_no, flow, assoc, call_id, pdu, where, stubs, out)
         elif ptype in (rpc.PTYPE_RESPONSE, rpc.PTYPE_FAULT):
             flags = number(pdu, "dcerpc.cn_flags", 0)
             if flags & rpc.PFC_LAST_FRAG:
                 status = number(pdu, "dcerpc.cn_status", 0) if ptype == rpc.PTYPE_FAULT else 0
                 self._answer(stream, assoc, call_id, status, out)
-            if ptype == rpc.PTYPE_RESPONSE and netdfs and self._is_netdfs_response(netdfs[0]):
-                netdfs.pop(0)                       # keep the frame's netdfs layers in step with its PDUs
+            if ptype == rpc.PTYPE_RESPONSE and stubs and self._is_response(stubs[0][1]):
+                stubs.pop(0)                        # keep the frame's stub layers in step with its PDUs
 
     def _assoc_table(self, tables: OrderedDict, assoc: AssocKey) -> dict:
         table = tables.get(assoc)
@@ -377,18 +379,19 @@ class TsharkDecoder:
         return table
 
     @staticmethod
-    def _is_netdfs_response(layer: dict) -> bool:
-        """A netdfs layer of a response carries the WERROR result; a request's never does."""
-        return first(layer, "netdfs.werror") is not None
+    def _is_response(layer: dict) -> bool:
+        """A stub layer of a response points back at its request (and a netdfs one carries
+        the WERROR result); a request's never does."""
+        return first(layer, "dcerpc.request_in") is not None or first(layer, "netdfs.werror") is not None
 
     def _request(self, stream: int, ts: float, frame_no: int, flow: FlowKey, assoc: AssocKey,
-                 call_id: int, pdu: dict, where: _Frame, netdfs: list, out: list) -> None:
+                 call_id: int, pdu: dict, where: _Frame, stubs: list, out: list) -> None:
         opnum = number(pdu, "dcerpc.opnum", 0)
         ctx_id = number(pdu, "dcerpc.cn_ctx_id", 0)
         auth_level = number(pdu, "dcerpc.auth_level")
         auth_type = number(pdu, "dcerpc.auth_type")
         sealed = auth_level == AUTH_LEVEL_PKT_PRIVACY
-        layer = self._netdfs_layer(netdfs, opnum)
+        protocol, layer = self._stub_layer(stubs, opnum)
         stub = b"" if sealed else self._stub(pdu, layer)
         bound = self._contexts.get(assoc, {}).get(ctx_id)
         if bound is None:
@@ -413,14 +416,14 @@ class TsharkDecoder:
         if resolved is None:
             return
         event = build_event(resolved[0], resolved[1], call, ctx)
-        event = self._with_tshark_arguments(event, call, layer)
+        event = self._with_tshark_arguments(event, call, protocol, layer)
         self._emit(self.held.hold(assoc, call_id, ts, event), out)
 
     @staticmethod
     def _stub(pdu: dict, layer: dict | None) -> bytes:
         """The joined stub: under "Complete stub data" when a sub-dissector took it; as
         dcerpc.stub_data (colon hex) when tshark knows no dissector for the interface, or,
-        inside the netdfs layer, none for the opnum (Wireshark 4.0: 20, 23, 24)."""
+        inside the stub layer, none for the opnum (Wireshark 4.0 netdfs: 20, 23, 24)."""
         stub = raw_bytes(pdu, "dcerpc.payload_stub_data")
         if stub is not None:
             return stub
@@ -431,26 +434,34 @@ class TsharkDecoder:
         return b""
 
     @staticmethod
-    def _netdfs_layer(netdfs: list, opnum: int) -> dict | None:
-        """The netdfs layer tshark made of this request: the next one in the frame, if it
-        is for the same opnum (several PDUs in one frame each get their own layer)."""
-        if netdfs and number(netdfs[0], "netdfs.opnum") == opnum and not TsharkDecoder._is_netdfs_response(netdfs[0]):
-            return netdfs.pop(0)
-        return None
+    def _stub_layer(stubs: list, opnum: int) -> tuple[str | None, dict | None]:
+        """(protocol, layer) tshark's stub dissector made of this request: the frame's next
+        stub layer, if it is for the same opnum (several PDUs in one frame each get their own
+        layer); (None, None) when there is none."""
+        if stubs:
+            protocol, layer = stubs[0]
+            if number(layer, protocol + ".opnum") == opnum and not TsharkDecoder._is_response(layer):
+                return stubs.pop(0)
+        return None, None
 
-    def _with_tshark_arguments(self, event: RpcCallEvent, call: RpcCall, layer: dict | None) -> RpcCallEvent:
-        """Arguments from tshark's own netdfs fields where it has them; the project's NDR
-        decoders (already run by build_event) only for the opnums tshark lacks."""
-        if call.sealed or layer is None or event.action_rpc_interface_name != "netdfs":
+    def _with_tshark_arguments(self, event: RpcCallEvent, call: RpcCall, protocol: str | None,
+                               layer: dict | None) -> RpcCallEvent:
+        """Arguments from tshark's own fields where its dissector has them, over the
+        project's NDR decoding (already run by build_event), which keeps the opnums and
+        arguments tshark lacks."""
+        if call.sealed or layer is None:
             if event.action_rpc_interface_name == "netdfs" and not call.sealed and not call.stub:
                 self.stats["tshark.no_stub_bytes"] += 1
             return event
-        decoded = netdfs_arguments(call.opnum, layer)
+        decoded = stub_arguments(protocol, call.opnum, layer)
         if decoded is None:
             return event
         self.stats["tshark.arguments_from_fields"] += 1
-        return replace(event, action_rpc_func_str_call_fields=call_fields_json(decoded[0]),
-                       action_rpc_func_int_call_fields=call_fields_json(decoded[1]), net_decode_error="")
+        ours_ok = not event.net_decode_error
+        strings = (event.str_fields() if ours_ok else {}) | decoded[0]
+        ints = (json.loads(event.action_rpc_func_int_call_fields) if ours_ok else {}) | decoded[1]
+        return replace(event, action_rpc_func_str_call_fields=call_fields_json(strings),
+                       action_rpc_func_int_call_fields=call_fields_json(ints), net_decode_error="")
 
     def _answer(self, stream: int, assoc: AssocKey, call_id: int, status: int, out: list) -> None:
         answered = self.held.answer(assoc, call_id, status)

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from sensor.capture.pcapfile import open_capture
-from sensor.coercion.correlate import Correlator, CorrelatorSettings, host_of
+from sensor.coercion.correlate import Correlator, CorrelatorSettings
+from sensor.interfaces.listener import host_of
 from sensor.coercion.events import CONFIRMED, PROBABLE
 from sensor.coercion.fingerprint import EncryptedNetdfsMatcher
 from sensor.coercion.pair_days import PairDays
