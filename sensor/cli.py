@@ -2,7 +2,6 @@
 state (a one-line message on stderr), 2 usage or configuration errors."""
 from __future__ import annotations
 
-import json
 import sqlite3
 import sys
 from datetime import date, datetime, timedelta, timezone
@@ -16,6 +15,7 @@ from sensor.config import Config, ConfigError, load_config
 from sensor.detect.rarity import DAY_MODES, MATCH_MODES, HuntRow, hunt as run_hunt
 from sensor.outputs import OutputError, open_outputs
 from sensor.store.sqlite import DEFAULT_LIST_LIMIT, ListFilter, Store, StoreError
+from sensor.text import json_line, printable
 
 EXIT_INPUT = 1
 EXIT_USAGE = 2
@@ -24,7 +24,7 @@ PROGRESS_EVERY_FRAMES = 4096
 
 
 def _fail(message: str, code: int = EXIT_INPUT) -> None:
-    click.echo(f"dfs-sensor: error: {message}", err=True)
+    click.echo(f"dfs-sensor: error: {printable(message)}", err=True)
     sys.exit(code)
 
 
@@ -400,7 +400,7 @@ Example:
 def _print_records(records: list[dict], fmt: str, columns: list[str]) -> None:
     if fmt == "json":
         for record in records:
-            click.echo(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
+            click.echo(json_line(record))
         return
     cells = [[_cell(record.get(c)) for c in columns] for record in records]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
@@ -414,10 +414,7 @@ def _print_records(records: list[dict], fmt: str, columns: list[str]) -> None:
 def _cell(value) -> str:
     """Table text comes from the wire: non-printable characters (terminal escapes, CR, LF,
     bidi overrides) are shown as Python escapes, never sent to the terminal."""
-    if value is None:
-        return "-"
-    text = str(value)
-    return text if text.isprintable() else "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    return "-" if value is None else printable(str(value))
 
 
 

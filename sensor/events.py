@@ -12,6 +12,8 @@ import uuid
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 
+from sensor.text import json_line
+
 EVENT_TYPE_RPC_CALL = 22          # xdr_data event_type for RPC_CALL
 RPC_PROTOCOL_TCP = 1              # xdr_data event_rpc_protocol
 RPC_PROTOCOL_NAMED_PIPES = 2
@@ -68,7 +70,7 @@ class RpcCallEvent:
         return asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=False)
+        return json_line(self.to_dict())
 
     def with_exception_code(self, code: int) -> "RpcCallEvent":
         return replace(self, action_rpc_func_exception_code=code)

@@ -43,6 +43,7 @@ from sensor.outputs import STDOUT, OutputError, Outputs
 from sensor.privileges import PrivilegeError, drop_privileges, refuse_root
 from sensor.runner import Sensor
 from sensor.store.sqlite import Store, StoreError
+from sensor.text import json_line
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -71,8 +72,8 @@ class SyslogAlerts:
             self.sink.write(line)
         # Journald and log viewers show what syslog stores: the alert's JSON re-encoded as
         # ASCII, so bidi overrides and other invisible characters off the wire arrive as \u
-        # escapes (JSON already escapes the C0 controls).
-        syslog_module.syslog(syslog_module.LOG_WARNING, json.dumps(json.loads(line), separators=(",", ":")))
+        # escapes.
+        syslog_module.syslog(syslog_module.LOG_WARNING, json_line(json.loads(line), ascii_only=True))
 
     def reopen(self) -> None:
         if self.sink is not None:
@@ -151,7 +152,7 @@ def stats_record(capture: LiveCapture, sensor: Sensor) -> dict:
 
 def format_stats(record: dict, as_json: bool) -> str:
     if as_json:
-        return json.dumps(record, separators=(",", ":"))
+        return json_line(record)
     return ("dfs-sensor stats: packets {packets:,} kernel_drops {kernel_drops:,} flows {flows:,} "
             "events {events:,} alerts {alerts:,} anomalies {anomalies:,} rss {rss_mb:.1f} MB"
             .format(rss_mb=record["rss_bytes"] / 1e6, **record))

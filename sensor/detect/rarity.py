@@ -18,6 +18,7 @@ from sensor.anomaly import Stats
 from sensor.events import EVENT_TYPE_RPC_CALL, RpcCallEvent
 from sensor.detect.xql import json_extract_scalar, utc_date
 from sensor.store.sqlite import Store
+from sensor.text import json_line
 
 RULE = "dfscoerce-rare-dfsnm-root-call"
 DFSNM_XDR_UUID = "{4FC742E0-4A10-11CF-8273-00AA004AE673}"
@@ -76,7 +77,7 @@ class Alert:
         return record
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        return json_line(self.to_dict())
 
 
 @dataclass(frozen=True)
