@@ -142,25 +142,35 @@ def main() -> None:
 @click.argument("captures", nargs=-1, required=True, metavar="CAPTURE...")
 def replay(captures: tuple[str, ...], engine: str, **options) -> None:
     """Replay pcap/pcapng files (gzip'ed too), in the order given, through the sensor.
+    A pipe, a FIFO or - (standard input) is read as it streams.
 
-    Alerts go to stdout as JSON lines (or --alerts); a summary goes to stderr. Replaying a
-    capture twice stores nothing twice and raises no alert twice.
+    Alerts go to stdout as JSON lines (or --alerts); a summary goes to stderr, and a warning
+    line per kind of damage a file has. Replaying a capture twice stores nothing twice and
+    raises no alert twice.
 
     \b
-    Example:
+    Examples:
       dfs-sensor replay --db /tmp/s.db --events events.jsonl day1.pcap day2.pcapng
+      tcpdump -r big.pcap -w - 'port 445' | dfs-sensor replay -
     """
     from sensor.capture.pcapfile import CaptureError, open_capture
     from sensor.runner import Sensor
 
     config = _sensor_config(options)
     sizes = []
-    for path in captures:          # refuse up front rather than half-way through the list
+    streams = {}   # position in captures -> its reader: a pipe can be read once only, so it is kept
+    for n, path in enumerate(captures):          # refuse up front rather than half-way through the list
         try:
-            with open_capture(path) as reader:
-                sizes.append(reader.size)
+            reader = open_capture(path)
         except CaptureError as e:
             _fail(str(e))
+        sizes.append(reader.size)
+        if reader.stream:
+            streams[n] = reader
+        else:
+            reader.close()
+    if streams and engine == "tshark":
+        _fail("the tshark engine reads files: give it a file, not a pipe or -", EXIT_USAGE)
     try:
         outputs = open_outputs(config.events, config.alerts)
     except OutputError as e:
@@ -173,7 +183,7 @@ def replay(captures: tuple[str, ...], engine: str, **options) -> None:
         if engine == "tshark":
             _replay_with_tshark(sensor, captures)
         else:
-            _replay_native(sensor, captures, sizes)
+            _replay_native(sensor, captures, sizes, streams)
         summary = sensor.finish()
     except (StoreError, sqlite3.Error) as e:     # disk full, locked beyond busy_timeout, ...
         outputs.close()
@@ -184,22 +194,26 @@ def replay(captures: tuple[str, ...], engine: str, **options) -> None:
     click.echo(summary.human(), err=True)
 
 
-def _replay_native(sensor, captures: tuple[str, ...], sizes: list[int]) -> None:
+def _replay_native(sensor, captures: tuple[str, ...], sizes: list[int], streams: dict) -> None:
     from sensor.capture.pcapfile import CaptureError, open_capture
 
     show_progress = sys.stderr.isatty()
     with click.progressbar(length=sum(sizes), file=sys.stderr, label="replay",
                            hidden=not show_progress) as bar:
-        for path in captures:
-            try:
-                reader = open_capture(path)
-            except CaptureError as e:    # removed or changed since the check above
-                _fail(str(e))
+        for n, path in enumerate(captures):
+            reader = streams.pop(n, None)
+            if reader is None:
+                try:
+                    reader = open_capture(path)
+                except CaptureError as e:    # removed or changed since the check above
+                    _fail(str(e))
             with reader:
-                sensor.start_file(Path(path).name)
+                sensor.start_file("stdin" if path == "-" else Path(path).name)
                 sensor.process(_with_progress(reader, bar) if show_progress else reader)
                 # the reader counts packets too; only its anomalies (truncation) are news
                 sensor.source_stats.update({k: n for k, n in reader.stats.items() if k.startswith("anomaly.")})
+            for problem in reader.problems.values():
+                click.echo(f"dfs-sensor: warning: {problem}", err=True)
 
 
 def _replay_with_tshark(sensor, captures: tuple[str, ...]) -> None:
