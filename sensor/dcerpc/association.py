@@ -114,6 +114,8 @@ class RpcAssociation:
         # (client to server only) never shows the ack; the client's proposal still names
         # the interface its calls are meant for, as it does for tshark.
         self._proposed: dict[int, _Binding] = {}
+        # ctx_ids of proposals already reported as an unacknowledged RpcBind (at their first call).
+        self._reported_proposals: set[int] = set()
 
     # -- the stage contract -------------------------------------------------------------
 
@@ -164,6 +166,7 @@ class RpcAssociation:
         self._pending_binds.clear()
         self._contexts.clear()
         self._proposed.clear()
+        self._reported_proposals.clear()
         for d in self._dirs.values():
             d.buf = bytearray()
             d.skip = 0
@@ -267,11 +270,13 @@ class RpcAssociation:
                 # NDR64 only when it is the one syntax offered: with several, the ack decides.
                 ndr64 = ctx.transfer_syntaxes == (pdu.NDR64_SYNTAX,)
                 self._proposed[ctx.ctx_id] = (ctx.interface_uuid, ctx.interface_version, ndr64)
+                self._reported_proposals.discard(ctx.ctx_id)     # a new proposal is a new bind
 
     def _forget_proposals(self, contexts: list[pdu.Context] | None) -> None:
         """The server answered: its ack, not the proposal, now says what each context is."""
         for ctx in contexts or ():
             self._proposed.pop(ctx.ctx_id, None)
+            self._reported_proposals.discard(ctx.ctx_id)
 
     def _take_pending_bind(self, call_id: int) -> list[pdu.Context] | None:
         """The bind this ack answers: the one with its call_id (C706 12.6.4.4: the ack
@@ -337,6 +342,11 @@ class RpcAssociation:
             iface = self._proposed.get(call.ctx_id)
             if iface is not None:
                 self.stats["calls_on_unacknowledged_context"] += 1
+                if call.ctx_id not in self._reported_proposals:
+                    # The bind is as much a part of the pickup as the call (issue 18 item 13).
+                    self._reported_proposals.add(call.ctx_id)
+                    self.stats["binds_unacknowledged"] += 1
+                    out.append(RpcBind(ts, call.ctx_id, iface[0], iface[1], "", acknowledged=False))
         auth = call.auth
         out.append(RpcCall(
             ts=ts, frame=frame, call_id=hdr.call_id, ctx_id=call.ctx_id, opnum=call.opnum,
