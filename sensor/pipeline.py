@@ -31,7 +31,7 @@ from sensor.event_builder import CallContext, build_event, resolve
 from sensor.events import RpcCallEvent
 from sensor.http.ntlm import HttpNtlmFlow
 from sensor.interfaces.catalog import Catalog, default_catalog
-from sensor.net.flows import Flow, FlowTable
+from sensor.net.flows import FLOW_MEMORY_BUDGET_BYTES, Flow, FlowSettings, FlowTable
 from sensor.net.frames import LINKTYPE_ETHERNET, FrameDecoder
 from sensor.net.lane import BulkLane
 from sensor.net.stream import FlowEnded, FlowKey, FlowStarted, ServiceSeen, StreamData, StreamGap
@@ -51,6 +51,16 @@ EXPIRY_INTERVAL = 1.0
 # An association is named by its flow and, over SMB, its pipe.
 AssocKey = tuple[FlowKey, PipeId | None]
 
+# Heap each kind of per-flow state costs, charged to the flow table's memory budget (so the
+# flows' total stays under it whatever their count). tracemalloc measurements rounded up;
+# tests/robustness/test_flow_memory.py checks each against a measurement of real traffic.
+SMB_FLOW_BYTES = 3072        # SmbConnection (parsers, NBSS streams, counters) and _FlowState
+HTTP_FLOW_BYTES = 1536       # HttpNtlmFlow and _FlowState
+RPC_FLOW_BYTES = 2048        # an ncacn_ip_tcp flow's _FlowState and RpcAssociation
+SESSION_BYTES = 1280         # an SMB session (SessionBook entry, the pipeline's copy, names, its tree)
+PIPE_BYTES = 768             # an open pipe (pipe table entry, _Pipe, names)
+ASSOCIATION_BYTES = 2048     # a pipe's RpcAssociation with its bound contexts
+
 
 @dataclass
 class PipelineSettings:
@@ -61,9 +71,11 @@ class PipelineSettings:
     # Account bulk SMB data frames by length before decoding them (sensor/net/lane.py). Off
     # only to check that it changes nothing.
     bulk_lane: bool = True
+    # Bytes of state all tracked flows may hold (sensor/net/flows.py FLOW_MEMORY_BUDGET_BYTES).
+    flow_memory_budget: int = FLOW_MEMORY_BUDGET_BYTES
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pipe:
     name: str
     tree: str
@@ -81,7 +93,8 @@ class _FlowState:
         self.assocs: dict[PipeId | None, RpcAssociation] = {}
         self.pipes: dict[PipeId, _Pipe] = {}
         self.sessions: dict[int, SmbSession] = {}
-        self.encrypted_sessions: set[int] = set()
+        # Made a set at the first encrypted session: an empty set costs 216 bytes per flow.
+        self.encrypted_sessions: set[int] | frozenset[int] = frozenset()
 
 
 class Pipeline:
@@ -96,7 +109,10 @@ class Pipeline:
         self._rpc_settings = RpcSettings(stub_interfaces=frozenset(self.catalog.by_uuid), budget=self.stub_budget)
         self.capture_file = ""
         self.frames = FrameDecoder()
-        self.flows = FlowTable()
+        self.flows = FlowTable(FlowSettings(memory_budget_bytes=self.settings.flow_memory_budget))
+        # Units of flows the memory budget evicted while a unit of another was being routed:
+        # routed right after it.
+        self._evicted: list = []
         self._flows: dict[FlowKey, _FlowState] = {}
         # (association, call_id) -> (capture time, event), oldest first
         self._held: OrderedDict[tuple[AssocKey, int], tuple[float, RpcCallEvent]] = OrderedDict()
@@ -134,12 +150,24 @@ class Pipeline:
         if segment is not None:
             for unit in self.flows.feed(ts, frame, segment):
                 self._route(unit, out)
+            if self._evicted:
+                self._route_evicted(out)
         if ts >= self._next_expiry:   # the flow table expires its own flows as packets pass
             self._next_expiry = ts + EXPIRY_INTERVAL
             self._expire_held(ts, out)
         if lane is not None and (self._lane_candidate is not None or lane.entries):
             self._arm_lane(lane)
         return out
+
+    def _charge(self, flow: FlowKey, n: int, ts: float) -> None:
+        """Per-flow state grew (or shrank) by ``n`` bytes: the flow table's memory budget."""
+        self.flows.charge(flow, n, ts, self._evicted)
+
+    def _route_evicted(self, out: list) -> None:
+        while self._evicted:
+            units, self._evicted = self._evicted, []
+            for unit in units:
+                self._route(unit, out)
 
     def _arm_lane(self, lane: BulkLane) -> None:
         state = self._lane_candidate
@@ -154,6 +182,7 @@ class Pipeline:
         out: list = []
         for unit in self.flows.expire(now):
             self._route(unit, out)
+        self._route_evicted(out)
         self._expire_held(now, out)
         if self.lane is not None:
             self._arm_lane(self.lane)
@@ -237,11 +266,14 @@ class Pipeline:
             if unit.app == "smb":
                 self._flows[unit.flow] = _FlowState(self.flows.flow(unit.flow),
                                                     SmbConnection(unit.flow, budget=self.message_budget))
+                self._charge(unit.flow, SMB_FLOW_BYTES, unit.ts)
             elif unit.app == "http":
                 self._flows[unit.flow] = _FlowState(None, None, HttpNtlmFlow(unit.flow))
+                self._charge(unit.flow, HTTP_FLOW_BYTES, unit.ts)
             else:
                 state = self._flows[unit.flow] = _FlowState(None, None)
                 state.assocs[None] = RpcAssociation(self._rpc_settings)
+                self._charge(unit.flow, RPC_FLOW_BYTES, unit.ts)
         elif kind is FlowEnded:
             self._end_flow(unit.flow, unit.ts, out)
         elif kind is Anomaly or kind is ServiceSeen:
@@ -253,15 +285,21 @@ class Pipeline:
             assoc = state.assocs.get(ev.pipe)
             if assoc is None:
                 assoc = state.assocs[ev.pipe] = RpcAssociation(self._rpc_settings)
+                self._charge(ev.flow, ASSOCIATION_BYTES, ev.ts)
             for rpc in assoc.feed(ev.from_client, ev.ts, ev.frame, ev.data):
                 self._on_rpc(state, ev.flow, ev.pipe, rpc, out)
         elif kind is PipeOpened:
+            if ev.pipe not in state.pipes:
+                self._charge(ev.flow, PIPE_BYTES, ev.ts)
             state.pipes[ev.pipe] = _Pipe(ev.name, ev.tree)
             self._own["pipes_opened"] += 1
         elif kind is PipeClosed:
             self._end_association(state, ev.flow, ev.pipe, out)
-            state.pipes.pop(ev.pipe, None)
+            if state.pipes.pop(ev.pipe, None) is not None:
+                self._charge(ev.flow, -PIPE_BYTES, ev.ts)
         elif kind is SmbSession:
+            if ev.session_id not in state.sessions:
+                self._charge(ev.flow, SESSION_BYTES, ev.ts)
             state.sessions[ev.session_id] = ev
             if ev.encrypted:
                 self._note_encrypted(state, ev.session_id)
@@ -275,7 +313,7 @@ class Pipeline:
 
     def _note_encrypted(self, state: _FlowState, session_id: int) -> None:
         if session_id not in state.encrypted_sessions:
-            state.encrypted_sessions.add(session_id)
+            state.encrypted_sessions = state.encrypted_sessions | {session_id}
             self._own["smb_encrypted_sessions"] += 1
 
     def _on_rpc(self, state: _FlowState, flow: FlowKey, pipe_id: PipeId | None, ev, out: list) -> None:
@@ -328,6 +366,8 @@ class Pipeline:
         assoc = state.assocs.pop(pipe_id, None)
         if assoc is None:
             return
+        if pipe_id is not None:
+            self._charge(flow, -ASSOCIATION_BYTES, 0.0)
         for ev in assoc.close():
             self._on_rpc(state, flow, pipe_id, ev, out)
         self._retired.update(assoc.stats)

@@ -7,7 +7,6 @@ Anomaly out.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from sensor.anomaly import Anomaly, Stats
@@ -102,11 +101,14 @@ _SERVER_PTYPES = frozenset({pdu.PTYPE_RESPONSE, pdu.PTYPE_FAULT, pdu.PTYPE_BIND_
 
 
 class RpcAssociation:
+    __slots__ = ("settings", "stats", "_dirs", "_calls", "_pending_binds", "_contexts", "_proposed",
+                 "_reported_proposals")
+
     def __init__(self, settings: RpcSettings | None = None) -> None:
         self.settings = settings or RpcSettings()
         self.stats = Stats()
-        self._dirs = {True: _Direction(), False: _Direction()}
-        self._calls: OrderedDict[int, _PendingCall] = OrderedDict()
+        self._dirs = (_Direction(), _Direction())     # [from_client]: server's, client's
+        self._calls: dict[int, _PendingCall] = {}     # oldest first (a dict keeps insertion order)
         self._pending_binds: list[tuple[int, list[pdu.Context]]] = []
         # ctx_id -> (interface uuid, version, NDR64?): what the server accepted.
         self._contexts: dict[int, _Binding] = {}
@@ -115,7 +117,8 @@ class RpcAssociation:
         # the interface its calls are meant for, as it does for tshark.
         self._proposed: dict[int, _Binding] = {}
         # ctx_ids of proposals already reported as an unacknowledged RpcBind (at their first call).
-        self._reported_proposals: set[int] = set()
+        # (A frozenset until the first one: an empty set costs 216 bytes per association.)
+        self._reported_proposals: set[int] | frozenset[int] = frozenset()
 
     # -- the stage contract -------------------------------------------------------------
 
@@ -166,8 +169,8 @@ class RpcAssociation:
         self._pending_binds.clear()
         self._contexts.clear()
         self._proposed.clear()
-        self._reported_proposals.clear()
-        for d in self._dirs.values():
+        self._reported_proposals = frozenset()
+        for d in self._dirs:
             d.buf = bytearray()
             d.skip = 0
         return []
@@ -270,13 +273,13 @@ class RpcAssociation:
                 # NDR64 only when it is the one syntax offered: with several, the ack decides.
                 ndr64 = ctx.transfer_syntaxes == (pdu.NDR64_SYNTAX,)
                 self._proposed[ctx.ctx_id] = (ctx.interface_uuid, ctx.interface_version, ndr64)
-                self._reported_proposals.discard(ctx.ctx_id)     # a new proposal is a new bind
+                self._reported_proposals -= {ctx.ctx_id}     # a new proposal is a new bind
 
     def _forget_proposals(self, contexts: list[pdu.Context] | None) -> None:
         """The server answered: its ack, not the proposal, now says what each context is."""
         for ctx in contexts or ():
             self._proposed.pop(ctx.ctx_id, None)
-            self._reported_proposals.discard(ctx.ctx_id)
+            self._reported_proposals -= {ctx.ctx_id}
 
     def _take_pending_bind(self, call_id: int) -> list[pdu.Context] | None:
         """The bind this ack answers: the one with its call_id (C706 12.6.4.4: the ack
@@ -344,7 +347,7 @@ class RpcAssociation:
                 self.stats["calls_on_unacknowledged_context"] += 1
                 if call.ctx_id not in self._reported_proposals:
                     # The bind is as much a part of the pickup as the call (issue 18 item 13).
-                    self._reported_proposals.add(call.ctx_id)
+                    self._reported_proposals |= {call.ctx_id}
                     self.stats["binds_unacknowledged"] += 1
                     out.append(RpcBind(ts, call.ctx_id, iface[0], iface[1], "", acknowledged=False))
         auth = call.auth
