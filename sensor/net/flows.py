@@ -46,7 +46,7 @@ FLOW_MEMORY_BUDGET_BYTES = 128 << 20
 # test_flow_memory.py checks every estimate against a measurement).
 FLOW_BYTES = 1536
 # What an ended flow kept to absorb its stragglers for SHORT_TIMEOUT still costs.
-CLOSED_FLOW_BYTES = 512
+CLOSED_FLOW_BYTES = 1024
 # Ignored connections remembered (two keys each). Reset wholesale when full: a forgotten
 # flow is re-judged from its next packet, which costs a few comparisons.
 MAX_IGNORED_KEYS = 400_000

@@ -12,16 +12,19 @@ give their charge back."""
 from __future__ import annotations
 
 import gc
+import socket
 import sys
 import tracemalloc
 from pathlib import Path
 
 import pytest
 
+from sensor.capture.pcapfile import open_capture
 from sensor.events import RpcCallEvent
-from sensor.net.flows import FLOW_MEMORY_BUDGET_BYTES
+from sensor.net.flows import CLOSED_FLOW_BYTES, FLOW_MEMORY_BUDGET_BYTES
 from sensor.net.frames import LINKTYPE_ETHERNET
 from sensor.pipeline import Pipeline, PipelineSettings
+from tests.conftest import CORPUS, PCAPS
 from tests.robustness.test_cli_malformed import ATTACK, records
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
@@ -34,13 +37,13 @@ MAX_OVERESTIMATE = 1.25
 
 
 def feed_flows(pipeline: Pipeline, first: int, count: int, upto: int = len(TEMPLATE), frame: int = 0,
-               after_each=None, keep=lambda record: True) -> tuple[int, list]:
+               after_each=None, keep=lambda record: True, template=TEMPLATE) -> tuple[int, list]:
     """Flows ``first``.. through the pipeline; returns the last frame number and the records
     ``keep`` wants (what a sink would have consumed: SmbSession, anomalies...)."""
     records_out: list = []
     for n in range(first, first + count):
         base = 1_700_000_000 + n * 1e-5
-        for from_client, offset, data in TEMPLATE[:upto]:
+        for from_client, offset, data in template[:upto]:
             frame += 1
             for record in pipeline.feed(base + offset, LINKTYPE_ETHERNET,
                                         flow_memory.readdressed(data, from_client, n), frame):
@@ -51,17 +54,43 @@ def feed_flows(pipeline: Pipeline, first: int, count: int, upto: int = len(TEMPL
     return frame, records_out
 
 
-@pytest.mark.parametrize("upto,stage", [(1, "SYN"), (4, "first SMB message"), (13, "session and IPC$ tree"),
-                                        (16, "pipe open"), (24, "bound pipe")])
-def test_each_estimate_covers_what_the_heap_holds(upto, stage):
+def one_flow(path: Path, client: str, port: int, open_only: bool) -> list:
+    """The frames of one TCP connection of a capture (Ethernet, IPv4 without options) as a
+    template; ``open_only`` leaves out FIN and RST so the flow stays open."""
+    address, frames = socket.inet_aton(client), []
+    with open_capture(path) as reader:
+        for ts, _linktype, data, _n in reader:
+            if open_only and data[47] & 0x05:
+                continue
+            if data[26:30] == address and int.from_bytes(data[34:36], "big") == port:
+                frames.append((True, ts, data))
+            elif data[30:34] == address and int.from_bytes(data[36:38], "big") == port:
+                frames.append((False, ts, data))
+    return [(c, ts - frames[0][1], data) for c, ts, data in frames]
+
+
+HTTP = (PCAPS / "coerced-auth-http.pcap", "10.0.0.10", 52812)          # NTLM PROPFIND to a WebDAV listener
+RPC_TCP = (CORPUS / "zeek/testing/btest/Traces/dce-rpc/cs_window7-join_stream092.pcap", "192.168.122.145", 55614)
+
+
+@pytest.mark.parametrize("flow,open_only,upto,stage", [
+    (None, True, 1, "SYN"), (None, True, 4, "first SMB message"), (None, True, 13, "session and IPC$ tree"),
+    (None, True, 16, "pipe open"), (None, True, 24, "bound pipe"),
+    (HTTP, True, None, "HTTP with NTLM"), (HTTP, False, None, "HTTP, closed"),
+    (RPC_TCP, True, None, "ncacn_ip_tcp DRSUAPI bind, alter_context, calls")])
+def test_each_estimate_covers_what_the_heap_holds(flow, open_only, upto, stage):
+    if flow is not None and not flow[0].exists():
+        pytest.skip(f"{flow[0]} is not here (the public corpus sits beside the checkout)")
+    template = TEMPLATE if flow is None else one_flow(*flow, open_only)
+    upto = upto or len(template)
     flows = 400
     pipeline = Pipeline()
-    frame, _ = feed_flows(pipeline, 10_000, 1, upto)      # warm: first-use allocations are not per flow
+    frame, _ = feed_flows(pipeline, 10_000, 1, upto, template=template)   # warm: first-use allocations
     gc.collect()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        feed_flows(pipeline, 0, flows, upto, frame, keep=lambda record: False)
+        feed_flows(pipeline, 0, flows, upto, frame, keep=lambda record: False, template=template)
         gc.collect()
         measured = (tracemalloc.get_traced_memory()[0] - before) / flows
     finally:
@@ -134,7 +163,7 @@ def test_closed_pipes_and_ended_flows_give_their_charge_back():
     header, recs = records(ATTACK)
     for frame, (ts, us, _orig, data) in enumerate(recs, 1):
         pipeline.feed(ts + us / 1e6, LINKTYPE_ETHERNET, data, frame)
-    assert pipeline.flows.memory_used <= 512          # FIN both ways: only the closed flow's entry
+    assert pipeline.flows.memory_used == CLOSED_FLOW_BYTES   # FIN both ways: only the closed flow's entry
     pipeline.close()
     assert pipeline.flows.memory_used == 0
 
