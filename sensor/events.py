@@ -22,6 +22,14 @@ ACTOR_REMOTE_RPC_TCP = 4
 
 # Namespace for agent_id: the same server name gives the same id on every sensor and run.
 AGENT_ID_NAMESPACE = uuid.UUID("5b0c3c1e-9a57-4f43-9d6e-2f4f1c0d5e11")
+# A packet time an event can carry: from 1970 to the end of year 9999 (Python's datetime, and
+# so ``_time``, stops there). A source with a time outside it (pcapng's 64-bit ticks and
+# if_tsoffset reach far past both ends) gives the frame the previous good time instead.
+MAX_EVENT_TIME = 253_402_300_800.0
+
+
+def is_event_time(ts: float) -> bool:
+    return 0.0 <= ts < MAX_EVENT_TIME
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ import zlib
 from typing import BinaryIO, Iterator
 
 from sensor.anomaly import Stats
+from sensor.events import MAX_EVENT_TIME
 from sensor.net.frames import DECODED_LINKTYPES
 from sensor.text import printable
 
@@ -50,9 +51,6 @@ MAX_RECORD = 262_144 + 4096
 # capture tool writes them, and a stream of zeros after a pcap header (a gzip bomb) is 16-byte
 # empty records that would otherwise be read one by one (256 MiB took 47 s).
 MAX_EMPTY_RECORDS_IN_A_ROW = 4096
-# A packet time outside [1970, 10000) is no date (Python's datetime, and so the event's _time,
-# stops at year 9999): the frame is skipped. Reachable only in pcapng (64-bit ticks, if_tsoffset).
-MAX_TIMESTAMP = 253_402_300_800.0
 # Two record headers in a row more than this apart in time mean the first length was garbage
 # (pcap has no marker to check a length against).
 MAX_RECORD_TIME_STEP = 86_400
@@ -387,7 +385,7 @@ class PcapngReader(CaptureReader):
                     continue
                 linktype, tick, offset, _snap = interfaces[ifid]
                 ts = offset + ((ts_hi << 32) | ts_lo) * tick
-                if not 0.0 <= ts < MAX_TIMESTAMP:
+                if not 0.0 <= ts < MAX_EVENT_TIME:     # (is_event_time, inline on the hot path)
                     # Clamped, not skipped: the capturing host wrote a broken clock, not the
                     # attacker, and dropping the frame would cut a hole in its TCP stream (and
                     # lose the call in it). Before any good time there is nothing to clamp to.

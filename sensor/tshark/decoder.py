@@ -21,7 +21,7 @@ from sensor.anomaly import Stats
 from sensor.dcerpc.events import RpcBind, RpcCall
 from sensor.dcerpc.pdu import NDR64_SYNTAX
 from sensor.event_builder import AUTH_LEVEL_PKT_PRIVACY, CallContext, build_event, resolve
-from sensor.events import RpcCallEvent, call_fields_json
+from sensor.events import RpcCallEvent, call_fields_json, is_event_time
 from sensor.interfaces.catalog import Catalog, default_catalog
 from sensor.net.stream import FlowKey
 from sensor.smb.events import PipeId, SmbSession
@@ -136,6 +136,7 @@ class TsharkDecoder:
         self._reported_proposals: OrderedDict[AssocKey, dict[int, bool]] = OrderedDict()
         self._pending_binds: OrderedDict[tuple[int, int], tuple[AssocKey, list]] = OrderedDict()
         self._held: OrderedDict[tuple[AssocKey, int], RpcCallEvent] = OrderedDict()
+        self._good_ts: float | None = None    # the last frame time that was a date
 
     # -- input -------------------------------------------------------------------------
     def feed(self, packet: Packet) -> list:
@@ -148,6 +149,13 @@ class TsharkDecoder:
         stream = number(tcp[0], "tcp.stream")
         ts = float(first(frame[0], "frame.time_epoch", "0"))
         frame_no = number(frame[0], "frame.number", 0)
+        if not is_event_time(ts):
+            # As the native reader: the previous good time, or the frame skipped before any.
+            self.stats.anomaly(0.0, "capture", "capture_bad_timestamp", detail=f"frame {frame_no}")
+            if self._good_ts is None:
+                return []
+            ts = self._good_ts
+        self._good_ts = ts
         net = (packet.get("ip") or packet.get("ipv6") or [None])[0]
         if stream is None or net is None:
             self.stats["tshark.not_tcp"] += 1

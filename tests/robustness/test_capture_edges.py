@@ -14,6 +14,7 @@ import threading
 import pytest
 
 from sensor.capture.pcapfile import MAX_EMPTY_RECORDS_IN_A_ROW, MAX_RECORD, open_capture
+from tests.conftest import requires_tshark
 from tests.robustness.test_cli_malformed import ATTACK, SENSOR, _PCAP_RECORD, assert_clean_error, records, replay
 
 _U64_MAX = (1 << 64) - 1
@@ -80,6 +81,20 @@ def test_packet_time_of_2_to_64_minus_1_is_clamped_and_counted(tmp_path, clean):
     assert "capture_bad_timestamp 1" in proc.stderr
     assert warnings(proc) == [f"dfs-sensor: warning: t.pcapng: frame {frames[0]} is dated 1.84467e+13 s from "
                               "1970, not a date: given the time of the frame before it"]
+
+
+@requires_tshark
+def test_the_tshark_engine_clamps_the_same_time(tmp_path, clean):
+    """tshark dissects the frame with its year-586524 time; the engine's events broke the same way."""
+    alerts, frames = clean
+    _header, recs = records(ATTACK)
+    blocks = attack_epbs()
+    blocks[frames[0] - 1] = _epb(0, _U64_MAX, recs[frames[0] - 1][3])
+    (tmp_path / "t.pcapng").write_bytes(pcapng(blocks))
+    proc = replay(tmp_path, "--engine", "tshark", "t.pcapng")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert calls(proc) == alerts
+    assert "capture_bad_timestamp 1" in proc.stderr
 
 
 def test_if_tsoffset_of_minus_2_to_62_is_clamped_and_counted(tmp_path, clean):
