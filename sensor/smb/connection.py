@@ -33,7 +33,7 @@ _PARSE_ERRORS = (IndexError, ValueError, KeyError, TypeError, struct.error)
 class SmbConnection:
     """``feed_data``/``feed_gap`` per direction, ``close`` at the end of the flow."""
 
-    __slots__ = ("flow", "settings", "stats", "sessions", "smb2", "smb1", "_streams")
+    __slots__ = ("flow", "settings", "stats", "sessions", "smb2", "_smb1", "_streams")
 
     def __init__(self, flow: FlowKey, settings: Any = None, budget: ByteBudget | None = None) -> None:
         self.flow = flow
@@ -41,7 +41,7 @@ class SmbConnection:
         self.stats = Stats()
         self.sessions = SessionBook(flow, self.stats)
         self.smb2 = Smb2Protocol(flow, self.stats, self.sessions)
-        self.smb1 = Smb1Protocol(flow, self.stats, self.sessions)
+        self._smb1: Smb1Protocol | None = None     # made at the first SMB1 message (~700 bytes)
         # ``budget``: the pipeline's bound on partial messages buffered by all connections
         self._streams = (netbios.NbssStream(self._wants_whole, self.stats, budget),   # server -> client
                          netbios.NbssStream(self._wants_whole, self.stats, budget))   # client -> server
@@ -68,7 +68,13 @@ class SmbConnection:
         # whole SMB state is a reference cycle that only a full garbage collection frees (the
         # heap grew by ~3 KiB per ended flow between them; issue 18 item 2).
         self._streams = ()
-        return self.smb2.close(ts) + self.smb1.close(ts)
+        return self.smb2.close(ts) + (self._smb1.close(ts) if self._smb1 is not None else [])
+
+    @property
+    def smb1(self) -> Smb1Protocol:
+        if self._smb1 is None:
+            self._smb1 = Smb1Protocol(self.flow, self.stats, self.sessions)
+        return self._smb1
 
     @property
     def encrypted_by_session(self) -> dict[int, int]:

@@ -70,12 +70,14 @@ def one_flow(path: Path, client: str, port: int, open_only: bool) -> list:
 
 
 HTTP = (PCAPS / "coerced-auth-http.pcap", "10.0.0.10", 52812)          # NTLM PROPFIND to a WebDAV listener
+SMB1 = (PCAPS / "dfscoerce-smb1.pcap", "10.0.0.66", 35820)              # the attack over SMB1 (NT_CREATE, TRANS)
 RPC_TCP = (CORPUS / "zeek/testing/btest/Traces/dce-rpc/cs_window7-join_stream092.pcap", "192.168.122.145", 55614)
 
 
 @pytest.mark.parametrize("flow,open_only,upto,stage", [
     (None, True, 1, "SYN"), (None, True, 4, "first SMB message"), (None, True, 13, "session and IPC$ tree"),
     (None, True, 16, "pipe open"), (None, True, 24, "bound pipe"),
+    (SMB1, True, None, "SMB1 with the attack's pipe"),
     (HTTP, True, None, "HTTP with NTLM"), (HTTP, False, None, "HTTP, closed"),
     (RPC_TCP, True, None, "ncacn_ip_tcp DRSUAPI bind, alter_context, calls")])
 def test_each_estimate_covers_what_the_heap_holds(flow, open_only, upto, stage):
