@@ -59,7 +59,9 @@ HTTP_FLOW_BYTES = 1280       # HttpNtlmFlow and _FlowState
 RPC_FLOW_BYTES = 3072        # an ncacn_ip_tcp flow's _FlowState and RpcAssociation
 SESSION_BYTES = 1280         # an SMB session (SessionBook entry, the pipeline's copy, names, its tree)
 PIPE_BYTES = 768             # an open pipe (pipe table entry, _Pipe, names)
-ASSOCIATION_BYTES = 2048     # a pipe's RpcAssociation with its bound contexts
+ASSOCIATION_BYTES = 2048     # a pipe's RpcAssociation with its first few contexts ...
+CONTEXTS_IN_ASSOCIATION = 4  # ... this many (real clients propose 1-3 per bind) ...
+CONTEXT_BYTES = 384          # ... and each one beyond (accepted, proposed or awaiting its ack)
 
 
 @dataclass
@@ -84,7 +86,7 @@ class _Pipe:
 class _FlowState:
     """What the pipeline keeps per TCP flow: its parsers and the context events need."""
 
-    __slots__ = ("tcp", "smb", "http", "assocs", "pipes", "sessions", "encrypted_sessions")
+    __slots__ = ("tcp", "smb", "http", "assocs", "pipes", "sessions", "encrypted_sessions", "extra_contexts")
 
     def __init__(self, tcp: Flow | None, smb: SmbConnection | None, http: HttpNtlmFlow | None = None):
         self.tcp = tcp          # the flow table's flow (the bulk lane reads its TCP state)
@@ -95,6 +97,8 @@ class _FlowState:
         self.sessions: dict[int, SmbSession] = {}
         # Made a set at the first encrypted session: an empty set costs 216 bytes per flow.
         self.encrypted_sessions: set[int] | frozenset[int] = frozenset()
+        # association -> contexts beyond CONTEXTS_IN_ASSOCIATION charged for it (made when one has any)
+        self.extra_contexts: dict[PipeId | None, int] | None = None
 
 
 class Pipeline:
@@ -162,6 +166,20 @@ class Pipeline:
     def _charge(self, flow: FlowKey, n: int, ts: float) -> None:
         """Per-flow state grew (or shrank) by ``n`` bytes: the flow table's memory budget."""
         self.flows.charge(flow, n, ts, self._evicted)
+
+    def _charge_contexts(self, state: _FlowState, flow: FlowKey, pipe_id: PipeId | None,
+                         assoc: RpcAssociation, ts: float) -> None:
+        """Binds can make an association keep hundreds of contexts: those beyond the few
+        ASSOCIATION_BYTES covers are charged as they come and go."""
+        extra = assoc.contexts_held - CONTEXTS_IN_ASSOCIATION
+        charged = state.extra_contexts.get(pipe_id, 0) if state.extra_contexts else 0
+        if extra > 0 or charged:
+            extra = max(extra, 0)
+            if extra != charged:
+                self._charge(flow, (extra - charged) * CONTEXT_BYTES, ts)
+                if state.extra_contexts is None:
+                    state.extra_contexts = {}
+                state.extra_contexts[pipe_id] = extra
 
     def _route_evicted(self, out: list) -> None:
         while self._evicted:
@@ -257,6 +275,7 @@ class Pipeline:
                 assoc = state.assocs[None]
                 if kind is StreamData:
                     events = assoc.feed(unit.from_client, unit.ts, unit.frame, unit.data)
+                    self._charge_contexts(state, flow, None, assoc, unit.ts)
                 else:
                     events = assoc.gap(unit.from_client)
                 for ev in events:
@@ -288,6 +307,7 @@ class Pipeline:
                 self._charge(ev.flow, ASSOCIATION_BYTES, ev.ts)
             for rpc in assoc.feed(ev.from_client, ev.ts, ev.frame, ev.data):
                 self._on_rpc(state, ev.flow, ev.pipe, rpc, out)
+            self._charge_contexts(state, ev.flow, ev.pipe, assoc, ev.ts)
         elif kind is PipeOpened:
             if ev.pipe not in state.pipes:
                 self._charge(ev.flow, PIPE_BYTES, ev.ts)
@@ -367,7 +387,8 @@ class Pipeline:
         if assoc is None:
             return
         if pipe_id is not None:
-            self._charge(flow, -ASSOCIATION_BYTES, 0.0)
+            extra = state.extra_contexts.pop(pipe_id, 0) if state.extra_contexts else 0
+            self._charge(flow, -ASSOCIATION_BYTES - extra * CONTEXT_BYTES, 0.0)
         for ev in assoc.close():
             self._on_rpc(state, flow, pipe_id, ev, out)
         self._retired.update(assoc.stats)

@@ -162,6 +162,12 @@ class RpcAssociation:
             self._drop_all_calls()
         return [self.stats.anomaly(0.0, LAYER, "dcerpc_gap_resync", detail=detail)]
 
+    @property
+    def contexts_held(self) -> int:
+        """Presentation contexts kept: accepted, proposed, and in binds awaiting their ack
+        (up to 256 + 256 + 8 x 255: what the flow memory budget charges beyond a few)."""
+        return len(self._contexts) + len(self._proposed) + sum(len(c) for _, c in self._pending_binds)
+
     def close(self) -> list[RpcEvent | Anomaly]:
         """Calls still being joined are dropped (their last fragment never came)."""
         self.stats["calls_incomplete_at_close"] += len(self._calls)

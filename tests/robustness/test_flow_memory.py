@@ -178,3 +178,52 @@ def test_default_budget_leaves_room_for_the_byte_budgets_under_memory_max():
     process = 64 << 20        # interpreter, impacket, the catalog: bench/flow_memory.py's 1000-flow run is ~32 MB
     worst = FLOW_MEMORY_BUDGET_BYTES + STUB_BUDGET_BYTES + OOO_BUDGET_BYTES + MESSAGE_BUDGET_BYTES + process
     assert worst < flow_memory.UNIT_MEMORY_MAX
+
+
+def bind_flood_frames(n: int) -> list[bytes]:
+    """An ncacn_ip_tcp connection whose client sends 8 binds of 255 contexts each (impacket's
+    encoding), none answered: every one is kept (proposed, and awaiting its ack). Open: no FIN."""
+    from tests.dcerpc import dcerpc_wire as wire
+    from tests.robustness.recut import Segment, flow_frames
+    from sensor.net.stream import FlowKey
+
+    binds = b"".join(wire.bind(call_id, [(ctx, wire.NETDFS, (3, 0), wire.NDR20) for ctx in range(255)])
+                     for call_id in range(8))
+    key = FlowKey(f"10.9.{n >> 8 & 255}.{n & 255}", 40000 + n, "10.0.0.10", 135)
+    segments = [Segment(True, offset, binds[offset:offset + 1400]) for offset in range(0, len(binds), 1400)]
+    return flow_frames(key, [segments], (1000, 2000))
+
+
+def test_hundreds_of_contexts_per_association_are_charged_and_given_back():
+    """Before, an association was one fixed charge whatever its binds held: 8 binds of 255
+    contexts keep ~750 KiB, and 256 pipes of them per connection would have been 200 MiB
+    charged as 700 KiB."""
+    pipeline = Pipeline()
+    frame = 0
+
+    def connections(first: int, count: int, keep_open: bool = True) -> None:
+        nonlocal frame
+        for n in range(first, first + count):
+            for data in bind_flood_frames(n)[:-2] if keep_open else bind_flood_frames(n):
+                frame += 1
+                pipeline.feed(1_700_000_000 + frame * 1e-6, LINKTYPE_ETHERNET, data, frame)
+    connections(1000, 1)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        connections(0, 5)
+        gc.collect()
+        measured = (tracemalloc.get_traced_memory()[0] - before) / 5
+    finally:
+        tracemalloc.stop()
+    charged = pipeline.flows.memory_used / 6
+    assert measured > 500_000
+    assert measured <= charged <= MAX_OVERESTIMATE * measured, f"{measured:.0f} measured, {charged:.0f} charged"
+    pipeline.close()
+    assert pipeline.flows.memory_used == 0
+    # An ended connection gives it all back at once (its flow keeps only the closed entry).
+    closing = Pipeline()
+    for i, data in enumerate(bind_flood_frames(1), 1):
+        closing.feed(1_700_000_000 + i * 1e-6, LINKTYPE_ETHERNET, data, i)
+    assert closing.flows.memory_used == CLOSED_FLOW_BYTES
