@@ -62,6 +62,8 @@ PIPE_BYTES = 768             # an open pipe (pipe table entry, _Pipe, names)
 ASSOCIATION_BYTES = 2048     # a pipe's RpcAssociation with its first few contexts ...
 CONTEXTS_IN_ASSOCIATION = 4  # ... this many (real clients propose 1-3 per bind) ...
 CONTEXT_BYTES = 384          # ... and each one beyond (accepted, proposed or awaiting its ack)
+REQUESTS_IN_CONNECTION = 16  # SMB requests awaiting their answer and trees SMB_FLOW_BYTES covers ...
+REQUEST_BYTES = 384          # ... and each one beyond (up to 8192 pending and 1024 trees per dialect)
 
 
 @dataclass
@@ -86,7 +88,8 @@ class _Pipe:
 class _FlowState:
     """What the pipeline keeps per TCP flow: its parsers and the context events need."""
 
-    __slots__ = ("tcp", "smb", "http", "assocs", "pipes", "sessions", "encrypted_sessions", "extra_contexts")
+    __slots__ = ("tcp", "smb", "http", "assocs", "pipes", "sessions", "encrypted_sessions", "extra_contexts",
+                 "extra_requests")
 
     def __init__(self, tcp: Flow | None, smb: SmbConnection | None, http: HttpNtlmFlow | None = None):
         self.tcp = tcp          # the flow table's flow (the bulk lane reads its TCP state)
@@ -99,6 +102,7 @@ class _FlowState:
         self.encrypted_sessions: set[int] | frozenset[int] = frozenset()
         # association -> contexts beyond CONTEXTS_IN_ASSOCIATION charged for it (made when one has any)
         self.extra_contexts: dict[PipeId | None, int] | None = None
+        self.extra_requests = 0     # SMB requests and trees beyond REQUESTS_IN_CONNECTION charged
 
 
 class Pipeline:
@@ -166,6 +170,13 @@ class Pipeline:
     def _charge(self, flow: FlowKey, n: int, ts: float) -> None:
         """Per-flow state grew (or shrank) by ``n`` bytes: the flow table's memory budget."""
         self.flows.charge(flow, n, ts, self._evicted)
+
+    def _charge_requests(self, state: _FlowState, flow: FlowKey, extra: int, ts: float) -> None:
+        """A client can keep thousands of SMB requests unanswered (or trees connected): those
+        beyond the few SMB_FLOW_BYTES covers are charged as they come and go."""
+        if extra != state.extra_requests:
+            self._charge(flow, (extra - state.extra_requests) * REQUEST_BYTES, ts)
+            state.extra_requests = extra
 
     def _charge_contexts(self, state: _FlowState, flow: FlowKey, pipe_id: PipeId | None,
                          assoc: RpcAssociation, ts: float) -> None:
@@ -264,6 +275,9 @@ class Pipeline:
                     events = state.smb.feed_data(unit.from_client, unit.ts, unit.data, unit.frame)
                 else:
                     events = state.smb.feed_gap(unit.from_client, unit.ts, unit.length)
+                extra = state.smb.requests_held - REQUESTS_IN_CONNECTION
+                if extra > 0 or state.extra_requests:
+                    self._charge_requests(state, flow, max(extra, 0), unit.ts)
                 for ev in events:
                     self._on_smb(state, ev, out)
             elif state.http is not None:

@@ -71,6 +71,12 @@ class SmbConnection:
         return self.smb2.close(ts) + (self._smb1.close(ts) if self._smb1 is not None else [])
 
     @property
+    def requests_held(self) -> int:
+        """Requests awaiting their response and trees kept, both dialects (up to 2 x 9216)."""
+        held = self.smb2.held
+        return held if self._smb1 is None else held + self._smb1.held
+
+    @property
     def smb1(self) -> Smb1Protocol:
         if self._smb1 is None:
             self._smb1 = Smb1Protocol(self.flow, self.stats, self.sessions)

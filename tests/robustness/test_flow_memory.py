@@ -227,3 +227,44 @@ def test_hundreds_of_contexts_per_association_are_charged_and_given_back():
     for i, data in enumerate(bind_flood_frames(1), 1):
         closing.feed(1_700_000_000 + i * 1e-6, LINKTYPE_ETHERNET, data, i)
     assert closing.flows.memory_used == CLOSED_FLOW_BYTES
+
+
+def unanswered_requests_frames(n: int, requests: int = 3000) -> list[bytes]:
+    """An SMB2 connection whose client sends ``requests`` READs the server never answers: each
+    is kept to match its response (up to 8192). Open: no FIN."""
+    from tests.robustness.recut import Segment, flow_frames
+    from tests.smb.conftest import nbss
+    from tests.smb.test_smb2 import FID, read
+    from sensor.net.stream import FlowKey
+
+    stream = b"".join(nbss(read(mid, FID)) for mid in range(1, requests + 1))
+    key = FlowKey(f"10.8.{n >> 8 & 255}.{n & 255}", 40000 + n, "10.0.0.10", 445)
+    segments = [Segment(True, offset, stream[offset:offset + 1400]) for offset in range(0, len(stream), 1400)]
+    return flow_frames(key, [segments], (1000, 2000))[:-2]
+
+
+def test_thousands_of_unanswered_smb_requests_are_charged():
+    pipeline = Pipeline()
+    frame = 0
+
+    def connections(first: int, count: int) -> None:
+        nonlocal frame
+        for n in range(first, first + count):
+            for data in unanswered_requests_frames(n):
+                frame += 1
+                pipeline.feed(1_700_000_000 + frame * 1e-6, LINKTYPE_ETHERNET, data, frame)
+    connections(1000, 1)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        connections(0, 5)
+        gc.collect()
+        measured = (tracemalloc.get_traced_memory()[0] - before) / 5
+    finally:
+        tracemalloc.stop()
+    charged = pipeline.flows.memory_used / 6
+    assert measured > 500_000
+    assert measured <= charged <= MAX_OVERESTIMATE * measured, f"{measured:.0f} measured, {charged:.0f} charged"
+    pipeline.close()
+    assert pipeline.flows.memory_used == 0
