@@ -25,6 +25,7 @@ class CoercionAlert:
     confidence: float = 1.0
     day_count: int = 0      # PROBABLE: distinct days the (V, L) pair was seen, this one included
     detail: str = ""
+    technique: str = ""     # of the call: "DFSCoerce", "PetitPotam", ... ("" when no call was seen)
 
     def to_dict(self) -> dict:
         record = asdict(self)
