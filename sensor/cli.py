@@ -2,7 +2,6 @@
 state (a one-line message on stderr), 2 usage or configuration errors."""
 from __future__ import annotations
 
-import json
 import sqlite3
 import sys
 from datetime import date, datetime, timedelta, timezone
@@ -16,6 +15,7 @@ from sensor.config import Config, ConfigError, load_config
 from sensor.detect.rarity import DAY_MODES, MATCH_MODES, RarityDetector, hunt as run_hunt, run_rule
 from sensor.outputs import OutputError, open_outputs
 from sensor.store.sqlite import DEFAULT_LIST_LIMIT, ListFilter, Store, StoreError
+from sensor.text import json_line, printable
 from sensor.xql.rules import RuleError, parse_rule, with_day_mode, with_threshold
 
 EXIT_INPUT = 1
@@ -25,7 +25,7 @@ PROGRESS_EVERY_FRAMES = 4096
 
 
 def _fail(message: str, code: int = EXIT_INPUT) -> None:
-    click.echo(f"dfs-sensor: error: {message}", err=True)
+    click.echo(f"dfs-sensor: error: {printable(message)}", err=True)
     sys.exit(code)
 
 
@@ -161,25 +161,35 @@ def main() -> None:
 @click.argument("captures", nargs=-1, required=True, metavar="CAPTURE...")
 def replay(captures: tuple[str, ...], engine: str, **options) -> None:
     """Replay pcap/pcapng files (gzip'ed too), in the order given, through the sensor.
+    A pipe, a FIFO or - (standard input) is read as it streams.
 
-    Alerts go to stdout as JSON lines (or --alerts); a summary goes to stderr. Replaying a
-    capture twice stores nothing twice and raises no alert twice.
+    Alerts go to stdout as JSON lines (or --alerts); a summary goes to stderr, and a warning
+    line per kind of damage a file has. Replaying a capture twice stores nothing twice and
+    raises no alert twice.
 
     \b
-    Example:
+    Examples:
       dfs-sensor replay --db /tmp/s.db --events events.jsonl day1.pcap day2.pcapng
+      tcpdump -r big.pcap -w - 'port 445' | dfs-sensor replay -
     """
     from sensor.capture.pcapfile import CaptureError, open_capture
     from sensor.sensor import Sensor
 
     config = _sensor_config(options)
     sizes = []
-    for path in captures:          # refuse up front rather than half-way through the list
+    streams = {}   # position in captures -> its reader: a pipe can be read once only, so it is kept
+    for n, path in enumerate(captures):          # refuse up front rather than half-way through the list
         try:
-            with open_capture(path) as reader:
-                sizes.append(reader.size)
+            reader = open_capture(path)
         except CaptureError as e:
             _fail(str(e))
+        sizes.append(reader.size)
+        if reader.stream:
+            streams[n] = reader
+        else:
+            reader.close()
+    if streams and engine == "tshark":
+        _fail("the tshark engine reads files: give it a file, not a pipe or -", EXIT_USAGE)
     try:
         outputs = open_outputs(config.events, config.alerts)
     except OutputError as e:
@@ -192,7 +202,7 @@ def replay(captures: tuple[str, ...], engine: str, **options) -> None:
         if engine == "tshark":
             _replay_with_tshark(sensor, captures)
         else:
-            _replay_native(sensor, captures, sizes)
+            _replay_native(sensor, captures, sizes, streams)
         summary = sensor.finish()
     except (StoreError, sqlite3.Error) as e:     # disk full, locked beyond busy_timeout, ...
         outputs.close()
@@ -203,22 +213,26 @@ def replay(captures: tuple[str, ...], engine: str, **options) -> None:
     click.echo(summary.human(), err=True)
 
 
-def _replay_native(sensor, captures: tuple[str, ...], sizes: list[int]) -> None:
+def _replay_native(sensor, captures: tuple[str, ...], sizes: list[int], streams: dict) -> None:
     from sensor.capture.pcapfile import CaptureError, open_capture
 
     show_progress = sys.stderr.isatty()
     with click.progressbar(length=sum(sizes), file=sys.stderr, label="replay",
                            hidden=not show_progress) as bar:
-        for path in captures:
-            try:
-                reader = open_capture(path)
-            except CaptureError as e:    # removed or changed since the check above
-                _fail(str(e))
+        for n, path in enumerate(captures):
+            reader = streams.pop(n, None)
+            if reader is None:
+                try:
+                    reader = open_capture(path)
+                except CaptureError as e:    # removed or changed since the check above
+                    _fail(str(e))
             with reader:
-                sensor.start_file(Path(path).name)
+                sensor.start_file("stdin" if path == "-" else Path(path).name)
                 sensor.process(_with_progress(reader, bar) if show_progress else reader)
                 # the reader counts packets too; only its anomalies (truncation) are news
                 sensor.source_stats.update({k: n for k, n in reader.stats.items() if k.startswith("anomaly.")})
+            for problem in reader.problems.values():
+                click.echo(f"dfs-sensor: warning: {problem}", err=True)
 
 
 def _replay_with_tshark(sensor, captures: tuple[str, ...]) -> None:
@@ -446,7 +460,7 @@ Example:
 def _print_records(records: list[dict], fmt: str, columns: list[str]) -> None:
     if fmt == "json":
         for record in records:
-            click.echo(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
+            click.echo(json_line(record))
         return
     cells = [[_cell(record.get(c)) for c in columns] for record in records]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
@@ -460,10 +474,7 @@ def _print_records(records: list[dict], fmt: str, columns: list[str]) -> None:
 def _cell(value) -> str:
     """Table text comes from the wire: non-printable characters (terminal escapes, CR, LF,
     bidi overrides) are shown as Python escapes, never sent to the terminal."""
-    if value is None:
-        return "-"
-    text = str(value)
-    return text if text.isprintable() else "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    return "-" if value is None else printable(str(value))
 
 
 

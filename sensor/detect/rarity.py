@@ -26,6 +26,7 @@ from sensor.xql.functions import utc_date
 from sensor.xql.rules import (DAY_MODES, DAY_UTC_DATE, SHIPPED_RULES, RarityPlan, Rule, RuleMeta, load_rule,
                               load_rules, rarity_plan, unique, with_day_mode, with_threshold)
 from sensor.xql.sql import Compiled, compile_query, rows
+from sensor.text import json_line
 
 RULE = "dfscoerce-rare-dfsnm-root-call"
 DFSCOERCE_RULES = SHIPPED_RULES / "dfscoerce"
@@ -83,7 +84,7 @@ class Alert:
                 "rule_file": rule_file_name(self.meta.path), "rule_version": self.meta.version}
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        return json_line(self.to_dict())
 
 
 def rule_file_name(path: str) -> str:
