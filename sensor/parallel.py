@@ -27,8 +27,10 @@ from sensor.capture.pcapfile import open_capture
 from sensor.pipeline import Pipeline, PipelineSettings
 
 
-def decode_file(path: str) -> tuple[str, list, Stats]:
-    """One capture through a fresh pipeline, closed at its end: (name, records, counters)."""
+def decode_file(path: str) -> tuple[str, list, Stats, list[str]]:
+    """One capture through a fresh pipeline, closed at its end: (name, records, counters, the
+    reader's warning lines about damage). A regular file only: a pipe is read once, by the
+    process that checked it (the CLI refuses one with --jobs)."""
     pipeline = Pipeline(PipelineSettings())
     pipeline.capture_file = Path(path).name
     records: list = []
@@ -42,10 +44,10 @@ def decode_file(path: str) -> tuple[str, list, Stats]:
         stats = pipeline.stats
         # the reader counts packets too; only its anomalies (truncation) are news
         stats.update({k: n for k, n in reader.stats.items() if k.startswith("anomaly.")})
-    return pipeline.capture_file, records, stats
+    return pipeline.capture_file, records, stats, list(reader.problems.values())
 
 
-def decoded_in_parallel(paths: Iterable[str], jobs: int) -> Iterator[tuple[str, list, Stats]]:
+def decoded_in_parallel(paths: Iterable[str], jobs: int) -> Iterator[tuple[str, list, Stats, list[str]]]:
     """``decode_file`` of each path on ``jobs`` worker processes, yielded in the paths' order.
     A worker's exception (a file that became unreadable: CaptureError) is raised here."""
     with multiprocessing.get_context("fork").Pool(jobs) as pool:

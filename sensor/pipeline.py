@@ -3,17 +3,17 @@ r"""The one place that knows the order of the stages.
     frame -> FrameDecoder -> FlowTable -+-> SmbConnection (per SMB flow) -> RpcAssociation (per pipe)
                                         +-> RpcAssociation (per ncacn_ip_tcp flow)
                                         +-> HttpNtlmFlow (per HTTP flow)
-    RpcCall -> event_builder -> RpcCallEvent
+    RpcCall -> event_builder -> HeldCalls -> RpcCallEvent
 
 Bulk SMB data that the NetBIOS stage is certain to skip (file READ/WRITE payloads) is
 accounted by length on the bulk lane (sensor/net/lane.py) before any of the stages above, and
 an in-order segment of a followed SMB flow goes from frame to SmbConnection in one pass on the
 SMB fast path (sensor/smb/fastpath.py); both leave every record and counter as they were.
 
-Every stage is sans-IO; the pipeline only routes units between them, keeps the per-flow
-context an event needs (pipe names, SMB sessions), and holds each call until its response
-or fault gives the exception code. A held call is never dropped: it is emitted without a
-code when its pipe or flow ends, when it waits too long, or when the hold table is full.
+Every stage is sans-IO and keeps one contract (sensor/stage.py); the pipeline only routes
+units between them, keeps the per-flow context an event needs (pipe names, SMB sessions),
+and hands each call to the held-call stage (sensor/held_calls.py) until its response or
+fault gives the exception code.
 
 ``feed`` returns records in order: RpcCallEvent, and what later stages read beside it:
 SmbSession and NtlmAuthentication (who authenticated to whom), EncryptedMessage (SMB3
@@ -21,7 +21,6 @@ transform headers), ServiceSeen (a Kerberos/LDAP server on an ignored flow) and 
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -31,29 +30,35 @@ from sensor.dcerpc.association import STUB_BUDGET_BYTES, RpcAssociation, RpcSett
 from sensor.dcerpc.events import RpcBind, RpcCall, RpcResult
 from sensor.event_builder import CallContext, build_event, resolve
 from sensor.events import RpcCallEvent
+from sensor.held_calls import HeldCalls
 from sensor.http.ntlm import HttpNtlmFlow
 from sensor.interfaces.catalog import Catalog, default_catalog
-from sensor.net.flows import Flow, FlowTable
+from sensor.net.flows import FLOW_MEMORY_BUDGET_BYTES, Flow, FlowSettings, FlowTable
 from sensor.net.frames import LINKTYPE_ETHERNET, FrameDecoder
 from sensor.net.lane import BulkLane
 from sensor.net.stream import FlowEnded, FlowKey, FlowStarted, ServiceSeen, StreamData, StreamGap
 from sensor.smb.connection import SmbConnection
+from sensor.smb.events import (EncryptedMessage, KerberosAuthentication, NtlmAuthentication, PipeClosed,
+                               PipeData, PipeId, PipeOpened, SmbSession)
 from sensor.smb.fastpath import SmbFastPath
-from sensor.smb.events import (EncryptedMessage, NtlmAuthentication, PipeClosed, PipeData, PipeId,
-                               PipeOpened, SmbSession)
 from sensor.smb.netbios import MESSAGE_BUDGET_BYTES
 
-# Calls waiting for their response. A server answers within milliseconds; 4096 in flight
-# covers a busy DC, and overflow emits the oldest (without its code) rather than losing it.
-MAX_HELD_CALLS = 4096
-# A call whose response has not come after this long (capture time) is emitted without a code.
-HELD_CALL_TIMEOUT = 30.0
 # Held calls are checked for timeout when capture time has advanced this far since the last check.
 EXPIRY_INTERVAL = 1.0
 
-# An association is named by its flow and, over SMB, its pipe.
-AssocKey = tuple[FlowKey, PipeId | None]
-
+# Heap each kind of per-flow state costs, charged to the flow table's memory budget (so the
+# flows' total stays under it whatever their count). tracemalloc measurements rounded up;
+# tests/robustness/test_flow_memory.py checks each against a measurement of real traffic.
+SMB_FLOW_BYTES = 3072        # SmbConnection (parsers, NBSS streams, counters) and _FlowState
+HTTP_FLOW_BYTES = 1280       # HttpNtlmFlow and _FlowState
+RPC_FLOW_BYTES = 3072        # an ncacn_ip_tcp flow's _FlowState and RpcAssociation
+SESSION_BYTES = 1280         # an SMB session (SessionBook entry, the pipeline's copy, names, its tree)
+PIPE_BYTES = 768             # an open pipe (pipe table entry, _Pipe, names)
+ASSOCIATION_BYTES = 2048     # a pipe's RpcAssociation with its first few contexts ...
+CONTEXTS_IN_ASSOCIATION = 4  # ... this many (real clients propose 1-3 per bind) ...
+CONTEXT_BYTES = 384          # ... and each one beyond (accepted, proposed or awaiting its ack)
+REQUESTS_IN_CONNECTION = 16  # SMB requests awaiting their answer and trees SMB_FLOW_BYTES covers ...
+REQUEST_BYTES = 384          # ... and each one beyond (up to 8192 pending and 1024 trees per dialect)
 
 @dataclass
 class PipelineSettings:
@@ -67,9 +72,11 @@ class PipelineSettings:
     # Take in-order segments of followed SMB flows from frame to SMB message in one pass
     # (sensor/smb/fastpath.py). Off only to check that it changes nothing.
     fast_path: bool = True
+    # Bytes of state all tracked flows may hold (sensor/net/flows.py FLOW_MEMORY_BUDGET_BYTES).
+    flow_memory_budget: int = FLOW_MEMORY_BUDGET_BYTES
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pipe:
     name: str
     tree: str
@@ -78,7 +85,8 @@ class _Pipe:
 class _FlowState:
     """What the pipeline keeps per TCP flow: its parsers and the context events need."""
 
-    __slots__ = ("tcp", "smb", "http", "assocs", "pipes", "sessions", "encrypted_sessions")
+    __slots__ = ("tcp", "smb", "http", "assocs", "pipes", "sessions", "encrypted_sessions", "extra_contexts",
+                 "extra_requests")
 
     def __init__(self, tcp: Flow | None, smb: SmbConnection | None, http: HttpNtlmFlow | None = None):
         self.tcp = tcp          # the flow table's flow (the bulk lane reads its TCP state)
@@ -87,7 +95,11 @@ class _FlowState:
         self.assocs: dict[PipeId | None, RpcAssociation] = {}
         self.pipes: dict[PipeId, _Pipe] = {}
         self.sessions: dict[int, SmbSession] = {}
-        self.encrypted_sessions: set[int] = set()
+        # Made a set at the first encrypted session: an empty set costs 216 bytes per flow.
+        self.encrypted_sessions: set[int] | frozenset[int] = frozenset()
+        # association -> contexts beyond CONTEXTS_IN_ASSOCIATION charged for it (made when one has any)
+        self.extra_contexts: dict[PipeId | None, int] | None = None
+        self.extra_requests = 0     # SMB requests and trees beyond REQUESTS_IN_CONNECTION charged
 
 
 class Pipeline:
@@ -102,10 +114,12 @@ class Pipeline:
         self._rpc_settings = RpcSettings(stub_interfaces=frozenset(self.catalog.by_uuid), budget=self.stub_budget)
         self.capture_file = ""
         self.frames = FrameDecoder()
-        self.flows = FlowTable()
+        self.flows = FlowTable(FlowSettings(memory_budget_bytes=self.settings.flow_memory_budget))
+        # Units of flows the memory budget evicted while a unit of another was being routed:
+        # routed right after it.
+        self._evicted: list = []
         self._flows: dict[FlowKey, _FlowState] = {}
-        # (association, call_id) -> (capture time, event), oldest first
-        self._held: OrderedDict[tuple[AssocKey, int], tuple[float, RpcCallEvent]] = OrderedDict()
+        self.held = HeldCalls()
         self._own = Stats()
         # Per-packet counts as plain ints (a Counter update per packet costs more than the
         # frame decode); folded into ``stats`` when read.
@@ -116,6 +130,7 @@ class Pipeline:
         self._last_flow: FlowKey | None = None
         self._last_state: _FlowState | None = None
         self._retired = Stats()     # counters of stages whose flow or pipe has ended
+        self._ts = 0.0              # capture time of the last frame: when close() ends what is left
         self._next_expiry = 0.0
         self.lane = BulkLane() if self.settings.bulk_lane else None
         self._lane_candidate: _FlowState | None = None   # an SMB flow the last frame touched
@@ -125,6 +140,7 @@ class Pipeline:
     def feed(self, ts: float, linktype: int, data, frame: int) -> list:
         self._packets += 1
         self._bytes += len(data)
+        self._ts = ts
         lane = self.lane
         # (bytes only: its slice is the dict key; a writable buffer's view is unhashable)
         if (lane is not None and lane.entries and linktype == LINKTYPE_ETHERNET and type(data) is bytes
@@ -134,28 +150,60 @@ class Pipeline:
         fast = self.fast
         events = fast.take(ts, data, frame) if fast is not None and linktype == LINKTYPE_ETHERNET else None
         if events is not None:
-            if fast.framed:     # the NetBIOS stage ran, as for a routed StreamData
-                fast.framed = False
-                self._lane_candidate = fast.owner
-            if events:
-                state = fast.owner
-                for ev in events:
-                    self._on_smb(state, ev, out)
+            state = fast.owner
+            if state is not None:       # it carried payload: the SMB stage ran, as for a routed StreamData
+                if fast.framed:         # ... and the NetBIOS stage framed it (may start skipping)
+                    fast.framed = False
+                    self._lane_candidate = state
+                self._smb_events(state, state.smb.flow, ts, events, out)
         else:
-            segment = self.frames.decode(ts, linktype, data)
+            segment = self.frames.feed(ts, linktype, data)
             if segment is not None:
                 if lane is not None and lane.entries:
                     owner = lane.release_segment(segment[0], segment[1], segment[2], segment[3])
                     if owner is not None:
                         self._lane_candidate = owner
-                for unit in self.flows.feed(ts, frame, segment):
+                for unit in self.flows.feed(ts, segment, frame):
                     self._route(unit, out)
+        if self._evicted:
+            self._route_evicted(out)
         if ts >= self._next_expiry:   # the flow table expires its own flows as packets pass
             self._next_expiry = ts + EXPIRY_INTERVAL
-            self._expire_held(ts, out)
+            self._emit_all(self.held.expire(ts), out)
         if lane is not None and (self._lane_candidate is not None or lane.entries):
             self._arm_lane(lane)
         return out
+
+    def _charge(self, flow: FlowKey, n: int, ts: float) -> None:
+        """Per-flow state grew (or shrank) by ``n`` bytes: the flow table's memory budget."""
+        self.flows.charge(flow, n, ts, self._evicted)
+
+    def _charge_requests(self, state: _FlowState, flow: FlowKey, extra: int, ts: float) -> None:
+        """A client can keep thousands of SMB requests unanswered (or trees connected): those
+        beyond the few SMB_FLOW_BYTES covers are charged as they come and go."""
+        if extra != state.extra_requests:
+            self._charge(flow, (extra - state.extra_requests) * REQUEST_BYTES, ts)
+            state.extra_requests = extra
+
+    def _charge_contexts(self, state: _FlowState, flow: FlowKey, pipe_id: PipeId | None,
+                         assoc: RpcAssociation, ts: float) -> None:
+        """Binds can make an association keep hundreds of contexts: those beyond the few
+        ASSOCIATION_BYTES covers are charged as they come and go."""
+        extra = assoc.contexts_held - CONTEXTS_IN_ASSOCIATION
+        charged = state.extra_contexts.get(pipe_id, 0) if state.extra_contexts else 0
+        if extra > 0 or charged:
+            extra = max(extra, 0)
+            if extra != charged:
+                self._charge(flow, (extra - charged) * CONTEXT_BYTES, ts)
+                if state.extra_contexts is None:
+                    state.extra_contexts = {}
+                state.extra_contexts[pipe_id] = extra
+
+    def _route_evicted(self, out: list) -> None:
+        while self._evicted:
+            units, self._evicted = self._evicted, []
+            for unit in units:
+                self._route(unit, out)
 
     def _arm_lane(self, lane: BulkLane) -> None:
         state = self._lane_candidate
@@ -170,34 +218,28 @@ class Pipeline:
         out: list = []
         for unit in self.flows.expire(now):
             self._route(unit, out)
-        self._expire_held(now, out)
+        self._route_evicted(out)
+        self._emit_all(self.held.expire(now), out)
         if self.lane is not None:
             self._arm_lane(self.lane)
         return out
 
-    def _expire_held(self, now: float, out: list) -> None:
-        while self._held:
-            key, (held_since, event) = next(iter(self._held.items()))
-            if now - held_since < HELD_CALL_TIMEOUT:
-                break
-            del self._held[key]
-            self._emit(event, out)
-
     def close(self) -> list:
+        """End of input, at the capture time of the last frame fed."""
+        ts = self._ts
         out: list = []
-        for unit in self.flows.close():
+        for unit in self.flows.close(ts):
             self._route(unit, out)
         for flow in list(self._flows):
-            self._end_flow(flow, 0.0, out)
-        for _, event in self._held.values():
-            self._emit(event, out)
-        self._held.clear()
+            self._end_flow(flow, ts, out)
+        self._emit_all(self.held.close(ts), out)
         return out
 
     @property
     def stats(self) -> Stats:
         total = Stats()
         total.update(self._own)
+        total.update(self.held.stats)
         total["packets"] += self._packets
         total["bytes"] += self._bytes
         if self.lane is not None:
@@ -233,22 +275,22 @@ class Pipeline:
             if state.smb is not None:
                 self._lane_candidate = state
                 if kind is StreamData:
-                    events = state.smb.feed_data(unit.from_client, unit.ts, unit.data, unit.frame)
+                    events = state.smb.feed(unit.from_client, unit.ts, unit.data, unit.frame)
                 else:
-                    events = state.smb.feed_gap(unit.from_client, unit.ts, unit.length)
-                for ev in events:
-                    self._on_smb(state, ev, out)
+                    events = state.smb.gap(unit.from_client, unit.ts, unit.length)
+                self._smb_events(state, flow, unit.ts, events, out)
             elif state.http is not None:
                 if kind is StreamData:
                     out += state.http.feed(unit.from_client, unit.ts, unit.data, unit.frame)
                 else:
-                    out += state.http.gap(unit.from_client)
+                    out += state.http.gap(unit.from_client, unit.ts, unit.length)
             else:
                 assoc = state.assocs[None]
                 if kind is StreamData:
-                    events = assoc.feed(unit.from_client, unit.ts, unit.frame, unit.data)
+                    events = assoc.feed(unit.from_client, unit.ts, unit.data, unit.frame)
+                    self._charge_contexts(state, flow, None, assoc, unit.ts)
                 else:
-                    events = assoc.gap(unit.from_client)
+                    events = assoc.gap(unit.from_client, unit.ts, unit.length)
                 for ev in events:
                     self._on_rpc(state, unit.flow, None, ev, out)
         elif kind is FlowStarted:
@@ -258,31 +300,50 @@ class Pipeline:
                                                             SmbConnection(unit.flow, budget=self.message_budget))
                 if self.fast is not None:
                     self.fast.arm(state.tcp, state.smb, state)
+                self._charge(unit.flow, SMB_FLOW_BYTES, unit.ts)
             elif unit.app == "http":
                 self._flows[unit.flow] = _FlowState(None, None, HttpNtlmFlow(unit.flow))
+                self._charge(unit.flow, HTTP_FLOW_BYTES, unit.ts)
             else:
                 state = self._flows[unit.flow] = _FlowState(None, None)
-                state.assocs[None] = RpcAssociation(self._rpc_settings)
+                state.assocs[None] = RpcAssociation(unit.flow, self._rpc_settings)
+                self._charge(unit.flow, RPC_FLOW_BYTES, unit.ts)
         elif kind is FlowEnded:
             self._end_flow(unit.flow, unit.ts, out)
         elif kind is Anomaly or kind is ServiceSeen:
             out.append(unit)
+
+    def _smb_events(self, state: _FlowState, flow: FlowKey, ts: float, events: list, out: list) -> None:
+        """The SMB stage took a segment (routed, or on the fast path): its requests held are
+        charged, then its events routed."""
+        extra = state.smb.requests_held - REQUESTS_IN_CONNECTION
+        if extra > 0 or state.extra_requests:
+            self._charge_requests(state, flow, max(extra, 0), ts)
+        for ev in events:
+            self._on_smb(state, ev, out)
 
     def _on_smb(self, state: _FlowState, ev, out: list) -> None:
         kind = type(ev)
         if kind is PipeData:
             assoc = state.assocs.get(ev.pipe)
             if assoc is None:
-                assoc = state.assocs[ev.pipe] = RpcAssociation(self._rpc_settings)
-            for rpc in assoc.feed(ev.from_client, ev.ts, ev.frame, ev.data):
+                assoc = state.assocs[ev.pipe] = RpcAssociation(ev.flow, self._rpc_settings)
+                self._charge(ev.flow, ASSOCIATION_BYTES, ev.ts)
+            for rpc in assoc.feed(ev.from_client, ev.ts, ev.data, ev.frame):
                 self._on_rpc(state, ev.flow, ev.pipe, rpc, out)
+            self._charge_contexts(state, ev.flow, ev.pipe, assoc, ev.ts)
         elif kind is PipeOpened:
+            if ev.pipe not in state.pipes:
+                self._charge(ev.flow, PIPE_BYTES, ev.ts)
             state.pipes[ev.pipe] = _Pipe(ev.name, ev.tree)
             self._own["pipes_opened"] += 1
         elif kind is PipeClosed:
-            self._end_association(state, ev.flow, ev.pipe, out)
-            state.pipes.pop(ev.pipe, None)
+            self._end_association(state, ev.flow, ev.pipe, ev.ts, out)
+            if state.pipes.pop(ev.pipe, None) is not None:
+                self._charge(ev.flow, -PIPE_BYTES, ev.ts)
         elif kind is SmbSession:
+            if ev.session_id not in state.sessions:
+                self._charge(ev.flow, SESSION_BYTES, ev.ts)
             state.sessions[ev.session_id] = ev
             if ev.encrypted:
                 self._note_encrypted(state, ev.session_id)
@@ -291,12 +352,12 @@ class Pipeline:
             self._own["smb_encrypted_messages"] += 1
             self._note_encrypted(state, ev.session_id)
             out.append(ev)      # sizes in the clear: the transform-header fingerprint
-        elif kind is NtlmAuthentication or kind is Anomaly:
-            out.append(ev)      # NTLMSSP AUTHENTICATE: the coercion correlator's other half
+        elif kind is NtlmAuthentication or kind is KerberosAuthentication or kind is Anomaly:
+            out.append(ev)      # NTLMSSP AUTHENTICATE, Kerberos AP-REQ: the coercion correlator's other half
 
     def _note_encrypted(self, state: _FlowState, session_id: int) -> None:
         if session_id not in state.encrypted_sessions:
-            state.encrypted_sessions.add(session_id)
+            state.encrypted_sessions = state.encrypted_sessions | {session_id}
             self._own["smb_encrypted_sessions"] += 1
 
     def _on_rpc(self, state: _FlowState, flow: FlowKey, pipe_id: PipeId | None, ev, out: list) -> None:
@@ -311,17 +372,12 @@ class Pipeline:
             if resolved is None:
                 return
             event = build_event(resolved[0], resolved[1], ev, ctx)
-            held_key = ((flow, pipe_id), ev.call_id)
-            if held_key in self._held:          # call_id reused before its answer: emit the first
-                self._emit(self._held.pop(held_key)[1], out)
-            self._held[held_key] = (ev.ts, event)
-            if len(self._held) > MAX_HELD_CALLS:
-                self._own["held_calls_overflow"] += 1
-                self._emit(self._held.popitem(last=False)[1][1], out)
+            self._emit_all(self.held.hold((flow, pipe_id), ev.call_id, ev.ts, event), out)
         elif kind is RpcResult:
-            held = self._held.pop(((flow, pipe_id), ev.call_id), None)
-            if held is not None:
-                self._emit(held[1].with_exception_code(ev.status), out)
+            event = self.held.answer((flow, pipe_id), ev.call_id, ev.status)
+            if event is not None:
+                self._own["events"] += 1
+                out.append(event)
         elif kind is Anomaly:
             out.append(ev)
 
@@ -340,21 +396,24 @@ class Pipeline:
             capture_file=self.capture_file,
         )
 
-    def _emit(self, event: RpcCallEvent, out: list) -> None:
-        self._own["events"] += 1
-        out.append(event)
+    def _emit_all(self, events: list[RpcCallEvent], out: list) -> None:
+        if events:
+            self._own["events"] += len(events)
+            out += events
 
     # -- endings -----------------------------------------------------------------------
-    def _end_association(self, state: _FlowState, flow: FlowKey, pipe_id: PipeId | None, out: list) -> None:
+    def _end_association(self, state: _FlowState, flow: FlowKey, pipe_id: PipeId | None, ts: float,
+                         out: list) -> None:
         assoc = state.assocs.pop(pipe_id, None)
         if assoc is None:
             return
-        for ev in assoc.close():
+        if pipe_id is not None:
+            extra = state.extra_contexts.pop(pipe_id, 0) if state.extra_contexts else 0
+            self._charge(flow, -ASSOCIATION_BYTES - extra * CONTEXT_BYTES, ts)
+        for ev in assoc.close(ts):
             self._on_rpc(state, flow, pipe_id, ev, out)
         self._retired.update(assoc.stats)
-        key = (flow, pipe_id)
-        for held_key in [k for k in self._held if k[0] == key]:
-            self._emit(self._held.pop(held_key)[1], out)
+        self._emit_all(self.held.release((flow, pipe_id)), out)
 
     def _end_flow(self, flow: FlowKey, ts: float, out: list) -> None:
         state = self._flows.get(flow)
@@ -371,8 +430,8 @@ class Pipeline:
                 self._on_smb(state, ev, out)
             self._retired.update(state.smb.stats)
         if state.http is not None:
-            out += state.http.close()
+            out += state.http.close(ts)
             self._retired.update(state.http.stats)
         for pipe_id in list(state.assocs):
-            self._end_association(state, flow, pipe_id, out)
+            self._end_association(state, flow, pipe_id, ts, out)
         del self._flows[flow]

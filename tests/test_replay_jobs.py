@@ -3,6 +3,7 @@ replay. Real lab captures moved over nine days with editcap (so the rarity detec
 the first six and then stops), with coercion and encrypted-session captures between them."""
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import sqlite3
@@ -73,3 +74,30 @@ def test_jobs_is_for_the_native_engine(days, tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "dfs-sensor: error: --jobs is for the native engine; tshark decodes each file in its own process already"]
+
+
+def test_jobs_refuses_a_pipe_among_several_captures_and_reads_one_alone(days, tmp_path):
+    """A pipe or - is read once, in order, by the process that checked it: workers cannot share
+    it, so with several captures --jobs refuses it (usage, exit 2, nothing stored); alone it is
+    replayed as without --jobs."""
+    command = [sys.executable, "-m", "sensor.cli", "replay", "--jobs", "2"]
+    with open(days[0], "rb") as stdin:
+        done = subprocess.run([*command, "--db", str(tmp_path / "refused.db"), "-", str(days[1])], cwd=ROOT,
+                              stdin=stdin, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "dfs-sensor: error: --jobs decodes files in worker processes: a pipe or - is read once, in order; "
+        "replay it without --jobs"]
+    assert not (tmp_path / "refused.db").exists()
+    with open(days[0], "rb") as stdin:
+        done = subprocess.run([*command, "--db", str(tmp_path / "piped.db"), "-"], cwd=ROOT, stdin=stdin,
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    alerts, summary = replay(tmp_path / "file.db", [days[0]])
+    assert alerts and calls(done.stdout.splitlines()) == calls(alerts)    # (the capture's name differs)
+    assert counts(done.stderr) == counts(summary)
+
+
+def calls(alerts: list[str]) -> list[tuple]:
+    """What each alert says was called, by whom (not which file it was read from)."""
+    return [(a["rule"], a["action_rpc_func_opnum"], a["actor_remote_ip"]) for a in map(json.loads, alerts)]

@@ -7,13 +7,13 @@ Anomaly out.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from sensor.anomaly import Anomaly, Stats
 from sensor.budget import ByteBudget
 from sensor.dcerpc import pdu
 from sensor.dcerpc.events import RpcBind, RpcCall, RpcEvent, RpcResult
+from sensor.net.stream import FlowKey
 
 LAYER = "dcerpc"
 
@@ -95,18 +95,19 @@ class _PendingCall:
         self.keep = keep          # stub wanted: False skips it (uncatalogued interface)
 
 
-_CLIENT_PTYPES = frozenset({pdu.PTYPE_REQUEST, pdu.PTYPE_BIND, pdu.PTYPE_ALTER_CONTEXT, pdu.PTYPE_AUTH3,
-                            pdu.PTYPE_CO_CANCEL, pdu.PTYPE_ORPHANED})
-_SERVER_PTYPES = frozenset({pdu.PTYPE_RESPONSE, pdu.PTYPE_FAULT, pdu.PTYPE_BIND_ACK, pdu.PTYPE_BIND_NAK,
-                            pdu.PTYPE_ALTER_CONTEXT_RESP, pdu.PTYPE_SHUTDOWN})
-
-
 class RpcAssociation:
-    def __init__(self, settings: RpcSettings | None = None) -> None:
+    """The stage contract (sensor/stage.py): ``feed``/``gap`` per direction, ``close`` at the
+    end of the pipe or flow; every anomaly names ``flow``."""
+
+    __slots__ = ("flow", "settings", "stats", "_dirs", "_calls", "_pending_binds", "_contexts", "_proposed",
+                 "_reported_proposals")
+
+    def __init__(self, flow: FlowKey, settings: RpcSettings | None = None) -> None:
+        self.flow = flow
         self.settings = settings or RpcSettings()
         self.stats = Stats()
-        self._dirs = {True: _Direction(), False: _Direction()}
-        self._calls: OrderedDict[int, _PendingCall] = OrderedDict()
+        self._dirs = (_Direction(), _Direction())     # [from_client]: server's, client's
+        self._calls: dict[int, _PendingCall] = {}     # oldest first (a dict keeps insertion order)
         self._pending_binds: list[tuple[int, list[pdu.Context]]] = []
         # ctx_id -> (interface uuid, version, NDR64?): what the server accepted.
         self._contexts: dict[int, _Binding] = {}
@@ -114,10 +115,13 @@ class RpcAssociation:
         # (client to server only) never shows the ack; the client's proposal still names
         # the interface its calls are meant for, as it does for tshark.
         self._proposed: dict[int, _Binding] = {}
+        # ctx_ids of proposals already reported as an unacknowledged RpcBind (at their first call).
+        # (A frozenset until the first one: an empty set costs 216 bytes per association.)
+        self._reported_proposals: set[int] | frozenset[int] = frozenset()
 
     # -- the stage contract -------------------------------------------------------------
 
-    def feed(self, from_client: bool, ts: float, frame: int, data: bytes | memoryview) -> list[RpcEvent | Anomaly]:
+    def feed(self, from_client: bool, ts: float, data: bytes | memoryview, frame: int) -> list[RpcEvent | Anomaly]:
         d = self._dirs[from_client]
         out: list = []
         self.stats["bytes"] += len(data)
@@ -144,30 +148,42 @@ class RpcAssociation:
             d.buf = bytearray(src[pos:])
         return out
 
-    def gap(self, from_client: bool) -> list[RpcEvent | Anomaly]:
-        """Bytes of one direction were lost: drop its partial PDU and resync at the next header."""
+    def gap(self, from_client: bool, ts: float, length: int) -> list[RpcEvent | Anomaly]:
+        """``length`` bytes of one direction were lost: drop its partial PDU and resync at the
+        next header."""
         d = self._dirs[from_client]
         d.buf.clear()
         d.skip = 0
         d.resyncing = True
-        detail = "server side"
+        detail = "client side" if from_client else "server side"
         if from_client and self._calls:
             # A lost fragment leaves a hole in every call being joined: none can be trusted.
-            detail = f"client side, {len(self._calls)} fragmented call(s) abandoned"
+            detail += f", {len(self._calls)} fragmented call(s) abandoned"
             self._drop_all_calls()
-        return [self.stats.anomaly(0.0, LAYER, "dcerpc_gap_resync", detail=detail)]
+        return [self._anomaly(ts, "dcerpc_gap_resync", f"{length} bytes, {detail}")]
 
-    def close(self) -> list[RpcEvent | Anomaly]:
+    @property
+    def contexts_held(self) -> int:
+        """Presentation contexts kept: accepted, proposed, and in binds awaiting their ack
+        (up to 256 + 256 + 8 x 255: what the flow memory budget charges beyond a few)."""
+        return len(self._contexts) + len(self._proposed) + sum(len(c) for _, c in self._pending_binds)
+
+    def close(self, ts: float) -> list[RpcEvent | Anomaly]:
         """Calls still being joined are dropped (their last fragment never came)."""
         self.stats["calls_incomplete_at_close"] += len(self._calls)
         self._drop_all_calls()
         self._pending_binds.clear()
         self._contexts.clear()
         self._proposed.clear()
-        for d in self._dirs.values():
+        self._reported_proposals = frozenset()
+        for d in self._dirs:
             d.buf = bytearray()
             d.skip = 0
         return []
+
+    def _anomaly(self, ts: float, name: str, detail: str = "") -> Anomaly:
+        """Count and return a named anomaly of this association's flow."""
+        return self.stats.anomaly(ts, LAYER, name, self.flow, detail)
 
     # -- framing ------------------------------------------------------------------------
 
@@ -187,8 +203,8 @@ class RpcAssociation:
             hdr = pdu.parse_header(buf, pos)
             if hdr is None or hdr.frag_length > max_frag:
                 detail = "implausible common header" if hdr is None else f"frag_length {hdr.frag_length}"
-                out.append(self.stats.anomaly(ts, LAYER, "dcerpc_bad_header" if hdr is None else "dcerpc_frag_too_large",
-                                              detail=f"frame {frame}: {detail}"))
+                out.append(self._anomaly(ts, "dcerpc_bad_header" if hdr is None else "dcerpc_frag_too_large",
+                                         f"frame {frame}: {detail}"))
                 d.resyncing = True
                 pos += 1
                 continue
@@ -208,8 +224,8 @@ class RpcAssociation:
             try:
                 self._pdu(hdr, from_client, buf[pos:pos + hdr.frag_length], ts, frame, out)
             except pdu.PduError as exc:
-                out.append(self.stats.anomaly(ts, LAYER, "dcerpc_malformed_pdu",
-                                              detail=f"frame {frame}: ptype {hdr.ptype}: {exc}"))
+                out.append(self._anomaly(ts, "dcerpc_malformed_pdu",
+                                         f"frame {frame}: ptype {hdr.ptype}: {exc}"))
             pos += hdr.frag_length
         if d.resyncing and end - pos >= pdu.COMMON_HEADER_LEN:
             pos = self._scan(buf, pos, max_frag)
@@ -235,11 +251,11 @@ class RpcAssociation:
     def _pdu(self, hdr: pdu.Header, from_client: bool, data: memoryview, ts: float, frame: int, out: list) -> None:
         ptype = hdr.ptype
         if ptype not in pdu.CO_PTYPES:
-            out.append(self.stats.anomaly(ts, LAYER, "dcerpc_unknown_ptype", detail=f"frame {frame}: ptype {ptype}"))
+            out.append(self._anomaly(ts, "dcerpc_unknown_ptype", f"frame {frame}: ptype {ptype}"))
             return
-        if ptype not in (_CLIENT_PTYPES if from_client else _SERVER_PTYPES):
-            out.append(self.stats.anomaly(ts, LAYER, "dcerpc_wrong_direction",
-                                          detail=f"frame {frame}: ptype {ptype} from {'client' if from_client else 'server'}"))
+        if ptype not in (pdu.CLIENT_PTYPES if from_client else pdu.SERVER_PTYPES):
+            out.append(self._anomaly(ts, "dcerpc_wrong_direction",
+                                     f"frame {frame}: ptype {ptype} from {'client' if from_client else 'server'}"))
             return
         if ptype == pdu.PTYPE_REQUEST:
             self._request(hdr, data, ts, frame, out)
@@ -260,18 +276,20 @@ class RpcAssociation:
         contexts = pdu.parse_bind(data, hdr)
         if len(self._pending_binds) >= self.settings.max_pending_binds:
             self._pending_binds.pop(0)
-            out.append(self.stats.anomaly(ts, LAYER, "dcerpc_too_many_pending_binds"))
+            out.append(self._anomaly(ts, "dcerpc_too_many_pending_binds"))
         self._pending_binds.append((hdr.call_id, contexts))
         for ctx in contexts:
             if ctx.ctx_id in self._proposed or len(self._proposed) < self.settings.max_contexts:
                 # NDR64 only when it is the one syntax offered: with several, the ack decides.
                 ndr64 = ctx.transfer_syntaxes == (pdu.NDR64_SYNTAX,)
                 self._proposed[ctx.ctx_id] = (ctx.interface_uuid, ctx.interface_version, ndr64)
+                self._reported_proposals -= {ctx.ctx_id}     # a new proposal is a new bind
 
     def _forget_proposals(self, contexts: list[pdu.Context] | None) -> None:
         """The server answered: its ack, not the proposal, now says what each context is."""
         for ctx in contexts or ():
             self._proposed.pop(ctx.ctx_id, None)
+            self._reported_proposals -= {ctx.ctx_id}
 
     def _take_pending_bind(self, call_id: int) -> list[pdu.Context] | None:
         """The bind this ack answers: the one with its call_id (C706 12.6.4.4: the ack
@@ -288,16 +306,16 @@ class RpcAssociation:
         self._forget_proposals(contexts)
         if contexts is None:
             if results:
-                out.append(self.stats.anomaly(ts, LAYER, "dcerpc_ack_without_bind", detail=f"call_id {hdr.call_id}"))
+                out.append(self._anomaly(ts, "dcerpc_ack_without_bind", f"call_id {hdr.call_id}"))
             return
         if len(results) != len(contexts):
-            out.append(self.stats.anomaly(ts, LAYER, "dcerpc_bind_result_count",
-                                          detail=f"{len(contexts)} contexts, {len(results)} results"))
+            out.append(self._anomaly(ts, "dcerpc_bind_result_count",
+                                     f"{len(contexts)} contexts, {len(results)} results"))
         for ctx, res in zip(contexts, results):
             if res.result != pdu.RESULT_ACCEPTANCE:
                 continue
             if ctx.ctx_id not in self._contexts and len(self._contexts) >= self.settings.max_contexts:
-                out.append(self.stats.anomaly(ts, LAYER, "dcerpc_too_many_contexts", detail=f"ctx_id {ctx.ctx_id}"))
+                out.append(self._anomaly(ts, "dcerpc_too_many_contexts", f"ctx_id {ctx.ctx_id}"))
                 continue
             # A later alter_context re-binding a ctx_id replaces what it named.
             self._contexts[ctx.ctx_id] = (ctx.interface_uuid, ctx.interface_version,
@@ -310,17 +328,17 @@ class RpcAssociation:
         call = self._calls.get(hdr.call_id)
         if hdr.flags & pdu.PFC_FIRST_FRAG or call is None:
             if call is not None:
-                out.append(self.stats.anomaly(ts, LAYER, "dcerpc_call_restarted", detail=f"call_id {hdr.call_id}"))
+                out.append(self._anomaly(ts, "dcerpc_call_restarted", f"call_id {hdr.call_id}"))
             elif not hdr.flags & pdu.PFC_FIRST_FRAG:
                 # Midstream, or a stack that leaves the flag off: the opnum is in every fragment.
-                out.append(self.stats.anomaly(ts, LAYER, "dcerpc_fragment_without_first",
-                                              detail=f"frame {frame}: call_id {hdr.call_id}"))
+                out.append(self._anomaly(ts, "dcerpc_fragment_without_first",
+                                         f"frame {frame}: call_id {hdr.call_id}"))
             call = _PendingCall(hdr.call_id, req, hdr.little, self._wants_stub(req.ctx_id))
             self._drop_call(hdr.call_id)
             if len(self._calls) >= self.settings.max_calls_in_flight:
                 evicted = next(iter(self._calls))
                 self._drop_call(evicted)
-                out.append(self.stats.anomaly(ts, LAYER, "dcerpc_too_many_calls", detail=f"call_id {evicted} dropped"))
+                out.append(self._anomaly(ts, "dcerpc_too_many_calls", f"call_id {evicted} dropped"))
             self._calls[hdr.call_id] = call
         sealed = req.auth is not None and req.auth.auth_level == pdu.AUTH_LEVEL_PRIVACY
         call.fragments += 1
@@ -337,6 +355,11 @@ class RpcAssociation:
             iface = self._proposed.get(call.ctx_id)
             if iface is not None:
                 self.stats["calls_on_unacknowledged_context"] += 1
+                if call.ctx_id not in self._reported_proposals:
+                    # The bind is as much a part of the pickup as the call (issue 18 item 13).
+                    self._reported_proposals |= {call.ctx_id}
+                    self.stats["binds_unacknowledged"] += 1
+                    out.append(RpcBind(ts, call.ctx_id, iface[0], iface[1], "", acknowledged=False))
         auth = call.auth
         out.append(RpcCall(
             ts=ts, frame=frame, call_id=hdr.call_id, ctx_id=call.ctx_id, opnum=call.opnum,
@@ -377,9 +400,9 @@ class RpcAssociation:
         if call.fragments > self.settings.max_fragments_per_call or len(stub) > room:
             if not call.truncated:
                 call.truncated = True
-                out.append(self.stats.anomaly(ts, LAYER, "dcerpc_stub_truncated",
-                                              detail=f"call_id {call_id}: over {self.settings.max_stub_bytes} bytes "
-                                                     f"or {self.settings.max_fragments_per_call} fragments"))
+                out.append(self._anomaly(ts, "dcerpc_stub_truncated",
+                                         f"call_id {call_id}: over {self.settings.max_stub_bytes} bytes "
+                                         f"or {self.settings.max_fragments_per_call} fragments"))
             if call.fragments > self.settings.max_fragments_per_call:
                 return
             stub = stub[:max(room, 0)]
@@ -388,6 +411,6 @@ class RpcAssociation:
             call.size += len(stub)
             budget = self.settings.budget
             if budget is not None and budget.charge(call, len(stub), self._evicted_by_budget):
-                out.append(self.stats.anomaly(ts, LAYER, "dcerpc_stub_budget_exceeded",
-                                              detail=f"call_id {call_id}: oldest calls being joined dropped "
-                                                     f"(all stubs over {budget.limit} bytes)"))
+                out.append(self._anomaly(ts, "dcerpc_stub_budget_exceeded",
+                                         f"call_id {call_id}: oldest calls being joined dropped "
+                                         f"(all stubs over {budget.limit} bytes)"))

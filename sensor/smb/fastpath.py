@@ -17,7 +17,7 @@ path, from the same state):
   session messages of at most WHOLE_MESSAGE_LIMIT bytes with an SMB protocol id (what the
   NetBIOS stage's own first branch frames, counting each in ``nbss_messages``), each SMB2
   message goes to the header triage (``Smb2Protocol.quick``) and, if that cannot decide it,
-  to ``SmbConnection.message``; any other payload goes to ``SmbConnection.feed_data``, as the
+  to ``SmbConnection.message``; any other payload goes to ``SmbConnection.feed``, as the
   slow path's routing would hand it on.
 
 Records and counters are identical with and without it (tests/smb/test_fastpath.py, on every
@@ -75,7 +75,7 @@ class SmbFastPath:
         self.lane = lane
         self.entries: dict[bytes, _Direction] = {}
         self._owners: dict[Hashable, tuple[_Direction, _Direction]] = {}
-        self.owner: Hashable = None     # whose events ``take`` returned last
+        self.owner: Hashable = None     # the flow whose SMB stage the last frame taken fed (None: no payload)
         self.framed = False             # ... and the NetBIOS stage framed them (the pipeline resets it)
         self.frames = 0                 # frames taken
         self.messages = 0               # NetBIOS session messages framed here (nbss_messages)
@@ -163,6 +163,7 @@ class SmbFastPath:
         if peer_next is not None and (peer.acked is None or acked > peer.acked):
             peer.acked = acked
         if not size:
+            self.owner = None
             return NOTHING
         this.next = nxt + size
         conn, from_client = entry.conn, entry.from_client
@@ -171,7 +172,7 @@ class SmbFastPath:
             # Part of a message, a large one, a control message, a resync: the NetBIOS stage
             # frames it as the slow path would (and may start skipping: the lane may arm).
             self.framed = True
-            return conn.feed_data(from_client, ts, memoryview(data)[start:end], frame)
+            return conn.feed(from_client, ts, memoryview(data)[start:end], frame)
         at = start
         length = (data[at + 1] << 16) | (data[at + 2] << 8) | data[at + 3]
         smb2 = conn.smb2

@@ -1,6 +1,7 @@
 """The SMB fast path (sensor/smb/fastpath.py) and its SMB2 header triage change nothing but speed:
-the same records and counters with them and without, on every shipped capture, on the
-small-message lab workload (slow), on real attack flows re-cut at the TCP layer, and on a
+the same records and counters with them and without, on every shipped capture (the coercion
+family's too), on the small-message lab workload (slow), on real attack flows re-cut at the TCP
+layer, on flows the flow memory budget evicts, and on a
 script of the cases the triage must leave to the full parser (pipe adoption by a DCE/RPC
 write, pipe closes and reads, a tree reconnected as IPC$, malformed and unmatched messages).
 Every capture and the corpus with every fast path on vs off: tests/net/test_lane.py.
@@ -10,23 +11,31 @@ from __future__ import annotations
 import json
 import os
 import random
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sensor.events import RpcCallEvent
-from sensor.pipeline import PipelineSettings
+from sensor.net.frames import LINKTYPE_ETHERNET
+from sensor.pipeline import Pipeline, PipelineSettings
+from sensor.smb.events import KerberosAuthentication, NtlmAuthentication
 from tests.conftest import PCAPS
 from tests.net.test_lane import ATTACKS, KNOBS, bulk_frames, decode_readable, run_frames
 from tests.robustness.recut import extract_flows
+from tests.robustness.test_flow_memory import feed_flows
 from tests.smb.conftest import FLOW, nbss
 from tests.smb.test_smb2 import (DISK_FID, FID, RPC_BIND, close, create, create_response, login_and_open, read,
                                  read_response, tree_connect, write, write_response)
 
 SMALL = os.environ.get("DFS_SENSOR_SMALL", str(PCAPS / "small" / "small.pcap"))
-# Captures whose frames the fast path cannot match: IPv6, and only 802.1Q-tagged frames.
-NOT_ON_THE_FAST_PATH = {"dfscoerce-ipv6.pcap", "dfscoerce-vlan.pcap"}
+# Captures whose frames the fast path cannot match: IPv6, and only 802.1Q-tagged frames; the
+# family's ncacn_ip_tcp captures have no SMB flow.
+NOT_ON_THE_FAST_PATH = {"dfscoerce-ipv6.pcap", "dfscoerce-vlan.pcap", "efsr-tcp.pcap", "par-tcp.pcap"}
+# The DFSCoerce captures and the coercion family's (issue 13: other pipes, NTLM and Kerberos
+# back-authentication over SMB, SMB3 encryption).
+SHIPPED = sorted(PCAPS.glob("*.pcap")) + sorted((PCAPS / "family").glob("*.pcap"))
 
 
 def fast_both_ways(run):
@@ -46,10 +55,49 @@ def assert_same(run) -> tuple[list, int]:
     return records, used
 
 
-@pytest.mark.parametrize("path", sorted(PCAPS.glob("*.pcap")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_shipped_captures_same_with_and_without_the_fast_path(path):
     _, used = assert_same(lambda s: decode_readable(path, s))
     assert used > 0 or path.name in NOT_ON_THE_FAST_PATH
+
+
+@pytest.mark.parametrize("name,kind", [("efsr-backauth-kerberos.pcap", KerberosAuthentication),
+                                       ("efsr-backauth-smb.pcap", NtlmAuthentication)])
+def test_session_setups_reach_the_full_parser_on_the_fast_path(name, kind):
+    """The back-authentication's SESSION_SETUP (a Kerberos AP-REQ, an NTLMSSP AUTHENTICATE)
+    arrives on a flow the fast path follows, and still gives its record."""
+    records, used = assert_same(lambda s: decode_readable(PCAPS / "family" / name, s))
+    assert used > 0
+    assert any(isinstance(r, kind) for r in records)
+
+
+def test_flows_the_memory_budget_evicts_leave_the_fast_path_and_the_records_are_the_same():
+    """256 KiB of flow state: 60 open SMB connections (the lab's impacket connection,
+    re-addressed; tests/robustness/test_flow_memory.py) fill it, then one client leaves 1500
+    READs unanswered, each taken on the fast path and charged there, which evicts the others.
+    No evicted flow stays armed on the fast path or the bulk lane, each eviction is routed at
+    the frame that made it, and records and counters are the same with the fast path and without."""
+    script = login_and_open() + [(True, read(100 + n, DISK_FID, tree_id=6)) for n in range(1500)]
+    flood = bulk_frames(FLOW, [(side, nbss(message)) for side, message in script], None, {})
+
+    def run(settings: PipelineSettings):
+        pipeline = Pipeline(replace(settings, flow_memory_budget=256 << 10))
+
+        def nothing_evicted_stays_armed(_n: int = 0) -> None:
+            assert not pipeline._evicted           # routed at the frame that evicted them
+            live = {id(state) for state in pipeline._flows.values()}
+            if pipeline.fast is not None:
+                assert {id(entry.owner) for entry in pipeline.fast.entries.values()} <= live
+            assert {id(owner) for owner in pipeline.lane._owners} <= live
+        frame, records = feed_flows(pipeline, 0, 60, after_each=nothing_evicted_stays_armed)
+        for n, data in enumerate(flood, frame + 1):
+            records += pipeline.feed(1_700_000_010.0 + n / 1000, LINKTYPE_ETHERNET, data, n)
+            nothing_evicted_stays_armed()
+        records += pipeline.close()
+        return records, pipeline.stats
+    records, used = assert_same(run)
+    evicted = [r for r in records if getattr(r, "name", "") == "flow_memory_budget_exceeded"]
+    assert len(evicted) >= 55 and used > 1500
 
 
 @pytest.mark.slow

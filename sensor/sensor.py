@@ -15,10 +15,10 @@ from sensor.anomaly import Stats
 from sensor.coercion.correlate import Correlator, CorrelatorSettings
 from sensor.coercion.events import CoercionAlert
 from sensor.coercion.fingerprint import EncryptedNetdfsMatcher
-from sensor.coercion.rarity import PairDays
+from sensor.coercion.pair_days import PairDays
 from sensor.config import Config
 from sensor.detect.rarity import MS_PER_DAY, RarityDetector
-from sensor.detect.xql import utc_date
+from sensor.xql.functions import utc_date
 from sensor.events import RpcCallEvent
 from sensor.outputs import Outputs
 from sensor.pipeline import Pipeline, PipelineSettings
