@@ -2,7 +2,6 @@
 state (a one-line message on stderr), 2 usage or configuration errors."""
 from __future__ import annotations
 
-import json
 import sqlite3
 import sys
 from datetime import date, datetime, timedelta, timezone
@@ -13,9 +12,11 @@ from typing import Callable, Iterator
 import click
 
 from sensor.config import Config, ConfigError, load_config
-from sensor.detect.rarity import DAY_MODES, MATCH_MODES, HuntRow, hunt as run_hunt
+from sensor.detect.rarity import DAY_MODES, MATCH_MODES, RarityDetector, hunt as run_hunt, run_rule
 from sensor.outputs import OutputError, open_outputs
 from sensor.store.sqlite import DEFAULT_LIST_LIMIT, ListFilter, Store, StoreError
+from sensor.text import json_line, printable
+from sensor.xql.rules import RuleError, parse_rule, with_day_mode, with_threshold
 
 EXIT_INPUT = 1
 EXIT_USAGE = 2
@@ -24,7 +25,7 @@ PROGRESS_EVERY_FRAMES = 4096
 
 
 def _fail(message: str, code: int = EXIT_INPUT) -> None:
-    click.echo(f"dfs-sensor: error: {message}", err=True)
+    click.echo(f"dfs-sensor: error: {printable(message)}", err=True)
     sys.exit(code)
 
 
@@ -88,6 +89,11 @@ def db_option(f: Callable) -> Callable:
                              "else $XDG_STATE_HOME/dfs-sensor/sensor.db).")(f)
 
 
+rules_option = click.option(
+    "--rules", multiple=True, metavar="PATH",
+    help="XQL rule file or directory of *.xql rules, on top of the shipped ones (repeat for several).")
+
+
 def sensor_options(f: Callable) -> Callable:
     """The options replay and live share: where state and output go, the detector settings."""
     options = [
@@ -101,7 +107,8 @@ def sensor_options(f: Callable) -> Callable:
         click.option("--day-mode", type=click.Choice(DAY_MODES),
                      help="What a day is: the UTC date (default) or XQL's day of the month."),
         click.option("--match", type=click.Choice(MATCH_MODES),
-                     help="Opnums 12 and 13 (default) or the seed query's literal filter."),
+                     help="Which shipped DFSCoerce rule runs: opnums 12 and 13 (default) or the published query verbatim."),
+        rules_option,
     ]
     for option in reversed(options):
         f = option(f)
@@ -110,7 +117,18 @@ def sensor_options(f: Callable) -> Callable:
 
 def _sensor_config(options: dict) -> Config:
     config_file = options.pop("config_file")
-    return _load(config_file, options)
+    options["rules"] = options.get("rules") or None
+    config = _load(config_file, options)
+    _check_rules(config)
+    return config
+
+
+def _check_rules(config: Config) -> None:
+    """Refuse to start on a bad rule file or one that cannot stream, naming it (exit 2)."""
+    try:
+        RarityDetector(config.detector, Store(":memory:"))
+    except RuleError as e:
+        _fail(str(e), EXIT_USAGE)
 
 
 def _version() -> str:
@@ -131,6 +149,7 @@ def main() -> None:
     dfs-sensor replay attack.pcap                  replay captures, alerts on stdout
     dfs-sensor live -i eth0 --alerts alerts.jsonl  watch an interface
     dfs-sensor hunt                                the Cortex XDR query over what is stored
+    dfs-sensor hunt --xql query.xql                any XQL query over what is stored
     dfs-sensor alerts --since 2026-11-01           list stored alerts
     """
 
@@ -142,25 +161,35 @@ def main() -> None:
 @click.argument("captures", nargs=-1, required=True, metavar="CAPTURE...")
 def replay(captures: tuple[str, ...], engine: str, **options) -> None:
     """Replay pcap/pcapng files (gzip'ed too), in the order given, through the sensor.
+    A pipe, a FIFO or - (standard input) is read as it streams.
 
-    Alerts go to stdout as JSON lines (or --alerts); a summary goes to stderr. Replaying a
-    capture twice stores nothing twice and raises no alert twice.
+    Alerts go to stdout as JSON lines (or --alerts); a summary goes to stderr, and a warning
+    line per kind of damage a file has. Replaying a capture twice stores nothing twice and
+    raises no alert twice.
 
     \b
-    Example:
+    Examples:
       dfs-sensor replay --db /tmp/s.db --events events.jsonl day1.pcap day2.pcapng
+      tcpdump -r big.pcap -w - 'port 445' | dfs-sensor replay -
     """
     from sensor.capture.pcapfile import CaptureError, open_capture
     from sensor.sensor import Sensor
 
     config = _sensor_config(options)
     sizes = []
-    for path in captures:          # refuse up front rather than half-way through the list
+    streams = {}   # position in captures -> its reader: a pipe can be read once only, so it is kept
+    for n, path in enumerate(captures):          # refuse up front rather than half-way through the list
         try:
-            with open_capture(path) as reader:
-                sizes.append(reader.size)
+            reader = open_capture(path)
         except CaptureError as e:
             _fail(str(e))
+        sizes.append(reader.size)
+        if reader.stream:
+            streams[n] = reader
+        else:
+            reader.close()
+    if streams and engine == "tshark":
+        _fail("the tshark engine reads files: give it a file, not a pipe or -", EXIT_USAGE)
     try:
         outputs = open_outputs(config.events, config.alerts)
     except OutputError as e:
@@ -173,7 +202,7 @@ def replay(captures: tuple[str, ...], engine: str, **options) -> None:
         if engine == "tshark":
             _replay_with_tshark(sensor, captures)
         else:
-            _replay_native(sensor, captures, sizes)
+            _replay_native(sensor, captures, sizes, streams)
         summary = sensor.finish()
     except (StoreError, sqlite3.Error) as e:     # disk full, locked beyond busy_timeout, ...
         outputs.close()
@@ -184,22 +213,26 @@ def replay(captures: tuple[str, ...], engine: str, **options) -> None:
     click.echo(summary.human(), err=True)
 
 
-def _replay_native(sensor, captures: tuple[str, ...], sizes: list[int]) -> None:
+def _replay_native(sensor, captures: tuple[str, ...], sizes: list[int], streams: dict) -> None:
     from sensor.capture.pcapfile import CaptureError, open_capture
 
     show_progress = sys.stderr.isatty()
     with click.progressbar(length=sum(sizes), file=sys.stderr, label="replay",
                            hidden=not show_progress) as bar:
-        for path in captures:
-            try:
-                reader = open_capture(path)
-            except CaptureError as e:    # removed or changed since the check above
-                _fail(str(e))
+        for n, path in enumerate(captures):
+            reader = streams.pop(n, None)
+            if reader is None:
+                try:
+                    reader = open_capture(path)
+                except CaptureError as e:    # removed or changed since the check above
+                    _fail(str(e))
             with reader:
-                sensor.start_file(Path(path).name)
+                sensor.start_file("stdin" if path == "-" else Path(path).name)
                 sensor.process(_with_progress(reader, bar) if show_progress else reader)
                 # the reader counts packets too; only its anomalies (truncation) are news
                 sensor.source_stats.update({k: n for k, n in reader.stats.items() if k.startswith("anomaly.")})
+            for problem in reader.problems.values():
+                click.echo(f"dfs-sensor: warning: {problem}", err=True)
 
 
 def _replay_with_tshark(sensor, captures: tuple[str, ...]) -> None:
@@ -290,34 +323,61 @@ def _reader_config(db: str | None, config_file: str | None, **flags) -> Config:
 @main.command("hunt")
 @db_option
 @click.option("--config", "config_file", metavar="FILE", help="TOML configuration file.")
+@click.option("--xql", "xql_file", metavar="FILE|-",
+              help="Run this XQL query (a file, or - for stdin) instead of the DFSCoerce rule.")
 @click.option("--until", type=_Time(end_of_day=True), metavar="TIME",
               help="End of the window (default: the newest stored event). A date means its end.")
 @click.option("--lookback-days", type=click.IntRange(min=1), help="Window in days (default 30).")
-@click.option("--threshold", type=click.IntRange(min=1), help="Report groups seen on fewer days (default 7).")
-@click.option("--day-mode", type=click.Choice(DAY_MODES), help="utc-date (default) or day-of-month.")
+@click.option("--threshold", type=click.IntRange(min=1),
+              help="Report groups seen on fewer days (default: the rule's K in its final `filter N < K`, 7).")
+@click.option("--day-mode", type=click.Choice(DAY_MODES),
+              help="utc-date (default) or day-of-month; with --xql the query runs as written unless given.")
 @click.option("--match", type=click.Choice(MATCH_MODES), help="opnum-12-13 (default) or seed-exact.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def hunt_command(db, config_file, until, lookback_days, threshold, day_mode, match, fmt) -> None:
+def hunt_command(db, config_file, xql_file, until, lookback_days, threshold, day_mode, match, fmt) -> None:
     """Run the Cortex XDR DFSCoerce query over the stored events: the groups seen on fewer
     than THRESHOLD distinct days in the LOOKBACK-DAYS before --until, with their day count.
+    With --xql, run any XQL query (dataset xdr_data) over the same window and print its rows.
 
     \b
-    Example:
+    Examples:
       dfs-sensor hunt --until 2026-11-30 --day-mode day-of-month --match seed-exact --format json
+      dfs-sensor hunt --xql sensor/rules/dfscoerce/seed-exact.xql --format json
+      echo 'filter action_rpc_func_opnum = 13 | comp count() by agent_hostname' | dfs-sensor hunt --xql -
     """
     config = _reader_config(db, config_file, lookback_days=lookback_days, threshold=threshold,
                             day_mode=day_mode, match=match)
+    if xql_file is not None:
+        rule = with_threshold(_query_rule(xql_file, day_mode), threshold)
+        store = _open_store(config.db)
+        try:
+            records = run_rule(store, rule, until, config.detector.lookback_days)
+        except sqlite3.Error as e:
+            _fail(f"{config.db}: {e}")
+        store.close()
+        columns = [c for c in rule.checked.final if c not in rule.checked.hidden]
+        _print_records(records, fmt, columns)
+        return
     store = _open_store(config.db)
-    rows = run_hunt(store, until, config.detector)
+    records = run_hunt(store, until, config.detector)
     store.close()
-    records = [_hunt_record(row) for row in rows]
     _print_records(records, fmt, ["day_count", "actor_remote_ip", "agent_hostname",
                                   "action_rpc_func_opnum", "action_rpc_func_name",
                                   "dfs_relay_server", "dfs_root_share", "actor_type", "agent_id"])
 
 
-def _hunt_record(row: HuntRow) -> dict:
-    return {name: getattr(row, name) for name in row.__dataclass_fields__}
+def _query_rule(path: str, day_mode: str | None):
+    """The --xql query as a rule (its header, if any, is optional); exit 2 on a bad query."""
+    name = "<stdin>" if path == "-" else path
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        _fail(f"{path}: {getattr(e, 'strerror', None) or e}")
+    try:
+        rule = parse_rule(text, name, require_id=False)
+    except RuleError as e:
+        _fail(str(e), EXIT_USAGE)
+    return with_day_mode(rule, day_mode) if day_mode is not None else rule
 
 
 def list_options(f: Callable) -> Callable:
@@ -400,7 +460,7 @@ Example:
 def _print_records(records: list[dict], fmt: str, columns: list[str]) -> None:
     if fmt == "json":
         for record in records:
-            click.echo(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
+            click.echo(json_line(record))
         return
     cells = [[_cell(record.get(c)) for c in columns] for record in records]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
@@ -414,10 +474,7 @@ def _print_records(records: list[dict], fmt: str, columns: list[str]) -> None:
 def _cell(value) -> str:
     """Table text comes from the wire: non-printable characters (terminal escapes, CR, LF,
     bidi overrides) are shown as Python escapes, never sent to the terminal."""
-    if value is None:
-        return "-"
-    text = str(value)
-    return text if text.isprintable() else "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    return "-" if value is None else printable(str(value))
 
 
 

@@ -1,8 +1,9 @@
 """What the coercion stages raise: alerts that link an inbound session to its effect."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
+
+from sensor.text import json_line
 
 CONFIRMED = "coercion-confirmed"            # decoded call named L, then V's machine account -> L
 PROBABLE = "probable-coercion"              # encrypted inbound session, then V's machine account -> L
@@ -24,6 +25,7 @@ class CoercionAlert:
     confidence: float = 1.0
     day_count: int = 0      # PROBABLE: distinct days the (V, L) pair was seen, this one included
     detail: str = ""
+    technique: str = ""     # of the call: "DFSCoerce", "PetitPotam", ... ("" when no call was seen)
 
     def to_dict(self) -> dict:
         record = asdict(self)
@@ -31,4 +33,4 @@ class CoercionAlert:
         return record
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        return json_line(self.to_dict())

@@ -15,6 +15,7 @@ import struct
 from sensor.anomaly import Stats
 from sensor.net.stream import FlowKey
 from sensor.smb.events import EncryptedMessage, PipeData
+from sensor.smb.kerberos import authentication_events
 from sensor.smb.ntlmssp import NtlmAuthenticate, NtlmChallenge
 from sensor.smb.pipes import is_ipc_path, looks_like_pipe
 from sensor.smb.protocol import SmbProtocolState
@@ -188,6 +189,8 @@ class Smb2Protocol(SmbProtocolState):
             if isinstance(message, NtlmAuthenticate):
                 entry.auth = message
                 events.append(self.sessions.authenticating(ts, frame, "smb2", message))
+            elif message is None:       # a Kerberos AP-REQ instead (its service names the server)
+                events += authentication_events(self.flow, ts, frame, "smb2", op[offset:offset + length], self.stats)
         elif command == TREE_CONNECT and not truncated:
             offset, length = _u16u16.unpack_from(op, _B + 4)
             entry.path = _utf16(op[offset:offset + length])

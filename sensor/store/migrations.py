@@ -80,6 +80,13 @@ MIGRATIONS: list[tuple[str, ...]] = [
         CREATE INDEX coercion_alerts_by_time ON coercion_alerts (ts_ms)
         """,
     ),
+    # 3: XQL hunts (sensor/xql/sql.py) filter on the interface and opnum; XQL compares text
+    # without case by default, so the index's text column is NOCASE to be usable for it.
+    (
+        """
+        CREATE INDEX events_by_call ON events (interface_uuid COLLATE NOCASE, opnum, ts_ms)
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -38,6 +38,15 @@ class ListFilter:
     limit: int = DEFAULT_LIST_LIMIT
 
 
+@dataclass(frozen=True)
+class AlertListing:
+    """The alert row's columns that ``dfs-sensor alerts`` filters on: from the event that raised it."""
+    agent_hostname: str
+    agent_ip: str
+    actor_remote_ip: str
+    opnum: int
+
+
 class Store:
     def __init__(self, path: str):
         self.path = path
@@ -114,8 +123,8 @@ class Store:
              extract_day(event.event_timestamp),
              event.event_type, event.action_rpc_interface_uuid, event.action_rpc_func_name,
              event.action_rpc_func_opnum, event.actor_type, event.agent_hostname, event.agent_id,
-             event.agent_ip, event.actor_remote_ip, json_extract_scalar(fields, "ServerName"),
-             json_extract_scalar(fields, "RootShare"), event.to_json()))
+             event.agent_ip, event.actor_remote_ip, json_extract_scalar(fields, "$.ServerName"),
+             json_extract_scalar(fields, "$.RootShare"), event.to_json()))
         return cursor.rowcount == 1
 
     def newest_event_ms(self) -> int | None:
@@ -138,6 +147,12 @@ class Store:
             f"SELECT count(DISTINCT {day}) FROM key_days WHERE rule = ? AND key = ? "
             "AND utc_date BETWEEN ? AND ?", (rule, key, first_day, last_day)).fetchone()[0]
 
+    def key_dates(self, rule: str, key: str, first_day: str, last_day: str) -> list[str]:
+        """The UTC dates in [first_day, last_day] the key was seen on."""
+        return [row[0] for row in self.db.execute(
+            "SELECT utc_date FROM key_days WHERE rule = ? AND key = ? AND utc_date BETWEEN ? AND ?",
+            (rule, key, first_day, last_day))]
+
     # -- alerts --------------------------------------------------------------------------
     def alert_record(self, rule: str, key: str, day: str) -> dict | None:
         row = self.db.execute("SELECT record FROM alerts WHERE rule = ? AND key = ? AND day = ?",
@@ -145,7 +160,7 @@ class Store:
         return json.loads(row[0]) if row else None
 
     def put_alert(self, rule: str, key: str, day: str, record: dict, first_seen_ms: int,
-                  last_seen_ms: int) -> None:
+                  last_seen_ms: int, listing: AlertListing) -> None:
         """Insert the alert, or replace the record of the one already there for rule+key+day."""
         self.db.execute(
             "INSERT INTO alerts (rule, key, day, first_seen_ms, last_seen_ms, agent_hostname, "
@@ -153,9 +168,8 @@ class Store:
             "ON CONFLICT (rule, key, day) DO UPDATE SET "
             "first_seen_ms = min(first_seen_ms, excluded.first_seen_ms), "
             "last_seen_ms = max(last_seen_ms, excluded.last_seen_ms), record = excluded.record",
-            (rule, key, day, first_seen_ms, last_seen_ms, record["agent_hostname"],
-             record["context"]["agent_ip"], record["actor_remote_ip"],
-             record["action_rpc_func_opnum"], json.dumps(record, separators=(",", ":"))))
+            (rule, key, day, first_seen_ms, last_seen_ms, listing.agent_hostname, listing.agent_ip,
+             listing.actor_remote_ip, listing.opnum, json.dumps(record, separators=(",", ":"))))
 
     def alerts(self, where: ListFilter = ListFilter()) -> list[dict]:
         sql, args = _filtered("SELECT record FROM alerts", "first_seen_ms", where)

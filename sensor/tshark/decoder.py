@@ -13,6 +13,7 @@ native pipeline's held-call stage (sensor/held_calls.py), so both engines fill
 """
 from __future__ import annotations
 
+import json
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -24,14 +25,14 @@ from sensor.dcerpc import pdu as rpc
 from sensor.dcerpc.association import MAX_CONTEXTS
 from sensor.dcerpc.pdu import NDR64_SYNTAX
 from sensor.event_builder import CallContext, build_event, resolve
-from sensor.events import RpcCallEvent, call_fields_json
+from sensor.events import RpcCallEvent, call_fields_json, is_event_time
 from sensor.held_calls import HeldCalls
 from sensor.interfaces.catalog import Catalog, default_catalog
 from sensor.net.stream import FlowKey
 from sensor.smb import smb1, smb2
 from sensor.smb.events import PipeId, SmbSession
 from sensor.smb.pipes import normalise_pipe_name
-from sensor.tshark.arguments import netdfs_arguments
+from sensor.tshark.arguments import STUB_PROTOCOLS, stub_arguments
 from sensor.tshark.tree import first, labels, number, raw_bytes, values
 
 Packet = dict[str, list]
@@ -121,10 +122,13 @@ class TsharkDecoder:
         # server only) never shows the ack, yet the proposal names the interface, as tshark's
         # own dcerpc dissector does ("SVCCTL OpenSCManagerW request").
         self._proposed: OrderedDict[AssocKey, dict[int, Context]] = OrderedDict()
+        # ctx_ids of proposals already reported as an unacknowledged RpcBind (at their first call)
+        self._reported_proposals: OrderedDict[AssocKey, dict[int, bool]] = OrderedDict()
         self._pending_binds: OrderedDict[tuple[int, int], tuple[AssocKey, list]] = OrderedDict()
         # Calls wait for their answer in the same stage as the native pipeline's (no timeout:
         # a file's calls are all in the file).
         self.held = HeldCalls(stats=self.stats)
+        self._good_ts: float | None = None    # the last frame time that was a date
 
     # -- input -------------------------------------------------------------------------
     def feed(self, packet: Packet) -> list:
@@ -137,6 +141,13 @@ class TsharkDecoder:
         stream = number(tcp[0], "tcp.stream")
         ts = float(first(frame[0], "frame.time_epoch", "0"))
         frame_no = number(frame[0], "frame.number", 0)
+        if not is_event_time(ts):
+            # As the native reader: the previous good time, or the frame skipped before any.
+            self.stats.anomaly(0.0, "capture", "capture_bad_timestamp", detail=f"frame {frame_no}")
+            if self._good_ts is None:
+                return []
+            ts = self._good_ts
+        self._good_ts = ts
         net = (packet.get("ip") or packet.get("ipv6") or [None])[0]
         if stream is None or net is None:
             self.stats["tshark.not_tcp"] += 1
@@ -153,16 +164,18 @@ class TsharkDecoder:
         for message in packet.get("smb", ()):
             self._smb1(stream, ts, endpoints, message, where, pipe_setups)
         out: list = []
-        netdfs = list(packet.get("netdfs", ()))
+        # The stub dissectors' layers (netdfs, efs, spoolss...), each tagged with its protocol.
+        stubs = [(name, layer) for name in STUB_PROTOCOLS for layer in packet.get(name, ())]
         for pdu in packet.get("dcerpc", ()):
-            self._dcerpc(stream, ts, frame_no, endpoints, pdu, where, netdfs, out)
+            self._dcerpc(stream, ts, frame_no, endpoints, pdu, where, stubs, out)
         return out
 
     def close(self) -> list:
         out = self.held.close(0.0)
         self.stats["events"] += len(out)
         for table in (self._flows, self._dialects, self._sessions, self._trees, self._pipe_names,
-                      self._requests, self._contexts, self._proposed, self._pending_binds):
+                      self._requests, self._contexts, self._proposed, self._reported_proposals,
+                      self._pending_binds):
             table.clear()
         return out
 
@@ -305,7 +318,7 @@ class TsharkDecoder:
 
     # -- DCE/RPC -----------------------------------------------------------------------
     def _dcerpc(self, stream: int, ts: float, frame_no: int, endpoints: tuple, pdu: dict,
-                where: _Frame, netdfs: list, out: list) -> None:
+                where: _Frame, stubs: list, out: list) -> None:
         ptype = number(pdu, "dcerpc.pkt_type")
         call_id = number(pdu, "dcerpc.cn_call_id")
         if ptype is None or call_id is None:
@@ -317,7 +330,7 @@ class TsharkDecoder:
             # time; it is the same call, not a new one.
             self.stats["tshark.echoed_client_pdus"] += 1
             if ptype == rpc.PTYPE_REQUEST:
-                self._netdfs_layer(netdfs, number(pdu, "dcerpc.opnum", 0))
+                self._stub_layer(stubs, number(pdu, "dcerpc.opnum", 0))
             return
         assoc: AssocKey = (stream, where.pipe)
         if ptype in (rpc.PTYPE_BIND, rpc.PTYPE_ALTER_CONTEXT):
@@ -333,10 +346,12 @@ class TsharkDecoder:
                                 syntaxes))
             _put(self._pending_binds, (stream, call_id), (assoc, offered), MAX_PENDING_BINDS, self.stats, "binds")
             proposed = self._assoc_table(self._proposed, assoc)
+            reported = self._reported_proposals.get(assoc, {})
             for ctx_id, iface, version, syntaxes in offered:
                 if len(proposed) < MAX_CONTEXTS_PER_ASSOCIATION or ctx_id in proposed:
                     # NDR64 only when it is the one syntax offered: with several, the ack decides.
                     proposed[ctx_id] = (iface, version, syntaxes == [NDR64_SYNTAX])
+                    reported.pop(ctx_id, None)        # a new proposal is a new bind
         elif ptype in (rpc.PTYPE_BIND_ACK, rpc.PTYPE_ALTER_CONTEXT_RESP):
             pending = self._pending_binds.pop((stream, call_id), None)
             if pending is None:
@@ -347,8 +362,10 @@ class TsharkDecoder:
             # from that context's list (MS-RPCE 2.2.5.1.1: NDR64's uuid for NDR64 stubs).
             accepted = [s.lower() for s in values(pdu, "dcerpc.cn_ack_trans_id") if isinstance(s, str)]
             proposed = self._proposed.get(bound_assoc, {})
+            reported = self._reported_proposals.get(bound_assoc, {})
             for ctx_id, *_ in offered:             # the ack, not the proposal, now decides
                 proposed.pop(ctx_id, None)
+                reported.pop(ctx_id, None)
             contexts = self._assoc_table(self._contexts, bound_assoc)
             for (ctx_id, iface, version, _), result, transfer in zip(offered, results, accepted):
                 if result != 0:
@@ -361,14 +378,14 @@ class TsharkDecoder:
         elif ptype == rpc.PTYPE_REQUEST:
             flags = number(pdu, "dcerpc.cn_flags", 0)
             if flags & rpc.PFC_LAST_FRAG:               # tshark hands the joined stub with the last fragment
-                self._request(stream, ts, frame_no, flow, assoc, call_id, pdu, where, netdfs, out)
+                self._request(stream, ts, frame_no, flow, assoc, call_id, pdu, where, stubs, out)
         elif ptype in (rpc.PTYPE_RESPONSE, rpc.PTYPE_FAULT):
             flags = number(pdu, "dcerpc.cn_flags", 0)
             if flags & rpc.PFC_LAST_FRAG:
                 status = number(pdu, "dcerpc.cn_status", 0) if ptype == rpc.PTYPE_FAULT else 0
                 self._answer(stream, assoc, call_id, status, out)
-            if ptype == rpc.PTYPE_RESPONSE and netdfs and self._is_netdfs_response(netdfs[0]):
-                netdfs.pop(0)                       # keep the frame's netdfs layers in step with its PDUs
+            if ptype == rpc.PTYPE_RESPONSE and stubs and self._is_response(stubs[0][1]):
+                stubs.pop(0)                        # keep the frame's stub layers in step with its PDUs
 
     def _assoc_table(self, tables: OrderedDict, assoc: AssocKey) -> dict:
         table = tables.get(assoc)
@@ -378,24 +395,31 @@ class TsharkDecoder:
         return table
 
     @staticmethod
-    def _is_netdfs_response(layer: dict) -> bool:
-        """A netdfs layer of a response carries the WERROR result; a request's never does."""
-        return first(layer, "netdfs.werror") is not None
+    def _is_response(layer: dict) -> bool:
+        """A stub layer of a response points back at its request (and a netdfs one carries
+        the WERROR result); a request's never does."""
+        return first(layer, "dcerpc.request_in") is not None or first(layer, "netdfs.werror") is not None
 
     def _request(self, stream: int, ts: float, frame_no: int, flow: FlowKey, assoc: AssocKey,
-                 call_id: int, pdu: dict, where: _Frame, netdfs: list, out: list) -> None:
+                 call_id: int, pdu: dict, where: _Frame, stubs: list, out: list) -> None:
         opnum = number(pdu, "dcerpc.opnum", 0)
         ctx_id = number(pdu, "dcerpc.cn_ctx_id", 0)
         auth_level = number(pdu, "dcerpc.auth_level")
         auth_type = number(pdu, "dcerpc.auth_type")
         sealed = auth_level == rpc.AUTH_LEVEL_PRIVACY
-        layer = self._netdfs_layer(netdfs, opnum)
+        protocol, layer = self._stub_layer(stubs, opnum)
         stub = b"" if sealed else self._stub(pdu, layer)
         bound = self._contexts.get(assoc, {}).get(ctx_id)
+        observer = self.settings.rpc_observer
         if bound is None:
             bound = self._proposed.get(assoc, {}).get(ctx_id)
             if bound is not None:
                 self.stats["tshark.calls_on_unacknowledged_context"] += 1
+                reported = self._assoc_table(self._reported_proposals, assoc)
+                if ctx_id not in reported:        # the bind, once, before its first call (as native)
+                    reported[ctx_id] = True
+                    if observer is not None:
+                        observer(flow, where.pipe, RpcBind(ts, ctx_id, bound[0], bound[1], "", acknowledged=False))
         call = RpcCall(
             ts=ts, frame=frame_no, call_id=call_id, ctx_id=ctx_id, opnum=opnum,
             interface_uuid=bound[0] if bound else None,
@@ -406,7 +430,6 @@ class TsharkDecoder:
             object_uuid=first(pdu, "dcerpc.obj_id"), ndr64=bound[2] if bound else False,
         )
         self.stats["rpc_calls"] += 1
-        observer = self.settings.rpc_observer
         if observer is not None:
             observer(flow, where.pipe, call)
         ctx = self._context(stream, flow, where)
@@ -414,14 +437,14 @@ class TsharkDecoder:
         if resolved is None:
             return
         event = build_event(resolved[0], resolved[1], call, ctx)
-        event = self._with_tshark_arguments(event, call, layer)
+        event = self._with_tshark_arguments(event, call, protocol, layer)
         self._emit(self.held.hold(assoc, call_id, ts, event), out)
 
     @staticmethod
     def _stub(pdu: dict, layer: dict | None) -> bytes:
         """The joined stub: under "Complete stub data" when a sub-dissector took it; as
         dcerpc.stub_data (colon hex) when tshark knows no dissector for the interface, or,
-        inside the netdfs layer, none for the opnum (Wireshark 4.0: 20, 23, 24)."""
+        inside the stub layer, none for the opnum (Wireshark 4.0 netdfs: 20, 23, 24)."""
         stub = raw_bytes(pdu, "dcerpc.payload_stub_data")
         if stub is not None:
             return stub
@@ -432,26 +455,34 @@ class TsharkDecoder:
         return b""
 
     @staticmethod
-    def _netdfs_layer(netdfs: list, opnum: int) -> dict | None:
-        """The netdfs layer tshark made of this request: the next one in the frame, if it
-        is for the same opnum (several PDUs in one frame each get their own layer)."""
-        if netdfs and number(netdfs[0], "netdfs.opnum") == opnum and not TsharkDecoder._is_netdfs_response(netdfs[0]):
-            return netdfs.pop(0)
-        return None
+    def _stub_layer(stubs: list, opnum: int) -> tuple[str | None, dict | None]:
+        """(protocol, layer) tshark's stub dissector made of this request: the frame's next
+        stub layer, if it is for the same opnum (several PDUs in one frame each get their own
+        layer); (None, None) when there is none."""
+        if stubs:
+            protocol, layer = stubs[0]
+            if number(layer, protocol + ".opnum") == opnum and not TsharkDecoder._is_response(layer):
+                return stubs.pop(0)
+        return None, None
 
-    def _with_tshark_arguments(self, event: RpcCallEvent, call: RpcCall, layer: dict | None) -> RpcCallEvent:
-        """Arguments from tshark's own netdfs fields where it has them; the project's NDR
-        decoders (already run by build_event) only for the opnums tshark lacks."""
-        if call.sealed or layer is None or event.action_rpc_interface_name != "netdfs":
+    def _with_tshark_arguments(self, event: RpcCallEvent, call: RpcCall, protocol: str | None,
+                               layer: dict | None) -> RpcCallEvent:
+        """Arguments from tshark's own fields where its dissector has them, over the
+        project's NDR decoding (already run by build_event), which keeps the opnums and
+        arguments tshark lacks."""
+        if call.sealed or layer is None:
             if event.action_rpc_interface_name == "netdfs" and not call.sealed and not call.stub:
                 self.stats["tshark.no_stub_bytes"] += 1
             return event
-        decoded = netdfs_arguments(call.opnum, layer)
+        decoded = stub_arguments(protocol, call.opnum, layer)
         if decoded is None:
             return event
         self.stats["tshark.arguments_from_fields"] += 1
-        return replace(event, action_rpc_func_str_call_fields=call_fields_json(decoded[0]),
-                       action_rpc_func_int_call_fields=call_fields_json(decoded[1]), net_decode_error="")
+        ours_ok = not event.net_decode_error
+        strings = (event.str_fields() if ours_ok else {}) | decoded[0]
+        ints = (json.loads(event.action_rpc_func_int_call_fields) if ours_ok else {}) | decoded[1]
+        return replace(event, action_rpc_func_str_call_fields=call_fields_json(strings),
+                       action_rpc_func_int_call_fields=call_fields_json(ints), net_decode_error="")
 
     def _answer(self, stream: int, assoc: AssocKey, call_id: int, status: int, out: list) -> None:
         answered = self.held.answer(assoc, call_id, status)

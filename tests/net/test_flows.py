@@ -1,9 +1,6 @@
 """The flow table fed segment tuples: roles, app choice, endings, bounds; and real captures."""
-import os
 import socket
-import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -11,9 +8,7 @@ from sensor.capture.pcapfile import open_capture
 from sensor.net.flows import FlowSettings, FlowTable, sniff_app
 from sensor.net.frames import FrameDecoder
 from sensor.net.stream import FlowEnded, FlowKey, FlowStarted, StreamData, StreamGap
-
-# The public corpus beside the checkout, as tests/conftest.py finds it.
-CORPUS = Path(os.environ.get("DFS_SENSOR_CORPUS", Path(__file__).resolve().parents[3] / "shared" / "corpus"))
+from tests.conftest import requires_tshark
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 C, S = socket.inet_aton("10.0.0.1"), socket.inet_aton("10.0.0.2")
@@ -173,7 +168,7 @@ def follow_tcp(path, flow: FlowKey) -> tuple[bytes, bytes]:
 
 
 @pytest.mark.tshark
-@pytest.mark.skipif(shutil.which("tshark") is None or not CORPUS.is_dir(), reason="needs tshark and the corpus")
+@requires_tshark
 @pytest.mark.parametrize("capture", [
     "zeek/testing/btest/Traces/smb/smb2readwrite.pcap",
     "zeek/testing/btest/Traces/dce-rpc/dce_rpc_ntlm.pcapng",                   # midstream, odd ports
@@ -181,8 +176,8 @@ def follow_tcp(path, flow: FlowKey) -> tuple[bytes, bytes]:
     "suricata-verify/tests/smb-eicar-overlap/input.pcap",
     "zeek/testing/btest/Traces/krb/kerberos_tso.pcapng",                       # TSO, IP length 0
 ])
-def test_corpus_streams_equal_tshark_follow(capture):
-    path = CORPUS / capture
+def test_corpus_streams_equal_tshark_follow(corpus, capture):
+    path = corpus / capture
     events = run_capture(path)
     started = [e for e in events if isinstance(e, FlowStarted)]
     assert started

@@ -13,7 +13,6 @@ from sensor.net.stream import FlowKey
 from sensor.smb.connection import SmbConnection
 from sensor.smb.events import PipeData
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 FLOW = FlowKey("10.0.0.1", 50000, "10.0.0.10", 445)
 SMB_PORTS = (445, 139)
 

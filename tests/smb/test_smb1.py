@@ -6,7 +6,7 @@ from sensor.net.stream import FlowKey
 from sensor.smb.connection import SmbConnection
 from sensor.smb.events import PipeClosed, PipeOpened, SmbSession
 
-from .conftest import CORPUS, FLOW, nbss, pipe_bytes, play, run_capture
+from .conftest import FLOW, nbss, pipe_bytes, play, run_capture
 
 UID, TID, PID = 0x0800, 0x0801, 0xFEFF
 FID_A, FID_B = 0x4000, 0x4001
@@ -114,8 +114,8 @@ def test_andx_offset_pointing_back_is_a_loop():
     assert [e.name for e in events] == ["smb1_andx_loop"]
 
 
-def test_corpus_raw_ntlm_in_smb1_names_and_pipes():
-    events, _ = run_capture(CORPUS / "zeek/testing/btest/Traces/smb/raw_ntlm_in_smb.pcap")
+def test_corpus_raw_ntlm_in_smb1_names_and_pipes(corpus):
+    events, _ = run_capture(corpus / "zeek/testing/btest/Traces/smb/raw_ntlm_in_smb.pcap")
     [session] = [e for e in events if isinstance(e, SmbSession)]
     assert (session.dialect, session.user, session.domain, session.workstation) == (
         "SMB1", "test", "TEST-F7DFBC3FE9", "BABYBOOK")

@@ -7,7 +7,7 @@ from sensor.anomaly import Anomaly
 from sensor.smb.connection import SmbConnection
 from sensor.smb.events import EncryptedMessage, NtlmAuthentication, PipeClosed, PipeData, PipeOpened, SmbSession
 
-from .conftest import CORPUS, FLOW, compound, nbss, pipe_bytes, play, run_capture, smb2_header
+from .conftest import FLOW, compound, nbss, pipe_bytes, play, run_capture, smb2_header
 from .test_ntlmssp import CHALLENGE
 
 NEGOTIATE, SESSION_SETUP, TREE_CONNECT, CREATE, CLOSE, READ, WRITE, IOCTL = 0, 1, 3, 5, 6, 8, 9, 11
@@ -241,8 +241,8 @@ def test_pipe_like_file_on_unseen_tree_is_not_a_pipe_unless_it_speaks_dcerpc():
     assert conn.stats["smb_pipe_candidates"] == 1 and not conn.stats["smb_pipes_adopted"]
 
 
-def test_corpus_at_schedule_atsvc_pipe_bytes_equal_in_one_byte_feeds():
-    path = CORPUS / "zeek/doc/traces/20171220_smb_at_schedule.pcap"
+def test_corpus_at_schedule_atsvc_pipe_bytes_equal_in_one_byte_feeds(corpus):
+    path = corpus / "zeek/doc/traces/20171220_smb_at_schedule.pcap"
     events, _ = run_capture(path)
     [opened] = of(events, PipeOpened)
     assert opened.name == "atsvc"
@@ -254,15 +254,15 @@ def test_corpus_at_schedule_atsvc_pipe_bytes_equal_in_one_byte_feeds():
     assert of(events_1, PipeOpened) == of(events, PipeOpened)
 
 
-def test_corpus_smb3_encrypted_session():
-    events, conns = run_capture(CORPUS / "zeek/testing/btest/Traces/smb/smb3.pcap")
+def test_corpus_smb3_encrypted_session(corpus):
+    events, conns = run_capture(corpus / "zeek/testing/btest/Traces/smb/smb3.pcap")
     assert len(of(events, EncryptedMessage)) == 44          # tshark: 44 transform headers
     assert any(s.encrypted for s in of(events, SmbSession))
     assert not of(events, PipeData)
 
 
-def test_corpus_ntlmssp_names_match_tshark():
-    events, _ = run_capture(CORPUS / "suricata-verify/tests/smb2-ntlmssp-order/smb2.pcap")
+def test_corpus_ntlmssp_names_match_tshark(corpus):
+    events, _ = run_capture(corpus / "suricata-verify/tests/smb2-ntlmssp-order/smb2.pcap")
     [session] = of(events, SmbSession)
     # tshark: ntlmssp.auth.username SERVER01, hostname Administrator, domain CONTOSO
     assert (session.user, session.workstation, session.domain, session.dialect) == (
@@ -287,9 +287,9 @@ def test_midstream_write_on_unseen_handle_is_adopted_only_when_it_carries_dcerpc
     assert conn.stats["smb_pipes_adopted"] == 1
 
 
-def test_corpus_pipe_like_files_on_a_missed_tree_are_not_pipes():
+def test_corpus_pipe_like_files_on_a_missed_tree_are_not_pipes(corpus):
     # zeek smb2readwrite.pcap starts after the tree connect; "pythonfile" is a disk file
     # (tshark: plain data in its WRITE), so it must not become a pipe.
-    events, conns = run_capture(CORPUS / "zeek/testing/btest/Traces/smb/smb2readwrite.pcap")
+    events, conns = run_capture(corpus / "zeek/testing/btest/Traces/smb/smb2readwrite.pcap")
     assert not of(events, PipeOpened) and not of(events, PipeData)
     assert sum(c.stats["smb_pipe_candidates"] for c in conns.values()) == 2
