@@ -22,8 +22,9 @@ from typing import Callable
 from sensor.anomaly import Stats
 from sensor.dcerpc.events import RpcBind, RpcCall
 from sensor.dcerpc import pdu as rpc
+from sensor.dcerpc.association import MAX_CONTEXTS
 from sensor.dcerpc.pdu import NDR64_SYNTAX
-from sensor.event_builder import AUTH_LEVEL_PKT_PRIVACY, CallContext, build_event, resolve
+from sensor.event_builder import CallContext, build_event, resolve
 from sensor.events import RpcCallEvent, call_fields_json, is_event_time
 from sensor.held_calls import HeldCalls
 from sensor.interfaces.catalog import Catalog, default_catalog
@@ -49,7 +50,7 @@ MAX_STREAMS = 65536            # TCP connections remembered (the native FlowTabl
 MAX_SESSIONS = 65536           # SMB sessions across all connections
 MAX_PIPES = 65536              # open pipe handles and pending opens/reads
 MAX_ASSOCIATIONS = 65536       # DCE/RPC associations (pipe or ncacn_ip_tcp connection)
-MAX_CONTEXTS_PER_ASSOCIATION = 256   # presentation contexts; ctx ids are u16 but clients use few
+MAX_CONTEXTS_PER_ASSOCIATION = MAX_CONTEXTS   # presentation contexts, as the native association keeps
 MAX_PENDING_BINDS = 4096       # binds/alter_contexts awaiting their ack
 
 AssocKey = tuple[int, PipeId | None]             # (tcp.stream, pipe or None for ncacn_ip_tcp)
@@ -405,7 +406,7 @@ class TsharkDecoder:
         ctx_id = number(pdu, "dcerpc.cn_ctx_id", 0)
         auth_level = number(pdu, "dcerpc.auth_level")
         auth_type = number(pdu, "dcerpc.auth_type")
-        sealed = auth_level == AUTH_LEVEL_PKT_PRIVACY
+        sealed = auth_level == rpc.AUTH_LEVEL_PRIVACY
         protocol, layer = self._stub_layer(stubs, opnum)
         stub = b"" if sealed else self._stub(pdu, layer)
         bound = self._contexts.get(assoc, {}).get(ctx_id)
