@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
 from importlib import metadata
 from pathlib import Path
@@ -12,15 +13,25 @@ from typing import Callable, Iterator
 
 import click
 
-from sensor.config import Config, ConfigError, load_config
+from sensor.config import MAX_LOOKBACK_DAYS, MAX_THRESHOLD, Config, ConfigError, load_config
 from sensor.detect.rarity import DAY_MODES, MATCH_MODES, HuntRow, hunt as run_hunt
 from sensor.outputs import OutputError, open_outputs
-from sensor.store.sqlite import DEFAULT_LIST_LIMIT, ListFilter, Store, StoreError
+from sensor.store.sqlite import DEFAULT_LIST_LIMIT, ListFilter, Store, StoreError, explain, reported
 
 EXIT_INPUT = 1
 EXIT_USAGE = 2
 # Frames between progress-bar updates: often enough to look live, rare enough to cost nothing.
 PROGRESS_EVERY_FRAMES = 4096
+# Times a --since/--until may name: what a datetime (and so an event's _time) can hold,
+# years 1 to 9999 in epoch ms; beyond that a value is a typo, and SQLite's integers overflow.
+EARLIEST_TIME_MS = int(datetime(1, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
+LATEST_TIME_MS = int(datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc).timestamp() * 1000)
+# Rows a listing may return: SQLite's largest integer (LIMIT is one).
+MAX_LIST_LIMIT = 2**63 - 1
+# An opnum is an unsigned 16-bit field of the DCE/RPC request header (C706 12.6.4.9).
+MAX_OPNUM = 0xFFFF
+# Counter logging: at least once a day, or never (0).
+MAX_STATS_INTERVAL = 86_400.0
 
 
 def _fail(message: str, code: int = EXIT_INPUT) -> None:
@@ -35,20 +46,34 @@ def _load(config_file: str | None, flags: dict) -> Config:
         _fail(str(e), EXIT_USAGE)
 
 
-def _open_store(path: str) -> Store:
+@contextmanager
+def _reading(path: str) -> Iterator[Store]:
+    """The store opened read-only for a read command (never created, never locked against
+    a writer); a missing, unreadable or damaged store is one line and exit 1."""
     try:
-        return Store(path)
+        store = Store(path, readonly=True)
     except StoreError as e:
         _fail(str(e))
+    try:
+        with reported(path):
+            yield store
+    except StoreError as e:
+        _fail(str(e))
+    finally:
+        store.close()
 
 
 def parse_time(text: str, end_of_day: bool = False) -> int:
     """ISO 8601 date or date-time (UTC unless it says otherwise), or epoch seconds, to epoch
     ms. A bare date is the start of that day, or its last millisecond with ``end_of_day``."""
     try:
-        return int(float(text) * 1000)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        if not EARLIEST_TIME_MS <= seconds * 1000 <= LATEST_TIME_MS:     # inf and NaN too
+            raise click.BadParameter(f"{text!r} is outside years 1 to 9999")
+        return int(seconds * 1000)
     try:
         day = date.fromisoformat(text)
     except ValueError:
@@ -57,14 +82,20 @@ def parse_time(text: str, end_of_day: bool = False) -> int:
         start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
         if end_of_day:
             start += timedelta(days=1, milliseconds=-1)
-        return int(start.timestamp() * 1000)
+        return int(start.timestamp() * 1000)      # a date is within years 1 to 9999
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise click.BadParameter(f"{text!r} is not a date, an ISO 8601 time or epoch seconds") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return int(moment.timestamp() * 1000)
+    try:
+        ms = int(moment.timestamp() * 1000)
+    except (OverflowError, ValueError):      # 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise click.BadParameter(f"{text!r} is outside years 1 to 9999") from None
+    if not EARLIEST_TIME_MS <= ms <= LATEST_TIME_MS:
+        raise click.BadParameter(f"{text!r} is outside years 1 to 9999")
+    return ms
 
 
 class _Time(click.ParamType):
@@ -82,6 +113,16 @@ class _Time(click.ParamType):
             self.fail(e.message, param, ctx)
 
 
+class _Seconds(click.FloatRange):
+    """A FloatRange that also refuses NaN (which compares false with both bounds)."""
+
+    def convert(self, value, param, ctx):
+        seconds = super().convert(value, param, ctx)
+        if seconds != seconds:
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return seconds
+
+
 def db_option(f: Callable) -> Callable:
     return click.option("--db", metavar="PATH",
                         help="SQLite database of events and alerts (default: $DFS_SENSOR_DB, else $STATE_DIRECTORY/sensor.db, "
@@ -95,9 +136,9 @@ def sensor_options(f: Callable) -> Callable:
         click.option("--events", metavar="PATH|-", help="Write every event as a JSON line (- is stdout)."),
         click.option("--alerts", metavar="PATH|-", help="Write every alert as a JSON line (default: stdout)."),
         click.option("--config", "config_file", metavar="FILE", help="TOML configuration file."),
-        click.option("--threshold", type=click.IntRange(min=1),
+        click.option("--threshold", type=click.IntRange(1, MAX_THRESHOLD),
                      help="Alert while a key was seen on fewer distinct days than this (default 7)."),
-        click.option("--lookback-days", type=click.IntRange(min=1), help="Window in days (default 30)."),
+        click.option("--lookback-days", type=click.IntRange(1, MAX_LOOKBACK_DAYS), help="Window in days (default 30)."),
         click.option("--day-mode", type=click.Choice(DAY_MODES),
                      help="What a day is: the UTC date (default) or XQL's day of the month."),
         click.option("--match", type=click.Choice(MATCH_MODES),
@@ -175,9 +216,12 @@ def replay(captures: tuple[str, ...], engine: str, **options) -> None:
         else:
             _replay_native(sensor, captures, sizes)
         summary = sensor.finish()
-    except (StoreError, sqlite3.Error) as e:     # disk full, locked beyond busy_timeout, ...
+    except StoreError as e:         # damaged, locked beyond the retries, ...
         outputs.close()
-        _fail(f"{config.db}: {e}")
+        _fail(str(e))
+    except sqlite3.Error as e:      # disk full, ...
+        outputs.close()
+        _fail(str(explain(config.db, e)))
     outputs.close()
     if engine == "tshark":
         summary = summary.as_tshark(sum(sizes))
@@ -232,7 +276,7 @@ def _with_progress(reader, bar) -> Iterator:
 @sensor_options
 @click.option("--bpf", metavar="FILTER", help="Capture filter (default: TCP 135, 139 and 445, DCE/RPC on any TCP port, "
                                                    "IP fragments).")
-@click.option("--stats-interval", type=click.FloatRange(min=0), default=60.0, show_default=True,
+@click.option("--stats-interval", type=_Seconds(0, MAX_STATS_INTERVAL), default=60.0, show_default=True,
               metavar="SECONDS", help="Log counters this often (0: never).")
 @click.option("--stats-json", is_flag=True, help="Log counters as JSON lines instead of text.")
 @click.option("--allow-root", is_flag=True, help="Keep running as root after opening the sockets.")
@@ -270,7 +314,7 @@ def live(interfaces: tuple[str, ...], bpf: str | None, stats_interval: float, st
             code = run_live_tshark(config, outputs, list(interfaces), bpf=bpf, stats_interval=stats_interval,
                                    stats_json=stats_json, allow_root=allow_root, user=user, syslog=syslog)
         except sqlite3.Error as e:
-            _fail(f"{config.db}: {e}")
+            _fail(str(explain(config.db, e)))
         sys.exit(code)
     from sensor.service import run_live
 
@@ -278,8 +322,10 @@ def live(interfaces: tuple[str, ...], bpf: str | None, stats_interval: float, st
         code = run_live(config, outputs, list(interfaces), bpf=bpf, stats_interval=stats_interval,
                         stats_json=stats_json, allow_root=allow_root, user=user, syslog=syslog,
                         workers=workers)
-    except sqlite3.Error as e:     # disk full, locked beyond busy_timeout, ...
-        _fail(f"{config.db}: {e}")
+    except sqlite3.Error as e:     # disk full, ...
+        _fail(str(explain(config.db, e)))
+    except StoreError as e:        # damaged, locked beyond the retries, ...
+        _fail(str(e))
     sys.exit(code)
 
 
@@ -292,8 +338,8 @@ def _reader_config(db: str | None, config_file: str | None, **flags) -> Config:
 @click.option("--config", "config_file", metavar="FILE", help="TOML configuration file.")
 @click.option("--until", type=_Time(end_of_day=True), metavar="TIME",
               help="End of the window (default: the newest stored event). A date means its end.")
-@click.option("--lookback-days", type=click.IntRange(min=1), help="Window in days (default 30).")
-@click.option("--threshold", type=click.IntRange(min=1), help="Report groups seen on fewer days (default 7).")
+@click.option("--lookback-days", type=click.IntRange(1, MAX_LOOKBACK_DAYS), help="Window in days (default 30).")
+@click.option("--threshold", type=click.IntRange(1, MAX_THRESHOLD), help="Report groups seen on fewer days (default 7).")
 @click.option("--day-mode", type=click.Choice(DAY_MODES), help="utc-date (default) or day-of-month.")
 @click.option("--match", type=click.Choice(MATCH_MODES), help="opnum-12-13 (default) or seed-exact.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
@@ -307,9 +353,8 @@ def hunt_command(db, config_file, until, lookback_days, threshold, day_mode, mat
     """
     config = _reader_config(db, config_file, lookback_days=lookback_days, threshold=threshold,
                             day_mode=day_mode, match=match)
-    store = _open_store(config.db)
-    rows = run_hunt(store, until, config.detector)
-    store.close()
+    with _reading(config.db) as store:
+        rows = run_hunt(store, until, config.detector)
     records = [_hunt_record(row) for row in rows]
     _print_records(records, fmt, ["day_count", "actor_remote_ip", "agent_hostname",
                                   "action_rpc_func_opnum", "action_rpc_func_name",
@@ -328,8 +373,8 @@ def list_options(f: Callable) -> Callable:
         click.option("--until", type=_Time(end_of_day=True), metavar="TIME", help="Up to this time (a date: its end)."),
         click.option("--server", metavar="HOST|IP", help="Only calls to this server (agent_hostname or agent_ip)."),
         click.option("--client", metavar="IP", help="Only calls from this client (actor_remote_ip)."),
-        click.option("--opnum", type=int, help="Only this opnum."),
-        click.option("--limit", type=click.IntRange(min=1), default=DEFAULT_LIST_LIMIT, show_default=True,
+        click.option("--opnum", type=click.IntRange(0, MAX_OPNUM), help="Only this opnum."),
+        click.option("--limit", type=click.IntRange(1, MAX_LIST_LIMIT), default=DEFAULT_LIST_LIMIT, show_default=True,
                      help="Newest first, at most this many."),
         click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True),
     ]
@@ -340,11 +385,10 @@ def list_options(f: Callable) -> Callable:
 
 def _listing(kind: str, columns: list[str]) -> Callable:
     def command(db, config_file, since, until, server, client, opnum, limit, fmt) -> None:
-        store = _open_store(_reader_config(db, config_file).db)
         where = ListFilter(since_ms=since, until_ms=until, server=server, client=client,
                            opnum=opnum, limit=limit)
-        records = getattr(store, kind)(where)
-        store.close()
+        with _reading(_reader_config(db, config_file).db) as store:
+            records = getattr(store, kind)(where)
         _print_records(records, fmt, columns)
     return command
 
@@ -369,12 +413,11 @@ def alerts_command(db, config_file, since, until, server, client, opnum, limit, 
     Example:
       dfs-sensor alerts --since 2026-11-01 --client 10.0.0.5 --format json
     """
-    store = _open_store(_reader_config(db, config_file).db)
     where = ListFilter(since_ms=since, until_ms=until, server=server, client=client,
                        opnum=opnum, limit=limit)
-    rpc = [r for r in store.alerts(where) if rule is None or r["rule"] == rule]
-    coercion = [] if opnum is not None else store.coercion_alerts(where, rule)
-    store.close()
+    with _reading(_reader_config(db, config_file).db) as store:
+        rpc = [r for r in store.alerts(where) if rule is None or r["rule"] == rule]
+        coercion = [] if opnum is not None else store.coercion_alerts(where, rule)
     for record in coercion:
         record["time"] = datetime.fromtimestamp(record["ts"], timezone.utc).isoformat(
             timespec="milliseconds").replace("+00:00", "Z")

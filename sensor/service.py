@@ -145,6 +145,7 @@ def stats_record(capture: LiveCapture, sensor: Sensor) -> dict:
         "events": sensor.stats["events"],
         "alerts": sensor.stats["alerts"],
         "anomalies": anomalies,
+        "store_lock_waits": sensor.store.stats["lock_waits"],
         "rss_bytes": rss_bytes(),
     }
 
@@ -223,7 +224,7 @@ def run_live(config: Config, outputs: Outputs, interfaces: list[str], bpf: str |
     except StoreError as e:
         for capture in captures:
             capture.close()
-        print(f"dfs-sensor: {e}", file=sys.stderr)
+        print(f"dfs-sensor: error: {e}", file=sys.stderr)
         return EXIT_FAILURE
     return _fork_workers(config, outputs, captures, stats_interval, stats_json)
 
@@ -278,7 +279,7 @@ def _fork_workers(config: Config, outputs: Outputs, captures: list[LiveCapture],
     try:
         correlator = _CorrelatorHost(config, outputs, [end for _, end in channels]) if channels else None
     except StoreError as e:
-        log(f"dfs-sensor: {e}")
+        log(f"dfs-sensor: error: {e}")
         on_signal(signal.SIGTERM, None)
         correlator, worst = None, EXIT_FAILURE
     while children or (correlator and correlator.open):
@@ -357,7 +358,7 @@ def _serve(config: Config, outputs: Outputs, capture: LiveCapture, worker: int |
         sensor = Sensor(config, outputs)
     except StoreError as e:
         capture.close()
-        log(f"dfs-sensor: {e}")
+        log(f"dfs-sensor: error: {e}")
         return EXIT_FAILURE
     sensor.start_file("live:" + ",".join(interfaces))
     if correlator_channel is not None:

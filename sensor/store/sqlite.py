@@ -1,31 +1,57 @@
 """The SQLite store: events, detector state and alerts, shared by the sensor and its readers.
 
-WAL mode lets ``hunt``, ``alerts`` and ``events`` read while a replay or live run writes;
-the writer groups rows into transactions (``Store.transaction``) so a crash never leaves
-an alert without its event or the other way round.
+WAL mode lets ``hunt``, ``alerts`` and ``events`` read while a replay or live run writes:
+readers open the file read-only (``Store(path, readonly=True)``: never created, never
+migrated, never locked against a writer). Writers decode without holding the lock and write
+short batches (``Store.transaction``), each taken with bounded, counted retries when
+another writer holds the lock, so two sensors on one store both finish.
+
+Damage is reported, never met as a traceback: a writer runs ``PRAGMA quick_check`` when it
+opens the store, every opener checks the schema, and any "malformed" error later becomes one
+line with the recovery steps (README, "Damaged store").
 """
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import random
 import sqlite3
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import quote
 
+from sensor.anomaly import Stats
 from sensor.detect.xql import extract_day, json_extract_scalar, utc_date
 from sensor.events import RpcCallEvent
 from sensor.store.migrations import MIGRATIONS, SCHEMA_VERSION
 
-# A reader or a second writer waits this long for the lock before giving up; a writer's
-# batch commits in milliseconds, so 10 s only runs out when something is stuck.
-BUSY_TIMEOUT_MS = 10_000
+# A statement waits this long on a lock SQLite takes briefly (a WAL recovery, a reader's
+# snapshot); the write lock itself is waited for by ``transaction``'s retries below.
+BUSY_TIMEOUT_MS = 5_000
+# Taking the write lock: first retry after this, doubling up to the cap, with jitter so two
+# writers do not retry in step; after the limit the store is reported stuck (a writer holds
+# the lock for milliseconds per batch, so a minute means something else holds it: an open
+# sqlite3 shell, a process stopped mid-transaction).
+LOCK_RETRY_FIRST_SECONDS = 0.002
+LOCK_RETRY_MAX_SECONDS = 0.25
+LOCK_WAIT_LIMIT_SECONDS = 60.0
 # Rows a listing returns when the caller sets no limit: a screenful of context, not a dump.
 DEFAULT_LIST_LIMIT = 100
+RECOVERY_HINT = ("move it aside and rebuild it: `sqlite3 OLD.db .recover | sqlite3 NEW.db`, "
+                 "or replay the captures into a new store (README: Damaged store)")
 
 
 class StoreError(Exception):
     """The store cannot be used; the message is one line for the user."""
+
+
+class StoreDamaged(StoreError):
+    """The file is not a store this sensor can trust: damaged pages, schema or rows."""
 
 
 @dataclass(frozen=True)
@@ -38,44 +64,168 @@ class ListFilter:
     limit: int = DEFAULT_LIST_LIMIT
 
 
+def explain(path: str, error: sqlite3.Error) -> StoreError:
+    """One line for an SQLite error met on the store at ``path``."""
+    text = str(error)
+    if isinstance(error, sqlite3.DatabaseError) and any(
+            sign in text for sign in ("malformed", "not a database", "no such table", "no such column")):
+        return StoreDamaged(f"{path}: the store is damaged ({text}); {RECOVERY_HINT}")
+    if "locked" in text or "busy" in text:
+        return StoreError(f"{path}: another process holds the store's lock ({text})")
+    return StoreError(f"{path}: {text}")
+
+
+@contextmanager
+def reported(path: str) -> Iterator[None]:
+    """Turn an SQLite error in the block into a StoreError with one line for the user."""
+    try:
+        yield
+    except sqlite3.Error as e:
+        raise explain(path, e) from None
+
+
+def _who() -> str:
+    uid = os.geteuid()
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _open_failure(path: str, error: sqlite3.Error, readonly: bool) -> StoreError:
+    """Why the file could not be opened, naming the path and the user."""
+    target = Path(path)
+    if readonly and not target.exists():
+        return StoreError(f"{path}: no such store (nothing was replayed or captured into it; "
+                          f"check --db)")
+    directory = target.parent
+    if not readonly and not os.access(directory, os.W_OK | os.X_OK):
+        return StoreError(f"{path}: cannot open the store as {_who()}: directory {directory} is not "
+                          f"writable (the store needs it for its -wal and -shm files)")
+    if target.exists() and not os.access(target, os.R_OK if readonly else os.R_OK | os.W_OK):
+        need = "readable" if readonly else "readable and writable"
+        return StoreError(f"{path}: cannot open the store as {_who()}: the file is not {need}")
+    return StoreError(f"{path}: cannot open the store as {_who()}: {error}")
+
+
+@cache
+def _expected_schema() -> frozenset[tuple[str, str]]:
+    """(type, name) of every table and index the migrations create."""
+    db = sqlite3.connect(":memory:")
+    for step in MIGRATIONS:
+        for statement in step:
+            db.execute(statement)
+    names = frozenset(db.execute("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"))
+    db.close()
+    return names | {("table", "schema_version")}
+
+
 class Store:
-    def __init__(self, path: str):
+    def __init__(self, path: str, readonly: bool = False):
         self.path = path
+        self.readonly = readonly
+        # Times a batch found the write lock taken, and the seconds it waited in all.
+        self.stats = Stats()
+        self.db = self._connect(readonly)
         try:
-            if path != ":memory:":
+            with reported(path):
+                self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                if readonly:
+                    self._check_schema(migrating=False)
+                else:
+                    self._check_pages()
+                    self.db.execute("PRAGMA journal_mode = WAL")
+                    # WAL + NORMAL: a commit survives a process crash (SIGKILL); only power loss
+                    # can take back the last transactions, never corrupt the file.
+                    self.db.execute("PRAGMA synchronous = NORMAL")
+                    self._migrate()
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _connect(self, readonly: bool) -> sqlite3.Connection:
+        path = self.path
+        if path == ":memory:":
+            return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        if not readonly:
+            try:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                                      check_same_thread=False)
-            self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self.db.execute("PRAGMA journal_mode = WAL")
-            # WAL + NORMAL: a commit survives a process crash (SIGKILL); only power loss can
-            # take back the last transactions, never corrupt the file.
-            self.db.execute("PRAGMA synchronous = NORMAL")
-            self._migrate()
+            except OSError as e:
+                raise StoreError(f"{path}: cannot create the store's directory as {_who()}: "
+                                 f"{e.strerror or e}") from None
+        # mode=ro: never created, never written. A WAL reader needs the -shm file; where it
+        # is missing and the directory is read-only (a read-only mount, a non-owner with no
+        # writer running), no writer can be at work either, so the file is read as immutable.
+        uris = [f"file:{quote(path)}?mode=ro"] if readonly else [f"file:{quote(path)}?mode=rwc"]
+        if readonly and not Path(path + "-wal").exists() and not os.access(Path(path).parent, os.W_OK):
+            uris = [f"file:{quote(path)}?mode=ro&immutable=1"]
+        try:
+            db = sqlite3.connect(uris[0], uri=True, isolation_level=None, check_same_thread=False,
+                                 timeout=BUSY_TIMEOUT_MS / 1000)
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()     # opens the file for real
         except sqlite3.DatabaseError as e:
-            raise StoreError(f"{path}: cannot use database: {e}") from None
-        except OSError as e:
-            raise StoreError(f"{path}: cannot create database directory: {e.strerror or e}") from None
+            if "not a database" in str(e) or "malformed" in str(e):
+                raise explain(path, e) from None
+            raise _open_failure(path, e, readonly) from None
+        except sqlite3.Error as e:
+            raise _open_failure(path, e, readonly) from None
+        return db
 
     def close(self) -> None:
         self.db.close()
 
     # -- schema --------------------------------------------------------------------------
+    def _check_pages(self) -> None:
+        """PRAGMA quick_check: every page's b-tree structure and record format (not the
+        indexes' agreement with their tables). Measured by bench/store_check.py."""
+        rows = self.db.execute("PRAGMA quick_check(3)").fetchall()
+        if rows != [("ok",)]:
+            # Each row may hold several lines, the first naming the database ("*** in database main ***").
+            problems = "; ".join(line for r in rows for line in str(r[0]).splitlines()
+                                 if line and not line.startswith("***"))
+            raise StoreDamaged(f"{self.path}: the store is damaged (quick_check: {problems}); {RECOVERY_HINT}")
+
+    def _check_schema(self, migrating: bool) -> int:
+        """The store's schema version, after checking its one row and its tables; a store
+        with no schema at all is version 0 (new) when ``migrating``."""
+        names = set(self.db.execute("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"))
+        if not names and migrating:
+            return 0
+        if ("table", "schema_version") not in names:
+            raise StoreDamaged(f"{self.path}: not a dfs-sensor store (no schema_version table); "
+                               f"check --db, or {RECOVERY_HINT}")
+        rows = self.db.execute("SELECT version FROM schema_version").fetchall()
+        if len(rows) != 1 or type(rows[0][0]) is not int or not 1 <= rows[0][0]:
+            found = f"{len(rows)} rows" if len(rows) != 1 else f"version {rows[0][0]!r}"
+            raise StoreDamaged(f"{self.path}: the store is damaged (schema_version holds {found}, "
+                               f"not one version number); {RECOVERY_HINT}")
+        version = rows[0][0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: schema version {version} is newer than this "
+                             f"dfs-sensor understands ({SCHEMA_VERSION}); upgrade dfs-sensor")
+        if version == SCHEMA_VERSION:
+            missing = sorted(f"{kind} {name}" for kind, name in _expected_schema() - names)
+            if missing:
+                raise StoreDamaged(f"{self.path}: the store is damaged ({', '.join(missing)} missing); "
+                                   f"{RECOVERY_HINT}")
+        elif not migrating:
+            raise StoreError(f"{self.path}: the store has schema version {version}, this dfs-sensor "
+                             f"reads {SCHEMA_VERSION}: run a replay or the live sensor on it once "
+                             f"(as its owner) to migrate it")
+        return version
+
     def _migrate(self) -> None:
+        if self._check_schema(migrating=True) == SCHEMA_VERSION:
+            return          # nothing to do: no write lock taken
         with self.transaction():
-            self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = self.db.execute("SELECT version FROM schema_version").fetchone()
-            version = row[0] if row else 0
-            if version > SCHEMA_VERSION:
-                raise StoreError(f"{self.path}: schema version {version} is newer than this "
-                                 f"dfs-sensor understands ({SCHEMA_VERSION})")
+            version = self._check_schema(migrating=True)     # another writer may have migrated
+            if version == 0:
+                self.db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+                self.db.execute("INSERT INTO schema_version VALUES (0)")
             for step in MIGRATIONS[version:]:
                 for statement in step:
                     self.db.execute(statement)
-            if row is None:
-                self.db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-            else:
-                self.db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+            self.db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
 
     @property
     def schema_version(self) -> int:
@@ -83,26 +233,47 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """One write transaction; IMMEDIATE takes the write lock up front, so a concurrent
-        writer waits (busy_timeout) instead of failing at its first write."""
+        """One short write transaction. IMMEDIATE takes the write lock up front; while
+        another writer holds it, retry with jittered backoff (counted in ``stats``) up to
+        LOCK_WAIT_LIMIT_SECONDS, so the batch is never lost to a busy lock."""
         if self.db.in_transaction:
             yield
             return
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
-
-    def begin(self) -> None:
-        if not self.db.in_transaction:
-            self.db.execute("BEGIN IMMEDIATE")
-
-    def commit(self) -> None:
-        if self.db.in_transaction:
+        with reported(self.path):
+            self._begin_immediate()
+            try:
+                yield
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
             self.db.execute("COMMIT")
+
+    def _begin_immediate(self) -> None:
+        delay = LOCK_RETRY_FIRST_SECONDS
+        waited = 0.0
+        self.db.execute("PRAGMA busy_timeout = 0")      # the loop below waits, and counts
+        try:
+            while True:
+                try:
+                    self.db.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e) and "busy" not in str(e):
+                        raise
+                    if waited >= LOCK_WAIT_LIMIT_SECONDS:
+                        raise StoreError(f"{self.path}: another process has held the store's write lock "
+                                         f"for {waited:.0f} s (an open sqlite3 shell? a stopped "
+                                         f"process?); nothing of this batch was lost, rerun when it "
+                                         f"is free") from None
+                    pause = delay * random.uniform(0.5, 1.0)
+                    time.sleep(pause)
+                    waited += pause
+                    self.stats["lock_waits"] += 1
+                    delay = min(delay * 2, LOCK_RETRY_MAX_SECONDS)
+        finally:
+            self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if waited:
+            self.stats["lock_wait_ms"] += int(waited * 1000)
 
     # -- events --------------------------------------------------------------------------
     def add_event(self, event: RpcCallEvent) -> bool:

@@ -1,0 +1,99 @@
+"""Issue 18 item 9: a damaged store is one line that says what is wrong and how to recover,
+exit 1, never a traceback and never silent: random bytes over pages (quick_check when a
+writer opens it, "malformed" met by a reader), a bad or doubled schema_version row, a
+dropped table. The commands are the real `dfs-sensor` processes."""
+from __future__ import annotations
+
+import random
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rarity_events import rpc_event, ts_of
+from sensor.store.sqlite import Store
+from tests.conftest import PCAPS, ROOT
+
+CAPTURE = PCAPS / "dfscoerce-smb21.pcap"
+EVENTS = 3000            # ~5 MB of events: the damage lands on pages in the middle of the table
+PAGE = 4096
+
+
+def build_store(path: Path) -> None:
+    store = Store(str(path))
+    with store.transaction():
+        for n in range(EVENTS):
+            store.add_event(rpc_event(ts_of("2026-11-01") + n * 60, call_id=n, client=f"10.0.{n % 200}.5"))
+    store.close()
+
+
+def dfs_sensor(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sensor.cli", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+def assert_damage_reported(done: subprocess.CompletedProcess, what: str) -> None:
+    assert done.returncode == 1, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dfs-sensor: error: "), done.stderr
+    assert what in lines[0] and ".recover" in lines[0], lines[0]
+
+
+def overwrite(path: Path, offset: int, size: int, seed: int) -> None:
+    noise = random.Random(seed).randbytes(size)
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(noise)
+
+
+@pytest.fixture
+def store(tmp_path) -> Path:
+    path = tmp_path / "s.db"
+    build_store(path)
+    return path
+
+
+def test_random_64k_in_the_store_is_reported_by_readers_and_writers(store):
+    size = store.stat().st_size
+    overwrite(store, size // 2 // PAGE * PAGE, 64 * 1024, seed=1)
+    assert_damage_reported(dfs_sensor("events", "--db", str(store), "--limit", "100000"), "damaged")
+    assert_damage_reported(dfs_sensor("hunt", "--db", str(store), "--until", "2026-12-01"), "damaged")
+    assert_damage_reported(dfs_sensor("replay", "--db", str(store), str(CAPTURE)), "quick_check")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_4k_in_the_middle_is_caught_when_a_writer_opens_the_store(store, seed):
+    size = store.stat().st_size
+    offset = random.Random(seed).randrange(PAGE, size - PAGE)    # aligned or not, any page
+    overwrite(store, offset, 4096, seed)
+    assert_damage_reported(dfs_sensor("replay", "--db", str(store), str(CAPTURE)), "quick_check")
+
+
+@pytest.mark.parametrize("damage, what", [
+    ("UPDATE schema_version SET version = 'abc'", "schema_version holds version 'abc'"),
+    ("INSERT INTO schema_version SELECT version FROM schema_version", "schema_version holds 2 rows"),
+    ("DELETE FROM schema_version", "schema_version holds 0 rows"),
+    ("DROP TABLE events", "table events"),
+    ("DROP INDEX alerts_by_time", "index alerts_by_time"),
+])
+def test_damaged_schema_is_reported_by_readers_and_writers(store, damage, what):
+    with sqlite3.connect(store) as db:
+        db.execute(damage)
+    db.close()
+    assert_damage_reported(dfs_sensor("replay", "--db", str(store), str(CAPTURE)), what)
+    assert_damage_reported(dfs_sensor("alerts", "--db", str(store)), what)
+    assert_damage_reported(dfs_sensor("events", "--db", str(store)), what)
+
+
+def test_a_file_that_is_not_a_store_is_reported(tmp_path):
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE notes (x)")
+    db.close()
+    for args in (["alerts"], ["replay", str(CAPTURE)]):
+        done = dfs_sensor(args[0], "--db", str(other), *args[1:])
+        assert done.returncode == 1 and "not a dfs-sensor store" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
