@@ -22,7 +22,7 @@ from sensor.detect.xql import utc_date
 from sensor.events import RpcCallEvent
 from sensor.outputs import Outputs
 from sensor.pipeline import Pipeline, PipelineSettings
-from sensor.store.sqlite import Store
+from sensor.store.sqlite import Store, event_row, window_end
 
 # Events per store transaction: readers see progress and a crash redoes little, while a
 # busy replay still pays one commit per thousand events, not per event. Events wait in
@@ -120,7 +120,7 @@ class Sensor:
         self._pending: list[RpcCallEvent] = []
         self._pending_coercion: list[CoercionAlert] = []
         self._oldest_pending = 0.0
-        self._newest_ms = self._window_end(self.store.newest_event_ms() or 0)
+        self._newest_ms = window_end(self.store.newest_event_ms() or 0, config.max_clock_skew)
         self._pruned_day = self._newest_ms // MS_PER_DAY
 
     def start_file(self, name: str) -> None:
@@ -216,10 +216,11 @@ class Sensor:
         lines: list[tuple[str, str]] = []
         newest = self._newest_ms
         ahead_ms = int((time.time() + self.config.max_clock_skew) * 1000)
+        rows = [event_row(event) for event in self._pending]
         with store.transaction():
             new_events = 0
-            for event in self._pending:
-                if not store.add_event(event):
+            for event, row in zip(self._pending, rows):
+                if not store.add_event(event, row):
                     continue
                 new_events += 1
                 if event.event_timestamp > ahead_ms:
@@ -234,7 +235,7 @@ class Sensor:
             for rule, line in lines:
                 self._write_alert(rule, line)
         self.stats["new_events"] += new_events
-        self._newest_ms = self._window_end(newest)
+        self._newest_ms = window_end(newest, self.config.max_clock_skew)
         self._pending.clear()
         self._pending_coercion.clear()
         self._oldest_pending = 0.0
@@ -256,14 +257,9 @@ class Sensor:
         if self._newest_ms // MS_PER_DAY != self._pruned_day:
             self._prune()
 
-    def _window_end(self, newest_ms: int) -> int:
-        """Where the retention window ends: the newest stored event (capture time, so an old
-        capture replayed today keeps its own window), but never more than max_clock_skew
-        ahead of this machine's clock, so one future-dated frame cannot prune the history."""
-        return min(newest_ms, int((time.time() + self.config.max_clock_skew) * 1000))
-
     def _prune(self) -> None:
-        """Forget what fell out of the window."""
+        """Forget what fell out of the window (it ends at ``window_end``: capture time,
+        bounded by this machine's clock)."""
         if self._newest_ms:
             self.store.prune(self._newest_ms - self.config.detector.lookback_days * MS_PER_DAY)
             self._pruned_day = self._newest_ms // MS_PER_DAY

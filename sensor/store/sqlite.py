@@ -276,17 +276,11 @@ class Store:
             self.stats["lock_wait_ms"] += int(waited * 1000)
 
     # -- events --------------------------------------------------------------------------
-    def add_event(self, event: RpcCallEvent) -> bool:
-        """Store the event; False when its event_id is already there (a replayed capture)."""
-        fields = event.action_rpc_func_str_call_fields
-        cursor = self.db.execute(
-            "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (event.event_id, event.event_timestamp, utc_date(event.event_timestamp),
-             extract_day(event.event_timestamp),
-             event.event_type, event.action_rpc_interface_uuid, event.action_rpc_func_name,
-             event.action_rpc_func_opnum, event.actor_type, event.agent_hostname, event.agent_id,
-             event.agent_ip, event.actor_remote_ip, json_extract_scalar(fields, "ServerName"),
-             json_extract_scalar(fields, "RootShare"), event.to_json()))
+    def add_event(self, event: RpcCallEvent, row: tuple | None = None) -> bool:
+        """Store the event; False when its event_id is already there (a replayed capture).
+        ``row`` is ``event_row(event)`` made earlier, outside the write lock."""
+        cursor = self.db.execute("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                                 row or event_row(event))
         return cursor.rowcount == 1
 
     def newest_event_ms(self) -> int | None:
@@ -353,6 +347,28 @@ class Store:
             removed = self.db.execute("DELETE FROM events WHERE ts_ms < ?", (before_ms,)).rowcount
             self.db.execute("DELETE FROM key_days WHERE utc_date < ?", (utc_date(before_ms),))
         return removed
+
+
+def window_end(newest_ms: int | None, max_clock_skew: float) -> int | None:
+    """Where the detector's window ends, for retention and ``hunt``: the newest stored event
+    (capture time, so an old capture replayed today keeps its own window), but never more
+    than ``max_clock_skew`` seconds ahead of this machine's clock, so one future-dated frame
+    cannot move the window and prune the history."""
+    if newest_ms is None:
+        return None
+    return min(newest_ms, int((time.time() + max_clock_skew) * 1000))
+
+
+def event_row(event: RpcCallEvent) -> tuple:
+    """The events table's row for an event (its JSON the costly part: made before a batch
+    takes the write lock)."""
+    fields = event.action_rpc_func_str_call_fields
+    return (event.event_id, event.event_timestamp, utc_date(event.event_timestamp),
+            extract_day(event.event_timestamp),
+            event.event_type, event.action_rpc_interface_uuid, event.action_rpc_func_name,
+            event.action_rpc_func_opnum, event.actor_type, event.agent_hostname, event.agent_id,
+            event.agent_ip, event.actor_remote_ip, json_extract_scalar(fields, "ServerName"),
+            json_extract_scalar(fields, "RootShare"), event.to_json())
 
 
 # How a table names the server and the client a ListFilter matches (each "?" takes the value).
