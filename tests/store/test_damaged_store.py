@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from rarity_events import rpc_event, ts_of
-from sensor.store.sqlite import Store
+import sensor.store.sqlite as sqlite_store
+from sensor.store.sqlite import ListFilter, Store, StoreDamaged, reported
 from tests.conftest import PCAPS, ROOT
 
 CAPTURE = PCAPS / "dfscoerce-smb21.pcap"
@@ -97,3 +98,22 @@ def test_a_file_that_is_not_a_store_is_reported(tmp_path):
         done = dfs_sensor(args[0], "--db", str(other), *args[1:])
         assert done.returncode == 1 and "not a dfs-sensor store" in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_a_big_store_checks_its_state_tables_at_open_and_events_when_read(store, monkeypatch):
+    """Over FULL_CHECK_MAX_BYTES (512 MiB) a writer's open checks the detector's tables, not
+    the events' pages (minutes on a 1M-event store); here the limit is lowered instead."""
+    monkeypatch.setattr(sqlite_store, "FULL_CHECK_MAX_BYTES", 0)
+    with sqlite3.connect(store) as db:
+        db.execute("INSERT INTO key_days VALUES ('r', 'k', '2026-11-01')")
+        root = dict(db.execute("SELECT name, rootpage FROM sqlite_master WHERE type = 'table'"))
+    db.close()
+    events_page = root["events"]
+    overwrite(store, (events_page - 1) * PAGE, PAGE, seed=7)      # the events b-tree's root
+    Store(str(store)).close()                                      # not looked at on open
+    with pytest.raises(StoreDamaged, match="damaged .*malformed"):
+        with reported(str(store)):
+            Store(str(store), readonly=True).events(ListFilter(limit=10))
+    overwrite(store, (root["key_days"] - 1) * PAGE, PAGE, seed=8)  # detector state: caught at open
+    with pytest.raises(StoreDamaged, match="damaged"):
+        Store(str(store))
