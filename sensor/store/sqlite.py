@@ -74,6 +74,9 @@ class ListFilter:
 def explain(path: str, error: sqlite3.Error) -> StoreError:
     """One line for an SQLite error met on the store at ``path``."""
     text = str(error)
+    if text.startswith("Could not decode to UTF-8"):      # the message quotes the whole row
+        return StoreDamaged(f"{path}: the store is damaged (a row holds text that is not UTF-8); "
+                            f"{RECOVERY_HINT}")
     if isinstance(error, sqlite3.DatabaseError) and any(
             sign in text for sign in ("malformed", "not a database", "no such table", "no such column")):
         return StoreDamaged(f"{path}: the store is damaged ({text}); {RECOVERY_HINT}")
