@@ -199,8 +199,11 @@ class Correlator:
         requested = call.event_timestamp / 1000
         out: list[CoercionAlert] = []
         for auth in self._recent:
+            # event_timestamp is rounded to the millisecond (xdr_time): compare the logon at
+            # that precision, or one within the call's millisecond (a fast LAN, tcpreplay
+            # --topspeed) may fall before the rounded-up call.
             if auth.flow.client_ip != flow.server_ip or auth.flow.client_ip == inbound.client \
-                    or not requested <= auth.ts <= requested + self.settings.window \
+                    or not requested <= round(auth.ts * 1000) / 1000 <= requested + self.settings.window \
                     or not any(self._names_ip(h, auth.flow.server_ip) for h in hosts):
                 continue
             self.stats["coercion_confirmed"] += 1
