@@ -16,6 +16,7 @@ import click
 from sensor.config import MAX_LOOKBACK_DAYS, MAX_THRESHOLD, Config, ConfigError, load_config
 from sensor.detect.rarity import DAY_MODES, MATCH_MODES, HuntRow, hunt as run_hunt
 from sensor.outputs import OutputError, open_outputs
+from sensor.store import open_store
 from sensor.store.sqlite import DEFAULT_LIST_LIMIT, ListFilter, Store, StoreError, explain, reported
 
 EXIT_INPUT = 1
@@ -51,7 +52,7 @@ def _reading(path: str) -> Iterator[Store]:
     """The store opened read-only for a read command (never created, never locked against
     a writer); a missing, unreadable or damaged store is one line and exit 1."""
     try:
-        store = Store(path, readonly=True)
+        store = open_store(path, readonly=True)
     except StoreError as e:
         _fail(str(e))
     try:

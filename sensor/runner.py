@@ -22,7 +22,8 @@ from sensor.detect.xql import utc_date
 from sensor.events import RpcCallEvent
 from sensor.outputs import Outputs
 from sensor.pipeline import Pipeline, PipelineSettings
-from sensor.store.sqlite import Store, event_row, window_end
+from sensor.store import open_store
+from sensor.store.sqlite import event_row, window_end
 
 # Events per store transaction: readers see progress and a crash redoes little, while a
 # busy replay still pays one commit per thousand events, not per event. Events wait in
@@ -100,7 +101,7 @@ class Sensor:
     def __init__(self, config: Config, outputs: Outputs):
         self.config = config
         self.outputs = outputs
-        self.store = Store(config.db)
+        self.store = open_store(config.db)
         self.pipeline = Pipeline(PipelineSettings())
         self.detector = RarityDetector(config.detector, self.store)
         # What survives SMB3 encryption (issue 6): coerced back-authentication, message sizes.

@@ -42,7 +42,8 @@ from sensor.config import Config
 from sensor.outputs import STDOUT, OutputError, Outputs
 from sensor.privileges import PrivilegeError, drop_privileges, refuse_root
 from sensor.runner import Sensor
-from sensor.store.sqlite import Store, StoreError
+from sensor.store import open_store
+from sensor.store.sqlite import StoreError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -220,7 +221,7 @@ def run_live(config: Config, outputs: Outputs, interfaces: list[str], bpf: str |
     if workers == 1:
         return _serve(config, outputs, captures[0], None, stats_interval, stats_json)
     try:
-        Store(config.db).close()     # create or migrate once, before the workers race to
+        open_store(config.db).close()     # create or migrate once, before the workers race to
     except StoreError as e:
         for capture in captures:
             capture.close()

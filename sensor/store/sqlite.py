@@ -131,6 +131,12 @@ def _expected_schema() -> frozenset[tuple[str, str]]:
 
 
 class Store:
+    # What differs between the SQL dialects (sensor/store/postgres.py has the others).
+    INSERT_IGNORE = "INSERT OR IGNORE INTO {table} {columns}VALUES ({marks})"
+    LEAST, GREATEST = "min", "max"
+    JSON_ITEM = "json_extract({column}, '$[{index}]')"
+    NO_BUSY_WAIT, BUSY_WAIT = "PRAGMA busy_timeout = 0", f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}"
+
     def __init__(self, path: str, readonly: bool = False):
         self.path = path
         self.readonly = readonly
@@ -206,7 +212,7 @@ class Store:
     def _check_schema(self, migrating: bool) -> int:
         """The store's schema version, after checking its one row and its tables; a store
         with no schema at all is version 0 (new) when ``migrating``."""
-        names = set(self.db.execute("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"))
+        names = self._schema_names()
         if not names and migrating:
             return 0
         if ("table", "schema_version") not in names:
@@ -232,16 +238,25 @@ class Store:
                              f"(as its owner) to migrate it")
         return version
 
+    def _schema_names(self) -> set[tuple[str, str]]:
+        """(type, name) of the tables and indexes the store has."""
+        return set(self.db.execute("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"))
+
+    def _migration_statements(self, step: tuple[str, ...]) -> tuple[str, ...]:
+        return step
+
     def _migrate(self) -> None:
         if self._check_schema(migrating=True) == SCHEMA_VERSION:
             return          # nothing to do: no write lock taken
         with self.transaction():
             version = self._check_schema(migrating=True)     # another writer may have migrated
             if version == 0:
-                self.db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+                for statement in self._migration_statements(
+                        ("CREATE TABLE schema_version (version INTEGER NOT NULL)",)):
+                    self.db.execute(statement)
                 self.db.execute("INSERT INTO schema_version VALUES (0)")
             for step in MIGRATIONS[version:]:
-                for statement in step:
+                for statement in self._migration_statements(step):
                     self.db.execute(statement)
             self.db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
 
@@ -266,39 +281,45 @@ class Store:
                 raise
             self.db.execute("COMMIT")
 
+    def _try_begin(self) -> bool:
+        """Begin a transaction holding the store's write lock; False when another writer has it."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            return True
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e):
+                raise
+            return False
+
     def _begin_immediate(self) -> None:
         delay = LOCK_RETRY_FIRST_SECONDS
         waited = 0.0
-        self.db.execute("PRAGMA busy_timeout = 0")      # the loop below waits, and counts
+        self.db.execute(self.NO_BUSY_WAIT)      # the loop below waits, and counts
         try:
-            while True:
-                try:
-                    self.db.execute("BEGIN IMMEDIATE")
-                    break
-                except sqlite3.OperationalError as e:
-                    if "locked" not in str(e) and "busy" not in str(e):
-                        raise
-                    if waited >= LOCK_WAIT_LIMIT_SECONDS:
-                        raise StoreError(f"{self.path}: another process has held the store's write lock "
-                                         f"for {waited:.0f} s (an open sqlite3 shell? a stopped "
-                                         f"process?); nothing of this batch was lost, rerun when it "
-                                         f"is free") from None
-                    pause = delay * random.uniform(0.5, 1.0)
-                    time.sleep(pause)
-                    waited += pause
-                    self.stats["lock_waits"] += 1
-                    delay = min(delay * 2, LOCK_RETRY_MAX_SECONDS)
+            while not self._try_begin():
+                if waited >= LOCK_WAIT_LIMIT_SECONDS:
+                    raise StoreError(f"{self.path}: another process has held the store's write lock "
+                                     f"for {waited:.0f} s (an open sqlite3 shell? a stopped process?); "
+                                     f"this batch was not stored: run the replay again when the lock "
+                                     f"is free (replays are idempotent)")
+                pause = delay * random.uniform(0.5, 1.0)
+                time.sleep(pause)
+                waited += pause
+                self.stats["lock_waits"] += 1
+                delay = min(delay * 2, LOCK_RETRY_MAX_SECONDS)
         finally:
-            self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self.db.execute(self.BUSY_WAIT)
         if waited:
             self.stats["lock_wait_ms"] += int(waited * 1000)
+
+    def _insert_ignore(self, table: str, columns: str, count: int) -> str:
+        return self.INSERT_IGNORE.format(table=table, columns=columns, marks=",".join("?" * count))
 
     # -- events --------------------------------------------------------------------------
     def add_event(self, event: RpcCallEvent, row: tuple | None = None) -> bool:
         """Store the event; False when its event_id is already there (a replayed capture).
         ``row`` is ``event_row(event)`` made earlier, outside the write lock."""
-        cursor = self.db.execute("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                                 row or event_row(event))
+        cursor = self.db.execute(self._insert_ignore("events", "", 16), row or event_row(event))
         return cursor.rowcount == 1
 
     def newest_event_ms(self) -> int | None:
@@ -310,7 +331,7 @@ class Store:
 
     # -- detector state ------------------------------------------------------------------
     def add_key_day(self, rule: str, key: str, day: str) -> None:
-        self.db.execute("INSERT OR IGNORE INTO key_days VALUES (?,?,?)", (rule, key, day))
+        self.db.execute(self._insert_ignore("key_days", "", 3), (rule, key, day))
 
     def key_day_count(self, rule: str, key: str, first_day: str, last_day: str,
                       day_of_month: bool) -> int:
@@ -334,8 +355,8 @@ class Store:
             "INSERT INTO alerts (rule, key, day, first_seen_ms, last_seen_ms, agent_hostname, "
             "agent_ip, actor_remote_ip, opnum, record) VALUES (?,?,?,?,?,?,?,?,?,?) "
             "ON CONFLICT (rule, key, day) DO UPDATE SET "
-            "first_seen_ms = min(first_seen_ms, excluded.first_seen_ms), "
-            "last_seen_ms = max(last_seen_ms, excluded.last_seen_ms), record = excluded.record",
+            f"first_seen_ms = {self.LEAST}(alerts.first_seen_ms, excluded.first_seen_ms), "
+            f"last_seen_ms = {self.GREATEST}(alerts.last_seen_ms, excluded.last_seen_ms), record = excluded.record",
             (rule, key, day, first_seen_ms, last_seen_ms, record["agent_hostname"],
              record["context"]["agent_ip"], record["actor_remote_ip"],
              record["action_rpc_func_opnum"], json.dumps(record, separators=(",", ":"))))
@@ -347,13 +368,14 @@ class Store:
     def add_coercion_alert(self, rule: str, key: str, day: str, ts_ms: int, record: str) -> bool:
         """Store a coercion alert; False when one for rule+key+day is already there."""
         return self.db.execute(
-            "INSERT OR IGNORE INTO coercion_alerts (rule, key, day, ts_ms, record) VALUES (?,?,?,?,?)",
+            self._insert_ignore("coercion_alerts", "(rule, key, day, ts_ms, record) ", 5),
             (rule, key, day, ts_ms, record)).rowcount == 1
 
     def coercion_alerts(self, where: ListFilter = ListFilter(), rule: str | None = None) -> list[dict]:
         """Newest first; ``where.server`` matches the victim, ``where.client`` the client
         (opnum does not apply)."""
-        sql, args = _filtered("SELECT record FROM coercion_alerts", "ts_ms", where, COERCION_PEERS,
+        peers = tuple(f"{self.JSON_ITEM.format(column='key', index=i)} = ?" for i in COERCION_PEER_ITEMS)
+        sql, args = _filtered("SELECT record FROM coercion_alerts", "ts_ms", where, peers,
                               [("rule = ?", rule)] if rule is not None else [])
         return [json.loads(r[0]) for r in self.db.execute(sql, args)]
 
@@ -390,8 +412,8 @@ def event_row(event: RpcCallEvent) -> tuple:
 
 
 # How a table names the server and the client a ListFilter matches (each "?" takes the value).
-RPC_PEERS = ("(agent_hostname = ? COLLATE NOCASE OR agent_ip = ?)", "actor_remote_ip = ?")
-COERCION_PEERS = ("json_extract(key, '$[0]') = ?", "json_extract(key, '$[2]') = ?")   # [victim, listener, client]
+RPC_PEERS = ("(lower(agent_hostname) = lower(?) OR agent_ip = ?)", "actor_remote_ip = ?")
+COERCION_PEER_ITEMS = (0, 2)     # the victim and the client in the key [victim, listener, client]
 
 
 def _filtered(select: str, time_column: str, where: ListFilter, peers: tuple[str, str] = RPC_PEERS,

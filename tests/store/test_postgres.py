@@ -1,0 +1,125 @@
+"""Issue 16, the PostgreSQL store against a real server (tests/store/postgres_server.py):
+the same schema version as SQLite, several sensors replaying into one database at once end
+as one serial replay, a SIGKILLed sensor rerun ends as a clean run, and bad credentials or a
+missing database are one line (no password) and exit 1."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from postgres_server import PASSWORD
+from sensor.store import open_store
+from sensor.store.migrations import SCHEMA_VERSION
+from sensor.store.sqlite import _expected_schema
+from tests.conftest import PCAPS, ROOT
+from workload import repeated
+
+SENSORS = 4
+# Four lab captures whose detector keys differ (client address, ServerName, or none decoded: sealed).
+DISJOINT = ["dfscoerce-smb21.pcap", "dfscoerce-ipv6.pcap", "dfscoerce-fragmented.pcap", "dfscoerce-rpc-privacy.pcap"]
+
+
+def replay(url: str, *captures: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "sensor.cli", "replay", "--db", url, "--alerts", "/dev/null",
+                             *map(str, captures)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finished(proc: subprocess.Popen) -> str:
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    return err
+
+
+def contents(url: str) -> dict[str, list]:
+    with psycopg.connect(url) as conn:
+        return {
+            "events": conn.execute("SELECT event_id, record FROM events ORDER BY event_id").fetchall(),
+            "key_days": conn.execute("SELECT * FROM key_days ORDER BY 1, 2, 3").fetchall(),
+            "alerts": conn.execute("SELECT rule, key, day, record FROM alerts ORDER BY 1, 2, 3").fetchall(),
+            "coercion_alerts": conn.execute("SELECT rule, key, day, record FROM coercion_alerts "
+                                            "ORDER BY 1, 2, 3").fetchall(),
+        }
+
+
+def test_the_schema_is_the_sqlite_one_at_the_same_version(pg_url):
+    store = open_store(pg_url)
+    assert store.schema_version == SCHEMA_VERSION
+    assert _expected_schema() <= store._schema_names()
+    store.close()
+    open_store(pg_url).close()                    # reopening migrates nothing twice
+    reader = open_store(pg_url, readonly=True)
+    assert reader.events() == [] and reader.schema_version == SCHEMA_VERSION
+    reader.close()
+
+
+@pytest.mark.slow
+def test_sensors_replaying_the_same_days_at_once_equal_one_serial_run(postgres, tmp_path):
+    """Each sensor replays the same 6 days in time order: whoever stores a key's day first
+    judges it, having stored every earlier day itself, so the day counts are the serial ones."""
+    capture = repeated(PCAPS / "dfscoerce-smb21.pcap", tmp_path / "days.pcap", 600, days=6)
+    serial = postgres.create_database("same_serial")
+    finished(replay(serial, capture))
+    fleet = postgres.create_database("same_fleet")
+    for proc in [replay(fleet, capture) for _ in range(SENSORS)]:
+        finished(proc)
+    expected = contents(serial)
+    assert len(expected["events"]) == 1200 and len(expected["alerts"]) == 12
+    assert contents(fleet) == expected
+
+
+@pytest.mark.slow
+def test_sensors_replaying_different_captures_at_once_equal_one_serial_run(postgres, tmp_path):
+    captures = [repeated(PCAPS / name, tmp_path / name, 300, days=3) for name in DISJOINT]
+    serial = postgres.create_database("mixed_serial")
+    finished(replay(serial, *captures))
+    fleet = postgres.create_database("mixed_fleet")
+    for proc in [replay(fleet, capture) for capture in captures]:
+        finished(proc)
+    expected = contents(serial)
+    assert len(expected["events"]) == 2 * 300 * len(DISJOINT)
+    assert len(expected["alerts"]) == 2 * 3 * len(DISJOINT)       # 2 keys a capture, 3 days
+    assert contents(fleet) == expected
+
+
+@pytest.mark.slow
+def test_a_sensor_killed_and_rerun_ends_as_a_clean_run(postgres, tmp_path):
+    capture = repeated(PCAPS / "dfscoerce-smb21.pcap", tmp_path / "days.pcap", 2000, days=4)
+    clean = postgres.create_database("kill_clean")
+    finished(replay(clean, capture))
+    killed = postgres.create_database("kill_victim")
+    victim = replay(killed, capture)
+    deadline = time.monotonic() + 120
+    while True:
+        with psycopg.connect(killed) as conn:
+            stored = conn.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'events'").fetchone()[0] \
+                and conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        if stored:
+            break
+        assert time.monotonic() < deadline and victim.poll() is None, "the replay stored nothing"
+        time.sleep(0.05)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(30)
+    assert 0 < len(contents(killed)["events"]) < 4000, "the kill did not land midway"
+    finished(replay(killed, capture))
+    assert contents(killed) == contents(clean)
+
+
+@pytest.mark.parametrize("command", ["alerts", "replay"])
+def test_wrong_password_and_missing_database_are_one_line_without_the_password(postgres, command):
+    extra = [str(PCAPS / "dfscoerce-smb21.pcap")] if command == "replay" else []
+    for url, what in ((postgres.url("postgres", "not-the-password"), "password authentication failed"),
+                      (postgres.url("no_such_db"), 'database "no_such_db" does not exist')):
+        done = subprocess.run([sys.executable, "-m", "sensor.cli", command, "--db", url, *extra], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("dfs-sensor: error: postgresql://postgres@127.0.0.1:")
+        assert what in lines[0]
+        assert PASSWORD not in done.stderr and "not-the-password" not in done.stderr
