@@ -441,6 +441,34 @@ Example:
     "action_rpc_func_opnum", "action_rpc_func_name", "action_rpc_func_str_call_fields", "event_id"])))
 
 
+@main.group("store")
+def store_group() -> None:
+    """Manage stores: SQLite files and PostgreSQL databases (postgresql://USER@HOST/DB)."""
+
+
+@store_group.command("copy")
+@click.option("--from", "source", required=True, metavar="PATH|URL", help="The store to read (not changed).")
+@click.option("--to", "destination", required=True, metavar="PATH|URL", help="The store to add to (created if new).")
+def store_copy(source: str, destination: str) -> None:
+    """Copy every event, key day and alert of one store into another: a sensor's SQLite
+    file into the fleet's PostgreSQL database, or back. Rows the destination already has
+    are kept, so a copy can be run again (or after an interruption) and adds nothing twice.
+
+    \b
+    Example:
+      dfs-sensor store copy --from /var/lib/dfs-sensor/sensor.db --to postgresql://dfs@db/dfs
+    """
+    from sensor.store.copy import copy_store
+
+    try:
+        report = copy_store(source, destination)
+    except StoreError as e:
+        _fail(str(e))
+    except sqlite3.Error as e:
+        _fail(str(explain(source, e)))
+    click.echo(f"copied: {report.human()}", err=True)
+
+
 def _print_records(records: list[dict], fmt: str, columns: list[str]) -> None:
     if fmt == "json":
         for record in records:

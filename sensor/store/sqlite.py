@@ -312,14 +312,14 @@ class Store:
         if waited:
             self.stats["lock_wait_ms"] += int(waited * 1000)
 
-    def _insert_ignore(self, table: str, columns: str, count: int) -> str:
+    def insert_ignore_sql(self, table: str, columns: str, count: int) -> str:
         return self.INSERT_IGNORE.format(table=table, columns=columns, marks=",".join("?" * count))
 
     # -- events --------------------------------------------------------------------------
     def add_event(self, event: RpcCallEvent, row: tuple | None = None) -> bool:
         """Store the event; False when its event_id is already there (a replayed capture).
         ``row`` is ``event_row(event)`` made earlier, outside the write lock."""
-        cursor = self.db.execute(self._insert_ignore("events", "", 16), row or event_row(event))
+        cursor = self.db.execute(self.insert_ignore_sql("events", "", 16), row or event_row(event))
         return cursor.rowcount == 1
 
     def newest_event_ms(self) -> int | None:
@@ -331,7 +331,7 @@ class Store:
 
     # -- detector state ------------------------------------------------------------------
     def add_key_day(self, rule: str, key: str, day: str) -> None:
-        self.db.execute(self._insert_ignore("key_days", "", 3), (rule, key, day))
+        self.db.execute(self.insert_ignore_sql("key_days", "", 3), (rule, key, day))
 
     def key_day_count(self, rule: str, key: str, first_day: str, last_day: str,
                       day_of_month: bool) -> int:
@@ -368,7 +368,7 @@ class Store:
     def add_coercion_alert(self, rule: str, key: str, day: str, ts_ms: int, record: str) -> bool:
         """Store a coercion alert; False when one for rule+key+day is already there."""
         return self.db.execute(
-            self._insert_ignore("coercion_alerts", "(rule, key, day, ts_ms, record) ", 5),
+            self.insert_ignore_sql("coercion_alerts", "(rule, key, day, ts_ms, record) ", 5),
             (rule, key, day, ts_ms, record)).rowcount == 1
 
     def coercion_alerts(self, where: ListFilter = ListFilter(), rule: str | None = None) -> list[dict]:
