@@ -125,8 +125,10 @@ class _Seconds(click.FloatRange):
 
 
 def db_option(f: Callable) -> Callable:
-    return click.option("--db", metavar="PATH",
-                        help="SQLite database of events and alerts (default: $DFS_SENSOR_DB, else $STATE_DIRECTORY/sensor.db, "
+    return click.option("--db", metavar="PATH|URL",
+                        help="SQLite database of events and alerts, or a fleet's PostgreSQL database "
+                             "(postgresql://USER@HOST/DB; password from PGPASSWORD, PGPASSFILE or ~/.pgpass) "
+                             "(default: $DFS_SENSOR_DB, else $STATE_DIRECTORY/sensor.db, "
                              "else $XDG_STATE_HOME/dfs-sensor/sensor.db).")(f)
 
 

@@ -169,3 +169,29 @@ def test_store_copy_round_trips_sqlite_through_postgres(pg_url, tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0 and len(listed.stdout.splitlines()) == len(before["alerts"]) + \
         len(before["coercion_alerts"])
+
+
+def test_least_privilege_roles_write_and_read_only_what_they_should(postgres, pg_url):
+    open_store(pg_url).close()                               # the owner creates the schema
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute((ROOT / "scripts" / "postgres-roles.sql").read_text())
+        for role in ("dfs_sensor", "dfs_analyst"):
+            conn.execute(f"ALTER ROLE {role} PASSWORD '{PASSWORD}'")
+    try:
+        sensor_url = pg_url.replace("postgres:", "dfs_sensor:", 1)
+        analyst_url = pg_url.replace("postgres:", "dfs_analyst:", 1)
+        finished(replay(sensor_url, PCAPS / "dfscoerce-smb21.pcap", PCAPS / "coerced-auth-clear.pcap"))
+        listed = subprocess.run([sys.executable, "-m", "sensor.cli", "alerts", "--db", analyst_url, "--format",
+                                 "json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 3, listed.stderr
+        refused = replay(analyst_url, PCAPS / "dfscoerce-ipv6.pcap")
+        _, err = refused.communicate(timeout=60)
+        assert refused.returncode == 1 and "permission denied for table events" in err
+        assert len(err.strip().splitlines()) == 1 and PASSWORD not in err
+        with psycopg.connect(sensor_url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DROP TABLE alerts")
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            for role in ("dfs_sensor", "dfs_analyst"):
+                conn.execute(f"DROP OWNED BY {role}")
+                conn.execute(f"DROP ROLE {role}")
