@@ -51,6 +51,7 @@ class Summary:
     decoded_frames: int | None = None   # tshark engine: frames its display filter passed
     store_lock_waits: int = 0           # batches that found another writer holding the store
     store_lock_wait_seconds: float = 0.0
+    store_reconnects: int = 0           # PostgreSQL: batches retried on a new connection
 
     @property
     def mb_per_s(self) -> float | None:
@@ -70,7 +71,8 @@ class Summary:
                 "alerts": self.alerts, "alerts_by_rule": dict(self.alerts_by_rule), "seconds": round(self.seconds, 3),
                 "mb_per_s": None if mb_per_s is None else round(mb_per_s, 2), "anomalies": dict(self.anomalies),
                 "store_lock_waits": self.store_lock_waits,
-                "store_lock_wait_seconds": round(self.store_lock_wait_seconds, 3)}
+                "store_lock_wait_seconds": round(self.store_lock_wait_seconds, 3),
+                "store_reconnects": self.store_reconnects}
 
     def human(self) -> str:
         if self.packets is not None:
@@ -91,6 +93,9 @@ class Summary:
         if self.store_lock_waits:
             lines.append(f"store: another writer held the lock {self.store_lock_waits:,} time(s), "
                          f"{self.store_lock_wait_seconds:.2f} s waited")
+        if self.store_reconnects:
+            lines.append(f"store: the database was unreachable; reconnected after {self.store_reconnects:,} "
+                         f"attempt(s), no batch lost")
         if self.anomalies:
             lines.append("anomalies: " + ", ".join(
                 f"{name} {count:,}" for name, count in sorted(self.anomalies.items(), key=lambda i: -i[1])))
@@ -178,7 +183,8 @@ class Sensor:
             alerts_by_rule={name.removeprefix("alerts."): n for name, n in self.stats.items()
                             if name.startswith("alerts.") and n},
             store_lock_waits=self.store.stats["lock_waits"],
-            store_lock_wait_seconds=self.store.stats["lock_wait_ms"] / 1000)
+            store_lock_wait_seconds=self.store.stats["lock_wait_ms"] / 1000,
+            store_reconnects=self.store.stats["reconnects"])
 
     def _handle(self, records: Iterable) -> None:
         for record in records:
@@ -214,36 +220,44 @@ class Sensor:
         key and day. Alert lines are written before the commit: a crash may repeat one on
         the rerun, never lose one (consumers dedupe on rule + key + day)."""
         store = self.store
-        lines: list[tuple[str, str]] = []
-        newest = self._newest_ms
         ahead_ms = int((time.time() + self.config.max_clock_skew) * 1000)
         rows = [event_row(event) for event in self._pending]
-        with store.transaction():
-            new_events = 0
+
+        def write() -> tuple[int, int, int, list[str]]:
+            """The batch's statements and alert lines; run again whole if the database
+            connection is lost before the commit (PostgreSQL restarting)."""
+            new_events = ahead = 0
+            newest = self._newest_ms
+            rules: list[str] = []
             for event, row in zip(self._pending, rows):
                 if not store.add_event(event, row):
                     continue
                 new_events += 1
-                if event.event_timestamp > ahead_ms:
-                    self.stats["anomaly.event_time_ahead_of_clock"] += 1
+                ahead += event.event_timestamp > ahead_ms
                 newest = max(newest, event.event_timestamp)
-                lines += [(alert.rule, alert.to_json()) for alert in self.detector.feed(event)]
+                for alert in self.detector.feed(event):
+                    self._write_alert(alert.to_json())
+                    rules.append(alert.rule)
             for alert in self._pending_coercion:
                 ts_ms = int(alert.ts * 1000)
                 key = json.dumps([alert.victim_ip, alert.listener_ip, alert.client_ip])
                 if store.add_coercion_alert(alert.rule, key, utc_date(ts_ms), ts_ms, alert.to_json()):
-                    lines.append((alert.rule, alert.to_json()))
-            for rule, line in lines:
-                self._write_alert(rule, line)
+                    self._write_alert(alert.to_json())
+                    rules.append(alert.rule)
+            return new_events, ahead, newest, rules
+
+        new_events, ahead, newest, rules = store.run_batch(write)
         self.stats["new_events"] += new_events
+        self.stats["anomaly.event_time_ahead_of_clock"] += ahead
+        for rule in rules:
+            self.stats["alerts"] += 1
+            self.stats["alerts." + rule] += 1
         self._newest_ms = window_end(newest, self.config.max_clock_skew)
         self._pending.clear()
         self._pending_coercion.clear()
         self._oldest_pending = 0.0
 
-    def _write_alert(self, rule: str, line: str) -> None:
-        self.stats["alerts"] += 1
-        self.stats["alerts." + rule] += 1
+    def _write_alert(self, line: str) -> None:
         if self.outputs.alerts is not None:
             self.outputs.alerts.write(line)
 

@@ -14,18 +14,30 @@ parameter) and never appears in a message: every message names the URL without i
 from __future__ import annotations
 
 import re
+import time
+from typing import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import pq
 
 from sensor.anomaly import Stats
-from sensor.store.sqlite import Store, StoreError
+from sensor.store.sqlite import Store, StoreError, T
 
 # The advisory lock every writer's batch takes ("dfs-sensor store" as 8 ASCII bytes).
 WRITE_LOCK_KEY = int.from_bytes(b"dfsstore", "big") & 0x7FFF_FFFF_FFFF_FFFF
 # A reader or writer gives up connecting after this long (an unreachable host).
 CONNECT_TIMEOUT_SECONDS = 10
+# A batch whose connection is lost (the server restarting, a failover) is retried on a new
+# connection for this long, waiting from RECONNECT_FIRST_SECONDS doubling to the cap; then
+# the run ends with one line (there is no on-disk spool yet).
+RECONNECT_LIMIT_SECONDS = 120.0
+RECONNECT_FIRST_SECONDS = 0.1
+RECONNECT_MAX_SECONDS = 5.0
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached (the connection was lost or refused)."""
 
 
 def redacted(url: str) -> str:
@@ -53,18 +65,29 @@ class _Connection:
     ``in_transaction``. Every database error becomes a StoreError naming the redacted URL."""
 
     def __init__(self, url: str, readonly: bool) -> None:
+        self.url = url
         self.name = redacted(url)
+        self.readonly = readonly
+        self.conn = self._connect(StoreError)
+
+    def _connect(self, error: type[StoreError]) -> psycopg.Connection:
         try:
-            self.conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS)
         except psycopg.Error as e:
-            raise StoreError(f"{self.name}: cannot connect: {_first_line(e)}") from None
-        self.conn.read_only = readonly
+            raise error(f"{self.name}: cannot connect: {_first_line(e)}") from None
+        conn.read_only = self.readonly
+        return conn
+
+    def reconnect(self) -> None:
+        self.conn.close()
+        self.conn = self._connect(StoreUnavailable)
 
     def execute(self, sql: str, args: tuple | list = ()):
         try:
             return self.conn.execute(sql.replace("%", "%%").replace("?", "%s"), args)
         except psycopg.Error as e:
-            raise StoreError(f"{self.name}: {_first_line(e)}") from None
+            lost = self.conn.closed or self.conn.broken
+            raise (StoreUnavailable if lost else StoreError)(f"{self.name}: {_first_line(e)}") from None
 
     @property
     def in_transaction(self) -> bool:
@@ -106,6 +129,28 @@ class PostgresStore(Store):
 
     def _migration_statements(self, step: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(_postgres_statement(statement) for statement in step)
+
+    def run_batch(self, write: Callable[[], T]) -> T:
+        """``write()`` in one transaction, run again whole on a new connection while the
+        database is unreachable (counted in ``stats``), up to RECONNECT_LIMIT_SECONDS."""
+        delay, waited = RECONNECT_FIRST_SECONDS, 0.0
+        while True:
+            try:
+                return super().run_batch(write)
+            except StoreUnavailable as e:
+                if waited >= RECONNECT_LIMIT_SECONDS:
+                    raise StoreUnavailable(f"{e} (unreachable for {waited:.0f} s; this batch was not "
+                                           f"stored)") from None
+            while waited < RECONNECT_LIMIT_SECONDS:
+                time.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+                self.stats["reconnects"] += 1
+                try:
+                    self.db.reconnect()
+                    break
+                except StoreUnavailable:
+                    continue
 
     def _try_begin(self) -> bool:
         self.db.execute("BEGIN")

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 from urllib.parse import quote
 
 from sensor.anomaly import Stats
@@ -51,6 +51,9 @@ BULK_TABLES = frozenset({"events"})
 DEFAULT_LIST_LIMIT = 100
 RECOVERY_HINT = ("move it aside and rebuild it: `sqlite3 OLD.db .recover | sqlite3 NEW.db`, "
                  "or replay the captures into a new store (README: Damaged store)")
+
+
+T = TypeVar("T")
 
 
 class StoreError(Exception):
@@ -281,6 +284,12 @@ class Store:
                 raise
             self.db.execute("COMMIT")
 
+    def run_batch(self, write: Callable[[], T]) -> T:
+        """``write()`` in one transaction; its result. (The PostgreSQL store also runs it
+        again after a lost connection.)"""
+        with self.transaction():
+            return write()
+
     def _try_begin(self) -> bool:
         """Begin a transaction holding the store's write lock; False when another writer has it."""
         try:
@@ -383,10 +392,11 @@ class Store:
     def prune(self, before_ms: int) -> int:
         """Forget events and key days older than ``before_ms``; alerts are kept (one row
         per rare key and day, the sensor's findings). Returns the events removed."""
-        with self.transaction():
+        def delete() -> int:
             removed = self.db.execute("DELETE FROM events WHERE ts_ms < ?", (before_ms,)).rowcount
             self.db.execute("DELETE FROM key_days WHERE utc_date < ?", (utc_date(before_ms),))
-        return removed
+            return removed
+        return self.run_batch(delete)
 
 
 def window_end(newest_ms: int | None, max_clock_skew: float) -> int | None:

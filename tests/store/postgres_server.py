@@ -59,15 +59,23 @@ class PostgresServer:
                 os.chown(base / "pw", nobody.pw_uid, nobody.pw_gid)
             server._run("initdb", "-D", str(base / "data"), "-U", SUPERUSER, f"--pwfile={base / 'pw'}",
                         "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync")
-            options = (f"-c listen_addresses=127.0.0.1 -c port={server.port} "
-                       f"-c unix_socket_directories={base} -c fsync=off -c max_connections=50")
-            server._run("pg_ctl", "-D", str(base / "data"), "-o", options, "-l", str(base / "log"),
-                        "-w", "-t", str(START_TIMEOUT), "start")
+            server.resume()
         except subprocess.CalledProcessError as e:
             log = (base / "log").read_text() if (base / "log").exists() else ""
             shutil.rmtree(base, ignore_errors=True)
             raise RuntimeError(f"PostgreSQL did not start: {e.stderr or e.stdout}\n{log}") from None
         return server
+
+    def resume(self) -> None:
+        """Start the server (again, after ``pause``)."""
+        options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} "
+                   f"-c unix_socket_directories={self.base} -c fsync=off -c max_connections=50")
+        self._run("pg_ctl", "-D", str(self.base / "data"), "-o", options, "-l", str(self.base / "log"),
+                  "-w", "-t", str(START_TIMEOUT), "start")
+
+    def pause(self) -> None:
+        """Stop the server as an administrator would (fast: clients are disconnected)."""
+        self._run("pg_ctl", "-D", str(self.base / "data"), "-m", "fast", "-w", "stop")
 
     def _run(self, tool: str, *args: str) -> None:
         subprocess.run([*self.as_user, str(self.bin / tool), *args], check=True, capture_output=True,

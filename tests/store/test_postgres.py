@@ -195,3 +195,32 @@ def test_least_privilege_roles_write_and_read_only_what_they_should(postgres, pg
             for role in ("dfs_sensor", "dfs_analyst"):
                 conn.execute(f"DROP OWNED BY {role}")
                 conn.execute(f"DROP ROLE {role}")
+
+
+@pytest.mark.slow
+def test_postgres_stopped_for_10_s_mid_replay_loses_nothing(postgres, tmp_path):
+    capture = repeated(PCAPS / "dfscoerce-smb21.pcap", tmp_path / "days.pcap", 3000, days=4)
+    clean = postgres.create_database("outage_clean")
+    finished(replay(clean, capture))
+    url = postgres.create_database("outage")
+    proc = replay(url, capture)
+    deadline = time.monotonic() + 120
+    while True:
+        with psycopg.connect(url) as conn:
+            stored = conn.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'events'").fetchone()[0] \
+                and conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        if stored:
+            break
+        assert time.monotonic() < deadline and proc.poll() is None, "the replay stored nothing"
+        time.sleep(0.05)
+    postgres.pause()
+    try:
+        time.sleep(10)
+        assert proc.poll() is None, "the replay ended while the database was down"
+    finally:
+        postgres.resume()
+    summary = finished(proc)
+    assert "store: the database was unreachable; reconnected after" in summary
+    after = contents(url)
+    assert 0 < stored < len(after["events"]), "the outage did not land mid-replay"
+    assert after == contents(clean)
