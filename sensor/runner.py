@@ -229,8 +229,8 @@ class Sensor:
             new_events = ahead = 0
             newest = self._newest_ms
             rules: list[str] = []
-            for event, row in zip(self._pending, rows):
-                if not store.add_event(event, row):
+            for event, added in zip(self._pending, store.add_events(self._pending, rows)):
+                if not added:
                     continue
                 new_events += 1
                 ahead += event.event_timestamp > ahead_ms

@@ -331,6 +331,10 @@ class Store:
         cursor = self.db.execute(self.insert_ignore_sql("events", "", 16), row or event_row(event))
         return cursor.rowcount == 1
 
+    def add_events(self, events: list[RpcCallEvent], rows: list[tuple]) -> list[bool]:
+        """``add_event`` for each (event, its ``event_row``): which were new, in order."""
+        return [self.add_event(event, row) for event, row in zip(events, rows)]
+
     def newest_event_ms(self) -> int | None:
         return self.db.execute("SELECT max(ts_ms) FROM events").fetchone()[0]
 

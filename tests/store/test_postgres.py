@@ -224,3 +224,15 @@ def test_postgres_stopped_for_10_s_mid_replay_loses_nothing(postgres, tmp_path):
     after = contents(url)
     assert 0 < stored < len(after["events"]), "the outage did not land mid-replay"
     assert after == contents(clean)
+
+
+def test_an_event_twice_in_one_batch_is_new_once(pg_url):
+    from rarity_events import rpc_event, ts_of
+    from sensor.store.sqlite import event_row
+
+    store = open_store(pg_url)
+    first, second = rpc_event(ts_of("2026-11-01")), rpc_event(ts_of("2026-11-02"))
+    batch = [first, second, first]
+    assert store.run_batch(lambda: store.add_events(batch, [event_row(e) for e in batch])) == [True, True, False]
+    assert store.run_batch(lambda: store.add_events(batch, [event_row(e) for e in batch])) == [False, False, False]
+    store.close()
