@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from tests.conftest import PCAPS, ROOT
-from tests.live.test_service import TIMEOUT, LiveSensor, store_is_clean
+from tests.live.test_service import LiveSensor, store_is_clean
 from tests.store.workload import repeated
 
 pytestmark = pytest.mark.root
