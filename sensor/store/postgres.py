@@ -119,6 +119,10 @@ class PostgresStore(Store):
     NO_BUSY_WAIT = BUSY_WAIT = "SELECT 1"        # waits are the advisory lock's, in _try_begin
 
     def __init__(self, url: str, readonly: bool = False):
+        # The alerts read or written in the current batch's transaction, by (rule, key, day):
+        # the batch holds the fleet's write lock, so nobody else changes them meanwhile, and a
+        # busy key's hits cost no round trip each. None outside a batch.
+        self._alerts: dict[tuple[str, str, str], dict | None] | None = None
         self.path = redacted(url)
         self.readonly = readonly
         self.stats = Stats()
@@ -164,14 +168,16 @@ class PostgresStore(Store):
 
     def _pipelined(self, write: Callable[[], T]) -> T:
         """One transaction in libpq's pipeline mode: statements whose result the batch does
-        not read (key days, alert updates) go out without waiting for the server, so a batch
-        costs about one round trip per judged event instead of four."""
+        not read (key days, alert updates) go out without waiting for the server, and the
+        day's alert of a key is read once per batch, so a batch costs a few round trips."""
         try:
             with self.db.conn.pipeline():
                 return super().run_batch(write)
         except psycopg.Error as e:          # raised where the pipeline syncs, outside execute
             lost = self.db.conn.closed or self.db.conn.broken
             raise (StoreUnavailable if lost else StoreError)(f"{self.path}: {_first_line(e)}") from None
+        finally:
+            self._alerts = None
 
     # In pipeline mode a statement's row count is known only once its results are read:
     # the inserts whose outcome the batch needs return a row, and reading it waits for it.
@@ -199,9 +205,23 @@ class PostgresStore(Store):
         return self.db.execute(self.insert_ignore_sql("coercion_alerts", "(rule, key, day, ts_ms, record) ", 5)
                                + " RETURNING 1", (rule, key, day, ts_ms, record)).fetchone() is not None
 
+    def alert_record(self, rule: str, key: str, day: str) -> dict | None:
+        if self._alerts is None:
+            return super().alert_record(rule, key, day)
+        if (rule, key, day) not in self._alerts:
+            self._alerts[rule, key, day] = super().alert_record(rule, key, day)
+        return self._alerts[rule, key, day]
+
+    def put_alert(self, rule: str, key: str, day: str, record: dict, first_seen_ms: int,
+                  last_seen_ms: int) -> None:
+        super().put_alert(rule, key, day, record, first_seen_ms, last_seen_ms)
+        if self._alerts is not None:
+            self._alerts[rule, key, day] = record
+
     def _try_begin(self) -> bool:
         self.db.execute("BEGIN")
         if self.db.execute("SELECT pg_try_advisory_xact_lock(?)", (WRITE_LOCK_KEY,)).fetchone()[0]:
+            self._alerts = {}
             return True
         self.db.execute("ROLLBACK")
         return False
