@@ -17,6 +17,9 @@ config file; a file names only what it changes:
     [outputs]
     events = "/var/log/dfs-sensor/events.jsonl"   # "-" is stdout; absent: no event log
     alerts = "-"
+    [store]
+    max_clock_skew = 86400.0 # seconds a frame may be ahead of this machine's clock and
+                             # still move the retention window (see README, Robustness)
 """
 from __future__ import annotations
 
@@ -40,9 +43,26 @@ _FILE_KEYS: dict[str | None, dict[str, type]] = {
     "detector": {"threshold": int, "lookback_days": int, "day_mode": str, "match": str},
     "outputs": {"events": str, "alerts": str},
     "coercion": {"enabled": bool, "window": float, "known_servers": list},
+    "store": {"max_clock_skew": float},
 }
-# Keys of [coercion], prefixed in the flat settings so they cannot collide with other sections'.
+# Keys of [coercion] and [store], prefixed in the flat settings so they cannot collide with
+# other sections'.
 _COERCION_PREFIX = "coercion."
+_STORE_PREFIX = "store."
+_PREFIXES = {"coercion": _COERCION_PREFIX, "store": _STORE_PREFIX}
+
+# Ranges every setting is checked against before use. The window's days become dates and
+# SQLite integers (epoch ms): a century is more than any hunt needs and far from overflow.
+MAX_LOOKBACK_DAYS = 36_500
+# A key cannot be seen on more distinct days than the window holds.
+MAX_THRESHOLD = MAX_LOOKBACK_DAYS + 1
+# The coercion correlator's window: an hour is far beyond any relay's delay.
+MAX_COERCION_WINDOW = 3600.0
+# How far a frame's time may run ahead of the sensor's clock and still move the retention
+# window: a day covers badly set capture hosts and time zones mistaken for UTC.
+DEFAULT_MAX_CLOCK_SKEW = 86_400.0
+# A year: beyond that a "skew" is a wrong clock, not a tolerance.
+MAX_CLOCK_SKEW = 365 * 86_400.0
 
 
 class ConfigError(ValueError):
@@ -63,6 +83,7 @@ class Config:
     events: str | None = None        # path or "-"; None: events are stored, not logged
     alerts: str | None = STDOUT      # path or "-"; None: alerts are stored, not logged
     coercion: CoercionConfig = field(default_factory=CoercionConfig)
+    max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW
 
 
 def default_db_path(env: Mapping[str, str]) -> str:
@@ -92,13 +113,15 @@ def _read_file(path: str) -> dict[str, Any]:
             document = tomllib.load(f)
     except OSError as e:
         raise ConfigError(f"{path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file (TOML is UTF-8)") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     flat: dict[str, Any] = {}
     for name, value in document.items():
         if isinstance(value, dict) and name in _FILE_KEYS:
             section_keys = _FILE_KEYS[name]
-            prefix = _COERCION_PREFIX if name == "coercion" else ""
+            prefix = _PREFIXES.get(name, "")
             for key, item in value.items():
                 flat[prefix + key] = _checked(path, f"{name}.{key}", item, section_keys.get(key))
         else:
@@ -125,21 +148,33 @@ def _build(values: dict[str, Any]) -> Config:
     if isinstance(rules, str) or not all(isinstance(r, str) for r in rules):
         raise ConfigError("rules must be a list of rule files or directories")
     detector = replace(detector, rules=tuple(rules))
-    if detector.threshold is not None and detector.threshold < 1:
-        raise ConfigError(f"threshold must be at least 1, not {detector.threshold}")
-    if detector.lookback_days < 1:
-        raise ConfigError(f"lookback_days must be at least 1, not {detector.lookback_days}")
+    if detector.threshold is not None:      # None: each rule's own K
+        _in_range("threshold", detector.threshold, 1, MAX_THRESHOLD)
+    _in_range("lookback_days", detector.lookback_days, 1, MAX_LOOKBACK_DAYS)
     if detector.day_mode not in DAY_MODES:
         raise ConfigError(f"day_mode must be one of {', '.join(DAY_MODES)}, not {detector.day_mode!r}")
     if detector.match not in MATCH_MODES:
         raise ConfigError(f"match must be one of {', '.join(MATCH_MODES)}, not {detector.match!r}")
-    coercion = CoercionConfig(
-        enabled=values.get(_COERCION_PREFIX + "enabled", True),
-        window=values.get(_COERCION_PREFIX + "window", DEFAULT_WINDOW),
-        known_servers=frozenset(values.get(_COERCION_PREFIX + "known_servers", ())))
-    if coercion.window <= 0:
-        raise ConfigError(f"coercion.window must be positive, not {coercion.window}")
-    if not all(isinstance(s, str) for s in coercion.known_servers):
-        raise ConfigError("coercion.known_servers must be a list of addresses")
-    return Config(db=values["db"], detector=detector, events=values.get("events"),
-                  alerts=values.get("alerts", STDOUT), coercion=coercion)
+    window = values.get(_COERCION_PREFIX + "window", DEFAULT_WINDOW)
+    if not 0 < window <= MAX_COERCION_WINDOW:      # NaN fails too
+        raise ConfigError(f"coercion.window must be more than 0 and at most {MAX_COERCION_WINDOW:g} "
+                          f"seconds, not {window}")
+    known_servers = values.get(_COERCION_PREFIX + "known_servers", ())
+    if not all(isinstance(s, str) for s in known_servers):
+        raise ConfigError("coercion.known_servers must be a list of addresses (strings)")
+    coercion = CoercionConfig(enabled=values.get(_COERCION_PREFIX + "enabled", True), window=window,
+                              known_servers=frozenset(known_servers))
+    skew = values.get(_STORE_PREFIX + "max_clock_skew", DEFAULT_MAX_CLOCK_SKEW)
+    if not 0 <= skew <= MAX_CLOCK_SKEW:
+        raise ConfigError(f"store.max_clock_skew must be 0 to {MAX_CLOCK_SKEW:g} seconds, not {skew}")
+    db = values["db"]
+    if not db.strip():
+        raise ConfigError("db must name a database file, not be empty (SQLite would use a "
+                          "temporary store and forget it)")
+    return Config(db=db, detector=detector, events=values.get("events"),
+                  alerts=values.get("alerts", STDOUT), coercion=coercion, max_clock_skew=skew)
+
+
+def _in_range(name: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be {low} to {high}, not {value}")

@@ -22,12 +22,14 @@ from sensor.xql.functions import utc_date
 from sensor.events import RpcCallEvent
 from sensor.outputs import Outputs
 from sensor.pipeline import Pipeline, PipelineSettings
-from sensor.store.sqlite import Store
+from sensor.store import open_store
+from sensor.store.sqlite import event_row, window_end
 
 # Events per store transaction: readers see progress and a crash redoes little, while a
-# busy replay still pays one commit per thousand events, not per event.
+# busy replay still pays one commit per thousand events, not per event. Events wait in
+# memory until their batch is written, so the write lock is held only while writing.
 COMMIT_EVERY_EVENTS = 1000
-# Longest an event waits uncommitted (wall clock) while more traffic keeps arriving, so
+# Longest an event waits unwritten (wall clock) while more traffic keeps arriving, so
 # `dfs-sensor alerts` run during a live capture is at most this far behind.
 COMMIT_INTERVAL_SECONDS = 1.0
 
@@ -47,6 +49,9 @@ class Summary:
     anomalies: dict[str, int] = field(default_factory=dict)
     alerts_by_rule: dict[str, int] = field(default_factory=dict)
     decoded_frames: int | None = None   # tshark engine: frames its display filter passed
+    store_lock_waits: int = 0           # batches that found another writer holding the store
+    store_lock_wait_seconds: float = 0.0
+    store_reconnects: int = 0           # PostgreSQL: batches retried on a new connection
 
     @property
     def mb_per_s(self) -> float | None:
@@ -64,7 +69,10 @@ class Summary:
                 "decoded_frames": self.decoded_frames,
                 "flows": self.flows, "events": self.events, "new_events": self.new_events,
                 "alerts": self.alerts, "alerts_by_rule": dict(self.alerts_by_rule), "seconds": round(self.seconds, 3),
-                "mb_per_s": None if mb_per_s is None else round(mb_per_s, 2), "anomalies": dict(self.anomalies)}
+                "mb_per_s": None if mb_per_s is None else round(mb_per_s, 2), "anomalies": dict(self.anomalies),
+                "store_lock_waits": self.store_lock_waits,
+                "store_lock_wait_seconds": round(self.store_lock_wait_seconds, 3),
+                "store_reconnects": self.store_reconnects}
 
     def human(self) -> str:
         if self.packets is not None:
@@ -82,6 +90,12 @@ class Summary:
         if self.events and not self.new_events:
             lines.append("every event was already stored, so no alert was raised again "
                          "(see `dfs-sensor alerts`, or use another --db)")
+        if self.store_lock_waits:
+            lines.append(f"store: another writer held the lock {self.store_lock_waits:,} time(s), "
+                         f"{self.store_lock_wait_seconds:.2f} s waited")
+        if self.store_reconnects:
+            lines.append(f"store: the database was unreachable; reconnected after {self.store_reconnects:,} "
+                         f"attempt(s), no batch lost")
         if self.anomalies:
             lines.append("anomalies: " + ", ".join(
                 f"{name} {count:,}" for name, count in sorted(self.anomalies.items(), key=lambda i: -i[1])))
@@ -92,7 +106,7 @@ class Sensor:
     def __init__(self, config: Config, outputs: Outputs):
         self.config = config
         self.outputs = outputs
-        self.store = Store(config.db)
+        self.store = open_store(config.db)
         self.pipeline = Pipeline(PipelineSettings())
         self.detector = RarityDetector(config.detector, self.store)
         # What survives SMB3 encryption (issue 6): coerced back-authentication, message sizes.
@@ -108,9 +122,11 @@ class Sensor:
         # added by the caller and summed into the summary.
         self.source_stats = Stats()
         self._started = time.monotonic()
-        self._uncommitted = 0
-        self._oldest_uncommitted = 0.0
-        self._newest_ms = self.store.newest_event_ms() or 0
+        # The batch being built: events and coercion alerts not yet written to the store.
+        self._pending: list[RpcCallEvent] = []
+        self._pending_coercion: list[CoercionAlert] = []
+        self._oldest_pending = 0.0
+        self._newest_ms = window_end(self.store.newest_event_ms() or 0, config.max_clock_skew)
         self._pruned_day = self._newest_ms // MS_PER_DAY
 
     def start_file(self, name: str) -> None:
@@ -128,7 +144,7 @@ class Sensor:
             records = feed(*item)
             if records:
                 self._handle(records)
-            if self._uncommitted:       # most frames make no event: skip the clock read
+            if self._oldest_pending:    # most frames make no event: skip the clock read
                 self._commit_when_due()
         self._commit()
 
@@ -142,7 +158,7 @@ class Sensor:
     def correlate(self, records: Iterable) -> None:
         """Records for the coercion stages only: the ``live --workers`` parent's correlator
         (the workers already stored and judged the events). Commits at once: the workers
-        wait on the store's write lock while it holds it, and coercion alerts are rare."""
+        share the store's write lock with it, and coercion alerts are rare."""
         for record in records:
             self._correlate(record)
         self._commit()
@@ -155,7 +171,7 @@ class Sensor:
         self._commit()
         self._prune()
         self.store.close()
-        totals = self.pipeline.stats + self.detector.stats + self.source_stats
+        totals = self.pipeline.stats + self.detector.stats + self.source_stats + self.stats
         for stage in self.coercion_stages:
             totals += stage.stats
         return Summary(
@@ -165,10 +181,12 @@ class Sensor:
             anomalies={name.removeprefix("anomaly."): n for name, n in totals.items()
                        if name.startswith("anomaly.") and n},
             alerts_by_rule={name.removeprefix("alerts."): n for name, n in self.stats.items()
-                            if name.startswith("alerts.") and n})
+                            if name.startswith("alerts.") and n},
+            store_lock_waits=self.store.stats["lock_waits"],
+            store_lock_wait_seconds=self.store.stats["lock_wait_ms"] / 1000,
+            store_reconnects=self.store.stats["reconnects"])
 
     def _handle(self, records: Iterable) -> None:
-        store = self.store
         for record in records:
             self._correlate(record)
             if not isinstance(record, RpcCallEvent):
@@ -176,14 +194,8 @@ class Sensor:
             self.stats["events"] += 1
             if self.outputs.events is not None:
                 self.outputs.events.write(record.to_json())
-            self._begin()
-            self._uncommitted += 1
-            if not store.add_event(record):
-                continue
-            self.stats["new_events"] += 1
-            self._newest_ms = max(self._newest_ms, record.event_timestamp)
-            for alert in self.detector.feed(record):
-                self._write_alert(alert.rule, alert.to_json())
+            self._pend()
+            self._pending.append(record)
 
     def _correlate(self, record) -> None:
         for stage in self.coercion_stages:
@@ -192,43 +204,77 @@ class Sensor:
                 self._coercion_alerts(alerts)
 
     def _coercion_alerts(self, alerts: list[CoercionAlert]) -> None:
-        """Stored once per rule, [victim, listener, client] and UTC day; only new ones are written."""
-        self._begin()
-        for alert in alerts:
-            ts_ms = int(alert.ts * 1000)
-            key = json.dumps([alert.victim_ip, alert.listener_ip, alert.client_ip])
-            self._uncommitted += 1
-            if self.store.add_coercion_alert(alert.rule, key, utc_date(ts_ms), ts_ms, alert.to_json()):
-                self._write_alert(alert.rule, alert.to_json())
+        if alerts:
+            self._pend()
+            self._pending_coercion += alerts
 
-    def _write_alert(self, rule: str, line: str) -> None:
-        self.stats["alerts"] += 1
-        self.stats["alerts." + rule] += 1
-        # Written before the commit: a crash may repeat an alert line on the rerun, never
-        # lose one (consumers dedupe on rule + key + day).
+    def _pend(self) -> None:
+        if not self._oldest_pending:
+            self._oldest_pending = time.monotonic()
+
+    def _write_batch(self) -> None:
+        """The pending events and coercion alerts in one short transaction: store each
+        event, judge the new ones (the detector reads and writes key_days and alerts in the
+        same transaction, so "count the key's days, raise at most one alert per rule, key
+        and day" is atomic against other writers), store the coercion alerts once per rule,
+        key and day. Alert lines are written before the commit: a crash may repeat one on
+        the rerun, never lose one (consumers dedupe on rule + key + day)."""
+        store = self.store
+        ahead_ms = int((time.time() + self.config.max_clock_skew) * 1000)
+        rows = [event_row(event) for event in self._pending]
+
+        def write() -> tuple[int, int, int, list[str]]:
+            """The batch's statements and alert lines; run again whole if the database
+            connection is lost before the commit (PostgreSQL restarting)."""
+            new_events = ahead = 0
+            newest = self._newest_ms
+            rules: list[str] = []
+            for event, added in zip(self._pending, store.add_events(self._pending, rows)):
+                if not added:
+                    continue
+                new_events += 1
+                ahead += event.event_timestamp > ahead_ms
+                newest = max(newest, event.event_timestamp)
+                for alert in self.detector.feed(event):
+                    self._write_alert(alert.to_json())
+                    rules.append(alert.rule)
+            for alert in self._pending_coercion:
+                ts_ms = int(alert.ts * 1000)
+                key = json.dumps([alert.victim_ip, alert.listener_ip, alert.client_ip])
+                if store.add_coercion_alert(alert.rule, key, utc_date(ts_ms), ts_ms, alert.to_json()):
+                    self._write_alert(alert.to_json())
+                    rules.append(alert.rule)
+            return new_events, ahead, newest, rules
+
+        new_events, ahead, newest, rules = store.run_batch(write)
+        self.stats["new_events"] += new_events
+        self.stats["anomaly.event_time_ahead_of_clock"] += ahead
+        for rule in rules:
+            self.stats["alerts"] += 1
+            self.stats["alerts." + rule] += 1
+        self._newest_ms = window_end(newest, self.config.max_clock_skew)
+        self._pending.clear()
+        self._pending_coercion.clear()
+        self._oldest_pending = 0.0
+
+    def _write_alert(self, line: str) -> None:
         if self.outputs.alerts is not None:
             self.outputs.alerts.write(line)
 
-    def _begin(self) -> None:
-        if not self._uncommitted:
-            self.store.begin()
-            self._oldest_uncommitted = time.monotonic()
-
     def _commit_when_due(self) -> None:
-        if self._uncommitted and (self._uncommitted >= COMMIT_EVERY_EVENTS or
-                                  time.monotonic() - self._oldest_uncommitted >= COMMIT_INTERVAL_SECONDS):
+        if self._oldest_pending and (len(self._pending) >= COMMIT_EVERY_EVENTS or
+                                     time.monotonic() - self._oldest_pending >= COMMIT_INTERVAL_SECONDS):
             self._commit()
 
     def _commit(self) -> None:
-        if self._uncommitted:
-            self.store.commit()
-            self._uncommitted = 0
+        if self._oldest_pending:
+            self._write_batch()
         if self._newest_ms // MS_PER_DAY != self._pruned_day:
             self._prune()
 
     def _prune(self) -> None:
-        """Forget what fell out of the window behind the newest event (capture time, so an
-        old capture replayed today keeps its own window)."""
+        """Forget what fell out of the window (it ends at ``window_end``: capture time,
+        bounded by this machine's clock)."""
         if self._newest_ms:
             self.store.prune(self._newest_ms - self.config.detector.lookback_days * MS_PER_DAY)
             self._pruned_day = self._newest_ms // MS_PER_DAY
