@@ -14,6 +14,9 @@ import click
 
 from sensor.config import Config, ConfigError, load_config
 from sensor.detect.rarity import DAY_MODES, MATCH_MODES, HuntRow, hunt as run_hunt
+from sensor.alerts import RARITY_RULE
+from sensor.coercion.events import RULES as COERCION_RULES
+from sensor.hosts import HostQuery
 from sensor.outputs import OutputError, open_outputs
 from sensor.store.sqlite import DEFAULT_LIST_LIMIT, ListFilter, Store, StoreError
 
@@ -67,6 +70,18 @@ def parse_time(text: str, end_of_day: bool = False) -> int:
     return int(moment.timestamp() * 1000)
 
 
+class _Host(click.ParamType):
+    name = "HOST"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, HostQuery):
+            return value
+        try:
+            return HostQuery.parse(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
 class _Time(click.ParamType):
     name = "TIME"
 
@@ -95,6 +110,7 @@ def sensor_options(f: Callable) -> Callable:
         click.option("--events", metavar="PATH|-", help="Write every event as a JSON line (- is stdout)."),
         click.option("--alerts", metavar="PATH|-", help="Write every alert as a JSON line (default: stdout)."),
         click.option("--config", "config_file", metavar="FILE", help="TOML configuration file."),
+        click.option("--sensor-name", metavar="NAME", help="Name in every alert and event (default: the host name)."),
         click.option("--threshold", type=click.IntRange(min=1),
                      help="Alert while a key was seen on fewer distinct days than this (default 7)."),
         click.option("--lookback-days", type=click.IntRange(min=1), help="Window in days (default 30)."),
@@ -326,8 +342,11 @@ def list_options(f: Callable) -> Callable:
         click.option("--config", "config_file", metavar="FILE", help="TOML configuration file."),
         click.option("--since", type=_Time(), metavar="TIME", help="From this time (a date: its start)."),
         click.option("--until", type=_Time(end_of_day=True), metavar="TIME", help="Up to this time (a date: its end)."),
-        click.option("--server", metavar="HOST|IP", help="Only calls to this server (agent_hostname or agent_ip)."),
-        click.option("--client", metavar="IP", help="Only calls from this client (actor_remote_ip)."),
+        click.option("--server", type=_Host(), metavar="HOST|IP|CIDR",
+                     help="Only calls to this server (agent_hostname or agent_ip; the victim of a coercion alert): "
+                          "an address, a CIDR range or a name (DC01 also matches dc01.corp.example)."),
+        click.option("--client", type=_Host(), metavar="HOST|IP|CIDR",
+                     help="Only calls from this client (actor_remote_ip; the client of a coercion alert)."),
         click.option("--opnum", type=int, help="Only this opnum."),
         click.option("--limit", type=click.IntRange(min=1), default=DEFAULT_LIST_LIMIT, show_default=True,
                      help="Newest first, at most this many."),
@@ -349,11 +368,7 @@ def _listing(kind: str, columns: list[str]) -> Callable:
     return command
 
 
-RPC_ALERT_COLUMNS = ["day", "day_count", "hits", "actor_remote_ip", "agent_hostname",
-                     "action_rpc_func_name", "dfs_relay_server", "dfs_root_share", "first_seen",
-                     "last_seen"]
-COERCION_ALERT_COLUMNS = ["time", "rule", "victim_ip", "listener_ip", "client_ip", "user",
-                          "protocol", "confidence", "delay", "call_event_ids"]
+ALERT_COLUMNS = ["timestamp", "rule", "severity", "src_ip", "dest_ip", "listener", "alert_id"]
 
 
 @main.command("alerts")
@@ -361,30 +376,35 @@ COERCION_ALERT_COLUMNS = ["time", "rule", "victim_ip", "listener_ip", "client_ip
 @click.option("--rule", metavar="RULE", help="Only this rule (e.g. dfscoerce-rare-dfsnm-root-call, "
                                              "coercion-confirmed, probable-coercion).")
 def alerts_command(db, config_file, since, until, server, client, opnum, limit, fmt, rule) -> None:
-    """List stored alerts, newest first: the DFSCoerce rarity rule's, then the coercion
-    stages' (back-authentication, encrypted sizes; --server is their victim, --opnum does
-    not apply to them).
+    """List stored alerts of every rule, newest first, as they were written out (one JSON
+    envelope per alert with --format json). --server is the server that took the call (the
+    victim of a coercion alert), --client the caller; --opnum keeps alerts about calls with
+    that opnum.
 
     \b
     Example:
-      dfs-sensor alerts --since 2026-11-01 --client 10.0.0.5 --format json
+      dfs-sensor alerts --since 2026-11-01 --client 10.0.0.0/24 --format json
     """
     store = _open_store(_reader_config(db, config_file).db)
+    if rule is not None:
+        known = sorted({RARITY_RULE.id, *COERCION_RULES, *store.alert_rules()})
+        if rule not in known:
+            store.close()
+            _fail(f"--rule {rule}: unknown rule; known rules: {', '.join(known)}", EXIT_USAGE)
     where = ListFilter(since_ms=since, until_ms=until, server=server, client=client,
-                       opnum=opnum, limit=limit)
-    rpc = [r for r in store.alerts(where) if rule is None or r["rule"] == rule]
-    coercion = [] if opnum is not None else store.coercion_alerts(where, rule)
+                       opnum=opnum, limit=limit, rule=rule)
+    lines = store.alert_records(where)
     store.close()
-    for record in coercion:
-        record["time"] = datetime.fromtimestamp(record["ts"], timezone.utc).isoformat(
-            timespec="milliseconds").replace("+00:00", "Z")
     if fmt == "json":
-        _print_records(rpc + coercion, fmt, [])
+        for line in lines:       # byte for byte what was streamed
+            click.echo(line)
         return
-    if rpc or not coercion:
-        _print_records(rpc, fmt, RPC_ALERT_COLUMNS)
-    if coercion:
-        _print_records(coercion, fmt, COERCION_ALERT_COLUMNS)
+    _print_records([_alert_row(json.loads(line)) for line in lines], fmt, ALERT_COLUMNS)
+
+
+def _alert_row(alert: dict) -> dict:
+    return alert | {"rule": alert["rule"]["id"], "severity": alert["rule"]["severity"],
+                    "listener": alert.get("listener_ip") or alert.get("dfs_relay_server")}
 
 
 main.command("events", help="""List stored events, newest first.

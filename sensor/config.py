@@ -4,6 +4,7 @@ Precedence, highest first: flags > config file > environment > defaults. Nothing
 config file; a file names only what it changes:
 
     db = "/var/lib/dfs-sensor/sensor.db"
+    sensor_name = "sensor-hq-1"   # in every alert and event (default: the host name)
     [detector]
     threshold = 7            # alert while a key has been seen on fewer distinct days
     lookback_days = 30
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from sensor.alerts import default_sensor_name
 from sensor.coercion.correlate import DEFAULT_WINDOW
 from sensor.detect.rarity import DAY_MODES, MATCH_MODES, RaritySettings
 
@@ -35,7 +37,7 @@ STDOUT = "-"
 
 # Sections and keys the file may hold; anything else is a typo the user must hear about.
 _FILE_KEYS: dict[str | None, dict[str, type]] = {
-    None: {"db": str},
+    None: {"db": str, "sensor_name": str},
     "detector": {"threshold": int, "lookback_days": int, "day_mode": str, "match": str},
     "outputs": {"events": str, "alerts": str},
     "coercion": {"enabled": bool, "window": float, "known_servers": list},
@@ -62,6 +64,7 @@ class Config:
     events: str | None = None        # path or "-"; None: events are stored, not logged
     alerts: str | None = STDOUT      # path or "-"; None: alerts are stored, not logged
     coercion: CoercionConfig = field(default_factory=CoercionConfig)
+    sensor_name: str = field(default_factory=default_sensor_name)   # in every alert and event
 
 
 def default_db_path(env: Mapping[str, str]) -> str:
@@ -136,5 +139,6 @@ def _build(values: dict[str, Any]) -> Config:
         raise ConfigError(f"coercion.window must be positive, not {coercion.window}")
     if not all(isinstance(s, str) for s in coercion.known_servers):
         raise ConfigError("coercion.known_servers must be a list of addresses")
+    sensor_name = values.get("sensor_name") or default_sensor_name()
     return Config(db=values["db"], detector=detector, events=values.get("events"),
-                  alerts=values.get("alerts", STDOUT), coercion=coercion)
+                  alerts=values.get("alerts", STDOUT), coercion=coercion, sensor_name=sensor_name)

@@ -6,11 +6,11 @@ has no packet but time moved on), ``finish`` drains and returns the run's ``Summ
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field, replace
 from typing import Iterable
 
+from sensor.alerts import AlertEnvelope, rarity_envelope
 from sensor.anomaly import Stats
 from sensor.coercion.correlate import Correlator, CorrelatorSettings
 from sensor.coercion.events import CoercionAlert
@@ -18,7 +18,6 @@ from sensor.coercion.fingerprint import EncryptedNetdfsMatcher
 from sensor.coercion.rarity import PairDays
 from sensor.config import Config
 from sensor.detect.rarity import MS_PER_DAY, RarityDetector
-from sensor.detect.xql import utc_date
 from sensor.events import RpcCallEvent
 from sensor.outputs import Outputs
 from sensor.pipeline import Pipeline, PipelineSettings
@@ -174,16 +173,18 @@ class Sensor:
             if not isinstance(record, RpcCallEvent):
                 continue
             self.stats["events"] += 1
-            if self.outputs.events is not None:
-                self.outputs.events.write(record.to_json())
+            record = replace(record, sensor=self.config.sensor_name)
             self._begin()
             self._uncommitted += 1
             if not store.add_event(record):
                 continue
             self.stats["new_events"] += 1
+            # Only new events: a replayed capture writes nothing twice to the event log.
+            if self.outputs.events is not None:
+                self.outputs.events.write(record.to_json())
             self._newest_ms = max(self._newest_ms, record.event_timestamp)
             for alert in self.detector.feed(record):
-                self._write_alert(alert.rule, alert.to_json())
+                self._raise(rarity_envelope(alert, record, self.config.sensor_name))
 
     def _correlate(self, record) -> None:
         for stage in self.coercion_stages:
@@ -193,19 +194,21 @@ class Sensor:
 
     def _coercion_alerts(self, alerts: list[CoercionAlert]) -> None:
         """Stored once per rule, [victim, listener, client] and UTC day; only new ones are written."""
-        self._begin()
         for alert in alerts:
-            ts_ms = int(alert.ts * 1000)
-            key = json.dumps([alert.victim_ip, alert.listener_ip, alert.client_ip])
-            self._uncommitted += 1
-            if self.store.add_coercion_alert(alert.rule, key, utc_date(ts_ms), ts_ms, alert.to_json()):
-                self._write_alert(alert.rule, alert.to_json())
+            self._raise(alert.envelope(self.config.sensor_name))
 
-    def _write_alert(self, rule: str, line: str) -> None:
+    def _raise(self, alert: AlertEnvelope) -> None:
+        """Store the envelope; write it out the first time its alert_id is seen."""
+        self._begin()
+        self._uncommitted += 1
+        line = alert.to_json()
+        if not self.store.add_alert_record(alert.alert_id, alert.rule.id, alert.day,
+                                           int(round(alert.ts * 1000)), line):
+            return
         self.stats["alerts"] += 1
-        self.stats["alerts." + rule] += 1
+        self.stats["alerts." + alert.rule.id] += 1
         # Written before the commit: a crash may repeat an alert line on the rerun, never
-        # lose one (consumers dedupe on rule + key + day).
+        # lose one (consumers dedupe on alert_id).
         if self.outputs.alerts is not None:
             self.outputs.alerts.write(line)
 

@@ -62,10 +62,12 @@ class CorrelatorSettings:
 
 
 class _Inbound:
-    __slots__ = ("client", "first_ts", "last_ts", "encrypted", "calls")
+    __slots__ = ("flow", "client", "client_name", "first_ts", "last_ts", "encrypted", "calls")
 
-    def __init__(self, client: str, ts: float) -> None:
-        self.client = client
+    def __init__(self, flow: FlowKey, ts: float) -> None:
+        self.flow = flow
+        self.client = flow.client_ip
+        self.client_name = ""     # the workstation its SMB session named
         self.first_ts = ts
         self.last_ts = ts
         self.encrypted = False
@@ -94,6 +96,7 @@ class Correlator:
         elif kind is SmbSession:
             inbound = self._touch(record.flow, record.ts)
             inbound.encrypted |= record.encrypted
+            inbound.client_name = record.workstation or inbound.client_name
             self._note_server(record.flow.server_ip)
             self._learn(record.flow.server_ip, record.server_netbios_name, record.server_dns_name)
         elif kind is RpcCallEvent:
@@ -128,7 +131,7 @@ class Correlator:
             if len(self._inbound) >= MAX_INBOUND_FLOWS:
                 self._inbound.popitem(last=False)
                 self.stats["coercion_inbound_evicted"] += 1
-            inbound = self._inbound[flow] = _Inbound(flow.client_ip, ts)
+            inbound = self._inbound[flow] = _Inbound(flow, ts)
         else:
             self._inbound.move_to_end(flow)
         inbound.first_ts = min(inbound.first_ts, ts)
@@ -169,11 +172,12 @@ class Correlator:
             if encrypted is None and inbound.encrypted:
                 encrypted = inbound
         base = dict(victim_ip=victim, listener_ip=listener, user=auth.user, domain=auth.domain,
-                    protocol=auth.protocol, ts=auth.ts)
+                    protocol=auth.protocol, ts=auth.ts, **_auth_names(auth))
         if confirmed:
             first = confirmed[-1][0]
             self.stats["coercion_confirmed"] += 1
-            return [CoercionAlert(CONFIRMED, client_ip=first.client,
+            return [CoercionAlert(CONFIRMED, client_ip=first.client, inbound_flow=first.flow,
+                                  client_name=first.client_name,
                                   delay=round(auth.ts - first.last_ts, 6),
                                   call_event_ids=tuple(e for _, e in reversed(confirmed)), **base)]
         if encrypted is None:
@@ -186,7 +190,8 @@ class Correlator:
         # A listener that serves SMB, Kerberos or LDAP to other hosts is more likely a real
         # server (a file server, a DC replicating) than an attacker's listener.
         confidence = 0.5 if listener in self.servers else 0.8
-        return [CoercionAlert(PROBABLE, client_ip=encrypted.client,
+        return [CoercionAlert(PROBABLE, client_ip=encrypted.client, inbound_flow=encrypted.flow,
+                              client_name=encrypted.client_name,
                               delay=round(auth.ts - encrypted.last_ts, 6), confidence=confidence,
                               day_count=day_count,
                               detail="inbound encrypted session to V, then V's machine account "
@@ -208,8 +213,17 @@ class Correlator:
                                      listener_ip=auth.flow.server_ip, client_ip=inbound.client,
                                      user=auth.user, domain=auth.domain, protocol=auth.protocol,
                                      delay=round(auth.ts - requested, 6),
-                                     call_event_ids=(call.event_id,)))
+                                     call_event_ids=(call.event_id,), inbound_flow=flow,
+                                     client_name=inbound.client_name, **_auth_names(auth)))
         return out
+
+
+def _auth_names(auth: NtlmAuthentication) -> dict:
+    """The back-authentication's flow and what it names: V by its machine account without the
+    "$" (a computer's sAMAccountName is its NetBIOS name + "$", MS-ADTS 6.1.1.2.2; the
+    workstation field is whatever the client filled in), L by the name in its CHALLENGE."""
+    return dict(auth_flow=auth.flow, victim_name=auth.user.removesuffix("$"),
+                listener_name=auth.server_dns_name or auth.server_netbios_name)
 
 
 def host_of(value: str) -> str:

@@ -80,6 +80,23 @@ MIGRATIONS: list[tuple[str, ...]] = [
         CREATE INDEX coercion_alerts_by_time ON coercion_alerts (ts_ms)
         """,
     ),
+    # 3: every rule's alert as the one envelope it was written out as (sensor/alerts.py), keyed
+    # by its stable alert_id (rule + key + day); suppressed ones (the allow-list) are kept too.
+    (
+        """
+        CREATE TABLE alert_records (
+            alert_id   TEXT PRIMARY KEY,            -- uuid5 of rule + key + day
+            rule       TEXT NOT NULL,
+            day        TEXT NOT NULL,               -- UTC date the alert is for
+            ts_ms      INTEGER NOT NULL,            -- the envelope's timestamp
+            suppressed INTEGER NOT NULL,            -- 1: matched the allow-list, not written out
+            record     TEXT NOT NULL                -- the envelope, byte for byte as written
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE INDEX alert_records_by_time ON alert_records (ts_ms)
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
