@@ -31,6 +31,11 @@ def _fail(message: str, code: int = EXIT_INPUT) -> None:
     sys.exit(code)
 
 
+def _warn(message: str) -> None:
+    sys.stderr.write(f"dfs-sensor: {message}\n")
+    sys.stderr.flush()
+
+
 def _load(config_file: str | None, flags: dict) -> Config:
     try:
         return load_config(config_file, flags)
@@ -194,6 +199,9 @@ def replay(captures: tuple[str, ...], engine: str, **options) -> None:
     except (StoreError, sqlite3.Error) as e:     # disk full, locked beyond busy_timeout, ...
         outputs.close()
         _fail(f"{config.db}: {e}")
+    except OutputError as e:     # a full disk or a closed pipe: nothing of the batch is committed
+        outputs.close()
+        _fail(str(e))
     outputs.close()
     if engine == "tshark":
         summary = summary.as_tshark(sum(sizes))
@@ -276,7 +284,9 @@ def live(interfaces: tuple[str, ...], bpf: str | None, stats_interval: float, st
     if engine == "tshark" and workers > 1:
         _fail("--workers is for the native engine; tshark decodes in one process", EXIT_USAGE)
     try:
-        outputs = open_outputs(config.events, config.alerts)
+        # Live, a full log partition must not stop capture: the sink keeps storing, counts
+        # what it cannot write, retries, and says so once.
+        outputs = open_outputs(config.events, config.alerts, on_error=_warn)
     except OutputError as e:
         _fail(str(e))
     if engine == "tshark":
