@@ -36,6 +36,19 @@ def _warn(message: str) -> None:
     sys.stderr.flush()
 
 
+def _open_outputs(config: Config, live: bool = False):
+    """Replay stops at a local write error, live goes on; remote sinks' news goes to stderr."""
+    from sensor.sinks.targets import SinkConfigError
+
+    try:
+        return open_outputs(config.events, config.alerts, on_error=_warn if live else None,
+                            settings=config.sinks, notify=_warn)
+    except SinkConfigError as e:
+        _fail(str(e), EXIT_USAGE)
+    except OutputError as e:
+        _fail(str(e))
+
+
 def _load(config_file: str | None, flags: dict) -> Config:
     try:
         return load_config(config_file, flags)
@@ -182,10 +195,7 @@ def replay(captures: tuple[str, ...], engine: str, **options) -> None:
                 sizes.append(reader.size)
         except CaptureError as e:
             _fail(str(e))
-    try:
-        outputs = open_outputs(config.events, config.alerts)
-    except OutputError as e:
-        _fail(str(e))
+    outputs = _open_outputs(config)
     try:
         sensor = Sensor(config, outputs)
     except StoreError as e:
@@ -283,12 +293,9 @@ def live(interfaces: tuple[str, ...], bpf: str | None, stats_interval: float, st
     config = _sensor_config(options)
     if engine == "tshark" and workers > 1:
         _fail("--workers is for the native engine; tshark decodes in one process", EXIT_USAGE)
-    try:
-        # Live, a full log partition must not stop capture: the sink keeps storing, counts
-        # what it cannot write, retries, and says so once.
-        outputs = open_outputs(config.events, config.alerts, on_error=_warn)
-    except OutputError as e:
-        _fail(str(e))
+    # Live, a full log partition must not stop capture: the sink keeps storing, counts
+    # what it cannot write, retries, and says so once.
+    outputs = _open_outputs(config, live=True)
     if engine == "tshark":
         from sensor.tshark.live import run_live_tshark
 

@@ -16,7 +16,13 @@ config file; a file names only what it changes:
     known_servers = ["10.0.0.20"]   # listeners that are real servers (lower confidence)
     [outputs]
     events = "/var/log/dfs-sensor/events.jsonl"   # "-" is stdout; absent: no event log
-    alerts = "-"
+    alerts = "syslog+tls://siem.example:6514"     # or a path, "-", http(s)://, splunk+https://, elastic+https://
+    spool_dir = "/var/lib/dfs-sensor/spool"       # remote targets wait here (default: beside db)
+    spool_max_bytes = 67108864                    # per target; beyond it the oldest are dropped, counted
+    http_format = "lines"                         # plain http(s)://: "lines" (JSON lines) or "array"
+    token_file = "/etc/dfs-sensor/token"          # HTTP token (else $DFS_SENSOR_HTTP_TOKEN)
+    ca_file = "/etc/dfs-sensor/ca.pem"            # private CA for syslog+tls:// and https://
+    tls_verify = true
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ from typing import Any, Mapping
 from sensor.alerts import default_sensor_name
 from sensor.coercion.correlate import DEFAULT_WINDOW
 from sensor.detect.rarity import DAY_MODES, MATCH_MODES, RaritySettings
+from sensor.sinks.targets import SinkSettings
 
 DB_ENV = "DFS_SENSOR_DB"
 DB_FILE_NAME = "sensor.db"
@@ -39,7 +46,8 @@ STDOUT = "-"
 _FILE_KEYS: dict[str | None, dict[str, type]] = {
     None: {"db": str, "sensor_name": str},
     "detector": {"threshold": int, "lookback_days": int, "day_mode": str, "match": str},
-    "outputs": {"events": str, "alerts": str},
+    "outputs": {"events": str, "alerts": str, "spool_dir": str, "spool_max_bytes": int, "http_format": str,
+                "token_file": str, "ca_file": str, "tls_verify": bool},
     "coercion": {"enabled": bool, "window": float, "known_servers": list},
 }
 # Keys of [coercion], prefixed in the flat settings so they cannot collide with other sections'.
@@ -65,6 +73,7 @@ class Config:
     alerts: str | None = STDOUT      # path or "-"; None: alerts are stored, not logged
     coercion: CoercionConfig = field(default_factory=CoercionConfig)
     sensor_name: str = field(default_factory=default_sensor_name)   # in every alert and event
+    sinks: SinkSettings = field(default_factory=SinkSettings)       # remote --events/--alerts targets
 
 
 def default_db_path(env: Mapping[str, str]) -> str:
@@ -140,5 +149,11 @@ def _build(values: dict[str, Any]) -> Config:
     if not all(isinstance(s, str) for s in coercion.known_servers):
         raise ConfigError("coercion.known_servers must be a list of addresses")
     sensor_name = values.get("sensor_name") or default_sensor_name()
+    sinks = SinkSettings(**{k: values[k] for k in ("spool_dir", "spool_max_bytes", "http_format", "token_file",
+                                                   "ca_file", "tls_verify") if k in values},
+                         sensor_name=sensor_name, db=values["db"])
+    if sinks.spool_max_bytes < 1:
+        raise ConfigError(f"outputs.spool_max_bytes must be at least 1, not {sinks.spool_max_bytes}")
     return Config(db=values["db"], detector=detector, events=values.get("events"),
-                  alerts=values.get("alerts", STDOUT), coercion=coercion, sensor_name=sensor_name)
+                  alerts=values.get("alerts", STDOUT), coercion=coercion, sensor_name=sensor_name,
+                  sinks=sinks)

@@ -32,6 +32,7 @@ class Sink(Protocol):
     lost: int
 
     def write(self, line: str) -> None: ...
+    def files(self) -> list[str]: ...
     def reopen(self) -> None: ...
     def close(self) -> None: ...
 
@@ -63,6 +64,10 @@ class JsonLinesSink:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         except OSError as e:
             raise OutputError(f"{self.path}: cannot open for writing: {e.strerror or e}") from None
+
+    def files(self) -> list[str]:
+        """What a dropped-to user must own to reopen it (SIGHUP)."""
+        return [] if self.path == STDOUT else [self.path]
 
     def write(self, line: str) -> None:
         self._backlog.append((line + "\n").encode("utf-8"))
@@ -162,7 +167,19 @@ class Outputs:
 
 
 def open_outputs(events: str | None, alerts: str | None,
-                 on_error: Callable[[str], None] | None = None) -> Outputs:
-    """Sinks for the configured paths (None: that stream is not written)."""
-    return Outputs(events=JsonLinesSink(events, on_error) if events else None,
-                   alerts=JsonLinesSink(alerts, on_error) if alerts else None)
+                 on_error: Callable[[str], None] | None = None, settings=None,
+                 notify: Callable[[str], None] | None = None) -> Outputs:
+    """Sinks for the configured targets (None: that stream is not written): a path, "-", or
+    a collector URL (sensor/sinks/targets.py, which imports this module: hence here).
+    ``on_error`` is the local write-error policy above; ``notify`` hears remote sinks' outages."""
+    from sensor.sinks.targets import SinkSettings, open_sink
+
+    settings = settings or SinkSettings()
+    opened = Outputs()
+    try:
+        opened.events = open_sink(events, "events", settings, on_error, notify) if events else None
+        opened.alerts = open_sink(alerts, "alerts", settings, on_error, notify) if alerts else None
+    except OutputError:
+        opened.close()
+        raise
+    return opened

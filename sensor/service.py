@@ -39,7 +39,7 @@ from sensor.capture.live import TICK_SECONDS, CaptureError, LiveCapture
 from sensor.coercion import forward
 from sensor.coercion.correlate import Correlator
 from sensor.config import Config
-from sensor.outputs import STDOUT, OutputError, Outputs
+from sensor.outputs import OutputError, Outputs
 from sensor.privileges import PrivilegeError, drop_privileges, refuse_root
 from sensor.runner import Sensor
 from sensor.store.sqlite import Store, StoreError
@@ -180,8 +180,8 @@ def _give_outputs_to(user: str | None, outputs: Outputs) -> None:
     except KeyError:
         raise PrivilegeError(f"no such user: {user}") from None
     for sink in (outputs.events, outputs.alerts):
-        if sink is not None and sink.path != STDOUT:
-            os.chown(sink.path, account.pw_uid, account.pw_gid)
+        for path in sink.files() if sink is not None else ():
+            os.chown(path, account.pw_uid, account.pw_gid)
 
 
 def run_live(config: Config, outputs: Outputs, interfaces: list[str], bpf: str | None = None,

@@ -1,0 +1,171 @@
+"""A sink that ships lines to a remote collector through the spool, from a thread of its own.
+
+``write`` only appends to a list in memory and wakes the thread, so capture never waits for
+the network or the disk. The thread moves lines into the spool at once (within milliseconds),
+then sends the oldest spooled lines in batches; a batch leaves the spool only after the
+transport says the collector has it. A failed send is retried with exponential backoff
+(RETRY_FIRST_SECONDS doubling up to RETRY_MAX_SECONDS) while new lines keep being spooled.
+
+Forked decoders (``live --workers``) inherit the sink but not its thread: the first write in
+a new process starts a thread and a spool connection of its own (SQLite serialises the two
+processes; a line both happen to send is a duplicate the receiver dedupes, never a loss).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+import time
+from typing import Callable, Protocol
+
+from sensor.sinks.spool import Spool
+
+# Lines per send: one HTTP request, or one burst of syslog frames.
+BATCH_LINES = 500
+RETRY_FIRST_SECONDS = 0.5
+RETRY_MAX_SECONDS = 30.0
+# At close (end of a replay, service stop), how long to keep trying to empty the spool; what
+# is left is sent by the next run.
+FLUSH_SECONDS = 10.0
+# Lines held in memory when the spool itself cannot be written (its disk is full): the
+# oldest beyond this are counted as dropped.
+MAX_PENDING_LINES = 100_000
+
+
+class SinkUnavailable(Exception):
+    """The collector did not take the batch; the message says why, for the log."""
+
+
+class Transport(Protocol):
+    def send(self, lines: list[str]) -> None:
+        """Deliver every line or raise SinkUnavailable."""
+    def close(self) -> None: ...
+
+
+class SpooledSink:
+    def __init__(self, path: str, transport: Transport, spool_path: str, spool_max_bytes: int,
+                 on_error: Callable[[str], None] | None = None, flush_seconds: float = FLUSH_SECONDS):
+        self.path = path                  # the target as the user wrote it, for messages
+        self.transport = transport
+        self.spool_path = spool_path
+        self.spool_max_bytes = spool_max_bytes
+        self.on_error = on_error or (lambda message: None)
+        self.flush_seconds = flush_seconds
+        self.lines = 0                    # handed to write()
+        self.sent = 0                     # taken by the collector
+        self.dropped = 0                  # pushed out of the full spool (oldest first)
+        self.depth = 0                    # lines waiting in the spool
+        self._pending: list[str] = []
+        self._cv = threading.Condition()
+        self._closing = False
+        self._pid = None
+        self._thread: threading.Thread | None = None
+        spool = Spool(spool_path, spool_max_bytes)     # refuse an unusable spool at start
+        self.depth = spool.depth()
+        spool.close()
+        if self.depth:           # a previous run left lines: send them even if this one has none
+            self._start()
+
+    @property
+    def lost(self) -> int:
+        return self.dropped
+
+    def write(self, line: str) -> None:
+        if self._pid != os.getpid():
+            self._start()
+        with self._cv:
+            self._pending.append(line)
+            if len(self._pending) > MAX_PENDING_LINES:
+                del self._pending[0]
+                self.dropped += 1
+            self.lines += 1
+            self._cv.notify()
+
+    def files(self) -> list[str]:
+        """The spool's directory and files, for the user the service drops to."""
+        base = Path(self.spool_path)
+        return [str(p) for p in (base.parent, base, Path(f"{base}-wal"), Path(f"{base}-shm")) if p.exists()]
+
+    def reopen(self) -> None:
+        """SIGHUP: nothing to reopen; the next send reconnects if the collector went away."""
+
+    def close(self) -> None:
+        if self._thread is None or self._pid != os.getpid():
+            return
+        with self._cv:
+            self._closing = True
+            self._cv.notify()
+        self._thread.join()
+        self._thread = None
+        if self.depth:
+            self.on_error(f"{self.path}: {self.depth:,} line(s) wait in the spool {self.spool_path} "
+                          "for the next run")
+
+    def _start(self) -> None:
+        """A thread for this process (the first write, or the first after a fork)."""
+        self._pid = os.getpid()
+        self._cv = threading.Condition()
+        self._pending = []
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name=f"sink {self.path}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        spool = Spool(self.spool_path, self.spool_max_bytes)
+        backoff = 0.0
+        next_try = 0.0
+        failing = False
+        deadline = None
+        try:
+            while True:
+                with self._cv:
+                    if not self._pending and not self._closing:
+                        self._cv.wait(timeout=max(0.0, next_try - time.monotonic()) if self.depth else None)
+                    batch, self._pending = self._pending, []
+                    closing = self._closing
+                if batch:
+                    self._spool(spool, batch)
+                self.depth = spool.depth()
+                if closing:
+                    deadline = deadline or time.monotonic() + self.flush_seconds
+                    if not self.depth or time.monotonic() >= deadline:
+                        return
+                if not self.depth or time.monotonic() < next_try:
+                    if closing:
+                        time.sleep(min(0.05, max(0.0, next_try - time.monotonic())))
+                    continue
+                rows = spool.peek(BATCH_LINES)
+                try:
+                    self.transport.send([line for _, line in rows])
+                except SinkUnavailable as e:
+                    backoff = min(max(RETRY_FIRST_SECONDS, backoff * 2), RETRY_MAX_SECONDS)
+                    next_try = time.monotonic() + backoff
+                    if not failing:
+                        failing = True
+                        self.on_error(f"{self.path}: {e}; lines wait in the spool {self.spool_path} "
+                                      f"(retrying, at most {self.spool_max_bytes:,} bytes, oldest dropped first)")
+                    continue
+                spool.ack(rows[-1][0])
+                self.sent += len(rows)
+                backoff, next_try = 0.0, 0.0
+                self.depth = spool.depth()
+                if failing:
+                    failing = False
+                    self.on_error(f"{self.path}: delivering again ({self.dropped:,} line(s) dropped "
+                                  "from the full spool meanwhile)")
+        finally:
+            self.transport.close()
+            spool.close()
+
+    def _spool(self, spool: Spool, batch: list[str]) -> None:
+        try:
+            self.dropped += spool.push(batch)
+        except Exception as e:       # the spool's disk is full or gone: keep them in memory
+            with self._cv:
+                self._pending[:0] = batch
+                excess = len(self._pending) - MAX_PENDING_LINES
+                if excess > 0:
+                    del self._pending[:excess]
+                    self.dropped += excess
+            self.on_error(f"{self.path}: cannot spool to {self.spool_path}: {e}")
+            time.sleep(RETRY_FIRST_SECONDS)
