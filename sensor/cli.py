@@ -275,11 +275,15 @@ def _with_progress(reader, bar) -> Iterator:
                                                        "counters stay on stderr.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Decoder processes (flows are split between them; native engine only).")
+@click.option("--metrics-file", metavar="PATH",
+              help="Write counters in Prometheus text format to PATH at every stats interval and at exit "
+                   "(node_exporter textfile collector: a temporary file renamed over PATH; native engine).")
 @click.option("--engine", type=click.Choice(["native", "tshark"]), default="native", show_default=True,
               help="Decode with the built-in pipeline, or with dumpcap + tshark (slower; a cross-check; "
                    "tshark runs as the invoking user, so no --user).")
 def live(interfaces: tuple[str, ...], bpf: str | None, stats_interval: float, stats_json: bool,
-         allow_root: bool, user: str | None, syslog: bool, workers: int, engine: str, **options) -> None:
+         allow_root: bool, user: str | None, syslog: bool, workers: int, engine: str,
+         metrics_file: str | None, **options) -> None:
     """Watch network interfaces and alert as calls happen (Ctrl-C or SIGTERM stops,
     SIGHUP reopens the output files). Alerts go to stdout as JSON lines (or --alerts);
     messages and counters go to stderr. As root, give --user to drop privileges once the
@@ -293,6 +297,8 @@ def live(interfaces: tuple[str, ...], bpf: str | None, stats_interval: float, st
     config = _sensor_config(options)
     if engine == "tshark" and workers > 1:
         _fail("--workers is for the native engine; tshark decodes in one process", EXIT_USAGE)
+    if engine == "tshark" and metrics_file:
+        _fail("--metrics-file is for the native engine", EXIT_USAGE)
     # Live, a full log partition must not stop capture: the sink keeps storing, counts
     # what it cannot write, retries, and says so once.
     outputs = _open_outputs(config, live=True)
@@ -310,7 +316,7 @@ def live(interfaces: tuple[str, ...], bpf: str | None, stats_interval: float, st
     try:
         code = run_live(config, outputs, list(interfaces), bpf=bpf, stats_interval=stats_interval,
                         stats_json=stats_json, allow_root=allow_root, user=user, syslog=syslog,
-                        workers=workers)
+                        workers=workers, metrics_file=metrics_file)
     except sqlite3.Error as e:     # disk full, locked beyond busy_timeout, ...
         _fail(f"{config.db}: {e}")
     sys.exit(code)

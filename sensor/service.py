@@ -35,6 +35,7 @@ import select
 import socket
 from collections.abc import Iterator
 
+from sensor import metrics
 from sensor.capture.live import TICK_SECONDS, CaptureError, LiveCapture
 from sensor.coercion import forward
 from sensor.coercion.correlate import Correlator
@@ -170,6 +171,19 @@ def _supervised(capture: LiveCapture, signals: Signals, outputs: Outputs, on_int
                 on_interval()
 
 
+def _write_metrics(path: str, record: dict, capture: LiveCapture, sensor: Sensor, outputs: Outputs,
+                   worker: int | None) -> None:
+    """--metrics-file; a failure (full disk) is logged, never fatal."""
+    counters = capture.stats + sensor.pipeline.stats + sensor.detector.stats
+    for stage in sensor.coercion_stages:
+        counters += stage.stats
+    try:
+        metrics.write_textfile(metrics.worker_path(path, worker),
+                               metrics.render(metrics.snapshot(record, counters, sensor.stats, outputs, worker)))
+    except OSError as e:
+        log(f"dfs-sensor: {path}: cannot write metrics: {e.strerror or e}")
+
+
 def _give_outputs_to(user: str | None, outputs: Outputs) -> None:
     """Root opened the output files; after the drop, ``user`` must be able to reopen them
     (SIGHUP without a rotation reopens the same file)."""
@@ -186,7 +200,8 @@ def _give_outputs_to(user: str | None, outputs: Outputs) -> None:
 
 def run_live(config: Config, outputs: Outputs, interfaces: list[str], bpf: str | None = None,
              stats_interval: float = 60.0, stats_json: bool = False, allow_root: bool = False,
-             user: str | None = None, syslog: bool = False, workers: int = 1) -> int:
+             user: str | None = None, syslog: bool = False, workers: int = 1,
+             metrics_file: str | None = None) -> int:
     """Capture on ``interfaces`` until SIGTERM/SIGINT; the process exit code."""
     def fail(message: str) -> int:
         print(f"dfs-sensor: {message}", file=sys.stderr)
@@ -217,7 +232,7 @@ def run_live(config: Config, outputs: Outputs, interfaces: list[str], bpf: str |
     if syslog:
         outputs.alerts = SyslogAlerts(outputs.alerts)
     if workers == 1:
-        return _serve(config, outputs, captures[0], None, stats_interval, stats_json)
+        return _serve(config, outputs, captures[0], None, stats_interval, stats_json, metrics_file=metrics_file)
     try:
         Store(config.db).close()     # create or migrate once, before the workers race to
     except StoreError as e:
@@ -225,11 +240,11 @@ def run_live(config: Config, outputs: Outputs, interfaces: list[str], bpf: str |
             capture.close()
         print(f"dfs-sensor: {e}", file=sys.stderr)
         return EXIT_FAILURE
-    return _fork_workers(config, outputs, captures, stats_interval, stats_json)
+    return _fork_workers(config, outputs, captures, stats_interval, stats_json, metrics_file)
 
 
 def _fork_workers(config: Config, outputs: Outputs, captures: list[LiveCapture],
-                  stats_interval: float, stats_json: bool) -> int:
+                  stats_interval: float, stats_json: bool, metrics_file: str | None = None) -> int:
     """Run ``_serve`` in one child per capture, each with a channel to the parent's coercion
     correlator; forward stop and reopen signals; the worst exit code. A worker that fails
     stops the others (a supervisor restarts the service)."""
@@ -250,7 +265,7 @@ def _fork_workers(config: Config, outputs: Outputs, captures: list[LiveCapture],
                         mine = worker_end
                     else:
                         worker_end.close()
-                code = _serve(config, outputs, capture, number, stats_interval, stats_json, mine)
+                code = _serve(config, outputs, capture, number, stats_interval, stats_json, mine, metrics_file)
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -347,7 +362,8 @@ class _CorrelatorHost:
 
 
 def _serve(config: Config, outputs: Outputs, capture: LiveCapture, worker: int | None,
-           stats_interval: float, stats_json: bool, correlator_channel: socket.socket | None = None) -> int:
+           stats_interval: float, stats_json: bool, correlator_channel: socket.socket | None = None,
+           metrics_file: str | None = None) -> int:
     """One decoding process: capture -> sensor until a stop signal; the exit code. With a
     ``correlator_channel`` (a --workers child) the correlator's inputs go to the parent."""
     interfaces = capture.interfaces
@@ -367,7 +383,10 @@ def _serve(config: Config, outputs: Outputs, capture: LiveCapture, worker: int |
     tag = {} if worker is None else {"worker": worker}
 
     def report() -> None:
-        log(format_stats(stats_record(capture, sensor) | tag, stats_json))
+        record = stats_record(capture, sensor)
+        log(format_stats(record | tag, stats_json))
+        if metrics_file:
+            _write_metrics(metrics_file, record, capture, sensor, outputs, worker)
 
     log(f"dfs-sensor: capturing on {', '.join(interfaces)}" + (f" (worker {worker})" if worker else ""))
     try:
@@ -375,6 +394,8 @@ def _serve(config: Config, outputs: Outputs, capture: LiveCapture, worker: int |
     finally:
         summary = sensor.finish()
         record = stats_record(capture, sensor) | tag | {"final": True}
+        if metrics_file:
+            _write_metrics(metrics_file, record, capture, sensor, outputs, worker)
         capture.close()
         outputs.close()
     log(format_stats(record, stats_json))

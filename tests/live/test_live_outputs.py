@@ -1,0 +1,63 @@
+"""Live outputs: --metrics-file at every stats interval, and alerts shipped to a collector,
+on a real `dfs-sensor live` on a veth fed with tcpreplay."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.live.test_service import ATTACKS, LiveSensor, needs_attacks
+from tests.sinks.test_http import CollectorProcess
+
+pytestmark = pytest.mark.root
+
+
+def metric_samples(text: str) -> dict:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+@needs_attacks
+def test_metrics_file_is_rewritten_every_interval_and_parses(veth, tmp_path):
+    prom = tmp_path / "dfs.prom"
+    sensor = LiveSensor(tmp_path, veth.host, "--metrics-file", str(prom))
+    sensor.wait_for(prom.exists, "the first metrics file")
+    first = metric_samples(prom.read_text())
+    assert first[("dfs_sensor_packets_total", ())] == 0
+    veth.replay(ATTACKS[0])
+    sensor.wait_for(lambda: sensor.lines(sensor.alerts), "an alert")
+    sensor.wait_for(lambda: ("dfs_sensor_alerts_total", (("rule", "dfscoerce-rare-dfsnm-root-call"),))
+                    in metric_samples(prom.read_text()), "the alert in the metrics")
+    assert sensor.stop() == 0
+    last = metric_samples(prom.read_text())
+    final = sensor.stats()[-1]
+    assert last[("dfs_sensor_packets_total", ())] == final["packets"] > 0
+    assert last[("dfs_sensor_kernel_drops_total", (("interface", veth.host),))] == 0
+    assert last[("dfs_sensor_kernel_packets_total", (("interface", veth.host),))] == final["kernel_packets"]
+    assert last[("dfs_sensor_events_total", ())] == final["events"] > 0
+    assert last[("dfs_sensor_resident_memory_bytes", ())] > 10_000_000
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("dfs.prom")] == ["dfs.prom"]
+
+
+@needs_attacks
+def test_live_alerts_reach_a_collector_that_comes_back(veth, tmp_path):
+    """The collector is down when the attack is seen, comes back, and gets the alert."""
+    collector = CollectorProcess(tmp_path)
+    sensor = LiveSensor(tmp_path, veth.host, "--alerts", f"http://127.0.0.1:{collector.port}/in")
+    try:
+        veth.replay(ATTACKS[0])
+        sensor.wait_for(lambda: any("Connection refused" in line for line in sensor.stderr), "the outage")
+        collector.start()
+        sensor.wait_for(lambda: collector.lines(), "the alerts at the collector", timeout=60)
+        assert sensor.stop() == 0
+    finally:
+        if collector.proc is not None:
+            collector.kill()
+    alerts = [json.loads(line) for line in collector.lines()]
+    assert {a["rule"]["id"] for a in alerts} >= {"dfscoerce-rare-dfsnm-root-call"}
+    stored = subprocess.run([sys.executable, "-m", "sensor.cli", "alerts", "--db", str(sensor.db), "--format",
+                             "json"], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert {a["alert_id"] for a in alerts} == {json.loads(line)["alert_id"] for line in stored}
