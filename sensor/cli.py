@@ -26,12 +26,48 @@ EXIT_USAGE = 2
 PROGRESS_EVERY_FRAMES = 4096
 
 
+class _TerminalLines:
+    """The replay progress bar shares the terminal with alert lines (stdout) and messages
+    (stderr): the bar is cleared before any line is written, and drawn again after."""
+
+    bar = None          # the ProgressBar on screen, if any
+    CLEAR = "\r\x1b[K"  # carriage return + ANSI "erase to end of line"
+
+    @classmethod
+    def clear(cls) -> None:
+        if cls.bar is not None:
+            sys.stderr.write(cls.CLEAR)
+            sys.stderr.flush()
+
+    @classmethod
+    def redraw(cls) -> None:
+        if cls.bar is not None:
+            cls.bar.render_progress()
+
+
+class _ClearingSink:
+    """A sink writing to the bar's terminal (stdout): clear, write, redraw."""
+
+    def __init__(self, sink) -> None:
+        self.sink = sink
+
+    def write(self, line: str) -> None:
+        _TerminalLines.clear()
+        self.sink.write(line)
+        _TerminalLines.redraw()
+
+    def __getattr__(self, name):
+        return getattr(self.sink, name)
+
+
 def _fail(message: str, code: int = EXIT_INPUT) -> None:
+    _TerminalLines.clear()
     click.echo(f"dfs-sensor: error: {message}", err=True)
     sys.exit(code)
 
 
 def _warn(message: str) -> None:
+    _TerminalLines.clear()
     sys.stderr.write(f"dfs-sensor: {message}\n")
     sys.stderr.flush()
 
@@ -224,6 +260,13 @@ def _replay_native(sensor, captures: tuple[str, ...], sizes: list[int]) -> None:
     show_progress = sys.stderr.isatty()
     with click.progressbar(length=sum(sizes), file=sys.stderr, label="replay",
                            hidden=not show_progress) as bar:
+        if show_progress:
+            _TerminalLines.bar = bar
+            outputs = sensor.outputs
+            for name in ("events", "alerts"):
+                sink = getattr(outputs, name)
+                if sink is not None and sink.path == "-" and sys.stdout.isatty():
+                    setattr(outputs, name, _ClearingSink(sink))
         for path in captures:
             try:
                 reader = open_capture(path)
@@ -234,6 +277,7 @@ def _replay_native(sensor, captures: tuple[str, ...], sizes: list[int]) -> None:
                 sensor.process(_with_progress(reader, bar) if show_progress else reader)
                 # the reader counts packets too; only its anomalies (truncation) are news
                 sensor.source_stats.update({k: n for k, n in reader.stats.items() if k.startswith("anomaly.")})
+        _TerminalLines.bar = None       # leaving the block draws it at 100 % and ends its line
 
 
 def _replay_with_tshark(sensor, captures: tuple[str, ...]) -> None:

@@ -70,10 +70,10 @@ class HttpTransport:
             with self._opener.open(request, timeout=TIMEOUT_SECONDS) as answer:
                 reply = answer.read()
         except urllib.error.HTTPError as e:
-            raise SinkUnavailable(f"{self.url}: HTTP {e.code} {e.reason}") from None
+            raise SinkUnavailable(f"HTTP {e.code} {e.reason}") from None
         except (urllib.error.URLError, OSError, ssl.SSLError) as e:
             reason = getattr(e, "reason", e)
-            raise SinkUnavailable(f"{self.url}: {getattr(reason, 'strerror', None) or reason}") from None
+            raise SinkUnavailable(str(getattr(reason, "strerror", None) or reason)) from None
         if self.preset == "elastic":
             self._check_bulk(reply)
 
@@ -100,12 +100,12 @@ class HttpTransport:
         try:
             result = json.loads(reply)
         except ValueError:
-            raise SinkUnavailable(f"{self.url}: not a _bulk answer") from None
+            raise SinkUnavailable("not a _bulk answer") from None
         if not result.get("errors"):
             return
         statuses = [next(iter(item.values())).get("status", 0) for item in result.get("items", [])]
         if any(status in RETRY_STATUSES for status in statuses):
-            raise SinkUnavailable(f"{self.url}: some items were refused for now; retrying the batch")
+            raise SinkUnavailable("some items were refused for now (429/5xx); retrying the batch")
         self.rejected += sum(1 for status in statuses if status >= 300 and status != 409)
 
     def close(self) -> None:

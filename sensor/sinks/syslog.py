@@ -91,8 +91,7 @@ class SyslogTransport:
                 sock.sendall(b"".join(b"%d %s" % (len(m), m) for m in messages))
         except (OSError, ssl.SSLError) as e:
             self.close()
-            raise SinkUnavailable(f"syslog {self.scheme} {self.address[0]}:{self.address[1]}: "
-                                  f"{getattr(e, 'strerror', None) or e}") from None
+            raise SinkUnavailable(str(getattr(e, "strerror", None) or e)) from None
 
     def _connected(self) -> socket.socket:
         if self._sock is not None and self.scheme != "udp" and self._peer_closed():
