@@ -165,6 +165,7 @@ def sensor_options(f: Callable) -> Callable:
         click.option("--alerts", metavar="PATH|-", help="Write every alert as a JSON line (default: stdout)."),
         click.option("--config", "config_file", metavar="FILE", help="TOML configuration file."),
         click.option("--sensor-name", metavar="NAME", help="Name in every alert and event (default: the host name)."),
+        click.option("--evidence", metavar="DIR", help="Write a pcap of each alert's flows to DIR/<alert_id>.pcap."),
         click.option("--threshold", type=click.IntRange(min=1),
                      help="Alert while a key was seen on fewer distinct days than this (default 7)."),
         click.option("--lookback-days", type=click.IntRange(min=1), help="Window in days (default 30)."),

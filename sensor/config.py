@@ -23,6 +23,8 @@ config file; a file names only what it changes:
     token_file = "/etc/dfs-sensor/token"          # HTTP token (else $DFS_SENSOR_HTTP_TOKEN)
     ca_file = "/etc/dfs-sensor/ca.pem"            # private CA for syslog+tls:// and https://
     tls_verify = true
+    evidence = "/var/lib/dfs-sensor/evidence"     # a pcap per alert (--evidence)
+    evidence_max_bytes = 268435456                # the directory's bound; the oldest go first
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from typing import Any, Mapping
 from sensor.alerts import default_sensor_name
 from sensor.coercion.correlate import DEFAULT_WINDOW
 from sensor.detect.rarity import DAY_MODES, MATCH_MODES, RaritySettings
+from sensor.evidence import DEFAULT_MAX_BYTES as EVIDENCE_MAX_BYTES
 from sensor.sinks.targets import SinkSettings
 
 DB_ENV = "DFS_SENSOR_DB"
@@ -47,7 +50,8 @@ _FILE_KEYS: dict[str | None, dict[str, type]] = {
     None: {"db": str, "sensor_name": str},
     "detector": {"threshold": int, "lookback_days": int, "day_mode": str, "match": str},
     "outputs": {"events": str, "alerts": str, "spool_dir": str, "spool_max_bytes": int, "http_format": str,
-                "token_file": str, "ca_file": str, "tls_verify": bool},
+                "token_file": str, "ca_file": str, "tls_verify": bool, "evidence": str,
+                "evidence_max_bytes": int},
     "coercion": {"enabled": bool, "window": float, "known_servers": list},
 }
 # Keys of [coercion], prefixed in the flat settings so they cannot collide with other sections'.
@@ -74,6 +78,8 @@ class Config:
     coercion: CoercionConfig = field(default_factory=CoercionConfig)
     sensor_name: str = field(default_factory=default_sensor_name)   # in every alert and event
     sinks: SinkSettings = field(default_factory=SinkSettings)       # remote --events/--alerts targets
+    evidence: str | None = None          # directory of per-alert pcaps; None: none written
+    evidence_max_bytes: int = EVIDENCE_MAX_BYTES
 
 
 def default_db_path(env: Mapping[str, str]) -> str:
@@ -154,6 +160,9 @@ def _build(values: dict[str, Any]) -> Config:
                          sensor_name=sensor_name, db=values["db"])
     if sinks.spool_max_bytes < 1:
         raise ConfigError(f"outputs.spool_max_bytes must be at least 1, not {sinks.spool_max_bytes}")
+    evidence_max_bytes = values.get("evidence_max_bytes", EVIDENCE_MAX_BYTES)
+    if evidence_max_bytes < 1:
+        raise ConfigError(f"outputs.evidence_max_bytes must be at least 1, not {evidence_max_bytes}")
     return Config(db=values["db"], detector=detector, events=values.get("events"),
                   alerts=values.get("alerts", STDOUT), coercion=coercion, sensor_name=sensor_name,
-                  sinks=sinks)
+                  sinks=sinks, evidence=values.get("evidence"), evidence_max_bytes=evidence_max_bytes)

@@ -21,7 +21,8 @@ from sensor.detect.rarity import MS_PER_DAY, RarityDetector
 from sensor.events import RpcCallEvent
 from sensor.outputs import Outputs
 from sensor.pipeline import Pipeline, PipelineSettings
-from sensor.store.sqlite import Store
+from sensor.evidence import Evidence
+from sensor.store.sqlite import Store, StoreError
 
 # Events per store transaction: readers see progress and a crash redoes little, while a
 # busy replay still pays one commit per thousand events, not per event.
@@ -102,6 +103,12 @@ class Sensor:
                                               known_servers=config.coercion.known_servers),
                            pair_days=PairDays(self.store, config.detector.lookback_days)),
                 EncryptedNetdfsMatcher())
+        self.evidence = None
+        if config.evidence:
+            try:
+                self.evidence = Evidence(config.evidence, config.evidence_max_bytes)
+            except OSError as e:
+                raise StoreError(f"{config.evidence}: cannot use the evidence directory: {e.strerror or e}") from None
         self.stats = Stats()
         # Counters of stages outside the pipeline (a reader's anomalies, the tshark engine),
         # added by the caller and summed into the summary.
@@ -119,7 +126,10 @@ class Sensor:
     def process(self, source: Iterable[Frame | None]) -> None:
         """Frames through the native pipeline; None is an idle tick (expire, commit)."""
         feed = self.pipeline.feed
+        evidence = self.evidence
         for item in source:
+            if evidence is not None and item is not None:
+                evidence.observe(*item)
             if item is None:
                 self._handle(self.pipeline.tick(time.time()))
                 self._commit()
@@ -155,6 +165,8 @@ class Sensor:
         self._prune()
         self.store.close()
         totals = self.pipeline.stats + self.detector.stats + self.source_stats
+        if self.evidence is not None:
+            totals += self.evidence.stats
         for stage in self.coercion_stages:
             totals += stage.stats
         return Summary(
@@ -211,6 +223,11 @@ class Sensor:
         # lose one (consumers dedupe on alert_id).
         if self.outputs.alerts is not None:
             self.outputs.alerts.write(line)
+        if self.evidence is not None:
+            try:
+                self.evidence.write(alert)
+            except OSError:
+                self.stats["anomaly.evidence_write_failed"] += 1
 
     def _begin(self) -> None:
         if not self._uncommitted:
