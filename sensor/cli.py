@@ -166,6 +166,9 @@ def sensor_options(f: Callable) -> Callable:
         click.option("--config", "config_file", metavar="FILE", help="TOML configuration file."),
         click.option("--sensor-name", metavar="NAME", help="Name in every alert and event (default: the host name)."),
         click.option("--evidence", metavar="DIR", help="Write a pcap of each alert's flows to DIR/<alert_id>.pcap."),
+        click.option("--allowlist", metavar="FILE",
+                     help="Suppress alerts matching this TOML allow-list (hosts, pairs, listeners, each with a "
+                          "reason and an optional expiry; stored, counted, not written; reloaded on SIGHUP)."),
         click.option("--threshold", type=click.IntRange(min=1),
                      help="Alert while a key was seen on fewer distinct days than this (default 7)."),
         click.option("--lookback-days", type=click.IntRange(min=1), help="Window in days (default 30)."),
@@ -180,8 +183,16 @@ def sensor_options(f: Callable) -> Callable:
 
 
 def _sensor_config(options: dict) -> Config:
+    from sensor.suppress import AllowListError, load as load_allowlist
+
     config_file = options.pop("config_file")
-    return _load(config_file, options)
+    config = _load(config_file, options)
+    if config.allowlist:
+        try:
+            load_allowlist(config.allowlist)
+        except AllowListError as e:
+            _fail(str(e), EXIT_USAGE)
+    return config
 
 
 def _version() -> str:
@@ -443,7 +454,9 @@ ALERT_COLUMNS = ["timestamp", "rule", "severity", "src_ip", "dest_ip", "listener
 @list_options
 @click.option("--rule", metavar="RULE", help="Only this rule (e.g. dfscoerce-rare-dfsnm-root-call, "
                                              "coercion-confirmed, probable-coercion).")
-def alerts_command(db, config_file, since, until, server, client, opnum, limit, fmt, rule) -> None:
+@click.option("--suppressed", is_flag=True,
+              help="List the alerts the allow-list held back instead (with the entry's reason).")
+def alerts_command(db, config_file, since, until, server, client, opnum, limit, fmt, rule, suppressed) -> None:
     """List stored alerts of every rule, newest first, as they were written out (one JSON
     envelope per alert with --format json). --server is the server that took the call (the
     victim of a coercion alert), --client the caller; --opnum keeps alerts about calls with
@@ -461,13 +474,24 @@ def alerts_command(db, config_file, since, until, server, client, opnum, limit, 
             _fail(f"--rule {rule}: unknown rule; known rules: {', '.join(known)}", EXIT_USAGE)
     where = ListFilter(since_ms=since, until_ms=until, server=server, client=client,
                        opnum=opnum, limit=limit, rule=rule)
-    lines = store.alert_records(where)
+    lines = store.alert_records(where, suppressed=suppressed)
+    reasons = {}
+    if suppressed:
+        reasons = {json.loads(line)["alert_id"]: None for line in lines}
+        reasons = {alert_id: store.suppressed_by(alert_id) for alert_id in reasons}
     store.close()
     if fmt == "json":
-        for line in lines:       # byte for byte what was streamed
+        for line in lines:       # byte for byte what was streamed (suppressed: what would have been)
+            if suppressed:
+                record = json.loads(line)
+                line = json.dumps(record | {"suppressed_by": reasons[record["alert_id"]]},
+                                  separators=(",", ":"), ensure_ascii=False)
             click.echo(line)
         return
-    _print_records([_alert_row(json.loads(line)) for line in lines], fmt, ALERT_COLUMNS)
+    rows = [_alert_row(json.loads(line)) for line in lines]
+    for row in rows:
+        row["suppressed_by"] = reasons.get(row["alert_id"])
+    _print_records(rows, fmt, ALERT_COLUMNS + (["suppressed_by"] if suppressed else []))
 
 
 def _alert_row(alert: dict) -> dict:

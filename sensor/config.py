@@ -5,6 +5,7 @@ config file; a file names only what it changes:
 
     db = "/var/lib/dfs-sensor/sensor.db"
     sensor_name = "sensor-hq-1"   # in every alert and event (default: the host name)
+    allowlist = "/etc/dfs-sensor/allowlist.toml"   # alerts judged benign (sensor/suppress.py)
     [detector]
     threshold = 7            # alert while a key has been seen on fewer distinct days
     lookback_days = 30
@@ -47,7 +48,7 @@ STDOUT = "-"
 
 # Sections and keys the file may hold; anything else is a typo the user must hear about.
 _FILE_KEYS: dict[str | None, dict[str, type]] = {
-    None: {"db": str, "sensor_name": str},
+    None: {"db": str, "sensor_name": str, "allowlist": str},
     "detector": {"threshold": int, "lookback_days": int, "day_mode": str, "match": str},
     "outputs": {"events": str, "alerts": str, "spool_dir": str, "spool_max_bytes": int, "http_format": str,
                 "token_file": str, "ca_file": str, "tls_verify": bool, "evidence": str,
@@ -79,6 +80,7 @@ class Config:
     sensor_name: str = field(default_factory=default_sensor_name)   # in every alert and event
     sinks: SinkSettings = field(default_factory=SinkSettings)       # remote --events/--alerts targets
     evidence: str | None = None          # directory of per-alert pcaps; None: none written
+    allowlist: str | None = None         # suppression file (sensor/suppress.py); reloaded on SIGHUP
     evidence_max_bytes: int = EVIDENCE_MAX_BYTES
 
 
@@ -165,4 +167,5 @@ def _build(values: dict[str, Any]) -> Config:
         raise ConfigError(f"outputs.evidence_max_bytes must be at least 1, not {evidence_max_bytes}")
     return Config(db=values["db"], detector=detector, events=values.get("events"),
                   alerts=values.get("alerts", STDOUT), coercion=coercion, sensor_name=sensor_name,
-                  sinks=sinks, evidence=values.get("evidence"), evidence_max_bytes=evidence_max_bytes)
+                  sinks=sinks, evidence=values.get("evidence"), evidence_max_bytes=evidence_max_bytes,
+                  allowlist=values.get("allowlist"))

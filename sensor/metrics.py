@@ -24,6 +24,7 @@ class Snapshot:
     rss_bytes: int
     interfaces: dict[str, tuple[int, int]] = field(default_factory=dict)   # name: (kernel packets, drops)
     alerts_by_rule: dict[str, int] = field(default_factory=dict)
+    suppressed_by_rule: dict[str, int] = field(default_factory=dict)
     anomalies: dict[str, int] = field(default_factory=dict)
     spool_lines: dict[str, int] = field(default_factory=dict)              # output: lines waiting
     spool_dropped: dict[str, int] = field(default_factory=dict)            # output: dropped when full
@@ -63,6 +64,8 @@ def render(s: Snapshot, now: float | None = None) -> str:
     out.metric("flows_total", "counter", "TCP flows tracked.", s.flows)
     out.metric("events_total", "counter", "RPC call events decoded.", s.events)
     out.metric("alerts_total", "counter", "New alerts raised, per rule.", s.alerts_by_rule, "rule")
+    out.metric("suppressed_total", "counter", "New alerts the allow-list held back, per rule.",
+               s.suppressed_by_rule, "rule")
     out.metric("anomalies_total", "counter", "Named traffic anomalies, per name.", s.anomalies, "name")
     out.metric("spool_lines", "gauge", "Lines waiting in a remote output's spool.", s.spool_lines, "output")
     out.metric("spool_dropped_total", "counter", "Oldest lines dropped from a full spool.", s.spool_dropped, "output")
@@ -112,6 +115,8 @@ def snapshot(stats: dict, counters, alerts: dict, outputs, worker: int | None = 
         packets=stats["packets"], flows=stats["flows"], events=stats["events"], rss_bytes=stats["rss_bytes"],
         interfaces={name: (c["kernel_packets"], c["kernel_drops"]) for name, c in stats["interfaces"].items()},
         alerts_by_rule={k.removeprefix("alerts."): n for k, n in alerts.items() if k.startswith("alerts.")},
+        suppressed_by_rule={k.removeprefix("suppressed."): n for k, n in alerts.items()
+                            if k.startswith("suppressed.")},
         anomalies={k.removeprefix("anomaly."): n for k, n in counters.items() if k.startswith("anomaly.")},
         spool_lines=spool, spool_dropped=dropped, lost_lines=lost,
         labels={} if worker is None else {"worker": str(worker)})

@@ -23,6 +23,7 @@ from sensor.outputs import Outputs
 from sensor.pipeline import Pipeline, PipelineSettings
 from sensor.evidence import Evidence
 from sensor.store.sqlite import Store, StoreError
+from sensor.suppress import AllowList
 
 # Events per store transaction: readers see progress and a crash redoes little, while a
 # busy replay still pays one commit per thousand events, not per event.
@@ -47,6 +48,7 @@ class Summary:
     anomalies: dict[str, int] = field(default_factory=dict)
     alerts_by_rule: dict[str, int] = field(default_factory=dict)
     decoded_frames: int | None = None   # tshark engine: frames its display filter passed
+    suppressed: int = 0                 # new alerts the allow-list held back (stored, not written)
 
     @property
     def mb_per_s(self) -> float | None:
@@ -63,7 +65,8 @@ class Summary:
         return {"files": self.files, "packets": self.packets, "bytes": self.bytes,
                 "decoded_frames": self.decoded_frames,
                 "flows": self.flows, "events": self.events, "new_events": self.new_events,
-                "alerts": self.alerts, "alerts_by_rule": dict(self.alerts_by_rule), "seconds": round(self.seconds, 3),
+                "alerts": self.alerts, "alerts_by_rule": dict(self.alerts_by_rule), "suppressed": self.suppressed,
+                "seconds": round(self.seconds, 3),
                 "mb_per_s": None if mb_per_s is None else round(mb_per_s, 2), "anomalies": dict(self.anomalies)}
 
     def human(self) -> str:
@@ -79,6 +82,8 @@ class Summary:
         if self.alerts_by_rule:
             lines.append("alerts: " + ", ".join(f"{rule} {count:,}"
                                                 for rule, count in sorted(self.alerts_by_rule.items())))
+        if self.suppressed:
+            lines.append(f"suppressed by the allow-list: {self.suppressed:,} (stored; dfs-sensor alerts --suppressed)")
         if self.events and not self.new_events:
             lines.append("every event was already stored, so no alert was raised again "
                          "(see `dfs-sensor alerts`, or use another --db)")
@@ -109,6 +114,7 @@ class Sensor:
                 self.evidence = Evidence(config.evidence, config.evidence_max_bytes)
             except OSError as e:
                 raise StoreError(f"{config.evidence}: cannot use the evidence directory: {e.strerror or e}") from None
+        self.allowlist = AllowList(config.allowlist)
         self.stats = Stats()
         # Counters of stages outside the pipeline (a reader's anomalies, the tshark engine),
         # added by the caller and summed into the summary.
@@ -176,7 +182,8 @@ class Sensor:
             anomalies={name.removeprefix("anomaly."): n for name, n in totals.items()
                        if name.startswith("anomaly.") and n},
             alerts_by_rule={name.removeprefix("alerts."): n for name, n in self.stats.items()
-                            if name.startswith("alerts.") and n})
+                            if name.startswith("alerts.") and n},
+            suppressed=self.stats["suppressed"])
 
     def _handle(self, records: Iterable) -> None:
         store = self.store
@@ -214,8 +221,14 @@ class Sensor:
         self._begin()
         self._uncommitted += 1
         line = alert.to_json()
+        allowed = self.allowlist.match(alert.to_dict()) if self.allowlist.entries else None
         if not self.store.add_alert_record(alert.alert_id, alert.rule.id, alert.day,
-                                           int(round(alert.ts * 1000)), line):
+                                           int(round(alert.ts * 1000)), line,
+                                           allowed.reason if allowed else None):
+            return
+        if allowed is not None:
+            self.stats["suppressed"] += 1
+            self.stats["suppressed." + alert.rule.id] += 1
             return
         self.stats["alerts"] += 1
         self.stats["alerts." + alert.rule.id] += 1

@@ -106,10 +106,14 @@ class Signals:
     def stopping(self) -> bool:
         return self.stop
 
-    def reopen_if_asked(self, outputs: Outputs) -> None:
-        """After SIGHUP (logrotate): reopen the output files; a failure is logged, not fatal."""
+    def reopen_if_asked(self, outputs: Outputs, *sensors: Sensor) -> None:
+        """After SIGHUP (logrotate): reopen the output files and reload the sensors' allow-lists;
+        a failure is logged, not fatal."""
         if self.reopen:
             self.reopen = False
+            for sensor in sensors:
+                if sensor.allowlist.path:
+                    log("dfs-sensor: " + sensor.allowlist.reload())
             try:
                 outputs.reopen()
             except OutputError as e:
@@ -159,13 +163,13 @@ def format_stats(record: dict, as_json: bool) -> str:
 
 
 def _supervised(capture: LiveCapture, signals: Signals, outputs: Outputs, on_interval,
-                stats_interval: float) -> Iterator:
+                stats_interval: float, sensor: Sensor) -> Iterator:
     """The capture's frames, with signals and periodic stats handled at every idle tick."""
     next_stats = time.monotonic() + stats_interval if stats_interval > 0 else float("inf")
     for item in capture.packets(signals.stopping):
         yield item
         if item is None:
-            signals.reopen_if_asked(outputs)
+            signals.reopen_if_asked(outputs, sensor)
             if time.monotonic() >= next_stats:
                 next_stats += stats_interval
                 on_interval()
@@ -301,7 +305,7 @@ def _fork_workers(config: Config, outputs: Outputs, captures: list[LiveCapture],
             correlator.poll(TICK_SECONDS)
         else:
             time.sleep(TICK_SECONDS)
-        signals.reopen_if_asked(outputs)
+        signals.reopen_if_asked(outputs, *([correlator.sensor] if correlator is not None else []))
         while children:
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
@@ -390,7 +394,7 @@ def _serve(config: Config, outputs: Outputs, capture: LiveCapture, worker: int |
 
     log(f"dfs-sensor: capturing on {', '.join(interfaces)}" + (f" (worker {worker})" if worker else ""))
     try:
-        sensor.process(_supervised(capture, signals, outputs, report, stats_interval))
+        sensor.process(_supervised(capture, signals, outputs, report, stats_interval, sensor))
     finally:
         summary = sensor.finish()
         record = stats_record(capture, sensor) | tag | {"final": True}

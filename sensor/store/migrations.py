@@ -89,7 +89,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
             rule       TEXT NOT NULL,
             day        TEXT NOT NULL,               -- UTC date the alert is for
             ts_ms      INTEGER NOT NULL,            -- the envelope's timestamp
-            suppressed INTEGER NOT NULL,            -- 1: matched the allow-list, not written out
+            suppressed_by TEXT,                     -- NULL: written out; else the allow-list entry's reason
             record     TEXT NOT NULL                -- the envelope, byte for byte as written
         ) WITHOUT ROWID
         """,

@@ -174,17 +174,22 @@ class Store:
                 self.db.execute("SELECT record FROM alerts ORDER BY first_seen_ms DESC")]
 
     def add_alert_record(self, alert_id: str, rule: str, day: str, ts_ms: int, line: str,
-                         suppressed: bool = False) -> bool:
-        """Store an alert envelope exactly as written out; False when its alert_id (rule + key
-        + day) is already there."""
+                         suppressed_by: str | None = None) -> bool:
+        """Store an alert envelope exactly as written out (or, with the allow-list entry's
+        reason, as it would have been); False when its alert_id (rule + key + day) is there."""
         return self.db.execute(
-            "INSERT OR IGNORE INTO alert_records (alert_id, rule, day, ts_ms, suppressed, record) "
-            "VALUES (?,?,?,?,?,?)", (alert_id, rule, day, ts_ms, int(suppressed), line)).rowcount == 1
+            "INSERT OR IGNORE INTO alert_records (alert_id, rule, day, ts_ms, suppressed_by, record) "
+            "VALUES (?,?,?,?,?,?)", (alert_id, rule, day, ts_ms, suppressed_by, line)).rowcount == 1
+
+    def suppressed_by(self, alert_id: str) -> str | None:
+        row = self.db.execute("SELECT suppressed_by FROM alert_records WHERE alert_id = ?", (alert_id,)).fetchone()
+        return row[0] if row else None
 
     def alert_records(self, where: ListFilter = ListFilter(), suppressed: bool = False) -> list[str]:
-        """Alert envelopes as stored (the JSON text), newest first. ``where.opnum`` keeps the
-        alerts about a call with that opnum."""
-        conditions = [("suppressed = ?", int(suppressed))]
+        """Alert envelopes as stored (the JSON text), newest first: those written out, or with
+        ``suppressed`` those the allow-list held back. ``where.opnum`` keeps the alerts about a
+        call with that opnum."""
+        conditions = [("suppressed_by IS NOT NULL" if suppressed else "suppressed_by IS NULL", None)]
         if where.rule is not None:
             conditions.append(("rule = ?", where.rule))
         texts = self._newest_first("alert_records", "ts_ms", where, conditions)
@@ -210,7 +215,7 @@ class Store:
         if conditions:
             sql += " WHERE " + " AND ".join(c for c, _ in conditions)
         sql += f" ORDER BY {time_column} DESC"
-        for (text,) in self.db.execute(sql, [v for _, v in conditions]):
+        for (text,) in self.db.execute(sql, [v for c, v in conditions if "?" in c]):
             yield text
 
     # -- retention -----------------------------------------------------------------------

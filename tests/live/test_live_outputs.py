@@ -3,8 +3,10 @@ on a real `dfs-sensor live` on a veth fed with tcpreplay."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -61,3 +63,22 @@ def test_live_alerts_reach_a_collector_that_comes_back(veth, tmp_path):
     stored = subprocess.run([sys.executable, "-m", "sensor.cli", "alerts", "--db", str(sensor.db), "--format",
                              "json"], capture_output=True, text=True, check=True).stdout.splitlines()
     assert {a["alert_id"] for a in alerts} == {json.loads(line)["alert_id"] for line in stored}
+
+
+@needs_attacks
+def test_sighup_reloads_the_allowlist(veth, tmp_path):
+    allowlist = tmp_path / "allow.toml"
+    allowlist.write_text('[[allow]]\nhost = "192.0.2.1"\nreason = "nothing here"\n')
+    sensor = LiveSensor(tmp_path, veth.host, "--allowlist", str(allowlist))
+    allowlist.write_text('[[allow]]\nclient = "10.0.0.66"\nreason = "the lab attacker, for the test"\n')
+    sensor.proc.send_signal(signal.SIGHUP)
+    sensor.wait_for(lambda: any("allow-list reloaded: 1 entry" in line for line in sensor.stderr), "the reload")
+    veth.replay(ATTACKS[0])
+    sensor.wait_for(lambda: sensor.stats() and sensor.stats()[-1]["events"] > 0, "the attack's events")
+    time.sleep(1.0)     # anything it would raise is in
+    assert sensor.stop() == 0
+    assert sensor.lines(sensor.alerts) == []
+    held = subprocess.run([sys.executable, "-m", "sensor.cli", "alerts", "--db", str(sensor.db), "--suppressed",
+                           "--format", "json"], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert held and {json.loads(line)["suppressed_by"] for line in held} == {"the lab attacker, for the test"}
+    assert any("suppressed by the allow-list" in line for line in sensor.stderr)
