@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from schema_check import check
+from tests.schema_check import check
 from sensor.alerts import AlertEnvelope, Flow, RuleMeta, iso_utc, make_alert_id
 
 ROOT = Path(__file__).resolve().parents[1]

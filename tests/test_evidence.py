@@ -6,7 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from conftest import requires_tshark
+from tests.conftest import requires_tshark
 from sensor import evidence
 from sensor.alerts import AlertEnvelope, Flow, RuleMeta
 from sensor.capture.pcapfile import open_capture

@@ -1,11 +1,43 @@
 """The store's schema as a list of steps. Step i takes a database from version i to i+1;
-a step is a tuple of SQL statements, run in the one transaction that opens the store.
+a step is a tuple of SQL statements (or functions of the connection, for data SQL cannot
+convert), run in the one transaction that opens the store.
 
 Append new steps; never edit a released one (databases in the field already ran it).
 """
 from __future__ import annotations
 
-MIGRATIONS: list[tuple[str, ...]] = [
+import json
+import sqlite3
+
+
+def envelopes_of_older_alerts(db: sqlite3.Connection) -> None:
+    """Step 3's data: the alerts older versions stored (the rarity rule's rows, step 2's
+    coercion rows) as envelopes, so `dfs-sensor alerts` keeps listing them. What those
+    versions did not record is null: the sensor name, and the server port of a rarity alert."""
+    from sensor.alerts import RARITY_RULE, AlertEnvelope, Flow
+    from sensor.coercion.events import CoercionAlert
+    from sensor.detect.rarity import KEY_FIELDS
+
+    def store(envelope: AlertEnvelope) -> None:
+        db.execute("INSERT OR IGNORE INTO alert_records (alert_id, rule, day, ts_ms, suppressed_by, record) "
+                   "VALUES (?,?,?,?,NULL,?)", (envelope.alert_id, envelope.rule.id, envelope.day,
+                                              int(round(envelope.ts * 1000)), envelope.to_json()))
+
+    for rule, day, first_ms, text in db.execute("SELECT rule, day, first_seen_ms, record FROM alerts").fetchall():
+        fields = json.loads(text)
+        fields.pop("rule", None)
+        context = fields.get("context") or {}
+        flow = Flow(fields["actor_remote_ip"], context.get("actor_remote_port"), context.get("agent_ip"), None)
+        store(AlertEnvelope(RARITY_RULE, first_ms / 1000, [fields[k] for k in KEY_FIELDS], day, (flow,), "",
+                            fields))
+    for (text,) in db.execute("SELECT record FROM coercion_alerts").fetchall():
+        fields = json.loads(text)
+        fields["call_event_ids"] = tuple(fields.get("call_event_ids", ()))
+        known = {k: v for k, v in fields.items() if k in CoercionAlert.__dataclass_fields__}
+        store(CoercionAlert(**known).envelope(""))
+
+
+MIGRATIONS: list[tuple] = [
     # 1: events, the distinct days each detector key was seen, one alert per rule+key+day.
     (
         """
@@ -96,6 +128,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
         """
         CREATE INDEX alert_records_by_time ON alert_records (ts_ms)
         """,
+        envelopes_of_older_alerts,
     ),
 ]
 

@@ -81,7 +81,10 @@ class Store:
                                  f"dfs-sensor understands ({SCHEMA_VERSION})")
             for step in MIGRATIONS[version:]:
                 for statement in step:
-                    self.db.execute(statement)
+                    if callable(statement):
+                        statement(self.db)
+                    else:
+                        self.db.execute(statement)
             if row is None:
                 self.db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
             else:

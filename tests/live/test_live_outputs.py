@@ -12,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.live.test_service import ATTACKS, LiveSensor, needs_attacks
+from tests.schema_check import check
 from tests.sinks.test_http import CollectorProcess
 
 pytestmark = pytest.mark.root
@@ -58,7 +59,7 @@ def test_live_alerts_reach_a_collector_that_comes_back(veth, tmp_path):
     finally:
         if collector.proc is not None:
             collector.kill()
-    alerts = [json.loads(line) for line in collector.lines()]
+    alerts = [check("alert", line) for line in collector.lines()]
     assert {a["rule"]["id"] for a in alerts} >= {"dfscoerce-rare-dfsnm-root-call"}
     stored = subprocess.run([sys.executable, "-m", "sensor.cli", "alerts", "--db", str(sensor.db), "--format",
                              "json"], capture_output=True, text=True, check=True).stdout.splitlines()

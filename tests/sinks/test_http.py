@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from schema_check import check
+from tests.schema_check import check
 from sensor.alerts import AlertEnvelope, Flow, RuleMeta
 from sensor.sinks.http import HttpTransport
 from sensor.sinks.sender import SpooledSink

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from schema_check import check
+from tests.schema_check import check
 
 ROOT = Path(__file__).resolve().parents[2]
 DFS_SENSOR = str(ROOT / ".venv" / "bin" / "dfs-sensor")
