@@ -52,6 +52,10 @@ MAX_RECENT_AUTHENTICATIONS = 4096
 # PROBABLE is raised for a (V, L) pair seen on fewer distinct days than this (30-day window):
 # the hunting query's own "day_count < 7".
 DEFAULT_RARE_DAYS = 7
+# An event's time is its request's capture time rounded to the millisecond (xdr_time), so the
+# request may have come up to half a millisecond before it: a server that answers at once
+# (or a capture replayed at top speed) authenticates within that half millisecond.
+EVENT_TIME_ROUNDING = 0.0005
 
 
 @dataclass(frozen=True)
@@ -205,14 +209,14 @@ class Correlator:
         out: list[CoercionAlert] = []
         for auth in self._recent:
             if auth.flow.client_ip != flow.server_ip or auth.flow.client_ip == inbound.client \
-                    or not requested <= auth.ts <= requested + self.settings.window \
+                    or not requested - EVENT_TIME_ROUNDING <= auth.ts <= requested + self.settings.window \
                     or not any(self._names_ip(h, auth.flow.server_ip) for h in hosts):
                 continue
             self.stats["coercion_confirmed"] += 1
             out.append(CoercionAlert(CONFIRMED, auth.ts, victim_ip=auth.flow.client_ip,
                                      listener_ip=auth.flow.server_ip, client_ip=inbound.client,
                                      user=auth.user, domain=auth.domain, protocol=auth.protocol,
-                                     delay=round(auth.ts - requested, 6),
+                                     delay=round(max(auth.ts - requested, 0.0), 6),
                                      call_event_ids=(call.event_id,), inbound_flow=flow,
                                      client_name=inbound.client_name, **_auth_names(auth)))
         return out

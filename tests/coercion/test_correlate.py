@@ -168,3 +168,25 @@ def test_daily_file_server_logon_without_inbound_session_is_not_coercion():
         correlator.feed(EncryptedMessage(inbound, start, 1, True, 7, 200, 252))
         raised = [a for r in recorded for a in correlator.feed(r)]
         assert [(a.rule, a.victim_ip, a.listener_ip) for a in raised] == [(PROBABLE, "10.0.0.5", "10.0.0.66")] * expected
+
+
+def test_call_and_back_authentication_within_a_millisecond_are_confirmed():
+    """A capture replayed at top speed (live tests: tcpreplay --topspeed, a microsecond between
+    frames) puts V's back-authentication less than a millisecond after the request, while the
+    event's time is rounded to the millisecond; the --workers parent sorts records by that
+    time (forward.Reorder), so the call may come after the authentication it caused."""
+    from sensor.coercion.forward import Reorder
+
+    pipeline = Pipeline()
+    recs: list = []
+    for n, (_, linktype, data, frame) in enumerate(open_capture(str(PCAPS / "coerced-auth-clear.pcap"))):
+        recs += pipeline.feed(1796010810.8587 + n * 1e-6, linktype, data, frame)
+    recs += pipeline.close()
+    reorder = Reorder(delay=0.0)
+    reorder.feed(recs, now=0.0)
+    in_time_order = reorder.close()
+    correlator = Correlator()
+    found = [a for r in in_time_order for a in correlator.feed(r)]
+    assert [(a.rule, a.victim_ip, a.listener_ip, a.client_ip) for a in found] == \
+        [(CONFIRMED, "10.0.0.10", "10.0.0.66", "10.0.0.66")]
+    assert found[0].delay >= 0
