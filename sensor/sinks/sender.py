@@ -13,6 +13,7 @@ processes; a line both happen to send is a duplicate the receiver dedupes, never
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 from pathlib import Path
 import time
@@ -58,6 +59,7 @@ class SpooledSink:
         self._pending: list[str] = []
         self._cv = threading.Condition()
         self._closing = False
+        self._spool_failing = False
         self._pid = None
         self._thread: threading.Thread | None = None
         spool = Spool(spool_path, spool_max_bytes)     # refuse an unusable spool at start
@@ -160,12 +162,19 @@ class SpooledSink:
     def _spool(self, spool: Spool, batch: list[str]) -> None:
         try:
             self.dropped += spool.push(batch)
-        except Exception as e:       # the spool's disk is full or gone: keep them in memory
+        except sqlite3.Error as e:   # the spool's disk is full or gone: keep them in memory
             with self._cv:
                 self._pending[:0] = batch
                 excess = len(self._pending) - MAX_PENDING_LINES
                 if excess > 0:
                     del self._pending[:excess]
                     self.dropped += excess
-            self.on_error(f"{self.path}: cannot spool to {self.spool_path}: {e}")
+            if not self._spool_failing:
+                self._spool_failing = True
+                self.on_error(f"{self.path}: cannot spool to {self.spool_path}: {e}; holding up to "
+                              f"{MAX_PENDING_LINES:,} lines in memory")
             time.sleep(RETRY_FIRST_SECONDS)
+            return
+        if self._spool_failing:
+            self._spool_failing = False
+            self.on_error(f"{self.path}: spooling again")
