@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from rarity_events import rpc_event, ts_of
 from sensor.cli import main, parse_time
 from sensor.config import Config
+from sensor.detect.rarity import RaritySettings, hunt
 from sensor.outputs import Outputs
 from sensor.runner import Sensor
-from sensor.detect.rarity import RarityDetector, RaritySettings, hunt
 from sensor.store.sqlite import Store
 
 ROOT = Path(__file__).resolve().parents[1]

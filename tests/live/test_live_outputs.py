@@ -83,3 +83,54 @@ def test_sighup_reloads_the_allowlist(veth, tmp_path):
                            "--format", "json"], capture_output=True, text=True, check=True).stdout.splitlines()
     assert held and {json.loads(line)["suppressed_by"] for line in held} == {"the lab attacker, for the test"}
     assert any("suppressed by the allow-list" in line for line in sensor.stderr)
+
+
+@needs_attacks
+def test_a_full_alert_partition_does_not_stop_capture(veth, tmp_path):
+    """Alerts to a full tmpfs: capture and storage go on, stderr says so once, and the alert
+    is written once space is back (the next write retries the held lines)."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
+    try:
+        filler = mount / "filler"
+        with open(filler, "wb") as f:
+            try:
+                f.write(b"x" * 128 * 1024)
+            except OSError:
+                pass
+        alerts = mount / "alerts.jsonl"
+        sensor = LiveSensor(tmp_path, veth.host, "--alerts", str(alerts))
+        veth.replay(ATTACKS[0])
+        sensor.wait_for(lambda: any("No space left on device" in line for line in sensor.stderr), "the warning")
+        filler.unlink()                                  # space is back; the next alert retries
+        veth.replay(ATTACKS[1])
+        sensor.wait_for(lambda: any("writing again" in line for line in sensor.stderr), "the recovery")
+        assert sensor.proc.poll() is None                # capture never stopped
+        assert sensor.stop() == 0
+        assert sum("No space left on device" in line for line in sensor.stderr) == 1
+        written = [check("alert", line) for line in alerts.read_text().splitlines()]
+        stored = subprocess.run([sys.executable, "-m", "sensor.cli", "alerts", "--db", str(sensor.db), "--format",
+                                 "json"], capture_output=True, text=True, check=True).stdout.splitlines()
+        assert sorted(a["alert_id"] for a in written) == sorted(json.loads(line)["alert_id"] for line in stored)
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+@needs_attacks
+def test_live_evidence_holds_the_attack_call(veth, tmp_path):
+    evidence = tmp_path / "evidence"
+    sensor = LiveSensor(tmp_path, veth.host, "--evidence", str(evidence))
+    veth.replay(ATTACKS[0])
+    sensor.wait_for(lambda: sensor.lines(sensor.alerts), "an alert")
+    assert sensor.stop() == 0
+    alerts = sensor.lines(sensor.alerts)
+    assert sorted(p.name for p in evidence.iterdir()) == sorted(f"{a['alert_id']}.pcap" for a in alerts)
+    for alert in alerts:
+        if alert["rule"]["id"] != "dfscoerce-rare-dfsnm-root-call":
+            continue
+        pcap = evidence / f"{alert['alert_id']}.pcap"
+        calls = subprocess.run(["tshark", "-r", str(pcap), "-Y", "dcerpc.pkt_type == 0 && dcerpc.opnum == "
+                                f"{alert['action_rpc_func_opnum']}", "-T", "fields", "-e", "ip.src"],
+                               capture_output=True, text=True, check=True).stdout.split()
+        assert calls == [alert["src_ip"]]
