@@ -1,13 +1,13 @@
 """A sink that ships lines to a remote collector through the spool, from a thread of its own.
 
-``write`` only appends to a list in memory and wakes the thread, so capture never waits for
-the network or the disk. The thread moves lines into the spool at once (within milliseconds),
-then sends the oldest spooled lines in batches; a batch leaves the spool only after the
-transport says the collector has it. A failed send is retried with exponential backoff
+``write`` only appends to a list in memory and wakes a thread, so capture never waits for
+the network or the disk. That thread moves lines into the spool at once (within
+milliseconds); a second one sends the oldest spooled lines in batches, and a batch leaves the
+spool only after the transport says the collector has it. A failed send is retried with exponential backoff
 (RETRY_FIRST_SECONDS doubling up to RETRY_MAX_SECONDS) while new lines keep being spooled.
 
-Forked decoders (``live --workers``) inherit the sink but not its thread: the first write in
-a new process starts a thread and a spool connection of its own (SQLite serialises the two
+Forked decoders (``live --workers``) inherit the sink but not its threads: the first write in
+a new process starts threads and spool connections of their own (SQLite serialises the two
 processes; a line both happen to send is a duplicate the receiver dedupes, never a loss).
 """
 from __future__ import annotations
@@ -28,6 +28,8 @@ RETRY_MAX_SECONDS = 30.0
 # At close (end of a replay, service stop), how long to keep trying to empty the spool; what
 # is left is sent by the next run.
 FLUSH_SECONDS = 10.0
+# Longest the sender sleeps without news (it is woken when lines are spooled).
+WAKE_SECONDS = 0.5
 # Lines held in memory when the spool itself cannot be written (its disk is full): the
 # oldest beyond this are counted as dropped.
 MAX_PENDING_LINES = 100_000
@@ -61,7 +63,7 @@ class SpooledSink:
         self._closing = False
         self._spool_failing = False
         self._pid = None
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         spool = Spool(spool_path, spool_max_bytes)     # refuse an unusable spool at start
         self.depth = spool.depth()
         spool.close()
@@ -92,65 +94,83 @@ class SpooledSink:
         """SIGHUP: nothing to reopen; the next send reconnects if the collector went away."""
 
     def close(self) -> None:
-        if self._thread is None or self._pid != os.getpid():
+        if not self._threads or self._pid != os.getpid():
             return
         with self._cv:
             self._closing = True
             self._cv.notify()
-        self._thread.join()
-        self._thread = None
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
         if self.depth:
             self.on_error(f"{self.path}: {self.depth:,} line(s) wait in the spool {self.spool_path} "
                           "for the next run")
 
     def _start(self) -> None:
-        """A thread for this process (the first write, or the first after a fork)."""
+        """The threads of this process (at the first write, or the first after a fork): one
+        moves lines from memory to the spool, one sends from the spool, so a collector that
+        hangs a send never keeps lines from reaching the disk."""
         self._pid = os.getpid()
         self._cv = threading.Condition()
         self._pending = []
         self._closing = False
-        self._thread = threading.Thread(target=self._run, name=f"sink {self.path}", daemon=True)
-        self._thread.start()
+        self._spooler_done = False
+        self._wake = threading.Event()
+        self._threads = [threading.Thread(target=self._spooler, name=f"spool {self.path}", daemon=True),
+                         threading.Thread(target=self._sender, name=f"send {self.path}", daemon=True)]
+        for thread in self._threads:
+            thread.start()
 
-    def _run(self) -> None:
+    def _spooler(self) -> None:
         spool = Spool(self.spool_path, self.spool_max_bytes)
-        backoff = 0.0
-        next_try = 0.0
-        failing = False
-        deadline = None
         try:
             while True:
                 with self._cv:
-                    if not self._pending and not self._closing:
-                        self._cv.wait(timeout=max(0.0, next_try - time.monotonic()) if self.depth else None)
+                    while not self._pending and not self._closing:
+                        self._cv.wait()
                     batch, self._pending = self._pending, []
                     closing = self._closing
                 if batch:
                     self._spool(spool, batch)
-                self.depth = spool.depth()
-                if closing:
+                    self.depth = spool.depth()
+                    self._wake.set()
+                elif closing:
+                    return
+        finally:
+            spool.close()
+            self._spooler_done = True
+            self._wake.set()
+
+    def _sender(self) -> None:
+        spool = Spool(self.spool_path, self.spool_max_bytes)
+        backoff = 0.0
+        failing = False
+        deadline = None
+        try:
+            while True:
+                self.depth = depth = spool.depth()
+                if self._spooler_done:       # closing, and everything written is spooled
                     deadline = deadline or time.monotonic() + self.flush_seconds
-                    if not self.depth or time.monotonic() >= deadline:
+                    if not depth or time.monotonic() >= deadline:
                         return
-                if not self.depth or time.monotonic() < next_try:
-                    if closing:
-                        time.sleep(min(0.05, max(0.0, next_try - time.monotonic())))
+                if not depth:
+                    self._wake.wait(timeout=WAKE_SECONDS)
+                    self._wake.clear()
                     continue
                 rows = spool.peek(BATCH_LINES)
                 try:
                     self.transport.send([line for _, line in rows])
                 except SinkUnavailable as e:
                     backoff = min(max(RETRY_FIRST_SECONDS, backoff * 2), RETRY_MAX_SECONDS)
-                    next_try = time.monotonic() + backoff
                     if not failing:
                         failing = True
                         self.on_error(f"{self.path}: {e}; lines wait in the spool {self.spool_path} "
                                       f"(retrying, at most {self.spool_max_bytes:,} bytes, oldest dropped first)")
+                    self._sleep(backoff, deadline)
                     continue
                 spool.ack(rows[-1][0])
                 self.sent += len(rows)
-                backoff, next_try = 0.0, 0.0
-                self.depth = spool.depth()
+                backoff = 0.0
                 if failing:
                     failing = False
                     self.on_error(f"{self.path}: delivering again ({self.dropped:,} line(s) dropped "
@@ -158,6 +178,16 @@ class SpooledSink:
         finally:
             self.transport.close()
             spool.close()
+
+    def _sleep(self, seconds: float, deadline: float | None) -> None:
+        """Back off, but not past the closing deadline, and cut short when closing begins."""
+        until = time.monotonic() + seconds
+        if deadline is not None:
+            until = min(until, deadline)
+        while time.monotonic() < until:
+            if deadline is None and self._spooler_done:
+                return
+            time.sleep(min(WAKE_SECONDS / 5, until - time.monotonic()))
 
     def _spool(self, spool: Spool, batch: list[str]) -> None:
         try:

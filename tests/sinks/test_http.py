@@ -192,3 +192,30 @@ def test_a_sink_whose_collector_is_down_drops_the_oldest_beyond_its_spool(tmp_pa
     spool = Spool(str(tmp_path / "spool.db"))
     assert [line for _, line in spool.peek(100)] == lines[30:]          # kept for the next run
     spool.close()
+
+
+def test_a_collector_that_hangs_never_holds_lines_back_from_the_spool(tmp_path, monkeypatch):
+    """A collector that accepts and never answers: the sender waits on it, while every write
+    returns at once and every line still reaches the on-disk spool."""
+    from sensor.sinks import http
+    monkeypatch.setattr(http, "TIMEOUT_SECONDS", 2.0)
+    silent = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/"
+    sink = SpooledSink(url, HttpTransport(url, "lines", "alerts", "s1", None, None),
+                       str(tmp_path / "spool.db"), 1 << 20, flush_seconds=0.5)
+    sink.write(alert_line(0))
+    wait_for(lambda: sink.depth == 1, "the first line in the spool")     # the sender is now stuck
+    lines = [alert_line(n) for n in range(1, 200)]
+    for line in lines:
+        sink.write(line)
+    assert sink.lines == 200
+    def on_disk() -> int:
+        spool = Spool(str(tmp_path / "spool.db"))
+        try:
+            return spool.depth()
+        finally:
+            spool.close()
+    wait_for(lambda: on_disk() == 200, "every line on disk", seconds=5)
+    assert sink.sent == 0
+    sink.close()
+    silent.close()
