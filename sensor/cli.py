@@ -161,8 +161,12 @@ def sensor_options(f: Callable) -> Callable:
     """The options replay and live share: where state and output go, the detector settings."""
     options = [
         db_option,
-        click.option("--events", metavar="PATH|-", help="Write every event as a JSON line (- is stdout)."),
-        click.option("--alerts", metavar="PATH|-", help="Write every alert as a JSON line (default: stdout)."),
+        click.option("--events", metavar="TARGET",
+                     help="Write every new event as a JSON line to a path, - (stdout), syslog+udp|tcp|tls://HOST:PORT, "
+                          "http(s)://..., splunk+https://HOST:PORT or elastic+https://HOST:PORT/INDEX."),
+        click.option("--alerts", metavar="TARGET",
+                     help="Write every alert as a JSON line (default: stdout); the same targets as --events. "
+                          "Remote targets spool on disk and retry (see [outputs] in the README)."),
         click.option("--config", "config_file", metavar="FILE", help="TOML configuration file."),
         click.option("--sensor-name", metavar="NAME", help="Name in every alert and event (default: the host name)."),
         click.option("--evidence", metavar="DIR", help="Write a pcap of each alert's flows to DIR/<alert_id>.pcap."),

@@ -2,11 +2,12 @@
 every POST's headers and body are appended to a JSON-lines file, and it answers as the
 collector named on the command line would (Elasticsearch _bulk: per-item results).
 
-    python collector.py PORT OUT.jsonl [plain|elastic]
+    python collector.py PORT OUT.jsonl [plain|elastic] [CERT.pem KEY.pem]   (the last two: HTTPS)
 """
 from __future__ import annotations
 
 import json
+import ssl
 import sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -34,4 +35,9 @@ class Collector(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
-    HTTPServer(("127.0.0.1", int(sys.argv[1])), Collector).serve_forever()
+    server = HTTPServer(("127.0.0.1", int(sys.argv[1])), Collector)
+    if len(sys.argv) > 5:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(sys.argv[4], sys.argv[5])
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.serve_forever()

@@ -33,15 +33,16 @@ def free_port() -> int:
 
 
 class CollectorProcess:
-    def __init__(self, tmp: Path, kind: str = "plain"):
+    def __init__(self, tmp: Path, kind: str = "plain", tls: tuple[Path, Path] | None = None):
         self.port = free_port()
         self.out = tmp / "received.jsonl"
         self.kind = kind
+        self.tls = tls
         self.proc = None
 
     def start(self) -> None:
         self.proc = subprocess.Popen([sys.executable, str(HERE / "collector.py"), str(self.port),
-                                      str(self.out), self.kind])
+                                      str(self.out), self.kind, *map(str, self.tls or ())])
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -219,3 +220,24 @@ def test_a_collector_that_hangs_never_holds_lines_back_from_the_spool(tmp_path, 
     assert sink.sent == 0
     sink.close()
     silent.close()
+
+
+def test_https_verifies_the_collector_certificate(tmp_path):
+    from sensor.sinks.sender import SinkUnavailable
+    from sensor.sinks.targets import SinkSettings, open_sink
+    from tests.sinks.test_syslog import make_ca
+
+    make_ca(tmp_path)
+    collector = CollectorProcess(tmp_path, tls=(tmp_path / "server.pem", tmp_path / "server.key"))
+    collector.start()
+    url = f"https://127.0.0.1:{collector.port}/in"
+    try:
+        def transport(**settings):
+            return open_sink(url, "alerts", SinkSettings(spool_dir=str(tmp_path / "spool"), **settings)).transport
+        with pytest.raises(SinkUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+            transport().send([alert_line(1)])                       # verification is on by default
+        transport(ca_file=str(tmp_path / "ca.pem")).send([alert_line(2)])
+        transport(tls_verify=False).send([alert_line(3)])           # the operator's explicit choice
+    finally:
+        collector.kill()
+    assert [json.loads(line)["n"] for line in collector.lines()] == [2, 3]
