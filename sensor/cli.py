@@ -289,7 +289,7 @@ def _replay_native(sensor, captures: tuple[str, ...], sizes: list[int]) -> None:
             except CaptureError as e:    # removed or changed since the check above
                 _fail(str(e))
             with reader:
-                sensor.start_file(Path(path).name)
+                sensor.start_file(Path(path).name, path)
                 sensor.process(_with_progress(reader, bar) if show_progress else reader)
                 # the reader counts packets too; only its anomalies (truncation) are news
                 sensor.source_stats.update({k: n for k, n in reader.stats.items() if k.startswith("anomaly.")})
@@ -305,7 +305,7 @@ def _replay_with_tshark(sensor, captures: tuple[str, ...]) -> None:
     except TsharkUnavailable as e:
         _fail(str(e))
     for path in captures:
-        sensor.start_file(Path(path).name)
+        sensor.start_file(Path(path).name, path)
         sensor.process_records(tshark.run_file(path))
     sensor.source_stats.update(tshark.stats)
 

@@ -1,12 +1,15 @@
 """``--evidence DIR``: for every alert, a pcap of the frames of the flows it is about, named
 ``<alert_id>.pcap`` (the call's flow; for a coercion alert also the back-authentication's).
 
-Frames come from a bounded ring per flow, kept as the frames pass (live and replay alike):
-the last MAX_FRAMES_PER_FLOW frames of each of the MAX_FLOWS most recently active flows,
-within MAX_RING_BYTES in all. An alert is raised at the call's answer or at the
-back-authentication, so its ring holds the handshake, the bind and the call of a short
-coercion flow; of a long flow only its last frames. The directory is bounded too: past
-``max_bytes`` the oldest evidence files are removed (counted as ``evidence_removed``).
+Replay takes the frames from the capture files: the alerts raised while a file is read are
+kept, and once it is done (``from_files``) the files read so far are scanned again for every
+frame of those alerts' flows, so each pcap holds its flows whole. Live capture keeps a bounded
+ring per flow as frames pass (``observe``): the last MAX_FRAMES_PER_FLOW frames of each of the
+MAX_FLOWS most recently active flows, within MAX_RING_BYTES in all, written at the alert
+(``write``): an alert is raised at the call's answer or at the back-authentication, so the
+ring holds the handshake, the bind and the call of a short coercion flow; of a long flow only
+its last frames. The directory is bounded: past ``max_bytes`` the oldest evidence files are
+removed (counted as ``evidence_removed``).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from pathlib import Path
 from sensor.alerts import AlertEnvelope
 from sensor.anomaly import Stats
 from sensor.hosts import canonical_address
+from sensor.capture.pcapfile import open_capture
 from sensor.net.frames import FrameDecoder
 
 MAX_FRAMES_PER_FLOW = 256       # a DFSCoerce call flow is ~20-40 frames, a back-authentication ~10
@@ -79,10 +83,30 @@ class Evidence:
         self.stats["evidence_flows_forgotten"] += 1
 
     def write(self, alert: AlertEnvelope) -> Path | None:
-        """The alert's pcap (frames of its flows in time order); None when no frame is held."""
-        rings = [self._rings.get(flow_id(f.src_ip, f.src_port, f.dest_ip, f.dest_port))
-                 for f in alert.flows if f.src_port is not None and f.dest_port is not None]
-        frames = list(heapq.merge(*(r for r in rings if r), key=lambda f: f[0]))
+        """Live: the alert's pcap from the rings (frames of its flows in time order); None
+        when no frame is held."""
+        rings = [self._rings.get(key) for key in _flow_ids(alert)]
+        return self._write(alert, list(heapq.merge(*(r for r in rings if r), key=lambda f: f[0])))
+
+    def from_files(self, alerts: list[AlertEnvelope], paths: list[str]) -> None:
+        """Replay: every frame of the alerts' flows in the capture files ``paths``."""
+        wanted = {key: [] for alert in alerts for key in _flow_ids(alert)}
+        decoder = FrameDecoder()
+        for path in paths:
+            with open_capture(path) as reader:
+                for ts, linktype, data, _ in reader:
+                    segment = decoder.decode(ts, linktype, data)
+                    if segment is None:
+                        continue
+                    src, dst, sport, dport = segment[:4]
+                    frames = wanted.get(flow_id(str(ipaddress.ip_address(src)), sport,
+                                                str(ipaddress.ip_address(dst)), dport))
+                    if frames is not None:
+                        frames.append((ts, linktype, bytes(data)))
+        for alert in alerts:
+            self._write(alert, sorted((f for key in _flow_ids(alert) for f in wanted[key]), key=lambda f: f[0]))
+
+    def _write(self, alert: AlertEnvelope, frames: list) -> Path | None:
         if not frames:
             self.stats["evidence_without_frames"] += 1
             return None
@@ -112,3 +136,8 @@ class Evidence:
             oldest.unlink()
             self.stats["evidence_removed"] += 1
 
+
+
+def _flow_ids(alert: AlertEnvelope) -> list[FlowId]:
+    return list(dict.fromkeys(flow_id(f.src_ip, f.src_port, f.dest_ip, f.dest_port)
+                              for f in alert.flows if f.src_port is not None and f.dest_port is not None))

@@ -21,6 +21,7 @@ from sensor.detect.rarity import MS_PER_DAY, RarityDetector
 from sensor.events import RpcCallEvent
 from sensor.outputs import Outputs
 from sensor.pipeline import Pipeline, PipelineSettings
+from sensor.capture.pcapfile import CaptureError
 from sensor.evidence import Evidence
 from sensor.store.sqlite import Store, StoreError
 from sensor.suppress import AllowList
@@ -109,6 +110,8 @@ class Sensor:
                            pair_days=PairDays(self.store, config.detector.lookback_days)),
                 EncryptedNetdfsMatcher())
         self.evidence = None
+        self._capture_paths: list[str] = []            # replay: the files read so far
+        self._evidence_due: list[AlertEnvelope] = []   # replay: alerts whose pcaps wait for their file
         if config.evidence:
             try:
                 self.evidence = Evidence(config.evidence, config.evidence_max_bytes)
@@ -125,14 +128,19 @@ class Sensor:
         self._newest_ms = self.store.newest_event_ms() or 0
         self._pruned_day = self._newest_ms // MS_PER_DAY
 
-    def start_file(self, name: str) -> None:
+    def start_file(self, name: str, path: str | None = None) -> None:
+        """``path``: a capture file (replay), which --evidence reads again for the alerts'
+        frames once it is done; without one (live) evidence comes from the rings."""
+        self._evidence_from_files()
+        if path is not None:
+            self._capture_paths.append(path)
         self.pipeline.capture_file = name
         self.stats["files"] += 1
 
     def process(self, source: Iterable[Frame | None]) -> None:
         """Frames through the native pipeline; None is an idle tick (expire, commit)."""
         feed = self.pipeline.feed
-        evidence = self.evidence
+        evidence = self.evidence if not self._capture_paths else None     # replay reads the files
         for item in source:
             if evidence is not None and item is not None:
                 evidence.observe(*item)
@@ -168,6 +176,7 @@ class Sensor:
         for stage in self.coercion_stages:
             self._coercion_alerts(stage.close())
         self._commit()
+        self._evidence_from_files()
         self._prune()
         self.store.close()
         totals = self.pipeline.stats + self.detector.stats + self.source_stats
@@ -237,10 +246,21 @@ class Sensor:
         if self.outputs.alerts is not None:
             self.outputs.alerts.write(line)
         if self.evidence is not None:
+            if self._capture_paths:
+                self._evidence_due.append(alert)
+            else:
+                try:
+                    self.evidence.write(alert)
+                except OSError:
+                    self.stats["anomaly.evidence_write_failed"] += 1
+
+    def _evidence_from_files(self) -> None:
+        if self._evidence_due:
             try:
-                self.evidence.write(alert)
-            except OSError:
+                self.evidence.from_files(self._evidence_due, self._capture_paths)
+            except (OSError, CaptureError):
                 self.stats["anomaly.evidence_write_failed"] += 1
+            self._evidence_due = []
 
     def _begin(self) -> None:
         if not self._uncommitted:

@@ -1,5 +1,6 @@
 """--evidence: a pcap per alert, named by alert_id, that tshark opens and that holds the
-attack call's frames (and, for a coercion alert, the back-authentication's flow too)."""
+attack call's frames (and, for a coercion alert, the back-authentication's flow too): from
+the capture file in replay, from the per-flow rings live (tests/live/test_live_outputs.py)."""
 from __future__ import annotations
 
 import json
@@ -38,6 +39,10 @@ def test_each_alert_has_a_pcap_with_its_flows(tmp_path):
     [original] = tshark_fields(CAPTURE, "netdfs && dcerpc.pkt_type == 0", "dcerpc.opnum", "frame.time_epoch",
                                "frame.len")
     assert call == original and call[0] == "13"
+    # replay reads the capture again: the flow whole, the fault that answered the call included
+    flow = f"tcp.port == {alerts['dfscoerce-rare-dfsnm-root-call']['src_port']}"
+    assert tshark_fields(rare, "frame", "frame.time_epoch") == tshark_fields(CAPTURE, flow, "frame.time_epoch")
+    assert tshark_fields(rare, "dcerpc.pkt_type == 3", "dcerpc.cn_status") != []
     coercion = directory / f"{alerts['coercion-confirmed']['alert_id']}.pcap"
     streams = {tuple(row) for row in tshark_fields(coercion, "tcp.flags.syn == 1 && tcp.flags.ack == 0",
                                                    "ip.src", "ip.dst", "tcp.dstport")}
