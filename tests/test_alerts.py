@@ -99,3 +99,22 @@ def test_envelope_of_a_rule_with_its_own_fields():
 def test_timestamps_keep_microseconds():
     assert iso_utc(0.000001) == "1970-01-01T00:00:00.000001Z"
     assert iso_utc(1764300000.123456) == "2025-11-28T03:20:00.123456Z"
+
+
+@pytest.mark.parametrize("name", ["alert", "event"])
+def test_the_shipped_schemas_are_valid_draft_2020_12(name):
+    from jsonschema import Draft202012Validator
+
+    from sensor import schema
+    Draft202012Validator.check_schema(schema.load(name))
+
+
+def test_the_schema_refuses_what_the_envelope_forbids():
+    good = json.loads(AlertEnvelope(RuleMeta("r", "R", 1, "low", "T1187"), 0.0, [], "1970-01-01",
+                                    (Flow("10.0.0.1", 1, "10.0.0.2", 2),), "s").to_json())
+    check("alert", good)
+    for broken in (good | {"extra": ""}, good | {"timestamp": "1970-01-01T00:00:00Z"},
+                   good | {"src_ip": "10.0.0.300"}, good | {"alert_id": "x"},
+                   good | {"rule": good["rule"] | {"severity": "urgent"}}):
+        with pytest.raises(AssertionError, match="does not match its schema"):
+            check("alert", broken)
