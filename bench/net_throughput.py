@@ -41,7 +41,7 @@ def reader_frames(path: str) -> int:
     decoder = FrameDecoder()
     count = 0
     for ts, linktype, data, _frame in open_capture(path):
-        decoder.decode(ts, linktype, data)
+        decoder.feed(ts, linktype, data)
         count += 1
     return count
 
@@ -50,11 +50,11 @@ def reader_frames_flows(path: str) -> int:
     decoder, table = FrameDecoder(), FlowTable()
     count = 0
     for ts, linktype, data, frame in open_capture(path):
-        segment = decoder.decode(ts, linktype, data)
+        segment = decoder.feed(ts, linktype, data)
         if segment is not None:
-            table.feed(ts, frame, segment)
+            table.feed(ts, segment, frame)
         count += 1
-    table.close()
+    table.close(ts)
     return count
 
 

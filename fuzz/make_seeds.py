@@ -15,6 +15,7 @@ from fuzz.targets import ndr_input, pack_records
 from sensor.capture.pcapfile import open_capture
 from sensor.dcerpc.association import RpcAssociation
 from sensor.dcerpc.events import RpcCall
+from tests.dcerpc.dcerpc_wire import FLOW
 from tests.robustness.recut import extract_flows
 from tests.robustness.test_dcerpc_refragment import pipe_streams
 
@@ -55,9 +56,9 @@ def main() -> None:
             continue
         for i, turns in enumerate(pipe_streams(name)):
             write("dcerpc", f"{stem}-{i}", pack_records(turns))
-            assoc = RpcAssociation()
+            assoc = RpcAssociation(FLOW)
             for c, d in turns:
-                for ev in assoc.feed(c, 0.0, 0, d):
+                for ev in assoc.feed(c, 0.0, d, 0):
                     if isinstance(ev, RpcCall) and ev.stub:
                         write("ndr", f"{stem}-{i}-{ev.call_id}", ndr_input(ev.opnum, ev.little_endian, ev.stub))
         write("capture_file", f"{stem}.pcap", path.read_bytes())

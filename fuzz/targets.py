@@ -47,11 +47,11 @@ def pack_records(items: list[tuple[bool, bytes]]) -> bytes:
 
 
 def frames(data: bytes) -> None:
-    """FrameDecoder.decode on one frame under every link type (IPv4/IPv6 fragments included)."""
+    """FrameDecoder.feed on one frame under every link type (IPv4/IPv6 fragments included)."""
     dec = FrameDecoder()
     for linktype in LINKTYPES:
-        dec.decode(0.0, linktype, data)
-    dec.close()
+        dec.feed(0.0, linktype, data)
+    dec.close(0.0)
 
 
 def pipeline(data: bytes) -> None:
@@ -67,21 +67,21 @@ def smb(data: bytes) -> None:
     conn = SmbConnection(FLOW)
     for i, (from_client, chunk) in enumerate(records(data)):
         if not chunk:
-            conn.feed_gap(from_client, 0.0, 1 + i)
+            conn.gap(from_client, 0.0, 1 + i)
         else:
-            conn.feed_data(from_client, 0.0, chunk, i)
+            conn.feed(from_client, 0.0, chunk, i)
     conn.close(0.0)
 
 
 def dcerpc(data: bytes) -> None:
     """RpcAssociation over client (flag set) and server bytes; an empty record is a gap."""
-    assoc = RpcAssociation()
+    assoc = RpcAssociation(FLOW)
     for i, (from_client, chunk) in enumerate(records(data)):
         if not chunk:
-            assoc.gap(from_client)
+            assoc.gap(from_client, 0.0, 1 + i)
         else:
-            assoc.feed(from_client, 0.0, i, chunk)
-    assoc.close()
+            assoc.feed(from_client, 0.0, chunk, i)
+    assoc.close(0.0)
 
 
 def ndr(data: bytes) -> None:

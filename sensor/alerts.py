@@ -25,7 +25,6 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from sensor.community_id import community_id
-from sensor.detect.rarity import KEY_FIELDS
 
 EVENT_TYPE = "alert"
 # Namespace of alert ids: uuid5(namespace, "rule|key|day"). Fixed forever, so two sensors
@@ -140,8 +139,10 @@ class AlertEnvelope:
         return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
 
 
-# The DFSCoerce rarity rule (sensor/detect/rarity.py) in envelope terms.
-RARITY_RULE = RuleMeta("dfscoerce-rare-dfsnm-root-call", "Rare MS-DFSNM root call (DFSCoerce)", 1, "high",
+# The DFSCoerce rarity rule's metadata as its file (sensor/rules/dfscoerce/) gives it; used
+# where no rule file is at hand (alerts stored by versions before the envelope).
+RARITY_RULE = RuleMeta("dfscoerce-rare-dfsnm-root-call",
+                       "Rare MS-DFSNM root call (DFSCoerce): NetrDfsAddStdRoot or NetrDfsRemoveStdRoot", 1, "high",
                        FORCED_AUTHENTICATION)
 
 
@@ -150,11 +151,14 @@ def event_flow(event) -> Flow:
     return Flow(event.actor_remote_ip, event.actor_remote_port, event.agent_ip, event.agent_port)
 
 
-def rarity_envelope(alert, event, sensor: str, rule: RuleMeta = RARITY_RULE) -> AlertEnvelope:
-    """A rarity detector's Alert, raised by ``event``: its fields (the query's ``by`` names,
-    day, day_count, first/last seen, hits, event ids, context) minus its rule name."""
+def rarity_envelope(alert, event, sensor: str) -> AlertEnvelope:
+    """An XQL rarity rule's Alert (sensor/detect/rarity.py), raised by ``event``: the rule's
+    header as ``rule``; its fields (the query's ``by`` names, day, day_count, first/last seen,
+    hits, event ids, context, rule file and version) at the top level; the key is the ``by``
+    values in the query's order."""
+    meta = alert.meta
+    rule = RuleMeta(meta.id, meta.title, meta.version, meta.severity, meta.technique or None)
     fields = alert.to_dict()
     fields.pop("rule")
-    key = [fields[name] for name in KEY_FIELDS]
-    return AlertEnvelope(rule, event.event_timestamp / 1000, key, alert.day, (event_flow(event),),
-                         sensor, fields)
+    return AlertEnvelope(rule, event.event_timestamp / 1000, list(alert.key.values()), alert.day,
+                         (event_flow(event),), sensor, fields)

@@ -13,12 +13,13 @@ from typing import Callable, Iterator
 import click
 
 from sensor.config import Config, ConfigError, load_config
-from sensor.detect.rarity import DAY_MODES, MATCH_MODES, HuntRow, hunt as run_hunt
 from sensor.alerts import RARITY_RULE
 from sensor.coercion.events import RULES as COERCION_RULES
+from sensor.detect.rarity import DAY_MODES, MATCH_MODES, RarityDetector, detector_rules, hunt as run_hunt, run_rule
 from sensor.hosts import HostQuery
 from sensor.outputs import OutputError, open_outputs
 from sensor.store.sqlite import DEFAULT_LIST_LIMIT, ListFilter, Store, StoreError
+from sensor.xql.rules import RuleError, parse_rule, with_day_mode, with_threshold
 
 EXIT_INPUT = 1
 EXIT_USAGE = 2
@@ -157,6 +158,11 @@ def db_option(f: Callable) -> Callable:
                              "else $XDG_STATE_HOME/dfs-sensor/sensor.db).")(f)
 
 
+rules_option = click.option(
+    "--rules", multiple=True, metavar="PATH",
+    help="XQL rule file or directory of *.xql rules, on top of the shipped ones (repeat for several).")
+
+
 def sensor_options(f: Callable) -> Callable:
     """The options replay and live share: where state and output go, the detector settings."""
     options = [
@@ -179,7 +185,8 @@ def sensor_options(f: Callable) -> Callable:
         click.option("--day-mode", type=click.Choice(DAY_MODES),
                      help="What a day is: the UTC date (default) or XQL's day of the month."),
         click.option("--match", type=click.Choice(MATCH_MODES),
-                     help="Opnums 12 and 13 (default) or the seed query's literal filter."),
+                     help="Which shipped DFSCoerce rule runs: opnums 12 and 13 (default) or the published query verbatim."),
+        rules_option,
     ]
     for option in reversed(options):
         f = option(f)
@@ -190,13 +197,23 @@ def _sensor_config(options: dict) -> Config:
     from sensor.suppress import AllowListError, load as load_allowlist
 
     config_file = options.pop("config_file")
+    options["rules"] = options.get("rules") or None
     config = _load(config_file, options)
+    _check_rules(config)
     if config.allowlist:
         try:
             load_allowlist(config.allowlist)
         except AllowListError as e:
             _fail(str(e), EXIT_USAGE)
     return config
+
+
+def _check_rules(config: Config) -> None:
+    """Refuse to start on a bad rule file or one that cannot stream, naming it (exit 2)."""
+    try:
+        RarityDetector(config.detector, Store(":memory:"))
+    except RuleError as e:
+        _fail(str(e), EXIT_USAGE)
 
 
 def _version() -> str:
@@ -217,6 +234,7 @@ def main() -> None:
     dfs-sensor replay attack.pcap                  replay captures, alerts on stdout
     dfs-sensor live -i eth0 --alerts alerts.jsonl  watch an interface
     dfs-sensor hunt                                the Cortex XDR query over what is stored
+    dfs-sensor hunt --xql query.xql                any XQL query over what is stored
     dfs-sensor alerts --since 2026-11-01           list stored alerts
     """
 
@@ -237,7 +255,7 @@ def replay(captures: tuple[str, ...], engine: str, **options) -> None:
       dfs-sensor replay --db /tmp/s.db --events events.jsonl day1.pcap day2.pcapng
     """
     from sensor.capture.pcapfile import CaptureError, open_capture
-    from sensor.runner import Sensor
+    from sensor.sensor import Sensor
 
     config = _sensor_config(options)
     sizes = []
@@ -389,34 +407,61 @@ def _reader_config(db: str | None, config_file: str | None, **flags) -> Config:
 @main.command("hunt")
 @db_option
 @click.option("--config", "config_file", metavar="FILE", help="TOML configuration file.")
+@click.option("--xql", "xql_file", metavar="FILE|-",
+              help="Run this XQL query (a file, or - for stdin) instead of the DFSCoerce rule.")
 @click.option("--until", type=_Time(end_of_day=True), metavar="TIME",
               help="End of the window (default: the newest stored event). A date means its end.")
 @click.option("--lookback-days", type=click.IntRange(min=1), help="Window in days (default 30).")
-@click.option("--threshold", type=click.IntRange(min=1), help="Report groups seen on fewer days (default 7).")
-@click.option("--day-mode", type=click.Choice(DAY_MODES), help="utc-date (default) or day-of-month.")
+@click.option("--threshold", type=click.IntRange(min=1),
+              help="Report groups seen on fewer days (default: the rule's K in its final `filter N < K`, 7).")
+@click.option("--day-mode", type=click.Choice(DAY_MODES),
+              help="utc-date (default) or day-of-month; with --xql the query runs as written unless given.")
 @click.option("--match", type=click.Choice(MATCH_MODES), help="opnum-12-13 (default) or seed-exact.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def hunt_command(db, config_file, until, lookback_days, threshold, day_mode, match, fmt) -> None:
+def hunt_command(db, config_file, xql_file, until, lookback_days, threshold, day_mode, match, fmt) -> None:
     """Run the Cortex XDR DFSCoerce query over the stored events: the groups seen on fewer
     than THRESHOLD distinct days in the LOOKBACK-DAYS before --until, with their day count.
+    With --xql, run any XQL query (dataset xdr_data) over the same window and print its rows.
 
     \b
-    Example:
+    Examples:
       dfs-sensor hunt --until 2026-11-30 --day-mode day-of-month --match seed-exact --format json
+      dfs-sensor hunt --xql sensor/rules/dfscoerce/seed-exact.xql --format json
+      echo 'filter action_rpc_func_opnum = 13 | comp count() by agent_hostname' | dfs-sensor hunt --xql -
     """
     config = _reader_config(db, config_file, lookback_days=lookback_days, threshold=threshold,
                             day_mode=day_mode, match=match)
+    if xql_file is not None:
+        rule = with_threshold(_query_rule(xql_file, day_mode), threshold)
+        store = _open_store(config.db)
+        try:
+            records = run_rule(store, rule, until, config.detector.lookback_days)
+        except sqlite3.Error as e:
+            _fail(f"{config.db}: {e}")
+        store.close()
+        columns = [c for c in rule.checked.final if c not in rule.checked.hidden]
+        _print_records(records, fmt, columns)
+        return
     store = _open_store(config.db)
-    rows = run_hunt(store, until, config.detector)
+    records = run_hunt(store, until, config.detector)
     store.close()
-    records = [_hunt_record(row) for row in rows]
     _print_records(records, fmt, ["day_count", "actor_remote_ip", "agent_hostname",
                                   "action_rpc_func_opnum", "action_rpc_func_name",
                                   "dfs_relay_server", "dfs_root_share", "actor_type", "agent_id"])
 
 
-def _hunt_record(row: HuntRow) -> dict:
-    return {name: getattr(row, name) for name in row.__dataclass_fields__}
+def _query_rule(path: str, day_mode: str | None):
+    """The --xql query as a rule (its header, if any, is optional); exit 2 on a bad query."""
+    name = "<stdin>" if path == "-" else path
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        _fail(f"{path}: {getattr(e, 'strerror', None) or e}")
+    try:
+        rule = parse_rule(text, name, require_id=False)
+    except RuleError as e:
+        _fail(str(e), EXIT_USAGE)
+    return with_day_mode(rule, day_mode) if day_mode is not None else rule
 
 
 def list_options(f: Callable) -> Callable:
@@ -470,9 +515,10 @@ def alerts_command(db, config_file, since, until, server, client, opnum, limit, 
     Example:
       dfs-sensor alerts --since 2026-11-01 --client 10.0.0.0/24 --format json
     """
-    store = _open_store(_reader_config(db, config_file).db)
+    config = _reader_config(db, config_file)
+    store = _open_store(config.db)
     if rule is not None:
-        known = sorted({RARITY_RULE.id, *COERCION_RULES, *store.alert_rules()})
+        known = sorted({RARITY_RULE.id, *COERCION_RULES, *store.alert_rules(), *_rule_ids(config)})
         if rule not in known:
             store.close()
             _fail(f"--rule {rule}: unknown rule; known rules: {', '.join(known)}", EXIT_USAGE)
@@ -496,6 +542,14 @@ def alerts_command(db, config_file, since, until, server, client, opnum, limit, 
     for row in rows:
         row["suppressed_by"] = reasons.get(row["alert_id"])
     _print_records(rows, fmt, ALERT_COLUMNS + (["suppressed_by"] if suppressed else []))
+
+
+def _rule_ids(config: Config) -> list[str]:
+    """The ids of the rules this configuration runs (shipped and the user's)."""
+    try:
+        return [rule.meta.id for rule in detector_rules(config.detector)]
+    except RuleError:
+        return []
 
 
 def _alert_row(alert: dict) -> dict:

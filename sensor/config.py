@@ -4,13 +4,14 @@ Precedence, highest first: flags > config file > environment > defaults. Nothing
 config file; a file names only what it changes:
 
     db = "/var/lib/dfs-sensor/sensor.db"
+    rules = ["/etc/dfs-sensor/rules"]   # XQL rule files or directories, on top of the shipped ones
     sensor_name = "sensor-hq-1"   # in every alert and event (default: the host name)
     allowlist = "/etc/dfs-sensor/allowlist.toml"   # alerts judged benign (sensor/suppress.py)
     [detector]
-    threshold = 7            # alert while a key has been seen on fewer distinct days
+    threshold = 7            # override each rule's K ("filter N < K"): alert below this many days
     lookback_days = 30
-    day_mode = "utc-date"    # or "day-of-month" (XQL extract_time(_time, "DAY"))
-    match = "opnum-12-13"    # or "seed-exact" (the query's literal filter)
+    day_mode = "utc-date"    # or "day-of-month": how a rule's extract_time(_time, "DAY") day is read
+    match = "opnum-12-13"    # or "seed-exact": which shipped DFSCoerce rule file runs
     [coercion]
     enabled = true           # correlate back-authentications, fingerprint encrypted sessions
     window = 30.0            # seconds from an inbound session to V's machine-account logon
@@ -48,7 +49,7 @@ STDOUT = "-"
 
 # Sections and keys the file may hold; anything else is a typo the user must hear about.
 _FILE_KEYS: dict[str | None, dict[str, type]] = {
-    None: {"db": str, "sensor_name": str, "allowlist": str},
+    None: {"db": str, "rules": list, "sensor_name": str, "allowlist": str},
     "detector": {"threshold": int, "lookback_days": int, "day_mode": str, "match": str},
     "outputs": {"events": str, "alerts": str, "spool_dir": str, "spool_max_bytes": int, "http_format": str,
                 "token_file": str, "ca_file": str, "tls_verify": bool, "evidence": str,
@@ -140,7 +141,11 @@ def _build(values: dict[str, Any]) -> Config:
     detector = RaritySettings()
     detector_changes = {k: values[k] for k in ("threshold", "lookback_days", "day_mode", "match") if k in values}
     detector = replace(detector, **detector_changes)
-    if detector.threshold < 1:
+    rules = values.get("rules", ())
+    if isinstance(rules, str) or not all(isinstance(r, str) for r in rules):
+        raise ConfigError("rules must be a list of rule files or directories")
+    detector = replace(detector, rules=tuple(rules))
+    if detector.threshold is not None and detector.threshold < 1:
         raise ConfigError(f"threshold must be at least 1, not {detector.threshold}")
     if detector.lookback_days < 1:
         raise ConfigError(f"lookback_days must be at least 1, not {detector.lookback_days}")

@@ -3,7 +3,11 @@ xdr_data-equivalent RpcCallEvent (see ../shared/reference/events.md).
 
 Interface resolution, in order of trust:
 1. the bind on this association named the interface for the request's context id;
-2. the bind was missed (midstream) but the pipe was opened by a catalogued name ("pipe");
+2. the bind was missed (midstream) but the pipe was opened by a name only one catalogued
+   interface is served on ("pipe");
+2b. the pipe is shared by several interfaces (lsarpc: LSA and EFSR, samr, netlogon): the
+   request is reported only if its stub decodes cleanly as a catalogued candidate's call for
+   its opnum ("pipe+stub"), else not at all (an LSA call is not named EFSR);
 3. pipe and bind were both missed: the request is reported only if its stub decodes cleanly
    as the catalogued call for its opnum ("stub").
 """
@@ -59,13 +63,26 @@ def resolve(catalog: Catalog, call: RpcCall, ctx: CallContext) -> tuple[Interfac
         return (iface, "") if iface else None
     if ctx.pipe_name:
         iface = catalog.for_pipe(ctx.pipe_name)
-        return (iface, "pipe") if iface else None
+        if iface is not None:
+            return iface, "pipe"
+        # A pipe several interfaces answer on (lsarpc carries LSA and EFSR): its name alone
+        # would misname the call, so the stub decides among the catalogued candidates.
+        candidates = catalog.candidates_for_pipe(ctx.pipe_name)
+        if not candidates:
+            return None
+        found = _by_stub(candidates, call)
+        return (found, "pipe+stub") if found else None
+    return (found, "stub") if (found := _by_stub(catalog.by_uuid.values(), call)) else None
+
+
+def _by_stub(candidates, call: RpcCall) -> Interface | None:
+    """The first candidate whose call for this opnum the stub cleanly is (never for a sealed stub)."""
     if call.sealed:
         return None
-    for iface in catalog.by_uuid.values():
+    for iface in candidates:
         op = iface.operation(call.opnum)
         if op is not None and op.request is not None and looks_like(op, call.stub, call.little_endian, call.ndr64):
-            return iface, "stub"
+            return iface
     return None
 
 

@@ -3,15 +3,15 @@ r"""The one place that knows the order of the stages.
     frame -> FrameDecoder -> FlowTable -+-> SmbConnection (per SMB flow) -> RpcAssociation (per pipe)
                                         +-> RpcAssociation (per ncacn_ip_tcp flow)
                                         +-> HttpNtlmFlow (per HTTP flow)
-    RpcCall -> event_builder -> RpcCallEvent
+    RpcCall -> event_builder -> HeldCalls -> RpcCallEvent
 
 Bulk SMB data that the NetBIOS stage is certain to skip (file READ/WRITE payloads) is
 accounted by length on the bulk lane (sensor/net/lane.py) before any of the stages above.
 
-Every stage is sans-IO; the pipeline only routes units between them, keeps the per-flow
-context an event needs (pipe names, SMB sessions), and holds each call until its response
-or fault gives the exception code. A held call is never dropped: it is emitted without a
-code when its pipe or flow ends, when it waits too long, or when the hold table is full.
+Every stage is sans-IO and keeps one contract (sensor/stage.py); the pipeline only routes
+units between them, keeps the per-flow context an event needs (pipe names, SMB sessions),
+and hands each call to the held-call stage (sensor/held_calls.py) until its response or
+fault gives the exception code.
 
 ``feed`` returns records in order: RpcCallEvent, and what later stages read beside it:
 SmbSession and NtlmAuthentication (who authenticated to whom), EncryptedMessage (SMB3
@@ -19,7 +19,6 @@ transform headers), ServiceSeen (a Kerberos/LDAP server on an ignored flow) and 
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,6 +28,7 @@ from sensor.dcerpc.association import STUB_BUDGET_BYTES, RpcAssociation, RpcSett
 from sensor.dcerpc.events import RpcBind, RpcCall, RpcResult
 from sensor.event_builder import CallContext, build_event, resolve
 from sensor.events import RpcCallEvent
+from sensor.held_calls import HeldCalls
 from sensor.http.ntlm import HttpNtlmFlow
 from sensor.interfaces.catalog import Catalog, default_catalog
 from sensor.net.flows import Flow, FlowTable
@@ -36,20 +36,12 @@ from sensor.net.frames import LINKTYPE_ETHERNET, FrameDecoder
 from sensor.net.lane import BulkLane
 from sensor.net.stream import FlowEnded, FlowKey, FlowStarted, ServiceSeen, StreamData, StreamGap
 from sensor.smb.connection import SmbConnection
-from sensor.smb.events import (EncryptedMessage, NtlmAuthentication, PipeClosed, PipeData, PipeId,
-                               PipeOpened, SmbSession)
+from sensor.smb.events import (EncryptedMessage, KerberosAuthentication, NtlmAuthentication, PipeClosed,
+                               PipeData, PipeId, PipeOpened, SmbSession)
 from sensor.smb.netbios import MESSAGE_BUDGET_BYTES
 
-# Calls waiting for their response. A server answers within milliseconds; 4096 in flight
-# covers a busy DC, and overflow emits the oldest (without its code) rather than losing it.
-MAX_HELD_CALLS = 4096
-# A call whose response has not come after this long (capture time) is emitted without a code.
-HELD_CALL_TIMEOUT = 30.0
 # Held calls are checked for timeout when capture time has advanced this far since the last check.
 EXPIRY_INTERVAL = 1.0
-
-# An association is named by its flow and, over SMB, its pipe.
-AssocKey = tuple[FlowKey, PipeId | None]
 
 
 @dataclass
@@ -98,8 +90,7 @@ class Pipeline:
         self.frames = FrameDecoder()
         self.flows = FlowTable()
         self._flows: dict[FlowKey, _FlowState] = {}
-        # (association, call_id) -> (capture time, event), oldest first
-        self._held: OrderedDict[tuple[AssocKey, int], tuple[float, RpcCallEvent]] = OrderedDict()
+        self.held = HeldCalls()
         self._own = Stats()
         # Per-packet counts as plain ints (a Counter update per packet costs more than the
         # frame decode); folded into ``stats`` when read.
@@ -110,6 +101,7 @@ class Pipeline:
         self._last_flow: FlowKey | None = None
         self._last_state: _FlowState | None = None
         self._retired = Stats()     # counters of stages whose flow or pipe has ended
+        self._ts = 0.0              # capture time of the last frame: when close() ends what is left
         self._next_expiry = 0.0
         self.lane = BulkLane() if self.settings.bulk_lane else None
         self._lane_candidate: _FlowState | None = None   # an SMB flow the last frame touched
@@ -118,25 +110,26 @@ class Pipeline:
     def feed(self, ts: float, linktype: int, data, frame: int) -> list:
         self._packets += 1
         self._bytes += len(data)
+        self._ts = ts
         lane = self.lane
         if lane is not None and lane.entries:
             # (bytes only: its slice is the dict key; a writable buffer's view is unhashable)
             if linktype == LINKTYPE_ETHERNET and type(data) is bytes and lane.admit(ts, data):
                 return []
-            segment = self.frames.decode(ts, linktype, data)
+            segment = self.frames.feed(ts, linktype, data)
             if segment is not None:
                 owner = lane.release_segment(segment[0], segment[1], segment[2], segment[3])
                 if owner is not None:
                     self._lane_candidate = owner
         else:
-            segment = self.frames.decode(ts, linktype, data)
+            segment = self.frames.feed(ts, linktype, data)
         out: list = []
         if segment is not None:
-            for unit in self.flows.feed(ts, frame, segment):
+            for unit in self.flows.feed(ts, segment, frame):
                 self._route(unit, out)
         if ts >= self._next_expiry:   # the flow table expires its own flows as packets pass
             self._next_expiry = ts + EXPIRY_INTERVAL
-            self._expire_held(ts, out)
+            self._emit_all(self.held.expire(ts), out)
         if lane is not None and (self._lane_candidate is not None or lane.entries):
             self._arm_lane(lane)
         return out
@@ -154,34 +147,27 @@ class Pipeline:
         out: list = []
         for unit in self.flows.expire(now):
             self._route(unit, out)
-        self._expire_held(now, out)
+        self._emit_all(self.held.expire(now), out)
         if self.lane is not None:
             self._arm_lane(self.lane)
         return out
 
-    def _expire_held(self, now: float, out: list) -> None:
-        while self._held:
-            key, (held_since, event) = next(iter(self._held.items()))
-            if now - held_since < HELD_CALL_TIMEOUT:
-                break
-            del self._held[key]
-            self._emit(event, out)
-
     def close(self) -> list:
+        """End of input, at the capture time of the last frame fed."""
+        ts = self._ts
         out: list = []
-        for unit in self.flows.close():
+        for unit in self.flows.close(ts):
             self._route(unit, out)
         for flow in list(self._flows):
-            self._end_flow(flow, 0.0, out)
-        for _, event in self._held.values():
-            self._emit(event, out)
-        self._held.clear()
+            self._end_flow(flow, ts, out)
+        self._emit_all(self.held.close(ts), out)
         return out
 
     @property
     def stats(self) -> Stats:
         total = Stats()
         total.update(self._own)
+        total.update(self.held.stats)
         total["packets"] += self._packets
         total["bytes"] += self._bytes
         if self.lane is not None:
@@ -214,22 +200,22 @@ class Pipeline:
             if state.smb is not None:
                 self._lane_candidate = state
                 if kind is StreamData:
-                    events = state.smb.feed_data(unit.from_client, unit.ts, unit.data, unit.frame)
+                    events = state.smb.feed(unit.from_client, unit.ts, unit.data, unit.frame)
                 else:
-                    events = state.smb.feed_gap(unit.from_client, unit.ts, unit.length)
+                    events = state.smb.gap(unit.from_client, unit.ts, unit.length)
                 for ev in events:
                     self._on_smb(state, ev, out)
             elif state.http is not None:
                 if kind is StreamData:
                     out += state.http.feed(unit.from_client, unit.ts, unit.data, unit.frame)
                 else:
-                    out += state.http.gap(unit.from_client)
+                    out += state.http.gap(unit.from_client, unit.ts, unit.length)
             else:
                 assoc = state.assocs[None]
                 if kind is StreamData:
-                    events = assoc.feed(unit.from_client, unit.ts, unit.frame, unit.data)
+                    events = assoc.feed(unit.from_client, unit.ts, unit.data, unit.frame)
                 else:
-                    events = assoc.gap(unit.from_client)
+                    events = assoc.gap(unit.from_client, unit.ts, unit.length)
                 for ev in events:
                     self._on_rpc(state, unit.flow, None, ev, out)
         elif kind is FlowStarted:
@@ -241,7 +227,7 @@ class Pipeline:
                 self._flows[unit.flow] = _FlowState(None, None, HttpNtlmFlow(unit.flow))
             else:
                 state = self._flows[unit.flow] = _FlowState(None, None)
-                state.assocs[None] = RpcAssociation(self._rpc_settings)
+                state.assocs[None] = RpcAssociation(unit.flow, self._rpc_settings)
         elif kind is FlowEnded:
             self._end_flow(unit.flow, unit.ts, out)
         elif kind is Anomaly or kind is ServiceSeen:
@@ -252,14 +238,14 @@ class Pipeline:
         if kind is PipeData:
             assoc = state.assocs.get(ev.pipe)
             if assoc is None:
-                assoc = state.assocs[ev.pipe] = RpcAssociation(self._rpc_settings)
-            for rpc in assoc.feed(ev.from_client, ev.ts, ev.frame, ev.data):
+                assoc = state.assocs[ev.pipe] = RpcAssociation(ev.flow, self._rpc_settings)
+            for rpc in assoc.feed(ev.from_client, ev.ts, ev.data, ev.frame):
                 self._on_rpc(state, ev.flow, ev.pipe, rpc, out)
         elif kind is PipeOpened:
             state.pipes[ev.pipe] = _Pipe(ev.name, ev.tree)
             self._own["pipes_opened"] += 1
         elif kind is PipeClosed:
-            self._end_association(state, ev.flow, ev.pipe, out)
+            self._end_association(state, ev.flow, ev.pipe, ev.ts, out)
             state.pipes.pop(ev.pipe, None)
         elif kind is SmbSession:
             state.sessions[ev.session_id] = ev
@@ -270,8 +256,8 @@ class Pipeline:
             self._own["smb_encrypted_messages"] += 1
             self._note_encrypted(state, ev.session_id)
             out.append(ev)      # sizes in the clear: the transform-header fingerprint
-        elif kind is NtlmAuthentication or kind is Anomaly:
-            out.append(ev)      # NTLMSSP AUTHENTICATE: the coercion correlator's other half
+        elif kind is NtlmAuthentication or kind is KerberosAuthentication or kind is Anomaly:
+            out.append(ev)      # NTLMSSP AUTHENTICATE, Kerberos AP-REQ: the coercion correlator's other half
 
     def _note_encrypted(self, state: _FlowState, session_id: int) -> None:
         if session_id not in state.encrypted_sessions:
@@ -290,17 +276,12 @@ class Pipeline:
             if resolved is None:
                 return
             event = build_event(resolved[0], resolved[1], ev, ctx)
-            held_key = ((flow, pipe_id), ev.call_id)
-            if held_key in self._held:          # call_id reused before its answer: emit the first
-                self._emit(self._held.pop(held_key)[1], out)
-            self._held[held_key] = (ev.ts, event)
-            if len(self._held) > MAX_HELD_CALLS:
-                self._own["held_calls_overflow"] += 1
-                self._emit(self._held.popitem(last=False)[1][1], out)
+            self._emit_all(self.held.hold((flow, pipe_id), ev.call_id, ev.ts, event), out)
         elif kind is RpcResult:
-            held = self._held.pop(((flow, pipe_id), ev.call_id), None)
-            if held is not None:
-                self._emit(held[1].with_exception_code(ev.status), out)
+            event = self.held.answer((flow, pipe_id), ev.call_id, ev.status)
+            if event is not None:
+                self._own["events"] += 1
+                out.append(event)
         elif kind is Anomaly:
             out.append(ev)
 
@@ -319,21 +300,21 @@ class Pipeline:
             capture_file=self.capture_file,
         )
 
-    def _emit(self, event: RpcCallEvent, out: list) -> None:
-        self._own["events"] += 1
-        out.append(event)
+    def _emit_all(self, events: list[RpcCallEvent], out: list) -> None:
+        if events:
+            self._own["events"] += len(events)
+            out += events
 
     # -- endings -----------------------------------------------------------------------
-    def _end_association(self, state: _FlowState, flow: FlowKey, pipe_id: PipeId | None, out: list) -> None:
+    def _end_association(self, state: _FlowState, flow: FlowKey, pipe_id: PipeId | None, ts: float,
+                         out: list) -> None:
         assoc = state.assocs.pop(pipe_id, None)
         if assoc is None:
             return
-        for ev in assoc.close():
+        for ev in assoc.close(ts):
             self._on_rpc(state, flow, pipe_id, ev, out)
         self._retired.update(assoc.stats)
-        key = (flow, pipe_id)
-        for held_key in [k for k in self._held if k[0] == key]:
-            self._emit(self._held.pop(held_key)[1], out)
+        self._emit_all(self.held.release((flow, pipe_id)), out)
 
     def _end_flow(self, flow: FlowKey, ts: float, out: list) -> None:
         state = self._flows.get(flow)
@@ -348,8 +329,8 @@ class Pipeline:
                 self._on_smb(state, ev, out)
             self._retired.update(state.smb.stats)
         if state.http is not None:
-            out += state.http.close()
+            out += state.http.close(ts)
             self._retired.update(state.http.stats)
         for pipe_id in list(state.assocs):
-            self._end_association(state, flow, pipe_id, out)
+            self._end_association(state, flow, pipe_id, ts, out)
         del self._flows[flow]

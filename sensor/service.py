@@ -22,13 +22,10 @@ SIGTERM/SIGINT/SIGHUP and exits when all workers have and their channels are dra
 """
 from __future__ import annotations
 
-import codecs
 import json
 import os
-import pwd
 import signal
 import sys
-import syslog as syslog_module
 import time
 import traceback
 import select
@@ -40,14 +37,12 @@ from sensor.capture.live import TICK_SECONDS, CaptureError, LiveCapture
 from sensor.coercion import forward
 from sensor.coercion.correlate import Correlator
 from sensor.config import Config
-from sensor.outputs import OutputError, Outputs
-from sensor.privileges import PrivilegeError, drop_privileges, refuse_root
-from sensor.runner import Sensor
+from sensor.daemon import (EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PrivilegeError, Signals, SyslogAlerts, drop_privileges,
+                           give_outputs_to, log, refuse_root)
+from sensor.outputs import Outputs
+from sensor.sensor import Sensor
 from sensor.store.sqlite import Store, StoreError
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2          # click's code for a usage error: bad flag, filter, interface, user
 # Fanout group ids are 16 bits (linux/if_packet.h PACKET_FANOUT: id in the low half).
 FANOUT_ID_MASK = 0xFFFF
 # More decoder processes than this is a configuration mistake: each holds a ring per
@@ -55,76 +50,6 @@ FANOUT_ID_MASK = 0xFFFF
 # fanout group at 65536 sockets; beyond the core count it only adds contention.
 MAX_WORKERS = 64
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
-# Codecs load their module on first use. After the drop to --user the Python installation
-# may be unreadable (or replaced by an upgrade), so the ones the decoders use load first.
-PRELOADED_CODECS = ("utf-8", "utf-16-le", "latin-1", "ascii")
-
-
-class SyslogAlerts:
-    """The alerts sink, teed to the local syslog (journald reads /dev/log under systemd)."""
-
-    def __init__(self, sink) -> None:
-        self.sink = sink
-        syslog_module.openlog("dfs-sensor", syslog_module.LOG_PID, syslog_module.LOG_DAEMON)
-
-    def write(self, line: str) -> None:
-        if self.sink is not None:
-            self.sink.write(line)
-        # Journald and log viewers show what syslog stores: the alert's JSON re-encoded as
-        # ASCII, so bidi overrides and other invisible characters off the wire arrive as \u
-        # escapes (JSON already escapes the C0 controls).
-        syslog_module.syslog(syslog_module.LOG_WARNING, json.dumps(json.loads(line), separators=(",", ":")))
-
-    def reopen(self) -> None:
-        if self.sink is not None:
-            self.sink.reopen()
-
-    def close(self) -> None:
-        if self.sink is not None:
-            self.sink.close()
-        syslog_module.closelog()
-
-
-class Signals:
-    """Flags set by signal handlers, acted on by the capture loop."""
-
-    def __init__(self) -> None:
-        self.stop = False
-        self.reopen = False
-
-    def install(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_stop)
-        signal.signal(signal.SIGINT, self._on_stop)
-        signal.signal(signal.SIGHUP, self._on_hup)
-
-    def _on_stop(self, signum, frame) -> None:
-        self.stop = True
-
-    def _on_hup(self, signum, frame) -> None:
-        self.reopen = True
-
-    def stopping(self) -> bool:
-        return self.stop
-
-    def reopen_if_asked(self, outputs: Outputs, *sensors: Sensor) -> None:
-        """After SIGHUP (logrotate): reopen the output files and reload the sensors' allow-lists;
-        a failure is logged, not fatal."""
-        if self.reopen:
-            self.reopen = False
-            for sensor in sensors:
-                if sensor.allowlist.path:
-                    log("dfs-sensor: " + sensor.allowlist.reload())
-            try:
-                outputs.reopen()
-            except OutputError as e:
-                log(f"dfs-sensor: SIGHUP: {e}")
-
-
-def log(text: str) -> None:
-    """One line (or block) to stderr in a single write: workers share the stream, and print()
-    writes the text and its newline separately, so their lines would interleave."""
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
 
 
 def rss_bytes() -> int:
@@ -188,20 +113,6 @@ def _write_metrics(path: str, record: dict, capture: LiveCapture, sensor: Sensor
         log(f"dfs-sensor: {path}: cannot write metrics: {e.strerror or e}")
 
 
-def _give_outputs_to(user: str | None, outputs: Outputs) -> None:
-    """Root opened the output files; after the drop, ``user`` must be able to reopen them
-    (SIGHUP without a rotation reopens the same file)."""
-    if user is None or os.geteuid() != 0:
-        return
-    try:
-        account = pwd.getpwnam(user)
-    except KeyError:
-        raise PrivilegeError(f"no such user: {user}") from None
-    for sink in (outputs.events, outputs.alerts):
-        for path in sink.files() if sink is not None else ():
-            os.chown(path, account.pw_uid, account.pw_gid)
-
-
 def run_live(config: Config, outputs: Outputs, interfaces: list[str], bpf: str | None = None,
              stats_interval: float = 60.0, stats_json: bool = False, allow_root: bool = False,
              user: str | None = None, syslog: bool = False, workers: int = 1,
@@ -224,10 +135,8 @@ def run_live(config: Config, outputs: Outputs, interfaces: list[str], bpf: str |
         for capture in captures:
             capture.close()
         return fail(str(e))
-    for codec in PRELOADED_CODECS:
-        codecs.lookup(codec)
     try:
-        _give_outputs_to(user, outputs)
+        give_outputs_to(user, outputs)
         drop_privileges(user)
     except PrivilegeError as e:
         for capture in captures:

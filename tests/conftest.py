@@ -11,12 +11,46 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PCAPS = ROOT / "pcaps"
 MANIFEST = PCAPS / "manifest.json"
-# The public corpus sits beside the checkout (read-only, never copied into the repo).
-CORPUS = Path(os.environ.get("DFS_SENSOR_CORPUS", ROOT.parent / "shared" / "corpus"))
+# The public corpus (Zeek's and Suricata's test captures, with tshark's summaries) sits beside
+# the checkout as ../shared/corpus, read-only and never copied into the repo; DFS_SENSOR_CORPUS
+# points elsewhere. A test that reads it takes the `corpus` fixture: one skip reason when it is absent.
+CORPUS = Path(os.environ.get("DFS_SENSOR_CORPUS") or ROOT.parent / "shared" / "corpus")
+CORPUS_ABSENT = (f"public corpus absent: no {CORPUS / 'manifest.json'} (put the corpus beside the checkout "
+                 "as ../shared/corpus or set DFS_SENSOR_CORPUS)")
+# CI has the corpus beside its checkout and must run every test on it: there, absent is a failure.
+CORPUS_REQUIRED = os.environ.get("CI") == "true"
+
+
+def corpus_present() -> bool:
+    return (CORPUS / "manifest.json").is_file()
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    """The corpus directory; skips the test when it is absent (fails it under CI=true)."""
+    if not corpus_present():
+        if CORPUS_REQUIRED:
+            pytest.fail(CORPUS_ABSENT + "; CI=true requires it")
+        pytest.skip(CORPUS_ABSENT)
+    return CORPUS
+
+
+def corpus_manifest() -> list[dict]:
+    """The corpus manifest's captures, for parametrizing at collection; empty when absent."""
+    return json.loads((CORPUS / "manifest.json").read_text())["captures"] if corpus_present() else []
+
+
+def corpus_captures(*suffixes: str) -> list:
+    """Every capture file in the corpus, for parametrizing a test that also takes `corpus`. When
+    the corpus is absent, one placeholder, so that the test reports CORPUS_ABSENT once."""
+    if not corpus_present():
+        return [pytest.param(None, id="corpus-absent")]
+    return sorted(p for p in CORPUS.rglob("*") if p.is_file() and p.name.endswith(suffixes))
 
 
 def load_manifest() -> dict:
-    return json.loads(MANIFEST.read_text())["captures"] if MANIFEST.exists() else {}
+    """pcaps/manifest.json's captures: name -> ground truth."""
+    return json.loads(MANIFEST.read_text())["captures"]
 
 
 def decode_capture(path: Path, settings=None):

@@ -10,7 +10,7 @@ from sensor.detect.rarity import RaritySettings
 def test_defaults_need_no_file():
     config = load_config(env={"HOME": "/home/u"})
     assert config.db == "/home/u/.local/state/dfs-sensor/sensor.db"
-    assert config.detector == RaritySettings(threshold=7, lookback_days=30, day_mode="utc-date",
+    assert config.detector == RaritySettings(threshold=None, lookback_days=30, day_mode="utc-date",
                                              match="opnum-12-13")
     assert (config.events, config.alerts) == (None, "-")
 
@@ -57,3 +57,12 @@ def test_bad_files_are_clear_errors(tmp_path, text, message):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="No such file"):
         load_config(str(tmp_path / "nope.toml"), env={"HOME": "/h"})
+
+
+def test_rules_from_the_file_and_their_type(tmp_path):
+    file = tmp_path / "c.toml"
+    file.write_text('rules = ["/etc/dfs-sensor/rules", "extra.xql"]\n')
+    assert load_config(str(file), env={"HOME": "/h"}).detector.rules == ("/etc/dfs-sensor/rules", "extra.xql")
+    file.write_text('rules = "/etc/dfs-sensor/rules"\n')
+    with pytest.raises(ConfigError, match="rules must be list"):
+        load_config(str(file), env={"HOME": "/h"})

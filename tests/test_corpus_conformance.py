@@ -3,38 +3,29 @@
 For every capture with DCE/RPC requests, the sensor's decoded requests, counted per
 (interface uuid, opnum), must equal what tshark 4.0.17 dissected (the manifest's top_ops,
 first fragments, "unknown" where the bind is not in the capture). Every difference is listed
-in tests/corpus_differences.json with its reason; the test fails on a difference that is not
-listed, and on a listed one that has gone away (so the list stays true).
+in tests/corpus_expectations.json (the format of tests/expectations.py) with its cause; the test
+fails on a difference that is not listed, and on a listed one that has gone away.
 
-Regenerate the observed differences after a change with
-    DFS_SENSOR_WRITE_CORPUS_DIFF=1 .venv/bin/python -m pytest tests/test_corpus_conformance.py
-and then write a reason for each new entry by hand.
+Record the observed differences after a change with
+    DFS_SENSOR_WRITE_EXPECTATIONS=1 .venv/bin/python -m pytest tests/test_corpus_conformance.py
+and then write the cause of each new entry by hand (tests/test_expectations.py refuses UNEXPLAINED).
 """
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 from sensor.dcerpc.events import RpcCall
 from sensor.pipeline import PipelineSettings
-from tests.conftest import CORPUS, decode_capture
+from tests import expectations
+from tests.conftest import corpus_manifest, decode_capture
 
-DIFFERENCES_FILE = Path(__file__).with_name("corpus_differences.json")
+EXPECTATIONS_FILE = Path(__file__).with_name("corpus_expectations.json")
 UDP_ONLY = "udp"   # connectionless DCE/RPC (ncadg) is out of scope: the sensor reads connection-oriented only
 
 
-def _corpus_entries() -> list[dict]:
-    manifest = CORPUS / "manifest.json"
-    if not manifest.exists():
-        return []
-    return [c for c in json.loads(manifest.read_text())["captures"] if c["requests"]]
-
-
-ENTRIES = _corpus_entries()
+ENTRIES = [c for c in corpus_manifest() if c["requests"]]
 
 
 def sensor_ops(path: Path) -> Counter:
@@ -48,25 +39,14 @@ def sensor_ops(path: Path) -> Counter:
     return seen
 
 
-def differences(entry: dict) -> dict[str, list[int]]:
-    ours = sensor_ops(CORPUS / entry["local_file"])
-    theirs = Counter(entry["top_ops"])
-    return {op: [ours[op], theirs[op]] for op in sorted(set(ours) | set(theirs)) if ours[op] != theirs[op]}
-
-
-@pytest.mark.skipif(not ENTRIES, reason="../shared/corpus is not beside this checkout")
-def test_corpus_requests_match_tshark_or_are_explained():
-    listed = json.loads(DIFFERENCES_FILE.read_text()) if DIFFERENCES_FILE.exists() else {}
+def test_corpus_requests_match_tshark_or_are_explained(corpus):
     observed = {}
     for entry in ENTRIES:
         if all(t.startswith(UDP_ONLY) for t in entry["transport_summary"]):
             continue
-        diff = differences(entry)
+        diff = expectations.difference(sensor_ops(corpus / entry["local_file"]), Counter(entry["top_ops"]))
         if diff:
             observed[entry["local_file"]] = diff
-    if os.environ.get("DFS_SENSOR_WRITE_CORPUS_DIFF"):
-        DIFFERENCES_FILE.write_text(json.dumps(
-            {name: {"ops": ops, "reason": listed.get(name, {}).get("reason", "UNEXPLAINED")}
-             for name, ops in observed.items()}, indent=1, sort_keys=True) + "\n")
-    assert {n: d["ops"] for n, d in listed.items()} == observed
-    assert not [n for n, d in listed.items() if d["reason"] == "UNEXPLAINED"]
+    if os.environ.get("DFS_SENSOR_WRITE_EXPECTATIONS"):
+        expectations.write(EXPECTATIONS_FILE, observed)
+    assert observed == expectations.load(EXPECTATIONS_FILE).differences

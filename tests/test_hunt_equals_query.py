@@ -1,4 +1,6 @@
-"""`hunt` returns exactly what the Cortex XDR query returns over the same stored events.
+"""`hunt` (the XQL engine running the shipped DFSCoerce rule file, with --match, --day-mode
+and --threshold applied) returns exactly what the Cortex XDR query returns over the same
+stored events.
 
 The oracle below is an independent SQL translation of the query (events.md), line by line,
 reading only the stored event records (the xdr_data fields), not the store's key columns:
@@ -17,7 +19,6 @@ with the calendar date; ``opnum-12-13`` drops the name condition.
 from __future__ import annotations
 
 import random
-from dataclasses import astuple
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -67,12 +68,12 @@ def query_rows(store: Store, until_ms: int, s: RaritySettings) -> list[tuple]:
                        name_filter="AND action_rpc_func_name = 'NetrDfsRemoveStdRoot'"
                        if s.match == "seed-exact" else "")
     rows = store.db.execute(sql, {"start": until_ms - s.lookback_days * MS_PER_DAY, "until": until_ms,
-                                  "threshold": s.threshold}).fetchall()
+                                  "threshold": s.threshold or 7}).fetchall()
     return sorted(rows, key=repr)
 
 
 def hunt_rows(store: Store, until_ms: int | None, s: RaritySettings) -> list[tuple]:
-    return sorted((astuple(r) for r in hunt(store, until_ms, s)), key=repr)
+    return sorted((tuple(r.values()) for r in hunt(store, until_ms, s)), key=repr)
 
 
 CLIENTS = ["10.0.0.5", "10.0.0.6", "fe80::5"]

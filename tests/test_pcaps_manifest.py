@@ -1,15 +1,15 @@
 """pcaps/manifest.json against what tshark reads in the committed captures, so a wrong manifest fails."""
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-PCAPS = Path(__file__).resolve().parent.parent / "pcaps"
-MANIFEST = json.loads((PCAPS / "manifest.json").read_text())["captures"]
+from tests.conftest import PCAPS, load_manifest
+
+MANIFEST = load_manifest()
 COMMITTED_LIMIT = 10 * 1024 * 1024      # issue 2: committed captures stay under 10 MB
 PFC_LAST_FRAG = 0x02
 COERCION_OPNUMS = {12, 13, 14, 15, 20, 23, 24}

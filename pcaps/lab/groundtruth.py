@@ -105,6 +105,16 @@ def ntlm_authentications(pcap: str) -> list[dict]:
             for f, t, s, d, sp, dp, u, dom, h in rows]
 
 
+def kerberos_ap_requests(pcap: str) -> list[dict]:
+    """Kerberos AP-REQs (in SMB SESSION_SETUP or HTTP Negotiate): the ticket's realm and sname."""
+    rows = tshark_fields(pcap, "kerberos.msg_type == 14", [
+        "frame.number", "frame.time_epoch", "ip.src", "ip.dst", "tcp.srcport", "tcp.dstport",
+        "kerberos.realm", "kerberos.SNameString"])
+    return [{"frame": int(f), "ts": float(t), "client_ip": s, "server_ip": d, "client_port": int(sp),
+             "server_port": int(dp), "realm": r, "sname": n.split("|")}
+            for f, t, s, d, sp, dp, r, n in rows]
+
+
 def challenge_target_names(pcap: str) -> set[str]:
     """NetBIOS computer names the server put in its NTLMSSP CHALLENGE (the agent hostname)."""
     rows = tshark_fields(pcap, "ntlmssp.messagetype == 2", ["ntlmssp.challenge.target_info.nb_computer_name"])

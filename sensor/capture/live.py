@@ -4,7 +4,7 @@ Yields the same tuples as the pcap reader, ``(ts, linktype, data, frame)`` with 
 frame counter, or ``None`` as an idle tick (at least every ``TICK_SECONDS``) so the consumer
 can expire flows, print stats and notice signals.
 
-Capture path, measured (tests/live/capture_bench.py: 64-byte-payload TCP/445 frames,
+Capture path, measured (bench/capture_bench.py: 64-byte-payload TCP/445 frames,
 ``tcpreplay --topspeed`` into a veth, 2 cores, Python 3.11; see the README section):
 a PACKET_MMAP TPACKET_V3 ring read with ``struct.unpack_from`` is the fastest of the three
 (no syscall, no ancillary-data objects per packet; a whole block per ``poll``); plain

@@ -9,8 +9,11 @@ pipeline's records, in capture order:
 - inbound activity to V (SmbSession, EncryptedMessage, RpcCallEvent) is remembered per flow
   for ``window`` seconds after its last message;
 - an NtlmAuthentication by a machine account from V to L then looks back over V's inbound
-  flows: one that carried a decoded call naming L (by address, or by a name L gave in its
-  NTLMSSP CHALLENGE) makes CONFIRMED; else an encrypted one makes PROBABLE, unless the (V, L)
+  flows: one that carried a catalogued coercion call whose listener argument names L (by
+  address, or by a name L gave in its NTLMSSP CHALLENGE; sensor/interfaces/listener.py reads
+  the host out of UNC, WebDAV and URL forms) makes CONFIRMED, naming the call's technique; else
+  an encrypted one, or one whose coercion call was sealed (PKT_PRIVACY: opnum known, listener
+  not), makes PROBABLE, unless the (V, L)
   pair is common (``pair_days``: distinct days seen, from the store) - a DC replicating to its
   partner every day learns itself out.
 
@@ -31,8 +34,10 @@ from typing import Callable
 from sensor.anomaly import Stats
 from sensor.coercion.events import CONFIRMED, PROBABLE, CoercionAlert
 from sensor.events import RpcCallEvent
+from sensor.interfaces.catalog import Catalog, default_catalog
+from sensor.interfaces.listener import host_of
 from sensor.net.stream import FlowKey, ServiceSeen
-from sensor.smb.events import EncryptedMessage, NtlmAuthentication, SmbSession
+from sensor.smb.events import EncryptedMessage, KerberosAuthentication, NtlmAuthentication, SmbSession
 
 # Coercion tools trigger the callback within a second or two; 30 s leaves room for a slow
 # server (the spooler retries) while keeping unrelated machine logons out.
@@ -66,7 +71,7 @@ class CorrelatorSettings:
 
 
 class _Inbound:
-    __slots__ = ("flow", "client", "client_name", "first_ts", "last_ts", "encrypted", "calls")
+    __slots__ = ("flow", "client", "client_name", "first_ts", "last_ts", "encrypted", "calls", "sealed_technique")
 
     def __init__(self, flow: FlowKey, ts: float) -> None:
         self.flow = flow
@@ -75,7 +80,9 @@ class _Inbound:
         self.first_ts = ts
         self.last_ts = ts
         self.encrypted = False
-        self.calls: list[tuple[str, frozenset[str]]] = []   # (event id, hosts its arguments name)
+        # (event id, hosts its listener arguments name, technique)
+        self.calls: list[tuple[str, frozenset[str], str]] = []
+        self.sealed_technique = ""      # a coercion call whose stub was sealed: its technique
 
 
 class Correlator:
@@ -83,15 +90,17 @@ class Correlator:
     its distinct-day count (None: every pair is rare)."""
 
     def __init__(self, settings: CorrelatorSettings | None = None,
-                 pair_days: Callable[[str, str, float], int] | None = None) -> None:
+                 pair_days: Callable[[str, str, float], int] | None = None,
+                 catalog: Catalog | None = None) -> None:
         self.settings = settings or CorrelatorSettings()
+        self.catalog = catalog or default_catalog()
         self.pair_days = pair_days
         self.stats = Stats()
         self._inbound: OrderedDict[FlowKey, _Inbound] = OrderedDict()   # by last activity
         self._names: dict[str, str] = {}
         # Hosts seen serving SMB, Kerberos or LDAP, and the config's allow-list
         self.servers: set[str] = set(self.settings.known_servers)
-        self._recent: deque[NtlmAuthentication] = deque(maxlen=MAX_RECENT_AUTHENTICATIONS)
+        self._recent: deque[NtlmAuthentication | KerberosAuthentication] = deque(maxlen=MAX_RECENT_AUTHENTICATIONS)
 
     def feed(self, record) -> list[CoercionAlert]:
         kind = type(record)
@@ -108,11 +117,13 @@ class Correlator:
                            record.agent_port)
             inbound = self._touch(flow, record.event_timestamp / 1000)
             inbound.encrypted |= record.net_encrypted
-            hosts = frozenset(h for h in map(host_of, record.str_fields().values()) if h)
+            technique, hosts = self._listeners(record)
+            if technique and record.net_stub_sealed:
+                inbound.sealed_technique = technique
             if hosts:
                 if len(inbound.calls) < MAX_CALLS_PER_FLOW:
-                    inbound.calls.append((record.event_id, hosts))
-                return self._answered_call(record, flow, inbound, hosts)
+                    inbound.calls.append((record.event_id, hosts, technique))
+                return self._answered_call(record, flow, inbound, hosts, technique)
         elif kind is ServiceSeen:
             self._note_server(record.ip)
         elif kind is NtlmAuthentication:
@@ -120,6 +131,11 @@ class Correlator:
             if record.is_machine_account:
                 self._recent.append(record)
                 return self._authentication(record)
+        elif kind is KerberosAuthentication:
+            # Whether the client is a machine account is encrypted: an AP-REQ only confirms
+            # (a call named the ticket's service host or L), never makes PROBABLE.
+            self._recent.append(record)
+            return self._authentication(record)
         return []
 
     def close(self) -> list[CoercionAlert]:
@@ -127,6 +143,16 @@ class Correlator:
         self._names.clear()
         self._recent.clear()
         return []
+
+    def _listeners(self, call: RpcCallEvent) -> tuple[str, frozenset[str]]:
+        """(technique, hosts its listener arguments name) of a catalogued coercion call;
+        ("", empty) for any other call."""
+        iface = self.catalog.interface(call.action_rpc_interface_uuid.strip("{}"))
+        op = iface.operation(call.action_rpc_func_opnum) if iface else None
+        if op is None or not op.coerces:
+            return "", frozenset()
+        strings = call.str_fields()
+        return iface.technique, frozenset(h for h in (host_of(strings.get(a, "")) for a in op.listener_args) if h)
 
     # -- state -----------------------------------------------------------------------------
     def _touch(self, flow: FlowKey, ts: float) -> _Inbound:
@@ -152,16 +178,24 @@ class Correlator:
                 self._names[name.lower()] = ip
                 self._names[name.lower().split(".", 1)[0]] = ip
 
+    def _names_listener(self, host: str, auth: NtlmAuthentication | KerberosAuthentication) -> bool:
+        """Does a call's listener host name the server ``auth`` went to (its address, a name
+        it gave, or, Kerberos, the host of the ticket's service principal)?"""
+        if type(auth) is KerberosAuthentication and host == auth.service_host:
+            return True
+        return self._names_ip(host, auth.flow.server_ip)
+
     def _names_ip(self, host: str, ip: str) -> bool:
         return host == ip.lower() or self._names.get(host) == ip or \
             self._names.get(host.split(".", 1)[0]) == ip
 
     # -- the correlation ---------------------------------------------------------------------
-    def _authentication(self, auth: NtlmAuthentication) -> list[CoercionAlert]:
-        self.stats["coercion_machine_authentications"] += 1
+    def _authentication(self, auth: NtlmAuthentication | KerberosAuthentication) -> list[CoercionAlert]:
+        kerberos = type(auth) is KerberosAuthentication
+        self.stats["coercion_kerberos_authentications" if kerberos else "coercion_machine_authentications"] += 1
         victim, listener = auth.flow.client_ip, auth.flow.server_ip
         since = auth.ts - self.settings.window
-        confirmed: list[tuple[_Inbound, str]] = []
+        confirmed: list[tuple[_Inbound, str, str]] = []
         encrypted: _Inbound | None = None
         for flow in reversed(self._inbound):          # newest activity first
             inbound = self._inbound[flow]
@@ -170,21 +204,20 @@ class Correlator:
             # A flow that began after the logon did not cause it (replayed files' clocks interleave).
             if flow.server_ip != victim or inbound.client == victim or inbound.first_ts > auth.ts:
                 continue
-            for event_id, hosts in inbound.calls:
-                if any(self._names_ip(h, listener) for h in hosts):
-                    confirmed.append((inbound, event_id))
-            if encrypted is None and inbound.encrypted:
+            for event_id, hosts, technique in inbound.calls:
+                if any(self._names_listener(h, auth) for h in hosts):
+                    confirmed.append((inbound, event_id, technique))
+            if encrypted is None and (inbound.encrypted or inbound.sealed_technique):
                 encrypted = inbound
-        base = dict(victim_ip=victim, listener_ip=listener, user=auth.user, domain=auth.domain,
-                    protocol=auth.protocol, ts=auth.ts, **_auth_names(auth))
+        base = dict(victim_ip=victim, listener_ip=listener, ts=auth.ts, **_who(auth))
         if confirmed:
             first = confirmed[-1][0]
             self.stats["coercion_confirmed"] += 1
             return [CoercionAlert(CONFIRMED, client_ip=first.client, inbound_flow=first.flow,
                                   client_name=first.client_name,
-                                  delay=round(auth.ts - first.last_ts, 6),
-                                  call_event_ids=tuple(e for _, e in reversed(confirmed)), **base)]
-        if encrypted is None:
+                                  delay=round(auth.ts - first.last_ts, 6), technique=confirmed[-1][2],
+                                  call_event_ids=tuple(e for _, e, _ in reversed(confirmed)), **base)]
+        if encrypted is None or kerberos:
             return []
         day_count = self.pair_days(victim, listener, auth.ts) if self.pair_days else 1
         if day_count >= self.settings.rare_days:
@@ -197,12 +230,13 @@ class Correlator:
         return [CoercionAlert(PROBABLE, client_ip=encrypted.client, inbound_flow=encrypted.flow,
                               client_name=encrypted.client_name,
                               delay=round(auth.ts - encrypted.last_ts, 6), confidence=confidence,
-                              day_count=day_count,
-                              detail="inbound encrypted session to V, then V's machine account "
-                                     "authenticated to L", **base)]
+                              day_count=day_count, technique=encrypted.sealed_technique,
+                              detail=("inbound sealed coercion call to V" if encrypted.sealed_technique
+                                      else "inbound encrypted session to V") +
+                                     ", then V's machine account authenticated to L", **base)]
 
     def _answered_call(self, call: RpcCallEvent, flow: FlowKey, inbound: _Inbound,
-                       hosts: frozenset[str]) -> list[CoercionAlert]:
+                       hosts: frozenset[str], technique: str) -> list[CoercionAlert]:
         """The call arrived after V's authentications it caused: confirm those to a host it
         names. (An authentication after the call was in ``calls`` is _authentication's.)"""
         requested = call.event_timestamp / 1000
@@ -210,30 +244,28 @@ class Correlator:
         for auth in self._recent:
             if auth.flow.client_ip != flow.server_ip or auth.flow.client_ip == inbound.client \
                     or not requested - EVENT_TIME_ROUNDING <= auth.ts <= requested + self.settings.window \
-                    or not any(self._names_ip(h, auth.flow.server_ip) for h in hosts):
+                    or not any(self._names_listener(h, auth) for h in hosts):
                 continue
             self.stats["coercion_confirmed"] += 1
             out.append(CoercionAlert(CONFIRMED, auth.ts, victim_ip=auth.flow.client_ip,
                                      listener_ip=auth.flow.server_ip, client_ip=inbound.client,
-                                     user=auth.user, domain=auth.domain, protocol=auth.protocol,
-                                     delay=round(max(auth.ts - requested, 0.0), 6),
+                                     delay=round(max(auth.ts - requested, 0.0), 6), technique=technique, **_who(auth),
                                      call_event_ids=(call.event_id,), inbound_flow=flow,
-                                     client_name=inbound.client_name, **_auth_names(auth)))
+                                     client_name=inbound.client_name))
         return out
 
 
-def _auth_names(auth: NtlmAuthentication) -> dict:
-    """The back-authentication's flow and what it names: V by its machine account without the
-    "$" (a computer's sAMAccountName is its NetBIOS name + "$", MS-ADTS 6.1.1.2.2; the
-    workstation field is whatever the client filled in), L by the name in its CHALLENGE."""
-    return dict(auth_flow=auth.flow, victim_name=auth.user.removesuffix("$"),
+def _who(auth: NtlmAuthentication | KerberosAuthentication) -> dict:
+    """The alert's user, domain, protocol and the back-authentication's flow and names. NTLM:
+    V by its machine account without the "$" (a computer's sAMAccountName is its NetBIOS name
+    + "$", MS-ADTS 6.1.1.2.2; the workstation field is whatever the client filled in), L by the
+    name in its CHALLENGE. Kerberos: the user is unknown (encrypted in the ticket), the domain
+    is the ticket's realm, L is the ticket's service host, the protocol says "kerberos"."""
+    if type(auth) is KerberosAuthentication:
+        return dict(user="", domain=auth.realm, protocol=auth.protocol + "-kerberos", auth_flow=auth.flow,
+                    listener_name=auth.service_host,
+                    detail=f"Kerberos AP-REQ for {'/'.join(auth.sname)}@{auth.realm}; the client principal is encrypted")
+    return dict(user=auth.user, domain=auth.domain, protocol=auth.protocol, auth_flow=auth.flow,
+                victim_name=auth.user.removesuffix("$"),
                 listener_name=auth.server_dns_name or auth.server_netbios_name)
 
-
-def host_of(value: str) -> str:
-    """The host an argument names: "\\\\\\\\host\\\\share" / "host" / "host@80/x" -> "host"
-    (lower case); "" when it names none."""
-    value = value.strip().lstrip("\\/").lower()
-    for sep in ("\\", "/", "@"):
-        value = value.split(sep, 1)[0]
-    return value if value and " " not in value else ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sensor.alerts import FORCED_AUTHENTICATION, AlertEnvelope, Flow, RuleMeta
-from sensor.detect.xql import utc_date
+from sensor.xql.functions import utc_date
 from sensor.net.stream import FlowKey
 
 CONFIRMED = "coercion-confirmed"            # decoded call named L, then V's machine account -> L
@@ -37,10 +37,11 @@ class CoercionAlert:
     confidence: float = 1.0
     day_count: int = 0      # PROBABLE: distinct days the (V, L) pair was seen, this one included
     detail: str = ""
+    technique: str = ""     # of the call: "DFSCoerce", "PetitPotam", ... ("" when no call was seen)
     inbound_flow: FlowKey | None = None   # client -> V: the session that carried (or hid) the call
     auth_flow: FlowKey | None = None      # V -> L: the back-authentication
-    victim_name: str = ""                 # V's name as its machine account gave it (workstation)
-    listener_name: str = ""               # L's name from its NTLMSSP CHALLENGE
+    victim_name: str = ""                 # V's name as its machine account gave it (its machine account without the $)
+    listener_name: str = ""               # L's name from its NTLMSSP CHALLENGE (Kerberos: the ticket's service host)
     client_name: str = ""                 # the client's workstation name from its SMB session
 
     @property
@@ -59,7 +60,7 @@ class CoercionAlert:
             "victim_ip": self.victim_ip, "victim_name": self.victim_name,
             "listener_ip": self.listener_ip, "listener_name": self.listener_name,
             "client_ip": self.client_ip, "client_name": self.client_name,
-            "user": self.user, "domain": self.domain, "protocol": self.protocol,
+            "user": self.user, "domain": self.domain, "protocol": self.protocol, "technique": self.technique,
             "delay": self.delay if self.auth_flow is not None else None,
             "call_event_ids": list(self.call_event_ids), "confidence": self.confidence,
             "day": self.day, "day_count": self.day_count or None, "detail": self.detail,

@@ -23,10 +23,10 @@ from collections import OrderedDict
 from sensor.anomaly import Stats
 from sensor.events import RpcCallEvent
 from sensor.net.stream import ServiceSeen
-from sensor.smb.events import EncryptedMessage, NtlmAuthentication, SmbSession
+from sensor.smb.events import EncryptedMessage, KerberosAuthentication, NtlmAuthentication, SmbSession
 
 # Record kinds Correlator.feed reads; everything else stays in the worker.
-FORWARDED_KINDS = frozenset((SmbSession, NtlmAuthentication, RpcCallEvent, ServiceSeen))
+FORWARDED_KINDS = frozenset((SmbSession, NtlmAuthentication, KerberosAuthentication, RpcCallEvent, ServiceSeen))
 # The correlator needs "this inbound flow is encrypted" and its last activity (the window
 # runs from the last message), not every message: the first transform header of each
 # (flow, session), then one per this many capture seconds keeps last_ts within a second of

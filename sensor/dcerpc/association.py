@@ -14,6 +14,7 @@ from sensor.anomaly import Anomaly, Stats
 from sensor.budget import ByteBudget
 from sensor.dcerpc import pdu
 from sensor.dcerpc.events import RpcBind, RpcCall, RpcEvent, RpcResult
+from sensor.net.stream import FlowKey
 
 LAYER = "dcerpc"
 
@@ -95,14 +96,12 @@ class _PendingCall:
         self.keep = keep          # stub wanted: False skips it (uncatalogued interface)
 
 
-_CLIENT_PTYPES = frozenset({pdu.PTYPE_REQUEST, pdu.PTYPE_BIND, pdu.PTYPE_ALTER_CONTEXT, pdu.PTYPE_AUTH3,
-                            pdu.PTYPE_CO_CANCEL, pdu.PTYPE_ORPHANED})
-_SERVER_PTYPES = frozenset({pdu.PTYPE_RESPONSE, pdu.PTYPE_FAULT, pdu.PTYPE_BIND_ACK, pdu.PTYPE_BIND_NAK,
-                            pdu.PTYPE_ALTER_CONTEXT_RESP, pdu.PTYPE_SHUTDOWN})
-
-
 class RpcAssociation:
-    def __init__(self, settings: RpcSettings | None = None) -> None:
+    """The stage contract (sensor/stage.py): ``feed``/``gap`` per direction, ``close`` at the
+    end of the pipe or flow; every anomaly names ``flow``."""
+
+    def __init__(self, flow: FlowKey, settings: RpcSettings | None = None) -> None:
+        self.flow = flow
         self.settings = settings or RpcSettings()
         self.stats = Stats()
         self._dirs = {True: _Direction(), False: _Direction()}
@@ -117,7 +116,7 @@ class RpcAssociation:
 
     # -- the stage contract -------------------------------------------------------------
 
-    def feed(self, from_client: bool, ts: float, frame: int, data: bytes | memoryview) -> list[RpcEvent | Anomaly]:
+    def feed(self, from_client: bool, ts: float, data: bytes | memoryview, frame: int) -> list[RpcEvent | Anomaly]:
         d = self._dirs[from_client]
         out: list = []
         self.stats["bytes"] += len(data)
@@ -144,20 +143,21 @@ class RpcAssociation:
             d.buf = bytearray(src[pos:])
         return out
 
-    def gap(self, from_client: bool) -> list[RpcEvent | Anomaly]:
-        """Bytes of one direction were lost: drop its partial PDU and resync at the next header."""
+    def gap(self, from_client: bool, ts: float, length: int) -> list[RpcEvent | Anomaly]:
+        """``length`` bytes of one direction were lost: drop its partial PDU and resync at the
+        next header."""
         d = self._dirs[from_client]
         d.buf.clear()
         d.skip = 0
         d.resyncing = True
-        detail = "server side"
+        detail = "client side" if from_client else "server side"
         if from_client and self._calls:
             # A lost fragment leaves a hole in every call being joined: none can be trusted.
-            detail = f"client side, {len(self._calls)} fragmented call(s) abandoned"
+            detail += f", {len(self._calls)} fragmented call(s) abandoned"
             self._drop_all_calls()
-        return [self.stats.anomaly(0.0, LAYER, "dcerpc_gap_resync", detail=detail)]
+        return [self._anomaly(ts, "dcerpc_gap_resync", f"{length} bytes, {detail}")]
 
-    def close(self) -> list[RpcEvent | Anomaly]:
+    def close(self, ts: float) -> list[RpcEvent | Anomaly]:
         """Calls still being joined are dropped (their last fragment never came)."""
         self.stats["calls_incomplete_at_close"] += len(self._calls)
         self._drop_all_calls()
@@ -168,6 +168,10 @@ class RpcAssociation:
             d.buf = bytearray()
             d.skip = 0
         return []
+
+    def _anomaly(self, ts: float, name: str, detail: str = "") -> Anomaly:
+        """Count and return a named anomaly of this association's flow."""
+        return self.stats.anomaly(ts, LAYER, name, self.flow, detail)
 
     # -- framing ------------------------------------------------------------------------
 
@@ -187,8 +191,8 @@ class RpcAssociation:
             hdr = pdu.parse_header(buf, pos)
             if hdr is None or hdr.frag_length > max_frag:
                 detail = "implausible common header" if hdr is None else f"frag_length {hdr.frag_length}"
-                out.append(self.stats.anomaly(ts, LAYER, "dcerpc_bad_header" if hdr is None else "dcerpc_frag_too_large",
-                                              detail=f"frame {frame}: {detail}"))
+                out.append(self._anomaly(ts, "dcerpc_bad_header" if hdr is None else "dcerpc_frag_too_large",
+                                         f"frame {frame}: {detail}"))
                 d.resyncing = True
                 pos += 1
                 continue
@@ -208,8 +212,8 @@ class RpcAssociation:
             try:
                 self._pdu(hdr, from_client, buf[pos:pos + hdr.frag_length], ts, frame, out)
             except pdu.PduError as exc:
-                out.append(self.stats.anomaly(ts, LAYER, "dcerpc_malformed_pdu",
-                                              detail=f"frame {frame}: ptype {hdr.ptype}: {exc}"))
+                out.append(self._anomaly(ts, "dcerpc_malformed_pdu",
+                                         f"frame {frame}: ptype {hdr.ptype}: {exc}"))
             pos += hdr.frag_length
         if d.resyncing and end - pos >= pdu.COMMON_HEADER_LEN:
             pos = self._scan(buf, pos, max_frag)
@@ -235,11 +239,11 @@ class RpcAssociation:
     def _pdu(self, hdr: pdu.Header, from_client: bool, data: memoryview, ts: float, frame: int, out: list) -> None:
         ptype = hdr.ptype
         if ptype not in pdu.CO_PTYPES:
-            out.append(self.stats.anomaly(ts, LAYER, "dcerpc_unknown_ptype", detail=f"frame {frame}: ptype {ptype}"))
+            out.append(self._anomaly(ts, "dcerpc_unknown_ptype", f"frame {frame}: ptype {ptype}"))
             return
-        if ptype not in (_CLIENT_PTYPES if from_client else _SERVER_PTYPES):
-            out.append(self.stats.anomaly(ts, LAYER, "dcerpc_wrong_direction",
-                                          detail=f"frame {frame}: ptype {ptype} from {'client' if from_client else 'server'}"))
+        if ptype not in (pdu.CLIENT_PTYPES if from_client else pdu.SERVER_PTYPES):
+            out.append(self._anomaly(ts, "dcerpc_wrong_direction",
+                                     f"frame {frame}: ptype {ptype} from {'client' if from_client else 'server'}"))
             return
         if ptype == pdu.PTYPE_REQUEST:
             self._request(hdr, data, ts, frame, out)
@@ -260,7 +264,7 @@ class RpcAssociation:
         contexts = pdu.parse_bind(data, hdr)
         if len(self._pending_binds) >= self.settings.max_pending_binds:
             self._pending_binds.pop(0)
-            out.append(self.stats.anomaly(ts, LAYER, "dcerpc_too_many_pending_binds"))
+            out.append(self._anomaly(ts, "dcerpc_too_many_pending_binds"))
         self._pending_binds.append((hdr.call_id, contexts))
         for ctx in contexts:
             if ctx.ctx_id in self._proposed or len(self._proposed) < self.settings.max_contexts:
@@ -288,16 +292,16 @@ class RpcAssociation:
         self._forget_proposals(contexts)
         if contexts is None:
             if results:
-                out.append(self.stats.anomaly(ts, LAYER, "dcerpc_ack_without_bind", detail=f"call_id {hdr.call_id}"))
+                out.append(self._anomaly(ts, "dcerpc_ack_without_bind", f"call_id {hdr.call_id}"))
             return
         if len(results) != len(contexts):
-            out.append(self.stats.anomaly(ts, LAYER, "dcerpc_bind_result_count",
-                                          detail=f"{len(contexts)} contexts, {len(results)} results"))
+            out.append(self._anomaly(ts, "dcerpc_bind_result_count",
+                                     f"{len(contexts)} contexts, {len(results)} results"))
         for ctx, res in zip(contexts, results):
             if res.result != pdu.RESULT_ACCEPTANCE:
                 continue
             if ctx.ctx_id not in self._contexts and len(self._contexts) >= self.settings.max_contexts:
-                out.append(self.stats.anomaly(ts, LAYER, "dcerpc_too_many_contexts", detail=f"ctx_id {ctx.ctx_id}"))
+                out.append(self._anomaly(ts, "dcerpc_too_many_contexts", f"ctx_id {ctx.ctx_id}"))
                 continue
             # A later alter_context re-binding a ctx_id replaces what it named.
             self._contexts[ctx.ctx_id] = (ctx.interface_uuid, ctx.interface_version,
@@ -310,17 +314,17 @@ class RpcAssociation:
         call = self._calls.get(hdr.call_id)
         if hdr.flags & pdu.PFC_FIRST_FRAG or call is None:
             if call is not None:
-                out.append(self.stats.anomaly(ts, LAYER, "dcerpc_call_restarted", detail=f"call_id {hdr.call_id}"))
+                out.append(self._anomaly(ts, "dcerpc_call_restarted", f"call_id {hdr.call_id}"))
             elif not hdr.flags & pdu.PFC_FIRST_FRAG:
                 # Midstream, or a stack that leaves the flag off: the opnum is in every fragment.
-                out.append(self.stats.anomaly(ts, LAYER, "dcerpc_fragment_without_first",
-                                              detail=f"frame {frame}: call_id {hdr.call_id}"))
+                out.append(self._anomaly(ts, "dcerpc_fragment_without_first",
+                                         f"frame {frame}: call_id {hdr.call_id}"))
             call = _PendingCall(hdr.call_id, req, hdr.little, self._wants_stub(req.ctx_id))
             self._drop_call(hdr.call_id)
             if len(self._calls) >= self.settings.max_calls_in_flight:
                 evicted = next(iter(self._calls))
                 self._drop_call(evicted)
-                out.append(self.stats.anomaly(ts, LAYER, "dcerpc_too_many_calls", detail=f"call_id {evicted} dropped"))
+                out.append(self._anomaly(ts, "dcerpc_too_many_calls", f"call_id {evicted} dropped"))
             self._calls[hdr.call_id] = call
         sealed = req.auth is not None and req.auth.auth_level == pdu.AUTH_LEVEL_PRIVACY
         call.fragments += 1
@@ -377,9 +381,9 @@ class RpcAssociation:
         if call.fragments > self.settings.max_fragments_per_call or len(stub) > room:
             if not call.truncated:
                 call.truncated = True
-                out.append(self.stats.anomaly(ts, LAYER, "dcerpc_stub_truncated",
-                                              detail=f"call_id {call_id}: over {self.settings.max_stub_bytes} bytes "
-                                                     f"or {self.settings.max_fragments_per_call} fragments"))
+                out.append(self._anomaly(ts, "dcerpc_stub_truncated",
+                                         f"call_id {call_id}: over {self.settings.max_stub_bytes} bytes "
+                                         f"or {self.settings.max_fragments_per_call} fragments"))
             if call.fragments > self.settings.max_fragments_per_call:
                 return
             stub = stub[:max(room, 0)]
@@ -388,6 +392,6 @@ class RpcAssociation:
             call.size += len(stub)
             budget = self.settings.budget
             if budget is not None and budget.charge(call, len(stub), self._evicted_by_budget):
-                out.append(self.stats.anomaly(ts, LAYER, "dcerpc_stub_budget_exceeded",
-                                              detail=f"call_id {call_id}: oldest calls being joined dropped "
-                                                     f"(all stubs over {budget.limit} bytes)"))
+                out.append(self._anomaly(ts, "dcerpc_stub_budget_exceeded",
+                                         f"call_id {call_id}: oldest calls being joined dropped "
+                                         f"(all stubs over {budget.limit} bytes)"))

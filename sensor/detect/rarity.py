@@ -1,66 +1,65 @@
-"""The DFSCoerce rule: a distinct-day rarity detector, the Cortex XDR hunting query run live.
+"""The streaming rarity detector, compiled from XQL rule files (sensor/xql/rules.py).
 
-The query (../shared/reference/events.md) groups MS-DFSNM root calls by
-(actor_type, func name, opnum, server host, server id, client ip, ServerName, RootShare)
-and reports the groups seen on fewer than 7 distinct days. Run live, that is: an event
-whose key has been seen on fewer than ``threshold`` distinct days in the lookback window
-(this day included) raises an alert, one per key per day; later hits that day update it.
-``hunt`` is the batch form over the stored events and returns exactly the query's rows.
+A rule of the rarity shape (``[alter] | filter | [fields] | comp count_distinct(day) as N by
+<keys> | filter N < K``) runs on each event as it is stored: its alters and filters decide
+whether the event counts and compute the key; the UTC dates each key was seen live in the
+store (key_days); an event whose key was seen on fewer than K distinct days (the rule's day
+expression over the dates in the lookback window, this day included) raises an alert, one per
+rule, key and UTC date; later hits that day update it. ``hunt`` runs the same rule in batch
+over the stored events with the XQL engine.
+
+The default rule is the Cortex XDR DFSCoerce hunting query (sensor/rules/dfscoerce/).
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from datetime import date, timedelta
+from dataclasses import dataclass, field, fields, replace
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Mapping
 
 from sensor.anomaly import Stats
-from sensor.events import EVENT_TYPE_RPC_CALL, RpcCallEvent
-from sensor.detect.xql import json_extract_scalar, utc_date
-from sensor.store.sqlite import Store
+from sensor.events import RpcCallEvent
+from sensor.store.sqlite import AlertListing, Store
+from sensor.xql.check import TIME_FIELD
+from sensor.xql.functions import utc_date
+from sensor.xql.rules import (DAY_MODES, DAY_UTC_DATE, SHIPPED_RULES, RarityPlan, Rule, RuleMeta, load_rule,
+                              load_rules, rarity_plan, unique, with_day_mode, with_threshold)
+from sensor.xql.sql import Compiled, compile_query, rows
 
 RULE = "dfscoerce-rare-dfsnm-root-call"
-DFSNM_XDR_UUID = "{4FC742E0-4A10-11CF-8273-00AA004AE673}"
-ROOT_OPNUMS = (12, 13)                    # NetrDfsAddStdRoot, NetrDfsRemoveStdRoot
-SEED_FUNC_NAME = "NetrDfsRemoveStdRoot"   # the query's literal name filter
-
-DAY_UTC_DATE = "utc-date"            # the calendar date in UTC: what the query means
-DAY_OF_MONTH = "day-of-month"        # XQL extract_time(_time, "DAY") exactly: 1..31 in GMT
-DAY_MODES = (DAY_UTC_DATE, DAY_OF_MONTH)
-MATCH_ROOT_OPNUMS = "opnum-12-13"    # both root calls, whatever the name says
-MATCH_SEED_EXACT = "seed-exact"      # name = NetrDfsRemoveStdRoot and opnum in (12, 13)
+DFSCOERCE_RULES = SHIPPED_RULES / "dfscoerce"
+MATCH_ROOT_OPNUMS = "opnum-12-13"    # both root calls: the published query without its name filter
+MATCH_SEED_EXACT = "seed-exact"      # the published query verbatim
 MATCH_MODES = (MATCH_ROOT_OPNUMS, MATCH_SEED_EXACT)
+__all__ = ["DAY_MODES", "MATCH_MODES", "RaritySettings", "RarityDetector", "Alert", "hunt", "detector_rules"]
 
 # Event ids an alert lists; a noisy key's hits go on counting past this.
 MAX_ALERT_EVENT_IDS = 50
 MS_PER_DAY = 86_400_000
 
-KEY_FIELDS = ("actor_type", "action_rpc_func_name", "action_rpc_func_opnum", "agent_hostname",
-              "agent_id", "actor_remote_ip", "dfs_relay_server", "dfs_root_share")
-# The same key as columns of the store's events table, in KEY_FIELDS order.
-_KEY_COLUMNS = ("actor_type", "func_name", "opnum", "agent_hostname", "agent_id",
-                "actor_remote_ip", "dfs_relay_server", "dfs_root_share")
-
 
 @dataclass(frozen=True)
 class RaritySettings:
-    threshold: int = 7          # the query's "day_count < 7"
-    lookback_days: int = 30     # the query's usual time range
-    day_mode: str = DAY_UTC_DATE
-    match: str = MATCH_ROOT_OPNUMS
+    threshold: int | None = None    # None: each rule's own K ("filter N < K")
+    lookback_days: int = 30         # the query's usual time range
+    day_mode: str = DAY_UTC_DATE    # how extract_time(_time, "DAY") in a rule's day field is read
+    match: str = MATCH_ROOT_OPNUMS  # which shipped DFSCoerce rule file runs
+    rules: tuple[str, ...] = ()     # the user's rule files and directories, on top of the shipped ones
+
+
+def detector_rules(settings: RaritySettings) -> list[Rule]:
+    """The shipped DFSCoerce rule that ``match`` picks, the other shipped rules, the user's;
+    with the day mode and threshold applied. Raises RuleError naming a bad file."""
+    dfscoerce = load_rule(DFSCOERCE_RULES / f"{settings.match}.xql")
+    rules = unique([dfscoerce, *load_rules([SHIPPED_RULES, *settings.rules])])
+    return [with_threshold(with_day_mode(r, settings.day_mode), settings.threshold) for r in rules]
 
 
 @dataclass(frozen=True)
 class Alert:
-    rule: str
-    actor_type: int
-    action_rpc_func_name: str
-    action_rpc_func_opnum: int
-    agent_hostname: str
-    agent_id: str
-    actor_remote_ip: str
-    dfs_relay_server: str | None
-    dfs_root_share: str | None
+    meta: RuleMeta
+    key: Mapping[str, Any]      # the query's by fields, under their own names
     day: str                    # UTC date (YYYY-MM-DD) the alert is for
     day_count: int              # distinct days the key was seen in the window, this one included
     first_seen: str             # _time of the day's first and last hit
@@ -69,42 +68,42 @@ class Alert:
     event_ids: tuple[str, ...]
     context: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def rule(self) -> str:
+        return self.meta.id
+
     def to_dict(self) -> dict:
-        record = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        record["event_ids"] = list(self.event_ids)
-        record["context"] = dict(self.context)
-        return record
+        return {"rule": self.meta.id, **self.key, "day": self.day, "day_count": self.day_count,
+                "first_seen": self.first_seen, "last_seen": self.last_seen, "hits": self.hits,
+                "event_ids": list(self.event_ids), "context": dict(self.context),
+                "rule_file": rule_file_name(self.meta.path), "rule_version": self.meta.version}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
 
 
-@dataclass(frozen=True)
-class HuntRow:
-    actor_type: int
-    action_rpc_func_name: str
-    action_rpc_func_opnum: int
-    agent_hostname: str
-    agent_id: str
-    actor_remote_ip: str
-    dfs_relay_server: str | None
-    dfs_root_share: str | None
-    day_count: int
+def rule_file_name(path: str) -> str:
+    """Shipped rules by their place in the package (sensor/rules/...), the user's as given."""
+    try:
+        return "sensor/rules/" + str(Path(path).resolve().relative_to(SHIPPED_RULES))
+    except ValueError:
+        return path
 
 
-def matches(event: RpcCallEvent, mode: str) -> bool:
-    """The query's filter line; ``opnum-12-13`` drops its name condition."""
-    return (event.event_type == EVENT_TYPE_RPC_CALL
-            and event.action_rpc_interface_uuid == DFSNM_XDR_UUID
-            and event.action_rpc_func_opnum in ROOT_OPNUMS
-            and (mode != MATCH_SEED_EXACT or event.action_rpc_func_name == SEED_FUNC_NAME))
+# The record's fields, and those that are booleans (SQLite stores them as 1/0).
+_EVENT_FIELDS = tuple(f.name for f in fields(RpcCallEvent))
+_BOOLEAN_FIELDS = tuple(f.name for f in fields(RpcCallEvent) if f.type in ("bool", bool))
 
 
-def event_key(event: RpcCallEvent) -> tuple:
-    fields = event.action_rpc_func_str_call_fields
-    return (event.actor_type, event.action_rpc_func_name, event.action_rpc_func_opnum,
-            event.agent_hostname, event.agent_id, event.actor_remote_ip,
-            json_extract_scalar(fields, "ServerName"), json_extract_scalar(fields, "RootShare"))
+def event_row(event: RpcCallEvent) -> dict:
+    """The event as an xdr_data record for XQL: _time is a timestamp (epoch ms), and booleans
+    are 1/0 as the store's SQL sees them, so streaming and hunting agree."""
+    row = {name: getattr(event, name) for name in _EVENT_FIELDS}
+    for name in _BOOLEAN_FIELDS:
+        row[name] = int(row[name])
+    row[TIME_FIELD] = event.event_timestamp
+    return row
+
 
 
 def triage_context(event: RpcCallEvent) -> dict:
@@ -129,41 +128,59 @@ def triage_context(event: RpcCallEvent) -> dict:
     }
 
 
+def _midnight_ms(day: str) -> int:
+    return int(datetime.fromisoformat(day).replace(tzinfo=timezone.utc).timestamp() * 1000)
+
+
 class RarityDetector:
     """Feed it each newly stored event (in a store transaction); it returns new alerts.
 
-    Its state is the store's key_days and alerts tables, so it survives restarts."""
+    Its state is the store's key_days and alerts tables, so it survives restarts. Raises
+    RuleError (naming the file) when a rule is bad or not of the rarity shape."""
 
     def __init__(self, settings: RaritySettings, store: Store):
         self.settings = settings
         self.store = store
+        self.plans: list[RarityPlan] = [rarity_plan(rule) for rule in detector_rules(settings)]
         self.stats = Stats()
 
     def feed(self, event: RpcCallEvent) -> list[Alert]:
-        if not matches(event, self.settings.match):
-            return []
+        base = event_row(event)
+        alerts = []
+        for plan in self.plans:
+            row = plan.event_row(base)
+            if row is not None:
+                alert = self._judge(plan, row, event)
+                if alert is not None:
+                    alerts.append(alert)
+        return alerts
+
+    def _judge(self, plan: RarityPlan, row: dict, event: RpcCallEvent) -> Alert | None:
         self.stats["matched"] += 1
-        key = json.dumps(event_key(event), separators=(",", ":"), ensure_ascii=False)
+        rule = plan.rule.meta.id
+        values = {name: row[name] for name in plan.keys}
+        key = json.dumps(list(values.values()), separators=(",", ":"), ensure_ascii=False)
         day = utc_date(event.event_timestamp)
         store = self.store
-        store.add_key_day(RULE, key, day)
-        existing = store.alert_record(RULE, key, day)
+        store.add_key_day(rule, key, day)
+        existing = store.alert_record(rule, key, day)
         if existing is not None:
-            self._update(existing, key, day, event)
-            return []
+            self._update(rule, existing, key, day, event)
+            return None
         first_day = (date.fromisoformat(day) - timedelta(days=self.settings.lookback_days - 1)).isoformat()
-        day_count = store.key_day_count(RULE, key, first_day, day, self.settings.day_mode == DAY_OF_MONTH)
-        if day_count >= self.settings.threshold:
+        dates = store.key_dates(rule, key, first_day, day)
+        day_count = len({repr(plan.day_value(_midnight_ms(d))) for d in dates})
+        if day_count >= plan.threshold:
             self.stats["common"] += 1
-            return []
-        alert = Alert(RULE, *event_key(event), day=day, day_count=day_count,
-                      first_seen=event._time, last_seen=event._time, hits=1,
-                      event_ids=(event.event_id,), context=triage_context(event))
-        store.put_alert(RULE, key, day, alert.to_dict(), event.event_timestamp, event.event_timestamp)
+            return None
+        alert = Alert(plan.rule.meta, values, day=day, day_count=day_count, first_seen=event._time,
+                      last_seen=event._time, hits=1, event_ids=(event.event_id,), context=triage_context(event))
+        store.put_alert(rule, key, day, alert.to_dict(), event.event_timestamp, event.event_timestamp,
+                        _listing(event))
         self.stats["alerts"] += 1
-        return [alert]
+        return alert
 
-    def _update(self, record: dict, key: str, day: str, event: RpcCallEvent) -> None:
+    def _update(self, rule: str, record: dict, key: str, day: str, event: RpcCallEvent) -> None:
         """A later hit the same day: count it, widen first/last seen (replays may come out
         of order), list its id while there is room."""
         record["hits"] += 1
@@ -171,30 +188,39 @@ class RarityDetector:
         record["last_seen"] = max(record["last_seen"], event._time)
         if len(record["event_ids"]) < MAX_ALERT_EVENT_IDS:
             record["event_ids"].append(event.event_id)
-        self.store.put_alert(RULE, key, day, record, event.event_timestamp, event.event_timestamp)
+        self.store.put_alert(rule, key, day, record, event.event_timestamp, event.event_timestamp, _listing(event))
         self.stats["alert_updates"] += 1
 
-    def close(self) -> list[Alert]:
-        return []
+
+def _listing(event: RpcCallEvent) -> AlertListing:
+    return AlertListing(event.agent_hostname, event.agent_ip, event.actor_remote_ip, event.action_rpc_func_opnum)
 
 
-def hunt(store: Store, until_ms: int | None, settings: RaritySettings) -> list[HuntRow]:
-    """The query over the stored events whose time is in (until - lookback, until]; until
-    defaults to the newest stored event. Rows are the query's groups with day_count."""
-    if until_ms is None:
-        until_ms = store.newest_event_ms()
-        if until_ms is None:
-            return []
-    day = "day_of_month" if settings.day_mode == DAY_OF_MONTH else "utc_date"
-    name_filter = "AND func_name = ?" if settings.match == MATCH_SEED_EXACT else ""
-    columns = ", ".join(_KEY_COLUMNS)
-    sql = (f"SELECT {columns}, count(DISTINCT {day}) AS day_count FROM events "
-           f"WHERE ts_ms > ? AND ts_ms <= ? AND event_type = ? AND interface_uuid = ? "
-           f"AND opnum IN ({', '.join('?' * len(ROOT_OPNUMS))}) {name_filter} "
-           f"GROUP BY {columns} HAVING day_count < ? ORDER BY {columns}")
-    args: list = [until_ms - settings.lookback_days * MS_PER_DAY, until_ms,
-                  EVENT_TYPE_RPC_CALL, DFSNM_XDR_UUID, *ROOT_OPNUMS]
-    if settings.match == MATCH_SEED_EXACT:
-        args.append(SEED_FUNC_NAME)
-    args.append(settings.threshold)
-    return [HuntRow(*row) for row in store.db.execute(sql, args)]
+def window_query(store: Store, rule: Rule, until_ms: int | None, lookback_days: int) -> Compiled | None:
+    """A rule's query over the stored events whose time is in (until - lookback, until];
+    until defaults to the newest stored event. None when the store is empty."""
+    oldest, newest = store.db.execute("SELECT min(ts_ms), max(ts_ms) FROM events").fetchone()
+    if newest is None:
+        return None
+    until_ms = newest if until_ms is None else until_ms
+    start_ms = until_ms - lookback_days * MS_PER_DAY
+    # An end of the window beyond the stored events is no condition (see compile_query).
+    return compile_query(rule.checked, start_ms if start_ms >= oldest else None,
+                         until_ms if until_ms < newest else None)
+
+
+def run_rule(store: Store, rule: Rule, until_ms: int | None, lookback_days: int) -> list[dict]:
+    compiled = window_query(store, rule, until_ms, lookback_days)
+    return [] if compiled is None else rows(store.db, compiled)
+
+
+def hunt(store: Store, until_ms: int | None, settings: RaritySettings) -> list[dict]:
+    """The DFSCoerce rule (the query ``match`` picks, ``day_mode`` and ``threshold`` applied)
+    in batch: its rows, the count under the name ``day_count``, sorted by key."""
+    rule = next(r for r in detector_rules(replace(settings, rules=())) if r.meta.id == RULE)
+    plan = rarity_plan(rule)
+    out = []
+    for row in run_rule(store, rule, until_ms, settings.lookback_days):
+        row["day_count"] = row.pop(plan.count_alias)
+        out.append(row)
+    return sorted(out, key=lambda r: json.dumps([r[k] for k in plan.keys]))

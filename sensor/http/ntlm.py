@@ -13,6 +13,7 @@ import binascii
 from sensor.anomaly import Stats
 from sensor.net.stream import FlowKey
 from sensor.smb.events import NtlmAuthentication
+from sensor.smb.kerberos import authentication_events
 from sensor.smb.ntlmssp import NtlmAuthenticate, NtlmsspError, find_ntlmssp
 
 # Apache's LimitRequestFieldSize x a few headers; IIS caps a request head at 16 KiB by default.
@@ -21,6 +22,9 @@ AUTH_SCHEMES = (b"ntlm", b"negotiate")
 
 
 class HttpNtlmFlow:
+    """The stage contract (sensor/stage.py): ``feed``/``gap`` per direction, ``close`` at the
+    end of the flow."""
+
     def __init__(self, flow: FlowKey) -> None:
         self.flow = flow
         self.stats = Stats()
@@ -53,12 +57,12 @@ class HttpNtlmFlow:
             data = memoryview(rest)
         return out
 
-    def gap(self, from_client: bool) -> list:
+    def gap(self, from_client: bool, ts: float, length: int) -> list:
         if from_client:
             self._done = True     # lost bytes: no way back to a request boundary
         return []
 
-    def close(self) -> list:
+    def close(self, ts: float) -> list:
         self._head.clear()
         return []
 
@@ -80,10 +84,13 @@ class HttpNtlmFlow:
 
     def _token(self, ts: float, frame: int, token: bytes) -> list:
         try:
-            message = find_ntlmssp(base64.b64decode(token, validate=True))
+            blob = base64.b64decode(token, validate=True)
+            message = find_ntlmssp(blob)
         except (binascii.Error, ValueError) as e:     # NtlmsspError is a ValueError
             name = "ntlmssp_malformed" if isinstance(e, NtlmsspError) else "http_bad_base64"
             return [self.stats.anomaly(ts, "http", name, self.flow, str(e))]
+        if message is None:         # Negotiate with Kerberos: an AP-REQ for HTTP/<this server>
+            return authentication_events(self.flow, ts, frame, "http", blob, self.stats)
         if not isinstance(message, NtlmAuthenticate):
             return []
         return [NtlmAuthentication(self.flow, ts, frame, "http", message.user, message.domain,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from impacket.dcerpc.v5.dtypes import WSTR
+from impacket.dcerpc.v5.dtypes import RPC_UNICODE_STRING, WSTR
 from impacket.dcerpc.v5.ndr import NDRCALL, NDRPOINTER
 
 from sensor.interfaces.catalog import Operation
@@ -146,8 +146,24 @@ def _text(raw: bytes) -> tuple[str, bool]:
 
 
 def decode_request(op: Operation, stub: bytes, little_endian: bool, ndr64: bool = False) -> DecodedCall:
-    """The [in] arguments of ``op`` from its request stub; NdrDecodeError(reason) if it does not parse."""
-    kind = _request_type(op)
+    """The [in] arguments of ``op`` from its request stub; NdrDecodeError(reason) if it does not
+    parse as the IDL's request type nor as any of the operation's documented alternates."""
+    kinds = (_request_type(op), *op.alternates)
+    if op.alternates:
+        # impacket's parser is lenient: a [unique] referent id read as a ref string's max count
+        # can still "decode" into wrong strings. The form the stub cleanly is goes first.
+        clean = tuple(k for k in kinds if _walks_cleanly(k, stub, little_endian, ndr64))
+        kinds = clean + tuple(k for k in kinds if k not in clean)
+    first_error: NdrDecodeError | None = None
+    for kind in kinds:
+        try:
+            return _decode_as(op, kind, stub, little_endian, ndr64)
+        except NdrDecodeError as exc:
+            first_error = first_error or exc
+    raise first_error
+
+
+def _decode_as(op: Operation, kind: type[NDRCALL], stub: bytes, little_endian: bool, ndr64: bool) -> DecodedCall:
     if not little_endian:
         walker = _Walker(stub, little=False, strict=False, ndr64=ndr64)
         walker.walk(kind.structure)
@@ -159,12 +175,13 @@ def decode_request(op: Operation, stub: bytes, little_endian: bool, ndr64: bool 
     strings: dict[str, str] = {}
     ints: dict[str, str] = {}
     truncated = []
-    for name, field_type in kind.structure:
-        value = call.fields[name]
-        if isinstance(value, NDRPOINTER):
-            if not value.fields.get("ReferentID"):
-                continue   # NULL [unique] pointer: the argument is absent
-            value = value.fields["Data"]
+    for name, _ in kind.structure:
+        value = _pointee(call.fields[name])
+        if isinstance(value, RPC_UNICODE_STRING):
+            # MS-DTYP 2.3.10: Length, MaximumLength, then a unique pointer to the characters
+            value = _pointee(value.fields["Data"])
+        if value is None:
+            continue   # NULL [unique] pointer: the argument is absent
         if isinstance(value, WSTR):
             raw = value.fields["Data"]
             if len(raw) != 2 * value["ActualCount"]:
@@ -172,21 +189,33 @@ def decode_request(op: Operation, stub: bytes, little_endian: bool, ndr64: bool 
             strings[name], cut = _text(raw)
             if cut:
                 truncated.append(name)
-        elif isinstance(value, int) or (hasattr(value, "fields") and isinstance(value.fields.get("Data"), int)):
-            ints[name] = str(call[name])
-        # Nested structures (NetrDfsRemove2's ppRootList) carry no listener: left out.
+        elif isinstance(value, int):
+            ints[name] = str(value)
+        elif hasattr(value, "fields") and isinstance(value.fields.get("Data"), int):
+            ints[name] = str(value.fields["Data"])
+        # Nested structures (NetrDfsRemove2's ppRootList, EFSR's certificate lists) and
+        # handles carry no listener: left out.
     return DecodedCall(strings, ints, tuple(truncated))
+
+
+def _pointee(value):
+    """A [unique] pointer's referent, None when NULL; anything else as it is."""
+    if isinstance(value, NDRPOINTER):
+        return value.fields["Data"] if value.fields.get("ReferentID") else None
+    return value
 
 
 def looks_like(op: Operation, stub: bytes, little_endian: bool, ndr64: bool = False) -> bool:
     """True when ``stub`` is cleanly ``op``'s request: every string a plain NUL-terminated
     conformant varying string, and nothing left over but alignment padding. Used to name
     the interface of a call whose bind and pipe were both missed, so it errs on 'no'."""
-    if op.request is None:
-        return False
+    return op.request is not None and _walks_cleanly(op.request, stub, little_endian, ndr64)
+
+
+def _walks_cleanly(kind: type[NDRCALL], stub: bytes, little_endian: bool, ndr64: bool) -> bool:
     walker = _Walker(stub, little_endian, strict=True, ndr64=ndr64)
     try:
-        walker.walk(op.request.structure)
+        walker.walk(kind.structure)
     except NdrDecodeError:
         return False
     return len(stub) - walker.pos <= MAX_TRAILING_PAD

@@ -1,8 +1,9 @@
 """MS-DFSNM (netdfs): the catalog row and NDR request types for the coercion methods.
 
 impacket has no dfsnm module, so the [in] parameters are defined here on its NDRCALL
-types. The lab's attack client sends with these same classes, so the sensor decodes
-exactly what a real impacket client puts on the wire.
+types, each checked against the MIDL syntax of MS-DFSNM 3.1.4 (and appendix A). The lab's
+DFSCoerce client sends with these classes; NetrDfsRemove2 is also checked with stubs
+marshalled by hand from the IDL (tests/interfaces/test_dfsnm_idl.py), not by these types.
 
 NDR (MS-RPCE 2.2.5 / C706 14.3.10): a top-level ``[string] WCHAR*`` is a ref pointer, so it
 is marshalled as a bare conformant varying string (WSTR); ``[unique,string]`` adds a
@@ -72,6 +73,21 @@ class NetrDfsRemove2(NDRCALL):
     )
 
 
+class NetrDfsRemove2NullableDcName(NDRCALL):
+    """NetrDfsRemove2 with DcName marshalled as ``[in, string, unique]``: the MIDL syntax in
+    MS-DFSNM 3.1.4.2.2 (and appendix A) declares DcName ``[in, string]``, a ref pointer, but
+    its text says it "MAY be a NULL pointer", and clients written from that text send a
+    referent id (0 for NULL, 4 bytes) before it. The IDL form is tried first."""
+    opnum = 20
+    structure = (
+        ("DfsEntryPath", WSTR),
+        ("DcName", LPWSTR),
+        ("ServerName", LPWSTR),
+        ("ShareName", LPWSTR),
+        ("ppRootList", PPDFSM_ROOT_LIST),
+    )
+
+
 class NetrDfsAddRootTarget(NDRCALL):
     opnum = 23
     structure = (
@@ -93,6 +109,8 @@ INTERFACE = Interface(
     uuid=UUID,
     version=VERSION,
     name="netdfs",
+    technique="DFSCoerce",
+    protocol="MS-DFSNM",
     pipes=frozenset({"netdfs"}),
     operations=operations(
         Operation(0, "NetrDfsManagerGetVersion"),
@@ -108,19 +126,22 @@ INTERFACE = Interface(
         Operation(9, "Opnum9NotUsedOnWire"),
         Operation(10, "NetrDfsAddFtRoot"),
         Operation(11, "NetrDfsRemoveFtRoot"),
-        Operation(12, "NetrDfsAddStdRoot", NetrDfsAddStdRoot, "ServerName"),
-        Operation(13, "NetrDfsRemoveStdRoot", NetrDfsRemoveStdRoot, "ServerName"),
-        Operation(14, "NetrDfsManagerInitialize", NetrDfsManagerInitialize, "ServerName"),
-        Operation(15, "NetrDfsAddStdRootForced", NetrDfsAddStdRootForced, "ServerName"),
+        Operation(12, "NetrDfsAddStdRoot", NetrDfsAddStdRoot, ("ServerName",)),
+        Operation(13, "NetrDfsRemoveStdRoot", NetrDfsRemoveStdRoot, ("ServerName",)),
+        Operation(14, "NetrDfsManagerInitialize", NetrDfsManagerInitialize, ("ServerName",)),
+        Operation(15, "NetrDfsAddStdRootForced", NetrDfsAddStdRootForced, ("ServerName",)),
         Operation(16, "NetrDfsGetDcAddress"),
         Operation(17, "NetrDfsSetDcAddress"),
         Operation(18, "NetrDfsFlushFtTable"),
         Operation(19, "NetrDfsAdd2"),
-        Operation(20, "NetrDfsRemove2", NetrDfsRemove2, "ServerName"),
+        Operation(20, "NetrDfsRemove2", NetrDfsRemove2, ("ServerName", "DfsEntryPath"),
+                  alternates=(NetrDfsRemove2NullableDcName,)),
         Operation(21, "NetrDfsEnumEx"),
         Operation(22, "NetrDfsSetInfo2"),
-        Operation(23, "NetrDfsAddRootTarget", NetrDfsAddRootTarget, "pDfsPath"),
-        Operation(24, "NetrDfsRemoveRootTarget", NetrDfsRemoveRootTarget, "pDfsPath"),
+        Operation(23, "NetrDfsAddRootTarget", NetrDfsAddRootTarget, ("pDfsPath", "pTargetPath")),
+        Operation(24, "NetrDfsRemoveRootTarget", NetrDfsRemoveRootTarget, ("pDfsPath", "pTargetPath")),
         Operation(25, "NetrDfsGetSupportedNamespaceVersion"),
     ),
 )
+
+INTERFACES = [INTERFACE]

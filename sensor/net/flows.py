@@ -137,7 +137,7 @@ class FlowTable:
         self._next_expiry = 0.0
 
     # -- input ---------------------------------------------------------------------------
-    def feed(self, ts: float, frame: int, segment: Segment) -> list:
+    def feed(self, ts: float, segment: Segment, frame: int) -> list:
         src, dst, sport, dport, seq, ack, flags, payload, vlan = segment
         key = (src, dst, sport, dport)
         if key in self._ignored:
@@ -306,8 +306,9 @@ class FlowTable:
             self._unlink(flow)
         return out
 
-    def close(self) -> list:
-        """End of capture: every live flow ends ("end_of_capture") after its buffers flush."""
+    def close(self, ts: float) -> list:
+        """End of capture: every live flow ends ("end_of_capture") after its buffers flush, at
+        its own last packet's time (the capture may have gone on with other flows until ts)."""
         out: list = []
         for flow in self._flows.values():
             if not flow.closing:

@@ -72,7 +72,10 @@ class FrameDecoder:
         self.fragments = FragmentReassembler(limits)
         self.fragments.stats = self.stats   # one counter set for the whole stage
 
-    def decode(self, ts: float, linktype: int, data) -> Segment | None:
+    def feed(self, ts: float, linktype: int, data) -> Segment | None:
+        """One captured frame: its TCP segment, or None (not TCP, a fragment still waiting,
+        or malformed: counted as an anomaly). One unit, not a list: a frame carries at most
+        one segment (sensor/stage.py)."""
         if linktype == LINKTYPE_ETHERNET and len(data) >= _ETHERNET_IPV4_TCP_MIN:
             # Fast path, untagged Ethernet + IPv4 without options or fragmentation + TCP: one
             # unpack instead of a call per layer. Anything else (and every header the checks
@@ -216,5 +219,5 @@ class FrameDecoder:
         self.stats.anomaly(ts, "tcp" if name.startswith("tcp") else "ip", name)
         return None
 
-    def close(self) -> list:
+    def close(self, ts: float) -> list:
         return self.fragments.close()

@@ -9,7 +9,6 @@ SMB2 response) and odd captures need no special case.
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 from sensor.anomaly import Anomaly, Stats
 from sensor.budget import ByteBudget
@@ -18,7 +17,7 @@ from sensor.smb import netbios
 from sensor.smb.events import SmbEvent
 from sensor.smb.smb1 import Smb1Protocol
 from sensor.smb.smb2 import Smb2Protocol
-from sensor.smb.state import SessionBook
+from sensor.smb.sessions import SessionBook
 
 SMB1 = 0xFF
 SMB2 = 0xFE
@@ -31,11 +30,11 @@ _PARSE_ERRORS = (IndexError, ValueError, KeyError, TypeError, struct.error)
 
 
 class SmbConnection:
-    """``feed_data``/``feed_gap`` per direction, ``close`` at the end of the flow."""
+    """The stage contract (sensor/stage.py): ``feed``/``gap`` per direction, ``close`` at the
+    end of the flow."""
 
-    def __init__(self, flow: FlowKey, settings: Any = None, budget: ByteBudget | None = None) -> None:
+    def __init__(self, flow: FlowKey, budget: ByteBudget | None = None) -> None:
         self.flow = flow
-        self.settings = settings
         self.stats = Stats()
         self.sessions = SessionBook(flow, self.stats)
         self.smb2 = Smb2Protocol(flow, self.stats, self.sessions)
@@ -44,11 +43,10 @@ class SmbConnection:
         self._streams = (netbios.NbssStream(self._wants_whole, self.stats, budget),   # server -> client
                          netbios.NbssStream(self._wants_whole, self.stats, budget))   # client -> server
 
-    def feed_data(self, from_client: bool, ts: float, data: bytes | memoryview,
-                  frame: int) -> list[SmbEvent | Anomaly]:
+    def feed(self, from_client: bool, ts: float, data: bytes | memoryview, frame: int) -> list[SmbEvent | Anomaly]:
         return self._items(from_client, ts, frame, self._streams[from_client].feed(data))
 
-    def feed_gap(self, from_client: bool, ts: float, length: int) -> list[SmbEvent | Anomaly]:
+    def gap(self, from_client: bool, ts: float, length: int) -> list[SmbEvent | Anomaly]:
         return self._items(from_client, ts, 0, self._streams[from_client].gap(length))
 
     def skip_remaining(self, from_client: bool) -> int:
@@ -63,10 +61,6 @@ class SmbConnection:
         for stream in self._streams:
             stream.release()
         return self.smb2.close(ts) + self.smb1.close(ts)
-
-    @property
-    def encrypted_by_session(self) -> dict[int, int]:
-        return self.smb2.encrypted_by_session
 
     def _wants_whole(self, prefix: bytes, length: int) -> bool:
         if prefix[0] == SMB2:

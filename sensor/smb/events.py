@@ -55,6 +55,24 @@ class NtlmAuthentication:
 
 
 @dataclass(frozen=True, slots=True)
+class KerberosAuthentication:
+    """A Kerberos AP-REQ went by (SMB SESSION_SETUP request, HTTP Negotiate): the ticket's
+    realm and service principal (cifs/L, HTTP/L) are in the clear; the client principal (is it
+    a machine account?) is encrypted in the ticket and the authenticator (RFC 4120 5.3)."""
+
+    flow: FlowKey
+    ts: float
+    frame: int
+    protocol: str              # "smb1", "smb2", "http"
+    realm: str
+    sname: tuple[str, ...]     # e.g. ("cifs", "listener.lab.example")
+
+    @property
+    def service_host(self) -> str:
+        return self.sname[1].split(":", 1)[0].lower() if len(self.sname) >= 2 else ""
+
+
+@dataclass(frozen=True, slots=True)
 class PipeOpened:
     flow: FlowKey
     ts: float

@@ -12,8 +12,11 @@ import struct
 from sensor.anomaly import Stats
 from sensor.net.stream import FlowKey
 from sensor.smb.events import PipeData
+from sensor.smb.kerberos import authentication_events
 from sensor.smb.ntlmssp import NTLMV1_RESPONSE_LENGTH, NtlmAuthenticate, NtlmChallenge
-from sensor.smb.state import SessionBook, SmbProtocolState, is_ipc_path, looks_like_pipe
+from sensor.smb.pipes import is_ipc_path, looks_like_pipe
+from sensor.smb.protocol import SmbProtocolState
+from sensor.smb.sessions import SessionBook
 
 PROTOCOL_ID = b"\xffSMB"
 HEADER_SIZE = 32
@@ -163,6 +166,8 @@ class Smb1Protocol(SmbProtocolState):
             if isinstance(message, NtlmAuthenticate):
                 entry.auth = message
                 events.append(self.sessions.authenticating(ts, frame, "smb1", message))
+            elif message is None:       # a Kerberos AP-REQ instead (its service names the server)
+                events += authentication_events(self.flow, ts, frame, "smb1", data[:length], self.stats)
         elif command == SESSION_SETUP_ANDX and wc == 13:
             entry.auth = _clear_text_logon(words, at, data, unicode)
         elif command == TREE_CONNECT_ANDX and wc == 4:

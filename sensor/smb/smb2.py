@@ -15,8 +15,11 @@ import struct
 from sensor.anomaly import Stats
 from sensor.net.stream import FlowKey
 from sensor.smb.events import EncryptedMessage, PipeData
+from sensor.smb.kerberos import authentication_events
 from sensor.smb.ntlmssp import NtlmAuthenticate, NtlmChallenge
-from sensor.smb.state import SessionBook, SmbProtocolState, is_ipc_path, looks_like_pipe
+from sensor.smb.pipes import is_ipc_path, looks_like_pipe
+from sensor.smb.protocol import SmbProtocolState
+from sensor.smb.sessions import SessionBook
 
 PROTOCOL_ID = b"\xfeSMB"
 HEADER_SIZE = 64
@@ -96,7 +99,6 @@ class Smb2Protocol(SmbProtocolState):
         super().__init__(flow, stats, sessions)
         self._pending: dict[int, _Pending] = {}
         self._trees: dict[tuple[int, int], tuple[str, bool]] = {}   # -> (path, is pipe share)
-        self.encrypted_by_session: dict[int, int] = {}
 
     # -- framing decisions -------------------------------------------------------------
     def wants_whole(self, prefix: bytes) -> bool:
@@ -165,7 +167,6 @@ class Smb2Protocol(SmbProtocolState):
         original_size = _u32.unpack_from(data, 36)[0]
         session_id = struct.unpack_from("<Q", data, 44)[0]
         self.stats["smb2_encrypted_messages"] += 1
-        self.encrypted_by_session[session_id] = self.encrypted_by_session.get(session_id, 0) + 1
         events: list = [EncryptedMessage(self.flow, ts, frame, from_client, session_id,
                                          original_size, wire_size)]
         events += self.sessions.encrypted(ts, session_id)
@@ -188,6 +189,8 @@ class Smb2Protocol(SmbProtocolState):
             if isinstance(message, NtlmAuthenticate):
                 entry.auth = message
                 events.append(self.sessions.authenticating(ts, frame, "smb2", message))
+            elif message is None:       # a Kerberos AP-REQ instead (its service names the server)
+                events += authentication_events(self.flow, ts, frame, "smb2", op[offset:offset + length], self.stats)
         elif command == TREE_CONNECT and not truncated:
             offset, length = _u16u16.unpack_from(op, _B + 4)
             entry.path = _utf16(op[offset:offset + length])
@@ -247,7 +250,7 @@ class Smb2Protocol(SmbProtocolState):
             self._pending.pop(message_id, None)
             dialect = _u16.unpack_from(op, _B + 4)[0]
             if dialect != DIALECT_WILDCARD:
-                self.sessions.dialect = DIALECTS.get(dialect, f"0x{dialect:04x}")
+                self.sessions.dialect = dialect_name(dialect)
             return
         if message_id == UNSOLICITED_MESSAGE_ID:
             return
@@ -335,3 +338,8 @@ def _carries_body(command: int, status: int) -> bool:
 
 def _utf16(raw: memoryview) -> str:
     return bytes(raw).decode("utf-16-le", errors="replace")
+
+
+def dialect_name(dialect: int) -> str:
+    """A negotiated DialectRevision as SmbSession.dialect writes it ("2.1"; unknown ones in hex)."""
+    return DIALECTS.get(dialect, f"0x{dialect:04x}")

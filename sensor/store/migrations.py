@@ -11,25 +11,36 @@ import sqlite3
 
 
 def envelopes_of_older_alerts(db: sqlite3.Connection) -> None:
-    """Step 3's data: the alerts older versions stored (the rarity rule's rows, step 2's
-    coercion rows) as envelopes, so `dfs-sensor alerts` keeps listing them. What those
-    versions did not record is null: the sensor name, and the server port of a rarity alert."""
-    from sensor.alerts import RARITY_RULE, AlertEnvelope, Flow
+    """Step 4's data: the alerts older versions stored (the rarity rules' rows, step 2's
+    coercion rows) as envelopes, so `dfs-sensor alerts` keeps listing them, with the alert_id
+    a new run gives. What those versions did not record is null: the sensor name, and the
+    server port of a rarity alert."""
+    from sensor.alerts import AlertEnvelope, Flow, RuleMeta
     from sensor.coercion.events import CoercionAlert
-    from sensor.detect.rarity import KEY_FIELDS
+    from sensor.xql.rules import SHIPPED_RULES, load_rules
+
+    shipped = {r.meta.id: r.meta for r in load_rules([SHIPPED_RULES])}
+
+    def rule_meta(rule_id: str, version) -> RuleMeta:
+        meta = shipped.get(rule_id)
+        if meta is None:            # a user's rule file that is not at hand
+            return RuleMeta(rule_id, rule_id, version or 1, "medium", None)
+        return RuleMeta(meta.id, meta.title, meta.version, meta.severity, meta.technique or None)
 
     def store(envelope: AlertEnvelope) -> None:
         db.execute("INSERT OR IGNORE INTO alert_records (alert_id, rule, day, ts_ms, suppressed_by, record) "
                    "VALUES (?,?,?,?,NULL,?)", (envelope.alert_id, envelope.rule.id, envelope.day,
                                               int(round(envelope.ts * 1000)), envelope.to_json()))
 
-    for rule, day, first_ms, text in db.execute("SELECT rule, day, first_seen_ms, record FROM alerts").fetchall():
+    rows = db.execute("SELECT rule, key, day, first_seen_ms, record FROM alerts").fetchall()
+    for rule, key, day, first_ms, text in rows:
         fields = json.loads(text)
         fields.pop("rule", None)
         context = fields.get("context") or {}
-        flow = Flow(fields["actor_remote_ip"], context.get("actor_remote_port"), context.get("agent_ip"), None)
-        store(AlertEnvelope(RARITY_RULE, first_ms / 1000, [fields[k] for k in KEY_FIELDS], day, (flow,), "",
-                            fields))
+        flow = Flow(fields.get("actor_remote_ip") or context.get("actor_remote_ip"), context.get("actor_remote_port"),
+                    context.get("agent_ip"), None)
+        store(AlertEnvelope(rule_meta(rule, fields.get("rule_version")), first_ms / 1000, json.loads(key), day,
+                            (flow,), "", fields))
     for (text,) in db.execute("SELECT record FROM coercion_alerts").fetchall():
         fields = json.loads(text)
         fields["call_event_ids"] = tuple(fields.get("call_event_ids", ()))
@@ -112,7 +123,14 @@ MIGRATIONS: list[tuple] = [
         CREATE INDEX coercion_alerts_by_time ON coercion_alerts (ts_ms)
         """,
     ),
-    # 3: every rule's alert as the one envelope it was written out as (sensor/alerts.py), keyed
+    # 3: XQL hunts (sensor/xql/sql.py) filter on the interface and opnum; XQL compares text
+    # without case by default, so the index's text column is NOCASE to be usable for it.
+    (
+        """
+        CREATE INDEX events_by_call ON events (interface_uuid COLLATE NOCASE, opnum, ts_ms)
+        """,
+    ),
+    # 4: every rule's alert as the one envelope it was written out as (sensor/alerts.py), keyed
     # by its stable alert_id (rule + key + day); suppressed ones (the allow-list) are kept too.
     (
         """

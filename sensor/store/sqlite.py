@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from sensor.detect.xql import extract_day, json_extract_scalar, utc_date
+from sensor.xql.functions import extract_day, json_extract_scalar, utc_date
 from sensor.events import RpcCallEvent
 from sensor.hosts import HostQuery
 from sensor.store.migrations import MIGRATIONS, SCHEMA_VERSION
@@ -46,6 +46,15 @@ EVENT_SERVER = (("agent_ip",), ("agent_hostname",))
 EVENT_CLIENT = (("actor_remote_ip",), ())
 ALERT_SERVER = (("dest_ip", "victim_ip", "agent_ip"), ("agent_hostname", "victim_name"))
 ALERT_CLIENT = (("src_ip", "client_ip", "actor_remote_ip"), ("client_name",))
+
+
+@dataclass(frozen=True)
+class AlertListing:
+    """The alert row's columns that ``dfs-sensor alerts`` filters on: from the event that raised it."""
+    agent_hostname: str
+    agent_ip: str
+    actor_remote_ip: str
+    opnum: int
 
 
 class Store:
@@ -127,8 +136,8 @@ class Store:
              extract_day(event.event_timestamp),
              event.event_type, event.action_rpc_interface_uuid, event.action_rpc_func_name,
              event.action_rpc_func_opnum, event.actor_type, event.agent_hostname, event.agent_id,
-             event.agent_ip, event.actor_remote_ip, json_extract_scalar(fields, "ServerName"),
-             json_extract_scalar(fields, "RootShare"), event.to_json()))
+             event.agent_ip, event.actor_remote_ip, json_extract_scalar(fields, "$.ServerName"),
+             json_extract_scalar(fields, "$.RootShare"), event.to_json()))
         return cursor.rowcount == 1
 
     def newest_event_ms(self) -> int | None:
@@ -152,6 +161,12 @@ class Store:
             f"SELECT count(DISTINCT {day}) FROM key_days WHERE rule = ? AND key = ? "
             "AND utc_date BETWEEN ? AND ?", (rule, key, first_day, last_day)).fetchone()[0]
 
+    def key_dates(self, rule: str, key: str, first_day: str, last_day: str) -> list[str]:
+        """The UTC dates in [first_day, last_day] the key was seen on."""
+        return [row[0] for row in self.db.execute(
+            "SELECT utc_date FROM key_days WHERE rule = ? AND key = ? AND utc_date BETWEEN ? AND ?",
+            (rule, key, first_day, last_day))]
+
     # -- alerts --------------------------------------------------------------------------
     def alert_record(self, rule: str, key: str, day: str) -> dict | None:
         row = self.db.execute("SELECT record FROM alerts WHERE rule = ? AND key = ? AND day = ?",
@@ -159,7 +174,7 @@ class Store:
         return json.loads(row[0]) if row else None
 
     def put_alert(self, rule: str, key: str, day: str, record: dict, first_seen_ms: int,
-                  last_seen_ms: int) -> None:
+                  last_seen_ms: int, listing: AlertListing) -> None:
         """The rarity detector's state of rule+key+day (hits, first/last seen): insert or replace."""
         self.db.execute(
             "INSERT INTO alerts (rule, key, day, first_seen_ms, last_seen_ms, agent_hostname, "
@@ -167,9 +182,8 @@ class Store:
             "ON CONFLICT (rule, key, day) DO UPDATE SET "
             "first_seen_ms = min(first_seen_ms, excluded.first_seen_ms), "
             "last_seen_ms = max(last_seen_ms, excluded.last_seen_ms), record = excluded.record",
-            (rule, key, day, first_seen_ms, last_seen_ms, record["agent_hostname"],
-             record["context"]["agent_ip"], record["actor_remote_ip"],
-             record["action_rpc_func_opnum"], json.dumps(record, separators=(",", ":"))))
+            (rule, key, day, first_seen_ms, last_seen_ms, listing.agent_hostname, listing.agent_ip,
+             listing.actor_remote_ip, listing.opnum, json.dumps(record, separators=(",", ":"))))
 
     def alerts(self) -> list[dict]:
         """The rarity detector's state rows, newest first."""

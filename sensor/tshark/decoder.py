@@ -7,11 +7,13 @@ events it completed. Wireshark does TCP reassembly, SMB, DCE/RPC framing and fra
 reassembly; this stage only keeps what the event needs and tshark leaves implicit:
 which pipe a PDU travelled on, the accepted presentation contexts of each association
 (tshark names a request's interface only through the sub-dissector it picked), and the
-NTLMSSP facts of each SMB session. Calls are held until their response or fault, as in
-the native pipeline, so both engines fill ``action_rpc_func_exception_code`` alike.
+NTLMSSP facts of each SMB session. Calls are held until their response or fault by the
+native pipeline's held-call stage (sensor/held_calls.py), so both engines fill
+``action_rpc_func_exception_code`` alike.
 """
 from __future__ import annotations
 
+import json
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -19,31 +21,25 @@ from typing import Callable
 
 from sensor.anomaly import Stats
 from sensor.dcerpc.events import RpcBind, RpcCall
+from sensor.dcerpc import pdu as rpc
 from sensor.dcerpc.pdu import NDR64_SYNTAX
 from sensor.event_builder import AUTH_LEVEL_PKT_PRIVACY, CallContext, build_event, resolve
 from sensor.events import RpcCallEvent, call_fields_json
+from sensor.held_calls import HeldCalls
 from sensor.interfaces.catalog import Catalog, default_catalog
 from sensor.net.stream import FlowKey
+from sensor.smb import smb1, smb2
 from sensor.smb.events import PipeId, SmbSession
-from sensor.tshark.arguments import netdfs_arguments
+from sensor.smb.pipes import normalise_pipe_name
+from sensor.tshark.arguments import STUB_PROTOCOLS, stub_arguments
 from sensor.tshark.tree import first, labels, number, raw_bytes, values
 
 Packet = dict[str, list]
 
-# DCE/RPC connection-oriented PDU types (C706 12.6.4.*).
-PTYPE_REQUEST, PTYPE_RESPONSE, PTYPE_FAULT = 0, 2, 3
-PTYPE_BIND, PTYPE_BIND_ACK, PTYPE_ALTER, PTYPE_ALTER_RESP = 11, 12, 14, 15
-CLIENT_PTYPES = frozenset({PTYPE_REQUEST, PTYPE_BIND, PTYPE_ALTER})
-PFC_LAST_FRAG = 0x02
-NDR_LITTLE_ENDIAN = 1          # drep byte order field (C706 14.2.5)
-
-# SMB2 commands (MS-SMB2 2.2.1.2) and SMB1 commands (MS-CIFS 2.2.2.1) this stage reads.
-SMB2_NEGOTIATE, SMB2_SESSION_SETUP, SMB2_CREATE = 0, 1, 5
-SMB2_PIPE_IO = frozenset({8, 9, 11})             # READ, WRITE, IOCTL (FSCTL_PIPE_TRANSCEIVE)
-SMB1_NT_CREATE_ANDX = 0xA2
-SMB1_TRANSACTION = 0x25        # MS-CIFS 2.2.4.33: TRANS_TRANSACT_NMPIPE carries the FID in Setup[1]
-STATUS_PENDING = 0x00000103    # MS-SMB2 3.3.4.2: an interim response; the final one follows
-SMB2_DIALECTS = {0x0202: "2.0.2", 0x0210: "2.1", 0x0300: "3.0", 0x0302: "3.0.2", 0x0311: "3.1.1"}
+# tshark's dcerpc.drep.byteorder field: 1 is little-endian (the wire's DREP_LITTLE_ENDIAN nibble).
+NDR_LITTLE_ENDIAN = 1
+# SMB2 commands whose FileId is pipe I/O: READ, WRITE, IOCTL (FSCTL_PIPE_TRANSCEIVE).
+SMB2_PIPE_IO = frozenset({smb2.READ, smb2.WRITE, smb2.IOCTL})
 # tshark prints an absent NTLMSSP string as "NULL".
 NTLMSSP_EMPTY = "NULL"
 
@@ -55,7 +51,6 @@ MAX_PIPES = 65536              # open pipe handles and pending opens/reads
 MAX_ASSOCIATIONS = 65536       # DCE/RPC associations (pipe or ncacn_ip_tcp connection)
 MAX_CONTEXTS_PER_ASSOCIATION = 256   # presentation contexts; ctx ids are u16 but clients use few
 MAX_PENDING_BINDS = 4096       # binds/alter_contexts awaiting their ack
-MAX_HELD_CALLS = 4096          # as sensor.pipeline.MAX_HELD_CALLS: calls awaiting their answer
 
 AssocKey = tuple[int, PipeId | None]             # (tcp.stream, pipe or None for ncacn_ip_tcp)
 # What a presentation context names: (interface uuid, version, stub in NDR64).
@@ -109,12 +104,6 @@ def _guid_bytes(text: str) -> bytes:
         return text.encode()
 
 
-def normalise_pipe(name: str) -> str:
-    r"""As PipeOpened.name: '\PIPE\netdfs' -> 'netdfs'."""
-    name = name.lower().lstrip("\\")
-    return name[5:] if name.startswith("pipe\\") else name
-
-
 class TsharkDecoder:
     def __init__(self, settings: TsharkDecoderSettings | None = None):
         self.settings = settings or TsharkDecoderSettings()
@@ -133,7 +122,9 @@ class TsharkDecoder:
         # own dcerpc dissector does ("SVCCTL OpenSCManagerW request").
         self._proposed: OrderedDict[AssocKey, dict[int, Context]] = OrderedDict()
         self._pending_binds: OrderedDict[tuple[int, int], tuple[AssocKey, list]] = OrderedDict()
-        self._held: OrderedDict[tuple[AssocKey, int], RpcCallEvent] = OrderedDict()
+        # Calls wait for their answer in the same stage as the native pipeline's (no timeout:
+        # a file's calls are all in the file).
+        self.held = HeldCalls(stats=self.stats)
 
     # -- input -------------------------------------------------------------------------
     def feed(self, packet: Packet) -> list:
@@ -162,16 +153,17 @@ class TsharkDecoder:
         for message in packet.get("smb", ()):
             self._smb1(stream, ts, endpoints, message, where, pipe_setups)
         out: list = []
-        netdfs = list(packet.get("netdfs", ()))
+        # The stub dissectors' layers (netdfs, efs, spoolss...), each tagged with its protocol.
+        stubs = [(name, layer) for name in STUB_PROTOCOLS for layer in packet.get(name, ())]
         for pdu in packet.get("dcerpc", ()):
-            self._dcerpc(stream, ts, frame_no, endpoints, pdu, where, netdfs, out)
+            self._dcerpc(stream, ts, frame_no, endpoints, pdu, where, stubs, out)
         return out
 
     def close(self) -> list:
-        out = list(self._held.values())
+        out = self.held.close(0.0)
         self.stats["events"] += len(out)
         for table in (self._flows, self._dialects, self._sessions, self._trees, self._pipe_names,
-                      self._requests, self._contexts, self._proposed, self._pending_binds, self._held):
+                      self._requests, self._contexts, self._proposed, self._pending_binds):
             table.clear()
         return out
 
@@ -230,14 +222,14 @@ class TsharkDecoder:
         tree = first(message, "smb2.tree")
         if tree:
             _put(self._trees, (stream, sesid, tid), tree, MAX_PIPES, self.stats, "trees")
-        if cmd == SMB2_NEGOTIATE and not from_client:
+        if cmd == smb2.NEGOTIATE and not from_client:
             dialect = number(message, "smb2.dialect")
-            if dialect is not None:
-                _put(self._dialects, stream, SMB2_DIALECTS.get(dialect, f"0x{dialect:04x}"),
+            if dialect is not None and dialect != smb2.DIALECT_WILDCARD:
+                _put(self._dialects, stream, smb2.dialect_name(dialect),
                      MAX_STREAMS, self.stats, "dialects")
-        elif cmd == SMB2_SESSION_SETUP:
+        elif cmd == smb2.SESSION_SETUP:
             self._ntlmssp((stream, sesid), message)
-        elif cmd == SMB2_CREATE:
+        elif cmd == smb2.CREATE:
             key = (stream, 2, msg_id)
             if from_client:
                 name = first(message, "smb2.filename")
@@ -248,7 +240,7 @@ class TsharkDecoder:
                 fid = first(message, "smb2.fid")
                 if isinstance(name, str) and fid:
                     pipe = (2, sesid, tid, _guid_bytes(fid))
-                    _put(self._pipe_names, (stream, pipe), normalise_pipe(name), MAX_PIPES, self.stats, "pipes")
+                    _put(self._pipe_names, (stream, pipe), normalise_pipe_name(name), MAX_PIPES, self.stats, "pipes")
         elif cmd in SMB2_PIPE_IO:
             key = (stream, 2, msg_id)
             fid = first(message, "smb2.fid")
@@ -258,7 +250,7 @@ class TsharkDecoder:
                     _put(self._requests, key, pipe, MAX_PIPES, self.stats, "requests")
             else:        # READ response: no FileId on the wire, take the request's
                 pipe = self._requests.get(key)
-            if not from_client and number(message, "smb2.nt_status") != STATUS_PENDING:
+            if not from_client and number(message, "smb2.nt_status") != smb2.STATUS_PENDING:
                 self._requests.pop(key, None)
             if isinstance(pipe, tuple):
                 where.pipe = pipe
@@ -267,7 +259,7 @@ class TsharkDecoder:
                 if (stream, pipe) not in self._pipe_names:
                     # the open was missed; tshark may still name the handle in a label
                     for label in labels(message, "GUID handle File: "):
-                        _put(self._pipe_names, (stream, pipe), normalise_pipe(label[18:]),
+                        _put(self._pipe_names, (stream, pipe), normalise_pipe_name(label[18:]),
                              MAX_PIPES, self.stats, "pipes")
 
     def _smb1(self, stream: int, ts: float, endpoints: tuple, message: dict, where: _Frame,
@@ -289,7 +281,7 @@ class TsharkDecoder:
         self._ntlmssp((stream, uid), message)
         key = (stream, 1, mid)
         fid = number(message, "smb.fid")
-        if cmd == SMB1_TRANSACTION:
+        if cmd == smb1.TRANSACTION:
             setup = next(pipe_setups, None)
             if fid is None and setup is not None:
                 fid = number(setup, "smb.fid")
@@ -305,31 +297,31 @@ class TsharkDecoder:
             return
         # tshark tracks SMB1 FIDs itself and repeats the file name under every use of one
         name = first(message, "smb.file")
-        if name and (cmd == SMB1_NT_CREATE_ANDX or (stream, pipe) not in self._pipe_names):
-            _put(self._pipe_names, (stream, pipe), normalise_pipe(name), MAX_PIPES, self.stats, "pipes")
-        if cmd != SMB1_NT_CREATE_ANDX:
+        if name and (cmd == smb1.NT_CREATE_ANDX or (stream, pipe) not in self._pipe_names):
+            _put(self._pipe_names, (stream, pipe), normalise_pipe_name(name), MAX_PIPES, self.stats, "pipes")
+        if cmd != smb1.NT_CREATE_ANDX:
             where.pipe = pipe
             where.tree = self._trees.get((stream, uid, tid), "")
             where.session = (stream, uid)
 
     # -- DCE/RPC -----------------------------------------------------------------------
     def _dcerpc(self, stream: int, ts: float, frame_no: int, endpoints: tuple, pdu: dict,
-                where: _Frame, netdfs: list, out: list) -> None:
+                where: _Frame, stubs: list, out: list) -> None:
         ptype = number(pdu, "dcerpc.pkt_type")
         call_id = number(pdu, "dcerpc.cn_call_id")
         if ptype is None or call_id is None:
             return                                   # connectionless (ncadg) or not a PDU header
-        flow = self._flow(stream, endpoints, ptype in CLIENT_PTYPES)
-        if ptype in CLIENT_PTYPES and (endpoints[0], endpoints[1]) == (flow.server_ip, flow.server_port):
+        flow = self._flow(stream, endpoints, ptype in rpc.CLIENT_PTYPES)
+        if ptype in rpc.CLIENT_PTYPES and (endpoints[0], endpoints[1]) == (flow.server_ip, flow.server_port):
             # A server that echoes the InputBuffer in its FSCTL_PIPE_TRANSCEIVE response (MS-SMB2
             # 2.2.32: InputCount MAY be non-zero) hands tshark the client's request a second
             # time; it is the same call, not a new one.
             self.stats["tshark.echoed_client_pdus"] += 1
-            if ptype == PTYPE_REQUEST:
-                self._netdfs_layer(netdfs, number(pdu, "dcerpc.opnum", 0))
+            if ptype == rpc.PTYPE_REQUEST:
+                self._stub_layer(stubs, number(pdu, "dcerpc.opnum", 0))
             return
         assoc: AssocKey = (stream, where.pipe)
-        if ptype in (PTYPE_BIND, PTYPE_ALTER):
+        if ptype in (rpc.PTYPE_BIND, rpc.PTYPE_ALTER_CONTEXT):
             offered = []
             for item in values(pdu, "dcerpc.cn_ctx_item"):
                 ctx_id = number(item, "dcerpc.cn_ctx_id")
@@ -346,7 +338,7 @@ class TsharkDecoder:
                 if len(proposed) < MAX_CONTEXTS_PER_ASSOCIATION or ctx_id in proposed:
                     # NDR64 only when it is the one syntax offered: with several, the ack decides.
                     proposed[ctx_id] = (iface, version, syntaxes == [NDR64_SYNTAX])
-        elif ptype in (PTYPE_BIND_ACK, PTYPE_ALTER_RESP):
+        elif ptype in (rpc.PTYPE_BIND_ACK, rpc.PTYPE_ALTER_CONTEXT_RESP):
             pending = self._pending_binds.pop((stream, call_id), None)
             if pending is None:
                 return
@@ -367,17 +359,17 @@ class TsharkDecoder:
                 observer = self.settings.rpc_observer
                 if observer is not None:
                     observer(flow, bound_assoc[1], RpcBind(ts, ctx_id, iface, version, transfer))
-        elif ptype == PTYPE_REQUEST:
+        elif ptype == rpc.PTYPE_REQUEST:
             flags = number(pdu, "dcerpc.cn_flags", 0)
-            if flags & PFC_LAST_FRAG:               # tshark hands the joined stub with the last fragment
-                self._request(stream, ts, frame_no, flow, assoc, call_id, pdu, where, netdfs, out)
-        elif ptype in (PTYPE_RESPONSE, PTYPE_FAULT):
+            if flags & rpc.PFC_LAST_FRAG:               # tshark hands the joined stub with the last fragment
+                self._request(stream, ts, frame_no, flow, assoc, call_id, pdu, where, stubs, out)
+        elif ptype in (rpc.PTYPE_RESPONSE, rpc.PTYPE_FAULT):
             flags = number(pdu, "dcerpc.cn_flags", 0)
-            if flags & PFC_LAST_FRAG:
-                status = number(pdu, "dcerpc.cn_status", 0) if ptype == PTYPE_FAULT else 0
+            if flags & rpc.PFC_LAST_FRAG:
+                status = number(pdu, "dcerpc.cn_status", 0) if ptype == rpc.PTYPE_FAULT else 0
                 self._answer(stream, assoc, call_id, status, out)
-            if ptype == PTYPE_RESPONSE and netdfs and self._is_netdfs_response(netdfs[0]):
-                netdfs.pop(0)                       # keep the frame's netdfs layers in step with its PDUs
+            if ptype == rpc.PTYPE_RESPONSE and stubs and self._is_response(stubs[0][1]):
+                stubs.pop(0)                        # keep the frame's stub layers in step with its PDUs
 
     def _assoc_table(self, tables: OrderedDict, assoc: AssocKey) -> dict:
         table = tables.get(assoc)
@@ -387,18 +379,19 @@ class TsharkDecoder:
         return table
 
     @staticmethod
-    def _is_netdfs_response(layer: dict) -> bool:
-        """A netdfs layer of a response carries the WERROR result; a request's never does."""
-        return first(layer, "netdfs.werror") is not None
+    def _is_response(layer: dict) -> bool:
+        """A stub layer of a response points back at its request (and a netdfs one carries
+        the WERROR result); a request's never does."""
+        return first(layer, "dcerpc.request_in") is not None or first(layer, "netdfs.werror") is not None
 
     def _request(self, stream: int, ts: float, frame_no: int, flow: FlowKey, assoc: AssocKey,
-                 call_id: int, pdu: dict, where: _Frame, netdfs: list, out: list) -> None:
+                 call_id: int, pdu: dict, where: _Frame, stubs: list, out: list) -> None:
         opnum = number(pdu, "dcerpc.opnum", 0)
         ctx_id = number(pdu, "dcerpc.cn_ctx_id", 0)
         auth_level = number(pdu, "dcerpc.auth_level")
         auth_type = number(pdu, "dcerpc.auth_type")
         sealed = auth_level == AUTH_LEVEL_PKT_PRIVACY
-        layer = self._netdfs_layer(netdfs, opnum)
+        protocol, layer = self._stub_layer(stubs, opnum)
         stub = b"" if sealed else self._stub(pdu, layer)
         bound = self._contexts.get(assoc, {}).get(ctx_id)
         if bound is None:
@@ -423,20 +416,14 @@ class TsharkDecoder:
         if resolved is None:
             return
         event = build_event(resolved[0], resolved[1], call, ctx)
-        event = self._with_tshark_arguments(event, call, layer)
-        key = (assoc, call_id)
-        if key in self._held:                        # call_id reused before its answer
-            self._emit(self._held.pop(key), out)
-        self._held[key] = event
-        if len(self._held) > MAX_HELD_CALLS:
-            self.stats["held_calls_overflow"] += 1
-            self._emit(self._held.popitem(last=False)[1], out)
+        event = self._with_tshark_arguments(event, call, protocol, layer)
+        self._emit(self.held.hold(assoc, call_id, ts, event), out)
 
     @staticmethod
     def _stub(pdu: dict, layer: dict | None) -> bytes:
         """The joined stub: under "Complete stub data" when a sub-dissector took it; as
         dcerpc.stub_data (colon hex) when tshark knows no dissector for the interface, or,
-        inside the netdfs layer, none for the opnum (Wireshark 4.0: 20, 23, 24)."""
+        inside the stub layer, none for the opnum (Wireshark 4.0 netdfs: 20, 23, 24)."""
         stub = raw_bytes(pdu, "dcerpc.payload_stub_data")
         if stub is not None:
             return stub
@@ -447,42 +434,46 @@ class TsharkDecoder:
         return b""
 
     @staticmethod
-    def _netdfs_layer(netdfs: list, opnum: int) -> dict | None:
-        """The netdfs layer tshark made of this request: the next one in the frame, if it
-        is for the same opnum (several PDUs in one frame each get their own layer)."""
-        if netdfs and number(netdfs[0], "netdfs.opnum") == opnum and not TsharkDecoder._is_netdfs_response(netdfs[0]):
-            return netdfs.pop(0)
-        return None
+    def _stub_layer(stubs: list, opnum: int) -> tuple[str | None, dict | None]:
+        """(protocol, layer) tshark's stub dissector made of this request: the frame's next
+        stub layer, if it is for the same opnum (several PDUs in one frame each get their own
+        layer); (None, None) when there is none."""
+        if stubs:
+            protocol, layer = stubs[0]
+            if number(layer, protocol + ".opnum") == opnum and not TsharkDecoder._is_response(layer):
+                return stubs.pop(0)
+        return None, None
 
-    def _with_tshark_arguments(self, event: RpcCallEvent, call: RpcCall, layer: dict | None) -> RpcCallEvent:
-        """Arguments from tshark's own netdfs fields where it has them; the project's NDR
-        decoders (already run by build_event) only for the opnums tshark lacks."""
-        if call.sealed or layer is None or event.action_rpc_interface_name != "netdfs":
+    def _with_tshark_arguments(self, event: RpcCallEvent, call: RpcCall, protocol: str | None,
+                               layer: dict | None) -> RpcCallEvent:
+        """Arguments from tshark's own fields where its dissector has them, over the
+        project's NDR decoding (already run by build_event), which keeps the opnums and
+        arguments tshark lacks."""
+        if call.sealed or layer is None:
             if event.action_rpc_interface_name == "netdfs" and not call.sealed and not call.stub:
                 self.stats["tshark.no_stub_bytes"] += 1
             return event
-        decoded = netdfs_arguments(call.opnum, layer)
+        decoded = stub_arguments(protocol, call.opnum, layer)
         if decoded is None:
             return event
         self.stats["tshark.arguments_from_fields"] += 1
-        return replace(event, action_rpc_func_str_call_fields=call_fields_json(decoded[0]),
-                       action_rpc_func_int_call_fields=call_fields_json(decoded[1]), net_decode_error="")
+        ours_ok = not event.net_decode_error
+        strings = (event.str_fields() if ours_ok else {}) | decoded[0]
+        ints = (json.loads(event.action_rpc_func_int_call_fields) if ours_ok else {}) | decoded[1]
+        return replace(event, action_rpc_func_str_call_fields=call_fields_json(strings),
+                       action_rpc_func_int_call_fields=call_fields_json(ints), net_decode_error="")
 
     def _answer(self, stream: int, assoc: AssocKey, call_id: int, status: int, out: list) -> None:
-        held = self._held.pop((assoc, call_id), None)
-        if held is None:
-            # the answer's pipe was not recoverable (e.g. an SMB1 read without its request):
-            # the oldest held call of that connection with this call_id
-            for key in self._held:
-                if key[0][0] == stream and key[1] == call_id:
-                    held = self._held.pop(key)
-                    break
-        if held is not None:
-            self._emit(held.with_exception_code(status), out)
+        answered = self.held.answer(assoc, call_id, status)
+        if answered is None:
+            # the answer's pipe was not recoverable (e.g. an SMB1 read without its request)
+            answered = self.held.answer_on_connection(stream, call_id, status)
+        if answered is not None:
+            self._emit([answered], out)
 
-    def _emit(self, event: RpcCallEvent, out: list) -> None:
-        self.stats["events"] += 1
-        out.append(event)
+    def _emit(self, events: list[RpcCallEvent], out: list) -> None:
+        self.stats["events"] += len(events)
+        out += events
 
     def _context(self, stream: int, flow: FlowKey, where: _Frame) -> CallContext:
         if not where.over_smb:

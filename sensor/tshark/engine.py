@@ -17,6 +17,7 @@ from sensor.anomaly import Stats
 from sensor.interfaces.catalog import Catalog
 from sensor.net.stream import FlowKey
 from sensor.smb.events import PipeId
+from sensor.tshark.arguments import STUB_PROTOCOLS
 from sensor.tshark.decoder import Packet, TsharkDecoder, TsharkDecoderSettings
 from sensor.tshark.version import TsharkUnavailable, require_tshark
 
@@ -29,7 +30,7 @@ DISPLAY_FILTER = (
 )
 # Protocol trees printed (tshark -J): the rest of a frame (eth, nbss, tcp payload hex) is
 # most of tshark's output and none of the decoder's input.
-PROTOCOLS = "frame ip ipv6 tcp smb smb_pipe smb2 dcerpc netdfs"
+PROTOCOLS = "frame ip ipv6 tcp smb smb_pipe smb2 dcerpc " + " ".join(STUB_PROTOCOLS)
 # pyshark wraps each layer; the decoder reads the plain dicts beneath.
 RAW_LAYER_SUFFIX = "_raw"
 

@@ -4,7 +4,7 @@ pyshark runs ``dumpcap -i IFACE [-i IFACE...] -f BPF -w - | tshark -i -``; the d
 the pyshark event loop run in a reader thread that hands records to the main thread
 through a bounded queue (a full queue stalls tshark, and dumpcap's kernel buffer then
 drops, as with any slow reader). The main thread owns the store, the outputs and the
-signals, as in sensor.service:
+signals (sensor.daemon), as in sensor.service:
 - SIGTERM, SIGINT: stop dumpcap; tshark reads the pipe to its end, the decoder hands over
   the calls it held, everything is committed; exit 0.
 - SIGHUP: reopen the output files.
@@ -31,10 +31,9 @@ from pyshark.tshark.tshark import get_process_path
 
 from sensor.capture.live import DEFAULT_BPF, TICK_SECONDS, CaptureError, compile_bpf
 from sensor.config import Config
+from sensor.daemon import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PrivilegeError, Signals, SyslogAlerts, log, refuse_root
 from sensor.outputs import Outputs
-from sensor.privileges import PrivilegeError, refuse_root
-from sensor.runner import Sensor
-from sensor.service import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, SyslogAlerts, Signals, log
+from sensor.sensor import Sensor
 from sensor.store.sqlite import StoreError
 from sensor.tshark.engine import DISPLAY_FILTER, PROTOCOLS, TsharkEngine
 from sensor.tshark.version import TsharkUnavailable

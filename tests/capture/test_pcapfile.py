@@ -4,14 +4,13 @@ import os
 import shutil
 import struct
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from sensor.capture.pcapfile import CaptureError, open_capture
+from tests.conftest import PCAPS, corpus_captures, requires_tshark
 
-# The public corpus beside the checkout, as tests/conftest.py finds it.
-CORPUS = Path(os.environ.get("DFS_SENSOR_CORPUS", Path(__file__).resolve().parents[3] / "shared" / "corpus"))
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz")
 
 FRAMES = [b"\x01" * 60, b"\x02" * 61, b"\x03" * 1514]
 
@@ -148,16 +147,10 @@ def test_directory_and_permission_errors(tmp_path):
         open_capture(path)
 
 
-def corpus_captures():
-    if not CORPUS.is_dir():
-        return []
-    return sorted(p for p in CORPUS.rglob("*") if p.is_file() and p.name.endswith((".pcap", ".pcapng", ".cap", ".pcap.gz")))
-
-
 @pytest.mark.tshark
-@pytest.mark.skipif(shutil.which("capinfos") is None or not corpus_captures(), reason="needs capinfos and the corpus")
-def test_corpus_frame_counts_match_capinfos():
-    for path in corpus_captures():
+@pytest.mark.skipif(shutil.which("capinfos") is None, reason="capinfos is not installed (scripts/setup --test installs it)")
+def test_corpus_frame_counts_match_capinfos(corpus):
+    for path in corpus_captures(*CAPTURE_SUFFIXES):
         count = subprocess.run(["capinfos", "-T", "-r", "-M", "-c", str(path)],
                                capture_output=True, text=True, check=True).stdout.split("\t")[1]
         reader = open_capture(str(path))
@@ -167,9 +160,9 @@ def test_corpus_frame_counts_match_capinfos():
 
 
 @pytest.mark.tshark
-@pytest.mark.skipif(shutil.which("tshark") is None or not corpus_captures(), reason="needs tshark and the corpus")
-def test_corpus_pcapng_frames_match_tshark():
-    pcapngs = [p for p in corpus_captures() if p.suffix == ".pcapng"]
+@requires_tshark
+def test_corpus_pcapng_frames_match_tshark(corpus):
+    pcapngs = corpus_captures(".pcapng")
     assert pcapngs
     for path in pcapngs:
         rows = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-e", "frame.time_epoch",
@@ -178,9 +171,6 @@ def test_corpus_pcapng_frames_match_tshark():
         expected = [(float(t), int(n), protos.split(":")[0]) for t, n, protos in (r.split("\t") for r in rows)]
         got = [(ts, len(data), {1: "eth", 113: "sll", 101: "raw"}.get(lt, str(lt))) for ts, lt, data, _ in open_capture(str(path))]
         assert [(round(t, 6), n, p) for t, n, p in got] == [(round(t, 6), n, p) for t, n, p in expected], path
-
-
-PCAPS = Path(__file__).resolve().parents[2] / "pcaps"
 
 
 @pytest.mark.parametrize("name", ["benign-encrypted-rpc.pcap", "benign-encrypted-smbclient.pcap"])

@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 
 from sensor.capture.pcapfile import open_capture
-from sensor.coercion.correlate import Correlator, CorrelatorSettings, host_of
+from sensor.coercion.correlate import Correlator, CorrelatorSettings
+from sensor.interfaces.listener import host_of
 from sensor.coercion.events import CONFIRMED, PROBABLE
 from sensor.coercion.fingerprint import EncryptedNetdfsMatcher
-from sensor.coercion.rarity import PairDays
+from sensor.coercion.pair_days import PairDays
 from sensor.events import RpcCallEvent
 from sensor.net.stream import FlowKey
 from sensor.pipeline import Pipeline

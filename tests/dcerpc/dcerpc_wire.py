@@ -9,6 +9,8 @@ import uuid
 from impacket.dcerpc.v5 import rpcrt
 from impacket.uuid import uuidtup_to_bin
 
+from sensor.net.stream import FlowKey
+
 NDR20 = "8a885d04-1ceb-11c9-9fe8-08002b104860"
 NDR64 = "71710533-beba-4937-8319-b5dbef9ccc36"
 BIND_TIME_FEATURES = "6cb71c2c-9812-4540-0300-000000000000"
@@ -17,6 +19,8 @@ SRVSVC = "4b324fc8-1670-01d3-1278-5a47bf6ee188"
 LSARPC = "12345778-1234-abcd-ef00-0123456789ab"
 
 PFC_FIRST_LAST = rpcrt.PFC_FIRST_FRAG | rpcrt.PFC_LAST_FRAG
+# The flow an association under test serves (its anomalies name it).
+FLOW = FlowKey("10.0.0.66", 40000, "10.0.0.10", 445)
 
 
 def syntax(uid: str, version: tuple[int, int] = (1, 0)) -> bytes:

@@ -13,9 +13,9 @@ from scapy.all import IP, TCP, PcapReader
 from sensor.anomaly import Anomaly
 from sensor.dcerpc.association import RpcAssociation
 from sensor.dcerpc.events import RpcBind, RpcCall
+from sensor.net.stream import FlowKey
 
-CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "corpus"
-SV = CORPUS / "suricata-verify" / "tests"
+SV = "suricata-verify/tests/"
 
 # Anomalies a capture really holds, with why.
 EXPECTED_ANOMALIES = {
@@ -29,16 +29,21 @@ EXPECTED_ANOMALIES = {
 
 CAPTURES = {
     # fragmented requests with object uuids, NDR64 accepted on ctx 1, alter_context
-    "truncate-applayer": (SV / "truncate-applayer-test-01" / "input.pcap", 60348),
+    "truncate-applayer": (SV + "truncate-applayer-test-01/input.pcap", 60348),
     # PKT_PRIVACY (sealed) requests after alter_context
-    "sealed": (CORPUS / "zeek/testing/btest/Traces/dce-rpc/cs_window7-join_stream092.pcap", 1024),
+    "sealed": ("zeek/testing/btest/Traces/dce-rpc/cs_window7-join_stream092.pcap", 1024),
     # PKT_INTEGRITY requests, a PDU over several TCP segments
-    "integrity": (SV / "dcerpc" / "dce-gap-handling" / "input.pcap", 49154),
+    "integrity": (SV + "dcerpc/dce-gap-handling/input.pcap", 49154),
     # a bind without PFC flags, fragmented request
-    "bind-no-frag-flag": (SV / "dcerpc" / "dcerpc-bind-no-frag-flag" / "input.pcap", 135),
+    "bind-no-frag-flag": (SV + "dcerpc/dcerpc-bind-no-frag-flag/input.pcap", 135),
     # many contexts and ctx ids above 0 over one connection
-    "ctxids": (SV / "dcerpc" / "dcerpc-ctxids" / "input.pcap", 49724),
+    "ctxids": (SV + "dcerpc/dcerpc-ctxids/input.pcap", 49724),
 }
+
+
+def located(corpus: Path, name: str) -> tuple[Path, int]:
+    relative, port = CAPTURES[name]
+    return corpus / relative, port
 
 
 def tcp_streams(path: Path, port: int) -> dict[tuple, list[tuple[bool, int, bytes]]]:
@@ -90,19 +95,19 @@ def tshark_requests(path: Path, port: int) -> set[tuple[int, int, int]]:
 
 def run(path: Path, port: int):
     calls, binds, anomalies = [], [], []
-    for units in tcp_streams(path, port).values():
-        assoc = RpcAssociation()
+    for key, units in tcp_streams(path, port).items():
+        assoc = RpcAssociation(FlowKey(*key))
         for from_client, frame, data in units:
-            for ev in assoc.feed(from_client, 0.0, frame, data):
+            for ev in assoc.feed(from_client, 0.0, data, frame):
                 if isinstance(ev, (RpcCall, RpcBind, Anomaly)):
                     (calls if isinstance(ev, RpcCall) else binds if isinstance(ev, RpcBind) else anomalies).append(ev)
-        assoc.close()
+        assoc.close(0.0)
     return calls, binds, anomalies
 
 
 @pytest.mark.parametrize("name", sorted(CAPTURES))
-def test_requests_match_tshark(name):
-    path, port = CAPTURES[name]
+def test_requests_match_tshark(corpus, name):
+    path, port = located(corpus, name)
     calls, binds, anomalies = run(path, port)
     ours = {(c.call_id, c.opnum, c.auth_level or 0) for c in calls}
     assert ours == tshark_requests(path, port)
@@ -110,8 +115,8 @@ def test_requests_match_tshark(name):
     assert all(c.interface_uuid for c in calls)   # every bind was captured
 
 
-def test_fragmented_requests_joined_with_object_uuid():
-    path, port = CAPTURES["truncate-applayer"]
+def test_fragmented_requests_joined_with_object_uuid(corpus):
+    path, port = located(corpus, "truncate-applayer")
     calls, binds, _ = run(path, port)
     (big,) = [c for c in calls if c.call_id == 5361]   # frames 44, 50, 55: 0x81, 0x80, 0x82
     assert big.frame == 55 and big.object_uuid is not None
@@ -126,15 +131,15 @@ def test_fragmented_requests_joined_with_object_uuid():
         (1, "71710533-beba-4937-8319-b5dbef9ccc36"), (0, "8a885d04-1ceb-11c9-9fe8-08002b104860")]
 
 
-def test_sealed_requests_flagged_with_opnum():
-    path, port = CAPTURES["sealed"]
+def test_sealed_requests_flagged_with_opnum(corpus):
+    path, port = located(corpus, "sealed")
     calls, _, _ = run(path, port)
     sealed = [c for c in calls if c.auth_level == 6]
     assert sealed and all(c.sealed and c.stub == b"" for c in sealed)
 
 
-def test_integrity_requests_have_stub_without_verifier():
-    path, port = CAPTURES["integrity"]
+def test_integrity_requests_have_stub_without_verifier(corpus):
+    path, port = located(corpus, "integrity")
     calls, _, _ = run(path, port)
     signed = [c for c in calls if c.auth_level == 5]
     assert signed and all(not c.sealed and c.stub for c in signed)

@@ -11,9 +11,9 @@ from scapy.all import IP, TCP, UDP, Dot1Q, Ether, Raw, rdpcap, wrpcap
 
 from sensor.capture.live import (DEFAULT_BPF, LINKTYPE_ETHERNET, TICK_SECONDS, CaptureError,
                                  LiveCapture, compile_bpf)
-from tests.conftest import CORPUS
 
-SMB_CAPTURE = CORPUS / "suricata-verify/tests/smb-dce_iface/input.pcap"
+# In the corpus: spoolss over SMB2, with a 2998-byte frame (segmentation offload on the recording host).
+SMB_CAPTURE = "suricata-verify/tests/smb-dce_iface/input.pcap"
 # A DCE/RPC bind header (C706 12.6.3.1: version 5.0, ptype 11, flags first|last, NDR LE)
 RPC_BIND_HEADER = bytes([5, 0, 11, 3, 0x10, 0, 0, 0, 0x48, 0, 0, 0, 1, 0, 0, 0])
 
@@ -69,10 +69,10 @@ def test_unknown_interface_is_a_capture_error():
 
 
 @pytest.mark.root
-def test_frames_arrive_byte_exact_in_order_with_counter_and_time(veth):
-    want = [bytes(p) for p in rdpcap(str(SMB_CAPTURE))]
+def test_frames_arrive_byte_exact_in_order_with_counter_and_time(veth, corpus):
+    want = [bytes(p) for p in rdpcap(str(corpus / SMB_CAPTURE))]
     started = time.time()
-    frames, _, counters = capture([veth.host], lambda: veth.replay(SMB_CAPTURE), len(want))
+    frames, _, counters = capture([veth.host], lambda: veth.replay(corpus / SMB_CAPTURE), len(want))
     assert [data for _, _, data, _ in frames] == want     # includes a 2998-byte offload frame
     assert [n for _, _, _, n in frames] == list(range(1, len(want) + 1))
     assert all(lt == LINKTYPE_ETHERNET for _, lt, _, _ in frames)

@@ -15,24 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CORPUS, PCAPS, ROOT
+from tests.conftest import PCAPS, ROOT, load_manifest
 
 pytestmark = pytest.mark.root
 
 TIMEOUT = 30
-BENIGN_CORPUS = CORPUS / "suricata-verify/tests/smb-dce_iface/input.pcap"   # spoolss over SMB2
-
-
-def _captures() -> tuple[list[Path], list[Path]]:
-    manifest = json.loads((PCAPS / "manifest.json").read_text())["captures"] if (PCAPS / "manifest.json").exists() else {}
-    present = {name: entry for name, entry in manifest.items() if (PCAPS / name).exists()}
-    attacks = [PCAPS / n for n, e in sorted(present.items()) if e.get("should_alert")]
-    benign = [PCAPS / n for n, e in sorted(present.items()) if not e.get("should_alert")] or [BENIGN_CORPUS]
-    return attacks, benign
-
-
-ATTACKS, BENIGN = _captures()
-needs_attacks = pytest.mark.skipif(not ATTACKS, reason="no attack capture (should_alert) in pcaps/manifest.json yet")
+MANIFEST = load_manifest()
+ATTACKS = [PCAPS / n for n, e in sorted(MANIFEST.items()) if e["should_alert"]]
+BENIGN = [PCAPS / n for n, e in sorted(MANIFEST.items()) if not e["should_alert"]]
 
 
 class LiveSensor:
@@ -106,7 +96,6 @@ def stored_event_ids(db: Path) -> set[str]:
         return {row[0] for row in conn.execute("SELECT event_id FROM events")}
 
 
-@needs_attacks
 def test_live_alerts_equal_replay_within_a_second(veth, tmp_path):
     sensor = LiveSensor(tmp_path, veth.host)
     veth.replay(ATTACKS[0])
@@ -138,7 +127,6 @@ def test_benign_traffic_raises_no_alert_and_exits_cleanly(veth, tmp_path):
     store_is_clean(sensor.db)
 
 
-@needs_attacks
 def test_sigterm_mid_stream_keeps_every_event_and_a_restart_continues(veth, tmp_path):
     sensor = LiveSensor(tmp_path, veth.host)
     sender = subprocess.Popen(["ip", "netns", "exec", veth.namespace, "tcpreplay", "-q", "--pps=2000",

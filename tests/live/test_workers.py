@@ -16,8 +16,7 @@ import pytest
 
 from sensor.detect.rarity import RULE as RARE_RULE
 from tests.conftest import PCAPS, ROOT
-from tests.live.test_service import (ATTACKS, BENIGN, TIMEOUT, LiveSensor, comparable, needs_attacks,
-                                     store_is_clean)
+from tests.live.test_service import (ATTACKS, BENIGN, TIMEOUT, LiveSensor, comparable, store_is_clean)
 
 # Captures of the same two alert keys (NetrDfsAddStdRoot and NetrDfsRemoveStdRoot from the
 # lab attacker for \\10.0.0.66\share) over different SMB dialects and framings.
@@ -70,7 +69,6 @@ def test_concurrent_writers_raise_each_key_once(tmp_path):
 
 
 @pytest.mark.root
-@needs_attacks
 def test_two_workers_alert_as_one_replay_with_no_duplicates(veth, tmp_path):
     sensor = LiveSensor(tmp_path, veth.host, "--workers", "2")
     sensor.wait_for(lambda: sum("capturing on" in line for line in sensor.stderr) == 2, "both workers")

@@ -19,7 +19,7 @@ V6_TCP = TCP(sport=50000, dport=445, seq=1000, ack=2000, flags="PA") / PAYLOAD
 
 
 def decode(linktype: int, frame, ts: float = 0.0, decoder: FrameDecoder | None = None):
-    return (decoder or FrameDecoder()).decode(ts, linktype, bytes(frame))
+    return (decoder or FrameDecoder()).feed(ts, linktype, bytes(frame))
 
 
 def assert_v4_segment(segment, vlan=()):
@@ -111,10 +111,10 @@ def test_fragment_table_is_bounded_and_times_out():
     decoder = FrameDecoder(FragmentLimits(max_datagrams=2, timeout=30.0))
     for ident in range(3):
         half = fragment(IP(src="10.0.0.1", dst="10.0.0.2", id=ident) / TCP() / (b"x" * 100), fragsize=64)[0]
-        decoder.decode(0.0, 101, bytes(half))
+        decoder.feed(0.0, 101, bytes(half))
     assert decoder.stats["anomaly.ip_fragment_table_full"] == 1
     late = fragment(IP(src="10.0.0.1", dst="10.0.0.2", id=99) / TCP() / (b"x" * 100), fragsize=64)[0]
-    decoder.decode(100.0, 101, bytes(late))
+    decoder.feed(100.0, 101, bytes(late))
     assert decoder.stats["ip_fragments_timed_out"] == 2
 
 
@@ -137,14 +137,14 @@ def test_ipv6_fragments_reassembled():
 ])
 def test_broken_headers_are_anomalies_not_exceptions(frame, anomaly):
     decoder = FrameDecoder()
-    assert decoder.decode(0.0, 1, frame) is None
+    assert decoder.feed(0.0, 1, frame) is None
     assert decoder.stats["anomaly." + anomaly] == 1
 
 
 def test_snaplen_cut_frame_delivers_captured_part():
     decoder = FrameDecoder()
     frame = bytes(Ether() / V4)
-    segment = decoder.decode(0.0, 1, frame[:-4])
+    segment = decoder.feed(0.0, 1, frame[:-4])
     assert bytes(segment[7]) == PAYLOAD[:-4]
     assert decoder.stats["anomaly.ip_truncated"] == 1
 
@@ -165,4 +165,4 @@ def test_garbage_never_raises():
         for _ in range(rng.randrange(4)):
             if frame:
                 frame[rng.randrange(len(frame))] = rng.randrange(256)
-        decoder.decode(0.0, rng.choice([0, 1, 101, 113, 229, 276]), bytes(frame))
+        decoder.feed(0.0, rng.choice([0, 1, 101, 113, 229, 276]), bytes(frame))

@@ -19,13 +19,12 @@ from hypothesis import strategies as st
 from sensor.capture.pcapfile import CaptureError, open_capture
 from sensor.net.frames import LINKTYPE_ETHERNET
 from sensor.pipeline import Pipeline, PipelineSettings
-from tests.conftest import PCAPS, decode_capture
+from tests.conftest import CORPUS, PCAPS, corpus_captures, decode_capture
 from tests.robustness.recut import ACK, FIN, SEQ_SPACE, Segment, event_facts, extract_flows, frame, turn_offsets
 from tests.robustness.test_tcp_recut import recut_turn
 from tests.smb.conftest import nbss
 from tests.smb.test_smb2 import DISK_FID, read, read_response, write, write_response
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 LARGE = Path(os.environ.get("DFS_SENSOR_LARGE", PCAPS / "large" / "mixed.pcap"))
 LANE_COUNTERS = ("bulk_lane_packets", "bulk_lane_bytes")
 ATTACKS = ["dfscoerce-smb21.pcap", "dfscoerce-smb311-clear.pcap", "dfscoerce-smb202.pcap",
@@ -54,13 +53,6 @@ def assert_same(run) -> int:
     return used
 
 
-def captures() -> list[Path]:
-    found = sorted(PCAPS.glob("*.pcap*"))
-    if CORPUS.is_dir():
-        found += sorted(p for p in CORPUS.rglob("*") if p.is_file() and p.suffix in (".pcap", ".pcapng", ".cap"))
-    return found
-
-
 def decode_readable(path: Path, pipeline_settings: PipelineSettings):
     """The pipeline over what can be read of a capture (some corpus files are damaged)."""
     pipe = Pipeline(pipeline_settings)
@@ -74,8 +66,13 @@ def decode_readable(path: Path, pipeline_settings: PipelineSettings):
     return records, pipe.stats
 
 
-@pytest.mark.parametrize("path", captures(), ids=lambda p: str(p.relative_to(p.parents[1])))
-def test_every_capture_gives_the_same_records_and_counters(path):
+@pytest.mark.parametrize("path", sorted(PCAPS.glob("*.pcap*")), ids=lambda p: p.name)
+def test_every_lab_capture_gives_the_same_records_and_counters(path):
+    assert_same(lambda s: decode_readable(path, s))
+
+
+@pytest.mark.parametrize("path", corpus_captures(".pcap", ".pcapng", ".cap"), ids=lambda p: str(p.relative_to(CORPUS)))
+def test_every_corpus_capture_gives_the_same_records_and_counters(corpus, path):
     assert_same(lambda s: decode_readable(path, s))
 
 

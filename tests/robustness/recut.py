@@ -50,10 +50,10 @@ def extract_flows(path: Path) -> list[Flow]:
                     flow.turns.append((unit.from_client, data))
 
     for ts, linktype, data, frame in open_capture(path):
-        segment = frames.decode(ts, linktype, data)
+        segment = frames.feed(ts, linktype, data)
         if segment is not None:
-            take(table.feed(ts, frame, segment))
-    take(table.close())
+            take(table.feed(ts, segment, frame))
+    take(table.close(ts))
     return list(flows.values())
 
 

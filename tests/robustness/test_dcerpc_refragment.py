@@ -33,7 +33,7 @@ def pipe_streams(name: str) -> list[list[tuple[bool, bytes]]]:
     for flow in extract_flows(PCAPS / name):
         smb = SmbConnection(flow.key)
         for i, (from_client, data) in enumerate(flow.turns):
-            for ev in smb.feed_data(from_client, 0.0, data, i):
+            for ev in smb.feed(from_client, 0.0, data, i):
                 if isinstance(ev, PipeData):
                     turns = pipes.setdefault((flow.key, ev.pipe), [])
                     if turns and turns[-1][0] == ev.from_client:
@@ -92,12 +92,12 @@ def facts(events) -> list[tuple]:
 
 
 def run(turns, rng: random.Random | None = None) -> tuple[list, RpcAssociation]:
-    assoc, events = RpcAssociation(), []
+    assoc, events = RpcAssociation(wire.FLOW), []
     for from_client, data in turns:
         pos = 0
         while pos < len(data):
             n = len(data) if rng is None else rng.randint(1, 300)
-            events += assoc.feed(from_client, 0.0, 0, data[pos:pos + n])
+            events += assoc.feed(from_client, 0.0, data[pos:pos + n], 0)
             pos += n
     return events, assoc
 
@@ -127,7 +127,7 @@ def test_alter_context_and_context_id_juggling():
     """ctx 0 bound to srvsvc; alter_context adds ctx 1 = netdfs, then re-binds ctx 0 to netdfs
     and ctx 1 to lsarpc: each request is named by what its context meant when it was sent."""
     stub = b"\x00" * 8
-    assoc = RpcAssociation()
+    assoc = RpcAssociation(wire.FLOW)
     seq = [
         (True, wire.bind(1, [(0, wire.SRVSVC, (3, 0), wire.NDR20)])),
         (False, wire.bind_ack(1, [(0, wire.NDR20)])),
@@ -140,7 +140,7 @@ def test_alter_context_and_context_id_juggling():
         (True, wire.request(6, 13, stub, ctx_id=0)),
         (True, wire.request(7, 13, stub, ctx_id=1)),
     ]
-    calls = [e for c, d in seq for e in assoc.feed(c, 0.0, 0, d) if type(e) is RpcCall]
+    calls = [e for c, d in seq for e in assoc.feed(c, 0.0, d, 0) if type(e) is RpcCall]
     assert [(c.call_id, c.ctx_id, c.opnum, c.interface_uuid) for c in calls] == [
         (2, 0, 12, wire.SRVSVC), (4, 1, 12, wire.NETDFS), (6, 0, 13, wire.NETDFS), (7, 1, 13, wire.LSARPC)]
     assert calls[1].stub == stub * 4

@@ -13,7 +13,7 @@ from sensor.dcerpc.association import (
 from sensor.net.flows import FlowSettings, FlowTable
 from sensor.smb.connection import SmbConnection
 from sensor.smb.events import PipeClosed, PipeData, PipeOpened
-from sensor.smb.state import PIPES_LIMIT
+from sensor.smb.pipes import PIPES_LIMIT
 from tests.dcerpc import dcerpc_wire as wire
 from tests.robustness.memory import peak_of
 from tests.smb.conftest import FLOW
@@ -42,7 +42,7 @@ def test_half_open_flood_keeps_the_table_at_its_bound_and_evicts_oldest():
         anomalies = 0
         for i in range(sent):
             src = socket.inet_aton(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}")
-            anomalies += len(table.feed(1.0, i, (src, server, 1024 + i % 60000, 445, i, 0, SYN, b"", ())))
+            anomalies += len(table.feed(1.0, (src, server, 1024 + i % 60000, 445, i, 0, SYN, b"", ()), i))
         return anomalies
     anomalies, peak = peak_of(flood)
     assert table.active == limit
@@ -52,24 +52,24 @@ def test_half_open_flood_keeps_the_table_at_its_bound_and_evicts_oldest():
 
 
 def test_never_finished_fragments_keep_calls_in_flight_and_stub_bounded():
-    assoc = RpcAssociation()
+    assoc = RpcAssociation(FLOW)
     stub = b"\xaa" * 8192
     calls = 300
 
     def flood():
         for call_id in range(calls):   # first fragments whose last never comes
-            assoc.feed(True, 0.0, call_id, wire.request(call_id, 12, stub, flags=0x01))
+            assoc.feed(True, 0.0, wire.request(call_id, 12, stub, flags=0x01), call_id)
     _, peak = peak_of(flood)
     assert assoc.stats["anomaly.dcerpc_too_many_calls"] == calls - MAX_CALLS_IN_FLIGHT
     assert peak < MAX_CALLS_IN_FLIGHT * len(stub) * 2
 
-    one = RpcAssociation()
+    one = RpcAssociation(FLOW)
     fragments = 3 * MAX_STUB_BYTES // len(stub)
 
     def endless():
-        one.feed(True, 0.0, 0, wire.request(7, 12, stub, flags=0x01))
+        one.feed(True, 0.0, wire.request(7, 12, stub, flags=0x01), 0)
         for i in range(fragments):
-            one.feed(True, 0.0, i, wire.request(7, 12, stub, flags=0x00))
+            one.feed(True, 0.0, wire.request(7, 12, stub, flags=0x00), i)
     _, peak = peak_of(endless)
     assert one.stats["anomaly.dcerpc_stub_truncated"] == 1
     assert peak < 2 * MAX_STUB_BYTES

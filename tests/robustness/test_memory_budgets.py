@@ -33,10 +33,10 @@ def test_out_of_order_flood_stays_under_the_global_budget_and_the_oldest_queue_b
         for f in range(flows):
             client = socket.inet_aton(f"10.1.{f >> 8}.{f & 255}")
             seg = (client, server, 40000 + f, 445, isn, 0, ACK, b"\x00" * 100, ())
-            out += table.feed(1.0, f, seg)           # in order: the stream starts here
+            out += table.feed(1.0, seg, f)           # in order: the stream starts here
             for k in range(segments):                # a hole at [isn+100, isn+size), then data
                 seq = isn + size * (k + 1)
-                out += table.feed(1.0, f, (client, server, 40000 + f, 445, seq, 0, ACK, b"\xaa" * size, ()))
+                out += table.feed(1.0, (client, server, 40000 + f, 445, seq, 0, ACK, b"\xaa" * size, ()), f)
         return out
     out, peak = peak_of(flood)
     budget = table.ooo_budget
@@ -50,12 +50,12 @@ def test_out_of_order_flood_stays_under_the_global_budget_and_the_oldest_queue_b
     # the flow goes on, and the data after it is delivered.
     first = socket.inet_aton("10.1.0.0")
     later = isn + size * (segments + 1)
-    units = table.feed(2.0, 0, (first, server, 40000, 445, later, 0, ACK, b"\xbb" * 10, ()))
+    units = table.feed(2.0, (first, server, 40000, 445, later, 0, ACK, b"\xbb" * 10, ()), 0)
     units = [u for u in units if isinstance(u, (StreamData, StreamGap))]
     assert [type(u) for u in units] == [StreamGap, StreamData]
     assert units[0].length == later - (isn + 100)
     assert bytes(units[1].data) == b"\xbb" * 10
-    table.close()
+    table.close(2.0)
     assert budget.used == 0
 
 
@@ -75,7 +75,7 @@ def test_partial_pipe_message_flood_stays_under_the_global_budget_and_the_oldest
         for conn in conns:
             data = pipe_write(100, message)
             for at in range(0, message // 2, 1448):
-                events += conn.feed_data(True, 2.0, data[at:min(at + 1448, message // 2)], 9)
+                events += conn.feed(True, 2.0, data[at:min(at + 1448, message // 2)], 9)
         return events
     events, peak = peak_of(flood)
     assert budget.used <= LIMIT
@@ -90,7 +90,7 @@ def test_partial_pipe_message_flood_stays_under_the_global_budget_and_the_oldest
     oldest = conns[0]
     assert oldest.stats["nbss_messages_dropped_by_budget"] == 1
     rest = pipe_write(100, message)[message // 2:]
-    after = oldest.feed_data(True, 3.0, rest, 10) + oldest.feed_data(True, 3.0, pipe_write(101, 200), 11)
+    after = oldest.feed(True, 3.0, rest, 10) + oldest.feed(True, 3.0, pipe_write(101, 200), 11)
     pipe_data = [e for e in after if isinstance(e, PipeData)]
     assert len(pipe_data) == 1 and len(pipe_data[0].data) == 200
     for conn in conns:

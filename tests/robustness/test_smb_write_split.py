@@ -40,11 +40,11 @@ def pieces(cuts: list[int]) -> list[bytes]:
 
 
 def calls_through(conn: SmbConnection, script: list[tuple[bool, bytes]], play) -> list[tuple]:
-    assoc = RpcAssociation()
+    assoc = RpcAssociation(FLOW)
     out = []
     for ev in play(conn, script):
         if isinstance(ev, PipeData) and ev.from_client:
-            out += assoc.feed(True, ev.ts, ev.frame, ev.data)
+            out += assoc.feed(True, ev.ts, ev.data, ev.frame)
     return [(c.call_id, c.opnum, c.interface_uuid, c.stub) for c in out if isinstance(c, RpcCall)]
 
 

@@ -20,9 +20,9 @@ STUB = b"\xaa" * 8192
 
 
 def bound(settings: RpcSettings, iface: str, ctx_id: int = 0) -> RpcAssociation:
-    assoc = RpcAssociation(settings)
-    assoc.feed(True, 0.0, 1, wire.bind(1, [(ctx_id, iface, (3, 0), wire.NDR20)]))
-    assoc.feed(False, 0.0, 2, wire.bind_ack(1, [(0, wire.NDR20)]))
+    assoc = RpcAssociation(wire.FLOW, settings)
+    assoc.feed(True, 0.0, wire.bind(1, [(ctx_id, iface, (3, 0), wire.NDR20)]), 1)
+    assoc.feed(False, 0.0, wire.bind_ack(1, [(0, wire.NDR20)]), 2)
     return assoc
 
 
@@ -36,7 +36,7 @@ def test_uncatalogued_interface_calls_are_counted_but_their_stubs_not_buffered()
         for i in range(16):
             for call_id in range(calls):
                 flags = (FIRST if i == 0 else 0) | (LAST if i == 15 else 0)
-                out += assoc.feed(True, 0.0, i, wire.request(call_id, 15, STUB, flags=flags))
+                out += assoc.feed(True, 0.0, wire.request(call_id, 15, STUB, flags=flags), i)
         return [e for e in out if isinstance(e, RpcCall)]
     done, peak = peak_of(flood)
     assert [(c.call_id, c.opnum, c.interface_uuid, c.stub, c.stub_skipped) for c in done] == \
@@ -48,10 +48,10 @@ def test_uncatalogued_interface_calls_are_counted_but_their_stubs_not_buffered()
 def test_catalogued_and_unknown_contexts_keep_their_stubs():
     settings = RpcSettings(stub_interfaces=CATALOGUED)
     netdfs = bound(settings, wire.NETDFS)
-    [call] = netdfs.feed(True, 0.0, 3, wire.request(5, 12, STUB))
+    [call] = netdfs.feed(True, 0.0, wire.request(5, 12, STUB), 3)
     assert call.stub == STUB and not call.stub_skipped
-    midstream = RpcAssociation(settings)    # bind missed: the stub may still name the interface
-    [call] = midstream.feed(True, 0.0, 3, wire.request(5, 12, STUB, ctx_id=3))
+    midstream = RpcAssociation(wire.FLOW, settings)    # bind missed: the stub may still name the interface
+    [call] = midstream.feed(True, 0.0, wire.request(5, 12, STUB, ctx_id=3), 3)
     assert call.interface_uuid is None and call.stub == STUB and not call.stub_skipped
 
 
@@ -64,7 +64,7 @@ def test_never_finished_calls_on_many_associations_stay_under_the_shared_budget(
     def flood():   # 100 associations x 32 unfinished calls x 8 KiB = 25 MiB without the budget
         for call_id in range(32):
             for assoc in assocs:
-                assoc.feed(True, 0.0, call_id, wire.request(call_id, 12, STUB, flags=FIRST))
+                assoc.feed(True, 0.0, wire.request(call_id, 12, STUB, flags=FIRST), call_id)
     _, peak = peak_of(flood)
     assert budget.used <= limit and budget.peak <= limit
     assert peak < limit + (2 << 20), f"{peak} bytes under a {limit}-byte budget"
@@ -73,11 +73,11 @@ def test_never_finished_calls_on_many_associations_stay_under_the_shared_budget(
     assert sum(a.stats["anomaly.dcerpc_stub_budget_exceeded"] for a in assocs) == dropped
     # After the flood a new call still completes whole, and everything is given back.
     fresh = bound(settings, wire.NETDFS)
-    out = fresh.feed(True, 1.0, 9, wire.request(77, 12, STUB, flags=FIRST))
-    out += fresh.feed(True, 1.0, 10, wire.request(77, 12, STUB, flags=LAST))
+    out = fresh.feed(True, 1.0, wire.request(77, 12, STUB, flags=FIRST), 9)
+    out += fresh.feed(True, 1.0, wire.request(77, 12, STUB, flags=LAST), 10)
     assert [c.stub for c in out if isinstance(c, RpcCall)] == [STUB + STUB]
     for assoc in assocs:
-        assoc.close()
+        assoc.close(1.0)
     assert budget.used == 0
 
 

@@ -1,4 +1,4 @@
-"""The live service's --syslog tee (sensor.service.SyslogAlerts) with an attacker's ServerName
+"""The live service's --syslog tee (sensor.daemon.SyslogAlerts) with an attacker's ServerName
 full of control characters: what reaches the syslog socket is one datagram per alert, every
 control character escaped. The child runs in a private mount namespace whose /dev is a fresh
 tmpfs, so its own unix datagram socket is /dev/log and the host's syslog is never touched."""
@@ -21,8 +21,8 @@ CHILD = textwrap.dedent("""
     from sensor.capture.pcapfile import open_capture
     from sensor.config import Config
     from sensor.outputs import Outputs
-    from sensor.runner import Sensor
-    from sensor.service import SyslogAlerts
+    from sensor.sensor import Sensor
+    from sensor.daemon import SyslogAlerts
 
     log = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     log.bind("/dev/log")

@@ -13,7 +13,6 @@ from sensor.net.stream import FlowKey
 from sensor.smb.connection import SmbConnection
 from sensor.smb.events import PipeData
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 FLOW = FlowKey("10.0.0.1", 50000, "10.0.0.10", 445)
 SMB_PORTS = (445, 139)
 
@@ -29,7 +28,7 @@ def play(conn, script, chunk=None, frame=7):
         data = nbss(message)
         step = chunk or len(data)
         for i in range(0, len(data), step):
-            events += conn.feed_data(from_client, 1.0, data[i:i + step], frame)
+            events += conn.feed(from_client, 1.0, data[i:i + step], frame)
     return events
 
 
@@ -102,12 +101,12 @@ def run_capture(path: Path, chunk: int | None = None):
         conn = connections.get(key)
         if conn is None:
             flow = FlowKey(".".join(map(str, key[0])), key[1], ".".join(map(str, key[2])), key[3])
-            conn = connections[key] = SmbConnection(flow, None)
+            conn = connections[key] = SmbConnection(flow)
         if chunk:
             for i in range(0, len(payload), chunk):
-                events += conn.feed_data(from_client, ts, payload[i:i + chunk], frame)
+                events += conn.feed(from_client, ts, payload[i:i + chunk], frame)
         else:
-            events += conn.feed_data(from_client, ts, payload, frame)
+            events += conn.feed(from_client, ts, payload, frame)
     for conn in connections.values():
         events += conn.close(0.0)
     return events, connections

@@ -6,7 +6,7 @@ from sensor.net.stream import FlowKey
 from sensor.smb.connection import SmbConnection
 from sensor.smb.events import PipeClosed, PipeOpened, SmbSession
 
-from .conftest import CORPUS, FLOW, nbss, pipe_bytes, play, run_capture
+from .conftest import FLOW, nbss, pipe_bytes, play, run_capture
 
 UID, TID, PID = 0x0800, 0x0801, 0xFEFF
 FID_A, FID_B = 0x4000, 0x4001
@@ -85,7 +85,7 @@ PIPE_A, PIPE_B = (1, UID, TID, FID_A), (1, UID, TID, FID_B)
 
 
 def test_two_fids_at_once_write_read_and_transact():
-    conn = SmbConnection(FLOW, None)
+    conn = SmbConnection(FLOW)
     events = play(conn, SCRIPT)
     assert [(e.pipe, e.name, e.tree) for e in events if isinstance(e, PipeOpened)] == [
         (PIPE_A, "netdfs", "\\\\10.0.0.10\\IPC$"), (PIPE_B, "lsarpc", "\\\\10.0.0.10\\IPC$")]
@@ -99,23 +99,23 @@ def test_two_fids_at_once_write_read_and_transact():
 def test_port_139_session_request_then_one_byte_feeds():
     # RFC 1002 4.3.2: SESSION REQUEST (called, calling names), POSITIVE RESPONSE, KEEPALIVE.
     names = b" CKFDENECFDEFFCFGEFFCCACACACACACA\0" * 2
-    conn = SmbConnection(FLOW_139, None)
-    events = conn.feed_data(True, 1.0, b"\x81\x00\x00\x44" + names, 1)
-    events += conn.feed_data(False, 1.0, b"\x82\x00\x00\x00\x85\x00\x00\x00", 2)
+    conn = SmbConnection(FLOW_139)
+    events = conn.feed(True, 1.0, b"\x81\x00\x00\x44" + names, 1)
+    events += conn.feed(False, 1.0, b"\x82\x00\x00\x00\x85\x00\x00\x00", 2)
     events += play(conn, SCRIPT, chunk=1)
-    assert events == play(SmbConnection(FLOW_139, None), SCRIPT)
+    assert events == play(SmbConnection(FLOW_139), SCRIPT)
     assert conn.stats["nbss_type_0x81"] == 1 and conn.stats["nbss_type_0x85"] == 1
 
 
 def test_andx_offset_pointing_back_is_a_loop():
     words = struct.pack("<BBHHIHHIHI", 0x2E, 0, 32, FID_A, 0, 1024, 1024, 0, 0, 0)
-    conn = SmbConnection(FLOW, None)
-    events = conn.feed_data(True, 1.0, nbss(smb1(0x2E, 9, words, b"")), 1)
+    conn = SmbConnection(FLOW)
+    events = conn.feed(True, 1.0, nbss(smb1(0x2E, 9, words, b"")), 1)
     assert [e.name for e in events] == ["smb1_andx_loop"]
 
 
-def test_corpus_raw_ntlm_in_smb1_names_and_pipes():
-    events, _ = run_capture(CORPUS / "zeek/testing/btest/Traces/smb/raw_ntlm_in_smb.pcap")
+def test_corpus_raw_ntlm_in_smb1_names_and_pipes(corpus):
+    events, _ = run_capture(corpus / "zeek/testing/btest/Traces/smb/raw_ntlm_in_smb.pcap")
     [session] = [e for e in events if isinstance(e, SmbSession)]
     assert (session.dialect, session.user, session.domain, session.workstation) == (
         "SMB1", "test", "TEST-F7DFBC3FE9", "BABYBOOK")
@@ -140,7 +140,7 @@ def trans_secondary(mid, data, total, displacement):
 
 def test_transaction_secondary_carries_the_rest_of_the_pipe_write():
     first, rest = b"\x05\x00\x00\x03" + b"A" * 20, b"B" * 30
-    conn = SmbConnection(FLOW, None)
+    conn = SmbConnection(FLOW)
     events = play(conn, SCRIPT[:6] + [
         (True, transact_nmpipe_first(9, FID_B, first, len(first) + len(rest))),
         (True, trans_secondary(9, rest, len(first) + len(rest), len(first))),
@@ -153,7 +153,7 @@ def test_transaction_secondary_carries_the_rest_of_the_pipe_write():
 
 def test_mid_reused_by_concurrent_requests_of_different_commands():
     # suricata-verify smb-filename: CLOSE, TREE_CONNECT and NT_CREATE all outstanding with MID 0.
-    conn = SmbConnection(FLOW, None)
+    conn = SmbConnection(FLOW)
     events = play(conn, [
         (True, tree_connect(0)), (True, nt_create(0, "\\netdfs")), (True, close(0, FID_B)),
         (False, tree_connect_reply(0)), (False, nt_create_reply(0, FID_A)),

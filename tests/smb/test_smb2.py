@@ -7,7 +7,7 @@ from sensor.anomaly import Anomaly
 from sensor.smb.connection import SmbConnection
 from sensor.smb.events import EncryptedMessage, NtlmAuthentication, PipeClosed, PipeData, PipeOpened, SmbSession
 
-from .conftest import CORPUS, FLOW, compound, nbss, pipe_bytes, play, run_capture, smb2_header
+from .conftest import FLOW, compound, nbss, pipe_bytes, play, run_capture, smb2_header
 from .test_ntlmssp import CHALLENGE
 
 NEGOTIATE, SESSION_SETUP, TREE_CONNECT, CREATE, CLOSE, READ, WRITE, IOCTL = 0, 1, 3, 5, 6, 8, 9, 11
@@ -113,7 +113,7 @@ def test_session_pipe_open_write_read_overflow_close():
         (True, close(9, FID)),
         (False, close(9, FID, response=True)),
     ]
-    conn = SmbConnection(FLOW, None)
+    conn = SmbConnection(FLOW)
     events = play(conn, script)
     [session] = of(events, SmbSession)
     assert (session.user, session.domain, session.workstation, session.ntlm_version) == ("alice", "CORP", "WS7", "NTLMv2")
@@ -126,7 +126,7 @@ def test_session_pipe_open_write_read_overflow_close():
     assert of(events, PipeClosed) == [PipeClosed(FLOW, 1.0, PIPE)]
     assert not of(events, Anomaly)
     # Split at every byte boundary: the same events.
-    assert play(SmbConnection(FLOW, None), script, chunk=1) == events
+    assert play(SmbConnection(FLOW), script, chunk=1) == events
 
 
 def test_related_compound_inherits_the_created_file_id():
@@ -137,7 +137,7 @@ def test_related_compound_inherits_the_created_file_id():
                        read(12, ff, **related), close(13, ff, **related))
     response = compound(create_response(10, FID), write_response(11, len(RPC_BIND)),
                         read_response(12, b"\x05\x00\x0c"), close(13, FID, response=True))
-    conn = SmbConnection(FLOW, None)
+    conn = SmbConnection(FLOW)
     events = play(conn, login_and_open()[:9] + [(True, request), (False, response)])
     kinds = [type(e).__name__ for e in events if not isinstance(e, (SmbSession, NtlmAuthentication))]
     assert kinds == ["PipeOpened", "PipeData", "PipeData", "PipeClosed"]
@@ -155,7 +155,7 @@ def test_ioctl_transceive_and_async_interim_then_final():
         (False, read_response(7, b"late", async_id=99)),
         (True, ioctl(8, FID, b"not a pipe call", ctl=0x00060194)),   # FSCTL_DFS_GET_REFERRALS
     ]
-    conn = SmbConnection(FLOW, None)
+    conn = SmbConnection(FLOW)
     events = play(conn, script)
     assert pipe_bytes(events, True) == {PIPE: RPC_BIND}
     assert pipe_bytes(events, False) == {PIPE: b"\x05\x00\x0c-acklate"}
@@ -166,25 +166,25 @@ def test_ioctl_transceive_and_async_interim_then_final():
 
 def test_several_messages_in_one_segment_and_error_response_has_no_data():
     script = login_and_open()
-    conn = SmbConnection(FLOW, None)
+    conn = SmbConnection(FLOW)
     joined = b"".join(nbss(m) for c, m in script if c)
     replies = b"".join(nbss(m) for c, m in script if not c)
-    events = conn.feed_data(True, 1.0, joined, 1) + conn.feed_data(False, 1.0, replies, 2)
+    events = conn.feed(True, 1.0, joined, 1) + conn.feed(False, 1.0, replies, 2)
     # Requests all first, then replies: still matched by MessageId.
     assert [e.name for e in of(events, PipeOpened)] == ["netdfs"]
     error = smb2_header(READ, 20, response=True, status=0xC000014B) + struct.pack("<HBBI", 9, 0, 0, 0) + b"\0"
-    events = conn.feed_data(True, 1.0, nbss(read(20, FID)), 3) + conn.feed_data(False, 1.0, nbss(error), 4)
+    events = conn.feed(True, 1.0, nbss(read(20, FID)), 3) + conn.feed(False, 1.0, nbss(error), 4)
     assert events == []
 
 
 def test_bulk_write_on_a_disk_file_is_skipped_and_a_gap_inside_it_is_absorbed():
-    conn = SmbConnection(FLOW, None)
+    conn = SmbConnection(FLOW)
     play(conn, login_and_open() + [(True, create(6, "big.iso", tree_id=6)),
                                     (False, create_response(6, DISK_FID))])
     bulk = nbss(write(7, DISK_FID, b"Z" * 300_000, tree_id=6))
-    events = conn.feed_data(True, 1.0, bulk[:1000], 1)
-    events += conn.feed_gap(True, 1.0, 200_000)
-    events += conn.feed_data(True, 1.0, bulk[201_000:], 2)
+    events = conn.feed(True, 1.0, bulk[:1000], 1)
+    events += conn.gap(True, 1.0, 200_000)
+    events += conn.feed(True, 1.0, bulk[201_000:], 2)
     events += play(conn, [(True, write(8, FID, RPC_BIND))])
     assert not of(events, Anomaly)
     assert pipe_bytes(events, True) == {PIPE: RPC_BIND}
@@ -193,12 +193,12 @@ def test_bulk_write_on_a_disk_file_is_skipped_and_a_gap_inside_it_is_absorbed():
 
 
 def test_gap_in_pipe_data_resyncs_at_the_next_header():
-    conn = SmbConnection(FLOW, None)
+    conn = SmbConnection(FLOW)
     play(conn, login_and_open())
     first = nbss(write(6, FID, b"A" * 500))
-    events = conn.feed_data(True, 1.0, first[:100], 1)
-    events += conn.feed_gap(True, 1.0, 300)
-    events += conn.feed_data(True, 1.0, first[400:] + nbss(write(7, FID, RPC_BIND)), 2)
+    events = conn.feed(True, 1.0, first[:100], 1)
+    events += conn.gap(True, 1.0, 300)
+    events += conn.feed(True, 1.0, first[400:] + nbss(write(7, FID, RPC_BIND)), 2)
     assert [a.name for a in of(events, Anomaly)] == ["smb_resync"]
     assert pipe_bytes(events, True) == {PIPE: RPC_BIND}
 
@@ -206,7 +206,7 @@ def test_gap_in_pipe_data_resyncs_at_the_next_header():
 def test_transform_header_counted_and_session_marked_encrypted_once():
     def transform(size):
         return b"\xfdSMB" + b"\x11" * 32 + struct.pack("<IHHQ", size, 0, 1, 0x1111) + b"\xee" * size
-    conn = SmbConnection(FLOW, None)
+    conn = SmbConnection(FLOW)
     play(conn, login_and_open()[:5])
     events = play(conn, [(True, transform(100)), (False, transform(80))])
     assert [(e.from_client, e.session_id, e.original_size, e.wire_size) for e in of(events, EncryptedMessage)] == [
@@ -217,12 +217,12 @@ def test_transform_header_counted_and_session_marked_encrypted_once():
 
 
 def test_midstream_garbage_then_message():
-    conn = SmbConnection(FLOW, None)
-    events = conn.feed_data(True, 1.0, b"\x07tail of something" + nbss(create(5, "netdfs")), 1)
-    events += conn.feed_data(False, 1.0, nbss(create_response(5, FID)), 2)
+    conn = SmbConnection(FLOW)
+    events = conn.feed(True, 1.0, b"\x07tail of something" + nbss(create(5, "netdfs")), 1)
+    events += conn.feed(False, 1.0, nbss(create_response(5, FID)), 2)
     assert [a.name for a in of(events, Anomaly)] == ["nbss_bad_type", "smb_resync"]
     assert not of(events, PipeOpened)   # tree connect not seen: a pipe-like name is only a candidate
-    events = conn.feed_data(True, 1.1, nbss(write(6, FID, RPC_BIND)), 3)
+    events = conn.feed(True, 1.1, nbss(write(6, FID, RPC_BIND)), 3)
     [opened] = of(events, PipeOpened)
     assert opened.name == "netdfs" and opened.tree == "" and opened.frame == 3
     assert [d.data for d in of(events, PipeData)] == [RPC_BIND]
@@ -230,7 +230,7 @@ def test_midstream_garbage_then_message():
 
 def test_pipe_like_file_on_unseen_tree_is_not_a_pipe_unless_it_speaks_dcerpc():
     # zeek smb2readwrite.pcap: "pythonfile" opened on a tree whose connect was not captured.
-    conn = SmbConnection(FLOW, None)
+    conn = SmbConnection(FLOW)
     events = play(conn, [
         (True, create(5, "pythonfile")), (False, create_response(5, FID)),
         (True, write(6, FID, b"print('hello')\n")), (False, write_response(6, 15)),
@@ -241,8 +241,8 @@ def test_pipe_like_file_on_unseen_tree_is_not_a_pipe_unless_it_speaks_dcerpc():
     assert conn.stats["smb_pipe_candidates"] == 1 and not conn.stats["smb_pipes_adopted"]
 
 
-def test_corpus_at_schedule_atsvc_pipe_bytes_equal_in_one_byte_feeds():
-    path = CORPUS / "zeek/doc/traces/20171220_smb_at_schedule.pcap"
+def test_corpus_at_schedule_atsvc_pipe_bytes_equal_in_one_byte_feeds(corpus):
+    path = corpus / "zeek/doc/traces/20171220_smb_at_schedule.pcap"
     events, _ = run_capture(path)
     [opened] = of(events, PipeOpened)
     assert opened.name == "atsvc"
@@ -254,15 +254,15 @@ def test_corpus_at_schedule_atsvc_pipe_bytes_equal_in_one_byte_feeds():
     assert of(events_1, PipeOpened) == of(events, PipeOpened)
 
 
-def test_corpus_smb3_encrypted_session():
-    events, conns = run_capture(CORPUS / "zeek/testing/btest/Traces/smb/smb3.pcap")
+def test_corpus_smb3_encrypted_session(corpus):
+    events, conns = run_capture(corpus / "zeek/testing/btest/Traces/smb/smb3.pcap")
     assert len(of(events, EncryptedMessage)) == 44          # tshark: 44 transform headers
     assert any(s.encrypted for s in of(events, SmbSession))
     assert not of(events, PipeData)
 
 
-def test_corpus_ntlmssp_names_match_tshark():
-    events, _ = run_capture(CORPUS / "suricata-verify/tests/smb2-ntlmssp-order/smb2.pcap")
+def test_corpus_ntlmssp_names_match_tshark(corpus):
+    events, _ = run_capture(corpus / "suricata-verify/tests/smb2-ntlmssp-order/smb2.pcap")
     [session] = of(events, SmbSession)
     # tshark: ntlmssp.auth.username SERVER01, hostname Administrator, domain CONTOSO
     assert (session.user, session.workstation, session.domain, session.dialect) == (
@@ -287,9 +287,9 @@ def test_midstream_write_on_unseen_handle_is_adopted_only_when_it_carries_dcerpc
     assert conn.stats["smb_pipes_adopted"] == 1
 
 
-def test_corpus_pipe_like_files_on_a_missed_tree_are_not_pipes():
+def test_corpus_pipe_like_files_on_a_missed_tree_are_not_pipes(corpus):
     # zeek smb2readwrite.pcap starts after the tree connect; "pythonfile" is a disk file
     # (tshark: plain data in its WRITE), so it must not become a pipe.
-    events, conns = run_capture(CORPUS / "zeek/testing/btest/Traces/smb/smb2readwrite.pcap")
+    events, conns = run_capture(corpus / "zeek/testing/btest/Traces/smb/smb2readwrite.pcap")
     assert not of(events, PipeOpened) and not of(events, PipeData)
     assert sum(c.stats["smb_pipe_candidates"] for c in conns.values()) == 2

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.conftest import CORPUS, ROOT
+from tests.conftest import ROOT
 
 
 def corpus_diff_script():
@@ -21,10 +21,8 @@ def corpus_diff_script():
 
 
 @pytest.fixture(scope="session")
-def corpus_differences(tmp_path_factory) -> dict[str, dict[str, list[int]]]:
-    if not (CORPUS / "manifest.json").exists():
-        pytest.skip("../shared/corpus is not beside this checkout")
-    cache = tmp_path_factory.getbasetemp() / "corpus_differences.json"
+def corpus_differences(tmp_path_factory, corpus) -> dict[str, dict[str, list[int]]]:
+    cache = tmp_path_factory.getbasetemp() / "corpus_engine_differences.json"
     if not cache.exists():
         script = corpus_diff_script()
         cache.write_text(json.dumps(

@@ -10,8 +10,7 @@ import pytest
 from sensor.dcerpc.events import RpcCall
 from tests.conftest import CORPUS, requires_tshark
 
-pytestmark = [requires_tshark, pytest.mark.skipif(not (CORPUS / "manifest.json").exists(),
-                                                  reason="../shared/corpus is not beside this checkout")]
+pytestmark = [requires_tshark, pytest.mark.usefixtures("corpus")]
 SRVSVC = "4b324fc8-1670-01d3-1278-5a47bf6ee188"
 LSARPC = "12345778-1234-abcd-ef00-0123456789ab"
 SVCCTL = "367abb81-9844-35f1-ad32-98f038001003"

@@ -1,21 +1,19 @@
 """The native engine's DCE/RPC calls against Zeek's dce_rpc.log baselines in ../shared/corpus
 (zeek/expected/<trace>/.../dce_rpc.log): per connection, the multiset of (endpoint, operation).
-Every difference is listed in zeek_expectations.json with its cause. Zeek names interfaces
+Every difference is listed in zeek_expectations.json (the format of tests/expectations.py)
+with its cause. Zeek names interfaces
 and operations its own way; ZEEK_NAMES maps the uuids and opnums these baselines use (opnums
 as in the interfaces' specifications) and is used for this comparison only."""
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 from sensor.dcerpc.events import RpcCall
-from tests.conftest import CORPUS
-from tests.tshark.test_corpus_diff import cause_problems
+from tests import expectations
+from tests.conftest import CORPUS, corpus_manifest
 
-EXPECTATIONS = json.loads(Path(__file__).with_name("zeek_expectations.json").read_text())
+EXPECTATIONS_FILE = Path(__file__).with_name("zeek_expectations.json")
 ZEEK_NAMES: dict[str, tuple[str, dict[int, str]]] = {
     "e3514235-4b06-11d1-ab04-00c04fc2dcd2": ("drsuapi", {0: "DRSBind", 1: "DRSUnbind", 12: "DRSCrackNames"}),
     "3919286a-b10c-11d0-9ba8-00c04fd92ef5": ("dssetup", {0: "DsRolerGetPrimaryDomainInformation"}),
@@ -25,17 +23,13 @@ ZEEK_NAMES: dict[str, tuple[str, dict[int, str]]] = {
     "12345678-1234-abcd-ef00-01234567cffb": ("netlogon", {45: "NetrLogonSamLogonWithFlags"}),
     "f5cc5a18-4264-101a-8c59-08002b2f8426": ("nspi", {0: "NspiBind"}),
 }
-# Against a peer's baseline the verdicts are about the peer or the corpus, not tshark.
-VERDICTS = ("native bug:", "zeek limitation:", "corpus mapping error:", "ambiguous traffic:")
 LOG_COLUMNS = ("id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "endpoint", "operation")
 
 
 def baselines() -> dict[str, Path]:
     """Capture (manifest local_file) -> its Zeek dce_rpc.log."""
-    if not (CORPUS / "manifest.json").exists():
-        return {}
     return {c["local_file"]: CORPUS / log
-            for c in json.loads((CORPUS / "manifest.json").read_text())["captures"]
+            for c in corpus_manifest()
             for log in c.get("peer_expected_output_files") or () if log.endswith("/dce_rpc.log")}
 
 
@@ -76,17 +70,11 @@ def native_calls(path: Path) -> Counter:
     return calls
 
 
-@pytest.mark.skipif(not baselines(), reason="../shared/corpus with Zeek baselines is not beside this checkout")
-def test_native_calls_against_zeek_dce_rpc_logs():
+def test_native_calls_against_zeek_dce_rpc_logs(corpus):
+    assert baselines(), "the corpus manifest lists no Zeek dce_rpc.log"
     observed = {}
     for capture, log in sorted(baselines().items()):
-        ours, zeeks = native_calls(CORPUS / capture), zeek_calls(log)
-        diff = {k: [ours[k], zeeks[k]] for k in sorted(set(ours) | set(zeeks)) if ours[k] != zeeks[k]}
+        diff = expectations.difference(native_calls(corpus / capture), zeek_calls(log))
         if diff:
             observed[capture] = diff
-    assert observed == {name: entry["native_vs_zeek"] for name, entry in EXPECTATIONS.items()}
-
-
-def test_every_zeek_difference_has_a_precise_cause():
-    assert {name: cause_problems(entry["cause"], VERDICTS) for name, entry in EXPECTATIONS.items()
-            if cause_problems(entry["cause"], VERDICTS)} == {}
+    assert observed == expectations.load(EXPECTATIONS_FILE).differences

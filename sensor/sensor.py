@@ -12,16 +12,16 @@ from typing import Iterable
 
 from sensor.alerts import AlertEnvelope, rarity_envelope
 from sensor.anomaly import Stats
+from sensor.capture.pcapfile import CaptureError
 from sensor.coercion.correlate import Correlator, CorrelatorSettings
 from sensor.coercion.events import CoercionAlert
 from sensor.coercion.fingerprint import EncryptedNetdfsMatcher
-from sensor.coercion.rarity import PairDays
+from sensor.coercion.pair_days import PairDays
 from sensor.config import Config
 from sensor.detect.rarity import MS_PER_DAY, RarityDetector
 from sensor.events import RpcCallEvent
 from sensor.outputs import Outputs
 from sensor.pipeline import Pipeline, PipelineSettings
-from sensor.capture.pcapfile import CaptureError
 from sensor.evidence import Evidence
 from sensor.store.sqlite import Store, StoreError
 from sensor.suppress import AllowList

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from sensor.detect.xql import utc_date
+from sensor.xql.functions import utc_date
 from sensor.store.sqlite import Store
 
 RULE = "probable-coercion-pair"

@@ -2,7 +2,7 @@
 
     ip netns add bench && ip link add benchh type veth peer name benchn netns bench
     ip link set benchh up && ip -n bench link set benchn up
-    .venv/bin/python tests/live/capture_bench.py benchh bench benchn
+    .venv/bin/python bench/capture_bench.py benchh bench benchn
 
 For each reader, replays the same 200k TCP/445 frames with ``tcpreplay --topspeed`` from
 the namespace end and reports frames delivered to Python, kernel drops and frames/s while

@@ -9,7 +9,7 @@ import pytest
 from sensor.capture.pcapfile import open_capture
 from sensor.config import Config
 from sensor.outputs import open_outputs
-from sensor.runner import Sensor
+from sensor.sensor import Sensor
 from sensor.store.sqlite import Store
 
 CAPTURE = Path(__file__).resolve().parents[1] / "pcaps" / "dfscoerce-smb21.pcap"
