@@ -57,7 +57,7 @@ class Evidence:
         self._ring_bytes = 0
 
     def observe(self, ts: float, linktype: int, data, frame: int) -> None:
-        segment = self._decoder.decode(ts, linktype, data)
+        segment = self._decoder.feed(ts, linktype, data)
         if segment is None:
             return
         src, dst, sport, dport = segment[:4]
@@ -95,7 +95,7 @@ class Evidence:
         for path in paths:
             with open_capture(path) as reader:
                 for ts, linktype, data, _ in reader:
-                    segment = decoder.decode(ts, linktype, data)
+                    segment = decoder.feed(ts, linktype, data)
                     if segment is None:
                         continue
                     src, dst, sport, dport = segment[:4]

@@ -16,7 +16,7 @@ from sensor.cli import main, parse_time
 from sensor.config import Config
 from sensor.detect.rarity import RaritySettings, hunt
 from sensor.outputs import Outputs
-from sensor.runner import Sensor
+from sensor.sensor import Sensor
 from sensor.store.sqlite import Store
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.live.test_service import ATTACKS, LiveSensor, needs_attacks
+from tests.live.test_service import ATTACKS, LiveSensor
 from tests.schema_check import check
 from tests.sinks.test_http import CollectorProcess
 
@@ -23,7 +23,6 @@ def metric_samples(text: str) -> dict:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-@needs_attacks
 def test_metrics_file_is_rewritten_every_interval_and_parses(veth, tmp_path):
     prom = tmp_path / "dfs.prom"
     sensor = LiveSensor(tmp_path, veth.host, "--metrics-file", str(prom))
@@ -45,7 +44,6 @@ def test_metrics_file_is_rewritten_every_interval_and_parses(veth, tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("dfs.prom")] == ["dfs.prom"]
 
 
-@needs_attacks
 def test_live_alerts_reach_a_collector_that_comes_back(veth, tmp_path):
     """The collector is down when the attack is seen, comes back, and gets the alert."""
     collector = CollectorProcess(tmp_path)
@@ -66,7 +64,6 @@ def test_live_alerts_reach_a_collector_that_comes_back(veth, tmp_path):
     assert {a["alert_id"] for a in alerts} == {json.loads(line)["alert_id"] for line in stored}
 
 
-@needs_attacks
 def test_sighup_reloads_the_allowlist(veth, tmp_path):
     allowlist = tmp_path / "allow.toml"
     allowlist.write_text('[[allow]]\nhost = "192.0.2.1"\nreason = "nothing here"\n')
@@ -85,7 +82,6 @@ def test_sighup_reloads_the_allowlist(veth, tmp_path):
     assert any("suppressed by the allow-list" in line for line in sensor.stderr)
 
 
-@needs_attacks
 def test_a_full_alert_partition_does_not_stop_capture(veth, tmp_path):
     """Alerts to a full tmpfs: capture and storage go on, stderr says so once, and the alert
     is written once space is back (the next write retries the held lines)."""
@@ -117,7 +113,6 @@ def test_a_full_alert_partition_does_not_stop_capture(veth, tmp_path):
         subprocess.run(["umount", str(mount)], check=True)
 
 
-@needs_attacks
 def test_live_evidence_holds_the_attack_call(veth, tmp_path):
     evidence = tmp_path / "evidence"
     sensor = LiveSensor(tmp_path, veth.host, "--evidence", str(evidence))
