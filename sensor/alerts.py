@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from sensor.community_id import community_id
+from sensor.text import json_line
 
 EVENT_TYPE = "alert"
 # Namespace of alert ids: uuid5(namespace, "rule|key|day"). Fixed forever, so two sensors
@@ -136,7 +137,7 @@ class AlertEnvelope:
         return record
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        return json_line(self.to_dict())
 
 
 # The DFSCoerce rarity rule's metadata as its file (sensor/rules/dfscoerce/) gives it; used

@@ -2,7 +2,6 @@
 state (a one-line message on stderr), 2 usage or configuration errors."""
 from __future__ import annotations
 
-import json
 import sqlite3
 import sys
 from datetime import date, datetime, timedelta, timezone
@@ -19,6 +18,7 @@ from sensor.detect.rarity import DAY_MODES, MATCH_MODES, RarityDetector, detecto
 from sensor.hosts import HostQuery
 from sensor.outputs import OutputError, open_outputs
 from sensor.store.sqlite import DEFAULT_LIST_LIMIT, ListFilter, Store, StoreError
+from sensor.text import json_line, printable
 from sensor.xql.rules import RuleError, parse_rule, with_day_mode, with_threshold
 
 EXIT_INPUT = 1
@@ -63,7 +63,7 @@ class _ClearingSink:
 
 def _fail(message: str, code: int = EXIT_INPUT) -> None:
     _TerminalLines.clear()
-    click.echo(f"dfs-sensor: error: {message}", err=True)
+    click.echo(f"dfs-sensor: error: {printable(message)}", err=True)
     sys.exit(code)
 
 
@@ -246,25 +246,35 @@ def main() -> None:
 @click.argument("captures", nargs=-1, required=True, metavar="CAPTURE...")
 def replay(captures: tuple[str, ...], engine: str, **options) -> None:
     """Replay pcap/pcapng files (gzip'ed too), in the order given, through the sensor.
+    A pipe, a FIFO or - (standard input) is read as it streams.
 
-    Alerts go to stdout as JSON lines (or --alerts); a summary goes to stderr. Replaying a
-    capture twice stores nothing twice and raises no alert twice.
+    Alerts go to stdout as JSON lines (or --alerts); a summary goes to stderr, and a warning
+    line per kind of damage a file has. Replaying a capture twice stores nothing twice and
+    raises no alert twice.
 
     \b
-    Example:
+    Examples:
       dfs-sensor replay --db /tmp/s.db --events events.jsonl day1.pcap day2.pcapng
+      tcpdump -r big.pcap -w - 'port 445' | dfs-sensor replay -
     """
     from sensor.capture.pcapfile import CaptureError, open_capture
     from sensor.sensor import Sensor
 
     config = _sensor_config(options)
     sizes = []
-    for path in captures:          # refuse up front rather than half-way through the list
+    streams = {}   # position in captures -> its reader: a pipe can be read once only, so it is kept
+    for n, path in enumerate(captures):          # refuse up front rather than half-way through the list
         try:
-            with open_capture(path) as reader:
-                sizes.append(reader.size)
+            reader = open_capture(path)
         except CaptureError as e:
             _fail(str(e))
+        sizes.append(reader.size)
+        if reader.stream:
+            streams[n] = reader
+        else:
+            reader.close()
+    if streams and engine == "tshark":
+        _fail("the tshark engine reads files: give it a file, not a pipe or -", EXIT_USAGE)
     outputs = _open_outputs(config)
     try:
         sensor = Sensor(config, outputs)
@@ -274,7 +284,7 @@ def replay(captures: tuple[str, ...], engine: str, **options) -> None:
         if engine == "tshark":
             _replay_with_tshark(sensor, captures)
         else:
-            _replay_native(sensor, captures, sizes)
+            _replay_native(sensor, captures, sizes, streams)
         summary = sensor.finish()
     except (StoreError, sqlite3.Error) as e:     # disk full, locked beyond busy_timeout, ...
         outputs.close()
@@ -288,7 +298,7 @@ def replay(captures: tuple[str, ...], engine: str, **options) -> None:
     click.echo(summary.human(), err=True)
 
 
-def _replay_native(sensor, captures: tuple[str, ...], sizes: list[int]) -> None:
+def _replay_native(sensor, captures: tuple[str, ...], sizes: list[int], streams: dict) -> None:
     from sensor.capture.pcapfile import CaptureError, open_capture
 
     show_progress = sys.stderr.isatty()
@@ -301,16 +311,22 @@ def _replay_native(sensor, captures: tuple[str, ...], sizes: list[int]) -> None:
                 sink = getattr(outputs, name)
                 if sink is not None and sink.path == "-" and sys.stdout.isatty():
                     setattr(outputs, name, _ClearingSink(sink))
-        for path in captures:
-            try:
-                reader = open_capture(path)
-            except CaptureError as e:    # removed or changed since the check above
-                _fail(str(e))
+        for n, path in enumerate(captures):
+            reader = streams.pop(n, None)
+            if reader is None:
+                try:
+                    reader = open_capture(path)
+                except CaptureError as e:    # removed or changed since the check above
+                    _fail(str(e))
             with reader:
-                sensor.start_file(Path(path).name, path)
+                # --evidence reads a file again for its alerts' frames; a stream cannot be
+                sensor.start_file("stdin" if path == "-" else Path(path).name, None if reader.stream else path)
                 sensor.process(_with_progress(reader, bar) if show_progress else reader)
                 # the reader counts packets too; only its anomalies (truncation) are news
                 sensor.source_stats.update({k: n for k, n in reader.stats.items() if k.startswith("anomaly.")})
+            for problem in reader.problems.values():
+                _TerminalLines.clear()
+                click.echo(f"dfs-sensor: warning: {problem}", err=True)
         _TerminalLines.bar = None       # leaving the block draws it at 100 % and ends its line
 
 
@@ -570,7 +586,7 @@ Example:
 def _print_records(records: list[dict], fmt: str, columns: list[str]) -> None:
     if fmt == "json":
         for record in records:
-            click.echo(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
+            click.echo(json_line(record))
         return
     cells = [[_cell(record.get(c)) for c in columns] for record in records]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
@@ -584,10 +600,7 @@ def _print_records(records: list[dict], fmt: str, columns: list[str]) -> None:
 def _cell(value) -> str:
     """Table text comes from the wire: non-printable characters (terminal escapes, CR, LF,
     bidi overrides) are shown as Python escapes, never sent to the terminal."""
-    if value is None:
-        return "-"
-    text = str(value)
-    return text if text.isprintable() else "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    return "-" if value is None else printable(str(value))
 
 
 

@@ -19,6 +19,7 @@ import sys
 import syslog as syslog_module
 
 from sensor.outputs import OutputError, Outputs
+from sensor.text import json_line
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -48,7 +49,7 @@ class SyslogAlerts:
         # Journald and log viewers show what syslog stores: the alert's JSON re-encoded as
         # ASCII, so bidi overrides and other invisible characters off the wire arrive as \u
         # escapes (JSON already escapes the C0 controls).
-        syslog_module.syslog(syslog_module.LOG_WARNING, json.dumps(json.loads(line), separators=(",", ":")))
+        syslog_module.syslog(syslog_module.LOG_WARNING, json_line(json.loads(line), ascii_only=True))
 
     def reopen(self) -> None:
         if self.sink is not None:

@@ -34,8 +34,6 @@ from sensor.interfaces.decode import NdrDecodeError, decode_request, looks_like
 from sensor.net.stream import FlowKey
 from sensor.smb.events import SmbSession
 
-AUTH_LEVEL_PKT_PRIVACY = 6   # MS-RPCE 2.2.1.1.8: the stub is encrypted
-
 
 @dataclass(frozen=True, slots=True)
 class CallContext:

@@ -12,6 +12,8 @@ import uuid
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 
+from sensor.text import json_line
+
 EVENT_TYPE_RPC_CALL = 22          # xdr_data event_type for RPC_CALL
 RPC_PROTOCOL_TCP = 1              # xdr_data event_rpc_protocol
 RPC_PROTOCOL_NAMED_PIPES = 2
@@ -20,6 +22,14 @@ ACTOR_REMOTE_RPC_TCP = 4
 
 # Namespace for agent_id: the same server name gives the same id on every sensor and run.
 AGENT_ID_NAMESPACE = uuid.UUID("5b0c3c1e-9a57-4f43-9d6e-2f4f1c0d5e11")
+# A packet time an event can carry: from 1970 to the end of year 9999 (Python's datetime, and
+# so ``_time``, stops there). A source with a time outside it (pcapng's 64-bit ticks and
+# if_tsoffset reach far past both ends) gives the frame the previous good time instead.
+MAX_EVENT_TIME = 253_402_300_800.0
+
+
+def is_event_time(ts: float) -> bool:
+    return 0.0 <= ts < MAX_EVENT_TIME
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +79,7 @@ class RpcCallEvent:
         return asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=False)
+        return json_line(self.to_dict())
 
     def with_exception_code(self, code: int) -> "RpcCallEvent":
         return replace(self, action_rpc_func_exception_code=code)

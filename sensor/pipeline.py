@@ -31,7 +31,7 @@ from sensor.events import RpcCallEvent
 from sensor.held_calls import HeldCalls
 from sensor.http.ntlm import HttpNtlmFlow
 from sensor.interfaces.catalog import Catalog, default_catalog
-from sensor.net.flows import Flow, FlowTable
+from sensor.net.flows import FLOW_MEMORY_BUDGET_BYTES, Flow, FlowSettings, FlowTable
 from sensor.net.frames import LINKTYPE_ETHERNET, FrameDecoder
 from sensor.net.lane import BulkLane
 from sensor.net.stream import FlowEnded, FlowKey, FlowStarted, ServiceSeen, StreamData, StreamGap
@@ -43,6 +43,19 @@ from sensor.smb.netbios import MESSAGE_BUDGET_BYTES
 # Held calls are checked for timeout when capture time has advanced this far since the last check.
 EXPIRY_INTERVAL = 1.0
 
+# Heap each kind of per-flow state costs, charged to the flow table's memory budget (so the
+# flows' total stays under it whatever their count). tracemalloc measurements rounded up;
+# tests/robustness/test_flow_memory.py checks each against a measurement of real traffic.
+SMB_FLOW_BYTES = 3072        # SmbConnection (parsers, NBSS streams, counters) and _FlowState
+HTTP_FLOW_BYTES = 1280       # HttpNtlmFlow and _FlowState
+RPC_FLOW_BYTES = 3072        # an ncacn_ip_tcp flow's _FlowState and RpcAssociation
+SESSION_BYTES = 1280         # an SMB session (SessionBook entry, the pipeline's copy, names, its tree)
+PIPE_BYTES = 768             # an open pipe (pipe table entry, _Pipe, names)
+ASSOCIATION_BYTES = 2048     # a pipe's RpcAssociation with its first few contexts ...
+CONTEXTS_IN_ASSOCIATION = 4  # ... this many (real clients propose 1-3 per bind) ...
+CONTEXT_BYTES = 384          # ... and each one beyond (accepted, proposed or awaiting its ack)
+REQUESTS_IN_CONNECTION = 16  # SMB requests awaiting their answer and trees SMB_FLOW_BYTES covers ...
+REQUEST_BYTES = 384          # ... and each one beyond (up to 8192 pending and 1024 trees per dialect)
 
 @dataclass
 class PipelineSettings:
@@ -53,9 +66,11 @@ class PipelineSettings:
     # Account bulk SMB data frames by length before decoding them (sensor/net/lane.py). Off
     # only to check that it changes nothing.
     bulk_lane: bool = True
+    # Bytes of state all tracked flows may hold (sensor/net/flows.py FLOW_MEMORY_BUDGET_BYTES).
+    flow_memory_budget: int = FLOW_MEMORY_BUDGET_BYTES
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pipe:
     name: str
     tree: str
@@ -64,7 +79,8 @@ class _Pipe:
 class _FlowState:
     """What the pipeline keeps per TCP flow: its parsers and the context events need."""
 
-    __slots__ = ("tcp", "smb", "http", "assocs", "pipes", "sessions", "encrypted_sessions")
+    __slots__ = ("tcp", "smb", "http", "assocs", "pipes", "sessions", "encrypted_sessions", "extra_contexts",
+                 "extra_requests")
 
     def __init__(self, tcp: Flow | None, smb: SmbConnection | None, http: HttpNtlmFlow | None = None):
         self.tcp = tcp          # the flow table's flow (the bulk lane reads its TCP state)
@@ -73,7 +89,11 @@ class _FlowState:
         self.assocs: dict[PipeId | None, RpcAssociation] = {}
         self.pipes: dict[PipeId, _Pipe] = {}
         self.sessions: dict[int, SmbSession] = {}
-        self.encrypted_sessions: set[int] = set()
+        # Made a set at the first encrypted session: an empty set costs 216 bytes per flow.
+        self.encrypted_sessions: set[int] | frozenset[int] = frozenset()
+        # association -> contexts beyond CONTEXTS_IN_ASSOCIATION charged for it (made when one has any)
+        self.extra_contexts: dict[PipeId | None, int] | None = None
+        self.extra_requests = 0     # SMB requests and trees beyond REQUESTS_IN_CONNECTION charged
 
 
 class Pipeline:
@@ -88,7 +108,10 @@ class Pipeline:
         self._rpc_settings = RpcSettings(stub_interfaces=frozenset(self.catalog.by_uuid), budget=self.stub_budget)
         self.capture_file = ""
         self.frames = FrameDecoder()
-        self.flows = FlowTable()
+        self.flows = FlowTable(FlowSettings(memory_budget_bytes=self.settings.flow_memory_budget))
+        # Units of flows the memory budget evicted while a unit of another was being routed:
+        # routed right after it.
+        self._evicted: list = []
         self._flows: dict[FlowKey, _FlowState] = {}
         self.held = HeldCalls()
         self._own = Stats()
@@ -127,12 +150,45 @@ class Pipeline:
         if segment is not None:
             for unit in self.flows.feed(ts, segment, frame):
                 self._route(unit, out)
+            if self._evicted:
+                self._route_evicted(out)
         if ts >= self._next_expiry:   # the flow table expires its own flows as packets pass
             self._next_expiry = ts + EXPIRY_INTERVAL
             self._emit_all(self.held.expire(ts), out)
         if lane is not None and (self._lane_candidate is not None or lane.entries):
             self._arm_lane(lane)
         return out
+
+    def _charge(self, flow: FlowKey, n: int, ts: float) -> None:
+        """Per-flow state grew (or shrank) by ``n`` bytes: the flow table's memory budget."""
+        self.flows.charge(flow, n, ts, self._evicted)
+
+    def _charge_requests(self, state: _FlowState, flow: FlowKey, extra: int, ts: float) -> None:
+        """A client can keep thousands of SMB requests unanswered (or trees connected): those
+        beyond the few SMB_FLOW_BYTES covers are charged as they come and go."""
+        if extra != state.extra_requests:
+            self._charge(flow, (extra - state.extra_requests) * REQUEST_BYTES, ts)
+            state.extra_requests = extra
+
+    def _charge_contexts(self, state: _FlowState, flow: FlowKey, pipe_id: PipeId | None,
+                         assoc: RpcAssociation, ts: float) -> None:
+        """Binds can make an association keep hundreds of contexts: those beyond the few
+        ASSOCIATION_BYTES covers are charged as they come and go."""
+        extra = assoc.contexts_held - CONTEXTS_IN_ASSOCIATION
+        charged = state.extra_contexts.get(pipe_id, 0) if state.extra_contexts else 0
+        if extra > 0 or charged:
+            extra = max(extra, 0)
+            if extra != charged:
+                self._charge(flow, (extra - charged) * CONTEXT_BYTES, ts)
+                if state.extra_contexts is None:
+                    state.extra_contexts = {}
+                state.extra_contexts[pipe_id] = extra
+
+    def _route_evicted(self, out: list) -> None:
+        while self._evicted:
+            units, self._evicted = self._evicted, []
+            for unit in units:
+                self._route(unit, out)
 
     def _arm_lane(self, lane: BulkLane) -> None:
         state = self._lane_candidate
@@ -147,6 +203,7 @@ class Pipeline:
         out: list = []
         for unit in self.flows.expire(now):
             self._route(unit, out)
+        self._route_evicted(out)
         self._emit_all(self.held.expire(now), out)
         if self.lane is not None:
             self._arm_lane(self.lane)
@@ -203,6 +260,9 @@ class Pipeline:
                     events = state.smb.feed(unit.from_client, unit.ts, unit.data, unit.frame)
                 else:
                     events = state.smb.gap(unit.from_client, unit.ts, unit.length)
+                extra = state.smb.requests_held - REQUESTS_IN_CONNECTION
+                if extra > 0 or state.extra_requests:
+                    self._charge_requests(state, flow, max(extra, 0), unit.ts)
                 for ev in events:
                     self._on_smb(state, ev, out)
             elif state.http is not None:
@@ -214,6 +274,7 @@ class Pipeline:
                 assoc = state.assocs[None]
                 if kind is StreamData:
                     events = assoc.feed(unit.from_client, unit.ts, unit.data, unit.frame)
+                    self._charge_contexts(state, flow, None, assoc, unit.ts)
                 else:
                     events = assoc.gap(unit.from_client, unit.ts, unit.length)
                 for ev in events:
@@ -223,11 +284,14 @@ class Pipeline:
             if unit.app == "smb":
                 self._flows[unit.flow] = _FlowState(self.flows.flow(unit.flow),
                                                     SmbConnection(unit.flow, budget=self.message_budget))
+                self._charge(unit.flow, SMB_FLOW_BYTES, unit.ts)
             elif unit.app == "http":
                 self._flows[unit.flow] = _FlowState(None, None, HttpNtlmFlow(unit.flow))
+                self._charge(unit.flow, HTTP_FLOW_BYTES, unit.ts)
             else:
                 state = self._flows[unit.flow] = _FlowState(None, None)
                 state.assocs[None] = RpcAssociation(unit.flow, self._rpc_settings)
+                self._charge(unit.flow, RPC_FLOW_BYTES, unit.ts)
         elif kind is FlowEnded:
             self._end_flow(unit.flow, unit.ts, out)
         elif kind is Anomaly or kind is ServiceSeen:
@@ -239,15 +303,22 @@ class Pipeline:
             assoc = state.assocs.get(ev.pipe)
             if assoc is None:
                 assoc = state.assocs[ev.pipe] = RpcAssociation(ev.flow, self._rpc_settings)
+                self._charge(ev.flow, ASSOCIATION_BYTES, ev.ts)
             for rpc in assoc.feed(ev.from_client, ev.ts, ev.data, ev.frame):
                 self._on_rpc(state, ev.flow, ev.pipe, rpc, out)
+            self._charge_contexts(state, ev.flow, ev.pipe, assoc, ev.ts)
         elif kind is PipeOpened:
+            if ev.pipe not in state.pipes:
+                self._charge(ev.flow, PIPE_BYTES, ev.ts)
             state.pipes[ev.pipe] = _Pipe(ev.name, ev.tree)
             self._own["pipes_opened"] += 1
         elif kind is PipeClosed:
             self._end_association(state, ev.flow, ev.pipe, ev.ts, out)
-            state.pipes.pop(ev.pipe, None)
+            if state.pipes.pop(ev.pipe, None) is not None:
+                self._charge(ev.flow, -PIPE_BYTES, ev.ts)
         elif kind is SmbSession:
+            if ev.session_id not in state.sessions:
+                self._charge(ev.flow, SESSION_BYTES, ev.ts)
             state.sessions[ev.session_id] = ev
             if ev.encrypted:
                 self._note_encrypted(state, ev.session_id)
@@ -261,7 +332,7 @@ class Pipeline:
 
     def _note_encrypted(self, state: _FlowState, session_id: int) -> None:
         if session_id not in state.encrypted_sessions:
-            state.encrypted_sessions.add(session_id)
+            state.encrypted_sessions = state.encrypted_sessions | {session_id}
             self._own["smb_encrypted_sessions"] += 1
 
     def _on_rpc(self, state: _FlowState, flow: FlowKey, pipe_id: PipeId | None, ev, out: list) -> None:
@@ -311,6 +382,9 @@ class Pipeline:
         assoc = state.assocs.pop(pipe_id, None)
         if assoc is None:
             return
+        if pipe_id is not None:
+            extra = state.extra_contexts.pop(pipe_id, 0) if state.extra_contexts else 0
+            self._charge(flow, -ASSOCIATION_BYTES - extra * CONTEXT_BYTES, ts)
         for ev in assoc.close(ts):
             self._on_rpc(state, flow, pipe_id, ev, out)
         self._retired.update(assoc.stats)

@@ -22,7 +22,6 @@ SIGTERM/SIGINT/SIGHUP and exits when all workers have and their channels are dra
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -42,6 +41,7 @@ from sensor.daemon import (EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PrivilegeError, Si
 from sensor.outputs import Outputs
 from sensor.sensor import Sensor
 from sensor.store.sqlite import Store, StoreError
+from sensor.text import json_line
 
 # Fanout group ids are 16 bits (linux/if_packet.h PACKET_FANOUT: id in the low half).
 FANOUT_ID_MASK = 0xFFFF
@@ -81,7 +81,7 @@ def stats_record(capture: LiveCapture, sensor: Sensor) -> dict:
 
 def format_stats(record: dict, as_json: bool) -> str:
     if as_json:
-        return json.dumps(record, separators=(",", ":"))
+        return json_line(record)
     return ("dfs-sensor stats: packets {packets:,} kernel_drops {kernel_drops:,} flows {flows:,} "
             "events {events:,} alerts {alerts:,} anomalies {anomalies:,} rss {rss_mb:.1f} MB"
             .format(rss_mb=record["rss_bytes"] / 1e6, **record))

@@ -3,10 +3,16 @@
 ``open_capture(path)`` sniffs the format and returns a reader. Iterating it yields plain tuples
 ``(ts, linktype, data, frame)``: ``data`` is a ``bytes`` object owned by the caller (sliced out
 of the read buffer), so it may outlive the reader and be kept by later stages; ``frame`` counts
-from 1 like Wireshark. A truncated tail or a corrupt record is an anomaly, not an exception:
-the reader stops cleanly and keeps what it read. Only input that cannot be a capture at all
-raises ``CaptureError``, when opening. A ``.gz`` file (by its gzip magic) is read through
-``gzip`` the same way.
+from 1 like Wireshark. Damage is an anomaly, not an exception, and the first detail of each
+kind is kept in ``problems`` for the user: a record too big to be a packet is skipped (pcapng's
+block length says where the next block starts; a pcap record only when its header is
+consistent and a record header follows it), a frame whose time is not a date is skipped, and a
+truncated tail, a corrupt record or a long run of empty records ends the file, keeping what was
+read. Only input that cannot be a capture at all raises ``CaptureError``, when opening. A
+``.gz`` file (by its gzip magic) is read through ``gzip`` the same way.
+
+The file is opened once and read forward only, so a pipe, a FIFO or standard input (``-``) is a
+capture like any other: the header that ``open_capture`` checks stays in the reader.
 
 A regular uncompressed file is read through a read-only mmap window that moves along it
 (records are sliced straight out of the mapping: no read() copy into a buffer, and no join
@@ -17,14 +23,19 @@ survive (SIGBUS, as with any mmap reader); a file that grows is read to its end.
 from __future__ import annotations
 
 import gzip
+import io
 import mmap
 import os
 import stat
 import struct
+import sys
 import zlib
 from typing import BinaryIO, Iterator
 
 from sensor.anomaly import Stats
+from sensor.events import MAX_EVENT_TIME
+from sensor.net.frames import DECODED_LINKTYPES
+from sensor.text import printable
 
 # Bytes read from the file at a time: large enough that per-read overhead vanishes, small
 # enough that memory stays flat on multi-gigabyte files.
@@ -32,9 +43,17 @@ READ_CHUNK = 1 << 20
 # Bytes of a regular file mapped at a time: 16 remaps per 256 MiB cost nothing, and the window
 # is all of the file that counts in the reader's RSS.
 MAP_WINDOW = 16 << 20
-# A record claiming more than this is corrupt: 256 KiB is libpcap's MAXIMUM_SNAPLEN and the
-# largest snaplen tcpdump/dumpcap write (pcapng blocks carry a little framing on top).
+# A record claiming more than this is no packet the sensor reads, and is skipped unbuffered:
+# 256 KiB is libpcap's MAXIMUM_SNAPLEN and the largest snaplen tcpdump/dumpcap write (pcapng
+# blocks carry a little framing on top).
 MAX_RECORD = 262_144 + 4096
+# Records in a row with no captured byte before the rest of the file is taken for garbage: no
+# capture tool writes them, and a stream of zeros after a pcap header (a gzip bomb) is 16-byte
+# empty records that would otherwise be read one by one (256 MiB took 47 s).
+MAX_EMPTY_RECORDS_IN_A_ROW = 4096
+# Two record headers in a row more than this apart in time mean the first length was garbage
+# (pcap has no marker to check a length against).
+MAX_RECORD_TIME_STEP = 86_400
 
 PCAP_MAGIC_USEC = 0xA1B2C3D4
 PCAP_MAGIC_NSEC = 0xA1B23C4D
@@ -51,6 +70,7 @@ _EPB = 6
 # (pcapng draft 4.2 IDB linktype+snaplen 8, 4.3 EPB / OPB 20, 4.4 SPB original length 4); a
 # shorter one would read its fields out of the next block.
 _MIN_BLOCK = {_IDB: 20, _OPB: 32, _SPB: 16, _EPB: 32}
+_PACKET_BLOCKS = frozenset((_EPB, _OPB, _SPB))
 # IDB options: if_tsresol (section 4.2: MSB clear = 10^-n, set = 2^-n) and if_tsoffset (seconds).
 _OPT_END = 0
 _OPT_IF_TSRESOL = 9
@@ -72,13 +92,14 @@ _DAMAGED_STREAM = (OSError, EOFError, zlib.error)
 class _Chunked:
     """A forward-only window over a file: ``need(n)`` guarantees n bytes at ``pos`` or fewer at EOF."""
 
-    __slots__ = ("_file", "buf", "pos", "consumed_before")
+    __slots__ = ("_file", "buf", "pos", "consumed_before", "damage")
 
     def __init__(self, file: BinaryIO, head: bytes):
         self._file = file
         self.buf = head
         self.pos = 0
         self.consumed_before = 0   # file bytes dropped from the front of buf
+        self.damage = ""           # why the stream ended early (a cut or corrupt gzip stream)
 
     def need(self, n: int) -> bool:
         if len(self.buf) - self.pos >= n:
@@ -90,10 +111,7 @@ class _Chunked:
         while have < n:
             # gzip streams may return short reads before EOF; only an empty read is the end.
             # A corrupt or cut gzip stream ends the file there: what came before is good.
-            try:
-                more = self._file.read(max(READ_CHUNK, n - have))
-            except _DAMAGED_STREAM:
-                more = b""
+            more = self._read(max(READ_CHUNK, n - have))
             if not more:
                 break
             parts.append(more)
@@ -101,6 +119,31 @@ class _Chunked:
         self.buf = b"".join(parts)
         self.pos = 0
         return have >= n
+
+    def skip(self, n: int) -> bool:
+        """Move ``n`` bytes on without keeping them; False if the file ends first."""
+        have = len(self.buf) - self.pos
+        if n <= have:
+            self.pos += n
+            return True
+        self.consumed_before += len(self.buf)
+        self.buf, self.pos = b"", 0
+        left = n - have
+        while left > 0:
+            more = self._read(min(READ_CHUNK, left))
+            if not more:
+                return False
+            left -= len(more)
+            self.consumed_before += len(more)
+        return True
+
+    def _read(self, n: int) -> bytes:
+        # A corrupt or cut gzip stream ends the file there: what came before is good.
+        try:
+            return self._file.read(n)
+        except _DAMAGED_STREAM as exc:
+            self.damage = f"{type(exc).__name__}: {exc}"
+            return b""
 
     @property
     def position(self) -> int:
@@ -111,6 +154,7 @@ class _Mapped:
     """``_Chunked``'s window over a regular file, as a read-only mmap that moves forward."""
 
     __slots__ = ("_file", "buf", "pos", "consumed_before")
+    damage = ""    # a regular file read through a map is never a damaged stream
 
     def __init__(self, file: BinaryIO):
         self._file = file
@@ -131,20 +175,32 @@ class _Mapped:
         self.consumed_before, self.pos = offset, start - offset
         return len(self.buf) - self.pos >= n
 
+    def skip(self, n: int) -> bool:
+        """Move ``n`` bytes on (the next ``need`` maps from there); False if the file ends first."""
+        self.pos += n
+        return self.consumed_before + self.pos <= os.fstat(self._file.fileno()).st_size
+
     @property
     def position(self) -> int:
         return self.consumed_before + self.pos
 
 
 class CaptureReader:
-    """Shared surface of the two readers: ``size``, ``position``, ``stats``, iteration, close."""
+    """Shared surface of the two readers: ``size``, ``position``, ``stats``, ``problems``,
+    ``stream``, iteration, close."""
 
-    def __init__(self, path: str, file: BinaryIO, head: bytes, size: int):
+    def __init__(self, path: str, file: BinaryIO, head: bytes, size: int, underlying: BinaryIO):
         self.path = path
+        self.name = printable(path)     # for messages: a file name may hold ESC or LF
         self.size = size
         self.stats = Stats()
+        # First detail of each anomaly this reader counted, for a warning line per kind.
+        self.problems: dict[str, str] = {}
         self._file = file
+        self._underlying = underlying   # a GzipFile does not close the file it reads
         self._in = _source(file, head)
+        # A pipe, FIFO or terminal: it can be read once only, so keep this reader.
+        self.stream = isinstance(self._in, _Chunked) and not _is_regular(underlying)
 
     @property
     def position(self) -> int:
@@ -153,6 +209,7 @@ class CaptureReader:
 
     def close(self) -> None:
         self._file.close()
+        self._underlying.close()
 
     def __enter__(self) -> "CaptureReader":
         return self
@@ -163,8 +220,20 @@ class CaptureReader:
     def __iter__(self) -> Iterator[Packet]:
         raise NotImplementedError
 
-    def _truncated(self, detail: str) -> None:
-        self.stats.anomaly(0.0, "capture", "capture_truncated", detail=f"{self.path}: {detail}")
+    def _anomaly(self, name: str, detail: str) -> None:
+        self.stats.anomaly(0.0, "capture", name)
+        self.problems.setdefault(name, f"{self.name}: {detail}")
+
+    def _ended(self, frame: int, partial: str = "") -> None:
+        """End of input after ``frame``: a partial record left over, or a damaged stream, is a truncation."""
+        damage = self._in.damage and f"compressed stream damaged after frame {frame} ({self._in.damage})"
+        if partial or damage:
+            self._anomaly("capture_truncated", "; ".join(filter(None, (partial, damage))))
+
+    def _linktype(self, linktype: int, where: str) -> None:
+        if linktype not in DECODED_LINKTYPES:
+            self._anomaly("capture_unknown_linktype",
+                          f"link type {linktype}{where} is not one the sensor decodes: its packets are ignored")
 
 
 class PcapReader(CaptureReader):
@@ -178,31 +247,43 @@ class PcapReader(CaptureReader):
         magic, _major, _minor, _zone, _sigfigs, _snaplen, linktype = struct.unpack_from(endian + "IHHiIII", src.buf, 0)
         # The top bits of the link-type field carry the FCS length (pcap spec section 5); mask them.
         linktype &= 0x0FFFFFFF
+        self._linktype(linktype, "")
         scale = 1e-9 if magic == PCAP_MAGIC_NSEC else 1e-6
         src.pos = 24
         record = struct.Struct(endian + "IIII")
         unpack = record.unpack_from
-        stats = self.stats
         frame = total = 0
+        empty_run = last_empty = 0
         buf, at = src.buf, src.pos
         try:
             while True:
                 if len(buf) - at < 16:      # the common case skips the method call
                     src.pos = at
                     if not src.need(16):
-                        if len(src.buf) > src.pos:
-                            self._truncated(f"partial record header after frame {frame}")
+                        self._ended(frame, f"partial record header after frame {frame}" if len(src.buf) > src.pos else "")
                         return
                     buf, at = src.buf, src.pos
-                sec, frac, caplen, _origlen = unpack(buf, at)
-                if caplen > MAX_RECORD:
-                    stats.anomaly(0.0, "capture", "capture_corrupt_record",
-                                  detail=f"{self.path}: frame {frame + 1} claims {caplen} bytes")
-                    return
+                sec, frac, caplen, origlen = unpack(buf, at)
+                if caplen > MAX_RECORD or not caplen:
+                    # rare: checked before the length is trusted, off the common path
+                    frame += 1
+                    src.pos = at
+                    if not caplen:
+                        empty_run = empty_run + 1 if last_empty == frame - 1 else 1
+                        last_empty = frame
+                        if empty_run >= MAX_EMPTY_RECORDS_IN_A_ROW:
+                            self._anomaly("capture_corrupt_record", f"{empty_run} empty records in a row "
+                                          f"up to frame {frame}: the rest is not packets")
+                            return
+                        src.pos = at + 16
+                    elif not self._skip_oversized(record, frame, sec, caplen, origlen):
+                        return
+                    buf, at = src.buf, src.pos
+                    continue
                 if len(buf) - at < 16 + caplen:
                     src.pos = at
                     if not src.need(16 + caplen):
-                        self._truncated(f"frame {frame + 1} cut short")
+                        self._ended(frame, f"frame {frame + 1} cut short")
                         return
                     buf, at = src.buf, src.pos
                 start = at + 16
@@ -212,8 +293,32 @@ class PcapReader(CaptureReader):
                 yield sec + frac * scale, linktype, buf[start:start + caplen], frame
         finally:
             # counted here, not per packet: Counter updates would cost a third of the loop
-            stats["packets"] += frame
-            stats["bytes"] += total
+            self.stats["packets"] += frame
+            self.stats["bytes"] += total
+
+    def _skip_oversized(self, record: struct.Struct, frame: int, sec: int, caplen: int, origlen: int) -> bool:
+        """Skip a record too big to be a packet the sensor reads, at ``pos``; False ends the file.
+
+        pcap has no marker to resynchronise on, so a length is trusted only when it is
+        consistent (not more than the packet's own length) and a record header with a time
+        within a day follows it (or the file ends); otherwise the header is garbage and so is
+        everything after it: guessing a resync point would make packets up out of noise."""
+        src = self._in
+        if caplen > origlen:
+            self._anomaly("capture_corrupt_record", f"frame {frame} claims {caplen} bytes of a {origlen}-byte packet")
+            return False
+        if not src.skip(16 + caplen):
+            self._ended(frame, f"frame {frame} ({caplen} bytes) cut short")
+            return False
+        if src.need(16):
+            next_sec, _frac, next_caplen, next_origlen = record.unpack_from(src.buf, src.pos)
+            if next_caplen > next_origlen or abs(next_sec - sec) > MAX_RECORD_TIME_STEP:
+                self._anomaly("capture_corrupt_record", f"frame {frame} claims {caplen} bytes, and no record "
+                              "header follows them")
+                return False
+        self._anomaly("capture_oversized_record", f"frame {frame} of {caplen} bytes skipped "
+                      f"(more than {MAX_RECORD} cannot be a packet the sensor reads)")
+        return True
 
 
 class PcapngReader(CaptureReader):
@@ -229,10 +334,10 @@ class PcapngReader(CaptureReader):
         # per interface of the current section: (linktype, seconds per tick, offset seconds, snaplen)
         interfaces: list[tuple[int, float, int, int]] = []
         frame = 0
+        good_ts = None    # the last packet time that was a date
         while True:
             if not src.need(12):
-                if len(src.buf) > src.pos:
-                    self._truncated(f"partial block header after frame {frame}")
+                self._ended(frame, f"partial block header after frame {frame}" if len(src.buf) > src.pos else "")
                 return
             buf, at = src.buf, src.pos
             if struct.unpack_from("<I", buf, at)[0] == PCAPNG_SHB:
@@ -243,26 +348,30 @@ class PcapngReader(CaptureReader):
                 elif bom == 0x4D3C2B1A:
                     endian = ">"
                 else:
-                    stats.anomaly(0.0, "capture", "capture_corrupt_record",
-                                  detail=f"{self.path}: bad section byte-order magic after frame {frame}")
+                    self._anomaly("capture_corrupt_record", f"bad section byte-order magic after frame {frame}")
                     return
                 header = struct.Struct(endian + "II")
                 interfaces = []
             btype, blen = header.unpack_from(buf, at)
-            if blen < 12 or blen % 4 or blen > MAX_RECORD:
-                stats.anomaly(0.0, "capture", "capture_corrupt_record",
-                              detail=f"{self.path}: block of {blen} bytes after frame {frame}")
+            if blen < 12 or blen % 4:
+                self._anomaly("capture_corrupt_record", f"block of {blen} bytes after frame {frame}")
                 return
+            if blen > MAX_RECORD:
+                if btype in _PACKET_BLOCKS:     # numbered as in Wireshark
+                    frame += 1
+                    stats["packets"] += 1
+                if not self._skip_oversized(endian, frame, btype, blen):
+                    return
+                continue
             if not src.need(blen):
-                self._truncated(f"block cut short after frame {frame}")
+                self._ended(frame, f"block cut short after frame {frame}")
                 return
             buf, at = src.buf, src.pos
             src.pos = at + blen
             body = at + 8
             body_end = at + blen - 4
             if blen < _MIN_BLOCK.get(btype, 12):
-                stats.anomaly(0.0, "capture", "capture_corrupt_record",
-                              detail=f"{self.path}: block type {btype:#x} of {blen} bytes after frame {frame}")
+                self._anomaly("capture_corrupt_record", f"block type {btype:#x} of {blen} bytes after frame {frame}")
                 continue
             if btype == _EPB or btype == _OPB:
                 if btype == _EPB:
@@ -271,16 +380,29 @@ class PcapngReader(CaptureReader):
                     ifid, _drops, ts_hi, ts_lo, caplen = struct.unpack_from(endian + "HHIII", buf, body)
                 data_at = body + 20
                 if ifid >= len(interfaces) or data_at + caplen > body_end:
-                    stats.anomaly(0.0, "capture", "capture_corrupt_record",
-                                  detail=f"{self.path}: packet block after frame {frame} (interface {ifid}, {caplen} bytes)")
+                    self._anomaly("capture_corrupt_record",
+                                  f"packet block after frame {frame} (interface {ifid}, {caplen} bytes)")
                     continue
                 linktype, tick, offset, _snap = interfaces[ifid]
                 ts = offset + ((ts_hi << 32) | ts_lo) * tick
+                if not 0.0 <= ts < MAX_EVENT_TIME:     # (is_event_time, inline on the hot path)
+                    # Clamped, not skipped: the capturing host wrote a broken clock, not the
+                    # attacker, and dropping the frame would cut a hole in its TCP stream (and
+                    # lose the call in it). Before any good time there is nothing to clamp to.
+                    if good_ts is None:
+                        frame += 1
+                        stats["packets"] += 1
+                        self._anomaly("capture_bad_timestamp", f"frame {frame} is dated {ts:.6g} s "
+                                      "from 1970, not a date, before any good time: frame skipped")
+                        continue
+                    self._anomaly("capture_bad_timestamp", f"frame {frame + 1} is dated {ts:.6g} s from 1970, "
+                                  "not a date: given the time of the frame before it")
+                    ts = good_ts
+                good_ts = ts
             elif btype == _SPB:
                 # Simple Packet Block: interface 0, no timestamp, captured length = min(len, snaplen, room).
                 if not interfaces:
-                    stats.anomaly(0.0, "capture", "capture_corrupt_record",
-                                  detail=f"{self.path}: simple packet block before any interface")
+                    self._anomaly("capture_corrupt_record", "simple packet block before any interface")
                     continue
                 origlen = struct.unpack_from(endian + "I", buf, body)[0]
                 linktype, _tick, _offset, snaplen = interfaces[0]
@@ -289,6 +411,7 @@ class PcapngReader(CaptureReader):
                 ts = 0.0
             elif btype == _IDB:
                 interfaces.append(self._interface(buf, body, body_end, endian))
+                self._linktype(interfaces[-1][0], f" (interface {len(interfaces) - 1})")
                 continue
             else:
                 if btype != PCAPNG_SHB:
@@ -298,6 +421,24 @@ class PcapngReader(CaptureReader):
             stats["packets"] += 1
             stats["bytes"] += caplen
             yield ts, linktype, buf[data_at:data_at + caplen], frame
+
+    def _skip_oversized(self, endian: str, frame: int, btype: int, blen: int) -> bool:
+        """Skip a block too big to hold a packet the sensor reads, by its length; False ends the
+        file. The length is checked against its copy at the block's end (pcapng 3.1), so a
+        corrupt length is not taken for a block."""
+        src = self._in
+        if not src.skip(blen - 4) or not src.need(4):
+            self._ended(frame, f"block of {blen} bytes after frame {frame} cut short")
+            return False
+        trailer = struct.unpack_from(endian + "I", src.buf, src.pos)[0]
+        src.pos += 4
+        if trailer != blen:
+            self._anomaly("capture_corrupt_record", f"block of {blen} bytes after frame {frame} ends with "
+                          f"length {trailer}")
+            return False
+        self._anomaly("capture_oversized_record", f"block type {btype:#x} of {blen} bytes after frame {frame} "
+                      f"skipped (more than {MAX_RECORD} cannot hold a packet the sensor reads)")
+        return True
 
     @staticmethod
     def _interface(buf: bytes, body: int, end: int, endian: str) -> tuple[int, float, int, int]:
@@ -318,13 +459,18 @@ class PcapngReader(CaptureReader):
         return linktype, tick, offset, snaplen
 
 
+def _is_regular(file: BinaryIO) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(file.fileno()).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
 def _source(file: BinaryIO, head: bytes) -> _Chunked | _Mapped:
     """An mmap window for a regular uncompressed file, else chunked reads after ``head``."""
-    if isinstance(file, gzip.GzipFile):
+    if isinstance(file, gzip.GzipFile) or not _is_regular(file):
         return _Chunked(file, head)
     try:
-        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-            return _Chunked(file, head)
         source = _Mapped(file)
         source.need(len(head))
         return source
@@ -333,40 +479,80 @@ def _source(file: BinaryIO, head: bytes) -> _Chunked | _Mapped:
         return _Chunked(file, head)
 
 
-def open_capture(path: str) -> CaptureReader:
-    """Open a pcap, pcapng or gzip'ed pcap/pcapng file; raise CaptureError if it is none of them."""
+class _Replayed(io.RawIOBase):
+    """A file whose first bytes were already read, giving them again first: gzip reads the
+    magic it was sniffed by, and a pipe cannot seek back to it."""
+
+    def __init__(self, head: bytes, file: BinaryIO):
+        super().__init__()
+        self._head = head
+        self._file = file
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        return self._file.readinto(buffer)
+
+
+def _open(path: str, name: str) -> BinaryIO:
+    if path == "-":
+        return os.fdopen(os.dup(sys.stdin.fileno()), "rb")
     try:
-        file: BinaryIO = open(path, "rb")
+        return open(path, "rb")
     except IsADirectoryError:
-        raise CaptureError(f"{path}: is a directory, not a capture file") from None
+        raise CaptureError(f"{name}: is a directory, not a capture file") from None
     except FileNotFoundError:
-        raise CaptureError(f"{path}: no such file") from None
+        raise CaptureError(f"{name}: no such file") from None
     except PermissionError:
-        raise CaptureError(f"{path}: permission denied") from None
+        raise CaptureError(f"{name}: permission denied") from None
     except OSError as exc:
-        raise CaptureError(f"{path}: cannot open ({exc.strerror})") from None
-    size = os.fstat(file.fileno()).st_size
+        raise CaptureError(f"{name}: cannot open ({exc.strerror})") from None
+
+
+def open_capture(path: str | os.PathLike) -> CaptureReader:
+    """Open a pcap, pcapng or gzip'ed pcap/pcapng file, a pipe or FIFO carrying one, or standard
+    input (``-``); raise CaptureError if it is none of them. Only the header is read."""
+    path = os.fspath(path)
+    name = "stdin" if path == "-" else printable(path)
+    raw = file = _open(path, name)
+    size = os.fstat(raw.fileno()).st_size if _is_regular(raw) else 0
     try:
-        head = file.read(24)
+        head = raw.read(24)
         if head[:2] == GZIP_MAGIC:
-            file.seek(0)
-            file = gzip.GzipFile(fileobj=file, mode="rb")
+            file = gzip.GzipFile(fileobj=_Replayed(head, raw), mode="rb")
             head = file.read(24)
     except _DAMAGED_STREAM as exc:
-        file.close()
-        raise CaptureError(f"{path}: unreadable ({exc})") from None
+        raw.close()
+        raise CaptureError(f"{name}: unreadable ({exc})") from None
+    problem = _not_a_capture(head)
+    if problem:
+        raw.close()
+        raise CaptureError(f"{name}: {problem}")
+    reader = PcapngReader if struct.unpack_from("<I", head, 0)[0] == PCAPNG_SHB else PcapReader
+    return reader(path, file, head, size, raw)
+
+
+def _not_a_capture(head: bytes) -> str:
+    """Why the first bytes of a file are no capture header, or "" when they are one."""
     if not head:
-        file.close()
-        raise CaptureError(f"{path}: empty file")
+        return "empty file"
     if len(head) >= 4:
         magic = struct.unpack_from("<I", head, 0)[0]
         swapped = struct.unpack_from(">I", head, 0)[0]
         if magic in (PCAP_MAGIC_USEC, PCAP_MAGIC_NSEC) or swapped in (PCAP_MAGIC_USEC, PCAP_MAGIC_NSEC):
-            if len(head) < 24:
-                file.close()
-                raise CaptureError(f"{path}: pcap file header cut short ({len(head)} of 24 bytes)")
-            return PcapReader(path, file, head, size)
+            return "" if len(head) == 24 else f"pcap file header cut short ({len(head)} of 24 bytes)"
         if magic == PCAPNG_SHB:
-            return PcapngReader(path, file, head, size)
-    file.close()
-    raise CaptureError(f"{path}: not a pcap or pcapng file (magic {head[:4].hex()})")
+            # The first section's byte-order magic says how to read everything: without it the
+            # file cannot be read at all (pcapng 4.1).
+            if len(head) < 12:
+                return f"pcapng section header cut short ({len(head)} of 12 bytes)"
+            if head[8:12] not in (PCAPNG_BYTE_ORDER_MAGIC.to_bytes(4, "little"), PCAPNG_BYTE_ORDER_MAGIC.to_bytes(4, "big")):
+                return f"pcapng section header with a bad byte-order magic ({head[8:12].hex()})"
+            return ""
+    return f"not a pcap or pcapng file (magic {head[:4].hex()})"

@@ -4,8 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sensor.alerts import FORCED_AUTHENTICATION, AlertEnvelope, Flow, RuleMeta
-from sensor.xql.functions import utc_date
 from sensor.net.stream import FlowKey
+from sensor.xql.functions import utc_date
+
 
 CONFIRMED = "coercion-confirmed"            # decoded call named L, then V's machine account -> L
 PROBABLE = "probable-coercion"              # encrypted inbound session, then V's machine account -> L

@@ -7,7 +7,6 @@ Anomaly out.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from sensor.anomaly import Anomaly, Stats
@@ -100,12 +99,15 @@ class RpcAssociation:
     """The stage contract (sensor/stage.py): ``feed``/``gap`` per direction, ``close`` at the
     end of the pipe or flow; every anomaly names ``flow``."""
 
+    __slots__ = ("flow", "settings", "stats", "_dirs", "_calls", "_pending_binds", "_contexts", "_proposed",
+                 "_reported_proposals")
+
     def __init__(self, flow: FlowKey, settings: RpcSettings | None = None) -> None:
         self.flow = flow
         self.settings = settings or RpcSettings()
         self.stats = Stats()
-        self._dirs = {True: _Direction(), False: _Direction()}
-        self._calls: OrderedDict[int, _PendingCall] = OrderedDict()
+        self._dirs = (_Direction(), _Direction())     # [from_client]: server's, client's
+        self._calls: dict[int, _PendingCall] = {}     # oldest first (a dict keeps insertion order)
         self._pending_binds: list[tuple[int, list[pdu.Context]]] = []
         # ctx_id -> (interface uuid, version, NDR64?): what the server accepted.
         self._contexts: dict[int, _Binding] = {}
@@ -113,6 +115,9 @@ class RpcAssociation:
         # (client to server only) never shows the ack; the client's proposal still names
         # the interface its calls are meant for, as it does for tshark.
         self._proposed: dict[int, _Binding] = {}
+        # ctx_ids of proposals already reported as an unacknowledged RpcBind (at their first call).
+        # (A frozenset until the first one: an empty set costs 216 bytes per association.)
+        self._reported_proposals: set[int] | frozenset[int] = frozenset()
 
     # -- the stage contract -------------------------------------------------------------
 
@@ -157,6 +162,12 @@ class RpcAssociation:
             self._drop_all_calls()
         return [self._anomaly(ts, "dcerpc_gap_resync", f"{length} bytes, {detail}")]
 
+    @property
+    def contexts_held(self) -> int:
+        """Presentation contexts kept: accepted, proposed, and in binds awaiting their ack
+        (up to 256 + 256 + 8 x 255: what the flow memory budget charges beyond a few)."""
+        return len(self._contexts) + len(self._proposed) + sum(len(c) for _, c in self._pending_binds)
+
     def close(self, ts: float) -> list[RpcEvent | Anomaly]:
         """Calls still being joined are dropped (their last fragment never came)."""
         self.stats["calls_incomplete_at_close"] += len(self._calls)
@@ -164,7 +175,8 @@ class RpcAssociation:
         self._pending_binds.clear()
         self._contexts.clear()
         self._proposed.clear()
-        for d in self._dirs.values():
+        self._reported_proposals = frozenset()
+        for d in self._dirs:
             d.buf = bytearray()
             d.skip = 0
         return []
@@ -271,11 +283,13 @@ class RpcAssociation:
                 # NDR64 only when it is the one syntax offered: with several, the ack decides.
                 ndr64 = ctx.transfer_syntaxes == (pdu.NDR64_SYNTAX,)
                 self._proposed[ctx.ctx_id] = (ctx.interface_uuid, ctx.interface_version, ndr64)
+                self._reported_proposals -= {ctx.ctx_id}     # a new proposal is a new bind
 
     def _forget_proposals(self, contexts: list[pdu.Context] | None) -> None:
         """The server answered: its ack, not the proposal, now says what each context is."""
         for ctx in contexts or ():
             self._proposed.pop(ctx.ctx_id, None)
+            self._reported_proposals -= {ctx.ctx_id}
 
     def _take_pending_bind(self, call_id: int) -> list[pdu.Context] | None:
         """The bind this ack answers: the one with its call_id (C706 12.6.4.4: the ack
@@ -341,6 +355,11 @@ class RpcAssociation:
             iface = self._proposed.get(call.ctx_id)
             if iface is not None:
                 self.stats["calls_on_unacknowledged_context"] += 1
+                if call.ctx_id not in self._reported_proposals:
+                    # The bind is as much a part of the pickup as the call (issue 18 item 13).
+                    self._reported_proposals |= {call.ctx_id}
+                    self.stats["binds_unacknowledged"] += 1
+                    out.append(RpcBind(ts, call.ctx_id, iface[0], iface[1], "", acknowledged=False))
         auth = call.auth
         out.append(RpcCall(
             ts=ts, frame=frame, call_id=hdr.call_id, ctx_id=call.ctx_id, opnum=call.opnum,

@@ -6,13 +6,17 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class RpcBind:
-    """A presentation context the server accepted (bind_ack / alter_context_resp result 0)."""
+    """A presentation context the server accepted (bind_ack / alter_context_resp result 0),
+    or, when no answer to the bind was captured (a one-sided or midstream capture), one the
+    client proposed and then made a call on (``acknowledged`` False): reported once, just
+    before that first call, as tshark shows the bind whether or not its ack is there."""
 
     ts: float
     ctx_id: int
     interface_uuid: str          # lower-case canonical text, no braces
     interface_version: tuple[int, int]
-    transfer_syntax: str         # lower-case uuid; NDR20 8a885d04-1ceb-11c9-9fe8-08002b104860
+    transfer_syntax: str         # lower-case uuid; NDR20 8a885d04-1ceb-11c9-9fe8-08002b104860; "" unacknowledged
+    acknowledged: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,9 +26,12 @@ from sensor.xql.functions import utc_date
 from sensor.xql.rules import (DAY_MODES, DAY_UTC_DATE, SHIPPED_RULES, RarityPlan, Rule, RuleMeta, load_rule,
                               load_rules, rarity_plan, unique, with_day_mode, with_threshold)
 from sensor.xql.sql import Compiled, compile_query, rows
+from sensor.text import json_line
 
 RULE = "dfscoerce-rare-dfsnm-root-call"
 DFSCOERCE_RULES = SHIPPED_RULES / "dfscoerce"
+# The rest of the coercion family (one rule per technique, DFSNM beyond 12/13): always run.
+FAMILY_RULES = SHIPPED_RULES / "family"
 MATCH_ROOT_OPNUMS = "opnum-12-13"    # both root calls: the published query without its name filter
 MATCH_SEED_EXACT = "seed-exact"      # the published query verbatim
 MATCH_MODES = (MATCH_ROOT_OPNUMS, MATCH_SEED_EXACT)
@@ -46,13 +49,15 @@ class RaritySettings:
     day_mode: str = DAY_UTC_DATE    # how extract_time(_time, "DAY") in a rule's day field is read
     match: str = MATCH_ROOT_OPNUMS  # which shipped DFSCoerce rule file runs
     rules: tuple[str, ...] = ()     # the user's rule files and directories, on top of the shipped ones
+    family: bool = True             # the family's shipped rules too (off: DFSCoerce's rule alone)
 
 
 def detector_rules(settings: RaritySettings) -> list[Rule]:
-    """The shipped DFSCoerce rule that ``match`` picks, the other shipped rules, the user's;
+    """The shipped DFSCoerce rule that ``match`` picks, the family's rules, the user's;
     with the day mode and threshold applied. Raises RuleError naming a bad file."""
     dfscoerce = load_rule(DFSCOERCE_RULES / f"{settings.match}.xql")
-    rules = unique([dfscoerce, *load_rules([SHIPPED_RULES, *settings.rules])])
+    shipped = [FAMILY_RULES] if settings.family else []
+    rules = unique([dfscoerce, *load_rules([*shipped, *settings.rules])])
     return [with_threshold(with_day_mode(r, settings.day_mode), settings.threshold) for r in rules]
 
 
@@ -79,7 +84,7 @@ class Alert:
                 "rule_file": rule_file_name(self.meta.path), "rule_version": self.meta.version}
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        return json_line(self.to_dict())
 
 
 def rule_file_name(path: str) -> str:

@@ -35,6 +35,18 @@ WELL_KNOWN_PORTS = SMB_PORTS | {DCERPC_PORT}
 # Flows tracked at once. 100k connections is a busy data-centre SPAN's worth of SMB/RPC;
 # a flow costs ~1 KiB without buffered data, so the table stays near 100 MiB at worst.
 MAX_FLOWS = 100_000
+# The state of all tracked flows (TCP, and what later stages keep per flow: SMB connection,
+# sessions, pipes, DCE/RPC associations; buffered bytes have budgets of their own) is held
+# under this many bytes, whatever the flow count: the systemd unit's MemoryMax=512M less the
+# process (~45 MB), the byte budgets (TCP out-of-order 128 MiB, NBSS messages 64 MiB, stubs
+# 64 MiB) and a margin for the allocator. Past it the least recently active flows are evicted.
+FLOW_MEMORY_BUDGET_BYTES = 128 << 20
+# Heap of one tracked TCP flow before any later stage keeps state for it: Flow, its two
+# TcpDirections, FlowKey and four dict entries (tracemalloc: ~1.2 KiB; tests/robustness/
+# test_flow_memory.py checks every estimate against a measurement).
+FLOW_BYTES = 1536
+# What an ended flow kept to absorb its stragglers for SHORT_TIMEOUT still costs.
+CLOSED_FLOW_BYTES = 1024
 # Ignored connections remembered (two keys each). Reset wholesale when full: a forgotten
 # flow is re-judged from its next packet, which costs a few comparisons.
 MAX_IGNORED_KEYS = 400_000
@@ -72,6 +84,7 @@ class FlowSettings:
     short_timeout: float = SHORT_TIMEOUT
     tcp: TcpLimits = field(default_factory=TcpLimits)
     ooo_budget_bytes: int = OOO_BUDGET_BYTES
+    memory_budget_bytes: int = FLOW_MEMORY_BUDGET_BYTES
 
 
 def sniff_app(payload) -> tuple[str, bool | None] | None:
@@ -108,7 +121,7 @@ def _app_by_port(server_port: int) -> str | None:
 
 class Flow:
     __slots__ = ("key", "app", "client", "server", "vlan", "midstream", "started", "closing",
-                 "last_ts", "keys")
+                 "last_ts", "keys", "cost", "queued_ts")
 
     def __init__(self, key: FlowKey, app: str | None, midstream: bool, vlan: tuple, ts: float,
                  limits: TcpLimits, stats: Stats, keys: tuple, budget: ByteBudget):
@@ -122,6 +135,8 @@ class Flow:
         self.closing = False          # ended; kept briefly to absorb its last packets
         self.last_ts = ts
         self.keys = keys              # the two direction keys in the table, the client's first
+        self.cost = FLOW_BYTES        # estimated heap of this flow's state in every stage
+        self.queued_ts = ts           # last_ts when it took its place in the eviction queue
 
 
 class FlowTable:
@@ -131,7 +146,10 @@ class FlowTable:
         self.ooo_budget = ByteBudget(self.settings.ooo_budget_bytes)
         # (src, dst, sport, dport) -> (Flow, from_client); two entries per flow
         self._by_key: dict[tuple, tuple[Flow, bool]] = {}
-        self._flows: dict[FlowKey, Flow] = {}        # insertion order = age, for eviction
+        # Queue order, for eviction: creation, and the back again for a flow that was active
+        # when its turn came (see _make_room).
+        self._flows: dict[FlowKey, Flow] = {}
+        self.memory_used = 0      # sum of the tracked flows' costs
         self._ignored: set[tuple] = set()
         self._service_hosts: set[bytes] = set()
         self._next_expiry = 0.0
@@ -213,8 +231,6 @@ class FlowTable:
             app = sniffed[0]
             if sniffed[1] is not None:
                 from_client = sniffed[1]
-        if len(self._flows) >= self.settings.max_flows:
-            self._evict(ts, out)
         if from_client:
             flow_key = FlowKey(_ip_text(src), sport, _ip_text(dst), dport)
         else:
@@ -225,8 +241,21 @@ class FlowTable:
         self._flows[flow_key] = flow
         self._by_key[key] = (flow, from_client)
         self._by_key[reverse] = (flow, not from_client)
+        self.memory_used += flow.cost
         self.stats["flows"] += 1
+        self._make_room(ts, flow, out)
         return flow, from_client
+
+    def charge(self, key: FlowKey, n: int, ts: float, out: list) -> None:
+        """A later stage keeps ``n`` more bytes of state for the flow ``key`` (negative: it let
+        go of some). Flows evicted to stay in the budget are ended into ``out``."""
+        flow = self._flows.get(key)
+        if flow is None or flow.closing:
+            return
+        flow.cost += n
+        self.memory_used += n
+        if n > 0 and self.memory_used > self.settings.memory_budget_bytes:
+            self._make_room(ts, flow, out)
 
     @staticmethod
     def _client_by_port(sport: int, dport: int) -> bool:
@@ -248,18 +277,39 @@ class FlowTable:
         flow.closing = True
         flow.client = flow.server = None   # release buffers
         flow.last_ts = ts
+        self.memory_used -= flow.cost - CLOSED_FLOW_BYTES   # the later stages let go of it too
+        flow.cost = CLOSED_FLOW_BYTES
 
-    def _evict(self, ts: float, out: list) -> None:
-        """Make room: the oldest flow goes (ended ones first come free at their timeout)."""
-        flow = self._flows[next(iter(self._flows))]
-        if not flow.closing:
-            out.append(self.stats.anomaly(ts, "tcp", "flow_table_full", flow.key))
-            self.stats["flows_evicted"] += 1
-            self._end(ts, 0, flow, "evicted", out)
-        self._unlink(flow)
+    def _make_room(self, ts: float, keep: Flow, out: list) -> None:
+        """Evict flows while there are more than ``max_flows`` or their state is over the
+        memory budget: the least recently active first, never ``keep`` (the flow being
+        charged: new state wins over old). A second-chance queue (CLOCK) approximates LRU at
+        O(1) per eviction: the flow at the front goes if it was idle since it took its place,
+        else it goes to the back with its last activity as its new mark."""
+        flows = self._flows
+        settings = self.settings
+        while len(flows) > 1 and (len(flows) > settings.max_flows or self.memory_used > settings.memory_budget_bytes):
+            flow = flows[next(iter(flows))]
+            if flow is keep or (flow.last_ts > flow.queued_ts and not flow.closing):
+                del flows[flow.key]
+                flows[flow.key] = flow
+                flow.queued_ts = flow.last_ts
+                continue
+            if not flow.closing:
+                if len(flows) > settings.max_flows:
+                    out.append(self.stats.anomaly(ts, "tcp", "flow_table_full", flow.key))
+                else:
+                    out.append(self.stats.anomaly(ts, "tcp", "flow_memory_budget_exceeded", flow.key,
+                                                  f"{self.memory_used} bytes of flow state"))
+                    self.stats["flows_evicted_by_memory_budget"] += 1
+                self.stats["flows_evicted"] += 1
+                self._end(ts, 0, flow, "evicted", out)
+            self._unlink(flow)
 
     def _unlink(self, flow: Flow) -> None:
-        self._flows.pop(flow.key, None)
+        if self._flows.get(flow.key) is flow:
+            del self._flows[flow.key]
+            self.memory_used -= flow.cost
         for key in flow.keys:
             entry = self._by_key.get(key)
             if entry is not None and entry[0] is flow:
@@ -314,6 +364,7 @@ class FlowTable:
             if not flow.closing:
                 self._end(flow.last_ts, 0, flow, "end_of_capture", out)
         self._flows.clear()
+        self.memory_used = 0
         self._by_key.clear()
         self._ignored.clear()
         self._service_hosts.clear()

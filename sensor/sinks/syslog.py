@@ -24,6 +24,7 @@ import ssl
 from datetime import datetime, timezone
 
 from sensor.sinks.sender import SinkUnavailable
+from sensor.text import json_line
 
 APP_NAME = "dfs-sensor"
 SD_ID = "dfs-sensor@32473"
@@ -64,7 +65,7 @@ def format_message(line: str, stream: str, hostname: str) -> bytes:
         ts = record.get("_time")
     timestamp = ts or datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
     sd = "[" + SD_ID + "".join(f' {k}="{_sd_value(v)}"' for k, v in params.items()) + "]"
-    body = json.dumps(record, separators=(",", ":"), ensure_ascii=True)
+    body = json_line(record, ascii_only=True)
     header = (f"<{FACILITY_DAEMON * 8 + severity}>1 {timestamp} {_header_field(hostname, 255)} "
               f"{APP_NAME} {os.getpid()} {msgid} ")
     return (header + sd + " " + body).encode("ascii")

@@ -68,6 +68,9 @@ WantsWhole = Callable[[bytes, int], bool]
 class NbssStream:
     """Frames one direction. ``feed`` and ``gap`` return items (tuples, see above)."""
 
+    __slots__ = ("_wants_whole", "stats", "_budget", "_over_budget", "_buf", "_length", "_whole", "_skip",
+                 "_hunting", "_tail", "_hunted", "_dead")
+
     def __init__(self, wants_whole: WantsWhole, stats: Stats, budget: ByteBudget | None = None) -> None:
         self._wants_whole = wants_whole
         self.stats = stats

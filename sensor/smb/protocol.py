@@ -21,6 +21,11 @@ class SmbProtocolState:
         self.sessions = sessions
         self.pipes = PipeTable(flow, stats)
 
+    @property
+    def held(self) -> int:
+        """Requests awaiting their response and trees kept (for the flow memory budget)."""
+        return len(self._pending) + len(self._trees)
+
     def close(self, ts: float) -> list:
         """End of the connection: every pipe still open is closed, pending requests dropped."""
         events = self.pipes.close_all(ts)

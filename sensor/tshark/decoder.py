@@ -22,9 +22,10 @@ from typing import Callable
 from sensor.anomaly import Stats
 from sensor.dcerpc.events import RpcBind, RpcCall
 from sensor.dcerpc import pdu as rpc
+from sensor.dcerpc.association import MAX_CONTEXTS
 from sensor.dcerpc.pdu import NDR64_SYNTAX
-from sensor.event_builder import AUTH_LEVEL_PKT_PRIVACY, CallContext, build_event, resolve
-from sensor.events import RpcCallEvent, call_fields_json
+from sensor.event_builder import CallContext, build_event, resolve
+from sensor.events import RpcCallEvent, call_fields_json, is_event_time
 from sensor.held_calls import HeldCalls
 from sensor.interfaces.catalog import Catalog, default_catalog
 from sensor.net.stream import FlowKey
@@ -49,7 +50,7 @@ MAX_STREAMS = 65536            # TCP connections remembered (the native FlowTabl
 MAX_SESSIONS = 65536           # SMB sessions across all connections
 MAX_PIPES = 65536              # open pipe handles and pending opens/reads
 MAX_ASSOCIATIONS = 65536       # DCE/RPC associations (pipe or ncacn_ip_tcp connection)
-MAX_CONTEXTS_PER_ASSOCIATION = 256   # presentation contexts; ctx ids are u16 but clients use few
+MAX_CONTEXTS_PER_ASSOCIATION = MAX_CONTEXTS   # presentation contexts, as the native association keeps
 MAX_PENDING_BINDS = 4096       # binds/alter_contexts awaiting their ack
 
 AssocKey = tuple[int, PipeId | None]             # (tcp.stream, pipe or None for ncacn_ip_tcp)
@@ -121,10 +122,13 @@ class TsharkDecoder:
         # server only) never shows the ack, yet the proposal names the interface, as tshark's
         # own dcerpc dissector does ("SVCCTL OpenSCManagerW request").
         self._proposed: OrderedDict[AssocKey, dict[int, Context]] = OrderedDict()
+        # ctx_ids of proposals already reported as an unacknowledged RpcBind (at their first call)
+        self._reported_proposals: OrderedDict[AssocKey, dict[int, bool]] = OrderedDict()
         self._pending_binds: OrderedDict[tuple[int, int], tuple[AssocKey, list]] = OrderedDict()
         # Calls wait for their answer in the same stage as the native pipeline's (no timeout:
         # a file's calls are all in the file).
         self.held = HeldCalls(stats=self.stats)
+        self._good_ts: float | None = None    # the last frame time that was a date
 
     # -- input -------------------------------------------------------------------------
     def feed(self, packet: Packet) -> list:
@@ -137,6 +141,13 @@ class TsharkDecoder:
         stream = number(tcp[0], "tcp.stream")
         ts = float(first(frame[0], "frame.time_epoch", "0"))
         frame_no = number(frame[0], "frame.number", 0)
+        if not is_event_time(ts):
+            # As the native reader: the previous good time, or the frame skipped before any.
+            self.stats.anomaly(0.0, "capture", "capture_bad_timestamp", detail=f"frame {frame_no}")
+            if self._good_ts is None:
+                return []
+            ts = self._good_ts
+        self._good_ts = ts
         net = (packet.get("ip") or packet.get("ipv6") or [None])[0]
         if stream is None or net is None:
             self.stats["tshark.not_tcp"] += 1
@@ -163,7 +174,8 @@ class TsharkDecoder:
         out = self.held.close(0.0)
         self.stats["events"] += len(out)
         for table in (self._flows, self._dialects, self._sessions, self._trees, self._pipe_names,
-                      self._requests, self._contexts, self._proposed, self._pending_binds):
+                      self._requests, self._contexts, self._proposed, self._reported_proposals,
+                      self._pending_binds):
             table.clear()
         return out
 
@@ -334,10 +346,12 @@ class TsharkDecoder:
                                 syntaxes))
             _put(self._pending_binds, (stream, call_id), (assoc, offered), MAX_PENDING_BINDS, self.stats, "binds")
             proposed = self._assoc_table(self._proposed, assoc)
+            reported = self._reported_proposals.get(assoc, {})
             for ctx_id, iface, version, syntaxes in offered:
                 if len(proposed) < MAX_CONTEXTS_PER_ASSOCIATION or ctx_id in proposed:
                     # NDR64 only when it is the one syntax offered: with several, the ack decides.
                     proposed[ctx_id] = (iface, version, syntaxes == [NDR64_SYNTAX])
+                    reported.pop(ctx_id, None)        # a new proposal is a new bind
         elif ptype in (rpc.PTYPE_BIND_ACK, rpc.PTYPE_ALTER_CONTEXT_RESP):
             pending = self._pending_binds.pop((stream, call_id), None)
             if pending is None:
@@ -348,8 +362,10 @@ class TsharkDecoder:
             # from that context's list (MS-RPCE 2.2.5.1.1: NDR64's uuid for NDR64 stubs).
             accepted = [s.lower() for s in values(pdu, "dcerpc.cn_ack_trans_id") if isinstance(s, str)]
             proposed = self._proposed.get(bound_assoc, {})
+            reported = self._reported_proposals.get(bound_assoc, {})
             for ctx_id, *_ in offered:             # the ack, not the proposal, now decides
                 proposed.pop(ctx_id, None)
+                reported.pop(ctx_id, None)
             contexts = self._assoc_table(self._contexts, bound_assoc)
             for (ctx_id, iface, version, _), result, transfer in zip(offered, results, accepted):
                 if result != 0:
@@ -390,14 +406,20 @@ class TsharkDecoder:
         ctx_id = number(pdu, "dcerpc.cn_ctx_id", 0)
         auth_level = number(pdu, "dcerpc.auth_level")
         auth_type = number(pdu, "dcerpc.auth_type")
-        sealed = auth_level == AUTH_LEVEL_PKT_PRIVACY
+        sealed = auth_level == rpc.AUTH_LEVEL_PRIVACY
         protocol, layer = self._stub_layer(stubs, opnum)
         stub = b"" if sealed else self._stub(pdu, layer)
         bound = self._contexts.get(assoc, {}).get(ctx_id)
+        observer = self.settings.rpc_observer
         if bound is None:
             bound = self._proposed.get(assoc, {}).get(ctx_id)
             if bound is not None:
                 self.stats["tshark.calls_on_unacknowledged_context"] += 1
+                reported = self._assoc_table(self._reported_proposals, assoc)
+                if ctx_id not in reported:        # the bind, once, before its first call (as native)
+                    reported[ctx_id] = True
+                    if observer is not None:
+                        observer(flow, where.pipe, RpcBind(ts, ctx_id, bound[0], bound[1], "", acknowledged=False))
         call = RpcCall(
             ts=ts, frame=frame_no, call_id=call_id, ctx_id=ctx_id, opnum=opnum,
             interface_uuid=bound[0] if bound else None,
@@ -408,7 +430,6 @@ class TsharkDecoder:
             object_uuid=first(pdu, "dcerpc.obj_id"), ndr64=bound[2] if bound else False,
         )
         self.stats["rpc_calls"] += 1
-        observer = self.settings.rpc_observer
         if observer is not None:
             observer(flow, where.pipe, call)
         ctx = self._context(stream, flow, where)

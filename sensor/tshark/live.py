@@ -16,7 +16,6 @@ it needs capturing; give the service user capture rights on dumpcap instead).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import queue
 import signal
@@ -35,6 +34,7 @@ from sensor.daemon import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PrivilegeError, Sig
 from sensor.outputs import Outputs
 from sensor.sensor import Sensor
 from sensor.store.sqlite import StoreError
+from sensor.text import json_line
 from sensor.tshark.engine import DISPLAY_FILTER, PROTOCOLS, TsharkEngine
 from sensor.tshark.version import TsharkUnavailable
 
@@ -175,7 +175,7 @@ def run_live_tshark(config: Config, outputs: Outputs, interfaces: list[str], bpf
                   "packets_decoded": decoder.stats["packets"], "events": sensor.stats["events"],
                   "alerts": sensor.stats["alerts"]}
         if stats_json:
-            return json.dumps(record | ({"final": True} if final else {}), separators=(",", ":"))
+            return json_line(record | ({"final": True} if final else {}))
         return "dfs-sensor stats (tshark): packets decoded {packets_decoded:,} events {events:,} alerts {alerts:,}".format(**record)
 
     code = EXIT_OK

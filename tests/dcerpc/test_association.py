@@ -119,10 +119,14 @@ def test_one_sided_capture_names_calls_by_the_unacknowledged_bind():
     # suricata-verify bug-8629: client-to-server only, so no bind_ack ever comes.
     assoc = RpcAssociation(w.FLOW)
     assoc.feed(True, 1.0, w.bind(2, [(0, w.NETDFS, (3, 0), w.NDR20), (1, w.NETDFS, (3, 0), w.BIND_TIME_FEATURES)]), 1)
-    calls = assoc.feed(True, 1.1, w.request(2, 12, STUB) + w.request(3, 13, STUB, ctx_id=5), 2)
+    bind, *calls = assoc.feed(True, 1.1, w.request(2, 12, STUB) + w.request(3, 13, STUB, ctx_id=5)
+                              + w.request(4, 13, STUB), 2)
+    # The bind is reported once, before the first call on its context (issue 18 item 13).
+    assert bind == RpcBind(1.1, 0, w.NETDFS, (3, 0), "", acknowledged=False)
     assert [(c.ctx_id, c.interface_uuid, c.interface_version, c.ndr64) for c in calls] == [
-        (0, w.NETDFS, (3, 0), False), (5, None, None, False)]
-    assert assoc.stats["calls_on_unacknowledged_context"] == 1
+        (0, w.NETDFS, (3, 0), False), (5, None, None, False), (0, w.NETDFS, (3, 0), False)]
+    assert assoc.stats["calls_on_unacknowledged_context"] == 2
+    assert assoc.stats["binds_unacknowledged"] == 1
 
 
 def test_ack_overrides_the_proposal():
@@ -172,7 +176,8 @@ def test_ndr64_call_decodes_with_the_flag_it_carries():
 def test_unacknowledged_ndr64_only_proposal_is_ndr64():
     assoc = RpcAssociation(w.FLOW)
     assoc.feed(True, 1.0, w.bind(1, [(3, w.NETDFS, (3, 0), w.NDR64)]), 1)
-    (call,) = assoc.feed(True, 1.0, w.request(2, 12, STUB, ctx_id=3), 2)
+    (bind, call) = assoc.feed(True, 1.0, w.request(2, 12, STUB, ctx_id=3), 2)
+    assert (bind.ctx_id, bind.acknowledged) == (3, False)
     assert (call.interface_uuid, call.ndr64) == (w.NETDFS, True)
 
 

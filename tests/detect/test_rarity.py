@@ -23,7 +23,7 @@ def days_from(start: str, n: int) -> list[str]:
 class Run:
     """Store + detector, fed the way the Sensor feeds them: new events only, in a transaction."""
 
-    def __init__(self, path, settings: RaritySettings = RaritySettings()):
+    def __init__(self, path, settings: RaritySettings = RaritySettings(family=False)):
         self.store = Store(str(path))
         self.detector = RarityDetector(settings, self.store)
 
@@ -101,7 +101,7 @@ def test_restart_keeps_the_day_count(tmp_path):
 
 
 def test_days_before_the_window_do_not_count(tmp_path):
-    run = Run(tmp_path / "s.db", RaritySettings(threshold=3, lookback_days=10))
+    run = Run(tmp_path / "s.db", RaritySettings(threshold=3, lookback_days=10, family=False))
     for day in days_from("2026-01-01", 3):
         run.feed(rpc_event(ts_of(day)))
     assert run.feed(rpc_event(ts_of("2026-01-04"))) == []          # 4 days in window: common
@@ -113,8 +113,8 @@ def test_days_before_the_window_do_not_count(tmp_path):
 def test_day_of_month_counts_the_same_day_number_once(tmp_path):
     settings = dict(threshold=7, lookback_days=90)
     dates = ["2026-01-05", "2026-02-05", "2026-03-05", "2026-03-06"]
-    by_date = Run(tmp_path / "a.db", RaritySettings(**settings, day_mode="utc-date"))
-    by_dom = Run(tmp_path / "b.db", RaritySettings(**settings, day_mode="day-of-month"))
+    by_date = Run(tmp_path / "a.db", RaritySettings(**settings, day_mode="utc-date", family=False))
+    by_dom = Run(tmp_path / "b.db", RaritySettings(**settings, day_mode="day-of-month", family=False))
     assert [by_date.feed(rpc_event(ts_of(d)))[0].day_count for d in dates] == [1, 2, 3, 4]
     # XQL DAY: Jan 5, Feb 5 and Mar 5 are all day 5; still one alert per calendar date
     assert [by_dom.feed(rpc_event(ts_of(d)))[0].day_count for d in dates] == [1, 1, 1, 2]
@@ -135,7 +135,7 @@ def test_day_of_month_counts_the_same_day_number_once(tmp_path):
 def test_match_modes(kwargs, default, seed_exact):
     row = event_row(rpc_event(ts_of("2026-11-03"), **kwargs))
     for match, expected in (("opnum-12-13", default), ("seed-exact", seed_exact)):
-        [plan] = RarityDetector(RaritySettings(match=match), Store(":memory:")).plans
+        [plan] = RarityDetector(RaritySettings(match=match, family=False), Store(":memory:")).plans
         assert (plan.event_row(row) is not None) is expected
 
 
@@ -171,7 +171,7 @@ def test_streaming_equals_the_plain_python_oracle_on_generated_days(tmp_path_fac
     shuffled order: the alerts are the oracle's (tests/rarity_oracle.py)."""
     events = random_events(random.Random(seed), n)
     random.Random(seed + 1).shuffle(events)
-    run = Run(tmp_path_factory.mktemp("gen") / "s.db", RaritySettings(match=match, day_mode=day_mode))
+    run = Run(tmp_path_factory.mktemp("gen") / "s.db", RaritySettings(match=match, day_mode=day_mode, family=False))
     alerts = [a.to_dict() for e in events for a in run.feed(e)]
     run.close()
     assert [comparable(a) for a in alerts] == expected_alerts([e.to_dict() for e in events], match, day_mode)

@@ -21,12 +21,20 @@ EVIL_SERVER = "\x1b[2J\x07\n\u202eB\r"            # for "10.0.0.66": clear scree
 EVIL_SHARE = b"s\x00\x00\xd8a\x00r\x00e\x00"      # "share" with a lone high surrogate
 
 
-def evil_capture(tmp_path):
+# Characters JSON allows raw that viewers and SIEM consoles render: RTL override, C1 CSI, DEL,
+# line and paragraph separators, zero-width joiner, a language tag (outside the BMP); and a
+# printable accent, which stays readable.
+RENDERED_SERVER = "\u202e\x9b\x7f\u2028\u2029\u200d\U000e0041\xe9"
+
+
+def evil_capture(tmp_path, server_name: str = EVIL_SERVER):
     raw = (PCAPS / "dfscoerce-smb21.pcap").read_bytes()
     server, share = "10.0.0.66".encode("utf-16-le"), "share".encode("utf-16-le")
     assert raw.count(server) == 2 and raw.count(share) >= 2
+    evil = server_name.encode("utf-16-le")
+    assert len(evil) == len(server)
     path = tmp_path / "evil.pcap"
-    path.write_bytes(raw.replace(server, EVIL_SERVER.encode("utf-16-le")).replace(share, EVIL_SHARE))
+    path.write_bytes(raw.replace(server, evil).replace(share, EVIL_SHARE))
     return path
 
 
@@ -53,6 +61,26 @@ def test_json_and_table_outputs_escape_what_the_attacker_sent(tmp_path):
     assert len(rows) == 3                                              # header + 2 alerts: no injected line breaks
     assert all(c.isprintable() for row in rows for c in row)
     assert "\\x1b[2J\\x07\\n\\u202eB\\r" in rows[1]
+
+
+def test_every_json_output_escapes_rendered_characters(tmp_path):
+    """Issue 18 item 11: replay stdout (alerts), --events, and `events`/`alerts --format json`
+    carried U+202E, U+009B, DEL and U+2028 raw. Now each is a \\u escape and json.loads gives
+    the exact string back."""
+    capture = evil_capture(tmp_path, RENDERED_SERVER)
+    outputs = {"replay stdout": run("replay", "--db", "s.db", "--events", "ev.jsonl", str(capture), cwd=tmp_path)}
+    outputs["--events"] = (tmp_path / "ev.jsonl").read_text(encoding="utf-8")
+    outputs["events --format json"] = run("events", "--db", "s.db", "--format", "json", cwd=tmp_path)
+    outputs["alerts --format json"] = run("alerts", "--db", "s.db", "--format", "json", cwd=tmp_path)
+    for name, text in outputs.items():
+        lines = text.splitlines()
+        assert len(lines) == 2, name                                   # two calls, two alerts
+        for line in lines:
+            assert line.isprintable(), (name, line)
+            assert "\\u202e\\u009b\\u007f\\u2028\\u2029\\u200d\\udb40\\udc41\xe9" in line, (name, line)
+            record = json.loads(line)
+            server = record.get("dfs_relay_server") or json.loads(record["action_rpc_func_str_call_fields"])["ServerName"]
+            assert server == RENDERED_SERVER, name
 
 
 def _wstr(text: str) -> bytes:
