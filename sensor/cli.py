@@ -2,8 +2,10 @@
 state (a one-line message on stderr), 2 usage or configuration errors."""
 from __future__ import annotations
 
+import json
 import sqlite3
 import sys
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
 from importlib import metadata
 from pathlib import Path
@@ -11,13 +13,14 @@ from typing import Callable, Iterator
 
 import click
 
-from sensor.config import Config, ConfigError, load_config
+from sensor.config import MAX_LOOKBACK_DAYS, MAX_THRESHOLD, Config, ConfigError, load_config
 from sensor.alerts import RARITY_RULE
 from sensor.coercion.events import RULES as COERCION_RULES
 from sensor.detect.rarity import DAY_MODES, MATCH_MODES, RarityDetector, detector_rules, hunt as run_hunt, run_rule
 from sensor.hosts import HostQuery
 from sensor.outputs import OutputError, open_outputs
-from sensor.store.sqlite import DEFAULT_LIST_LIMIT, ListFilter, Store, StoreError
+from sensor.store import open_store
+from sensor.store.sqlite import DEFAULT_LIST_LIMIT, ListFilter, Store, StoreError, explain, reported
 from sensor.text import json_line, printable
 from sensor.xql.rules import RuleError, parse_rule, with_day_mode, with_threshold
 
@@ -25,6 +28,16 @@ EXIT_INPUT = 1
 EXIT_USAGE = 2
 # Frames between progress-bar updates: often enough to look live, rare enough to cost nothing.
 PROGRESS_EVERY_FRAMES = 4096
+# Times a --since/--until may name: what a datetime (and so an event's _time) can hold,
+# years 1 to 9999 in epoch ms; beyond that a value is a typo, and SQLite's integers overflow.
+EARLIEST_TIME_MS = int(datetime(1, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
+LATEST_TIME_MS = int(datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc).timestamp() * 1000)
+# Rows a listing may return: SQLite's largest integer (LIMIT is one).
+MAX_LIST_LIMIT = 2**63 - 1
+# An opnum is an unsigned 16-bit field of the DCE/RPC request header (C706 12.6.4.9).
+MAX_OPNUM = 0xFFFF
+# Counter logging: at least once a day, or never (0).
+MAX_STATS_INTERVAL = 86_400.0
 
 
 class _TerminalLines:
@@ -93,20 +106,34 @@ def _load(config_file: str | None, flags: dict) -> Config:
         _fail(str(e), EXIT_USAGE)
 
 
-def _open_store(path: str) -> Store:
+@contextmanager
+def _reading(path: str) -> Iterator[Store]:
+    """The store opened read-only for a read command (never created, never locked against
+    a writer); a missing, unreadable or damaged store is one line and exit 1."""
     try:
-        return Store(path)
+        store = open_store(path, readonly=True)
     except StoreError as e:
         _fail(str(e))
+    try:
+        with reported(path):
+            yield store
+    except StoreError as e:
+        _fail(str(e))
+    finally:
+        store.close()
 
 
 def parse_time(text: str, end_of_day: bool = False) -> int:
     """ISO 8601 date or date-time (UTC unless it says otherwise), or epoch seconds, to epoch
     ms. A bare date is the start of that day, or its last millisecond with ``end_of_day``."""
     try:
-        return int(float(text) * 1000)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        if not EARLIEST_TIME_MS <= seconds * 1000 <= LATEST_TIME_MS:     # inf and NaN too
+            raise click.BadParameter(f"{text!r} is outside years 1 to 9999")
+        return int(seconds * 1000)
     try:
         day = date.fromisoformat(text)
     except ValueError:
@@ -115,14 +142,20 @@ def parse_time(text: str, end_of_day: bool = False) -> int:
         start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
         if end_of_day:
             start += timedelta(days=1, milliseconds=-1)
-        return int(start.timestamp() * 1000)
+        return int(start.timestamp() * 1000)      # a date is within years 1 to 9999
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise click.BadParameter(f"{text!r} is not a date, an ISO 8601 time or epoch seconds") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return int(moment.timestamp() * 1000)
+    try:
+        ms = int(moment.timestamp() * 1000)
+    except (OverflowError, ValueError):      # 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise click.BadParameter(f"{text!r} is outside years 1 to 9999") from None
+    if not EARLIEST_TIME_MS <= ms <= LATEST_TIME_MS:
+        raise click.BadParameter(f"{text!r} is outside years 1 to 9999")
+    return ms
 
 
 class _Host(click.ParamType):
@@ -152,9 +185,21 @@ class _Time(click.ParamType):
             self.fail(e.message, param, ctx)
 
 
+class _Seconds(click.FloatRange):
+    """A FloatRange that also refuses NaN (which compares false with both bounds)."""
+
+    def convert(self, value, param, ctx):
+        seconds = super().convert(value, param, ctx)
+        if seconds != seconds:
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return seconds
+
+
 def db_option(f: Callable) -> Callable:
-    return click.option("--db", metavar="PATH",
-                        help="SQLite database of events and alerts (default: $DFS_SENSOR_DB, else $STATE_DIRECTORY/sensor.db, "
+    return click.option("--db", metavar="PATH|URL",
+                        help="SQLite database of events and alerts, or a fleet's PostgreSQL database "
+                             "(postgresql://USER@HOST/DB; password from PGPASSWORD, PGPASSFILE or ~/.pgpass) "
+                             "(default: $DFS_SENSOR_DB, else $STATE_DIRECTORY/sensor.db, "
                              "else $XDG_STATE_HOME/dfs-sensor/sensor.db).")(f)
 
 
@@ -179,9 +224,9 @@ def sensor_options(f: Callable) -> Callable:
         click.option("--allowlist", metavar="FILE",
                      help="Suppress alerts matching this TOML allow-list (hosts, pairs, listeners, each with a "
                           "reason and an optional expiry; stored, counted, not written; reloaded on SIGHUP)."),
-        click.option("--threshold", type=click.IntRange(min=1),
+        click.option("--threshold", type=click.IntRange(1, MAX_THRESHOLD),
                      help="Alert while a key was seen on fewer distinct days than this (default 7)."),
-        click.option("--lookback-days", type=click.IntRange(min=1), help="Window in days (default 30)."),
+        click.option("--lookback-days", type=click.IntRange(1, MAX_LOOKBACK_DAYS), help="Window in days (default 30)."),
         click.option("--day-mode", type=click.Choice(DAY_MODES),
                      help="What a day is: the UTC date (default) or XQL's day of the month."),
         click.option("--match", type=click.Choice(MATCH_MODES),
@@ -286,12 +331,15 @@ def replay(captures: tuple[str, ...], engine: str, **options) -> None:
         else:
             _replay_native(sensor, captures, sizes, streams)
         summary = sensor.finish()
-    except (StoreError, sqlite3.Error) as e:     # disk full, locked beyond busy_timeout, ...
+    except StoreError as e:         # damaged, locked beyond the retries, ...
         outputs.close()
-        _fail(f"{config.db}: {e}")
+        _fail(str(e))
     except OutputError as e:     # a full disk or a closed pipe: nothing of the batch is committed
         outputs.close()
         _fail(str(e))
+    except sqlite3.Error as e:      # disk full, ...
+        outputs.close()
+        _fail(str(explain(config.db, e)))
     outputs.close()
     if engine == "tshark":
         summary = summary.as_tshark(sum(sizes))
@@ -360,7 +408,7 @@ def _with_progress(reader, bar) -> Iterator:
 @sensor_options
 @click.option("--bpf", metavar="FILTER", help="Capture filter (default: TCP 135, 139 and 445, DCE/RPC on any TCP port, "
                                                    "IP fragments).")
-@click.option("--stats-interval", type=click.FloatRange(min=0), default=60.0, show_default=True,
+@click.option("--stats-interval", type=_Seconds(0, MAX_STATS_INTERVAL), default=60.0, show_default=True,
               metavar="SECONDS", help="Log counters this often (0: never).")
 @click.option("--stats-json", is_flag=True, help="Log counters as JSON lines instead of text.")
 @click.option("--allow-root", is_flag=True, help="Keep running as root after opening the sockets.")
@@ -403,7 +451,7 @@ def live(interfaces: tuple[str, ...], bpf: str | None, stats_interval: float, st
             code = run_live_tshark(config, outputs, list(interfaces), bpf=bpf, stats_interval=stats_interval,
                                    stats_json=stats_json, allow_root=allow_root, user=user, syslog=syslog)
         except sqlite3.Error as e:
-            _fail(f"{config.db}: {e}")
+            _fail(str(explain(config.db, e)))
         sys.exit(code)
     from sensor.service import run_live
 
@@ -411,8 +459,10 @@ def live(interfaces: tuple[str, ...], bpf: str | None, stats_interval: float, st
         code = run_live(config, outputs, list(interfaces), bpf=bpf, stats_interval=stats_interval,
                         stats_json=stats_json, allow_root=allow_root, user=user, syslog=syslog,
                         workers=workers, metrics_file=metrics_file)
-    except sqlite3.Error as e:     # disk full, locked beyond busy_timeout, ...
-        _fail(f"{config.db}: {e}")
+    except sqlite3.Error as e:     # disk full, ...
+        _fail(str(explain(config.db, e)))
+    except StoreError as e:        # damaged, locked beyond the retries, ...
+        _fail(str(e))
     sys.exit(code)
 
 
@@ -427,8 +477,8 @@ def _reader_config(db: str | None, config_file: str | None, **flags) -> Config:
               help="Run this XQL query (a file, or - for stdin) instead of the DFSCoerce rule.")
 @click.option("--until", type=_Time(end_of_day=True), metavar="TIME",
               help="End of the window (default: the newest stored event). A date means its end.")
-@click.option("--lookback-days", type=click.IntRange(min=1), help="Window in days (default 30).")
-@click.option("--threshold", type=click.IntRange(min=1),
+@click.option("--lookback-days", type=click.IntRange(1, MAX_LOOKBACK_DAYS), help="Window in days (default 30).")
+@click.option("--threshold", type=click.IntRange(1, MAX_THRESHOLD),
               help="Report groups seen on fewer days (default: the rule's K in its final `filter N < K`, 7).")
 @click.option("--day-mode", type=click.Choice(DAY_MODES),
               help="utc-date (default) or day-of-month; with --xql the query runs as written unless given.")
@@ -449,18 +499,13 @@ def hunt_command(db, config_file, xql_file, until, lookback_days, threshold, day
                             day_mode=day_mode, match=match)
     if xql_file is not None:
         rule = with_threshold(_query_rule(xql_file, day_mode), threshold)
-        store = _open_store(config.db)
-        try:
+        with _reading(config.db) as store:
             records = run_rule(store, rule, until, config.detector.lookback_days)
-        except sqlite3.Error as e:
-            _fail(f"{config.db}: {e}")
-        store.close()
         columns = [c for c in rule.checked.final if c not in rule.checked.hidden]
         _print_records(records, fmt, columns)
         return
-    store = _open_store(config.db)
-    records = run_hunt(store, until, config.detector)
-    store.close()
+    with _reading(config.db) as store:
+        records = run_hunt(store, until, config.detector)
     _print_records(records, fmt, ["day_count", "actor_remote_ip", "agent_hostname",
                                   "action_rpc_func_opnum", "action_rpc_func_name",
                                   "dfs_relay_server", "dfs_root_share", "actor_type", "agent_id"])
@@ -491,8 +536,8 @@ def list_options(f: Callable) -> Callable:
                           "an address, a CIDR range or a name (DC01 also matches dc01.corp.example)."),
         click.option("--client", type=_Host(), metavar="HOST|IP|CIDR",
                      help="Only calls from this client (actor_remote_ip; the client of a coercion alert)."),
-        click.option("--opnum", type=int, help="Only this opnum."),
-        click.option("--limit", type=click.IntRange(min=1), default=DEFAULT_LIST_LIMIT, show_default=True,
+        click.option("--opnum", type=click.IntRange(0, MAX_OPNUM), help="Only this opnum."),
+        click.option("--limit", type=click.IntRange(1, MAX_LIST_LIMIT), default=DEFAULT_LIST_LIMIT, show_default=True,
                      help="Newest first, at most this many."),
         click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True),
     ]
@@ -503,11 +548,10 @@ def list_options(f: Callable) -> Callable:
 
 def _listing(kind: str, columns: list[str]) -> Callable:
     def command(db, config_file, since, until, server, client, opnum, limit, fmt) -> None:
-        store = _open_store(_reader_config(db, config_file).db)
         where = ListFilter(since_ms=since, until_ms=until, server=server, client=client,
                            opnum=opnum, limit=limit)
-        records = getattr(store, kind)(where)
-        store.close()
+        with _reading(_reader_config(db, config_file).db) as store:
+            records = getattr(store, kind)(where)
         _print_records(records, fmt, columns)
     return command
 
@@ -532,26 +576,23 @@ def alerts_command(db, config_file, since, until, server, client, opnum, limit, 
       dfs-sensor alerts --since 2026-11-01 --client 10.0.0.0/24 --format json
     """
     config = _reader_config(db, config_file)
-    store = _open_store(config.db)
-    if rule is not None:
-        known = sorted({RARITY_RULE.id, *COERCION_RULES, *store.alert_rules(), *_rule_ids(config)})
-        if rule not in known:
-            store.close()
-            _fail(f"--rule {rule}: unknown rule; known rules: {', '.join(known)}", EXIT_USAGE)
     where = ListFilter(since_ms=since, until_ms=until, server=server, client=client,
                        opnum=opnum, limit=limit, rule=rule)
-    lines = store.alert_records(where, suppressed=suppressed)
-    reasons = {}
-    if suppressed:
-        reasons = {json.loads(line)["alert_id"]: None for line in lines}
-        reasons = {alert_id: store.suppressed_by(alert_id) for alert_id in reasons}
-    store.close()
+    with _reading(config.db) as store:
+        if rule is not None:
+            known = sorted({RARITY_RULE.id, *COERCION_RULES, *store.alert_rules(), *_rule_ids(config)})
+            if rule not in known:
+                _fail(f"--rule {rule}: unknown rule; known rules: {', '.join(known)}", EXIT_USAGE)
+        lines = store.alert_records(where, suppressed=suppressed)
+        reasons = {}
+        if suppressed:
+            reasons = {json.loads(line)["alert_id"]: None for line in lines}
+            reasons = {alert_id: store.suppressed_by(alert_id) for alert_id in reasons}
     if fmt == "json":
         for line in lines:       # byte for byte what was streamed (suppressed: what would have been)
             if suppressed:
                 record = json.loads(line)
-                line = json.dumps(record | {"suppressed_by": reasons[record["alert_id"]]},
-                                  separators=(",", ":"), ensure_ascii=False)
+                line = json_line(record | {"suppressed_by": reasons[record["alert_id"]]})
             click.echo(line)
         return
     rows = [_alert_row(json.loads(line)) for line in lines]
@@ -581,6 +622,34 @@ Example:
 """)(list_options(_listing("events", [
     "_time", "actor_remote_ip", "agent_hostname", "action_rpc_interface_name",
     "action_rpc_func_opnum", "action_rpc_func_name", "action_rpc_func_str_call_fields", "event_id"])))
+
+
+@main.group("store")
+def store_group() -> None:
+    """Manage stores: SQLite files and PostgreSQL databases (postgresql://USER@HOST/DB)."""
+
+
+@store_group.command("copy")
+@click.option("--from", "source", required=True, metavar="PATH|URL", help="The store to read (not changed).")
+@click.option("--to", "destination", required=True, metavar="PATH|URL", help="The store to add to (created if new).")
+def store_copy(source: str, destination: str) -> None:
+    """Copy every event, key day and alert of one store into another: a sensor's SQLite
+    file into the fleet's PostgreSQL database, or back. Rows the destination already has
+    are kept, so a copy can be run again (or after an interruption) and adds nothing twice.
+
+    \b
+    Example:
+      dfs-sensor store copy --from /var/lib/dfs-sensor/sensor.db --to postgresql://dfs@db/dfs
+    """
+    from sensor.store.copy import copy_store
+
+    try:
+        report = copy_store(source, destination)
+    except StoreError as e:
+        _fail(str(e))
+    except sqlite3.Error as e:
+        _fail(str(explain(source, e)))
+    click.echo(f"copied: {report.human()}", err=True)
 
 
 def _print_records(records: list[dict], fmt: str, columns: list[str]) -> None:

@@ -27,6 +27,9 @@ config file; a file names only what it changes:
     tls_verify = true
     evidence = "/var/lib/dfs-sensor/evidence"     # a pcap per alert (--evidence)
     evidence_max_bytes = 268435456                # the directory's bound; the oldest go first
+    [store]
+    max_clock_skew = 86400.0 # seconds a frame may be ahead of this machine's clock and
+                             # still move the retention window (see README, Robustness)
 """
 from __future__ import annotations
 
@@ -55,9 +58,29 @@ _FILE_KEYS: dict[str | None, dict[str, type]] = {
                 "token_file": str, "ca_file": str, "tls_verify": bool, "evidence": str,
                 "evidence_max_bytes": int},
     "coercion": {"enabled": bool, "window": float, "known_servers": list},
+    "store": {"max_clock_skew": float},
 }
-# Keys of [coercion], prefixed in the flat settings so they cannot collide with other sections'.
+# Keys of [coercion] and [store], prefixed in the flat settings so they cannot collide with
+# other sections'.
 _COERCION_PREFIX = "coercion."
+_STORE_PREFIX = "store."
+_PREFIXES = {"coercion": _COERCION_PREFIX, "store": _STORE_PREFIX}
+
+# Ranges every setting is checked against before use. The window's days become dates and
+# SQLite integers (epoch ms): a century is more than any hunt needs and far from overflow.
+MAX_LOOKBACK_DAYS = 36_500
+# A key cannot be seen on more distinct days than the window holds.
+MAX_THRESHOLD = MAX_LOOKBACK_DAYS + 1
+# The coercion correlator's window: an hour is far beyond any relay's delay.
+MAX_COERCION_WINDOW = 3600.0
+# How far a frame's time may run ahead of the sensor's clock and still move the retention
+# window: a day covers badly set capture hosts and time zones mistaken for UTC.
+DEFAULT_MAX_CLOCK_SKEW = 86_400.0
+# A year: beyond that a "skew" is a wrong clock, not a tolerance.
+MAX_CLOCK_SKEW = 365 * 86_400.0
+# Disk bounds of a remote target's spool and of the evidence directory: a tebibyte is more
+# than a sensor's disk holds, so a bigger number is a typo.
+MAX_SPOOL_BYTES = MAX_EVIDENCE_BYTES = 1 << 40
 
 
 class ConfigError(ValueError):
@@ -83,6 +106,7 @@ class Config:
     evidence: str | None = None          # directory of per-alert pcaps; None: none written
     allowlist: str | None = None         # suppression file (sensor/suppress.py); reloaded on SIGHUP
     evidence_max_bytes: int = EVIDENCE_MAX_BYTES
+    max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW
 
 
 def default_db_path(env: Mapping[str, str]) -> str:
@@ -112,13 +136,15 @@ def _read_file(path: str) -> dict[str, Any]:
             document = tomllib.load(f)
     except OSError as e:
         raise ConfigError(f"{path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file (TOML is UTF-8)") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     flat: dict[str, Any] = {}
     for name, value in document.items():
         if isinstance(value, dict) and name in _FILE_KEYS:
             section_keys = _FILE_KEYS[name]
-            prefix = _COERCION_PREFIX if name == "coercion" else ""
+            prefix = _PREFIXES.get(name, "")
             for key, item in value.items():
                 flat[prefix + key] = _checked(path, f"{name}.{key}", item, section_keys.get(key))
         else:
@@ -145,32 +171,42 @@ def _build(values: dict[str, Any]) -> Config:
     if isinstance(rules, str) or not all(isinstance(r, str) for r in rules):
         raise ConfigError("rules must be a list of rule files or directories")
     detector = replace(detector, rules=tuple(rules))
-    if detector.threshold is not None and detector.threshold < 1:
-        raise ConfigError(f"threshold must be at least 1, not {detector.threshold}")
-    if detector.lookback_days < 1:
-        raise ConfigError(f"lookback_days must be at least 1, not {detector.lookback_days}")
+    if detector.threshold is not None:      # None: each rule's own K
+        _in_range("threshold", detector.threshold, 1, MAX_THRESHOLD)
+    _in_range("lookback_days", detector.lookback_days, 1, MAX_LOOKBACK_DAYS)
     if detector.day_mode not in DAY_MODES:
         raise ConfigError(f"day_mode must be one of {', '.join(DAY_MODES)}, not {detector.day_mode!r}")
     if detector.match not in MATCH_MODES:
         raise ConfigError(f"match must be one of {', '.join(MATCH_MODES)}, not {detector.match!r}")
-    coercion = CoercionConfig(
-        enabled=values.get(_COERCION_PREFIX + "enabled", True),
-        window=values.get(_COERCION_PREFIX + "window", DEFAULT_WINDOW),
-        known_servers=frozenset(values.get(_COERCION_PREFIX + "known_servers", ())))
-    if coercion.window <= 0:
-        raise ConfigError(f"coercion.window must be positive, not {coercion.window}")
-    if not all(isinstance(s, str) for s in coercion.known_servers):
-        raise ConfigError("coercion.known_servers must be a list of addresses")
+    window = values.get(_COERCION_PREFIX + "window", DEFAULT_WINDOW)
+    if not 0 < window <= MAX_COERCION_WINDOW:      # NaN fails too
+        raise ConfigError(f"coercion.window must be more than 0 and at most {MAX_COERCION_WINDOW:g} "
+                          f"seconds, not {window}")
+    known_servers = values.get(_COERCION_PREFIX + "known_servers", ())
+    if not all(isinstance(s, str) for s in known_servers):
+        raise ConfigError("coercion.known_servers must be a list of addresses (strings)")
+    coercion = CoercionConfig(enabled=values.get(_COERCION_PREFIX + "enabled", True), window=window,
+                              known_servers=frozenset(known_servers))
+    skew = values.get(_STORE_PREFIX + "max_clock_skew", DEFAULT_MAX_CLOCK_SKEW)
+    if not 0 <= skew <= MAX_CLOCK_SKEW:
+        raise ConfigError(f"store.max_clock_skew must be 0 to {MAX_CLOCK_SKEW:g} seconds, not {skew}")
+    db = values["db"]
+    if not db.strip():
+        raise ConfigError("db must name a database file, not be empty (SQLite would use a "
+                          "temporary store and forget it)")
     sensor_name = values.get("sensor_name") or default_sensor_name()
     sinks = SinkSettings(**{k: values[k] for k in ("spool_dir", "spool_max_bytes", "http_format", "token_file",
                                                    "ca_file", "tls_verify") if k in values},
-                         sensor_name=sensor_name, db=values["db"])
-    if sinks.spool_max_bytes < 1:
-        raise ConfigError(f"outputs.spool_max_bytes must be at least 1, not {sinks.spool_max_bytes}")
+                         sensor_name=sensor_name, db=db)
+    _in_range("outputs.spool_max_bytes", sinks.spool_max_bytes, 1, MAX_SPOOL_BYTES)
     evidence_max_bytes = values.get("evidence_max_bytes", EVIDENCE_MAX_BYTES)
-    if evidence_max_bytes < 1:
-        raise ConfigError(f"outputs.evidence_max_bytes must be at least 1, not {evidence_max_bytes}")
-    return Config(db=values["db"], detector=detector, events=values.get("events"),
-                  alerts=values.get("alerts", STDOUT), coercion=coercion, sensor_name=sensor_name,
-                  sinks=sinks, evidence=values.get("evidence"), evidence_max_bytes=evidence_max_bytes,
-                  allowlist=values.get("allowlist"))
+    _in_range("outputs.evidence_max_bytes", evidence_max_bytes, 1, MAX_EVIDENCE_BYTES)
+    return Config(db=db, detector=detector, events=values.get("events"),
+                  alerts=values.get("alerts", STDOUT), coercion=coercion, max_clock_skew=skew,
+                  sensor_name=sensor_name, sinks=sinks, evidence=values.get("evidence"),
+                  evidence_max_bytes=evidence_max_bytes, allowlist=values.get("allowlist"))
+
+
+def _in_range(name: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be {low} to {high}, not {value}")

@@ -23,13 +23,15 @@ from sensor.events import RpcCallEvent
 from sensor.outputs import Outputs
 from sensor.pipeline import Pipeline, PipelineSettings
 from sensor.evidence import Evidence
-from sensor.store.sqlite import Store, StoreError
+from sensor.store import open_store
+from sensor.store.sqlite import StoreError, event_row, window_end
 from sensor.suppress import AllowList
 
 # Events per store transaction: readers see progress and a crash redoes little, while a
-# busy replay still pays one commit per thousand events, not per event.
+# busy replay still pays one commit per thousand events, not per event. Events wait in
+# memory until their batch is written, so the write lock is held only while writing.
 COMMIT_EVERY_EVENTS = 1000
-# Longest an event waits uncommitted (wall clock) while more traffic keeps arriving, so
+# Longest an event waits unwritten (wall clock) while more traffic keeps arriving, so
 # `dfs-sensor alerts` run during a live capture is at most this far behind.
 COMMIT_INTERVAL_SECONDS = 1.0
 
@@ -50,6 +52,9 @@ class Summary:
     alerts_by_rule: dict[str, int] = field(default_factory=dict)
     decoded_frames: int | None = None   # tshark engine: frames its display filter passed
     suppressed: int = 0                 # new alerts the allow-list held back (stored, not written)
+    store_lock_waits: int = 0           # batches that found another writer holding the store
+    store_lock_wait_seconds: float = 0.0
+    store_reconnects: int = 0           # PostgreSQL: batches retried on a new connection
 
     @property
     def mb_per_s(self) -> float | None:
@@ -68,7 +73,10 @@ class Summary:
                 "flows": self.flows, "events": self.events, "new_events": self.new_events,
                 "alerts": self.alerts, "alerts_by_rule": dict(self.alerts_by_rule), "suppressed": self.suppressed,
                 "seconds": round(self.seconds, 3),
-                "mb_per_s": None if mb_per_s is None else round(mb_per_s, 2), "anomalies": dict(self.anomalies)}
+                "mb_per_s": None if mb_per_s is None else round(mb_per_s, 2), "anomalies": dict(self.anomalies),
+                "store_lock_waits": self.store_lock_waits,
+                "store_lock_wait_seconds": round(self.store_lock_wait_seconds, 3),
+                "store_reconnects": self.store_reconnects}
 
     def human(self) -> str:
         if self.packets is not None:
@@ -88,6 +96,12 @@ class Summary:
         if self.events and not self.new_events:
             lines.append("every event was already stored, so no alert was raised again "
                          "(see `dfs-sensor alerts`, or use another --db)")
+        if self.store_lock_waits:
+            lines.append(f"store: another writer held the lock {self.store_lock_waits:,} time(s), "
+                         f"{self.store_lock_wait_seconds:.2f} s waited")
+        if self.store_reconnects:
+            lines.append(f"store: the database was unreachable; reconnected after {self.store_reconnects:,} "
+                         f"attempt(s), no batch lost")
         if self.anomalies:
             lines.append("anomalies: " + ", ".join(
                 f"{name} {count:,}" for name, count in sorted(self.anomalies.items(), key=lambda i: -i[1])))
@@ -98,7 +112,7 @@ class Sensor:
     def __init__(self, config: Config, outputs: Outputs):
         self.config = config
         self.outputs = outputs
-        self.store = Store(config.db)
+        self.store = open_store(config.db)
         self.pipeline = Pipeline(PipelineSettings())
         self.detector = RarityDetector(config.detector, self.store)
         # What survives SMB3 encryption (issue 6): coerced back-authentication, message sizes.
@@ -123,9 +137,11 @@ class Sensor:
         # added by the caller and summed into the summary.
         self.source_stats = Stats()
         self._started = time.monotonic()
-        self._uncommitted = 0
-        self._oldest_uncommitted = 0.0
-        self._newest_ms = self.store.newest_event_ms() or 0
+        # The batch being built: events and coercion alerts not yet written to the store.
+        self._pending: list[RpcCallEvent] = []
+        self._pending_coercion: list[CoercionAlert] = []
+        self._oldest_pending = 0.0
+        self._newest_ms = window_end(self.store.newest_event_ms() or 0, config.max_clock_skew)
         self._pruned_day = self._newest_ms // MS_PER_DAY
 
     def start_file(self, name: str, path: str | None = None) -> None:
@@ -151,7 +167,7 @@ class Sensor:
             records = feed(*item)
             if records:
                 self._handle(records)
-            if self._uncommitted:       # most frames make no event: skip the clock read
+            if self._oldest_pending:    # most frames make no event: skip the clock read
                 self._commit_when_due()
         self._commit()
 
@@ -165,7 +181,7 @@ class Sensor:
     def correlate(self, records: Iterable) -> None:
         """Records for the coercion stages only: the ``live --workers`` parent's correlator
         (the workers already stored and judged the events). Commits at once: the workers
-        wait on the store's write lock while it holds it, and coercion alerts are rare."""
+        share the store's write lock with it, and coercion alerts are rare."""
         for record in records:
             self._correlate(record)
         self._commit()
@@ -179,7 +195,7 @@ class Sensor:
         self._evidence_from_files()
         self._prune()
         self.store.close()
-        totals = self.pipeline.stats + self.detector.stats + self.source_stats
+        totals = self.pipeline.stats + self.detector.stats + self.source_stats + self.stats
         if self.evidence is not None:
             totals += self.evidence.stats
         for stage in self.coercion_stages:
@@ -192,27 +208,19 @@ class Sensor:
                        if name.startswith("anomaly.") and n},
             alerts_by_rule={name.removeprefix("alerts."): n for name, n in self.stats.items()
                             if name.startswith("alerts.") and n},
-            suppressed=self.stats["suppressed"])
+            suppressed=self.stats["suppressed"],
+            store_lock_waits=self.store.stats["lock_waits"],
+            store_lock_wait_seconds=self.store.stats["lock_wait_ms"] / 1000,
+            store_reconnects=self.store.stats["reconnects"])
 
     def _handle(self, records: Iterable) -> None:
-        store = self.store
         for record in records:
             self._correlate(record)
             if not isinstance(record, RpcCallEvent):
                 continue
             self.stats["events"] += 1
-            record = replace(record, sensor=self.config.sensor_name)
-            self._begin()
-            self._uncommitted += 1
-            if not store.add_event(record):
-                continue
-            self.stats["new_events"] += 1
-            # Only new events: a replayed capture writes nothing twice to the event log.
-            if self.outputs.events is not None:
-                self.outputs.events.write(record.to_json())
-            self._newest_ms = max(self._newest_ms, record.event_timestamp)
-            for alert in self.detector.feed(record):
-                self._raise(rarity_envelope(alert, record, self.config.sensor_name))
+            self._pend()
+            self._pending.append(replace(record, sensor=self.config.sensor_name))
 
     def _correlate(self, record) -> None:
         for stage in self.coercion_stages:
@@ -221,28 +229,71 @@ class Sensor:
                 self._coercion_alerts(alerts)
 
     def _coercion_alerts(self, alerts: list[CoercionAlert]) -> None:
-        """Stored once per rule, [victim, listener, client] and UTC day; only new ones are written."""
-        for alert in alerts:
-            self._raise(alert.envelope(self.config.sensor_name))
+        if alerts:
+            self._pend()
+            self._pending_coercion += alerts
 
-    def _raise(self, alert: AlertEnvelope) -> None:
-        """Store the envelope; write it out the first time its alert_id is seen."""
-        self._begin()
-        self._uncommitted += 1
+    def _pend(self) -> None:
+        if not self._oldest_pending:
+            self._oldest_pending = time.monotonic()
+
+    def _write_batch(self) -> None:
+        """The pending events and coercion alerts in one short transaction: store each
+        event, judge the new ones (the detector reads and writes key_days and alerts in the
+        same transaction, so "count the key's days, raise at most one alert per rule, key
+        and day" is atomic against other writers), store every alert's envelope once per
+        alert_id (rule + key + day). Only new events reach the event log (a replayed capture
+        writes nothing twice). Event and alert lines are written before the commit: a crash
+        may repeat one on the rerun, never lose one (consumers dedupe on event_id/alert_id)."""
+        store = self.store
+        ahead_ms = int((time.time() + self.config.max_clock_skew) * 1000)
+        rows = [event_row(event) for event in self._pending]
+        sensor_name = self.config.sensor_name
+
+        def write() -> tuple[int, int, int, list[tuple[str, bool]]]:
+            """The batch's statements and lines; run again whole if the database
+            connection is lost before the commit (PostgreSQL restarting)."""
+            new_events = ahead = 0
+            newest = self._newest_ms
+            raised: list[tuple[str, bool]] = []      # (rule id, suppressed by the allow-list)
+            for event, added in zip(self._pending, store.add_events(self._pending, rows)):
+                if not added:
+                    continue
+                new_events += 1
+                ahead += event.event_timestamp > ahead_ms
+                newest = max(newest, event.event_timestamp)
+                if self.outputs.events is not None:
+                    self.outputs.events.write(event.to_json())
+                for alert in self.detector.feed(event):
+                    self._raise(rarity_envelope(alert, event, sensor_name), raised)
+            for alert in self._pending_coercion:
+                self._raise(alert.envelope(sensor_name), raised)
+            return new_events, ahead, newest, raised
+
+        new_events, ahead, newest, raised = store.run_batch(write)
+        self.stats["new_events"] += new_events
+        self.stats["anomaly.event_time_ahead_of_clock"] += ahead
+        for rule, suppressed in raised:
+            counter = "suppressed" if suppressed else "alerts"
+            self.stats[counter] += 1
+            self.stats[f"{counter}.{rule}"] += 1
+        self._newest_ms = window_end(newest, self.config.max_clock_skew)
+        self._pending.clear()
+        self._pending_coercion.clear()
+        self._oldest_pending = 0.0
+
+    def _raise(self, alert: AlertEnvelope, raised: list[tuple[str, bool]]) -> None:
+        """Store the envelope (inside the batch's transaction); write it out the first time
+        its alert_id is seen, unless the allow-list holds it back."""
         line = alert.to_json()
         allowed = self.allowlist.match(alert.to_dict()) if self.allowlist.entries else None
         if not self.store.add_alert_record(alert.alert_id, alert.rule.id, alert.day,
                                            int(round(alert.ts * 1000)), line,
                                            allowed.reason if allowed else None):
             return
+        raised.append((alert.rule.id, allowed is not None))
         if allowed is not None:
-            self.stats["suppressed"] += 1
-            self.stats["suppressed." + alert.rule.id] += 1
             return
-        self.stats["alerts"] += 1
-        self.stats["alerts." + alert.rule.id] += 1
-        # Written before the commit: a crash may repeat an alert line on the rerun, never
-        # lose one (consumers dedupe on alert_id).
         if self.outputs.alerts is not None:
             self.outputs.alerts.write(line)
         if self.evidence is not None:
@@ -262,26 +313,20 @@ class Sensor:
                 self.stats["anomaly.evidence_write_failed"] += 1
             self._evidence_due = []
 
-    def _begin(self) -> None:
-        if not self._uncommitted:
-            self.store.begin()
-            self._oldest_uncommitted = time.monotonic()
-
     def _commit_when_due(self) -> None:
-        if self._uncommitted and (self._uncommitted >= COMMIT_EVERY_EVENTS or
-                                  time.monotonic() - self._oldest_uncommitted >= COMMIT_INTERVAL_SECONDS):
+        if self._oldest_pending and (len(self._pending) >= COMMIT_EVERY_EVENTS or
+                                     time.monotonic() - self._oldest_pending >= COMMIT_INTERVAL_SECONDS):
             self._commit()
 
     def _commit(self) -> None:
-        if self._uncommitted:
-            self.store.commit()
-            self._uncommitted = 0
+        if self._oldest_pending:
+            self._write_batch()
         if self._newest_ms // MS_PER_DAY != self._pruned_day:
             self._prune()
 
     def _prune(self) -> None:
-        """Forget what fell out of the window behind the newest event (capture time, so an
-        old capture replayed today keeps its own window)."""
+        """Forget what fell out of the window (it ends at ``window_end``: capture time,
+        bounded by this machine's clock)."""
         if self._newest_ms:
             self.store.prune(self._newest_ms - self.config.detector.lookback_days * MS_PER_DAY)
             self._pruned_day = self._newest_ms // MS_PER_DAY

@@ -40,7 +40,8 @@ from sensor.daemon import (EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PrivilegeError, Si
                            give_outputs_to, log, refuse_root)
 from sensor.outputs import Outputs
 from sensor.sensor import Sensor
-from sensor.store.sqlite import Store, StoreError
+from sensor.store import open_store
+from sensor.store.sqlite import StoreError
 from sensor.text import json_line
 
 # Fanout group ids are 16 bits (linux/if_packet.h PACKET_FANOUT: id in the low half).
@@ -75,6 +76,7 @@ def stats_record(capture: LiveCapture, sensor: Sensor) -> dict:
         "events": sensor.stats["events"],
         "alerts": sensor.stats["alerts"],
         "anomalies": anomalies,
+        "store_lock_waits": sensor.store.stats["lock_waits"],
         "rss_bytes": rss_bytes(),
     }
 
@@ -147,11 +149,11 @@ def run_live(config: Config, outputs: Outputs, interfaces: list[str], bpf: str |
     if workers == 1:
         return _serve(config, outputs, captures[0], None, stats_interval, stats_json, metrics_file=metrics_file)
     try:
-        Store(config.db).close()     # create or migrate once, before the workers race to
+        open_store(config.db).close()     # create or migrate once, before the workers race to
     except StoreError as e:
         for capture in captures:
             capture.close()
-        print(f"dfs-sensor: {e}", file=sys.stderr)
+        print(f"dfs-sensor: error: {e}", file=sys.stderr)
         return EXIT_FAILURE
     return _fork_workers(config, outputs, captures, stats_interval, stats_json, metrics_file)
 
@@ -206,7 +208,7 @@ def _fork_workers(config: Config, outputs: Outputs, captures: list[LiveCapture],
     try:
         correlator = _CorrelatorHost(config, outputs, [end for _, end in channels]) if channels else None
     except StoreError as e:
-        log(f"dfs-sensor: {e}")
+        log(f"dfs-sensor: error: {e}")
         on_signal(signal.SIGTERM, None)
         correlator, worst = None, EXIT_FAILURE
     while children or (correlator and correlator.open):
@@ -286,7 +288,7 @@ def _serve(config: Config, outputs: Outputs, capture: LiveCapture, worker: int |
         sensor = Sensor(config, outputs)
     except StoreError as e:
         capture.close()
-        log(f"dfs-sensor: {e}")
+        log(f"dfs-sensor: error: {e}")
         return EXIT_FAILURE
     sensor.start_file("live:" + ",".join(interfaces))
     if correlator_channel is not None:

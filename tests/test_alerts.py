@@ -13,9 +13,13 @@ from tests.schema_check import check
 from sensor.alerts import AlertEnvelope, Flow, RuleMeta, iso_utc, make_alert_id
 
 ROOT = Path(__file__).resolve().parents[1]
-PCAPS = sorted((ROOT / "pcaps").glob("*.pcap"))
+# The lab's DFSCoerce captures and the coercion family's (PetitPotam, PrinterBug, ...).
+PCAPS = sorted((ROOT / "pcaps").glob("*.pcap")) + sorted((ROOT / "pcaps" / "family").glob("*.pcap"))
 DFS_SENSOR = str(ROOT / ".venv" / "bin" / "dfs-sensor")
 COERCION = ("coercion-confirmed", "probable-coercion", "probable-dfscoerce-encrypted")
+# The family's XQL rules (sensor/rules/family), each with a capture that raises it.
+FAMILY = ("dfscoerce-rare-dfsnm-other-call", "coercion-rare-efsr-call", "coercion-rare-even-call",
+          "coercion-rare-fsrvp-call", "coercion-rare-par-call", "coercion-rare-rprn-call")
 
 
 def run(*args) -> str:
@@ -48,7 +52,7 @@ def test_every_alert_and_event_of_every_capture_matches_the_schema(every_capture
     for line in events:
         assert check("event", line)["sensor"] == "sensor-a"
     rules = {a["rule"]["id"] for a in records}
-    assert rules == {"dfscoerce-rare-dfsnm-root-call", *COERCION}      # every rule fired somewhere
+    assert rules == {"dfscoerce-rare-dfsnm-root-call", *COERCION, *FAMILY}     # every rule fired somewhere
     assert all(a["sensor"] == "sensor-a" and a["event_type"] == "alert" for a in records)
     assert len({a["alert_id"] for a in records}) == len(records)
     for alert in records:

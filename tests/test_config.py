@@ -42,7 +42,7 @@ def test_precedence_flags_over_file_over_env(tmp_path):
     ("[detector]\nthreshhold = 3\n", "unknown setting 'detector.threshhold'"),
     ("[detector]\nthreshold = \"7\"\n", "detector.threshold must be int, not str"),
     ("[detector]\nthreshold = true\n", "detector.threshold must be int"),
-    ("[detector]\nthreshold = 0\n", "threshold must be at least 1"),
+    ("[detector]\nthreshold = 0\n", "threshold must be 1 to 36501, not 0"),
     ("[detector]\nday_mode = \"weekday\"\n", "day_mode must be one of utc-date, day-of-month"),
     ("[detector]\nmatch = \"all\"\n", "match must be one of"),
     ("[detector\n", "not valid TOML"),

@@ -3,8 +3,10 @@ CI=true, where it fails it (CI has ../shared beside its checkout and must run th
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import ROOT
 
@@ -30,3 +32,12 @@ def test_absent_corpus_fails_in_ci():
     result = run_without_corpus("true")
     assert result.returncode == 1, result.stdout
     assert "1 error" in result.stdout and "CI=true requires it" in result.stdout
+
+
+def test_no_test_finds_or_skips_on_the_corpus_by_itself():
+    # Only tests/conftest.py builds the corpus path; a test module that builds its own or
+    # skips on it with a skipif of its own would bypass the one reason and CI=true.
+    own_way = re.compile(r'"shared"|shared/corpus"|skipif\([^)]*CORPUS')
+    allowed = {ROOT / "tests" / "conftest.py", Path(__file__)}
+    assert [str(p.relative_to(ROOT)) for p in sorted((ROOT / "tests").rglob("*.py"))
+            if p not in allowed and own_way.search(p.read_text())] == []

@@ -1,32 +1,68 @@
 """The SQLite store: events, detector state and alerts, shared by the sensor and its readers.
 
-WAL mode lets ``hunt``, ``alerts`` and ``events`` read while a replay or live run writes;
-the writer groups rows into transactions (``Store.transaction``) so a crash never leaves
-an alert without its event or the other way round.
+WAL mode lets ``hunt``, ``alerts`` and ``events`` read while a replay or live run writes:
+readers open the file read-only (``Store(path, readonly=True)``: never created, never
+migrated, never locked against a writer). Writers decode without holding the lock and write
+short batches (``Store.transaction``), each taken with bounded, counted retries when
+another writer holds the lock, so two sensors on one store both finish.
+
+Damage is reported, never met as a traceback: a writer runs ``PRAGMA quick_check`` when it
+opens the store, every opener checks the schema, and any "malformed" error later becomes one
+line with the recovery steps (README, "Damaged store").
 """
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import random
 import sqlite3
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
+from urllib.parse import quote
 
+from sensor.anomaly import Stats
 from sensor.xql.functions import extract_day, json_extract_scalar, utc_date
 from sensor.events import RpcCallEvent
 from sensor.hosts import HostQuery
-from sensor.store.migrations import MIGRATIONS, SCHEMA_VERSION
+from sensor.store.migrations import CONVERSIONS, MIGRATIONS, SCHEMA_VERSION
 
-# A reader or a second writer waits this long for the lock before giving up; a writer's
-# batch commits in milliseconds, so 10 s only runs out when something is stuck.
-BUSY_TIMEOUT_MS = 10_000
+# A statement waits this long on a lock SQLite takes briefly (a WAL recovery, a reader's
+# snapshot); the write lock itself is waited for by ``transaction``'s retries below.
+BUSY_TIMEOUT_MS = 5_000
+# Taking the write lock: first retry after this, doubling up to the cap, with jitter so two
+# writers do not retry in step; after the limit the store is reported stuck (a writer holds
+# the lock for milliseconds per batch, so a minute means something else holds it: an open
+# sqlite3 shell, a process stopped mid-transaction).
+LOCK_RETRY_FIRST_SECONDS = 0.002
+LOCK_RETRY_MAX_SECONDS = 0.25
+LOCK_WAIT_LIMIT_SECONDS = 60.0
+# A writer checks every page of a store up to this size when it opens it (PRAGMA quick_check:
+# 0.6 s for 100k events, 473 MB); a bigger store would delay the start by minutes (69 s for
+# 1M events, 4.7 GB; bench/store_check.py), so there only the detector's state tables are
+# checked, and damage among the events is reported when a command touches it.
+FULL_CHECK_MAX_BYTES = 512 * 1024 * 1024
+# The table that grows with traffic; every other table is small detector state.
+BULK_TABLES = frozenset({"events"})
 # Rows a listing returns when the caller sets no limit: a screenful of context, not a dump.
 DEFAULT_LIST_LIMIT = 100
+RECOVERY_HINT = ("move it aside and rebuild it: `sqlite3 OLD.db .recover | sqlite3 NEW.db`, "
+                 "or replay the captures into a new store (README: Damaged store)")
+
+
+T = TypeVar("T")
 
 
 class StoreError(Exception):
     """The store cannot be used; the message is one line for the user."""
+
+
+class StoreDamaged(StoreError):
+    """The file is not a store this sensor can trust: damaged pages, schema or rows."""
 
 
 @dataclass(frozen=True)
@@ -57,47 +93,195 @@ class AlertListing:
     opnum: int
 
 
+def explain(path: str, error: sqlite3.Error) -> StoreError:
+    """One line for an SQLite error met on the store at ``path``."""
+    text = str(error)
+    if text.startswith("Could not decode to UTF-8"):      # the message quotes the whole row
+        return StoreDamaged(f"{path}: the store is damaged (a row holds text that is not UTF-8); "
+                            f"{RECOVERY_HINT}")
+    if isinstance(error, sqlite3.DatabaseError) and any(
+            sign in text for sign in ("malformed", "not a database", "no such table", "no such column")):
+        return StoreDamaged(f"{path}: the store is damaged ({text}); {RECOVERY_HINT}")
+    if "locked" in text or "busy" in text:
+        return StoreError(f"{path}: another process holds the store's lock ({text})")
+    return StoreError(f"{path}: {text}")
+
+
+@contextmanager
+def reported(path: str) -> Iterator[None]:
+    """Turn an SQLite error in the block into a StoreError with one line for the user."""
+    try:
+        yield
+    except sqlite3.Error as e:
+        raise explain(path, e) from None
+
+
+def _who() -> str:
+    uid = os.geteuid()
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _open_failure(path: str, error: sqlite3.Error, readonly: bool) -> StoreError:
+    """Why the file could not be opened, naming the path and the user."""
+    target = Path(path)
+    if readonly and not target.exists():
+        return StoreError(f"{path}: no such store (nothing was replayed or captured into it; "
+                          f"check --db)")
+    directory = target.parent
+    if not readonly and not os.access(directory, os.W_OK | os.X_OK):
+        return StoreError(f"{path}: cannot open the store as {_who()}: directory {directory} is not "
+                          f"writable (the store needs it for its -wal and -shm files)")
+    if target.exists() and not os.access(target, os.R_OK if readonly else os.R_OK | os.W_OK):
+        need = "readable" if readonly else "readable and writable"
+        return StoreError(f"{path}: cannot open the store as {_who()}: the file is not {need}")
+    return StoreError(f"{path}: cannot open the store as {_who()}: {error}")
+
+
+@cache
+def _expected_schema() -> frozenset[tuple[str, str]]:
+    """(type, name) of every table and index the migrations create."""
+    db = sqlite3.connect(":memory:")
+    for step in MIGRATIONS:
+        for statement in step:
+            db.execute(statement)
+    names = frozenset(db.execute("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"))
+    db.close()
+    return names | {("table", "schema_version")}
+
+
 class Store:
-    def __init__(self, path: str):
+    # What differs between the SQL dialects (sensor/store/postgres.py has the others).
+    INSERT_IGNORE = "INSERT OR IGNORE INTO {table} {columns}VALUES ({marks})"
+    LEAST, GREATEST = "min", "max"
+    NO_BUSY_WAIT, BUSY_WAIT = "PRAGMA busy_timeout = 0", f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}"
+
+    def __init__(self, path: str, readonly: bool = False):
         self.path = path
+        self.readonly = readonly
+        # Times a batch found the write lock taken, and the seconds it waited in all.
+        self.stats = Stats()
+        self.db = self._connect(readonly)
         try:
-            if path != ":memory:":
+            with reported(path):
+                self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                if readonly:
+                    self._check_schema(migrating=False)
+                else:
+                    self._check_pages()
+                    self.db.execute("PRAGMA journal_mode = WAL")
+                    # WAL + NORMAL: a commit survives a process crash (SIGKILL); only power loss
+                    # can take back the last transactions, never corrupt the file.
+                    self.db.execute("PRAGMA synchronous = NORMAL")
+                    self._migrate()
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _connect(self, readonly: bool) -> sqlite3.Connection:
+        path = self.path
+        if path == ":memory:":
+            return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        if not readonly:
+            try:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                                      check_same_thread=False)
-            self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self.db.execute("PRAGMA journal_mode = WAL")
-            # WAL + NORMAL: a commit survives a process crash (SIGKILL); only power loss can
-            # take back the last transactions, never corrupt the file.
-            self.db.execute("PRAGMA synchronous = NORMAL")
-            self._migrate()
+            except OSError as e:
+                raise StoreError(f"{path}: cannot create the store's directory as {_who()}: "
+                                 f"{e.strerror or e}") from None
+        # mode=ro: never created, never written. A WAL reader needs the -shm file; where it
+        # is missing and the directory is read-only (a read-only mount, a non-owner with no
+        # writer running), no writer can be at work either, so the file is read as immutable.
+        uris = [f"file:{quote(path)}?mode=ro"] if readonly else [f"file:{quote(path)}?mode=rwc"]
+        if readonly and not Path(path + "-wal").exists() and not os.access(Path(path).parent, os.W_OK):
+            uris = [f"file:{quote(path)}?mode=ro&immutable=1"]
+        try:
+            db = sqlite3.connect(uris[0], uri=True, isolation_level=None, check_same_thread=False,
+                                 timeout=BUSY_TIMEOUT_MS / 1000)
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()     # opens the file for real
         except sqlite3.DatabaseError as e:
-            raise StoreError(f"{path}: cannot use database: {e}") from None
-        except OSError as e:
-            raise StoreError(f"{path}: cannot create database directory: {e.strerror or e}") from None
+            if "not a database" in str(e) or "malformed" in str(e):
+                raise explain(path, e) from None
+            raise _open_failure(path, e, readonly) from None
+        except sqlite3.Error as e:
+            raise _open_failure(path, e, readonly) from None
+        return db
 
     def close(self) -> None:
         self.db.close()
 
     # -- schema --------------------------------------------------------------------------
+    def _check_pages(self) -> None:
+        """PRAGMA quick_check: every page's b-tree structure and record format (not the
+        indexes' agreement with their tables); on a store over FULL_CHECK_MAX_BYTES, the
+        detector state tables only."""
+        size = Path(self.path).stat().st_size if self.path != ":memory:" else 0
+        if size <= FULL_CHECK_MAX_BYTES:
+            rows = self.db.execute("PRAGMA quick_check(3)").fetchall()
+        else:
+            present = {name for (name,) in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            tables = sorted({name for kind, name in _expected_schema() if kind == "table"} & present - BULK_TABLES)
+            rows = [row for table in tables for row in self.db.execute(f"PRAGMA quick_check('{table}')")
+                    if row != ("ok",)] or [("ok",)]
+        if rows != [("ok",)]:
+            # Each row may hold several lines, the first naming the database ("*** in database main ***").
+            problems = "; ".join(line for r in rows for line in str(r[0]).splitlines()
+                                 if line and not line.startswith("***"))
+            raise StoreDamaged(f"{self.path}: the store is damaged (quick_check: {problems}); {RECOVERY_HINT}")
+
+    def _check_schema(self, migrating: bool) -> int:
+        """The store's schema version, after checking its one row and its tables; a store
+        with no schema at all is version 0 (new) when ``migrating``."""
+        names = self._schema_names()
+        if not names and migrating:
+            return 0
+        if ("table", "schema_version") not in names:
+            raise StoreDamaged(f"{self.path}: not a dfs-sensor store (no schema_version table); "
+                               f"check --db, or {RECOVERY_HINT}")
+        rows = self.db.execute("SELECT version FROM schema_version").fetchall()
+        if len(rows) != 1 or type(rows[0][0]) is not int or not 1 <= rows[0][0]:
+            found = f"{len(rows)} rows" if len(rows) != 1 else f"version {rows[0][0]!r}"
+            raise StoreDamaged(f"{self.path}: the store is damaged (schema_version holds {found}, "
+                               f"not one version number); {RECOVERY_HINT}")
+        version = rows[0][0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: schema version {version} is newer than this "
+                             f"dfs-sensor understands ({SCHEMA_VERSION}); upgrade dfs-sensor")
+        if version == SCHEMA_VERSION:
+            missing = sorted(f"{kind} {name}" for kind, name in _expected_schema() - names)
+            if missing:
+                raise StoreDamaged(f"{self.path}: the store is damaged ({', '.join(missing)} missing); "
+                                   f"{RECOVERY_HINT}")
+        elif not migrating:
+            raise StoreError(f"{self.path}: the store has schema version {version}, this dfs-sensor "
+                             f"reads {SCHEMA_VERSION}: run a replay or the live sensor on it once "
+                             f"(as its owner) to migrate it")
+        return version
+
+    def _schema_names(self) -> set[tuple[str, str]]:
+        """(type, name) of the tables and indexes the store has."""
+        return set(self.db.execute("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"))
+
+    def _migration_statements(self, step: tuple[str, ...]) -> tuple[str, ...]:
+        return step
+
     def _migrate(self) -> None:
+        if self._check_schema(migrating=True) == SCHEMA_VERSION:
+            return          # nothing to do: no write lock taken
         with self.transaction():
-            self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = self.db.execute("SELECT version FROM schema_version").fetchone()
-            version = row[0] if row else 0
-            if version > SCHEMA_VERSION:
-                raise StoreError(f"{self.path}: schema version {version} is newer than this "
-                                 f"dfs-sensor understands ({SCHEMA_VERSION})")
-            for step in MIGRATIONS[version:]:
-                for statement in step:
-                    if callable(statement):
-                        statement(self.db)
-                    else:
-                        self.db.execute(statement)
-            if row is None:
-                self.db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-            else:
-                self.db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+            version = self._check_schema(migrating=True)     # another writer may have migrated
+            if version == 0:
+                for statement in self._migration_statements(
+                        ("CREATE TABLE schema_version (version INTEGER NOT NULL)",)):
+                    self.db.execute(statement)
+                self.db.execute("INSERT INTO schema_version VALUES (0)")
+            for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in self._migration_statements(step):
+                    self.db.execute(statement)
+                if version and number in CONVERSIONS:       # a new store has no rows to convert
+                    CONVERSIONS[number](self)
+            self.db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
 
     @property
     def schema_version(self) -> int:
@@ -105,40 +289,71 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """One write transaction; IMMEDIATE takes the write lock up front, so a concurrent
-        writer waits (busy_timeout) instead of failing at its first write."""
+        """One short write transaction. IMMEDIATE takes the write lock up front; while
+        another writer holds it, retry with jittered backoff (counted in ``stats``) up to
+        LOCK_WAIT_LIMIT_SECONDS, so the batch is never lost to a busy lock."""
         if self.db.in_transaction:
             yield
             return
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
-
-    def begin(self) -> None:
-        if not self.db.in_transaction:
-            self.db.execute("BEGIN IMMEDIATE")
-
-    def commit(self) -> None:
-        if self.db.in_transaction:
+        with reported(self.path):
+            self._begin_immediate()
+            try:
+                yield
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
             self.db.execute("COMMIT")
 
+    def run_batch(self, write: Callable[[], T]) -> T:
+        """``write()`` in one transaction; its result. (The PostgreSQL store also runs it
+        again after a lost connection.)"""
+        with self.transaction():
+            return write()
+
+    def _try_begin(self) -> bool:
+        """Begin a transaction holding the store's write lock; False when another writer has it."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            return True
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e):
+                raise
+            return False
+
+    def _begin_immediate(self) -> None:
+        delay = LOCK_RETRY_FIRST_SECONDS
+        waited = 0.0
+        self.db.execute(self.NO_BUSY_WAIT)      # the loop below waits, and counts
+        try:
+            while not self._try_begin():
+                if waited >= LOCK_WAIT_LIMIT_SECONDS:
+                    raise StoreError(f"{self.path}: another process has held the store's write lock "
+                                     f"for {waited:.0f} s (an open sqlite3 shell? a stopped process?); "
+                                     f"this batch was not stored: run the replay again when the lock "
+                                     f"is free (replays are idempotent)")
+                pause = delay * random.uniform(0.5, 1.0)
+                time.sleep(pause)
+                waited += pause
+                self.stats["lock_waits"] += 1
+                delay = min(delay * 2, LOCK_RETRY_MAX_SECONDS)
+        finally:
+            self.db.execute(self.BUSY_WAIT)
+        if waited:
+            self.stats["lock_wait_ms"] += int(waited * 1000)
+
+    def insert_ignore_sql(self, table: str, columns: str, count: int) -> str:
+        return self.INSERT_IGNORE.format(table=table, columns=columns, marks=",".join("?" * count))
+
     # -- events --------------------------------------------------------------------------
-    def add_event(self, event: RpcCallEvent) -> bool:
-        """Store the event; False when its event_id is already there (a replayed capture)."""
-        fields = event.action_rpc_func_str_call_fields
-        cursor = self.db.execute(
-            "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (event.event_id, event.event_timestamp, utc_date(event.event_timestamp),
-             extract_day(event.event_timestamp),
-             event.event_type, event.action_rpc_interface_uuid, event.action_rpc_func_name,
-             event.action_rpc_func_opnum, event.actor_type, event.agent_hostname, event.agent_id,
-             event.agent_ip, event.actor_remote_ip, json_extract_scalar(fields, "$.ServerName"),
-             json_extract_scalar(fields, "$.RootShare"), event.to_json()))
+    def add_event(self, event: RpcCallEvent, row: tuple | None = None) -> bool:
+        """Store the event; False when its event_id is already there (a replayed capture).
+        ``row`` is ``event_row(event)`` made earlier, outside the write lock."""
+        cursor = self.db.execute(self.insert_ignore_sql("events", "", 16), row or event_row(event))
         return cursor.rowcount == 1
+
+    def add_events(self, events: list[RpcCallEvent], rows: list[tuple]) -> list[bool]:
+        """``add_event`` for each (event, its ``event_row``): which were new, in order."""
+        return [self.add_event(event, row) for event, row in zip(events, rows)]
 
     def newest_event_ms(self) -> int | None:
         return self.db.execute("SELECT max(ts_ms) FROM events").fetchone()[0]
@@ -150,7 +365,7 @@ class Store:
 
     # -- detector state ------------------------------------------------------------------
     def add_key_day(self, rule: str, key: str, day: str) -> None:
-        self.db.execute("INSERT OR IGNORE INTO key_days VALUES (?,?,?)", (rule, key, day))
+        self.db.execute(self.insert_ignore_sql("key_days", "", 3), (rule, key, day))
 
     def key_day_count(self, rule: str, key: str, first_day: str, last_day: str,
                       day_of_month: bool) -> int:
@@ -180,8 +395,8 @@ class Store:
             "INSERT INTO alerts (rule, key, day, first_seen_ms, last_seen_ms, agent_hostname, "
             "agent_ip, actor_remote_ip, opnum, record) VALUES (?,?,?,?,?,?,?,?,?,?) "
             "ON CONFLICT (rule, key, day) DO UPDATE SET "
-            "first_seen_ms = min(first_seen_ms, excluded.first_seen_ms), "
-            "last_seen_ms = max(last_seen_ms, excluded.last_seen_ms), record = excluded.record",
+            f"first_seen_ms = {self.LEAST}(alerts.first_seen_ms, excluded.first_seen_ms), "
+            f"last_seen_ms = {self.GREATEST}(alerts.last_seen_ms, excluded.last_seen_ms), record = excluded.record",
             (rule, key, day, first_seen_ms, last_seen_ms, listing.agent_hostname, listing.agent_ip,
              listing.actor_remote_ip, listing.opnum, json.dumps(record, separators=(",", ":"))))
 
@@ -195,8 +410,8 @@ class Store:
         """Store an alert envelope exactly as written out (or, with the allow-list entry's
         reason, as it would have been); False when its alert_id (rule + key + day) is there."""
         return self.db.execute(
-            "INSERT OR IGNORE INTO alert_records (alert_id, rule, day, ts_ms, suppressed_by, record) "
-            "VALUES (?,?,?,?,?,?)", (alert_id, rule, day, ts_ms, suppressed_by, line)).rowcount == 1
+            self.insert_ignore_sql("alert_records", "(alert_id, rule, day, ts_ms, suppressed_by, record) ", 6),
+            (alert_id, rule, day, ts_ms, suppressed_by, line)).rowcount == 1
 
     def suppressed_by(self, alert_id: str) -> str | None:
         row = self.db.execute("SELECT suppressed_by FROM alert_records WHERE alert_id = ?", (alert_id,)).fetchone()
@@ -239,10 +454,33 @@ class Store:
     def prune(self, before_ms: int) -> int:
         """Forget events and key days older than ``before_ms``; alerts are kept (one row
         per rare key and day, the sensor's findings). Returns the events removed."""
-        with self.transaction():
+        def delete() -> int:
             removed = self.db.execute("DELETE FROM events WHERE ts_ms < ?", (before_ms,)).rowcount
             self.db.execute("DELETE FROM key_days WHERE utc_date < ?", (utc_date(before_ms),))
-        return removed
+            return removed
+        return self.run_batch(delete)
+
+
+def window_end(newest_ms: int | None, max_clock_skew: float) -> int | None:
+    """Where the detector's window ends, for retention and ``hunt``: the newest stored event
+    (capture time, so an old capture replayed today keeps its own window), but never more
+    than ``max_clock_skew`` seconds ahead of this machine's clock, so one future-dated frame
+    cannot move the window and prune the history."""
+    if newest_ms is None:
+        return None
+    return min(newest_ms, int((time.time() + max_clock_skew) * 1000))
+
+
+def event_row(event: RpcCallEvent) -> tuple:
+    """The events table's row for an event (its JSON the costly part: made before a batch
+    takes the write lock)."""
+    fields = event.action_rpc_func_str_call_fields
+    return (event.event_id, event.event_timestamp, utc_date(event.event_timestamp),
+            extract_day(event.event_timestamp),
+            event.event_type, event.action_rpc_interface_uuid, event.action_rpc_func_name,
+            event.action_rpc_func_opnum, event.actor_type, event.agent_hostname, event.agent_id,
+            event.agent_ip, event.actor_remote_ip, json_extract_scalar(fields, "$.ServerName"),
+            json_extract_scalar(fields, "$.RootShare"), event.to_json())
 
 
 def _matching(items: Iterable, where: ListFilter, server_fields: tuple, client_fields: tuple,

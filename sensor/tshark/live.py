@@ -146,7 +146,7 @@ def run_live_tshark(config: Config, outputs: Outputs, interfaces: list[str], bpf
     try:
         sensor = Sensor(config, outputs)
     except StoreError as e:
-        log(f"dfs-sensor: {e}")
+        log(f"dfs-sensor: error: {e}")
         return EXIT_FAILURE
     name = "live:" + ",".join(interfaces)
     sensor.start_file(name)

@@ -1,6 +1,7 @@
 """Correlator on the lab captures and on crafted records."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -146,6 +147,16 @@ def test_call_answered_after_the_back_authentication_confirms():
         (CONFIRMED, "10.0.0.10", "10.0.0.20", FLOW_IN.client_ip, 5.5)
     assert alert.call_event_ids == (call.event_id,) and alert.delay == 0.5
     assert correlator.feed(machine_auth(6.0)) != []      # a later one goes the usual way
+
+
+def test_back_authentication_within_the_calls_millisecond_confirms():
+    # The request at 5.00060 s is stored as 5001 ms (xdr_time rounds); V's logon 80 us later,
+    # at 5.00068 s, is after the request although before the rounded time (a fast LAN, or
+    # frames replayed with tcpreplay --topspeed into a live sensor).
+    correlator = Correlator()
+    assert correlator.feed(machine_auth(5.00068)) == []
+    call = dataclasses.replace(_call(5.0, "\\\\10.0.0.20\\share"), event_timestamp=round(5.00060 * 1000))
+    assert [a.rule for a in correlator.feed(call)] == [CONFIRMED]
 
 
 def test_call_naming_another_host_confirms_nothing_in_either_order():

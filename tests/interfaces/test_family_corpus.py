@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from sensor.events import RpcCallEvent
-from tests.conftest import CORPUS, decode_capture
+from tests.conftest import decode_capture
 
-PRINTNIGHTMARE = CORPUS / "suricata-verify" / "tests" / "truncate-applayer-test-01" / "input.pcap"
+PRINTNIGHTMARE = "suricata-verify/tests/truncate-applayer-test-01/input.pcap"     # in the corpus
 
 
-@pytest.mark.skipif(not PRINTNIGHTMARE.exists(), reason="the public corpus is not at ../shared/corpus")
-def test_windows_ms_par_open_printer_decodes():
+def test_windows_ms_par_open_printer_decodes(corpus):
     """A Windows print client over ncacn_ip_tcp: every RpcAsyncOpenPrinter (MS-PAR 0) decodes
     with impacket's par type, naming printers on its print server."""
-    records, _ = decode_capture(PRINTNIGHTMARE)
+    records, _ = decode_capture(corpus / PRINTNIGHTMARE)
     opens = [r for r in records if isinstance(r, RpcCallEvent) and r.action_rpc_func_name == "RpcAsyncOpenPrinter"]
     assert len(opens) == 8
     for event in opens:

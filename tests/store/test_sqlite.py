@@ -70,16 +70,15 @@ def test_corrupt_file_and_unwritable_path_are_one_line_errors(tmp_path):
 def test_a_reader_reads_while_a_writer_holds_a_transaction(tmp_path):
     path = str(tmp_path / "s.db")
     writer = Store(path)
-    reader = Store(path)
+    reader = Store(path, readonly=True)
     committed = rpc_event(ts_of("2026-11-01"))
     with writer.transaction():
         writer.add_event(committed)
-    writer.begin()
     pending = rpc_event(ts_of("2026-11-02"))
-    assert writer.add_event(pending)
-    # the writer holds the write lock; the reader is neither blocked nor shown uncommitted rows
-    assert [e["event_id"] for e in reader.events()] == [committed.event_id]
-    writer.commit()
+    with writer.transaction():
+        assert writer.add_event(pending)
+        # the writer holds the write lock; the reader is neither blocked nor shown uncommitted rows
+        assert [e["event_id"] for e in reader.events()] == [committed.event_id]
     assert {e["event_id"] for e in reader.events()} == {committed.event_id, pending.event_id}
     writer.close()
     reader.close()

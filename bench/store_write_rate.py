@@ -1,0 +1,84 @@
+"""Events per second the store takes, batched as the sensor writes them (issue 16): into
+SQLite and into PostgreSQL, against the rate the sensor decodes them on the same workload.
+
+    .venv/bin/python bench/store_write_rate.py [--copies 10000] [--postgres URL | --start-postgres]
+
+Workload: the lab capture pcaps/dfscoerce-smb21.pcap repeated COPIES times, one copy a second
+over 10 days (41 small frames and 2 DFSNM calls per copy: small SMB messages, every call an
+event the detector judges). The decode rate is the native pipeline alone; the write rates
+are Sensor.process_records (store + detector, batches of 1000 events, one transaction each)
+on the decoded events, into a new SQLite file and a new PostgreSQL database. --start-postgres
+runs a throwaway server as the tests do (tests/store/postgres_server.py; needs root or the
+postgresql package's initdb). Prints a Markdown table: events/s and the ratio to decoding.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "tests" / "store")]
+
+from postgres_server import PostgresServer  # noqa: E402
+from sensor.capture.pcapfile import open_capture  # noqa: E402
+from sensor.config import Config  # noqa: E402
+from sensor.events import RpcCallEvent  # noqa: E402
+from sensor.outputs import open_outputs  # noqa: E402
+from sensor.pipeline import Pipeline  # noqa: E402
+from sensor.runner import Sensor  # noqa: E402
+from workload import repeated  # noqa: E402
+
+CAPTURE = REPO / "pcaps" / "dfscoerce-smb21.pcap"
+
+
+def decode(path: Path) -> tuple[list, float]:
+    pipeline = Pipeline()
+    records = []
+    started = time.perf_counter()
+    for frame in open_capture(path):
+        records.extend(pipeline.feed(*frame))
+    records.extend(pipeline.close())
+    return [r for r in records if isinstance(r, RpcCallEvent)], time.perf_counter() - started
+
+
+def write(db: str, events: list) -> float:
+    sensor = Sensor(Config(db=db, alerts=None), open_outputs(None, None))
+    sensor.coercion_stages = ()          # the events' store and detector path only
+    started = time.perf_counter()
+    sensor.process_records(events)
+    sensor.finish()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--copies", type=int, default=10_000)
+    parser.add_argument("--postgres", metavar="URL", help="an empty database to write into")
+    parser.add_argument("--start-postgres", action="store_true", help="start a throwaway server")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="dfs-sensor-bench-"))
+    capture = repeated(CAPTURE, work / "small.pcap", args.copies, days=10)
+    events, decode_s = decode(capture)
+    rates = {"decode (native pipeline)": len(events) / decode_s,
+             "store: SQLite": len(events) / write(str(work / "s.db"), events)}
+    server = PostgresServer.start() if args.start_postgres and not args.postgres else None
+    try:
+        url = args.postgres or (server.create_database("bench") if server else None)
+        if url:
+            rates["store: PostgreSQL"] = len(events) / write(url, events)
+    finally:
+        if server:
+            server.stop()
+    print(f"{len(events):,} events from {args.copies:,} copies of {CAPTURE.name}")
+    print("| step | events/s | ratio to decode |")
+    print("|---|---|---|")
+    base = rates["decode (native pipeline)"]
+    for name, rate in rates.items():
+        print(f"| {name} | {rate:,.0f} | {rate / base:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""Issue 16, the PostgreSQL store against a real server (tests/store/postgres_server.py):
+the same schema version as SQLite, several sensors replaying into one database at once end
+as one serial replay, a SIGKILLed sensor rerun ends as a clean run, and bad credentials or a
+missing database are one line (no password) and exit 1."""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from postgres_server import PASSWORD
+from sensor.store import open_store
+from sensor.store.migrations import SCHEMA_VERSION
+from sensor.store.sqlite import _expected_schema
+from tests.conftest import PCAPS, ROOT
+from workload import repeated
+
+SENSORS = 4
+# Four lab captures whose detector keys differ (client address, ServerName, or none decoded: sealed).
+DISJOINT = ["dfscoerce-smb21.pcap", "dfscoerce-ipv6.pcap", "dfscoerce-fragmented.pcap", "dfscoerce-rpc-privacy.pcap"]
+
+
+def replay(url: str, *captures: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "sensor.cli", "replay", "--db", url, "--alerts", "/dev/null",
+                             *map(str, captures)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finished(proc: subprocess.Popen) -> str:
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    return err
+
+
+def contents(url: str) -> dict[str, list]:
+    with psycopg.connect(url) as conn:
+        return {
+            "events": conn.execute("SELECT event_id, record FROM events ORDER BY event_id").fetchall(),
+            "key_days": conn.execute("SELECT * FROM key_days ORDER BY 1, 2, 3").fetchall(),
+            "alerts": conn.execute("SELECT rule, key, day, record FROM alerts ORDER BY 1, 2, 3").fetchall(),
+            "alert_records": conn.execute("SELECT alert_id, rule, day, suppressed_by, record FROM alert_records "
+                                          "ORDER BY 1").fetchall(),
+        }
+
+
+def test_the_schema_is_the_sqlite_one_at_the_same_version(pg_url):
+    store = open_store(pg_url)
+    assert store.schema_version == SCHEMA_VERSION
+    assert _expected_schema() <= store._schema_names()
+    store.close()
+    open_store(pg_url).close()                    # reopening migrates nothing twice
+    reader = open_store(pg_url, readonly=True)
+    assert reader.events() == [] and reader.schema_version == SCHEMA_VERSION
+    reader.close()
+
+
+@pytest.mark.slow
+def test_sensors_replaying_the_same_days_at_once_equal_one_serial_run(postgres, tmp_path):
+    """Each sensor replays the same 6 days in time order: whoever stores a key's day first
+    judges it, having stored every earlier day itself, so the day counts are the serial ones."""
+    capture = repeated(PCAPS / "dfscoerce-smb21.pcap", tmp_path / "days.pcap", 600, days=6)
+    serial = postgres.create_database("same_serial")
+    finished(replay(serial, capture))
+    fleet = postgres.create_database("same_fleet")
+    for proc in [replay(fleet, capture) for _ in range(SENSORS)]:
+        finished(proc)
+    expected = contents(serial)
+    assert len(expected["events"]) == 1200 and len(expected["alerts"]) == 12
+    assert contents(fleet) == expected
+
+
+@pytest.mark.slow
+def test_sensors_replaying_different_captures_at_once_equal_one_serial_run(postgres, tmp_path):
+    captures = [repeated(PCAPS / name, tmp_path / name, 300, days=3) for name in DISJOINT]
+    serial = postgres.create_database("mixed_serial")
+    finished(replay(serial, *captures))
+    fleet = postgres.create_database("mixed_fleet")
+    for proc in [replay(fleet, capture) for capture in captures]:
+        finished(proc)
+    expected = contents(serial)
+    assert len(expected["events"]) == 2 * 300 * len(DISJOINT)
+    assert len(expected["alerts"]) == 2 * 3 * len(DISJOINT)       # 2 keys a capture, 3 days
+    assert contents(fleet) == expected
+
+
+@pytest.mark.slow
+def test_a_sensor_killed_and_rerun_ends_as_a_clean_run(postgres, tmp_path):
+    capture = repeated(PCAPS / "dfscoerce-smb21.pcap", tmp_path / "days.pcap", 2000, days=4)
+    clean = postgres.create_database("kill_clean")
+    finished(replay(clean, capture))
+    killed = postgres.create_database("kill_victim")
+    victim = replay(killed, capture)
+    deadline = time.monotonic() + 120
+    while True:
+        with psycopg.connect(killed) as conn:
+            stored = conn.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'events'").fetchone()[0] \
+                and conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        if stored:
+            break
+        assert time.monotonic() < deadline and victim.poll() is None, "the replay stored nothing"
+        time.sleep(0.05)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(30)
+    assert 0 < len(contents(killed)["events"]) < 4000, "the kill did not land midway"
+    finished(replay(killed, capture))
+    assert contents(killed) == contents(clean)
+
+
+@pytest.mark.parametrize("command", ["alerts", "replay"])
+def test_wrong_password_and_missing_database_are_one_line_without_the_password(postgres, command):
+    extra = [str(PCAPS / "dfscoerce-smb21.pcap")] if command == "replay" else []
+    for url, what in ((postgres.url("postgres", "not-the-password"), "password authentication failed"),
+                      (postgres.url("no_such_db"), 'database "no_such_db" does not exist')):
+        done = subprocess.run([sys.executable, "-m", "sensor.cli", command, "--db", url, *extra], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("dfs-sensor: error: postgresql://postgres@127.0.0.1:")
+        assert what in lines[0]
+        assert PASSWORD not in done.stderr and "not-the-password" not in done.stderr
+
+
+def sqlite_contents(path: Path) -> dict[str, list]:
+    conn = sqlite3.connect(path)
+    state = {table: conn.execute(f"SELECT {columns} FROM {table} ORDER BY 1, 2, 3").fetchall()
+             for table, columns in COPIED.items()}
+    conn.close()
+    return state
+
+
+COPIED = {"events": "event_id, ts_ms, utc_date, record", "key_days": "rule, key, utc_date",
+          "alerts": "rule, key, day, first_seen_ms, last_seen_ms, record",
+          "alert_records": "alert_id, rule, day, ts_ms, suppressed_by, record"}
+
+
+def store_copy(source: str, destination: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "sensor.cli", "store", "copy", "--from", source, "--to",
+                           destination], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stderr
+
+
+def test_store_copy_round_trips_sqlite_through_postgres(pg_url, tmp_path):
+    original = tmp_path / "sensor.db"
+    captures = [PCAPS / "dfscoerce-smb21.pcap", PCAPS / "coerced-auth-clear.pcap",
+                repeated(PCAPS / "dfscoerce-ipv6.pcap", tmp_path / "days.pcap", 50, days=5)]
+    finished(replay(str(original), *captures))
+    before = sqlite_contents(original)
+    assert all(before.values())                  # every table has rows, alert envelopes too
+
+    first = store_copy(str(original), pg_url)
+    assert "events: 103 of 103 added" in first
+    assert "events: 0 of 103 added" in store_copy(str(original), pg_url)     # idempotent
+    with psycopg.connect(pg_url) as conn:
+        in_postgres = {table: conn.execute(f"SELECT {columns} FROM {table} ORDER BY 1, 2, 3").fetchall()
+                       for table, columns in COPIED.items()}
+    assert in_postgres == before
+
+    back = tmp_path / "back.db"
+    store_copy(pg_url, str(back))
+    assert sqlite_contents(back) == before
+    listed = subprocess.run([sys.executable, "-m", "sensor.cli", "alerts", "--db", pg_url, "--format", "json"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == len(before["alert_records"])
+    assert any(r[1] == "coercion-confirmed" for r in before["alert_records"])      # the coercion rules' too
+
+
+def test_least_privilege_roles_write_and_read_only_what_they_should(postgres, pg_url):
+    open_store(pg_url).close()                               # the owner creates the schema
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute((ROOT / "scripts" / "postgres-roles.sql").read_text())
+        for role in ("dfs_sensor", "dfs_analyst"):
+            conn.execute(f"ALTER ROLE {role} PASSWORD '{PASSWORD}'")
+    try:
+        sensor_url = pg_url.replace("postgres:", "dfs_sensor:", 1)
+        analyst_url = pg_url.replace("postgres:", "dfs_analyst:", 1)
+        finished(replay(sensor_url, PCAPS / "dfscoerce-smb21.pcap", PCAPS / "coerced-auth-clear.pcap"))
+        listed = subprocess.run([sys.executable, "-m", "sensor.cli", "alerts", "--db", analyst_url, "--format",
+                                 "json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 3, listed.stderr
+        refused = replay(analyst_url, PCAPS / "dfscoerce-ipv6.pcap")
+        _, err = refused.communicate(timeout=60)
+        assert refused.returncode == 1 and "permission denied for table events" in err
+        assert len(err.strip().splitlines()) == 1 and PASSWORD not in err
+        with psycopg.connect(sensor_url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DROP TABLE alerts")
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            for role in ("dfs_sensor", "dfs_analyst"):
+                conn.execute(f"DROP OWNED BY {role}")
+                conn.execute(f"DROP ROLE {role}")
+
+
+@pytest.mark.slow
+def test_postgres_stopped_for_10_s_mid_replay_loses_nothing(postgres, tmp_path):
+    capture = repeated(PCAPS / "dfscoerce-smb21.pcap", tmp_path / "days.pcap", 3000, days=4)
+    clean = postgres.create_database("outage_clean")
+    finished(replay(clean, capture))
+    url = postgres.create_database("outage")
+    proc = replay(url, capture)
+    deadline = time.monotonic() + 120
+    while True:
+        with psycopg.connect(url) as conn:
+            stored = conn.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'events'").fetchone()[0] \
+                and conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        if stored:
+            break
+        assert time.monotonic() < deadline and proc.poll() is None, "the replay stored nothing"
+        time.sleep(0.05)
+    postgres.pause()
+    try:
+        time.sleep(10)
+        assert proc.poll() is None, "the replay ended while the database was down"
+    finally:
+        postgres.resume()
+    summary = finished(proc)
+    assert "store: the database was unreachable; reconnected after" in summary
+    after = contents(url)
+    assert 0 < stored < len(after["events"]), "the outage did not land mid-replay"
+    assert after == contents(clean)
+
+
+def test_an_event_twice_in_one_batch_is_new_once(pg_url):
+    from rarity_events import rpc_event, ts_of
+    from sensor.store.sqlite import event_row
+
+    store = open_store(pg_url)
+    first, second = rpc_event(ts_of("2026-11-01")), rpc_event(ts_of("2026-11-02"))
+    batch = [first, second, first]
+    assert store.run_batch(lambda: store.add_events(batch, [event_row(e) for e in batch])) == [True, True, False]
+    assert store.run_batch(lambda: store.add_events(batch, [event_row(e) for e in batch])) == [False, False, False]
+    store.close()
