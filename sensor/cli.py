@@ -2,6 +2,7 @@
 state (a one-line message on stderr), 2 usage or configuration errors."""
 from __future__ import annotations
 
+import json
 import sqlite3
 import sys
 from datetime import date, datetime, timedelta, timezone

@@ -48,7 +48,7 @@ def test_every_alert_and_event_of_every_capture_matches_the_schema(every_capture
     for line in events:
         assert check("event", line)["sensor"] == "sensor-a"
     rules = {a["rule"]["id"] for a in records}
-    assert rules == {"dfscoerce-rare-dfsnm-root-call", *COERCION}      # every rule fired somewhere
+    assert rules >= {"dfscoerce-rare-dfsnm-root-call", *COERCION}      # every rule fired somewhere
     assert all(a["sensor"] == "sensor-a" and a["event_type"] == "alert" for a in records)
     assert len({a["alert_id"] for a in records}) == len(records)
     for alert in records:
