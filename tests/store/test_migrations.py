@@ -1,4 +1,4 @@
-"""Schema step 3: alerts stored by older versions (step 1's rarity rows, step 2's coercion
+"""Schema step 4: alerts stored by older versions (step 1's rarity rows, step 2's coercion
 rows) become envelopes, with the same alert_id a new run gives the same alert."""
 from __future__ import annotations
 

@@ -236,3 +236,35 @@ def test_an_event_twice_in_one_batch_is_new_once(pg_url):
     assert store.run_batch(lambda: store.add_events(batch, [event_row(e) for e in batch])) == [True, True, False]
     assert store.run_batch(lambda: store.add_events(batch, [event_row(e) for e in batch])) == [False, False, False]
     store.close()
+
+
+def test_a_fleet_store_of_version_3_gets_the_envelopes_sqlite_gets(pg_url, tmp_path):
+    """Step 4 on PostgreSQL: its SQL translated, and the older alerts' rows converted to the
+    same envelopes (byte for byte) as in a SQLite store holding the same rows."""
+    from sensor.store.migrations import MIGRATIONS
+    from sensor.store.postgres import _postgres_statement
+    from test_migrations import V2_COERCION, V2_RARE
+
+    insert_rare = ("INSERT INTO alerts (rule, key, day, first_seen_ms, last_seen_ms, agent_hostname, agent_ip, "
+                   "actor_remote_ip, opnum, record) VALUES (?,?,?,?,?,?,?,?,?,?)")
+    insert_coercion = "INSERT INTO coercion_alerts (rule, key, day, ts_ms, record) VALUES (?,?,?,?,?)"
+    lite = sqlite3.connect(tmp_path / "v3.db")
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for step in MIGRATIONS[:3]:
+            for statement in step:
+                conn.execute(_postgres_statement(statement))
+                lite.execute(statement)
+        for db in (conn, lite):
+            mark = "%s" if db is conn else "?"
+            db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            db.execute("INSERT INTO schema_version VALUES (3)")
+            db.execute(insert_rare.replace("?", mark), V2_RARE)
+            db.execute(insert_coercion.replace("?", mark), V2_COERCION)
+    lite.commit()
+    lite.close()
+    stores = [open_store(pg_url), open_store(str(tmp_path / "v3.db"))]
+    fleet, single = [store.alert_records() for store in stores]
+    assert [store.schema_version for store in stores] == [SCHEMA_VERSION] * 2
+    for store in stores:
+        store.close()
+    assert len(fleet) == 2 and fleet == single
