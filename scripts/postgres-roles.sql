@@ -11,5 +11,6 @@ CREATE ROLE dfs_analyst LOGIN;
 GRANT SELECT ON schema_version TO dfs_sensor;
 GRANT SELECT, INSERT, UPDATE, DELETE ON events, key_days TO dfs_sensor;
 GRANT SELECT, INSERT, UPDATE ON alerts, coercion_alerts TO dfs_sensor;
+GRANT SELECT, INSERT ON alert_records TO dfs_sensor;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO dfs_sensor;
-GRANT SELECT ON schema_version, events, key_days, alerts, coercion_alerts TO dfs_analyst;
+GRANT SELECT ON schema_version, events, key_days, alerts, coercion_alerts, alert_records TO dfs_analyst;

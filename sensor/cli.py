@@ -2,6 +2,7 @@
 state (a one-line message on stderr), 2 usage or configuration errors."""
 from __future__ import annotations
 
+import json
 import sqlite3
 import sys
 from contextlib import contextmanager
@@ -13,7 +14,10 @@ from typing import Callable, Iterator
 import click
 
 from sensor.config import MAX_LOOKBACK_DAYS, MAX_THRESHOLD, Config, ConfigError, load_config
-from sensor.detect.rarity import DAY_MODES, MATCH_MODES, RarityDetector, hunt as run_hunt, run_rule
+from sensor.alerts import RARITY_RULE
+from sensor.coercion.events import RULES as COERCION_RULES
+from sensor.detect.rarity import DAY_MODES, MATCH_MODES, RarityDetector, detector_rules, hunt as run_hunt, run_rule
+from sensor.hosts import HostQuery
 from sensor.outputs import OutputError, open_outputs
 from sensor.store import open_store
 from sensor.store.sqlite import DEFAULT_LIST_LIMIT, ListFilter, Store, StoreError, explain, reported
@@ -36,9 +40,63 @@ MAX_OPNUM = 0xFFFF
 MAX_STATS_INTERVAL = 86_400.0
 
 
+class _TerminalLines:
+    """The replay progress bar shares the terminal with alert lines (stdout) and messages
+    (stderr): the bar is cleared before any line is written, and drawn again after."""
+
+    bar = None          # the ProgressBar on screen, if any
+    CLEAR = "\r\x1b[K"  # carriage return + ANSI "erase to end of line"
+
+    @classmethod
+    def clear(cls) -> None:
+        if cls.bar is not None:
+            sys.stderr.write(cls.CLEAR)
+            sys.stderr.flush()
+
+    @classmethod
+    def redraw(cls) -> None:
+        if cls.bar is not None:
+            cls.bar.render_progress()
+
+
+class _ClearingSink:
+    """A sink writing to the bar's terminal (stdout): clear, write, redraw."""
+
+    def __init__(self, sink) -> None:
+        self.sink = sink
+
+    def write(self, line: str) -> None:
+        _TerminalLines.clear()
+        self.sink.write(line)
+        _TerminalLines.redraw()
+
+    def __getattr__(self, name):
+        return getattr(self.sink, name)
+
+
 def _fail(message: str, code: int = EXIT_INPUT) -> None:
+    _TerminalLines.clear()
     click.echo(f"dfs-sensor: error: {printable(message)}", err=True)
     sys.exit(code)
+
+
+def _warn(message: str) -> None:
+    _TerminalLines.clear()
+    sys.stderr.write(f"dfs-sensor: {message}\n")
+    sys.stderr.flush()
+
+
+def _open_outputs(config: Config, live: bool = False):
+    """Replay stops at a local write error, live goes on; remote sinks' news goes to stderr."""
+    from sensor.sinks.targets import SinkConfigError
+
+    try:
+        return open_outputs(config.events, config.alerts, on_error=_warn if live else None,
+                            settings=config.sinks, notify=_warn)
+    except SinkConfigError as e:
+        _fail(str(e), EXIT_USAGE)
+    except OutputError as e:
+        _fail(str(e))
 
 
 def _load(config_file: str | None, flags: dict) -> Config:
@@ -100,6 +158,18 @@ def parse_time(text: str, end_of_day: bool = False) -> int:
     return ms
 
 
+class _Host(click.ParamType):
+    name = "HOST"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, HostQuery):
+            return value
+        try:
+            return HostQuery.parse(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
 class _Time(click.ParamType):
     name = "TIME"
 
@@ -142,9 +212,18 @@ def sensor_options(f: Callable) -> Callable:
     """The options replay and live share: where state and output go, the detector settings."""
     options = [
         db_option,
-        click.option("--events", metavar="PATH|-", help="Write every event as a JSON line (- is stdout)."),
-        click.option("--alerts", metavar="PATH|-", help="Write every alert as a JSON line (default: stdout)."),
+        click.option("--events", metavar="TARGET",
+                     help="Write every new event as a JSON line to a path, - (stdout), syslog+udp|tcp|tls://HOST:PORT, "
+                          "http(s)://..., splunk+https://HOST:PORT or elastic+https://HOST:PORT/INDEX."),
+        click.option("--alerts", metavar="TARGET",
+                     help="Write every alert as a JSON line (default: stdout); the same targets as --events. "
+                          "Remote targets spool on disk and retry (see [outputs] in the README)."),
         click.option("--config", "config_file", metavar="FILE", help="TOML configuration file."),
+        click.option("--sensor-name", metavar="NAME", help="Name in every alert and event (default: the host name)."),
+        click.option("--evidence", metavar="DIR", help="Write a pcap of each alert's flows to DIR/<alert_id>.pcap."),
+        click.option("--allowlist", metavar="FILE",
+                     help="Suppress alerts matching this TOML allow-list (hosts, pairs, listeners, each with a "
+                          "reason and an optional expiry; stored, counted, not written; reloaded on SIGHUP)."),
         click.option("--threshold", type=click.IntRange(1, MAX_THRESHOLD),
                      help="Alert while a key was seen on fewer distinct days than this (default 7)."),
         click.option("--lookback-days", type=click.IntRange(1, MAX_LOOKBACK_DAYS), help="Window in days (default 30)."),
@@ -160,10 +239,17 @@ def sensor_options(f: Callable) -> Callable:
 
 
 def _sensor_config(options: dict) -> Config:
+    from sensor.suppress import AllowListError, load as load_allowlist
+
     config_file = options.pop("config_file")
     options["rules"] = options.get("rules") or None
     config = _load(config_file, options)
     _check_rules(config)
+    if config.allowlist:
+        try:
+            load_allowlist(config.allowlist)
+        except AllowListError as e:
+            _fail(str(e), EXIT_USAGE)
     return config
 
 
@@ -248,10 +334,7 @@ def replay(captures: tuple[str, ...], engine: str, jobs: int, **options) -> None
     if streams and parallel:
         _fail("--jobs decodes files in worker processes: a pipe or - is read once, in order; "
               "replay it without --jobs", EXIT_USAGE)
-    try:
-        outputs = open_outputs(config.events, config.alerts)
-    except OutputError as e:
-        _fail(str(e))
+    outputs = _open_outputs(config)
     try:
         sensor = Sensor(config, outputs)
     except StoreError as e:
@@ -265,6 +348,9 @@ def replay(captures: tuple[str, ...], engine: str, jobs: int, **options) -> None
             _replay_native(sensor, captures, sizes, streams)
         summary = sensor.finish()
     except StoreError as e:         # damaged, locked beyond the retries, ...
+        outputs.close()
+        _fail(str(e))
+    except OutputError as e:     # a full disk or a closed pipe: nothing of the batch is committed
         outputs.close()
         _fail(str(e))
     except sqlite3.Error as e:      # disk full, ...
@@ -282,6 +368,13 @@ def _replay_native(sensor, captures: tuple[str, ...], sizes: list[int], streams:
     show_progress = sys.stderr.isatty()
     with click.progressbar(length=sum(sizes), file=sys.stderr, label="replay",
                            hidden=not show_progress) as bar:
+        if show_progress:
+            _TerminalLines.bar = bar
+            outputs = sensor.outputs
+            for name in ("events", "alerts"):
+                sink = getattr(outputs, name)
+                if sink is not None and sink.path == "-" and sys.stdout.isatty():
+                    setattr(outputs, name, _ClearingSink(sink))
         for n, path in enumerate(captures):
             reader = streams.pop(n, None)
             if reader is None:
@@ -290,12 +383,15 @@ def _replay_native(sensor, captures: tuple[str, ...], sizes: list[int], streams:
                 except CaptureError as e:    # removed or changed since the check above
                     _fail(str(e))
             with reader:
-                sensor.start_file("stdin" if path == "-" else Path(path).name)
+                # --evidence reads a file again for its alerts' frames; a stream cannot be
+                sensor.start_file("stdin" if path == "-" else Path(path).name, None if reader.stream else path)
                 sensor.process(_with_progress(reader, bar) if show_progress else reader)
                 # the reader counts packets too; only its anomalies (truncation) are news
                 sensor.source_stats.update({k: n for k, n in reader.stats.items() if k.startswith("anomaly.")})
             for problem in reader.problems.values():
+                _TerminalLines.clear()
                 click.echo(f"dfs-sensor: warning: {problem}", err=True)
+        _TerminalLines.bar = None       # leaving the block draws it at 100 % and ends its line
 
 
 def _replay_parallel(sensor, captures: tuple[str, ...], jobs: int) -> None:
@@ -308,6 +404,7 @@ def _replay_parallel(sensor, captures: tuple[str, ...], jobs: int) -> None:
             sensor.process_records(records)
             sensor.source_stats.update(stats)
             for problem in problems:
+                _TerminalLines.clear()
                 click.echo(f"dfs-sensor: warning: {problem}", err=True)
     except CaptureError as e:    # removed or changed since the check above
         _fail(str(e))
@@ -322,7 +419,7 @@ def _replay_with_tshark(sensor, captures: tuple[str, ...]) -> None:
     except TsharkUnavailable as e:
         _fail(str(e))
     for path in captures:
-        sensor.start_file(Path(path).name)
+        sensor.start_file(Path(path).name, path)
         sensor.process_records(tshark.run_file(path))
     sensor.source_stats.update(tshark.stats)
 
@@ -352,11 +449,15 @@ def _with_progress(reader, bar) -> Iterator:
                                                        "counters stay on stderr.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Decoder processes (flows are split between them; native engine only).")
+@click.option("--metrics-file", metavar="PATH",
+              help="Write counters in Prometheus text format to PATH at every stats interval and at exit "
+                   "(node_exporter textfile collector: a temporary file renamed over PATH; native engine).")
 @click.option("--engine", type=click.Choice(["native", "tshark"]), default="native", show_default=True,
               help="Decode with the built-in pipeline, or with dumpcap + tshark (slower; a cross-check; "
                    "tshark runs as the invoking user, so no --user).")
 def live(interfaces: tuple[str, ...], bpf: str | None, stats_interval: float, stats_json: bool,
-         allow_root: bool, user: str | None, syslog: bool, workers: int, engine: str, **options) -> None:
+         allow_root: bool, user: str | None, syslog: bool, workers: int, engine: str,
+         metrics_file: str | None, **options) -> None:
     """Watch network interfaces and alert as calls happen (Ctrl-C or SIGTERM stops,
     SIGHUP reopens the output files). Alerts go to stdout as JSON lines (or --alerts);
     messages and counters go to stderr. As root, give --user to drop privileges once the
@@ -370,10 +471,11 @@ def live(interfaces: tuple[str, ...], bpf: str | None, stats_interval: float, st
     config = _sensor_config(options)
     if engine == "tshark" and workers > 1:
         _fail("--workers is for the native engine; tshark decodes in one process", EXIT_USAGE)
-    try:
-        outputs = open_outputs(config.events, config.alerts)
-    except OutputError as e:
-        _fail(str(e))
+    if engine == "tshark" and metrics_file:
+        _fail("--metrics-file is for the native engine", EXIT_USAGE)
+    # Live, a full log partition must not stop capture: the sink keeps storing, counts
+    # what it cannot write, retries, and says so once.
+    outputs = _open_outputs(config, live=True)
     if engine == "tshark":
         from sensor.tshark.live import run_live_tshark
 
@@ -388,7 +490,7 @@ def live(interfaces: tuple[str, ...], bpf: str | None, stats_interval: float, st
     try:
         code = run_live(config, outputs, list(interfaces), bpf=bpf, stats_interval=stats_interval,
                         stats_json=stats_json, allow_root=allow_root, user=user, syslog=syslog,
-                        workers=workers)
+                        workers=workers, metrics_file=metrics_file)
     except sqlite3.Error as e:     # disk full, ...
         _fail(str(explain(config.db, e)))
     except StoreError as e:        # damaged, locked beyond the retries, ...
@@ -461,8 +563,11 @@ def list_options(f: Callable) -> Callable:
         click.option("--config", "config_file", metavar="FILE", help="TOML configuration file."),
         click.option("--since", type=_Time(), metavar="TIME", help="From this time (a date: its start)."),
         click.option("--until", type=_Time(end_of_day=True), metavar="TIME", help="Up to this time (a date: its end)."),
-        click.option("--server", metavar="HOST|IP", help="Only calls to this server (agent_hostname or agent_ip)."),
-        click.option("--client", metavar="IP", help="Only calls from this client (actor_remote_ip)."),
+        click.option("--server", type=_Host(), metavar="HOST|IP|CIDR",
+                     help="Only calls to this server (agent_hostname or agent_ip; the victim of a coercion alert): "
+                          "an address, a CIDR range or a name (DC01 also matches dc01.corp.example)."),
+        click.option("--client", type=_Host(), metavar="HOST|IP|CIDR",
+                     help="Only calls from this client (actor_remote_ip; the client of a coercion alert)."),
         click.option("--opnum", type=click.IntRange(0, MAX_OPNUM), help="Only this opnum."),
         click.option("--limit", type=click.IntRange(1, MAX_LIST_LIMIT), default=DEFAULT_LIST_LIMIT, show_default=True,
                      help="Newest first, at most this many."),
@@ -483,41 +588,62 @@ def _listing(kind: str, columns: list[str]) -> Callable:
     return command
 
 
-RPC_ALERT_COLUMNS = ["day", "day_count", "hits", "actor_remote_ip", "agent_hostname",
-                     "action_rpc_func_name", "dfs_relay_server", "dfs_root_share", "first_seen",
-                     "last_seen"]
-COERCION_ALERT_COLUMNS = ["time", "rule", "victim_ip", "listener_ip", "client_ip", "user",
-                          "protocol", "confidence", "delay", "call_event_ids"]
+ALERT_COLUMNS = ["timestamp", "rule", "severity", "src_ip", "dest_ip", "listener", "alert_id"]
 
 
 @main.command("alerts")
 @list_options
 @click.option("--rule", metavar="RULE", help="Only this rule (e.g. dfscoerce-rare-dfsnm-root-call, "
                                              "coercion-confirmed, probable-coercion).")
-def alerts_command(db, config_file, since, until, server, client, opnum, limit, fmt, rule) -> None:
-    """List stored alerts, newest first: the DFSCoerce rarity rule's, then the coercion
-    stages' (back-authentication, encrypted sizes; --server is their victim, --opnum does
-    not apply to them).
+@click.option("--suppressed", is_flag=True,
+              help="List the alerts the allow-list held back instead (with the entry's reason).")
+def alerts_command(db, config_file, since, until, server, client, opnum, limit, fmt, rule, suppressed) -> None:
+    """List stored alerts of every rule, newest first, as they were written out (one JSON
+    envelope per alert with --format json). --server is the server that took the call (the
+    victim of a coercion alert), --client the caller; --opnum keeps alerts about calls with
+    that opnum.
 
     \b
     Example:
-      dfs-sensor alerts --since 2026-11-01 --client 10.0.0.5 --format json
+      dfs-sensor alerts --since 2026-11-01 --client 10.0.0.0/24 --format json
     """
+    config = _reader_config(db, config_file)
     where = ListFilter(since_ms=since, until_ms=until, server=server, client=client,
-                       opnum=opnum, limit=limit)
-    with _reading(_reader_config(db, config_file).db) as store:
-        rpc = [r for r in store.alerts(where) if rule is None or r["rule"] == rule]
-        coercion = [] if opnum is not None else store.coercion_alerts(where, rule)
-    for record in coercion:
-        record["time"] = datetime.fromtimestamp(record["ts"], timezone.utc).isoformat(
-            timespec="milliseconds").replace("+00:00", "Z")
+                       opnum=opnum, limit=limit, rule=rule)
+    with _reading(config.db) as store:
+        if rule is not None:
+            known = sorted({RARITY_RULE.id, *COERCION_RULES, *store.alert_rules(), *_rule_ids(config)})
+            if rule not in known:
+                _fail(f"--rule {rule}: unknown rule; known rules: {', '.join(known)}", EXIT_USAGE)
+        lines = store.alert_records(where, suppressed=suppressed)
+        reasons = {}
+        if suppressed:
+            reasons = {json.loads(line)["alert_id"]: None for line in lines}
+            reasons = {alert_id: store.suppressed_by(alert_id) for alert_id in reasons}
     if fmt == "json":
-        _print_records(rpc + coercion, fmt, [])
+        for line in lines:       # byte for byte what was streamed (suppressed: what would have been)
+            if suppressed:
+                record = json.loads(line)
+                line = json_line(record | {"suppressed_by": reasons[record["alert_id"]]})
+            click.echo(line)
         return
-    if rpc or not coercion:
-        _print_records(rpc, fmt, RPC_ALERT_COLUMNS)
-    if coercion:
-        _print_records(coercion, fmt, COERCION_ALERT_COLUMNS)
+    rows = [_alert_row(json.loads(line)) for line in lines]
+    for row in rows:
+        row["suppressed_by"] = reasons.get(row["alert_id"])
+    _print_records(rows, fmt, ALERT_COLUMNS + (["suppressed_by"] if suppressed else []))
+
+
+def _rule_ids(config: Config) -> list[str]:
+    """The ids of the rules this configuration runs (shipped and the user's)."""
+    try:
+        return [rule.meta.id for rule in detector_rules(config.detector)]
+    except RuleError:
+        return []
+
+
+def _alert_row(alert: dict) -> dict:
+    return alert | {"rule": alert["rule"]["id"], "severity": alert["rule"]["severity"],
+                    "listener": alert.get("listener_ip") or alert.get("dfs_relay_server")}
 
 
 main.command("events", help="""List stored events, newest first.

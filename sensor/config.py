@@ -5,6 +5,8 @@ config file; a file names only what it changes:
 
     db = "/var/lib/dfs-sensor/sensor.db"
     rules = ["/etc/dfs-sensor/rules"]   # XQL rule files or directories, on top of the shipped ones
+    sensor_name = "sensor-hq-1"   # in every alert and event (default: the host name)
+    allowlist = "/etc/dfs-sensor/allowlist.toml"   # alerts judged benign (sensor/suppress.py)
     [detector]
     threshold = 7            # override each rule's K ("filter N < K"): alert below this many days
     lookback_days = 30
@@ -16,7 +18,15 @@ config file; a file names only what it changes:
     known_servers = ["10.0.0.20"]   # listeners that are real servers (lower confidence)
     [outputs]
     events = "/var/log/dfs-sensor/events.jsonl"   # "-" is stdout; absent: no event log
-    alerts = "-"
+    alerts = "syslog+tls://siem.example:6514"     # or a path, "-", http(s)://, splunk+https://, elastic+https://
+    spool_dir = "/var/lib/dfs-sensor/spool"       # remote targets wait here (default: beside db)
+    spool_max_bytes = 67108864                    # per target; beyond it the oldest are dropped, counted
+    http_format = "lines"                         # plain http(s)://: "lines" (JSON lines) or "array"
+    token_file = "/etc/dfs-sensor/token"          # HTTP token (else $DFS_SENSOR_HTTP_TOKEN)
+    ca_file = "/etc/dfs-sensor/ca.pem"            # private CA for syslog+tls:// and https://
+    tls_verify = true
+    evidence = "/var/lib/dfs-sensor/evidence"     # a pcap per alert (--evidence)
+    evidence_max_bytes = 268435456                # the directory's bound; the oldest go first
     [store]
     max_clock_skew = 86400.0 # seconds a frame may be ahead of this machine's clock and
                              # still move the retention window (see README, Robustness)
@@ -29,8 +39,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from sensor.alerts import default_sensor_name
 from sensor.coercion.correlate import DEFAULT_WINDOW
 from sensor.detect.rarity import DAY_MODES, MATCH_MODES, RaritySettings
+from sensor.evidence import DEFAULT_MAX_BYTES as EVIDENCE_MAX_BYTES
+from sensor.sinks.targets import SinkSettings
 
 DB_ENV = "DFS_SENSOR_DB"
 DB_FILE_NAME = "sensor.db"
@@ -39,9 +52,11 @@ STDOUT = "-"
 
 # Sections and keys the file may hold; anything else is a typo the user must hear about.
 _FILE_KEYS: dict[str | None, dict[str, type]] = {
-    None: {"db": str, "rules": list},
+    None: {"db": str, "rules": list, "sensor_name": str, "allowlist": str},
     "detector": {"threshold": int, "lookback_days": int, "day_mode": str, "match": str},
-    "outputs": {"events": str, "alerts": str},
+    "outputs": {"events": str, "alerts": str, "spool_dir": str, "spool_max_bytes": int, "http_format": str,
+                "token_file": str, "ca_file": str, "tls_verify": bool, "evidence": str,
+                "evidence_max_bytes": int},
     "coercion": {"enabled": bool, "window": float, "known_servers": list},
     "store": {"max_clock_skew": float},
 }
@@ -63,6 +78,9 @@ MAX_COERCION_WINDOW = 3600.0
 DEFAULT_MAX_CLOCK_SKEW = 86_400.0
 # A year: beyond that a "skew" is a wrong clock, not a tolerance.
 MAX_CLOCK_SKEW = 365 * 86_400.0
+# Disk bounds of a remote target's spool and of the evidence directory: a tebibyte is more
+# than a sensor's disk holds, so a bigger number is a typo.
+MAX_SPOOL_BYTES = MAX_EVIDENCE_BYTES = 1 << 40
 
 
 class ConfigError(ValueError):
@@ -83,6 +101,11 @@ class Config:
     events: str | None = None        # path or "-"; None: events are stored, not logged
     alerts: str | None = STDOUT      # path or "-"; None: alerts are stored, not logged
     coercion: CoercionConfig = field(default_factory=CoercionConfig)
+    sensor_name: str = field(default_factory=default_sensor_name)   # in every alert and event
+    sinks: SinkSettings = field(default_factory=SinkSettings)       # remote --events/--alerts targets
+    evidence: str | None = None          # directory of per-alert pcaps; None: none written
+    allowlist: str | None = None         # suppression file (sensor/suppress.py); reloaded on SIGHUP
+    evidence_max_bytes: int = EVIDENCE_MAX_BYTES
     max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW
 
 
@@ -171,8 +194,17 @@ def _build(values: dict[str, Any]) -> Config:
     if not db.strip():
         raise ConfigError("db must name a database file, not be empty (SQLite would use a "
                           "temporary store and forget it)")
+    sensor_name = values.get("sensor_name") or default_sensor_name()
+    sinks = SinkSettings(**{k: values[k] for k in ("spool_dir", "spool_max_bytes", "http_format", "token_file",
+                                                   "ca_file", "tls_verify") if k in values},
+                         sensor_name=sensor_name, db=db)
+    _in_range("outputs.spool_max_bytes", sinks.spool_max_bytes, 1, MAX_SPOOL_BYTES)
+    evidence_max_bytes = values.get("evidence_max_bytes", EVIDENCE_MAX_BYTES)
+    _in_range("outputs.evidence_max_bytes", evidence_max_bytes, 1, MAX_EVIDENCE_BYTES)
     return Config(db=db, detector=detector, events=values.get("events"),
-                  alerts=values.get("alerts", STDOUT), coercion=coercion, max_clock_skew=skew)
+                  alerts=values.get("alerts", STDOUT), coercion=coercion, max_clock_skew=skew,
+                  sensor_name=sensor_name, sinks=sinks, evidence=values.get("evidence"),
+                  evidence_max_bytes=evidence_max_bytes, allowlist=values.get("allowlist"))
 
 
 def _in_range(name: str, value: int, low: int, high: int) -> None:

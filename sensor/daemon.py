@@ -18,7 +18,7 @@ import signal
 import sys
 import syslog as syslog_module
 
-from sensor.outputs import STDOUT, OutputError, Outputs
+from sensor.outputs import OutputError, Outputs
 from sensor.text import json_line
 
 EXIT_OK = 0
@@ -82,10 +82,14 @@ class Signals:
     def stopping(self) -> bool:
         return self.stop
 
-    def reopen_if_asked(self, outputs: Outputs) -> None:
-        """After SIGHUP (logrotate): reopen the output files; a failure is logged, not fatal."""
+    def reopen_if_asked(self, outputs: Outputs, *sensors) -> None:
+        """After SIGHUP (logrotate): reopen the output files and reload the sensors' allow-lists;
+        a failure is logged, not fatal."""
         if self.reopen:
             self.reopen = False
+            for sensor in sensors:
+                if sensor.allowlist.path:
+                    log("dfs-sensor: " + sensor.allowlist.reload())
             try:
                 outputs.reopen()
             except OutputError as e:
@@ -198,5 +202,5 @@ def give_outputs_to(user: str | None, outputs: Outputs) -> None:
     except KeyError:
         raise PrivilegeError(f"no such user: {user}") from None
     for sink in (outputs.events, outputs.alerts):
-        if sink is not None and sink.path != STDOUT:
-            os.chown(sink.path, account.pw_uid, account.pw_gid)
+        for path in sink.files() if sink is not None else ():
+            os.chown(path, account.pw_uid, account.pw_gid)

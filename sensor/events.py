@@ -70,6 +70,7 @@ class RpcCallEvent:
     net_decode_error: str = ""         # why the arguments are empty, when they are
     net_capture_file: str = ""
     net_capture_frame: int = 0
+    sensor: str | None = None          # the sensor that saw it (configured name, default the host name)
 
     def str_fields(self) -> dict[str, str]:
         return json.loads(self.action_rpc_func_str_call_fields)

@@ -6,24 +6,26 @@ has no packet but time moved on), ``finish`` drains and returns the run's ``Summ
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field, replace
 from typing import Iterable
 
+from sensor.alerts import AlertEnvelope, rarity_envelope
 from sensor.anomaly import Stats
+from sensor.capture.pcapfile import CaptureError
 from sensor.coercion.correlate import Correlator, CorrelatorSettings
 from sensor.coercion.events import CoercionAlert
 from sensor.coercion.fingerprint import EncryptedNetdfsMatcher
 from sensor.coercion.pair_days import PairDays
 from sensor.config import Config
 from sensor.detect.rarity import MS_PER_DAY, RarityDetector
-from sensor.xql.functions import utc_date
 from sensor.events import RpcCallEvent
 from sensor.outputs import Outputs
 from sensor.pipeline import Pipeline, PipelineSettings
+from sensor.evidence import Evidence
 from sensor.store import open_store
-from sensor.store.sqlite import event_row, window_end
+from sensor.store.sqlite import StoreError, event_row, window_end
+from sensor.suppress import AllowList
 
 # Events per store transaction: readers see progress and a crash redoes little, while a
 # busy replay still pays one commit per thousand events, not per event. Events wait in
@@ -49,6 +51,7 @@ class Summary:
     anomalies: dict[str, int] = field(default_factory=dict)
     alerts_by_rule: dict[str, int] = field(default_factory=dict)
     decoded_frames: int | None = None   # tshark engine: frames its display filter passed
+    suppressed: int = 0                 # new alerts the allow-list held back (stored, not written)
     store_lock_waits: int = 0           # batches that found another writer holding the store
     store_lock_wait_seconds: float = 0.0
     store_reconnects: int = 0           # PostgreSQL: batches retried on a new connection
@@ -68,7 +71,8 @@ class Summary:
         return {"files": self.files, "packets": self.packets, "bytes": self.bytes,
                 "decoded_frames": self.decoded_frames,
                 "flows": self.flows, "events": self.events, "new_events": self.new_events,
-                "alerts": self.alerts, "alerts_by_rule": dict(self.alerts_by_rule), "seconds": round(self.seconds, 3),
+                "alerts": self.alerts, "alerts_by_rule": dict(self.alerts_by_rule), "suppressed": self.suppressed,
+                "seconds": round(self.seconds, 3),
                 "mb_per_s": None if mb_per_s is None else round(mb_per_s, 2), "anomalies": dict(self.anomalies),
                 "store_lock_waits": self.store_lock_waits,
                 "store_lock_wait_seconds": round(self.store_lock_wait_seconds, 3),
@@ -87,6 +91,8 @@ class Summary:
         if self.alerts_by_rule:
             lines.append("alerts: " + ", ".join(f"{rule} {count:,}"
                                                 for rule, count in sorted(self.alerts_by_rule.items())))
+        if self.suppressed:
+            lines.append(f"suppressed by the allow-list: {self.suppressed:,} (stored; dfs-sensor alerts --suppressed)")
         if self.events and not self.new_events:
             lines.append("every event was already stored, so no alert was raised again "
                          "(see `dfs-sensor alerts`, or use another --db)")
@@ -117,6 +123,15 @@ class Sensor:
                                               known_servers=config.coercion.known_servers),
                            pair_days=PairDays(self.store, config.detector.lookback_days)),
                 EncryptedNetdfsMatcher())
+        self.evidence = None
+        self._capture_paths: list[str] = []            # replay: the files read so far
+        self._evidence_due: list[AlertEnvelope] = []   # replay: alerts whose pcaps wait for their file
+        if config.evidence:
+            try:
+                self.evidence = Evidence(config.evidence, config.evidence_max_bytes)
+            except OSError as e:
+                raise StoreError(f"{config.evidence}: cannot use the evidence directory: {e.strerror or e}") from None
+        self.allowlist = AllowList(config.allowlist)
         self.stats = Stats()
         # Counters of stages outside the pipeline (a reader's anomalies, the tshark engine),
         # added by the caller and summed into the summary.
@@ -129,14 +144,22 @@ class Sensor:
         self._newest_ms = window_end(self.store.newest_event_ms() or 0, config.max_clock_skew)
         self._pruned_day = self._newest_ms // MS_PER_DAY
 
-    def start_file(self, name: str) -> None:
+    def start_file(self, name: str, path: str | None = None) -> None:
+        """``path``: a capture file (replay), which --evidence reads again for the alerts'
+        frames once it is done; without one (live) evidence comes from the rings."""
+        self._evidence_from_files()
+        if path is not None:
+            self._capture_paths.append(path)
         self.pipeline.capture_file = name
         self.stats["files"] += 1
 
     def process(self, source: Iterable[Frame | None]) -> None:
         """Frames through the native pipeline; None is an idle tick (expire, commit)."""
         feed = self.pipeline.feed
+        evidence = self.evidence if not self._capture_paths else None     # replay reads the files
         for item in source:
+            if evidence is not None and item is not None:
+                evidence.observe(*item)
             if item is None:
                 self._handle(self.pipeline.tick(time.time()))
                 self._commit()
@@ -169,9 +192,12 @@ class Sensor:
         for stage in self.coercion_stages:
             self._coercion_alerts(stage.close())
         self._commit()
+        self._evidence_from_files()
         self._prune()
         self.store.close()
         totals = self.pipeline.stats + self.detector.stats + self.source_stats + self.stats
+        if self.evidence is not None:
+            totals += self.evidence.stats
         for stage in self.coercion_stages:
             totals += stage.stats
         return Summary(
@@ -182,6 +208,7 @@ class Sensor:
                        if name.startswith("anomaly.") and n},
             alerts_by_rule={name.removeprefix("alerts."): n for name, n in self.stats.items()
                             if name.startswith("alerts.") and n},
+            suppressed=self.stats["suppressed"],
             store_lock_waits=self.store.stats["lock_waits"],
             store_lock_wait_seconds=self.store.stats["lock_wait_ms"] / 1000,
             store_reconnects=self.store.stats["reconnects"])
@@ -192,10 +219,8 @@ class Sensor:
             if not isinstance(record, RpcCallEvent):
                 continue
             self.stats["events"] += 1
-            if self.outputs.events is not None:
-                self.outputs.events.write(record.to_json())
             self._pend()
-            self._pending.append(record)
+            self._pending.append(replace(record, sensor=self.config.sensor_name))
 
     def _correlate(self, record) -> None:
         for stage in self.coercion_stages:
@@ -216,50 +241,77 @@ class Sensor:
         """The pending events and coercion alerts in one short transaction: store each
         event, judge the new ones (the detector reads and writes key_days and alerts in the
         same transaction, so "count the key's days, raise at most one alert per rule, key
-        and day" is atomic against other writers), store the coercion alerts once per rule,
-        key and day. Alert lines are written before the commit: a crash may repeat one on
-        the rerun, never lose one (consumers dedupe on rule + key + day)."""
+        and day" is atomic against other writers), store every alert's envelope once per
+        alert_id (rule + key + day). Only new events reach the event log (a replayed capture
+        writes nothing twice). Event and alert lines are written before the commit: a crash
+        may repeat one on the rerun, never lose one (consumers dedupe on event_id/alert_id)."""
         store = self.store
         ahead_ms = int((time.time() + self.config.max_clock_skew) * 1000)
         rows = [event_row(event) for event in self._pending]
+        sensor_name = self.config.sensor_name
 
-        def write() -> tuple[int, int, int, list[str]]:
-            """The batch's statements and alert lines; run again whole if the database
+        def write() -> tuple[int, int, int, list[tuple[str, bool]]]:
+            """The batch's statements and lines; run again whole if the database
             connection is lost before the commit (PostgreSQL restarting)."""
             new_events = ahead = 0
             newest = self._newest_ms
-            rules: list[str] = []
+            raised: list[tuple[str, bool]] = []      # (rule id, suppressed by the allow-list)
             for event, added in zip(self._pending, store.add_events(self._pending, rows)):
                 if not added:
                     continue
                 new_events += 1
                 ahead += event.event_timestamp > ahead_ms
                 newest = max(newest, event.event_timestamp)
+                if self.outputs.events is not None:
+                    self.outputs.events.write(event.to_json())
                 for alert in self.detector.feed(event):
-                    self._write_alert(alert.to_json())
-                    rules.append(alert.rule)
+                    self._raise(rarity_envelope(alert, event, sensor_name), raised)
             for alert in self._pending_coercion:
-                ts_ms = int(alert.ts * 1000)
-                key = json.dumps([alert.victim_ip, alert.listener_ip, alert.client_ip])
-                if store.add_coercion_alert(alert.rule, key, utc_date(ts_ms), ts_ms, alert.to_json()):
-                    self._write_alert(alert.to_json())
-                    rules.append(alert.rule)
-            return new_events, ahead, newest, rules
+                self._raise(alert.envelope(sensor_name), raised)
+            return new_events, ahead, newest, raised
 
-        new_events, ahead, newest, rules = store.run_batch(write)
+        new_events, ahead, newest, raised = store.run_batch(write)
         self.stats["new_events"] += new_events
         self.stats["anomaly.event_time_ahead_of_clock"] += ahead
-        for rule in rules:
-            self.stats["alerts"] += 1
-            self.stats["alerts." + rule] += 1
+        for rule, suppressed in raised:
+            counter = "suppressed" if suppressed else "alerts"
+            self.stats[counter] += 1
+            self.stats[f"{counter}.{rule}"] += 1
         self._newest_ms = window_end(newest, self.config.max_clock_skew)
         self._pending.clear()
         self._pending_coercion.clear()
         self._oldest_pending = 0.0
 
-    def _write_alert(self, line: str) -> None:
+    def _raise(self, alert: AlertEnvelope, raised: list[tuple[str, bool]]) -> None:
+        """Store the envelope (inside the batch's transaction); write it out the first time
+        its alert_id is seen, unless the allow-list holds it back."""
+        line = alert.to_json()
+        allowed = self.allowlist.match(alert.to_dict()) if self.allowlist.entries else None
+        if not self.store.add_alert_record(alert.alert_id, alert.rule.id, alert.day,
+                                           int(round(alert.ts * 1000)), line,
+                                           allowed.reason if allowed else None):
+            return
+        raised.append((alert.rule.id, allowed is not None))
+        if allowed is not None:
+            return
         if self.outputs.alerts is not None:
             self.outputs.alerts.write(line)
+        if self.evidence is not None:
+            if self._capture_paths:
+                self._evidence_due.append(alert)
+            else:
+                try:
+                    self.evidence.write(alert)
+                except OSError:
+                    self.stats["anomaly.evidence_write_failed"] += 1
+
+    def _evidence_from_files(self) -> None:
+        if self._evidence_due:
+            try:
+                self.evidence.from_files(self._evidence_due, self._capture_paths)
+            except (OSError, CaptureError):
+                self.stats["anomaly.evidence_write_failed"] += 1
+            self._evidence_due = []
 
     def _commit_when_due(self) -> None:
         if self._oldest_pending and (len(self._pending) >= COMMIT_EVERY_EVENTS or

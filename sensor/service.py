@@ -31,6 +31,7 @@ import select
 import socket
 from collections.abc import Iterator
 
+from sensor import metrics
 from sensor.capture.live import TICK_SECONDS, CaptureError, LiveCapture
 from sensor.coercion import forward
 from sensor.coercion.correlate import Correlator
@@ -89,21 +90,35 @@ def format_stats(record: dict, as_json: bool) -> str:
 
 
 def _supervised(capture: LiveCapture, signals: Signals, outputs: Outputs, on_interval,
-                stats_interval: float) -> Iterator:
+                stats_interval: float, sensor: Sensor) -> Iterator:
     """The capture's frames, with signals and periodic stats handled at every idle tick."""
     next_stats = time.monotonic() + stats_interval if stats_interval > 0 else float("inf")
     for item in capture.packets(signals.stopping):
         yield item
         if item is None:
-            signals.reopen_if_asked(outputs)
+            signals.reopen_if_asked(outputs, sensor)
             if time.monotonic() >= next_stats:
                 next_stats += stats_interval
                 on_interval()
 
 
+def _write_metrics(path: str, record: dict, capture: LiveCapture, sensor: Sensor, outputs: Outputs,
+                   worker: int | None) -> None:
+    """--metrics-file; a failure (full disk) is logged, never fatal."""
+    counters = capture.stats + sensor.pipeline.stats + sensor.detector.stats
+    for stage in sensor.coercion_stages:
+        counters += stage.stats
+    try:
+        metrics.write_textfile(metrics.worker_path(path, worker),
+                               metrics.render(metrics.snapshot(record, counters, sensor.stats, outputs, worker)))
+    except OSError as e:
+        log(f"dfs-sensor: {path}: cannot write metrics: {e.strerror or e}")
+
+
 def run_live(config: Config, outputs: Outputs, interfaces: list[str], bpf: str | None = None,
              stats_interval: float = 60.0, stats_json: bool = False, allow_root: bool = False,
-             user: str | None = None, syslog: bool = False, workers: int = 1) -> int:
+             user: str | None = None, syslog: bool = False, workers: int = 1,
+             metrics_file: str | None = None) -> int:
     """Capture on ``interfaces`` until SIGTERM/SIGINT; the process exit code."""
     def fail(message: str) -> int:
         print(f"dfs-sensor: {message}", file=sys.stderr)
@@ -132,7 +147,7 @@ def run_live(config: Config, outputs: Outputs, interfaces: list[str], bpf: str |
     if syslog:
         outputs.alerts = SyslogAlerts(outputs.alerts)
     if workers == 1:
-        return _serve(config, outputs, captures[0], None, stats_interval, stats_json)
+        return _serve(config, outputs, captures[0], None, stats_interval, stats_json, metrics_file=metrics_file)
     try:
         open_store(config.db).close()     # create or migrate once, before the workers race to
     except StoreError as e:
@@ -140,11 +155,11 @@ def run_live(config: Config, outputs: Outputs, interfaces: list[str], bpf: str |
             capture.close()
         print(f"dfs-sensor: error: {e}", file=sys.stderr)
         return EXIT_FAILURE
-    return _fork_workers(config, outputs, captures, stats_interval, stats_json)
+    return _fork_workers(config, outputs, captures, stats_interval, stats_json, metrics_file)
 
 
 def _fork_workers(config: Config, outputs: Outputs, captures: list[LiveCapture],
-                  stats_interval: float, stats_json: bool) -> int:
+                  stats_interval: float, stats_json: bool, metrics_file: str | None = None) -> int:
     """Run ``_serve`` in one child per capture, each with a channel to the parent's coercion
     correlator; forward stop and reopen signals; the worst exit code. A worker that fails
     stops the others (a supervisor restarts the service)."""
@@ -165,7 +180,7 @@ def _fork_workers(config: Config, outputs: Outputs, captures: list[LiveCapture],
                         mine = worker_end
                     else:
                         worker_end.close()
-                code = _serve(config, outputs, capture, number, stats_interval, stats_json, mine)
+                code = _serve(config, outputs, capture, number, stats_interval, stats_json, mine, metrics_file)
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -201,7 +216,7 @@ def _fork_workers(config: Config, outputs: Outputs, captures: list[LiveCapture],
             correlator.poll(TICK_SECONDS)
         else:
             time.sleep(TICK_SECONDS)
-        signals.reopen_if_asked(outputs)
+        signals.reopen_if_asked(outputs, *([correlator.sensor] if correlator is not None else []))
         while children:
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
@@ -262,7 +277,8 @@ class _CorrelatorHost:
 
 
 def _serve(config: Config, outputs: Outputs, capture: LiveCapture, worker: int | None,
-           stats_interval: float, stats_json: bool, correlator_channel: socket.socket | None = None) -> int:
+           stats_interval: float, stats_json: bool, correlator_channel: socket.socket | None = None,
+           metrics_file: str | None = None) -> int:
     """One decoding process: capture -> sensor until a stop signal; the exit code. With a
     ``correlator_channel`` (a --workers child) the correlator's inputs go to the parent."""
     interfaces = capture.interfaces
@@ -282,14 +298,19 @@ def _serve(config: Config, outputs: Outputs, capture: LiveCapture, worker: int |
     tag = {} if worker is None else {"worker": worker}
 
     def report() -> None:
-        log(format_stats(stats_record(capture, sensor) | tag, stats_json))
+        record = stats_record(capture, sensor)
+        log(format_stats(record | tag, stats_json))
+        if metrics_file:
+            _write_metrics(metrics_file, record, capture, sensor, outputs, worker)
 
     log(f"dfs-sensor: capturing on {', '.join(interfaces)}" + (f" (worker {worker})" if worker else ""))
     try:
-        sensor.process(_supervised(capture, signals, outputs, report, stats_interval))
+        sensor.process(_supervised(capture, signals, outputs, report, stats_interval, sensor))
     finally:
         summary = sensor.finish()
         record = stats_record(capture, sensor) | tag | {"final": True}
+        if metrics_file:
+            _write_metrics(metrics_file, record, capture, sensor, outputs, worker)
         capture.close()
         outputs.close()
     log(format_stats(record, stats_json))

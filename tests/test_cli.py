@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,10 @@ from click.testing import CliRunner
 
 from rarity_events import rpc_event, ts_of
 from sensor.cli import main, parse_time
-from sensor.detect.rarity import RarityDetector, RaritySettings, hunt
+from sensor.config import Config
+from sensor.detect.rarity import RaritySettings, hunt
+from sensor.outputs import Outputs
+from sensor.sensor import Sensor
 from sensor.store.sqlite import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,17 +32,13 @@ def invoke(*args: str):
 def stored(tmp_path):
     """A database with alerts for two clients over three days, as the sensor leaves it."""
     path = tmp_path / "s.db"
-    store = Store(str(path))
-    detector = RarityDetector(RaritySettings(), store)
     events = [rpc_event(ts_of(day), client=client, call_id=n)
               for n, (day, client) in enumerate([("2026-11-01", "10.0.0.5"), ("2026-11-02", "10.0.0.5"),
                                                  ("2026-11-02", "10.0.0.6"), ("2026-11-03", "10.0.0.5")])]
-    with store.transaction():
-        for e in events:
-            store.add_event(e)
-            detector.feed(e)
-    store.close()
-    return path, events
+    sensor = Sensor(Config(db=str(path), sensor_name="s1"), Outputs())
+    sensor.process_records(events)
+    sensor.finish()
+    return path, [replace(e, sensor="s1") for e in events]
 
 
 def test_replay_of_a_missing_file_exits_1_naming_it(tmp_path):
@@ -117,9 +117,10 @@ def test_hunt_until_and_threshold(stored):
 def test_alerts_and_events_listings_with_filters(stored):
     path, events = stored
     alerts = [json.loads(line) for line in invoke("alerts", "--db", path, "--format", "json").stdout.splitlines()]
-    assert [(a["day"], a["actor_remote_ip"], a["day_count"]) for a in alerts] == [
-        ("2026-11-03", "10.0.0.5", 3), ("2026-11-02", "10.0.0.6", 1),
-        ("2026-11-02", "10.0.0.5", 2), ("2026-11-01", "10.0.0.5", 1)]
+    assert [a["day"] for a in alerts] == ["2026-11-03", "2026-11-02", "2026-11-02", "2026-11-01"]  # newest first
+    assert sorted((a["day"], a["actor_remote_ip"], a["day_count"]) for a in alerts) == [
+        ("2026-11-01", "10.0.0.5", 1), ("2026-11-02", "10.0.0.5", 2),
+        ("2026-11-02", "10.0.0.6", 1), ("2026-11-03", "10.0.0.5", 3)]
     client = invoke("alerts", "--db", path, "--client", "10.0.0.6", "--format", "json").stdout
     assert [json.loads(line)["day"] for line in client.splitlines()] == ["2026-11-02"]
     listed = invoke("events", "--db", path, "--since", "2026-11-02", "--until", "2026-11-02", "--format", "json")

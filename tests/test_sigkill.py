@@ -38,7 +38,7 @@ def contents(db: Path) -> tuple[list, list, list]:
 
 
 def alert_ids(lines: str) -> list[tuple]:
-    return [(a["rule"], a["action_rpc_func_opnum"], a["day"]) for a in map(json.loads, lines.splitlines())]
+    return [(a["rule"]["id"], a["action_rpc_func_opnum"], a["day"]) for a in map(json.loads, lines.splitlines())]
 
 
 def test_sigkill_midway_then_rerun_equals_one_clean_run(tmp_path):

@@ -71,10 +71,12 @@ class CorrelatorSettings:
 
 
 class _Inbound:
-    __slots__ = ("client", "first_ts", "last_ts", "encrypted", "calls", "sealed_technique")
+    __slots__ = ("flow", "client", "client_name", "first_ts", "last_ts", "encrypted", "calls", "sealed_technique")
 
-    def __init__(self, client: str, ts: float) -> None:
-        self.client = client
+    def __init__(self, flow: FlowKey, ts: float) -> None:
+        self.flow = flow
+        self.client = flow.client_ip
+        self.client_name = ""     # the workstation its SMB session named
         self.first_ts = ts
         self.last_ts = ts
         self.encrypted = False
@@ -107,6 +109,7 @@ class Correlator:
         elif kind is SmbSession:
             inbound = self._touch(record.flow, record.ts)
             inbound.encrypted |= record.encrypted
+            inbound.client_name = record.workstation or inbound.client_name
             self._note_server(record.flow.server_ip)
             self._learn(record.flow.server_ip, record.server_netbios_name, record.server_dns_name)
         elif kind is RpcCallEvent:
@@ -158,7 +161,7 @@ class Correlator:
             if len(self._inbound) >= MAX_INBOUND_FLOWS:
                 self._inbound.popitem(last=False)
                 self.stats["coercion_inbound_evicted"] += 1
-            inbound = self._inbound[flow] = _Inbound(flow.client_ip, ts)
+            inbound = self._inbound[flow] = _Inbound(flow, ts)
         else:
             self._inbound.move_to_end(flow)
         inbound.first_ts = min(inbound.first_ts, ts)
@@ -210,7 +213,8 @@ class Correlator:
         if confirmed:
             first = confirmed[-1][0]
             self.stats["coercion_confirmed"] += 1
-            return [CoercionAlert(CONFIRMED, client_ip=first.client,
+            return [CoercionAlert(CONFIRMED, client_ip=first.client, inbound_flow=first.flow,
+                                  client_name=first.client_name,
                                   delay=round(auth.ts - first.last_ts, 6), technique=confirmed[-1][2],
                                   call_event_ids=tuple(e for _, e, _ in reversed(confirmed)), **base)]
         if encrypted is None or kerberos:
@@ -223,7 +227,8 @@ class Correlator:
         # A listener that serves SMB, Kerberos or LDAP to other hosts is more likely a real
         # server (a file server, a DC replicating) than an attacker's listener.
         confidence = 0.5 if listener in self.servers else 0.8
-        return [CoercionAlert(PROBABLE, client_ip=encrypted.client,
+        return [CoercionAlert(PROBABLE, client_ip=encrypted.client, inbound_flow=encrypted.flow,
+                              client_name=encrypted.client_name,
                               delay=round(auth.ts - encrypted.last_ts, 6), confidence=confidence,
                               day_count=day_count, technique=encrypted.sealed_technique,
                               detail=("inbound sealed coercion call to V" if encrypted.sealed_technique
@@ -245,14 +250,22 @@ class Correlator:
             out.append(CoercionAlert(CONFIRMED, auth.ts, victim_ip=auth.flow.client_ip,
                                      listener_ip=auth.flow.server_ip, client_ip=inbound.client,
                                      delay=round(max(auth.ts - requested, 0.0), 6), technique=technique, **_who(auth),
-                                     call_event_ids=(call.event_id,)))
+                                     call_event_ids=(call.event_id,), inbound_flow=flow,
+                                     client_name=inbound.client_name))
         return out
 
 
 def _who(auth: NtlmAuthentication | KerberosAuthentication) -> dict:
-    """The alert's user, domain and protocol: for Kerberos the user is unknown (encrypted in
-    the ticket), the domain is the ticket's realm, the protocol says "kerberos"."""
+    """The alert's user, domain, protocol and the back-authentication's flow and names. NTLM:
+    V by its machine account without the "$" (a computer's sAMAccountName is its NetBIOS name
+    + "$", MS-ADTS 6.1.1.2.2; the workstation field is whatever the client filled in), L by the
+    name in its CHALLENGE. Kerberos: the user is unknown (encrypted in the ticket), the domain
+    is the ticket's realm, L is the ticket's service host, the protocol says "kerberos"."""
     if type(auth) is KerberosAuthentication:
-        return dict(user="", domain=auth.realm, protocol=auth.protocol + "-kerberos",
+        return dict(user="", domain=auth.realm, protocol=auth.protocol + "-kerberos", auth_flow=auth.flow,
+                    listener_name=auth.service_host,
                     detail=f"Kerberos AP-REQ for {'/'.join(auth.sname)}@{auth.realm}; the client principal is encrypted")
-    return dict(user=auth.user, domain=auth.domain, protocol=auth.protocol)
+    return dict(user=auth.user, domain=auth.domain, protocol=auth.protocol, auth_flow=auth.flow,
+                victim_name=auth.user.removesuffix("$"),
+                listener_name=auth.server_dns_name or auth.server_netbios_name)
+

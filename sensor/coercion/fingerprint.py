@@ -88,7 +88,7 @@ class EncryptedNetdfsMatcher:
         self.stats["fingerprint_hits"] += 1
         status = "status-only response" if size == READ_RESPONSE_STATUS_ONLY else "fault"
         return [CoercionAlert(ENCRYPTED_NETDFS, ts, victim_ip=flow.server_ip, listener_ip="",
-                              client_ip=flow.client_ip, confidence=0.5,
+                              client_ip=flow.client_ip, confidence=0.5, inbound_flow=flow,
                               detail=f"sizes: 6-char pipe CREATE, bind, bind_ack, root-call-sized "
                                      f"request, {status}")]
 

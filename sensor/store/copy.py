@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 
 from sensor.store import open_store
 
-# In dependency order; alert ids are the destination's own (an identity/rowid column).
-TABLES = ("events", "key_days", "alerts", "coercion_alerts")
-SURROGATE_KEYS = frozenset({"alert_id"})
+# In dependency order.
+TABLES = ("events", "key_days", "alerts", "coercion_alerts", "alert_records")
+# Columns the destination numbers itself (an identity/rowid column); alert_records' alert_id
+# is the envelope's own (rule + key + day), copied as it is.
+SURROGATE_KEYS = {"alerts": "alert_id", "coercion_alerts": "alert_id"}
 # Rows per destination transaction: short write locks, bounded memory.
 ROWS_PER_BATCH = 1000
 
@@ -36,7 +38,7 @@ def copy_store(source: str, destination: str) -> CopyReport:
         for table in TABLES:
             cursor = src.db.execute(f"SELECT * FROM {table} LIMIT 0")
             names = [d[0] for d in cursor.description]
-            columns = [n for n in names if n not in SURROGATE_KEYS]
+            columns = [n for n in names if n != SURROGATE_KEYS.get(table)]
             order = "alert_id" if "alert_id" in names else ", ".join(columns)
             insert = dst.insert_ignore_sql(table, f"({', '.join(columns)}) ", len(columns))
             rows = src.db.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY {order}")

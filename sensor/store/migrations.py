@@ -1,9 +1,57 @@
 """The store's schema as a list of steps. Step i takes a database from version i to i+1;
-a step is a tuple of SQL statements, run in the one transaction that opens the store.
+a step is a tuple of SQL statements, written for SQLite (the PostgreSQL store translates
+them), run in the one transaction that opens the store. Rows SQL cannot convert (an
+envelope's alert_id is a uuid5) are converted by a function of the store, CONVERSIONS, run
+in the same transaction right after its step when a store that held data migrates.
 
 Append new steps; never edit a released one (databases in the field already ran it).
 """
 from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from sensor.store.sqlite import Store
+
+
+def envelopes_of_older_alerts(store: Store) -> None:
+    """After step 4: the alerts older versions stored (the rarity rules' rows, step 2's
+    coercion rows) as envelopes, so `dfs-sensor alerts` keeps listing them, with the alert_id
+    a new run gives. What those versions did not record is null: the sensor name, and the
+    server port of a rarity alert."""
+    from sensor.alerts import AlertEnvelope, Flow, RuleMeta
+    from sensor.coercion.events import CoercionAlert
+    from sensor.xql.rules import SHIPPED_RULES, load_rules
+
+    shipped = {r.meta.id: r.meta for r in load_rules([SHIPPED_RULES])}
+
+    def rule_meta(rule_id: str, version) -> RuleMeta:
+        meta = shipped.get(rule_id)
+        if meta is None:            # a user's rule file that is not at hand
+            return RuleMeta(rule_id, rule_id, version or 1, "medium", None)
+        return RuleMeta(meta.id, meta.title, meta.version, meta.severity, meta.technique or None)
+
+    def add(envelope: AlertEnvelope) -> None:
+        store.add_alert_record(envelope.alert_id, envelope.rule.id, envelope.day,
+                               int(round(envelope.ts * 1000)), envelope.to_json())
+
+    db = store.db
+    rows = db.execute("SELECT rule, key, day, first_seen_ms, record FROM alerts").fetchall()
+    for rule, key, day, first_ms, text in rows:
+        fields = json.loads(text)
+        fields.pop("rule", None)
+        context = fields.get("context") or {}
+        flow = Flow(fields.get("actor_remote_ip") or context.get("actor_remote_ip"), context.get("actor_remote_port"),
+                    context.get("agent_ip"), None)
+        add(AlertEnvelope(rule_meta(rule, fields.get("rule_version")), first_ms / 1000, json.loads(key), day,
+                          (flow,), "", fields))
+    for (text,) in db.execute("SELECT record FROM coercion_alerts").fetchall():
+        fields = json.loads(text)
+        fields["call_event_ids"] = tuple(fields.get("call_event_ids", ()))
+        known = {k: v for k, v in fields.items() if k in CoercionAlert.__dataclass_fields__}
+        add(CoercionAlert(**known).envelope(""))
+
 
 MIGRATIONS: list[tuple[str, ...]] = [
     # 1: events, the distinct days each detector key was seen, one alert per rule+key+day.
@@ -87,6 +135,26 @@ MIGRATIONS: list[tuple[str, ...]] = [
         CREATE INDEX events_by_call ON events (interface_uuid COLLATE NOCASE, opnum, ts_ms)
         """,
     ),
+    # 4: every rule's alert as the one envelope it was written out as (sensor/alerts.py), keyed
+    # by its stable alert_id (rule + key + day); suppressed ones (the allow-list) are kept too.
+    (
+        """
+        CREATE TABLE alert_records (
+            alert_id   TEXT PRIMARY KEY,            -- uuid5 of rule + key + day
+            rule       TEXT NOT NULL,
+            day        TEXT NOT NULL,               -- UTC date the alert is for
+            ts_ms      INTEGER NOT NULL,            -- the envelope's timestamp
+            suppressed_by TEXT,                     -- NULL: written out; else the allow-list entry's reason
+            record     TEXT NOT NULL                -- the envelope, byte for byte as written
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE INDEX alert_records_by_time ON alert_records (ts_ms)
+        """,
+    ),
 ]
+
+# Step number -> the conversion of a migrating store's rows that runs right after it.
+CONVERSIONS: dict[int, Callable[[Store], None]] = {4: envelopes_of_older_alerts}
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -116,7 +116,6 @@ def _first_line(error: Exception) -> str:
 class PostgresStore(Store):
     INSERT_IGNORE = "INSERT INTO {table} {columns}VALUES ({marks}) ON CONFLICT DO NOTHING"
     LEAST, GREATEST = "LEAST", "GREATEST"
-    JSON_ITEM = "({column}::json ->> {index})"
     NO_BUSY_WAIT = BUSY_WAIT = "SELECT 1"        # waits are the advisory lock's, in _try_begin
 
     def __init__(self, url: str, readonly: bool = False):
@@ -202,9 +201,11 @@ class PostgresStore(Store):
             new.discard(event.event_id)
         return added
 
-    def add_coercion_alert(self, rule: str, key: str, day: str, ts_ms: int, record: str) -> bool:
-        return self.db.execute(self.insert_ignore_sql("coercion_alerts", "(rule, key, day, ts_ms, record) ", 5)
-                               + " RETURNING 1", (rule, key, day, ts_ms, record)).fetchone() is not None
+    def add_alert_record(self, alert_id: str, rule: str, day: str, ts_ms: int, line: str,
+                         suppressed_by: str | None = None) -> bool:
+        return self.db.execute(
+            self.insert_ignore_sql("alert_records", "(alert_id, rule, day, ts_ms, suppressed_by, record) ", 6)
+            + " RETURNING 1", (alert_id, rule, day, ts_ms, suppressed_by, line)).fetchone() is not None
 
     def alert_record(self, rule: str, key: str, day: str) -> dict | None:
         if self._alerts is None:

@@ -22,13 +22,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 from urllib.parse import quote
 
 from sensor.anomaly import Stats
 from sensor.xql.functions import extract_day, json_extract_scalar, utc_date
 from sensor.events import RpcCallEvent
-from sensor.store.migrations import MIGRATIONS, SCHEMA_VERSION
+from sensor.hosts import HostQuery
+from sensor.store.migrations import CONVERSIONS, MIGRATIONS, SCHEMA_VERSION
 
 # A statement waits this long on a lock SQLite takes briefly (a WAL recovery, a reader's
 # snapshot); the write lock itself is waited for by ``transaction``'s retries below.
@@ -68,10 +69,19 @@ class StoreDamaged(StoreError):
 class ListFilter:
     since_ms: int | None = None
     until_ms: int | None = None
-    server: str | None = None       # agent_hostname or agent_ip: the server that took the call
-    client: str | None = None       # actor_remote_ip
+    server: HostQuery | None = None     # the server that took the call (the victim of a coercion)
+    client: HostQuery | None = None     # who called it
     opnum: int | None = None
     limit: int = DEFAULT_LIST_LIMIT
+    rule: str | None = None             # alerts only
+
+
+# Where a record names the server and the client (address fields, name fields): events by
+# their xdr_data names; alerts by the envelope's flow, then the rules' own fields.
+EVENT_SERVER = (("agent_ip",), ("agent_hostname",))
+EVENT_CLIENT = (("actor_remote_ip",), ())
+ALERT_SERVER = (("dest_ip", "victim_ip", "agent_ip"), ("agent_hostname", "victim_name"))
+ALERT_CLIENT = (("src_ip", "client_ip", "actor_remote_ip"), ("client_name",))
 
 
 @dataclass(frozen=True)
@@ -146,7 +156,6 @@ class Store:
     # What differs between the SQL dialects (sensor/store/postgres.py has the others).
     INSERT_IGNORE = "INSERT OR IGNORE INTO {table} {columns}VALUES ({marks})"
     LEAST, GREATEST = "min", "max"
-    JSON_ITEM = "json_extract({column}, '$[{index}]')"
     NO_BUSY_WAIT, BUSY_WAIT = "PRAGMA busy_timeout = 0", f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}"
 
     def __init__(self, path: str, readonly: bool = False):
@@ -267,9 +276,11 @@ class Store:
                         ("CREATE TABLE schema_version (version INTEGER NOT NULL)",)):
                     self.db.execute(statement)
                 self.db.execute("INSERT INTO schema_version VALUES (0)")
-            for step in MIGRATIONS[version:]:
+            for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
                 for statement in self._migration_statements(step):
                     self.db.execute(statement)
+                if version and number in CONVERSIONS:       # a new store has no rows to convert
+                    CONVERSIONS[number](self)
             self.db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
 
     @property
@@ -348,8 +359,9 @@ class Store:
         return self.db.execute("SELECT max(ts_ms) FROM events").fetchone()[0]
 
     def events(self, where: ListFilter = ListFilter()) -> list[dict]:
-        sql, args = _filtered("SELECT record FROM events", "ts_ms", where)
-        return [json.loads(r[0]) for r in self.db.execute(sql, args)]
+        conditions = [] if where.opnum is None else [("opnum = ?", where.opnum)]
+        rows = self._newest_first("events", "ts_ms", where, conditions)
+        return _matching((json.loads(r) for r in rows), where, EVENT_SERVER, EVENT_CLIENT)
 
     # -- detector state ------------------------------------------------------------------
     def add_key_day(self, rule: str, key: str, day: str) -> None:
@@ -378,7 +390,7 @@ class Store:
 
     def put_alert(self, rule: str, key: str, day: str, record: dict, first_seen_ms: int,
                   last_seen_ms: int, listing: AlertListing) -> None:
-        """Insert the alert, or replace the record of the one already there for rule+key+day."""
+        """The rarity detector's state of rule+key+day (hits, first/last seen): insert or replace."""
         self.db.execute(
             "INSERT INTO alerts (rule, key, day, first_seen_ms, last_seen_ms, agent_hostname, "
             "agent_ip, actor_remote_ip, opnum, record) VALUES (?,?,?,?,?,?,?,?,?,?) "
@@ -388,23 +400,55 @@ class Store:
             (rule, key, day, first_seen_ms, last_seen_ms, listing.agent_hostname, listing.agent_ip,
              listing.actor_remote_ip, listing.opnum, json.dumps(record, separators=(",", ":"))))
 
-    def alerts(self, where: ListFilter = ListFilter()) -> list[dict]:
-        sql, args = _filtered("SELECT record FROM alerts", "first_seen_ms", where)
-        return [json.loads(r[0]) for r in self.db.execute(sql, args)]
+    def alerts(self) -> list[dict]:
+        """The rarity detector's state rows, newest first."""
+        return [json.loads(r[0]) for r in
+                self.db.execute("SELECT record FROM alerts ORDER BY first_seen_ms DESC")]
 
-    def add_coercion_alert(self, rule: str, key: str, day: str, ts_ms: int, record: str) -> bool:
-        """Store a coercion alert; False when one for rule+key+day is already there."""
+    def add_alert_record(self, alert_id: str, rule: str, day: str, ts_ms: int, line: str,
+                         suppressed_by: str | None = None) -> bool:
+        """Store an alert envelope exactly as written out (or, with the allow-list entry's
+        reason, as it would have been); False when its alert_id (rule + key + day) is there."""
         return self.db.execute(
-            self.insert_ignore_sql("coercion_alerts", "(rule, key, day, ts_ms, record) ", 5),
-            (rule, key, day, ts_ms, record)).rowcount == 1
+            self.insert_ignore_sql("alert_records", "(alert_id, rule, day, ts_ms, suppressed_by, record) ", 6),
+            (alert_id, rule, day, ts_ms, suppressed_by, line)).rowcount == 1
 
-    def coercion_alerts(self, where: ListFilter = ListFilter(), rule: str | None = None) -> list[dict]:
-        """Newest first; ``where.server`` matches the victim, ``where.client`` the client
-        (opnum does not apply)."""
-        peers = tuple(f"{self.JSON_ITEM.format(column='key', index=i)} = ?" for i in COERCION_PEER_ITEMS)
-        sql, args = _filtered("SELECT record FROM coercion_alerts", "ts_ms", where, peers,
-                              [("rule = ?", rule)] if rule is not None else [])
-        return [json.loads(r[0]) for r in self.db.execute(sql, args)]
+    def suppressed_by(self, alert_id: str) -> str | None:
+        row = self.db.execute("SELECT suppressed_by FROM alert_records WHERE alert_id = ?", (alert_id,)).fetchone()
+        return row[0] if row else None
+
+    def alert_records(self, where: ListFilter = ListFilter(), suppressed: bool = False) -> list[str]:
+        """Alert envelopes as stored (the JSON text), newest first: those written out, or with
+        ``suppressed`` those the allow-list held back. ``where.opnum`` keeps the alerts about a
+        call with that opnum."""
+        conditions = [("suppressed_by IS NOT NULL" if suppressed else "suppressed_by IS NULL", None)]
+        if where.rule is not None:
+            conditions.append(("rule = ?", where.rule))
+        texts = self._newest_first("alert_records", "ts_ms", where, conditions)
+        pairs = ((text, json.loads(text)) for text in texts)
+        if where.opnum is not None:
+            pairs = ((t, r) for t, r in pairs if r.get("action_rpc_func_opnum") == where.opnum)
+        return [text for text, _ in _matching(pairs, where, ALERT_SERVER, ALERT_CLIENT,
+                                              keep=lambda pair: pair[1])]
+
+    def alert_rules(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT rule FROM alert_records ORDER BY rule")]
+
+    def _newest_first(self, table: str, time_column: str, where: ListFilter,
+                      conditions: list[tuple[str, object]]) -> Iterator[str]:
+        """The record column, newest first, with the time window and ``conditions`` applied in
+        SQL; host filters are applied by the caller (canonical comparison is not SQL's)."""
+        conditions = list(conditions)
+        if where.since_ms is not None:
+            conditions.append((f"{time_column} >= ?", where.since_ms))
+        if where.until_ms is not None:
+            conditions.append((f"{time_column} <= ?", where.until_ms))
+        sql = f"SELECT record FROM {table}"
+        if conditions:
+            sql += " WHERE " + " AND ".join(c for c, _ in conditions)
+        sql += f" ORDER BY {time_column} DESC"
+        for (text,) in self.db.execute(sql, [v for c, v in conditions if "?" in c]):
+            yield text
 
     # -- retention -----------------------------------------------------------------------
     def prune(self, before_ms: int) -> int:
@@ -439,29 +483,22 @@ def event_row(event: RpcCallEvent) -> tuple:
             json_extract_scalar(fields, "$.RootShare"), event.to_json())
 
 
-# How a table names the server and the client a ListFilter matches (each "?" takes the value).
-RPC_PEERS = ("(lower(agent_hostname) = lower(?) OR agent_ip = ?)", "actor_remote_ip = ?")
-COERCION_PEER_ITEMS = (0, 2)     # the victim and the client in the key [victim, listener, client]
+def _matching(items: Iterable, where: ListFilter, server_fields: tuple, client_fields: tuple,
+              keep=lambda record: record) -> list:
+    """The first ``where.limit`` items whose record matches the host filters."""
+    out = []
+    for item in items:
+        record = keep(item)
+        if (_host_matches(where.server, record, server_fields)
+                and _host_matches(where.client, record, client_fields)):
+            out.append(item)
+            if len(out) >= where.limit:
+                break
+    return out
 
 
-def _filtered(select: str, time_column: str, where: ListFilter, peers: tuple[str, str] = RPC_PEERS,
-              extra: list[tuple[str, object]] | None = None) -> tuple[str, list]:
-    server_sql, client_sql = peers
-    conditions: list[tuple[str, object]] = list(extra or [])
-    if where.since_ms is not None:
-        conditions.append((f"{time_column} >= ?", where.since_ms))
-    if where.until_ms is not None:
-        conditions.append((f"{time_column} <= ?", where.until_ms))
-    if where.server is not None:
-        conditions.append((server_sql, where.server))
-    if where.client is not None:
-        conditions.append((client_sql, where.client))
-    if where.opnum is not None and peers is RPC_PEERS:
-        conditions.append(("opnum = ?", where.opnum))
-    args: list = []
-    for clause, value in conditions:
-        args += [value] * clause.count("?")
-    sql = select + (" WHERE " + " AND ".join(c for c, _ in conditions) if conditions else "")
-    sql += f" ORDER BY {time_column} DESC LIMIT ?"
-    args.append(where.limit)
-    return sql, args
+def _host_matches(query: HostQuery | None, record: dict, fields: tuple) -> bool:
+    if query is None:
+        return True
+    addresses, names = fields
+    return query.matches([record.get(f) for f in addresses], [record.get(f) for f in names])

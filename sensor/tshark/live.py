@@ -188,7 +188,7 @@ def run_live_tshark(config: Config, outputs: Outputs, interfaces: list[str], bpf
             if signals.stop and not stopping:
                 stopping = True
                 capture.stop()
-            signals.reopen_if_asked(outputs)
+            signals.reopen_if_asked(outputs, sensor)
             if time.monotonic() >= next_stats:
                 next_stats += stats_interval
                 log(stats())

@@ -24,26 +24,26 @@ def replay(db: Path, *names: str, config: Path | None = None) -> tuple[list[dict
 
 
 def coercion(alerts: list[dict]) -> list[tuple]:
-    return sorted((a["rule"], a["victim_ip"], a["listener_ip"], a["client_ip"])
-                  for a in alerts if a["rule"] in COERCION_RULES)
+    return sorted((a["rule"]["id"], a["victim_ip"], a["listener_ip"], a["client_ip"])
+                  for a in alerts if a["rule"]["id"] in COERCION_RULES)
 
 
 def test_clear_back_authentication_is_confirmed_once_and_listed(tmp_path):
     db = tmp_path / "s.db"
     alerts, summary = replay(db, "coerced-auth-clear.pcap")
     assert coercion(alerts) == [(CONFIRMED, "10.0.0.10", "10.0.0.66", "10.0.0.66")]
-    [confirmed] = [a for a in alerts if a["rule"] == CONFIRMED]
-    [rpc] = [a for a in alerts if a["rule"] not in COERCION_RULES]
+    [confirmed] = [a for a in alerts if a["rule"]["id"] == CONFIRMED]
+    [rpc] = [a for a in alerts if a["rule"]["id"] not in COERCION_RULES]
     assert confirmed["call_event_ids"] == rpc["event_ids"]       # linked to the DFSCoerce call
     assert f"{CONFIRMED} 1" in summary
     again, summary = replay(db, "coerced-auth-clear.pcap")
     assert again == [] and "0 alert(s)" in summary
     listed = subprocess.run([DFS_SENSOR, "alerts", "--db", str(db), "--format", "json"],
                             capture_output=True, text=True, check=True).stdout.splitlines()
-    assert sorted(json.loads(line)["rule"] for line in listed) == sorted([CONFIRMED, rpc["rule"]])
+    assert sorted(json.loads(line)["rule"]["id"] for line in listed) == sorted([CONFIRMED, rpc["rule"]["id"]])
     only = subprocess.run([DFS_SENSOR, "alerts", "--db", str(db), "--rule", CONFIRMED],
                           capture_output=True, text=True, check=True).stdout
-    assert CONFIRMED in only and rpc["rule"] not in only and "10.0.0.66" in only
+    assert CONFIRMED in only and rpc["rule"]["id"] not in only and "10.0.0.66" in only
 
 
 @pytest.mark.parametrize("name", ["coerced-auth-encrypted.pcap", "dfscoerce-smb3-encrypted.pcap"])
@@ -60,7 +60,7 @@ def test_encrypted_captures_raise_probable_alerts(tmp_path, name):
                                   "dfscoerce-smb311-clear.pcap"])
 def test_benign_captures_and_calls_without_back_authentication_raise_no_coercion(tmp_path, name):
     alerts, _ = replay(tmp_path / "s.db", name)
-    assert [a for a in alerts if a["rule"] in (CONFIRMED, PROBABLE)] == []
+    assert [a for a in alerts if a["rule"]["id"] in (CONFIRMED, PROBABLE)] == []
 
 
 def test_http_back_authentication_is_confirmed_and_linked(tmp_path):
@@ -68,8 +68,8 @@ def test_http_back_authentication_is_confirmed_and_linked(tmp_path):
     authenticating as DC01$ with HTTP NTLM (PROPFIND) to that port."""
     alerts, _ = replay(tmp_path / "s.db", "coerced-auth-http.pcap")
     assert coercion(alerts) == [(CONFIRMED, "10.0.0.10", "10.0.0.66", "10.0.0.66")]
-    [confirmed] = [a for a in alerts if a["rule"] == CONFIRMED]
-    [rpc] = [a for a in alerts if a["rule"] not in COERCION_RULES]
+    [confirmed] = [a for a in alerts if a["rule"]["id"] == CONFIRMED]
+    [rpc] = [a for a in alerts if a["rule"]["id"] not in COERCION_RULES]
     assert confirmed["call_event_ids"] == rpc["event_ids"]
     assert (confirmed["protocol"], confirmed["user"], confirmed["domain"]) == ("http", "DC01$", "LAB")
 

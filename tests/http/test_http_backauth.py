@@ -105,7 +105,7 @@ def test_replay_cli_prints_confirmed_once(capture, tmp_path):
     cmd = [str(ROOT / ".venv" / "bin" / "dfs-sensor"), "replay", "--db", str(db), str(capture)]
     first = subprocess.run(cmd, capture_output=True, text=True, check=True)
     alerts = [json.loads(line) for line in first.stdout.splitlines()]
-    confirmed = [a for a in alerts if a["rule"] == CONFIRMED]
+    confirmed = [a for a in alerts if a["rule"]["id"] == CONFIRMED]
     assert [(a["victim_ip"], a["listener_ip"], a["protocol"]) for a in confirmed] == \
         [(VICTIM, LISTENER, "http")]
     assert "coercion-confirmed 1" in first.stderr

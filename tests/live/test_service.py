@@ -75,12 +75,14 @@ def replay_cli(tmp: Path, captures: list[Path]) -> list[dict]:
 
 
 def comparable(alert: dict) -> dict:
-    """An alert without what depends on when and from which file it was seen."""
+    """An alert without what depends on when and from which file it was seen (the alert id is
+    rule + key + day, and the day is the capture's in replay, today's live)."""
     if "context" not in alert:   # a coercion alert: who was made to authenticate to whom
         return {k: alert[k] for k in ("rule", "victim_ip", "listener_ip", "client_ip", "user", "protocol")}
     context = {k: v for k, v in alert["context"].items() if k not in ("capture_file", "capture_frame")}
     return {k: v for k, v in alert.items()
-            if k not in ("day", "first_seen", "last_seen", "event_ids", "context")} | {"context": context}
+            if k not in ("timestamp", "alert_id", "day", "first_seen", "last_seen", "event_ids", "context")} \
+        | {"context": context}
 
 
 def store_is_clean(db: Path) -> None:

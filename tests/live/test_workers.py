@@ -37,7 +37,7 @@ def _replay(tmp: Path, captures: list[Path]) -> tuple[list[dict], list[dict]]:
 def _rare(alerts: list[dict]) -> list[dict]:
     """The DFSCoerce rule's alerts (the coercion correlator's pair a call with the victim's
     back-authentication on another flow, which the fanout hash may give another worker)."""
-    return [a for a in alerts if a["rule"] == RARE_RULE]
+    return [a for a in alerts if a["rule"]["id"] == RARE_RULE]
 
 
 def _without_context(alert: dict) -> dict:

@@ -27,7 +27,7 @@ def replay(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 def alerts(proc) -> list[tuple]:
     """What each alert says about the attack (not which file it came from)."""
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
-    return [(a["rule"], a["action_rpc_func_opnum"], a["actor_remote_ip"], a["dfs_relay_server"], a["event_ids"])
+    return [(a["rule"]["id"], a["action_rpc_func_opnum"], a["actor_remote_ip"], a["dfs_relay_server"], a["event_ids"])
             for a in rows]
 
 

@@ -59,6 +59,10 @@ def test_out_of_range_options_exit_2_naming_the_option(tmp_path, args, names):
     ("[detector]\nthreshold = 100000\n", "threshold"),
     ("[store]\nmax_clock_skew = -1\n", "store.max_clock_skew"),
     ("[store]\nmax_clock_skew = nan\n", "store.max_clock_skew"),
+    ("[outputs]\nspool_max_bytes = 0\n", "outputs.spool_max_bytes"),
+    ("[outputs]\nspool_max_bytes = 9223372036854775807\n", "outputs.spool_max_bytes"),
+    ("[outputs]\nevidence_max_bytes = -1\n", "outputs.evidence_max_bytes"),
+    ("[outputs]\nevidence_max_bytes = 9223372036854775807\n", "outputs.evidence_max_bytes"),
     ('db = ""\n', "db"),
 ])
 def test_out_of_range_settings_in_the_file_exit_2(tmp_path, text, names):

@@ -136,7 +136,8 @@ def test_the_readme_recovery_gives_a_usable_store(store, tmp_path):
     # ... and the README's next step drops it.
     subprocess.run(["sqlite3", str(recovered), "DELETE FROM events WHERE NOT json_valid(record); "
                     "DELETE FROM alerts WHERE NOT json_valid(record); "
-                    "DELETE FROM coercion_alerts WHERE NOT json_valid(record)"],
+                    "DELETE FROM coercion_alerts WHERE NOT json_valid(record); "
+                    "DELETE FROM alert_records WHERE NOT json_valid(record)"],
                    capture_output=True, timeout=120, check=True)
     done = dfs_sensor("replay", "--db", str(recovered), str(CAPTURE))
     assert done.returncode == 0, done.stderr

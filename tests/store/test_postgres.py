@@ -44,8 +44,8 @@ def contents(url: str) -> dict[str, list]:
             "events": conn.execute("SELECT event_id, record FROM events ORDER BY event_id").fetchall(),
             "key_days": conn.execute("SELECT * FROM key_days ORDER BY 1, 2, 3").fetchall(),
             "alerts": conn.execute("SELECT rule, key, day, record FROM alerts ORDER BY 1, 2, 3").fetchall(),
-            "coercion_alerts": conn.execute("SELECT rule, key, day, record FROM coercion_alerts "
-                                            "ORDER BY 1, 2, 3").fetchall(),
+            "alert_records": conn.execute("SELECT alert_id, rule, day, suppressed_by, record FROM alert_records "
+                                          "ORDER BY 1").fetchall(),
         }
 
 
@@ -136,7 +136,7 @@ def sqlite_contents(path: Path) -> dict[str, list]:
 
 COPIED = {"events": "event_id, ts_ms, utc_date, record", "key_days": "rule, key, utc_date",
           "alerts": "rule, key, day, first_seen_ms, last_seen_ms, record",
-          "coercion_alerts": "rule, key, day, ts_ms, record"}
+          "alert_records": "alert_id, rule, day, ts_ms, suppressed_by, record"}
 
 
 def store_copy(source: str, destination: str) -> str:
@@ -152,7 +152,7 @@ def test_store_copy_round_trips_sqlite_through_postgres(pg_url, tmp_path):
                 repeated(PCAPS / "dfscoerce-ipv6.pcap", tmp_path / "days.pcap", 50, days=5)]
     finished(replay(str(original), *captures))
     before = sqlite_contents(original)
-    assert all(before.values())                  # every table has rows, coercion alerts too
+    assert all(before.values())                  # every table has rows, alert envelopes too
 
     first = store_copy(str(original), pg_url)
     assert "events: 103 of 103 added" in first
@@ -167,8 +167,8 @@ def test_store_copy_round_trips_sqlite_through_postgres(pg_url, tmp_path):
     assert sqlite_contents(back) == before
     listed = subprocess.run([sys.executable, "-m", "sensor.cli", "alerts", "--db", pg_url, "--format", "json"],
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == len(before["alerts"]) + \
-        len(before["coercion_alerts"])
+    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == len(before["alert_records"])
+    assert any(r[1] == "coercion-confirmed" for r in before["alert_records"])      # the coercion rules' too
 
 
 def test_least_privilege_roles_write_and_read_only_what_they_should(postgres, pg_url):
@@ -236,3 +236,35 @@ def test_an_event_twice_in_one_batch_is_new_once(pg_url):
     assert store.run_batch(lambda: store.add_events(batch, [event_row(e) for e in batch])) == [True, True, False]
     assert store.run_batch(lambda: store.add_events(batch, [event_row(e) for e in batch])) == [False, False, False]
     store.close()
+
+
+def test_a_fleet_store_of_version_3_gets_the_envelopes_sqlite_gets(pg_url, tmp_path):
+    """Step 4 on PostgreSQL: its SQL translated, and the older alerts' rows converted to the
+    same envelopes (byte for byte) as in a SQLite store holding the same rows."""
+    from sensor.store.migrations import MIGRATIONS
+    from sensor.store.postgres import _postgres_statement
+    from test_migrations import V2_COERCION, V2_RARE
+
+    insert_rare = ("INSERT INTO alerts (rule, key, day, first_seen_ms, last_seen_ms, agent_hostname, agent_ip, "
+                   "actor_remote_ip, opnum, record) VALUES (?,?,?,?,?,?,?,?,?,?)")
+    insert_coercion = "INSERT INTO coercion_alerts (rule, key, day, ts_ms, record) VALUES (?,?,?,?,?)"
+    lite = sqlite3.connect(tmp_path / "v3.db")
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for step in MIGRATIONS[:3]:
+            for statement in step:
+                conn.execute(_postgres_statement(statement))
+                lite.execute(statement)
+        for db in (conn, lite):
+            mark = "%s" if db is conn else "?"
+            db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            db.execute("INSERT INTO schema_version VALUES (3)")
+            db.execute(insert_rare.replace("?", mark), V2_RARE)
+            db.execute(insert_coercion.replace("?", mark), V2_COERCION)
+    lite.commit()
+    lite.close()
+    stores = [open_store(pg_url), open_store(str(tmp_path / "v3.db"))]
+    fleet, single = [store.alert_records() for store in stores]
+    assert [store.schema_version for store in stores] == [SCHEMA_VERSION] * 2
+    for store in stores:
+        store.close()
+    assert len(fleet) == 2 and fleet == single

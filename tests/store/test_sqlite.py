@@ -8,6 +8,7 @@ import pytest
 import sensor.store.sqlite as sqlite_store
 from rarity_events import rpc_event, ts_of
 from sensor.store.migrations import SCHEMA_VERSION
+from sensor.hosts import HostQuery
 from sensor.store.sqlite import ListFilter, Store, StoreError
 
 
@@ -126,11 +127,14 @@ def test_listing_filters(tmp_path):
             store.add_event(e)
 
     def ids(**kw):
-        return [e["event_id"] for e in store.events(ListFilter(**kw))]
+        hosts = {k: HostQuery.parse(v) for k, v in kw.items() if k in ("client", "server")}
+        return [e["event_id"] for e in store.events(ListFilter(**kw | hosts))]
 
     assert ids() == [e.event_id for e in reversed(events)]           # newest first
     assert ids(client="10.0.0.5") == [events[2].event_id, events[0].event_id]
     assert ids(server="dc02") == ids(server="10.0.0.11") == [events[1].event_id]
+    assert ids(server="dc02.corp.example.") == ids(server="::ffff:10.0.0.11") == [events[1].event_id]
+    assert ids(client="10.0.0.0/30") == [] and ids(client="10.0.0.4/30") == [e.event_id for e in reversed(events)]
     assert ids(opnum=12) == [events[0].event_id]
     assert ids(since_ms=int(ts_of("2026-11-02", 0) * 1000), until_ms=int(ts_of("2026-11-02", 23) * 1000)) \
         == [events[1].event_id]

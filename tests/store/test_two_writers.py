@@ -54,8 +54,8 @@ def contents(db: Path) -> dict[str, list]:
         "events": conn.execute("SELECT event_id, record FROM events ORDER BY event_id").fetchall(),
         "key_days": conn.execute("SELECT * FROM key_days ORDER BY 1, 2, 3").fetchall(),
         "alerts": conn.execute("SELECT rule, key, day, record FROM alerts ORDER BY 1, 2, 3").fetchall(),
-        "coercion_alerts": conn.execute("SELECT rule, key, day, record FROM coercion_alerts "
-                                        "ORDER BY 1, 2, 3").fetchall(),
+        "alert_records": conn.execute("SELECT alert_id, rule, day, suppressed_by, record FROM alert_records "
+                                      "ORDER BY 1").fetchall(),
         "integrity": conn.execute("PRAGMA integrity_check").fetchall(),
     }
     conn.close()
@@ -86,7 +86,7 @@ def test_two_replays_of_different_captures_at_once_equal_one_serial_run(captures
     runs = [finished(p) for p in procs]
     assert contents(db) == serial["ab"]
     # Each process wrote its own alerts, once: together the serial run's.
-    emitted = sorted((a["rule"], a["action_rpc_func_opnum"], a["actor_remote_ip"], a["day"])
+    emitted = sorted((a["rule"]["id"], a["action_rpc_func_opnum"], a["actor_remote_ip"], a["day"])
                      for alerts, _ in runs for a in alerts)
     assert len(emitted) == len(set(emitted)) == len(serial["ab"]["alerts"])
 

@@ -44,7 +44,7 @@ def invoke(*args):
 def replay(db: Path, captures, match: str, day_mode: str, events: Path) -> list[dict]:
     result = invoke("replay", "--db", db, "--events", events, "--match", match, "--day-mode", day_mode, *captures)
     assert result.exit_code == 0, result.stderr
-    return [a for a in map(json.loads, result.stdout.splitlines()) if a["rule"] == "dfscoerce-rare-dfsnm-root-call"]
+    return [a for a in map(json.loads, result.stdout.splitlines()) if a["rule"]["id"] == "dfscoerce-rare-dfsnm-root-call"]
 
 
 def logged_events(path: Path) -> list[dict]:

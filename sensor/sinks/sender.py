@@ -1,0 +1,210 @@
+"""A sink that ships lines to a remote collector through the spool, from a thread of its own.
+
+``write`` only appends to a list in memory and wakes a thread, so capture never waits for
+the network or the disk. That thread moves lines into the spool at once (within
+milliseconds); a second one sends the oldest spooled lines in batches, and a batch leaves the
+spool only after the transport says the collector has it. A failed send is retried with exponential backoff
+(RETRY_FIRST_SECONDS doubling up to RETRY_MAX_SECONDS) while new lines keep being spooled.
+
+Forked decoders (``live --workers``) inherit the sink but not its threads: the first write in
+a new process starts threads and spool connections of their own (SQLite serialises the two
+processes; a line both happen to send is a duplicate the receiver dedupes, never a loss).
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from pathlib import Path
+import time
+from typing import Callable, Protocol
+
+from sensor.sinks.spool import Spool
+
+# Lines per send: one HTTP request, or one burst of syslog frames.
+BATCH_LINES = 500
+RETRY_FIRST_SECONDS = 0.5
+RETRY_MAX_SECONDS = 30.0
+# At close (end of a replay, service stop), how long to keep trying to empty the spool; what
+# is left is sent by the next run.
+FLUSH_SECONDS = 10.0
+# Longest the sender sleeps without news (it is woken when lines are spooled).
+WAKE_SECONDS = 0.5
+# Lines held in memory when the spool itself cannot be written (its disk is full): the
+# oldest beyond this are counted as dropped.
+MAX_PENDING_LINES = 100_000
+
+
+class SinkUnavailable(Exception):
+    """The collector did not take the batch; the message says why, for the log."""
+
+
+class Transport(Protocol):
+    def send(self, lines: list[str]) -> None:
+        """Deliver every line or raise SinkUnavailable."""
+    def close(self) -> None: ...
+
+
+class SpooledSink:
+    def __init__(self, path: str, transport: Transport, spool_path: str, spool_max_bytes: int,
+                 on_error: Callable[[str], None] | None = None, flush_seconds: float = FLUSH_SECONDS):
+        self.path = path                  # the target as the user wrote it, for messages
+        self.transport = transport
+        self.spool_path = spool_path
+        self.spool_max_bytes = spool_max_bytes
+        self.on_error = on_error or (lambda message: None)
+        self.flush_seconds = flush_seconds
+        self.lines = 0                    # handed to write()
+        self.sent = 0                     # taken by the collector
+        self.dropped = 0                  # pushed out of the full spool (oldest first)
+        self.depth = 0                    # lines waiting in the spool
+        self._pending: list[str] = []
+        self._cv = threading.Condition()
+        self._closing = False
+        self._spool_failing = False
+        self._pid = None
+        self._threads: list[threading.Thread] = []
+        spool = Spool(spool_path, spool_max_bytes)     # refuse an unusable spool at start
+        self.depth = spool.depth()
+        spool.close()
+        if self.depth:           # a previous run left lines: send them even if this one has none
+            self._start()
+
+    @property
+    def lost(self) -> int:
+        return self.dropped
+
+    def write(self, line: str) -> None:
+        if self._pid != os.getpid():
+            self._start()
+        with self._cv:
+            self._pending.append(line)
+            if len(self._pending) > MAX_PENDING_LINES:
+                del self._pending[0]
+                self.dropped += 1
+            self.lines += 1
+            self._cv.notify()
+
+    def files(self) -> list[str]:
+        """The spool's directory and files, for the user the service drops to."""
+        base = Path(self.spool_path)
+        return [str(p) for p in (base.parent, base, Path(f"{base}-wal"), Path(f"{base}-shm")) if p.exists()]
+
+    def reopen(self) -> None:
+        """SIGHUP: nothing to reopen; the next send reconnects if the collector went away."""
+
+    def close(self) -> None:
+        if not self._threads or self._pid != os.getpid():
+            return
+        with self._cv:
+            self._closing = True
+            self._cv.notify()
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
+        if self.depth:
+            self.on_error(f"{self.path}: {self.depth:,} line(s) wait in the spool {self.spool_path} "
+                          "for the next run")
+
+    def _start(self) -> None:
+        """The threads of this process (at the first write, or the first after a fork): one
+        moves lines from memory to the spool, one sends from the spool, so a collector that
+        hangs a send never keeps lines from reaching the disk."""
+        self._pid = os.getpid()
+        self._cv = threading.Condition()
+        self._pending = []
+        self._closing = False
+        self._spooler_done = False
+        self._wake = threading.Event()
+        self._threads = [threading.Thread(target=self._spooler, name=f"spool {self.path}", daemon=True),
+                         threading.Thread(target=self._sender, name=f"send {self.path}", daemon=True)]
+        for thread in self._threads:
+            thread.start()
+
+    def _spooler(self) -> None:
+        spool = Spool(self.spool_path, self.spool_max_bytes)
+        try:
+            while True:
+                with self._cv:
+                    while not self._pending and not self._closing:
+                        self._cv.wait()
+                    batch, self._pending = self._pending, []
+                    closing = self._closing
+                if batch:
+                    self._spool(spool, batch)
+                    self.depth = spool.depth()
+                    self._wake.set()
+                elif closing:
+                    return
+        finally:
+            spool.close()
+            self._spooler_done = True
+            self._wake.set()
+
+    def _sender(self) -> None:
+        spool = Spool(self.spool_path, self.spool_max_bytes)
+        backoff = 0.0
+        failing = False
+        deadline = None
+        try:
+            while True:
+                self.depth = depth = spool.depth()
+                if self._spooler_done:       # closing, and everything written is spooled
+                    deadline = deadline or time.monotonic() + self.flush_seconds
+                    if not depth or time.monotonic() >= deadline:
+                        return
+                if not depth:
+                    self._wake.wait(timeout=WAKE_SECONDS)
+                    self._wake.clear()
+                    continue
+                rows = spool.peek(BATCH_LINES)
+                try:
+                    self.transport.send([line for _, line in rows])
+                except SinkUnavailable as e:
+                    backoff = min(max(RETRY_FIRST_SECONDS, backoff * 2), RETRY_MAX_SECONDS)
+                    if not failing:
+                        failing = True
+                        self.on_error(f"{self.path}: {e}; lines wait in the spool {self.spool_path} "
+                                      f"(retrying, at most {self.spool_max_bytes:,} bytes, oldest dropped first)")
+                    self._sleep(backoff, deadline)
+                    continue
+                spool.ack(rows[-1][0])
+                self.sent += len(rows)
+                backoff = 0.0
+                if failing:
+                    failing = False
+                    self.on_error(f"{self.path}: delivering again ({self.dropped:,} line(s) dropped "
+                                  "from the full spool meanwhile)")
+        finally:
+            self.transport.close()
+            spool.close()
+
+    def _sleep(self, seconds: float, deadline: float | None) -> None:
+        """Back off, but not past the closing deadline, and cut short when closing begins."""
+        until = time.monotonic() + seconds
+        if deadline is not None:
+            until = min(until, deadline)
+        while time.monotonic() < until:
+            if deadline is None and self._spooler_done:
+                return
+            time.sleep(min(WAKE_SECONDS / 5, until - time.monotonic()))
+
+    def _spool(self, spool: Spool, batch: list[str]) -> None:
+        try:
+            self.dropped += spool.push(batch)
+        except sqlite3.Error as e:   # the spool's disk is full or gone: keep them in memory
+            with self._cv:
+                self._pending[:0] = batch
+                excess = len(self._pending) - MAX_PENDING_LINES
+                if excess > 0:
+                    del self._pending[:excess]
+                    self.dropped += excess
+            if not self._spool_failing:
+                self._spool_failing = True
+                self.on_error(f"{self.path}: cannot spool to {self.spool_path}: {e}; holding up to "
+                              f"{MAX_PENDING_LINES:,} lines in memory")
+            time.sleep(RETRY_FIRST_SECONDS)
+            return
+        if self._spool_failing:
+            self._spool_failing = False
+            self.on_error(f"{self.path}: spooling again")

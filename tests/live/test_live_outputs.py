@@ -1,0 +1,131 @@
+"""Live outputs: --metrics-file at every stats interval, and alerts shipped to a collector,
+on a real `dfs-sensor live` on a veth fed with tcpreplay."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.live.test_service import ATTACKS, LiveSensor
+from tests.schema_check import check
+from tests.sinks.test_http import CollectorProcess
+
+pytestmark = pytest.mark.root
+
+
+def metric_samples(text: str) -> dict:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics_file_is_rewritten_every_interval_and_parses(veth, tmp_path):
+    prom = tmp_path / "dfs.prom"
+    sensor = LiveSensor(tmp_path, veth.host, "--metrics-file", str(prom))
+    sensor.wait_for(prom.exists, "the first metrics file")
+    first = metric_samples(prom.read_text())
+    assert first[("dfs_sensor_packets_total", ())] == 0
+    veth.replay(ATTACKS[0])
+    sensor.wait_for(lambda: sensor.lines(sensor.alerts), "an alert")
+    sensor.wait_for(lambda: ("dfs_sensor_alerts_total", (("rule", "dfscoerce-rare-dfsnm-root-call"),))
+                    in metric_samples(prom.read_text()), "the alert in the metrics")
+    assert sensor.stop() == 0
+    last = metric_samples(prom.read_text())
+    final = sensor.stats()[-1]
+    assert last[("dfs_sensor_packets_total", ())] == final["packets"] > 0
+    assert last[("dfs_sensor_kernel_drops_total", (("interface", veth.host),))] == 0
+    assert last[("dfs_sensor_kernel_packets_total", (("interface", veth.host),))] == final["kernel_packets"]
+    assert last[("dfs_sensor_events_total", ())] == final["events"] > 0
+    assert last[("dfs_sensor_resident_memory_bytes", ())] > 10_000_000
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("dfs.prom")] == ["dfs.prom"]
+
+
+def test_live_alerts_reach_a_collector_that_comes_back(veth, tmp_path):
+    """The collector is down when the attack is seen, comes back, and gets the alert."""
+    collector = CollectorProcess(tmp_path)
+    sensor = LiveSensor(tmp_path, veth.host, "--alerts", f"http://127.0.0.1:{collector.port}/in")
+    try:
+        veth.replay(ATTACKS[0])
+        sensor.wait_for(lambda: any("Connection refused" in line for line in sensor.stderr), "the outage")
+        collector.start()
+        sensor.wait_for(lambda: collector.lines(), "the alerts at the collector", timeout=60)
+        assert sensor.stop() == 0
+    finally:
+        if collector.proc is not None:
+            collector.kill()
+    alerts = [check("alert", line) for line in collector.lines()]
+    assert {a["rule"]["id"] for a in alerts} >= {"dfscoerce-rare-dfsnm-root-call"}
+    stored = subprocess.run([sys.executable, "-m", "sensor.cli", "alerts", "--db", str(sensor.db), "--format",
+                             "json"], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert {a["alert_id"] for a in alerts} == {json.loads(line)["alert_id"] for line in stored}
+
+
+def test_sighup_reloads_the_allowlist(veth, tmp_path):
+    allowlist = tmp_path / "allow.toml"
+    allowlist.write_text('[[allow]]\nhost = "192.0.2.1"\nreason = "nothing here"\n')
+    sensor = LiveSensor(tmp_path, veth.host, "--allowlist", str(allowlist))
+    allowlist.write_text('[[allow]]\nclient = "10.0.0.66"\nreason = "the lab attacker, for the test"\n')
+    sensor.proc.send_signal(signal.SIGHUP)
+    sensor.wait_for(lambda: any("allow-list reloaded: 1 entry" in line for line in sensor.stderr), "the reload")
+    veth.replay(ATTACKS[0])
+    sensor.wait_for(lambda: sensor.stats() and sensor.stats()[-1]["events"] > 0, "the attack's events")
+    time.sleep(1.0)     # anything it would raise is in
+    assert sensor.stop() == 0
+    assert sensor.lines(sensor.alerts) == []
+    held = subprocess.run([sys.executable, "-m", "sensor.cli", "alerts", "--db", str(sensor.db), "--suppressed",
+                           "--format", "json"], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert held and {json.loads(line)["suppressed_by"] for line in held} == {"the lab attacker, for the test"}
+    assert any("suppressed by the allow-list" in line for line in sensor.stderr)
+
+
+def test_a_full_alert_partition_does_not_stop_capture(veth, tmp_path):
+    """Alerts to a full tmpfs: capture and storage go on, stderr says so once, and the alert
+    is written once space is back (the next write retries the held lines)."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
+    try:
+        filler = mount / "filler"
+        with open(filler, "wb") as f:
+            try:
+                f.write(b"x" * 128 * 1024)
+            except OSError:
+                pass
+        alerts = mount / "alerts.jsonl"
+        sensor = LiveSensor(tmp_path, veth.host, "--alerts", str(alerts))
+        veth.replay(ATTACKS[0])
+        sensor.wait_for(lambda: any("No space left on device" in line for line in sensor.stderr), "the warning")
+        filler.unlink()                                  # space is back; the next alert retries
+        veth.replay(ATTACKS[1])
+        sensor.wait_for(lambda: any("writing again" in line for line in sensor.stderr), "the recovery")
+        assert sensor.proc.poll() is None                # capture never stopped
+        assert sensor.stop() == 0
+        assert sum("No space left on device" in line for line in sensor.stderr) == 1
+        written = [check("alert", line) for line in alerts.read_text().splitlines()]
+        stored = subprocess.run([sys.executable, "-m", "sensor.cli", "alerts", "--db", str(sensor.db), "--format",
+                                 "json"], capture_output=True, text=True, check=True).stdout.splitlines()
+        assert sorted(a["alert_id"] for a in written) == sorted(json.loads(line)["alert_id"] for line in stored)
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_live_evidence_holds_the_attack_call(veth, tmp_path):
+    evidence = tmp_path / "evidence"
+    sensor = LiveSensor(tmp_path, veth.host, "--evidence", str(evidence))
+    veth.replay(ATTACKS[0])
+    sensor.wait_for(lambda: sensor.lines(sensor.alerts), "an alert")
+    assert sensor.stop() == 0
+    alerts = sensor.lines(sensor.alerts)
+    assert sorted(p.name for p in evidence.iterdir()) == sorted(f"{a['alert_id']}.pcap" for a in alerts)
+    for alert in alerts:
+        if alert["rule"]["id"] != "dfscoerce-rare-dfsnm-root-call":
+            continue
+        pcap = evidence / f"{alert['alert_id']}.pcap"
+        calls = subprocess.run(["tshark", "-r", str(pcap), "-Y", "dcerpc.pkt_type == 0 && dcerpc.opnum == "
+                                f"{alert['action_rpc_func_opnum']}", "-T", "fields", "-e", "ip.src"],
+                               capture_output=True, text=True, check=True).stdout.split()
+        assert calls == [alert["src_ip"]]

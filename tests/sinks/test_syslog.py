@@ -1,0 +1,144 @@
+"""Syslog sinks against a real rsyslog (Debian's rsyslogd, started here on localhost ports
+with its own configuration in a temporary directory): UDP, TCP with octet counting, and TLS
+with a test CA made by openssl. rsyslog parses each message as RFC 5424 and writes its
+fields back as JSON; the test reads them and checks them against the alerts."""
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.schema_check import check
+
+ROOT = Path(__file__).resolve().parents[2]
+DFS_SENSOR = str(ROOT / ".venv" / "bin" / "dfs-sensor")
+CAPTURES = [ROOT / "pcaps" / "coerced-auth-clear.pcap", ROOT / "pcaps" / "dfscoerce-smb3-encrypted.pcap"]
+RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
+GTLS = next(Path("/usr/lib").glob("*/rsyslog/lmnsd_gtls.so"), None)     # rsyslog-gnutls
+
+pytestmark = pytest.mark.skipif(not Path(RSYSLOGD).exists() or GTLS is None,
+                                reason="rsyslog and rsyslog-gnutls are not installed (scripts/setup --test installs them)")
+
+# What rsyslog makes of each message: its RFC 5424 parser's fields, as one JSON object a line.
+CONFIG = """
+global(workDirectory="{dir}" maxMessageSize="64k"
+       defaultNetstreamDriverCAFile="{dir}/ca.pem"
+       defaultNetstreamDriverCertFile="{dir}/server.pem"
+       defaultNetstreamDriverKeyFile="{dir}/server.key")
+module(load="imudp")
+module(load="imtcp" maxSessions="10")
+template(name="fields" type="list" option.jsonf="on") {{
+  property(outname="pri" name="pri" format="jsonf")
+  property(outname="protocol_version" name="protocol-version" format="jsonf")
+  property(outname="hostname" name="hostname" format="jsonf")
+  property(outname="app_name" name="app-name" format="jsonf")
+  property(outname="msgid" name="msgid" format="jsonf")
+  property(outname="structured_data" name="structured-data" format="jsonf")
+  property(outname="msg" name="msg" format="jsonf")
+}}
+ruleset(name="udp") {{ action(type="omfile" file="{dir}/udp.log" template="fields") }}
+ruleset(name="tcp") {{ action(type="omfile" file="{dir}/tcp.log" template="fields") }}
+ruleset(name="tls") {{ action(type="omfile" file="{dir}/tls.log" template="fields") }}
+input(type="imudp" address="127.0.0.1" port="{udp}" ruleset="udp")
+input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="tcp")
+input(type="imtcp" address="127.0.0.1" port="{tls}" ruleset="tls" streamDriver.name="gtls"
+      streamDriver.mode="1" streamDriver.authMode="anon")
+"""
+
+
+def free_port(kind=socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_ca(directory: Path) -> None:
+    """A test CA and a server certificate for 127.0.0.1 signed by it."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=dfs-sensor test CA",
+            "-keyout", "ca.key", "-out", "ca.pem")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key",
+            "-out", "server.csr")
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-extfile", "san.ext", "-out", "server.pem")
+
+
+@pytest.fixture(scope="module")
+def rsyslog(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("rsyslog")
+    make_ca(directory)
+    ports = {"udp": free_port(socket.SOCK_DGRAM), "tcp": free_port(), "tls": free_port()}
+    conf = directory / "rsyslog.conf"
+    conf.write_text(CONFIG.format(dir=directory, **ports))
+    proc = subprocess.Popen([RSYSLOGD, "-n", "-f", str(conf), "-i", str(directory / "rsyslogd.pid")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    for port in (ports["tcp"], ports["tls"]):
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    raise AssertionError(f"rsyslogd did not start: {proc.stdout.read().decode()}")
+                time.sleep(0.05)
+    yield directory, ports
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=10)
+
+
+def received(path: Path, count: int) -> list[dict]:
+    """rsyslog's records in ``path`` once there are ``count`` (omfile writes asynchronously)."""
+    deadline = time.monotonic() + 20
+    while True:
+        lines = path.read_text().splitlines() if path.exists() else []
+        if len(lines) >= count or time.monotonic() > deadline:
+            return [json.loads(line) for line in lines]
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("scheme", ["udp", "tcp", "tls"])
+def test_rsyslog_receives_every_alert_as_rfc5424_with_structured_data(rsyslog, tmp_path, scheme):
+    directory, ports = rsyslog
+    config = tmp_path / "c.toml"
+    config.write_text(f'[outputs]\nca_file = "{directory / "ca.pem"}"\nspool_dir = "{tmp_path / "spool"}"\n')
+    target = f"syslog+{scheme}://127.0.0.1:{ports[scheme]}"
+    stdout_run = subprocess.run([DFS_SENSOR, "replay", "--db", str(tmp_path / "a.db"), "--sensor-name", "sensor-a",
+                                 *map(str, CAPTURES)], capture_output=True, text=True, check=True)
+    expected = [check("alert", line) for line in stdout_run.stdout.splitlines()]
+    done = subprocess.run([DFS_SENSOR, "replay", "--db", str(tmp_path / "b.db"), "--sensor-name", "sensor-a",
+                           "--config", str(config), "--alerts", target, *map(str, CAPTURES)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout == "" and "spool" not in done.stderr, done.stderr
+    got = received(directory / f"{scheme}.log", len(expected))
+    for record in got:
+        assert (record["pri"], record["protocol_version"], record["hostname"], record["app_name"],
+                record["msgid"]) == ("28", "1", "sensor-a", "dfs-sensor", "alert")   # daemon.warning
+    alerts = [check("alert", record["msg"]) for record in got]
+    assert sorted(a["alert_id"] for a in alerts) == sorted(a["alert_id"] for a in expected)
+    assert sorted(json.dumps(a, sort_keys=True) for a in alerts) == \
+        sorted(json.dumps(a, sort_keys=True) for a in expected)
+    for record, alert in zip(got, alerts):
+        assert record["structured_data"] == (f'[dfs-sensor@32473 alert_id="{alert["alert_id"]}" '
+                                             f'rule="{alert["rule"]["id"]}" severity="{alert["rule"]["severity"]}"]')
+
+
+def test_tls_refuses_a_collector_it_cannot_verify(rsyslog, tmp_path):
+    """Without the test CA (verification is on by default) nothing is sent; the alerts wait."""
+    _, ports = rsyslog
+    config = tmp_path / "c.toml"
+    config.write_text(f'[outputs]\nspool_dir = "{tmp_path / "spool"}"\n')
+    done = subprocess.run([DFS_SENSOR, "replay", "--db", str(tmp_path / "s.db"), "--config", str(config),
+                           "--alerts", f"syslog+tls://127.0.0.1:{ports['tls']}", str(CAPTURES[0])],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0
+    assert "CERTIFICATE_VERIFY_FAILED" in done.stderr and "2 line(s) wait in the spool" in done.stderr
