@@ -37,6 +37,7 @@ from sensor.net.flows import FLOW_MEMORY_BUDGET_BYTES, Flow, FlowSettings, FlowT
 from sensor.net.frames import LINKTYPE_ETHERNET, FrameDecoder
 from sensor.net.lane import BulkLane
 from sensor.net.stream import FlowEnded, FlowKey, FlowStarted, ServiceSeen, StreamData, StreamGap
+from sensor.net.tcp import OOO_BUDGET_BYTES
 from sensor.smb.connection import SmbConnection
 from sensor.smb.events import (EncryptedMessage, KerberosAuthentication, NtlmAuthentication, PipeClosed,
                                PipeData, PipeId, PipeOpened, SmbSession)
@@ -74,6 +75,10 @@ class PipelineSettings:
     fast_path: bool = True
     # Bytes of state all tracked flows may hold (sensor/net/flows.py FLOW_MEMORY_BUDGET_BYTES).
     flow_memory_budget: int = FLOW_MEMORY_BUDGET_BYTES
+    # Pipelines sharing one service's memory (live --workers N): each takes 1/N of every byte
+    # budget (flow state, TCP out-of-order, NBSS messages, stubs), so the budgets' total under
+    # the unit's MemoryMax is the same whatever the worker count.
+    memory_share: int = 1
 
 
 @dataclass(slots=True)
@@ -108,13 +113,15 @@ class Pipeline:
         self.catalog = self.settings.catalog or default_catalog()
         # Every association of this pipeline (one per process or worker) shares one stub
         # budget, and keeps only the stubs of catalogued interfaces.
-        self.stub_budget = ByteBudget(STUB_BUDGET_BYTES)
+        share = self.settings.memory_share
+        self.stub_budget = ByteBudget(STUB_BUDGET_BYTES // share)
         # ... and one budget bounds the partial SMB messages all connections buffer.
-        self.message_budget = ByteBudget(MESSAGE_BUDGET_BYTES)
+        self.message_budget = ByteBudget(MESSAGE_BUDGET_BYTES // share)
         self._rpc_settings = RpcSettings(stub_interfaces=frozenset(self.catalog.by_uuid), budget=self.stub_budget)
         self.capture_file = ""
         self.frames = FrameDecoder()
-        self.flows = FlowTable(FlowSettings(memory_budget_bytes=self.settings.flow_memory_budget))
+        self.flows = FlowTable(FlowSettings(ooo_budget_bytes=OOO_BUDGET_BYTES // share,
+                                            memory_budget_bytes=self.settings.flow_memory_budget // share))
         # Units of flows the memory budget evicted while a unit of another was being routed:
         # routed right after it.
         self._evicted: list = []

@@ -109,11 +109,11 @@ class Summary:
 
 
 class Sensor:
-    def __init__(self, config: Config, outputs: Outputs):
+    def __init__(self, config: Config, outputs: Outputs, pipeline: PipelineSettings | None = None):
         self.config = config
         self.outputs = outputs
         self.store = open_store(config.db)
-        self.pipeline = Pipeline(PipelineSettings())
+        self.pipeline = Pipeline(pipeline or PipelineSettings())
         self.detector = RarityDetector(config.detector, self.store)
         # What survives SMB3 encryption (issue 6): coerced back-authentication, message sizes.
         self.coercion_stages: tuple = ()

@@ -39,6 +39,7 @@ from sensor.config import Config
 from sensor.daemon import (EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PrivilegeError, Signals, SyslogAlerts, drop_privileges,
                            give_outputs_to, log, refuse_root)
 from sensor.outputs import Outputs
+from sensor.pipeline import PipelineSettings
 from sensor.sensor import Sensor
 from sensor.store import open_store
 from sensor.store.sqlite import StoreError
@@ -180,7 +181,8 @@ def _fork_workers(config: Config, outputs: Outputs, captures: list[LiveCapture],
                         mine = worker_end
                     else:
                         worker_end.close()
-                code = _serve(config, outputs, capture, number, stats_interval, stats_json, mine, metrics_file)
+                code = _serve(config, outputs, capture, number, stats_interval, stats_json, mine, metrics_file,
+                              workers=len(captures))
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -278,14 +280,15 @@ class _CorrelatorHost:
 
 def _serve(config: Config, outputs: Outputs, capture: LiveCapture, worker: int | None,
            stats_interval: float, stats_json: bool, correlator_channel: socket.socket | None = None,
-           metrics_file: str | None = None) -> int:
+           metrics_file: str | None = None, workers: int = 1) -> int:
     """One decoding process: capture -> sensor until a stop signal; the exit code. With a
-    ``correlator_channel`` (a --workers child) the correlator's inputs go to the parent."""
+    ``correlator_channel`` (a --workers child) the correlator's inputs go to the parent; one of
+    ``workers`` decoders, it takes that share of the byte budgets."""
     interfaces = capture.interfaces
     signals = Signals()
     signals.install()
     try:
-        sensor = Sensor(config, outputs)
+        sensor = Sensor(config, outputs, PipelineSettings(memory_share=workers))
     except StoreError as e:
         capture.close()
         log(f"dfs-sensor: error: {e}")

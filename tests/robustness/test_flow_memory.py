@@ -180,6 +180,30 @@ def test_default_budget_leaves_room_for_the_byte_budgets_under_memory_max():
     assert worst < flow_memory.UNIT_MEMORY_MAX
 
 
+@pytest.mark.parametrize("workers", [2, 3, 4])
+def test_workers_share_the_byte_budgets_so_their_total_is_one_processes(workers):
+    """live --workers N: N pipelines take 1/N of every byte budget each, so all of them together
+    hold what one process may (the parent's correlator holds no flows)."""
+    def budgets(pipeline: Pipeline) -> list[int]:
+        return [pipeline.flows.settings.memory_budget_bytes, pipeline.flows.ooo_budget.limit,
+                pipeline.stub_budget.limit, pipeline.message_budget.limit]
+
+    alone = budgets(Pipeline())
+    shares = [budgets(Pipeline(PipelineSettings(memory_share=workers))) for _ in range(workers)]
+    assert all(0 < share <= whole / workers for row in shares for share, whole in zip(row, alone))
+    assert sum(map(sum, shares)) <= sum(alone)
+
+
+def test_a_workers_share_of_the_flow_budget_holds_as_flows_come():
+    budget, workers = 4 << 20, 4
+    pipeline = Pipeline(PipelineSettings(flow_memory_budget=budget, memory_share=workers))
+    table = pipeline.flows
+    worst = []
+    feed_flows(pipeline, 0, 1000, after_each=lambda n: worst.append(table.memory_used))
+    assert max(worst) <= budget // workers
+    assert pipeline.stats["flows_evicted_by_memory_budget"] > 0
+
+
 def bind_flood_frames(n: int) -> list[bytes]:
     """An ncacn_ip_tcp connection whose client sends 8 binds of 255 contexts each (impacket's
     encoding), none answered: every one is kept (proposed, and awaiting its ack). Open: no FIN."""
