@@ -40,8 +40,13 @@ def _rare(alerts: list[dict]) -> list[dict]:
     return [a for a in alerts if a["rule"]["id"] == RARE_RULE]
 
 
+# What an alert takes from the first hit of its key: the context, and the envelope's flow
+# (client port, community id).
+FIRST_HIT_FIELDS = ("context", "src_port", "community_id")
+
+
 def _without_context(alert: dict) -> dict:
-    return {k: v for k, v in comparable(alert).items() if k != "context"}
+    return {k: v for k, v in comparable(alert).items() if k not in FIRST_HIT_FIELDS}
 
 
 def _calls(events: list[dict]) -> Counter:
