@@ -27,20 +27,20 @@ from typing import Hashable, Protocol
 
 from sensor.net.flows import Flow
 
-_SEQ_MASK = (1 << 32) - 1
-_HALF_SEQ_SPACE = 1 << 31
+SEQ_MASK = (1 << 32) - 1
+HALF_SEQ_SPACE = 1 << 31
 # Frame layout read by ``admit``: Ethernet type, IPv4 ver/ihl, total length, flags/fragment
 # offset, protocol; TCP seq, ack, data offset, flags.
-_HEADERS = struct.Struct("!12xHBxH2xHxB14xIIBB")
-_KEY_START, _KEY_END = 26, 38          # IPv4 source, destination, TCP source, destination port
-_MIN_FRAME = 54                        # Ethernet 14 + IPv4 20 + TCP 20
-_PORTS = struct.Struct("!HH")
+FRAME_HEADERS = struct.Struct("!12xHBxH2xHxB14xIIBB")
+KEY_START, KEY_END = 26, 38          # IPv4 source, destination, TCP source, destination port
+MIN_FRAME = 54                        # Ethernet 14 + IPv4 20 + TCP 20
+PORTS = struct.Struct("!HH")
 ETHERTYPE_IPV4 = 0x0800
 IPV4_NO_OPTIONS = 0x45
 IPPROTO_TCP = 6
 # TCP flags (RFC 9293 3.1) the lane looks at: only ACK may be set among these.
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
-_CONTROL = FIN | SYN | RST | ACK
+CONTROL_FLAGS = FIN | SYN | RST | ACK
 
 
 class Skipper(Protocol):
@@ -58,7 +58,7 @@ class _Direction:
     def __init__(self, key: bytes, flow: Flow, from_client: bool, skipper: Skipper, owner: Hashable):
         self.key = key
         self.tcp = flow.client if from_client else flow.server
-        self.seq = self.tcp.next & _SEQ_MASK        # next expected sequence number
+        self.seq = self.tcp.next & SEQ_MASK        # next expected sequence number
         self.budget = self.taken = skipper.skip_remaining(from_client)
         self.from_client = from_client
         self.flow = flow
@@ -78,20 +78,20 @@ class BulkLane:
 
     def admit(self, ts: float, data: bytes) -> bool:
         """One Ethernet frame: True if it was accounted here and must not go further."""
-        entry = self.entries.get(data[_KEY_START:_KEY_END])
-        if entry is None or ts >= self.until or len(data) < _MIN_FRAME:
+        entry = self.entries.get(data[KEY_START:KEY_END])
+        if entry is None or ts >= self.until or len(data) < MIN_FRAME:
             return False
-        ethertype, ver_ihl, total, frag, proto, seq, ack, offset, flags = _HEADERS.unpack_from(data)
+        ethertype, ver_ihl, total, frag, proto, seq, ack, offset, flags = FRAME_HEADERS.unpack_from(data)
         if (ethertype != ETHERTYPE_IPV4 or ver_ihl != IPV4_NO_OPTIONS or proto != IPPROTO_TCP
-                or frag & 0x3FFF or flags & _CONTROL != ACK or seq != entry.seq
-                or (entry.peer.seq - ack) & _SEQ_MASK >= _HALF_SEQ_SPACE
+                or frag & 0x3FFF or flags & CONTROL_FLAGS != ACK or seq != entry.seq
+                or (entry.peer.seq - ack) & SEQ_MASK >= HALF_SEQ_SPACE
                 or total > len(data) - 14):
             return False
         size = total - 20 - (offset >> 4) * 4
         if size > entry.budget or size < 0 or offset < 0x50:
             return False
         if size:
-            entry.seq = (seq + size) & _SEQ_MASK
+            entry.seq = (seq + size) & SEQ_MASK
             entry.budget -= size
         entry.flow.last_ts = ts
         self.packets += 1
@@ -124,7 +124,7 @@ class BulkLane:
     def release_segment(self, src: bytes, dst: bytes, sport: int, dport: int) -> Hashable | None:
         """A frame of this 4-tuple takes the slow path: hand its flow back first. Returns the
         flow's owner if it was on the lane."""
-        entry = self.entries.get(src + dst + _PORTS.pack(sport, dport))
+        entry = self.entries.get(src + dst + PORTS.pack(sport, dport))
         if entry is None:
             return None
         self.release(entry.owner)
@@ -146,4 +146,4 @@ class BulkLane:
 
 def _raw_key(key: tuple) -> bytes:
     src, dst, sport, dport = key
-    return src + dst + _PORTS.pack(sport, dport)
+    return src + dst + PORTS.pack(sport, dport)

@@ -26,32 +26,19 @@ counters when they are read.
 """
 from __future__ import annotations
 
-import struct
 from typing import Hashable
 
 from sensor.net.flows import Flow, FlowTable
-from sensor.net.lane import BulkLane
+# The frame layout and TCP flags the bulk lane reads: this path reads the same fields.
+from sensor.net.lane import (ACK, CONTROL_FLAGS, ETHERTYPE_IPV4, FRAME_HEADERS, HALF_SEQ_SPACE, IPPROTO_TCP,
+                             IPV4_NO_OPTIONS, KEY_END, KEY_START, MIN_FRAME, PORTS, SEQ_MASK, BulkLane)
 from sensor.net.tcp import MAX_WINDOW
 from sensor.smb.connection import SMB2, SmbConnection
 from sensor.smb.netbios import MAGICS, MIN_MESSAGE, SESSION_MESSAGE, WHOLE_MESSAGE_LIMIT
 
-_SEQ_SPACE = 1 << 32
-_SEQ_MASK = _SEQ_SPACE - 1
-_HALF_SEQ_SPACE = 1 << 31
-# Ethernet type, IPv4 ver/ihl, total length, flags/fragment offset, protocol; TCP seq, ack,
-# data offset, flags (the bulk lane reads the same fields).
-_HEADERS = struct.Struct("!12xHBxH2xHxB14xIIBB")
-_KEY_START, _KEY_END = 26, 38          # IPv4 source, destination, TCP source, destination port
+_SEQ_SPACE = 1 << 32                   # TCP sequence numbers wrap here (RFC 9293 3.4)
 _IP_START = 14                         # Ethernet header
 _TCP_START = 34                        # Ethernet 14 + IPv4 20
-_MIN_FRAME = 54                        # Ethernet 14 + IPv4 20 + TCP 20
-_PORTS = struct.Struct("!HH")
-ETHERTYPE_IPV4 = 0x0800
-IPV4_NO_OPTIONS = 0x45
-IPPROTO_TCP = 6
-# TCP flags (RFC 9293 3.1): only ACK may be set among these.
-FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
-_CONTROL = FIN | SYN | RST | ACK
 # Taken, nothing to route (a pure ACK, or messages that produced no event).
 NOTHING: tuple = ()
 
@@ -102,12 +89,12 @@ class SmbFastPath:
         messages it completed (their flow state is ``self.owner``)."""
         if type(data) is not bytes:
             data = bytes(data)          # a live ring's view: dict keys and messages want bytes
-        entry = self.entries.get(data[_KEY_START:_KEY_END])
-        if entry is None or len(data) < _MIN_FRAME:
+        entry = self.entries.get(data[KEY_START:KEY_END])
+        if entry is None or len(data) < MIN_FRAME:
             return None
-        ethertype, ver_ihl, total, frag, proto, seq, ack, offset, flags = _HEADERS.unpack_from(data)
+        ethertype, ver_ihl, total, frag, proto, seq, ack, offset, flags = FRAME_HEADERS.unpack_from(data)
         if (ethertype != ETHERTYPE_IPV4 or ver_ihl != IPV4_NO_OPTIONS or proto != IPPROTO_TCP
-                or frag & 0x3FFF or flags & _CONTROL != ACK or total > len(data) - _IP_START):
+                or frag & 0x3FFF or flags & CONTROL_FLAGS != ACK or total > len(data) - _IP_START):
             return None
         start = _TCP_START + (offset >> 4) * 4
         end = _IP_START + total
@@ -127,8 +114,8 @@ class SmbFastPath:
         # suspicious one to the slow path, which counts it.
         peer_next = peer.next
         if peer_next is not None:
-            delta = (ack - peer_next) & _SEQ_MASK
-            if delta >= _HALF_SEQ_SPACE:
+            delta = (ack - peer_next) & SEQ_MASK
+            if delta >= HALF_SEQ_SPACE:
                 delta -= _SEQ_SPACE
             acked = peer_next + delta
             if peer.fin_at is not None and acked > peer.fin_at:
@@ -138,7 +125,7 @@ class SmbFastPath:
         size = end - start
         whole = size > 0
         if whole:
-            if seq != nxt & _SEQ_MASK:
+            if seq != nxt & SEQ_MASK:
                 return None
             stream = entry.stream
             if stream._skip or stream._hunting or stream._dead or stream._buf:
@@ -195,4 +182,4 @@ class SmbFastPath:
 
 def _raw_key(key: tuple) -> bytes:
     src, dst, sport, dport = key
-    return src + dst + _PORTS.pack(sport, dport)
+    return src + dst + PORTS.pack(sport, dport)
