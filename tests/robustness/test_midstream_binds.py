@@ -10,7 +10,6 @@ and of the lab's impacket DFSCoerce capture cut to its client side."""
 from __future__ import annotations
 
 import json
-import struct
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 from sensor.capture.pcapfile import open_capture
 from sensor.dcerpc.events import RpcBind, RpcCall
 from sensor.pipeline import Pipeline, PipelineSettings
-from tests.conftest import CORPUS, requires_tshark
+from tests.conftest import requires_tshark
 from tests.robustness.test_cli_malformed import ATTACK, _PCAP_RECORD, records, replay
 
 WINDOWS_ONE_SIDED = ["suricata-verify/tests/bug-8629-async-oneside/input.pcap",   # client frames only
@@ -75,10 +74,8 @@ def tshark(path: Path) -> Counter:
 
 @requires_tshark
 @pytest.mark.parametrize("name", WINDOWS_ONE_SIDED)
-def test_windows_binds_without_their_ack_are_reported_as_tshark_dissects_them(name):
-    path = CORPUS / name
-    if not path.exists():
-        pytest.skip(f"the public corpus is not beside the checkout ({path})")
+def test_windows_binds_without_their_ack_are_reported_as_tshark_dissects_them(name, corpus):
+    path = corpus / name
     seen, binds = native(path)
     expected = tshark(path)
     assert sum(n for key, n in expected.items() if key[1] == "bind") == 2      # two svcctl pipes
