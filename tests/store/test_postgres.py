@@ -89,6 +89,20 @@ def test_sensors_replaying_different_captures_at_once_equal_one_serial_run(postg
     assert contents(fleet) == expected
 
 
+def wait_until_stored(url: str, proc) -> int:
+    """Until the replay ``proc`` has committed events into the database at ``url`` (2 min at
+    most); how many it had then."""
+    deadline = time.monotonic() + 120
+    while True:
+        with psycopg.connect(url) as conn:
+            stored = conn.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'events'").fetchone()[0] \
+                and conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        if stored:
+            return stored
+        assert time.monotonic() < deadline and proc.poll() is None, "the replay stored nothing"
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
 def test_a_sensor_killed_and_rerun_ends_as_a_clean_run(postgres, tmp_path):
     capture = repeated(PCAPS / "dfscoerce-smb21.pcap", tmp_path / "days.pcap", 2000, days=4)
@@ -96,15 +110,7 @@ def test_a_sensor_killed_and_rerun_ends_as_a_clean_run(postgres, tmp_path):
     finished(replay(clean, capture))
     killed = postgres.create_database("kill_victim")
     victim = replay(killed, capture)
-    deadline = time.monotonic() + 120
-    while True:
-        with psycopg.connect(killed) as conn:
-            stored = conn.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'events'").fetchone()[0] \
-                and conn.execute("SELECT count(*) FROM events").fetchone()[0]
-        if stored:
-            break
-        assert time.monotonic() < deadline and victim.poll() is None, "the replay stored nothing"
-        time.sleep(0.05)
+    wait_until_stored(killed, victim)
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait(30)
     assert 0 < len(contents(killed)["events"]) < 4000, "the kill did not land midway"
@@ -204,15 +210,7 @@ def test_postgres_stopped_for_10_s_mid_replay_loses_nothing(postgres, tmp_path):
     finished(replay(clean, capture))
     url = postgres.create_database("outage")
     proc = replay(url, capture)
-    deadline = time.monotonic() + 120
-    while True:
-        with psycopg.connect(url) as conn:
-            stored = conn.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'events'").fetchone()[0] \
-                and conn.execute("SELECT count(*) FROM events").fetchone()[0]
-        if stored:
-            break
-        assert time.monotonic() < deadline and proc.poll() is None, "the replay stored nothing"
-        time.sleep(0.05)
+    stored = wait_until_stored(url, proc)
     postgres.pause()
     try:
         time.sleep(10)
