@@ -336,7 +336,7 @@ def replay(captures: tuple[str, ...], engine: str, jobs: int, **options) -> None
               "replay it without --jobs", EXIT_USAGE)
     outputs = _open_outputs(config)
     try:
-        sensor = Sensor(config, outputs)
+        sensor = Sensor(config, outputs, notify=_warn)
     except StoreError as e:
         _fail(str(e))
     try:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from typing import Callable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -30,12 +29,6 @@ from sensor.store.sqlite import AlertListing, Store, StoreError, T, event_row
 WRITE_LOCK_KEY = int.from_bytes(b"dfsstore", "big") & 0x7FFF_FFFF_FFFF_FFFF
 # A reader or writer gives up connecting after this long (an unreachable host).
 CONNECT_TIMEOUT_SECONDS = 10
-# A batch whose connection is lost (the server restarting, a failover) is retried on a new
-# connection for this long, waiting from RECONNECT_FIRST_SECONDS doubling to the cap; then
-# the run ends with one line (there is no on-disk spool yet).
-RECONNECT_LIMIT_SECONDS = 120.0
-RECONNECT_FIRST_SECONDS = 0.1
-RECONNECT_MAX_SECONDS = 5.0
 
 
 # Events per multi-row INSERT: 16 parameters each, well under the protocol's 65,535.
@@ -145,26 +138,18 @@ class PostgresStore(Store):
         return tuple(_postgres_statement(statement) for statement in step)
 
     def run_batch(self, write: Callable[[], T]) -> T:
-        """``write()`` in one transaction, run again whole on a new connection while the
-        database is unreachable (counted in ``stats``), up to RECONNECT_LIMIT_SECONDS."""
-        delay, waited = RECONNECT_FIRST_SECONDS, 0.0
-        while True:
+        """``write()`` in one transaction; when the connection was lost (the server restarted
+        since the last batch, a failover), once more whole on a new connection (counted in
+        ``stats``). StoreUnavailable when that fails too: the sensor spools the batch and
+        retries later (sensor/store/spooled.py), it never waits here."""
+        if not self.db.conn.broken and not self.db.conn.closed:
             try:
                 return self._pipelined(write)
-            except StoreUnavailable as e:
-                if waited >= RECONNECT_LIMIT_SECONDS:
-                    raise StoreUnavailable(f"{e} (unreachable for {waited:.0f} s; this batch was not "
-                                           f"stored)") from None
-            while waited < RECONNECT_LIMIT_SECONDS:
-                time.sleep(delay)
-                waited += delay
-                delay = min(delay * 2, RECONNECT_MAX_SECONDS)
-                self.stats["reconnects"] += 1
-                try:
-                    self.db.reconnect()
-                    break
-                except StoreUnavailable:
-                    continue
+            except StoreUnavailable:
+                pass
+        self.stats["reconnects"] += 1
+        self.db.reconnect()
+        return self._pipelined(write)
 
     def _pipelined(self, write: Callable[[], T]) -> T:
         """One transaction in libpq's pipeline mode: statements whose result the batch does
