@@ -354,3 +354,37 @@ def test_a_sensor_killed_while_batches_wait_loses_none_and_adds_no_duplicate(pos
     assert contents(url) == contents(clean)
     lines = alert_ids(*(tmp_path / f"{n}.jsonl" for n in ("first", "second", "third", "fourth")))
     assert len(lines) == len(set(lines))
+
+
+def test_a_host_that_does_not_answer_costs_a_writer_half_a_second_not_the_connect_timeout(postgres, pg_url):
+    """The connection is lost and the server's address now leads to a listener that never
+    answers (a hung host): run_batch gives up within RECONNECT_WAIT_SECONDS (the sensor
+    spools and captures on) while the connection attempt goes on in the background."""
+    import socket
+
+    from sensor.store import open_store
+    from sensor.store.postgres import RECONNECT_WAIT_SECONDS
+
+    store = open_store(pg_url)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)                       # the kernel completes handshakes; nobody answers
+        with postgres.admin() as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                          (pg_url.rsplit("/", 1)[1],))
+        store.db.url = pg_url.replace(f":{postgres.port}/", f":{silent.getsockname()[1]}/")
+        for _ in range(3):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                store.run_batch(lambda: store.newest_event_ms())
+            assert time.monotonic() - started < RECONNECT_WAIT_SECONDS + 0.5
+    store.db.url = pg_url
+    deadline = time.monotonic() + 30           # the hung attempt times out; the next one connects
+    while True:
+        try:
+            assert store.run_batch(lambda: store.newest_event_ms()) is None
+            break
+        except StoreUnavailable:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    store.close()
