@@ -40,8 +40,8 @@ from sensor.store.sqlite import StoreError
 
 T = TypeVar("T")
 
-# Default bound of the store's spool: a batch of 1000 events is about 1.5 MB of JSON, so
-# this holds about 170,000 events, hours of a busy mirror port's DCE/RPC calls.
+# Default bound of the store's spool: an event is about 1.25 kB of JSON, so this holds about
+# 200,000 events, hours of a busy mirror port's DCE/RPC calls.
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 RETRY_FIRST_SECONDS = 0.5
 # Longest wait between two attempts to reach the database: how late a recovery is noticed.
