@@ -14,7 +14,7 @@ from sensor.alerts import AlertEnvelope, rarity_envelope
 from sensor.anomaly import Stats
 from sensor.capture.pcapfile import CaptureError
 from sensor.coercion.correlate import Correlator, CorrelatorSettings
-from sensor.coercion.events import CoercionAlert
+from sensor.coercion.events import PROBABLE, CoercionAlert
 from sensor.coercion.fingerprint import EncryptedNetdfsMatcher
 from sensor.coercion.pair_days import PairDays
 from sensor.config import Config
@@ -32,6 +32,11 @@ from sensor.suppress import AllowList
 # busy replay still pays one commit per thousand events, not per event. Events wait in
 # memory until their batch is written, so the write lock is held only while writing.
 COMMIT_EVERY_EVENTS = 1000
+# The day count the correlator is given for a (victim, listener) pair while PostgreSQL is
+# unreachable: "not known yet". Below every rare_days, so the PROBABLE alert is made; its
+# batch records and counts the pair's day when it is delivered, and drops the alert then if
+# the pair has become common (as the correlator would have).
+PAIR_DAYS_LATER = 0
 # Longest an event waits unwritten (wall clock) while more traffic keeps arriving, so
 # `dfs-sensor alerts` run during a live capture is at most this far behind.
 COMMIT_INTERVAL_SECONDS = 1.0
@@ -60,6 +65,7 @@ class Summary:
     store_spool_dropped: int = 0        # PostgreSQL: events and coercion alerts dropped from the full spool
     store_spool_delivered: int = 0      # PostgreSQL: spooled batches written once the database was back
     store_spool_path: str = ""
+    store_pair_days_later: int = 0      # PostgreSQL unreachable: coercion pairs judged at delivery
 
     @property
     def mb_per_s(self) -> float | None:
@@ -83,7 +89,8 @@ class Summary:
                 "store_lock_wait_seconds": round(self.store_lock_wait_seconds, 3),
                 "store_reconnects": self.store_reconnects, "store_spooled": self.store_spooled,
                 "store_spool_dropped": self.store_spool_dropped,
-                "store_spool_delivered": self.store_spool_delivered}
+                "store_spool_delivered": self.store_spool_delivered,
+                "store_pair_days_later": self.store_pair_days_later}
 
     def human(self) -> str:
         if self.packets is not None:
@@ -118,6 +125,9 @@ class Summary:
             lines.append(f"store: {self.store_spooled:,} batch(es) wait in the spool {self.store_spool_path} "
                          "(the database is unreachable); the next run against this database delivers "
                          "them first, and raises their alerts then")
+        if self.store_pair_days_later:
+            lines.append(f"store: {self.store_pair_days_later:,} probable-coercion pair(s) seen while the database "
+                         "was unreachable, judged by their day counts when their batch is delivered")
         if self.anomalies:
             lines.append("anomalies: " + ", ".join(
                 f"{name} {count:,}" for name, count in sorted(self.anomalies.items(), key=lambda i: -i[1])))
@@ -146,11 +156,12 @@ class Sensor:
         self.detector = RarityDetector(config.detector, self.store)
         # What survives SMB3 encryption (issue 6): coerced back-authentication, message sizes.
         self.coercion_stages: tuple = ()
+        self.pair_days = PairDays(self.store, config.detector.lookback_days)
+        self.correlator_settings = CorrelatorSettings(window=config.coercion.window,
+                                                      known_servers=config.coercion.known_servers)
         if config.coercion.enabled:
             self.coercion_stages = (
-                Correlator(CorrelatorSettings(window=config.coercion.window,
-                                              known_servers=config.coercion.known_servers),
-                           pair_days=self._while_reachable(PairDays(self.store, config.detector.lookback_days))),
+                Correlator(self.correlator_settings, pair_days=self._while_reachable(self.pair_days)),
                 EncryptedNetdfsMatcher())
         self.evidence = None
         self._capture_paths: list[str] = []            # replay: the files read so far
@@ -248,7 +259,8 @@ class Sensor:
             store_spooled=self.spool.waiting if self.spool else 0,
             store_spool_dropped=self.spool.dropped if self.spool else 0,
             store_spool_delivered=self.spool.delivered if self.spool else 0,
-            store_spool_path=self.spool.path if self.spool else "")
+            store_spool_path=self.spool.path if self.spool else "",
+            store_pair_days_later=self.stats["store_pair_days_later"])
 
     def _handle(self, records: Iterable) -> None:
         for record in records:
@@ -299,10 +311,10 @@ class Sensor:
         rows = [event_row(event) for event in batch.events]
         sensor_name = self.config.sensor_name
 
-        def write() -> tuple[int, int, int, list[tuple[str, bool]]]:
+        def write() -> tuple[int, int, int, list[tuple[str, bool]], int]:
             """The batch's statements and lines; run again whole if the database
             connection is lost before the commit (PostgreSQL restarting)."""
-            new_events = ahead = 0
+            new_events = ahead = common = 0
             newest = self._newest_ms
             raised: list[tuple[str, bool]] = []      # (rule id, suppressed by the allow-list)
             for event, added in zip(batch.events, store.add_events(batch.events, rows)):
@@ -316,17 +328,29 @@ class Sensor:
                 for alert in self.detector.feed(event):
                     self._raise(rarity_envelope(alert, event, sensor_name), raised)
             for alert in batch.coercion:
+                if alert.rule == PROBABLE and alert.day_count == PAIR_DAYS_LATER:
+                    alert = self._pair_judged(alert)
+                    if alert is None:
+                        common += 1
+                        continue
                 self._raise(alert.envelope(sensor_name), raised)
-            return new_events, ahead, newest, raised
+            return new_events, ahead, newest, raised, common
 
-        new_events, ahead, newest, raised = store.run_batch(write)
+        new_events, ahead, newest, raised, common = store.run_batch(write)
         self.stats["new_events"] += new_events
+        self.stats["coercion_probable_common_pair"] += common     # judged late (PAIR_DAYS_LATER)
         self.stats["anomaly.event_time_ahead_of_clock"] += ahead
         for rule, suppressed in raised:
             counter = "suppressed" if suppressed else "alerts"
             self.stats[counter] += 1
             self.stats[f"{counter}.{rule}"] += 1
         self._newest_ms = window_end(newest, self.config.max_clock_skew)
+
+    def _pair_judged(self, alert: CoercionAlert) -> CoercionAlert | None:
+        """A PROBABLE alert made while the database was unreachable, in its batch's
+        transaction: the pair's day recorded and counted now; None when the pair is common."""
+        day_count = self.pair_days(alert.victim_ip, alert.listener_ip, alert.ts)
+        return None if day_count >= self.correlator_settings.rare_days else replace(alert, day_count=day_count)
 
     def _raise(self, alert: AlertEnvelope, raised: list[tuple[str, bool]]) -> None:
         """Store the envelope (inside the batch's transaction); write it out the first time
@@ -384,15 +408,15 @@ class Sensor:
             self._pruned_day = self._newest_ms // MS_PER_DAY
 
     def _while_reachable(self, pair_days: PairDays) -> Callable[[str, str, float], int]:
-        """The correlator's pair days from the store; while PostgreSQL is unreachable, every
-        pair counts as rare (day count 1: an alert too many rather than one missed), counted."""
+        """The correlator's pair days from the store; while PostgreSQL is unreachable,
+        PAIR_DAYS_LATER (counted): the alert's batch judges the pair when it is delivered."""
         if self.spool is None:
             return pair_days
 
         def days(victim: str, listener: str, ts: float) -> int:
             count = self.spool.attempt(lambda: pair_days(victim, listener, ts), None)
             if count is None:
-                self.stats["store_pair_days_unknown"] += 1
-                return 1
+                self.stats["store_pair_days_later"] += 1
+                return PAIR_DAYS_LATER
             return count
         return days

@@ -35,6 +35,7 @@ from typing import Callable, TypeVar
 from sensor.coercion.events import CoercionAlert
 from sensor.events import RpcCallEvent
 from sensor.net.stream import FlowKey
+from sensor.sinks.sender import RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS
 from sensor.sinks.spool import Spool
 from sensor.store.sqlite import StoreError
 
@@ -43,9 +44,9 @@ T = TypeVar("T")
 # Default bound of the store's spool: an event is about 1.25 kB of JSON, so this holds about
 # 200,000 events, hours of a busy mirror port's DCE/RPC calls.
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
-RETRY_FIRST_SECONDS = 0.5
-# Longest wait between two attempts to reach the database: how late a recovery is noticed.
-DEFAULT_RETRY_MAX_SECONDS = 30.0
+# Longest wait between two attempts to reach the database (how late a recovery is noticed):
+# the sinks' back-off, from their first wait.
+DEFAULT_RETRY_MAX_SECONDS = RETRY_MAX_SECONDS
 # At the end of a run, how long to keep trying to empty the spool; what is left is
 # delivered by the next run of the sensor against the same database.
 DEFAULT_FLUSH_SECONDS = 10.0

@@ -243,13 +243,19 @@ def test_postgres_stopped_for_10_s_mid_replay_loses_nothing(postgres, tmp_path):
 def test_a_replay_finishes_while_postgres_is_down_and_the_next_run_delivers_in_order(postgres, tmp_path):
     """The database stops mid-replay and stays down: the replay reads on to the end (exit 0,
     the summary names what waits), and the next run delivers every batch, in order: the
-    store equals a clean run's (day counts, hence alerts, depend on the order), no alert twice."""
+    store equals a clean run's (day counts, hence alerts, depend on the order), no alert twice.
+    The second capture's probable coercion (an encrypted session, then the victim's machine
+    account authenticating out) is seen while the database is down: its pair's day is
+    recorded and counted at delivery, as a clean run does at once."""
     capture = repeated(PCAPS / "dfscoerce-smb21.pcap", tmp_path / "days.pcap", 3000, days=4)
+    # five days on: past the DFSCoerce copies, so no decoded call confirms it
+    later = repeated(PCAPS / "coerced-auth-encrypted.pcap", tmp_path / "encrypted.pcap", 1, shift_days=5)
+    captures = (capture, later)
     conf = config(tmp_path)
     clean = postgres.create_database("spool_clean")
-    finished(replay(clean, conf, tmp_path / "clean.jsonl", capture))
+    finished(replay(clean, conf, tmp_path / "clean.jsonl", *captures))
     url = postgres.create_database("spool_outage")
-    proc = replay(url, conf, tmp_path / "first.jsonl", capture)
+    proc = replay(url, conf, tmp_path / "first.jsonl", *captures)
     stored = wait_until_stored(url, proc)
     postgres.pause()
     try:
@@ -259,11 +265,15 @@ def test_a_replay_finishes_while_postgres_is_down_and_the_next_run_delivers_in_o
         postgres.resume()
     assert "capture goes on, batches wait in a spool" in summary
     assert f"store: {waiting:,} batch(es) wait in the spool" in summary and waiting > 1
+    assert "store: 1 probable-coercion pair(s) seen while the database was unreachable" in summary
     assert stored > 0 and 0 < len(ids) <= 6000 - stored      # the outage landed mid-replay
     delivery = finished(replay(url, conf, tmp_path / "second.jsonl",
                                empty_capture(capture, tmp_path / "empty.pcap")))
     assert f"store: {waiting:,} batch(es) waited in the spool" in delivery
-    assert contents(url) == contents(clean)
+    expected = contents(clean)
+    assert any(rule == "probable-coercion-pair" for rule, *_ in expected["key_days"])
+    assert any(rule == "probable-coercion" for _, rule, *_ in expected["alert_records"])
+    assert contents(url) == expected
     assert spooled(tmp_path) == (0, set())
     delivered = alert_ids(tmp_path / "first.jsonl", tmp_path / "second.jsonl")
     assert sorted(delivered) == sorted(alert_ids(tmp_path / "clean.jsonl"))   # every alert once
