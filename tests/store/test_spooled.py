@@ -204,6 +204,8 @@ def spooled(tmp_path: Path) -> tuple[int, set[str]]:
     batches, ids = 0, set()
     for path in (tmp_path / "spool").glob("store-*.db"):
         with sqlite3.connect(path) as conn:
+            if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'spool'").fetchone():
+                continue                  # just made, its table not yet
             for (line,) in conn.execute("SELECT line FROM spool"):
                 batches += 1
                 ids |= {e["event_id"] for e in json.loads(line)["events"]}
