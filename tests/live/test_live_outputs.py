@@ -7,10 +7,12 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import PCAPS
 from tests.live.test_service import ATTACKS, LiveSensor
 from tests.schema_check import check
 from tests.sinks.test_http import CollectorProcess
@@ -129,3 +131,46 @@ def test_live_evidence_holds_the_attack_call(veth, tmp_path):
                                 f"{alert['action_rpc_func_opnum']}", "-T", "fields", "-e", "ip.src"],
                                capture_output=True, text=True, check=True).stdout.split()
         assert calls == [alert["src_ip"]]
+
+
+COERCED = PCAPS / "coerced-auth-clear.pcap"
+# Frame 47 of COERCED is the victim's NTLMSSP AUTHENTICATE to the listener: the coercion alert.
+AUTHENTICATE_FRAME = 47
+FLOW_FIELDS = ("ip.src", "tcp.srcport", "tcp.seq_raw", "tcp.ack_raw", "tcp.len", "frame.len")
+
+
+def _flow_frames(pcap: Path, display_filter: str = "tcp") -> list[tuple[str, ...]]:
+    out = subprocess.run(["tshark", "-r", str(pcap), "-Y", display_filter, "-T", "fields",
+                          *[arg for f in FLOW_FIELDS for arg in ("-e", f)]],
+                         capture_output=True, text=True, check=True).stdout
+    return sorted(tuple(line.split("\t")) for line in out.splitlines())
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_live_coercion_evidence_holds_both_flows_and_what_came_after(veth, tmp_path, workers):
+    """The capture in two halves: up to the back-authentication's AUTHENTICATE, then (once the
+    alert is out) the rest. The coercion alert's pcap opens in tshark and holds every frame of
+    the call's flow and of the back-authentication's, those sent after the alert included; with
+    --workers 2 the parent raised the alert and the workers that held the flows wrote them."""
+    before, after = tmp_path / "before.pcap", tmp_path / "after.pcap"
+    subprocess.run(["editcap", "-r", str(COERCED), str(before), f"1-{AUTHENTICATE_FRAME}"], check=True)
+    subprocess.run(["editcap", "-r", str(COERCED), str(after), f"{AUTHENTICATE_FRAME + 1}-1000"], check=True)
+    evidence = tmp_path / "evidence"
+    sensor = LiveSensor(tmp_path, veth.host, "--evidence", str(evidence), "--workers", workers)
+    sensor.wait_for(lambda: sum("capturing on" in line for line in sensor.stderr) == int(workers), "every worker")
+    veth.replay(before)
+    confirmed = lambda: [a for a in sensor.lines(sensor.alerts) if a["rule"]["id"] == "coercion-confirmed"]
+    sensor.wait_for(confirmed, "the coercion alert")
+    veth.replay(after)
+    time.sleep(1.5)     # the frames after the alert pass; the workers' idle ticks take the request
+    assert sensor.stop() == 0
+    [alert] = confirmed()
+    pcap = evidence / f"{alert['alert_id']}.pcap"
+    assert _flow_frames(pcap) == _flow_frames(COERCED)
+    # the attack call, the back-authentication, and its answer that came after the alert
+    assert len(_flow_frames(pcap, "netdfs && dcerpc.pkt_type == 0 && dcerpc.opnum == 13")) == 1
+    assert len(_flow_frames(pcap, 'ntlmssp.auth.username == "DC01$"')) == 1
+    assert _flow_frames(pcap, "smb2.cmd == 1 && smb2.flags.response == 1 && smb2.nt_status == 0 && "
+                              f"ip.dst == {alert['victim_ip']}") == \
+        _flow_frames(COERCED, f"frame.number == {AUTHENTICATE_FRAME + 1}")
+    assert not list(evidence.glob(".*.part"))
