@@ -13,9 +13,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import PCAPS
-from tests.live.test_service import ATTACKS, LiveSensor
+from tests.live.test_service import ATTACKS, BENIGN, LiveSensor
 from tests.schema_check import check
-from tests.sinks.test_http import CollectorProcess
+from tests.sinks.test_http import LONG_FLUSH, CollectorProcess
 
 pytestmark = pytest.mark.root
 
@@ -64,6 +64,35 @@ def test_live_alerts_reach_a_collector_that_comes_back(veth, tmp_path):
     stored = subprocess.run([sys.executable, "-m", "sensor.cli", "alerts", "--db", str(sensor.db), "--format",
                              "json"], capture_output=True, text=True, check=True).stdout.splitlines()
     assert {a["alert_id"] for a in alerts} == {json.loads(line)["alert_id"] for line in stored}
+
+
+def test_live_stops_promptly_with_a_dead_collector_and_the_next_run_delivers(veth, tmp_path):
+    """SIGTERM while the collector refuses: the sensor exits without waiting out the flush
+    bound, the alerts stay in the spool, and the next run (a replay with the same store and
+    target) delivers them."""
+    collector = CollectorProcess(tmp_path)
+    target = f"http://127.0.0.1:{collector.port}/in"
+    config = tmp_path / "c.toml"
+    config.write_text(f"[outputs]\nspool_flush_seconds = {LONG_FLUSH}\n")
+    sensor = LiveSensor(tmp_path, veth.host, "--alerts", target, "--config", str(config))
+    veth.replay(ATTACKS[0])
+    sensor.wait_for(lambda: any("Connection refused" in line for line in sensor.stderr), "the outage")
+    sensor.wait_for(lambda: subprocess.run([sys.executable, "-m", "sensor.cli", "alerts", "--db", str(sensor.db),
+                                            "--format", "json"], capture_output=True, text=True).stdout,
+                    "the alerts stored")
+    started = time.monotonic()
+    assert sensor.stop() == 0
+    assert time.monotonic() - started < LONG_FLUSH
+    assert any("wait in the spool" in line for line in sensor.stderr)
+    collector.start()
+    try:
+        subprocess.run([sys.executable, "-m", "sensor.cli", "replay", "--db", str(sensor.db), "--alerts", target,
+                        str(BENIGN[0])], capture_output=True, text=True, check=True, timeout=120)
+    finally:
+        collector.kill()
+    stored = subprocess.run([sys.executable, "-m", "sensor.cli", "alerts", "--db", str(sensor.db), "--format",
+                             "json"], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert sorted(collector.lines()) == sorted(stored)
 
 
 def test_sighup_reloads_the_allowlist(veth, tmp_path):
