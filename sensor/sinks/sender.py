@@ -48,6 +48,9 @@ class SinkUnavailable(Exception):
 class Transport(Protocol):
     def send(self, lines: list[str]) -> None:
         """Deliver every line or raise SinkUnavailable."""
+    def idle(self) -> None:
+        """Between batches: redeliver what a connection that ended may have lost, or raise
+        SinkUnavailable."""
     def close(self) -> None: ...
 
 
@@ -164,9 +167,15 @@ class SpooledSink:
                 self.depth = depth = spool.depth()
                 if self._spooler_done:       # closing, and everything written is spooled
                     deadline = deadline or time.monotonic() + self.flush_seconds
-                    if not depth or time.monotonic() >= deadline:
+                    if time.monotonic() >= deadline:
                         return
                 if not depth:
+                    try:
+                        self.transport.idle()
+                    except SinkUnavailable:
+                        pass                 # tried again at the next wake
+                    if deadline is not None:
+                        return
                     self._wake.wait(timeout=WAKE_SECONDS)
                     self._wake.clear()
                     continue
