@@ -451,7 +451,8 @@ def _with_progress(reader, bar) -> Iterator:
               help="Decoder processes (flows are split between them; native engine only).")
 @click.option("--metrics-file", metavar="PATH",
               help="Write counters in Prometheus text format to PATH at every stats interval and at exit "
-                   "(node_exporter textfile collector: a temporary file renamed over PATH; native engine).")
+                   "(node_exporter textfile collector: a temporary file renamed over PATH; the tshark engine "
+                   "writes the counters it has, see the README).")
 @click.option("--engine", type=click.Choice(["native", "tshark"]), default="native", show_default=True,
               help="Decode with the built-in pipeline, or with dumpcap + tshark (slower; a cross-check; "
                    "tshark runs as the invoking user, so no --user).")
@@ -471,8 +472,6 @@ def live(interfaces: tuple[str, ...], bpf: str | None, stats_interval: float, st
     config = _sensor_config(options)
     if engine == "tshark" and workers > 1:
         _fail("--workers is for the native engine; tshark decodes in one process", EXIT_USAGE)
-    if engine == "tshark" and metrics_file:
-        _fail("--metrics-file is for the native engine", EXIT_USAGE)
     # Live, a full log partition must not stop capture: the sink keeps storing, counts
     # what it cannot write, retries, and says so once.
     outputs = _open_outputs(config, live=True)
@@ -481,7 +480,8 @@ def live(interfaces: tuple[str, ...], bpf: str | None, stats_interval: float, st
 
         try:
             code = run_live_tshark(config, outputs, list(interfaces), bpf=bpf, stats_interval=stats_interval,
-                                   stats_json=stats_json, allow_root=allow_root, user=user, syslog=syslog)
+                                   stats_json=stats_json, allow_root=allow_root, user=user, syslog=syslog,
+                                   metrics_file=metrics_file)
         except sqlite3.Error as e:
             _fail(str(explain(config.db, e)))
         sys.exit(code)
