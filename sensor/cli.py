@@ -16,7 +16,8 @@ import click
 from sensor.config import MAX_LOOKBACK_DAYS, MAX_THRESHOLD, Config, ConfigError, load_config
 from sensor.alerts import RARITY_RULE
 from sensor.coercion.events import RULES as COERCION_RULES
-from sensor.detect.rarity import DAY_MODES, MATCH_MODES, RarityDetector, detector_rules, hunt as run_hunt, run_rule
+from sensor.detect.rarity import (DAY_MODES, MATCH_MODES, RarityDetector, detector_rules, hunt as run_hunt,
+                                  later_hits, run_rule)
 from sensor.hosts import HostQuery
 from sensor.outputs import OutputError, open_outputs
 from sensor.store import open_store
@@ -616,6 +617,7 @@ def alerts_command(db, config_file, since, until, server, client, opnum, limit, 
             if rule not in known:
                 _fail(f"--rule {rule}: unknown rule; known rules: {', '.join(known)}", EXIT_USAGE)
         lines = store.alert_records(where, suppressed=suppressed)
+        counts = later_hits(store) if fmt == "table" else {}
         reasons = {}
         if suppressed:
             reasons = {json.loads(line)["alert_id"]: None for line in lines}
@@ -630,7 +632,9 @@ def alerts_command(db, config_file, since, until, server, client, opnum, limit, 
     rows = [_alert_row(json.loads(line)) for line in lines]
     for row in rows:
         row["suppressed_by"] = reasons.get(row["alert_id"])
-    _print_records(rows, fmt, ALERT_COLUMNS + (["suppressed_by"] if suppressed else []))
+        # the rarity rules' count of the key's hits that day, which goes on after the alert
+        row["hits"], row["last_seen"] = counts.get(row["alert_id"], (None, None))
+    _print_records(rows, fmt, ALERT_COLUMNS + ["hits", "last_seen"] + (["suppressed_by"] if suppressed else []))
 
 
 def _rule_ids(config: Config) -> list[str]:
