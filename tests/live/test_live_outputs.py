@@ -113,35 +113,24 @@ def test_sighup_reloads_the_allowlist(veth, tmp_path):
     assert any("suppressed by the allow-list" in line for line in sensor.stderr)
 
 
-def test_a_full_alert_partition_does_not_stop_capture(veth, tmp_path):
+def test_a_full_alert_partition_does_not_stop_capture(veth, tmp_path, full_disk):
     """Alerts to a full tmpfs: capture and storage go on, stderr says so once, and the alert
     is written once space is back (the next write retries the held lines)."""
-    mount = tmp_path / "full"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
-    try:
-        filler = mount / "filler"
-        with open(filler, "wb") as f:
-            try:
-                f.write(b"x" * 128 * 1024)
-            except OSError:
-                pass
-        alerts = mount / "alerts.jsonl"
-        sensor = LiveSensor(tmp_path, veth.host, "--alerts", str(alerts))
-        veth.replay(ATTACKS[0])
-        sensor.wait_for(lambda: any("No space left on device" in line for line in sensor.stderr), "the warning")
-        filler.unlink()                                  # space is back; the next alert retries
-        veth.replay(ATTACKS[1])
-        sensor.wait_for(lambda: any("writing again" in line for line in sensor.stderr), "the recovery")
-        assert sensor.proc.poll() is None                # capture never stopped
-        assert sensor.stop() == 0
-        assert sum("No space left on device" in line for line in sensor.stderr) == 1
-        written = [check("alert", line) for line in alerts.read_text().splitlines()]
-        stored = subprocess.run([sys.executable, "-m", "sensor.cli", "alerts", "--db", str(sensor.db), "--format",
-                                 "json"], capture_output=True, text=True, check=True).stdout.splitlines()
-        assert sorted(a["alert_id"] for a in written) == sorted(json.loads(line)["alert_id"] for line in stored)
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
+    mount, filler = full_disk
+    alerts = mount / "alerts.jsonl"
+    sensor = LiveSensor(tmp_path, veth.host, "--alerts", str(alerts))
+    veth.replay(ATTACKS[0])
+    sensor.wait_for(lambda: any("No space left on device" in line for line in sensor.stderr), "the warning")
+    filler.unlink()                                  # space is back; the next alert retries
+    veth.replay(ATTACKS[1])
+    sensor.wait_for(lambda: any("writing again" in line for line in sensor.stderr), "the recovery")
+    assert sensor.proc.poll() is None                # capture never stopped
+    assert sensor.stop() == 0
+    assert sum("No space left on device" in line for line in sensor.stderr) == 1
+    written = [check("alert", line) for line in alerts.read_text().splitlines()]
+    stored = subprocess.run([sys.executable, "-m", "sensor.cli", "alerts", "--db", str(sensor.db), "--format",
+                             "json"], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert sorted(a["alert_id"] for a in written) == sorted(json.loads(line)["alert_id"] for line in stored)
 
 
 def test_live_evidence_holds_the_attack_call(veth, tmp_path):
