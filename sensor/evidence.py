@@ -317,10 +317,10 @@ class Evidence:
             self._write(alert.alert_id,
                         sorted((f for key in _flow_ids(alert) for f in wanted[key]), key=lambda f: f[0]))
 
-    def _write(self, alert_id: str, frames: list[Frame]) -> Path | None:
+    def _write(self, alert_id: str, frames: list[Frame]) -> None:
         if not frames:
             self.stats["evidence_without_frames"] += 1
-            return None
+            return
         path = self.directory / f"{alert_id}.pcap"
         tmp = path.with_suffix(".pcap.tmp")
         out = _PcapOut(tmp, self.stats)
@@ -332,7 +332,6 @@ class Evidence:
         os.replace(tmp, path)
         self.stats["evidence_files"] += 1
         self._bound_directory()
-        return path
 
     def _bound_directory(self) -> None:
         files = []

@@ -183,6 +183,9 @@ def test_live_coercion_evidence_holds_both_flows_and_what_came_after(veth, tmp_p
     time.sleep(1.5)     # the frames after the alert pass; the workers' idle ticks take the request
     assert sensor.stop() == 0
     [alert] = confirmed()
+    # every alert has its pcap: the rarity rule's from the worker that decoded the call
+    assert sorted(p.name for p in evidence.iterdir()) == \
+        sorted(f"{a['alert_id']}.pcap" for a in sensor.lines(sensor.alerts))
     pcap = evidence / f"{alert['alert_id']}.pcap"
     assert _flow_frames(pcap) == _flow_frames(COERCED)
     # the attack call, the back-authentication, and its answer that came after the alert
