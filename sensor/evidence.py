@@ -283,6 +283,9 @@ class Evidence:
     def _merge(self, alert_id: str) -> None:
         """The alert's parts (one per process that held its flows) into its pcap, in time order."""
         self._merge_at.pop(alert_id, None)
+        window = self._windows.get(alert_id)
+        if window is not None:          # merged early (too many open): this process's part ends here
+            self._close_window(window)
         frames: list[Frame] = []
         for part in sorted(self.directory.glob(f".{alert_id}.*.part")):
             try:

@@ -162,3 +162,21 @@ def test_workers_write_their_flows_and_the_parent_merges_them(tmp_path):
     pcap = tmp_path / f"{alert.alert_id}.pcap"
     assert _frame_times(pcap) == _frame_times(CAPTURE)
     assert not list(tmp_path.glob(".*.part"))
+
+
+def test_too_many_open_windows_close_the_oldest_early(tmp_path, monkeypatch):
+    monkeypatch.setattr(evidence, "MAX_OPEN_WINDOWS", 1)
+    frames = list(open_capture(str(CAPTURE)))
+    keep = Evidence(str(tmp_path))
+    for frame in frames[:47]:
+        keep.observe(*frame)
+    oldest, newest = _alert("call", frames[27][0], CALL), _alert("coerced", frames[46][0], BACK_AUTHENTICATION)
+    keep.write(oldest)
+    keep.write(newest)              # the oldest is written now, with what it had
+    assert [p.name for p in tmp_path.glob("*.pcap")] == [f"{oldest.alert_id}.pcap"]
+    for frame in frames[47:]:
+        keep.observe(*frame)
+    keep.close()
+    assert len(list(open_capture(str(tmp_path / f"{oldest.alert_id}.pcap")))) == 37
+    assert len(list(open_capture(str(tmp_path / f"{newest.alert_id}.pcap")))) == 69 - 37
+    assert not list(tmp_path.glob(".*.part"))
