@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PREFIX = "dfs_sensor_"
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass
@@ -86,6 +87,12 @@ def render(s: Snapshot, now: float | None = None) -> str:
     out.metric("last_update_timestamp_seconds", "gauge", "When this file was written.",
                round(time.time() if now is None else now, 3))
     return "\n".join(out.lines) + "\n"
+
+
+def rss_bytes() -> int:
+    """This process's resident set size (/proc/self/statm counts pages)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE_BYTES
 
 
 def worker_path(path: str, worker: int | None) -> str:

@@ -32,6 +32,7 @@ import socket
 from collections.abc import Iterator
 
 from sensor import evidence, metrics
+from sensor.metrics import rss_bytes
 from sensor.capture.live import TICK_SECONDS, CaptureError, LiveCapture
 from sensor.coercion import forward
 from sensor.coercion.correlate import Correlator
@@ -51,12 +52,6 @@ FANOUT_ID_MASK = 0xFFFF
 # interface (sensor.capture.live.RING_BLOCKS x RING_BLOCK_BYTES) and the kernel caps a
 # fanout group at 65536 sockets; beyond the core count it only adds contention.
 MAX_WORKERS = 64
-PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * PAGE_BYTES
 
 
 def stats_record(capture: LiveCapture, sensor: Sensor) -> dict:

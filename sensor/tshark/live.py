@@ -34,7 +34,6 @@ from sensor.daemon import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PrivilegeError, Sig
 from sensor.outputs import Outputs
 from sensor import metrics
 from sensor.sensor import Sensor
-from sensor.service import rss_bytes
 from sensor.store.sqlite import StoreError
 from sensor.text import json_line
 from sensor.tshark.engine import DISPLAY_FILTER, PROTOCOLS, TsharkEngine
@@ -183,7 +182,7 @@ def run_live_tshark(config: Config, outputs: Outputs, interfaces: list[str], bpf
     def write_metrics() -> None:
         """--metrics-file: what this engine counts (sensor.metrics); a failure is logged."""
         record = {"packets": None, "flows": None, "interfaces": None, "events": sensor.stats["events"],
-                  "decoded_frames": decoder.stats["packets"], "rss_bytes": rss_bytes()}
+                  "decoded_frames": decoder.stats["packets"], "rss_bytes": metrics.rss_bytes()}
         counters = decoder.stats + engine.stats + sensor.detector.stats
         for stage in sensor.coercion_stages:
             counters += stage.stats
