@@ -473,6 +473,9 @@ def live(interfaces: tuple[str, ...], bpf: str | None, stats_interval: float, st
     config = _sensor_config(options)
     if engine == "tshark" and workers > 1:
         _fail("--workers is for the native engine; tshark decodes in one process", EXIT_USAGE)
+    if engine == "tshark" and config.evidence:
+        _fail("--evidence is for the native engine: tshark hands over decoded fields, not the frames "
+              "a pcap is made of", EXIT_USAGE)
     # Live, a full log partition must not stop capture: the sink keeps storing, counts
     # what it cannot write, retries, and says so once.
     outputs = _open_outputs(config, live=True)
