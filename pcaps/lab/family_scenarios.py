@@ -25,7 +25,7 @@ from pathlib import Path
 
 import groundtruth
 import scenarios
-from scenarios import (ATTACKER_V4, BACK_AUTH_DELAY, CLIENT_V4, DC_V4, DOMAIN, PASSWORD, USER, Capture,
+from scenarios import (ATTACKER_V4, CLIENT_V4, DC_V4, DOMAIN, PASSWORD, USER, Capture,
                        HttpListener, Samba, SmbListener, in_ns, wait_listening)
 
 LAB = Path(__file__).resolve().parent
@@ -243,15 +243,7 @@ def run_client(sc: FamilyScenario, back_auth, ns: str) -> list[dict]:
     cmd = [sys.executable, str(LAB / "family_client.py"), "--target", DC_V4, *opts]
     env = {**os.environ, "PYTHONPATH": f"{LAB}:{REPO}"}
     proc = subprocess.Popen(in_ns(ns, *cmd), stdout=subprocess.PIPE, text=True, env=env)
-    calls = []
-    for line in proc.stdout:
-        calls.append(json.loads(line))
-        if back_auth is not None and len(calls) == 1:
-            time.sleep(BACK_AUTH_DELAY)
-            back_auth.authenticate_back()
-    if proc.wait(60):
-        raise RuntimeError(f"{sc.name}: client failed")
-    return calls
+    return scenarios.read_calls(proc, sc.name, back_auth)
 
 
 SERVER_NAMES = {   # the manifest's "server"
