@@ -57,7 +57,7 @@ OUT_PARAMETERS = {
     **{(efsr, opnum): NULL_POINTER for efsr in (EFSR_LSARPC, EFSR_EFSRPC) for opnum in (6, 7, 12, 16, 18)},
     (PAR, 0): NULL_CONTEXT_HANDLE,           # MS-PAR 3.1.4.1.1 RpcAsyncOpenPrinter: [out] PRINTER_HANDLE*
 }
-ASSOC_GROUP = 0x1234
+ASSOC_GROUP = 0x1234                       # any non-zero association group id (C706 12.6.4.4)
 
 # C706 12.6.3.1 / 12.6.4: packet types, flags and header sizes
 PTYPE_REQUEST, PTYPE_RESPONSE, PTYPE_BIND, PTYPE_BIND_ACK = 0, 2, 11, 12
@@ -141,7 +141,8 @@ def sec_trailer(level: int, pad: int, context_id: int) -> bytes:
 
 
 class Connection:
-    """One client's association: binds, NTLM authentication, requests."""
+    """One client's association: binds, NTLM authentication, requests (each in one fragment, as
+    the lab's clients send them)."""
 
     def __init__(self, stream: Stream, interfaces: set[str], secondary_address: str, peer: str):
         self.stream, self.interfaces, self.secondary_address, self.peer = stream, interfaces, secondary_address, peer
