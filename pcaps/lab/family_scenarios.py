@@ -253,6 +253,15 @@ SERVER_NAMES = {   # the manifest's "server"
 }
 
 
+def agent_hostname(sc: FamilyScenario) -> str:
+    """The server's name as the capture gives it: Samba's NTLMSSP CHALLENGE in SESSION_SETUP, or
+    family_rpc_server.py's in an authenticated bind's ack over ncacn_ip_tcp; impacket's SMB
+    server names itself at random ("" : not asserted)."""
+    authenticated_tcp = "tcp" in sc.client and "--auth-level" in sc.client \
+        and sc.client[sc.client.index("--auth-level") + 1] != "none"
+    return "DC01" if sc.server != "impacket" or authenticated_tcp else ""
+
+
 def run(sc: FamilyScenario, work: Path, out: Path, samba: Samba) -> dict:
     rpc_server = None
     if sc.server == "impacket":
@@ -283,7 +292,7 @@ def run(sc: FamilyScenario, work: Path, out: Path, samba: Samba) -> dict:
         "description": sc.description,
         "made_by": f"pcaps/lab/build-family {sc.name}",
         "server": SERVER_NAMES[sc.server],
-        "agent_hostname": "" if sc.server == "impacket" else "DC01",
+        "agent_hostname": agent_hostname(sc),
         "server_ip": DC_V4,
         "should_alert": not sc.benign,
         "expected_alerts": sc.expected_alerts,
