@@ -23,6 +23,7 @@ config file; a file names only what it changes:
                                                   # batches wait here (default: beside db; for a
                                                   # postgresql:// db, in the state directory)
     spool_max_bytes = 67108864                    # per target; beyond it the oldest are dropped, counted
+    spool_flush_seconds = 5.0                     # at exit, the longest to wait for a collector
     http_format = "lines"                         # plain http(s)://: "lines" (JSON lines) or "array"
     token_file = "/etc/dfs-sensor/token"          # HTTP token (else $DFS_SENSOR_HTTP_TOKEN)
     ca_file = "/etc/dfs-sensor/ca.pem"            # private CA for syslog+tls:// and https://
@@ -36,7 +37,7 @@ config file; a file names only what it changes:
     # (outputs.spool_dir) and capture goes on (see README, Many sensors)
     spool_max_bytes = 268435456  # beyond it the oldest batches are dropped, counted
     retry_max_seconds = 30.0     # longest wait between two attempts to reach the database
-    flush_seconds = 10.0         # at the end of a run, how long to try to empty the spool
+    flush_seconds = 5.0          # at the end of a run, how long to wait for the database
 """
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ from sensor.alerts import default_sensor_name
 from sensor.coercion.correlate import DEFAULT_WINDOW
 from sensor.detect.rarity import DAY_MODES, MATCH_MODES, RaritySettings
 from sensor.evidence import DEFAULT_MAX_BYTES as EVIDENCE_MAX_BYTES
+from sensor.sinks.sender import FLUSH_SECONDS
 from sensor.sinks.targets import SinkSettings
 from sensor.store import POSTGRES_SCHEMES
 from sensor.store.spooled import (DEFAULT_FLUSH_SECONDS, DEFAULT_MAX_BYTES as STORE_SPOOL_MAX_BYTES,
@@ -66,7 +68,7 @@ _FILE_KEYS: dict[str | None, dict[str, type]] = {
     "detector": {"threshold": int, "lookback_days": int, "day_mode": str, "match": str},
     "outputs": {"events": str, "alerts": str, "spool_dir": str, "spool_max_bytes": int, "http_format": str,
                 "token_file": str, "ca_file": str, "tls_verify": bool, "evidence": str,
-                "evidence_max_bytes": int},
+                "evidence_max_bytes": int, "spool_flush_seconds": float},
     "coercion": {"enabled": bool, "window": float, "known_servers": list},
     "store": {"max_clock_skew": float, "spool_max_bytes": int, "retry_max_seconds": float,
               "flush_seconds": float},
@@ -92,9 +94,12 @@ MAX_CLOCK_SKEW = 365 * 86_400.0
 # Disk bounds of a remote target's spool and of the evidence directory: a tebibyte is more
 # than a sensor's disk holds, so a bigger number is a typo.
 MAX_SPOOL_BYTES = MAX_EVIDENCE_BYTES = 1 << 40
-# Retry and end-of-run waits of the store's spool: beyond an hour a sensor would notice a
-# recovered database too late, or a replay would hang on.
-MAX_STORE_WAIT_SECONDS = 3600.0
+# Waiting longer than this for a collector (or the database) at exit outlasts any service
+# manager's stop timeout.
+MAX_FLUSH_SECONDS = 600.0
+# Between two attempts to reach the database: beyond an hour a sensor would notice a
+# recovered database too late.
+MAX_STORE_RETRY_SECONDS = 3600.0
 
 
 class ConfigError(ValueError):
@@ -215,18 +220,18 @@ def _build(values: dict[str, Any]) -> Config:
     sensor_name = values.get("sensor_name") or default_sensor_name()
     sinks = SinkSettings(**{k: values[k] for k in ("spool_dir", "spool_max_bytes", "http_format", "token_file",
                                                    "ca_file", "tls_verify") if k in values},
-                         sensor_name=sensor_name, db=db)
+                         sensor_name=sensor_name, db=db,
+                         flush_seconds=values.get("spool_flush_seconds", FLUSH_SECONDS))
     _in_range("outputs.spool_max_bytes", sinks.spool_max_bytes, 1, MAX_SPOOL_BYTES)
+    _in_range("outputs.spool_flush_seconds", sinks.flush_seconds, 0, MAX_FLUSH_SECONDS)
     store_spool = StoreSpoolSettings(
         directory=values.get("spool_dir") or str(Path(db).parent / "spool"),
         max_bytes=values.get(_STORE_PREFIX + "spool_max_bytes", STORE_SPOOL_MAX_BYTES),
         retry_max_seconds=values.get(_STORE_PREFIX + "retry_max_seconds", DEFAULT_RETRY_MAX_SECONDS),
         flush_seconds=values.get(_STORE_PREFIX + "flush_seconds", DEFAULT_FLUSH_SECONDS))
     _in_range("store.spool_max_bytes", store_spool.max_bytes, 1, MAX_SPOOL_BYTES)
-    for name in ("retry_max_seconds", "flush_seconds"):
-        if not 0 <= getattr(store_spool, name) <= MAX_STORE_WAIT_SECONDS:      # NaN fails too
-            raise ConfigError(f"store.{name} must be 0 to {MAX_STORE_WAIT_SECONDS:g} seconds, "
-                              f"not {getattr(store_spool, name)}")
+    _in_range("store.retry_max_seconds", store_spool.retry_max_seconds, 0, MAX_STORE_RETRY_SECONDS)
+    _in_range("store.flush_seconds", store_spool.flush_seconds, 0, MAX_FLUSH_SECONDS)
     evidence_max_bytes = values.get("evidence_max_bytes", EVIDENCE_MAX_BYTES)
     _in_range("outputs.evidence_max_bytes", evidence_max_bytes, 1, MAX_EVIDENCE_BYTES)
     return Config(db=db, detector=detector, events=values.get("events"),

@@ -201,6 +201,8 @@ class Sensor:
             if evidence is not None and item is not None:
                 evidence.observe(*item)
             if item is None:
+                if evidence is not None:
+                    evidence.tick()
                 self._handle(self.pipeline.tick(time.time()))
                 self._commit()
                 continue
@@ -235,6 +237,8 @@ class Sensor:
         if self.spool is not None:
             self.spool.flush(self._store_batch)
         self._evidence_from_files()
+        if self.evidence is not None and not self._capture_paths:
+            self.evidence.close()       # live: the open windows' pcaps
         self._prune()
         if self.spool is not None:
             self.spool.close()
@@ -370,10 +374,7 @@ class Sensor:
             if self._capture_paths:
                 self._evidence_due.append(alert)
             else:
-                try:
-                    self.evidence.write(alert)
-                except OSError:
-                    self.stats["anomaly.evidence_write_failed"] += 1
+                self.evidence.write(alert)
 
     def _evidence_from_files(self) -> None:
         if self._evidence_due:

@@ -47,8 +47,8 @@ def test_precedence_flags_over_file_over_env(tmp_path):
     ("[detector]\nmatch = \"all\"\n", "match must be one of"),
     ("[detector\n", "not valid TOML"),
     ("[store]\nspool_max_bytes = 0\n", "store.spool_max_bytes must be 1 to"),
-    ("[store]\nretry_max_seconds = -1\n", "store.retry_max_seconds must be 0 to 3600 seconds"),
-    ("[store]\nflush_seconds = nan\n", "store.flush_seconds must be 0 to 3600 seconds, not nan"),
+    ("[store]\nretry_max_seconds = -1\n", "store.retry_max_seconds must be 0 to 3600.0, not -1.0"),
+    ("[store]\nflush_seconds = nan\n", "store.flush_seconds must be 0 to 600.0, not nan"),
 ])
 def test_bad_files_are_clear_errors(tmp_path, text, message):
     file = tmp_path / "c.toml"

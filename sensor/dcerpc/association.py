@@ -14,6 +14,7 @@ from sensor.budget import ByteBudget
 from sensor.dcerpc import pdu
 from sensor.dcerpc.events import RpcBind, RpcCall, RpcEvent, RpcResult
 from sensor.net.stream import FlowKey
+from sensor.smb.ntlmssp import NtlmChallenge, NtlmsspError, find_ntlmssp
 
 LAYER = "dcerpc"
 
@@ -100,7 +101,7 @@ class RpcAssociation:
     end of the pipe or flow; every anomaly names ``flow``."""
 
     __slots__ = ("flow", "settings", "stats", "_dirs", "_calls", "_pending_binds", "_contexts", "_proposed",
-                 "_reported_proposals")
+                 "_reported_proposals", "server_name")
 
     def __init__(self, flow: FlowKey, settings: RpcSettings | None = None) -> None:
         self.flow = flow
@@ -118,6 +119,9 @@ class RpcAssociation:
         # ctx_ids of proposals already reported as an unacknowledged RpcBind (at their first call).
         # (A frozenset until the first one: an empty set costs 216 bytes per association.)
         self._reported_proposals: set[int] | frozenset[int] = frozenset()
+        # The server's name from the NTLMSSP CHALLENGE of an authenticated bind's ack (its AV
+        # pairs, MS-NLMP 2.2.2.1): over ncacn_ip_tcp no SMB session names the server.
+        self.server_name = ""
 
     # -- the stage contract -------------------------------------------------------------
 
@@ -302,6 +306,8 @@ class RpcAssociation:
 
     def _bind_ack(self, hdr: pdu.Header, data: memoryview, ts: float, out: list) -> None:
         results = pdu.parse_bind_ack(data, hdr)
+        if hdr.auth_length:
+            self._challenge(hdr, data, ts, out)
         contexts = self._take_pending_bind(hdr.call_id)
         self._forget_proposals(contexts)
         if contexts is None:
@@ -322,6 +328,16 @@ class RpcAssociation:
                                           res.transfer_syntax == pdu.NDR64_SYNTAX)
             self.stats["binds"] += 1
             out.append(RpcBind(ts, ctx.ctx_id, ctx.interface_uuid, ctx.interface_version, res.transfer_syntax))
+
+    def _challenge(self, hdr: pdu.Header, data: memoryview, ts: float, out: list) -> None:
+        """MS-RPCE 3.3.1.5.2: an NTLM bind's ack carries the CHALLENGE (raw, or in SPNEGO)."""
+        try:
+            message = find_ntlmssp(pdu.auth_value(data, hdr))
+        except NtlmsspError as e:
+            out.append(self.stats.anomaly(ts, "ntlmssp", "ntlmssp_malformed", self.flow, str(e)))
+            return
+        if isinstance(message, NtlmChallenge):
+            self.server_name = message.nb_computer_name or message.dns_computer_name or self.server_name
 
     def _request(self, hdr: pdu.Header, data: memoryview, ts: float, frame: int, out: list) -> None:
         req = pdu.parse_request(data, hdr)

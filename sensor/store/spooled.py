@@ -35,7 +35,7 @@ from typing import Callable, TypeVar
 from sensor.coercion.events import CoercionAlert
 from sensor.events import RpcCallEvent
 from sensor.net.stream import FlowKey
-from sensor.sinks.sender import RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS
+from sensor.sinks.sender import FLUSH_SECONDS, RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS
 from sensor.sinks.spool import Spool
 from sensor.store.sqlite import StoreError
 
@@ -47,9 +47,10 @@ DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 # Longest wait between two attempts to reach the database (how late a recovery is noticed):
 # the sinks' back-off, from their first wait.
 DEFAULT_RETRY_MAX_SECONDS = RETRY_MAX_SECONDS
-# At the end of a run, how long to keep trying to empty the spool; what is left is
-# delivered by the next run of the sensor against the same database.
-DEFAULT_FLUSH_SECONDS = 10.0
+# At the end of a run, how long to keep trying to reach the database to empty the spool
+# (the sinks' wait for a collector); what is left is delivered by the next run of the
+# sensor against the same database.
+DEFAULT_FLUSH_SECONDS = FLUSH_SECONDS
 # Longest one commit spends delivering spooled batches before capture goes on, so a long
 # backlog drains between packets instead of stalling the capture.
 DELIVER_SLICE_SECONDS = 0.25

@@ -118,6 +118,8 @@ class TsharkDecoder:
         # (stream, smb version, message id) -> pipe name (an open) or PipeId (a read/transact)
         self._requests: OrderedDict[tuple[int, int, int], object] = OrderedDict()
         self._contexts: OrderedDict[AssocKey, dict[int, Context]] = OrderedDict()
+        # stream -> the server's name from an authenticated bind's NTLMSSP CHALLENGE (ncacn_ip_tcp)
+        self._rpc_server_names: OrderedDict[int, str] = OrderedDict()
         # What binds proposed while their ack is outstanding: a one-sided capture (client to
         # server only) never shows the ack, yet the proposal names the interface, as tshark's
         # own dcerpc dissector does ("SVCCTL OpenSCManagerW request").
@@ -175,7 +177,7 @@ class TsharkDecoder:
         self.stats["events"] += len(out)
         for table in (self._flows, self._dialects, self._sessions, self._trees, self._pipe_names,
                       self._requests, self._contexts, self._proposed, self._reported_proposals,
-                      self._pending_binds):
+                      self._pending_binds, self._rpc_server_names):
             table.clear()
         return out
 
@@ -353,6 +355,10 @@ class TsharkDecoder:
                     proposed[ctx_id] = (iface, version, syntaxes == [NDR64_SYNTAX])
                     reported.pop(ctx_id, None)        # a new proposal is a new bind
         elif ptype in (rpc.PTYPE_BIND_ACK, rpc.PTYPE_ALTER_CONTEXT_RESP):
+            server = (first(pdu, "ntlmssp.challenge.target_info.nb_computer_name")
+                      or first(pdu, "ntlmssp.challenge.target_info.dns_computer_name"))
+            if server:
+                _put(self._rpc_server_names, stream, server, MAX_STREAMS, self.stats, "rpc_server_names")
             pending = self._pending_binds.pop((stream, call_id), None)
             if pending is None:
                 return
@@ -498,7 +504,8 @@ class TsharkDecoder:
 
     def _context(self, stream: int, flow: FlowKey, where: _Frame) -> CallContext:
         if not where.over_smb:
-            return CallContext(flow, None, over_smb=False, capture_file=self.settings.capture_file)
+            return CallContext(flow, None, over_smb=False, capture_file=self.settings.capture_file,
+                               rpc_server_name=self._rpc_server_names.get(stream, ""))
         name = self._pipe_names.get((stream, where.pipe)) if where.pipe else None
         session = None
         encrypted = False
