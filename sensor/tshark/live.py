@@ -197,8 +197,7 @@ def run_live_tshark(config: Config, outputs: Outputs, interfaces: list[str], bpf
     stopping = False
     try:
         for batch in _batches(records):
-            if batch:
-                sensor.process_records(batch)
+            sensor.process_records(batch or ())   # None when idle: commits, and retries a spooled store
             if signals.stop and not stopping:
                 stopping = True
                 capture.stop()
