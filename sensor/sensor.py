@@ -60,7 +60,7 @@ class Summary:
     suppressed: int = 0                 # new alerts the allow-list held back (stored, not written)
     store_lock_waits: int = 0           # batches that found another writer holding the store
     store_lock_wait_seconds: float = 0.0
-    store_reconnects: int = 0           # PostgreSQL: batches retried on a new connection
+    store_reconnects: int = 0           # PostgreSQL: attempts to open a new connection after a lost one
     store_spooled: int = 0              # PostgreSQL: batches still in the spool at the end
     store_spool_dropped: int = 0        # PostgreSQL: events and coercion alerts dropped from the full spool
     store_spool_delivered: int = 0      # PostgreSQL: spooled batches written once the database was back

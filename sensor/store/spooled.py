@@ -112,6 +112,7 @@ class StoreSpool:
         self._spool: Spool | None = None
         self._path = ""
         self._spool_failing = False
+        self._warned_full = False
         self._lock = None
         self._backoff = 0.0
         self._retry_at = 0.0
@@ -189,16 +190,13 @@ class StoreSpool:
                 self.deliver(store, float("inf"))
 
     def close(self) -> None:
-        """Release the slot; an empty spool file goes."""
+        """Release the slot; an empty spool file goes (what waits, the run's summary names)."""
         if self._spool is None:
             return
         self._spool.close()
         if not self.waiting:
             for suffix in ("", "-wal", "-shm"):
                 Path(self._spool.path + suffix).unlink(missing_ok=True)
-        else:
-            self.notify(f"{self.database}: {self.waiting:,} batch(es) wait in the spool {self._spool.path} "
-                        "for the next run against this database")
         self._spool = None
         self._lock.close()
 
@@ -215,7 +213,8 @@ class StoreSpool:
             self.dropped += batch.items
             return
         self._spool_failing = False
-        if dropped and not self.dropped:
+        if dropped and not self._warned_full:
+            self._warned_full = True
             self.notify(f"{self._spool.path}: the store spool is full ({self.settings.max_bytes:,} bytes): "
                         "dropping the oldest batches (counted in the summary and metrics)")
         self.dropped += dropped
