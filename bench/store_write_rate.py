@@ -28,7 +28,7 @@ from sensor.config import Config  # noqa: E402
 from sensor.events import RpcCallEvent  # noqa: E402
 from sensor.outputs import open_outputs  # noqa: E402
 from sensor.pipeline import Pipeline  # noqa: E402
-from sensor.runner import Sensor  # noqa: E402
+from sensor.sensor import Sensor  # noqa: E402
 from workload import repeated  # noqa: E402
 
 CAPTURE = REPO / "pcaps" / "dfscoerce-smb21.pcap"
