@@ -58,7 +58,8 @@ DELIVER_SLICE_SECONDS = 0.25
 
 @dataclass(frozen=True)
 class StoreSpoolSettings:
-    directory: str = ""           # the config's outputs.spool_dir, else "spool" in the state directory
+    directory: str = ""           # load_config: outputs.spool_dir, else "spool" beside the db or in the
+                                  # state directory ("" here: the current directory)
     max_bytes: int = DEFAULT_MAX_BYTES
     retry_max_seconds: float = DEFAULT_RETRY_MAX_SECONDS
     flush_seconds: float = DEFAULT_FLUSH_SECONDS
