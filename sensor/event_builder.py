@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sensor.anomaly import Anomaly, Stats
 from sensor.community_id import community_id
 from sensor.dcerpc.events import RpcCall
 from sensor.events import (
@@ -93,8 +94,21 @@ def decode_arguments(op: Operation | None, call: RpcCall) -> tuple[dict[str, str
     try:
         decoded = decode_request(op, call.stub, call.little_endian, call.ndr64)
     except NdrDecodeError as exc:
-        return {}, {}, f"ndr: {exc}"
+        return {}, {}, f"{NDR_ERROR_PREFIX}{exc}"
     return decoded.strings, decoded.ints, ""
+
+
+# The prefix of net_decode_error when a clear stub does not parse as its operation's request.
+NDR_ERROR_PREFIX = "ndr: "
+
+
+def ndr_anomaly(event: RpcCallEvent, flow: FlowKey, stats: Stats) -> Anomaly | None:
+    """A request whose stub is damaged (not the operation's request in any documented form):
+    the named anomaly ``ndr_malformed``, counted; the event is still reported, arguments empty."""
+    if not event.net_decode_error.startswith(NDR_ERROR_PREFIX):
+        return None
+    return stats.anomaly(event.event_timestamp / 1000, "ndr", "ndr_malformed", flow,
+                         f"{event.action_rpc_func_name}: {event.net_decode_error}")
 
 
 def build_event(iface: Interface, inferred: str, call: RpcCall, ctx: CallContext) -> RpcCallEvent:

@@ -24,7 +24,7 @@ from sensor.dcerpc.events import RpcBind, RpcCall
 from sensor.dcerpc import pdu as rpc
 from sensor.dcerpc.association import MAX_CONTEXTS
 from sensor.dcerpc.pdu import NDR64_SYNTAX
-from sensor.event_builder import CallContext, build_event, resolve
+from sensor.event_builder import CallContext, build_event, ndr_anomaly, resolve
 from sensor.events import RpcCallEvent, call_fields_json, is_event_time
 from sensor.held_calls import HeldCalls
 from sensor.interfaces.catalog import Catalog, default_catalog
@@ -437,6 +437,8 @@ class TsharkDecoder:
         if resolved is None:
             return
         event = build_event(resolved[0], resolved[1], call, ctx)
+        if (damaged := ndr_anomaly(event, flow, self.stats)) is not None:
+            out.append(damaged)
         event = self._with_tshark_arguments(event, call, protocol, layer)
         self._emit(self.held.hold(assoc, call_id, ts, event), out)
 
