@@ -29,7 +29,7 @@ from sensor.interfaces.decode import (
     little_endian_stub,
     looks_like,
 )
-from tests.conftest import PCAPS, decode_capture
+from tests.conftest import PCAPS, decode_capture, requires_tshark
 
 CATALOG = default_catalog()
 SYSTEM_PYTHON = "/usr/bin/python3"      # Debian's, where python3-samba installs its modules
@@ -252,3 +252,38 @@ def test_damaged_big_endian_request_is_an_event_and_a_named_anomaly():
 
 def operation_iface(call: dict):
     return CATALOG.interface(call["uuid"])
+
+
+# -- a big-endian client on the wire: Samba's, in the lab ---------------------------------------
+
+BIG_ENDIAN_CAPTURE = "rprn-bigendian-samba-client.pcap"
+# tshark 4.0's spoolss fields for the string argument of each call (its dissector reads drep).
+TSHARK_SPOOLSS = {69: ("spoolss.printername", "pPrinterName"), 65: ("spoolss.servername", "pszLocalMachine"),
+                  0: ("spoolss.servername", "Name")}
+
+
+@requires_tshark
+def test_big_endian_capture_decodes_as_tshark_dissects_it():
+    """Samba's client sent every request big endian (tshark reads drep); each call's string
+    argument equals tshark's dissection and the client's record, with the nested structures
+    (client-info union, notify-option arrays) walked to the end of the stub."""
+    rows = subprocess.run(["tshark", "-r", str(FAMILY / BIG_ENDIAN_CAPTURE), "-Y", "dcerpc.pkt_type == 0",
+                           "-T", "fields", "-E", "occurrence=f", "-e", "frame.number", "-e", "dcerpc.drep.byteorder",
+                           "-e", "dcerpc.opnum", "-e", "spoolss.printername", "-e", "spoolss.servername"],
+                          capture_output=True, text=True, check=True).stdout.splitlines()
+    dissected = {}
+    for row in rows:
+        frame, byteorder, opnum, printer, server = row.split("\t")
+        assert byteorder == "0"                       # big-endian integer representation
+        field = TSHARK_SPOOLSS[int(opnum)][0]
+        dissected[int(frame)] = (int(opnum), printer if field == "spoolss.printername" else server)
+    found = {e.net_capture_frame: e for e in decode_capture(FAMILY / BIG_ENDIAN_CAPTURE)[0]
+             if isinstance(e, RpcCallEvent)}
+    assert sorted(found) == sorted(dissected) and len(found) == 3
+    for frame, (opnum, value) in dissected.items():
+        event = found[frame]
+        assert event.net_decode_error == "" and event.action_rpc_func_opnum == opnum
+        assert event.str_fields()[TSHARK_SPOOLSS[opnum][1]] == value
+    sent = {c["frame"]: c["args"] for c in MANIFEST[BIG_ENDIAN_CAPTURE]["calls"]}
+    assert {f: e.str_fields() for f, e in found.items()} == \
+        {f: {k: v for k, v in a.items() if isinstance(v, str)} for f, a in sent.items()}
