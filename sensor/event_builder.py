@@ -120,6 +120,7 @@ def build_event(iface: Interface, inferred: str, call: RpcCall, ctx: CallContext
         (session.server_netbios_name if session else "")
         or (session.server_dns_name if session else "")
         or tree_host(ctx.tree)
+        or call.server_name          # ncacn_ip_tcp: what the server's authenticated bind said
         or flow.server_ip
     )
     time_text, epoch_ms = xdr_time(call.ts)

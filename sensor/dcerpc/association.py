@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sensor.anomaly import Anomaly, Stats
 from sensor.budget import ByteBudget
-from sensor.dcerpc import pdu
+from sensor.dcerpc import bind_auth, pdu
 from sensor.dcerpc.events import RpcBind, RpcCall, RpcEvent, RpcResult
 from sensor.net.stream import FlowKey
 
@@ -100,7 +100,7 @@ class RpcAssociation:
     end of the pipe or flow; every anomaly names ``flow``."""
 
     __slots__ = ("flow", "settings", "stats", "_dirs", "_calls", "_pending_binds", "_contexts", "_proposed",
-                 "_reported_proposals")
+                 "_reported_proposals", "_bind_service_host", "server_name")
 
     def __init__(self, flow: FlowKey, settings: RpcSettings | None = None) -> None:
         self.flow = flow
@@ -118,6 +118,10 @@ class RpcAssociation:
         # ctx_ids of proposals already reported as an unacknowledged RpcBind (at their first call).
         # (A frozenset until the first one: an empty set costs 216 bytes per association.)
         self._reported_proposals: set[int] | frozenset[int] = frozenset()
+        # The host of the Kerberos service the last authenticated bind asked for, until its ack.
+        self._bind_service_host = ""
+        # The server's own name, from an accepted authenticated bind (sensor/dcerpc/bind_auth.py).
+        self.server_name = ""
 
     # -- the stage contract -------------------------------------------------------------
 
@@ -278,6 +282,8 @@ class RpcAssociation:
             self._pending_binds.pop(0)
             out.append(self._anomaly(ts, "dcerpc_too_many_pending_binds"))
         self._pending_binds.append((hdr.call_id, contexts))
+        if hdr.auth_length:
+            self._bind_service_host = self._server_name_from(bind_auth.service_host, data, hdr, ts, out)
         for ctx in contexts:
             if ctx.ctx_id in self._proposed or len(self._proposed) < self.settings.max_contexts:
                 # NDR64 only when it is the one syntax offered: with several, the ack decides.
@@ -322,6 +328,17 @@ class RpcAssociation:
                                           res.transfer_syntax == pdu.NDR64_SYNTAX)
             self.stats["binds"] += 1
             out.append(RpcBind(ts, ctx.ctx_id, ctx.interface_uuid, ctx.interface_version, res.transfer_syntax))
+        if hdr.auth_length and any(res.result == pdu.RESULT_ACCEPTANCE for res in results):
+            learned = self._server_name_from(bind_auth.challenge_name, data, hdr, ts, out) or self._bind_service_host
+            self.server_name = learned or self.server_name
+        self._bind_service_host = ""
+
+    def _server_name_from(self, read, data: memoryview, hdr: pdu.Header, ts: float, out: list) -> str:
+        try:
+            return read(bind_auth.auth_value(data, hdr))
+        except bind_auth.AuthTokenError as exc:
+            out.append(self._anomaly(ts, "dcerpc_bind_auth_malformed", str(exc)))
+            return ""
 
     def _request(self, hdr: pdu.Header, data: memoryview, ts: float, frame: int, out: list) -> None:
         req = pdu.parse_request(data, hdr)
@@ -369,7 +386,7 @@ class RpcAssociation:
             auth_type=auth.auth_type if auth else None,
             auth_level=auth.auth_level if auth else None,
             sealed=sealed, object_uuid=call.object_uuid, ndr64=iface[2] if iface else False,
-            stub_skipped=not call.keep,
+            stub_skipped=not call.keep, server_name=self.server_name,
         ))
 
     def _wants_stub(self, ctx_id: int) -> bool:

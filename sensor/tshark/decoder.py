@@ -21,6 +21,7 @@ from typing import Callable
 
 from sensor.anomaly import Stats
 from sensor.dcerpc.events import RpcBind, RpcCall
+from sensor.dcerpc import bind_auth
 from sensor.dcerpc import pdu as rpc
 from sensor.dcerpc.association import MAX_CONTEXTS
 from sensor.dcerpc.pdu import NDR64_SYNTAX
@@ -124,7 +125,9 @@ class TsharkDecoder:
         self._proposed: OrderedDict[AssocKey, dict[int, Context]] = OrderedDict()
         # ctx_ids of proposals already reported as an unacknowledged RpcBind (at their first call)
         self._reported_proposals: OrderedDict[AssocKey, dict[int, bool]] = OrderedDict()
-        self._pending_binds: OrderedDict[tuple[int, int], tuple[AssocKey, list]] = OrderedDict()
+        self._pending_binds: OrderedDict[tuple[int, int], tuple[AssocKey, list, str]] = OrderedDict()
+        # The server's own name from an accepted authenticated bind (sensor/dcerpc/bind_auth.py).
+        self._server_names: OrderedDict[AssocKey, str] = OrderedDict()
         # Calls wait for their answer in the same stage as the native pipeline's (no timeout:
         # a file's calls are all in the file).
         self.held = HeldCalls(stats=self.stats)
@@ -344,7 +347,8 @@ class TsharkDecoder:
                 offered.append((ctx_id, iface.lower(),
                                 (number(item, "dcerpc.cn_bind_if_ver", 0), number(item, "dcerpc.cn_bind_if_ver_minor", 0)),
                                 syntaxes))
-            _put(self._pending_binds, (stream, call_id), (assoc, offered), MAX_PENDING_BINDS, self.stats, "binds")
+            host = self._bind_token_name(bind_auth.service_host, pdu, ts)
+            _put(self._pending_binds, (stream, call_id), (assoc, offered, host), MAX_PENDING_BINDS, self.stats, "binds")
             proposed = self._assoc_table(self._proposed, assoc)
             reported = self._reported_proposals.get(assoc, {})
             for ctx_id, iface, version, syntaxes in offered:
@@ -356,8 +360,12 @@ class TsharkDecoder:
             pending = self._pending_binds.pop((stream, call_id), None)
             if pending is None:
                 return
-            bound_assoc, offered = pending
+            bound_assoc, offered, host = pending
             results = [int(r, 0) for r in values(pdu, "dcerpc.cn_ack_result")]
+            if 0 in results and first(pdu, "dcerpc.auth_credentials") is not None:
+                name = self._bind_token_name(bind_auth.challenge_name, pdu, ts) or host
+                if name:
+                    _put(self._server_names, bound_assoc, name, MAX_ASSOCIATIONS, self.stats, "server_names")
             # C706 12.6.3.4 p_result_t: each result names the transfer syntax the server picked
             # from that context's list (MS-RPCE 2.2.5.1.1: NDR64's uuid for NDR64 stubs).
             accepted = [s.lower() for s in values(pdu, "dcerpc.cn_ack_trans_id") if isinstance(s, str)]
@@ -386,6 +394,17 @@ class TsharkDecoder:
                 self._answer(stream, assoc, call_id, status, out)
             if ptype == rpc.PTYPE_RESPONSE and stubs and self._is_response(stubs[0][1]):
                 stubs.pop(0)                        # keep the frame's stub layers in step with its PDUs
+
+    def _bind_token_name(self, read, pdu: dict, ts: float) -> str:
+        """A name read from the PDU's authentication token (bind_auth), "" without one."""
+        token = first(pdu, "dcerpc.auth_credentials")
+        if not isinstance(token, str):
+            return ""
+        try:
+            return read(bytes.fromhex(token.replace(":", "")))
+        except (bind_auth.AuthTokenError, ValueError) as exc:
+            self.stats.anomaly(ts, "dcerpc", "dcerpc_bind_auth_malformed", detail=str(exc))
+            return ""
 
     def _assoc_table(self, tables: OrderedDict, assoc: AssocKey) -> dict:
         table = tables.get(assoc)
@@ -428,6 +447,7 @@ class TsharkDecoder:
             little_endian=number(pdu, "dcerpc.drep.byteorder", NDR_LITTLE_ENDIAN) == NDR_LITTLE_ENDIAN,
             auth_type=auth_type, auth_level=auth_level, sealed=sealed,
             object_uuid=first(pdu, "dcerpc.obj_id"), ndr64=bound[2] if bound else False,
+            server_name=self._server_names.get(assoc, ""),
         )
         self.stats["rpc_calls"] += 1
         if observer is not None:
