@@ -74,3 +74,19 @@ def test_par_listener_is_the_server_only_by_its_own_name(server, printer, counte
     row = event.to_dict() | {"_time": event.event_timestamp, "agent_hostname": server,
                              "action_rpc_func_str_call_fields": json.dumps({"pPrinterName": printer})}
     assert (par_plan().event_row(row) is not None) == counted
+
+
+@pytest.mark.parametrize("name", ["rprn-smb21.pcap", "rprn-bigendian-samba-client.pcap"])
+def test_printerbug_naming_the_attackers_own_host_still_alerts(name):
+    """The commonest PrinterBug (ntlmrelayx on the attacker, which names itself) is the same call
+    as a print client registering its own notifications: the rule must keep counting it. A
+    self-listener is never taken as benign (see README, "The coercion family": no sound wire
+    discriminator exists), so this guards against trading detection for quiet."""
+    [plan] = [xql_rules.rarity_plan(xql_rules.load_rule(p)) for p in RULES if p.stem == "rprn"]
+    records, _ = decode_capture(PCAPS / "family" / name)
+    registrations = [r for r in records if isinstance(r, RpcCallEvent) and r.action_rpc_func_opnum in (62, 65)]
+    assert registrations
+    for event in registrations:
+        listener = event.str_fields()["pszLocalMachine"].lstrip("\\")
+        assert listener == event.actor_remote_ip            # the caller names itself
+        assert plan.event_row(event.to_dict() | {"_time": event.event_timestamp}) is not None
