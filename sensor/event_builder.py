@@ -102,9 +102,11 @@ def decode_arguments(op: Operation | None, call: RpcCall) -> tuple[dict[str, str
 NDR_ERROR_PREFIX = "ndr: "
 
 
-def ndr_anomaly(event: RpcCallEvent, flow: FlowKey, stats: Stats) -> Anomaly | None:
+def count_ndr_damage(event: RpcCallEvent, flow: FlowKey, stats: Stats) -> Anomaly | None:
     """A request whose stub is damaged (not the operation's request in any documented form):
-    the named anomaly ``ndr_malformed``, counted; the event is still reported, arguments empty."""
+    counted as the named anomaly ``ndr_malformed``. The event itself is still reported (interface
+    and opnum: a rule keys on them) and carries the detail in net_decode_error, so the anomaly is
+    counted, not emitted a second time."""
     if not event.net_decode_error.startswith(NDR_ERROR_PREFIX):
         return None
     return stats.anomaly(event.event_timestamp / 1000, "ndr", "ndr_malformed", flow,

@@ -25,7 +25,7 @@ from sensor.dcerpc import bind_auth
 from sensor.dcerpc import pdu as rpc
 from sensor.dcerpc.association import MAX_CONTEXTS
 from sensor.dcerpc.pdu import NDR64_SYNTAX
-from sensor.event_builder import CallContext, build_event, ndr_anomaly, resolve
+from sensor.event_builder import CallContext, build_event, count_ndr_damage, resolve
 from sensor.events import RpcCallEvent, call_fields_json, is_event_time
 from sensor.held_calls import HeldCalls
 from sensor.interfaces.catalog import Catalog, default_catalog
@@ -457,8 +457,7 @@ class TsharkDecoder:
         if resolved is None:
             return
         event = build_event(resolved[0], resolved[1], call, ctx)
-        if (damaged := ndr_anomaly(event, flow, self.stats)) is not None:
-            out.append(damaged)
+        count_ndr_damage(event, flow, self.stats)
         event = self._with_tshark_arguments(event, call, protocol, layer)
         self._emit(self.held.hold(assoc, call_id, ts, event), out)
 

@@ -229,7 +229,7 @@ def test_damaged_big_endian_request_is_an_event_and_a_named_anomaly():
     empty with the reason, and the damage is counted as ``anomaly.ndr_malformed``."""
     from sensor.anomaly import Stats
     from sensor.dcerpc.events import RpcCall
-    from sensor.event_builder import CallContext, build_event, ndr_anomaly
+    from sensor.event_builder import CallContext, build_event, count_ndr_damage
     from sensor.net.stream import FlowKey
 
     call_data = samba_call("find_first_ex")
@@ -242,12 +242,12 @@ def test_damaged_big_endian_request_is_an_event_and_a_named_anomaly():
     assert event.action_rpc_func_opnum == 65 and not json.loads(event.action_rpc_func_str_call_fields or "{}")
     assert event.net_decode_error.startswith("ndr: RpcRemoteFindFirstPrinterChangeNotificationEx")
     stats = Stats()
-    anomaly = ndr_anomaly(event, flow, stats)
+    anomaly = count_ndr_damage(event, flow, stats)
     assert (anomaly.layer, anomaly.name, anomaly.flow) == ("ndr", "ndr_malformed", flow)
     assert stats["anomaly.ndr_malformed"] == 1
     clean = build_event(operation_iface(call_data), "", replace(call, stub=stub(call_data, "be")[0]),
                         CallContext(flow, "spoolss", over_smb=True))
-    assert ndr_anomaly(clean, flow, stats) is None and stats["anomaly.ndr_malformed"] == 1
+    assert count_ndr_damage(clean, flow, stats) is None and stats["anomaly.ndr_malformed"] == 1
 
 
 def operation_iface(call: dict):
