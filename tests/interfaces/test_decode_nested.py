@@ -287,3 +287,47 @@ def test_big_endian_capture_decodes_as_tshark_dissects_it():
     sent = {c["frame"]: c["args"] for c in MANIFEST[BIG_ENDIAN_CAPTURE]["calls"]}
     assert {f: e.str_fields() for f, e in found.items()} == \
         {f: {k: v for k, v in a.items() if isinstance(v, str)} for f, a in sent.items()}
+
+
+# -- big endian where no independent big-endian encoder exists: tshark-guided swap ------------
+
+# (capture, the stub dissector tshark names); the calls compared are those tshark dissects
+# (TSHARK_FIELDS of test_family_captures: EFSR 0-9 on c681d488, EVEN 9, FSRVP 8/9, RPRN 65).
+SWAPPED = [("efsr-lsarpc-smb21.pcap", "efs"), ("even-smb21.pcap", "eventlog"), ("fsrvp-smb21.pcap", "fsrvp"),
+           ("rprn-smb21.pcap", "spoolss")]
+
+
+@requires_tshark
+@pytest.mark.parametrize("name,protocol", SWAPPED)
+def test_tshark_swapped_big_endian_capture_decodes_as_the_client_sent(name, protocol, tmp_path):
+    """Samba has no EFSR, EVEN or FSRVP bindings and impacket marshals little endian only, so
+    the lab capture is rewritten big endian by what tshark dissects (tshark_byteswap.py); tshark
+    re-reads the argument from it, and the sensor decodes every call tshark dissects, nested
+    certificate lists (EFSR 8/9) and RPC_UNICODE_STRING (EVEN 9) included, as the client sent it."""
+    from tests.interfaces.test_family_captures import TSHARK_FIELDS
+    from tests.interfaces.tshark_byteswap import big_endian_copy
+
+    out = tmp_path / name
+    big_endian_copy(FAMILY / name, out, {protocol})
+    table = TSHARK_FIELDS[protocol]
+    fields = sorted({f for f, _ in table.values()})
+    run = subprocess.run(["tshark", "-r", str(out), "-Y", "dcerpc.pkt_type == 0", "-T", "fields", "-E", "occurrence=f",
+                          "-e", "frame.number", "-e", "dcerpc.drep.byteorder", "-e", "dcerpc.opnum",
+                          *[x for f in fields for x in ("-e", f)]], capture_output=True, text=True, check=True)
+    rows = {int(cols[0]): cols for cols in (line.split("\t") for line in run.stdout.splitlines())}
+    sent = {c["frame"]: c for c in MANIFEST[name]["calls"]}
+    found = {e.net_capture_frame: e for e in decode_capture(out)[0] if isinstance(e, RpcCallEvent)}
+    compared = 0
+    for frame, call in sent.items():
+        assert rows[frame][1] == "0"                        # every request now says big endian
+        if call["opnum"] not in table:
+            continue                                        # tshark does not dissect it: not swapped
+        field, argument = table[call["opnum"]]
+        assert rows[frame][3 + fields.index(field)] == call["args"][argument]      # tshark re-reads it
+        event = found[frame]
+        assert event.net_decode_error == ""
+        assert event.str_fields() == {k: v for k, v in call["args"].items() if isinstance(v, str)}
+        assert json.loads(event.action_rpc_func_int_call_fields) == \
+            {k: str(v) for k, v in call["args"].items() if not isinstance(v, str)}
+        compared += 1
+    assert compared == {"efs": 7, "eventlog": 1, "fsrvp": 2, "spoolss": 1}[protocol]
