@@ -11,7 +11,6 @@ good as tshark's dissection, and tshark re-reads the result.
 """
 from __future__ import annotations
 
-import shutil
 import struct
 import subprocess
 import xml.etree.ElementTree as ElementTree
@@ -82,7 +81,3 @@ def big_endian_copy(pcap: Path, out: Path, protocols: set[str]) -> dict[int, lis
         at = start + incl
     out.write_bytes(bytes(data))
     return plan
-
-
-def available() -> bool:
-    return shutil.which("tshark") is not None
