@@ -16,7 +16,8 @@ import click
 from sensor.config import MAX_LOOKBACK_DAYS, MAX_THRESHOLD, Config, ConfigError, load_config
 from sensor.alerts import RARITY_RULE
 from sensor.coercion.events import RULES as COERCION_RULES
-from sensor.detect.rarity import DAY_MODES, MATCH_MODES, RarityDetector, detector_rules, hunt as run_hunt, run_rule
+from sensor.detect.rarity import (DAY_MODES, MATCH_MODES, RarityDetector, detector_rules, hunt as run_hunt,
+                                  later_hits, run_rule)
 from sensor.hosts import HostQuery
 from sensor.outputs import OutputError, open_outputs
 from sensor.store import open_store
@@ -451,7 +452,8 @@ def _with_progress(reader, bar) -> Iterator:
               help="Decoder processes (flows are split between them; native engine only).")
 @click.option("--metrics-file", metavar="PATH",
               help="Write counters in Prometheus text format to PATH at every stats interval and at exit "
-                   "(node_exporter textfile collector: a temporary file renamed over PATH; native engine).")
+                   "(node_exporter textfile collector: a temporary file renamed over PATH; the tshark engine "
+                   "writes the counters it has, see the README).")
 @click.option("--engine", type=click.Choice(["native", "tshark"]), default="native", show_default=True,
               help="Decode with the built-in pipeline, or with dumpcap + tshark (slower; a cross-check; "
                    "tshark runs as the invoking user, so no --user).")
@@ -471,8 +473,9 @@ def live(interfaces: tuple[str, ...], bpf: str | None, stats_interval: float, st
     config = _sensor_config(options)
     if engine == "tshark" and workers > 1:
         _fail("--workers is for the native engine; tshark decodes in one process", EXIT_USAGE)
-    if engine == "tshark" and metrics_file:
-        _fail("--metrics-file is for the native engine", EXIT_USAGE)
+    if engine == "tshark" and config.evidence:
+        _fail("--evidence is for the native engine: tshark hands over decoded fields, not the frames "
+              "a pcap is made of", EXIT_USAGE)
     # Live, a full log partition must not stop capture: the sink keeps storing, counts
     # what it cannot write, retries, and says so once.
     outputs = _open_outputs(config, live=True)
@@ -481,7 +484,8 @@ def live(interfaces: tuple[str, ...], bpf: str | None, stats_interval: float, st
 
         try:
             code = run_live_tshark(config, outputs, list(interfaces), bpf=bpf, stats_interval=stats_interval,
-                                   stats_json=stats_json, allow_root=allow_root, user=user, syslog=syslog)
+                                   stats_json=stats_json, allow_root=allow_root, user=user, syslog=syslog,
+                                   metrics_file=metrics_file)
         except sqlite3.Error as e:
             _fail(str(explain(config.db, e)))
         sys.exit(code)
@@ -616,6 +620,7 @@ def alerts_command(db, config_file, since, until, server, client, opnum, limit, 
             if rule not in known:
                 _fail(f"--rule {rule}: unknown rule; known rules: {', '.join(known)}", EXIT_USAGE)
         lines = store.alert_records(where, suppressed=suppressed)
+        counts = later_hits(store) if fmt == "table" else {}
         reasons = {}
         if suppressed:
             reasons = {json.loads(line)["alert_id"]: None for line in lines}
@@ -630,7 +635,9 @@ def alerts_command(db, config_file, since, until, server, client, opnum, limit, 
     rows = [_alert_row(json.loads(line)) for line in lines]
     for row in rows:
         row["suppressed_by"] = reasons.get(row["alert_id"])
-    _print_records(rows, fmt, ALERT_COLUMNS + (["suppressed_by"] if suppressed else []))
+        # the rarity rules' count of the key's hits that day, which goes on after the alert
+        row["hits"], row["last_seen"] = counts.get(row["alert_id"], (None, None))
+    _print_records(rows, fmt, ALERT_COLUMNS + ["hits", "last_seen"] + (["suppressed_by"] if suppressed else []))
 
 
 def _rule_ids(config: Config) -> list[str]:

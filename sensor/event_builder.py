@@ -47,6 +47,7 @@ class CallContext:
     session: SmbSession | None = None
     encrypted: bool = False        # the SMB session was seen encrypting (transform headers)
     capture_file: str = ""
+    rpc_server_name: str = ""      # named by an authenticated bind (NTLMSSP CHALLENGE, accepted Kerberos; ncacn_ip_tcp)
 
 
 def tree_host(tree: str) -> str:
@@ -122,7 +123,7 @@ def build_event(iface: Interface, inferred: str, call: RpcCall, ctx: CallContext
         (session.server_netbios_name if session else "")
         or (session.server_dns_name if session else "")
         or tree_host(ctx.tree)
-        or call.server_name          # ncacn_ip_tcp: what the server's authenticated bind said
+        or ctx.rpc_server_name
         or flow.server_ip
     )
     time_text, epoch_ms = xdr_time(call.ts)

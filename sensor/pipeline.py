@@ -391,7 +391,9 @@ class Pipeline:
 
     def _context(self, state: _FlowState, flow: FlowKey, pipe_id: PipeId | None) -> CallContext:
         if pipe_id is None:
-            return CallContext(flow, None, over_smb=False, capture_file=self.capture_file)
+            assoc = state.assocs.get(None)
+            return CallContext(flow, None, over_smb=False, capture_file=self.capture_file,
+                               rpc_server_name=assoc.server_name if assoc else "")
         pipe = state.pipes.get(pipe_id)
         session = state.sessions.get(pipe_id[1])
         return CallContext(

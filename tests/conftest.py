@@ -1,9 +1,11 @@
 """Shared test helpers: where the recorded captures live, and running the pipeline over one."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,24 @@ def decode_capture(path: Path, settings=None):
 
 
 requires_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed (scripts/setup --test installs it)")
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 KiB tmpfs filled to the last block but for a file the test can delete to free
+    space: (mount point, that file)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root; CI runs as root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
+    try:
+        filler = mount / "filler"
+        with open(filler, "wb") as f:
+            try:
+                f.write(b"x" * 128 * 1024)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC
+        yield mount, filler
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)

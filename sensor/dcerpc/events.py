@@ -38,7 +38,6 @@ class RpcCall:
     object_uuid: str | None = None
     ndr64: bool = False          # the context's transfer syntax is NDR64 (71710533-...): stub in NDR64
     stub_skipped: bool = False   # the interface is not catalogued: stub passed over, not kept (empty)
-    server_name: str = ""        # the server's own name from its authenticated bind (dcerpc/bind_auth.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
+from sensor.alerts import make_alert_id
 from sensor.anomaly import Stats
 from sensor.events import RpcCallEvent
 from sensor.store.sqlite import AlertListing, Store
@@ -195,6 +196,19 @@ class RarityDetector:
             record["event_ids"].append(event.event_id)
         self.store.put_alert(rule, key, day, record, event.event_timestamp, event.event_timestamp, _listing(event))
         self.stats["alert_updates"] += 1
+
+
+def later_hits(store: Store) -> dict[str, tuple[int, str]]:
+    """alert_id -> (hits, last_seen) of every rarity alert in the detector's state. The alert
+    record is the alert as raised and never changes; the day's count goes on here. A state
+    row is {"rule", the by fields in the query's order, "day", ...} (Alert.to_dict), the
+    same rule, key and day the envelope's alert_id is made of."""
+    counts = {}
+    for record in store.alerts():
+        names = list(record)
+        key = [record[name] for name in names[names.index("rule") + 1:names.index("day")]]
+        counts[make_alert_id(record["rule"], key, record["day"])] = (record["hits"], record["last_seen"])
+    return counts
 
 
 def _listing(event: RpcCallEvent) -> AlertListing:

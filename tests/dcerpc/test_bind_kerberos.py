@@ -1,5 +1,5 @@
-"""The server's own name from an authenticated bind (sensor/dcerpc/bind_auth.py), on a Windows
-MS-PAR client's real bind (corpus: suricata-verify truncate-applayer-test-01, SPNEGO/Kerberos,
+"""The server's own name from a Kerberos-authenticated bind (RpcAssociation.server_name; the NTLM
+CHALLENGE case is in test_association.py), on a Windows MS-PAR client's real bind (corpus: suricata-verify truncate-applayer-test-01, SPNEGO/Kerberos,
 service host/DEERLM99PS1SRV.ww005.siemens.net), answered by the real server's bind_ack, or by
 a refusal: the name counts only when the server accepted the authentication."""
 from __future__ import annotations
@@ -51,16 +51,19 @@ def fed(association: RpcAssociation, *steps: tuple[bool, bytes]) -> list:
     return out
 
 
-def calls(association: RpcAssociation, *steps: tuple[bool, bytes]) -> list[RpcCall]:
-    return [e for e in fed(association, *steps) if isinstance(e, RpcCall)]
+def named(*steps: tuple[bool, bytes]) -> tuple[str, list]:
+    """The server name an association learns from these PDUs, and what it emitted."""
+    association = RpcAssociation(FLOW)
+    out = fed(association, *steps)
+    assert len([e for e in out if isinstance(e, RpcCall)]) == 1
+    return association.server_name, out
 
 
 @requires_tshark
 def test_accepted_kerberos_bind_names_the_server(corpus):
     bind, ack, request = (payloads(corpus, BIND_FRAMES), payloads(corpus, [ACK_FRAME]),
                           payloads(corpus, [REQUEST_FRAME]))
-    [call] = calls(RpcAssociation(FLOW), (True, bind), (False, ack), (True, request))
-    assert call.server_name == SERVER
+    assert named((True, bind), (False, ack), (True, request))[0] == SERVER
 
 
 @requires_tshark
@@ -75,9 +78,8 @@ def test_a_bind_the_server_did_not_authenticate_names_nothing(corpus, answer):
         steps.append((False, bind_nak(call_id)))
     elif answer == "ack without auth":
         steps.append((False, bind_ack_without_auth(bind)))
-    out = fed(RpcAssociation(FLOW), *steps, (True, request))
-    [call] = [e for e in out if isinstance(e, RpcCall)]
-    assert call.server_name == ""
+    name, out = named(*steps, (True, request))
+    assert name == ""
     if answer == "ack without auth":     # the contexts were accepted: only the authentication is missing
         assert any(isinstance(e, RpcBind) and e.acknowledged for e in out)
 
@@ -87,11 +89,9 @@ def test_damaged_ticket_is_a_named_anomaly_and_names_nothing(corpus):
     bind = bytearray(payloads(corpus, BIND_FRAMES))
     head = bind.index(AP_REQ_HEAD)
     bind[head - 1] = 0xff          # the AP-REQ SEQUENCE's length byte: past its container
-    association = RpcAssociation(FLOW)
-    out = association.feed(True, 0.0, bytes(bind), 1) + association.feed(False, 1.0, payloads(corpus, [ACK_FRAME]), 2)
-    assert "dcerpc_bind_auth_malformed" in {getattr(e, "name", "") for e in out}
-    [call] = calls(association, (True, payloads(corpus, [REQUEST_FRAME])))
-    assert call.server_name == ""
+    name, out = named((True, bytes(bind)), (False, payloads(corpus, [ACK_FRAME])),
+                      (True, payloads(corpus, [REQUEST_FRAME])))
+    assert "kerberos_malformed" in {getattr(e, "name", "") for e in out} and name == ""
 
 
 @requires_tshark
@@ -105,24 +105,3 @@ def test_both_engines_name_the_server_alike(corpus):
     theirs, _ = tshark_events(corpus / PRINTNIGHTMARE)
     assert [e.agent_hostname for e in native] == [e.agent_hostname for e in theirs] == [SERVER] * len(native)
     assert len(native) == 22
-
-
-@requires_tshark
-def test_ntlm_challenge_in_the_bind_ack_names_the_server():
-    """RPC-level NTLM (Samba, PKT_PRIVACY over \\PIPE\\spoolss): the CHALLENGE in the bind_ack
-    gives the server's DNS computer name, as tshark's NTLMSSP dissector reads it."""
-    from sensor.capture.pcapfile import open_capture
-    from sensor.pipeline import Pipeline, PipelineSettings
-    from tests.conftest import PCAPS
-
-    path = PCAPS / "family" / "rprn-rpc-privacy-backauth.pcap"
-    run = subprocess.run(["tshark", "-r", str(path), "-Y", "dcerpc.pkt_type == 12", "-T", "fields",
-                          "-e", "ntlmssp.challenge.target_info.dns_computer_name"],
-                         capture_output=True, text=True, check=True)
-    [dissected] = run.stdout.split()
-    seen = []
-    pipe = Pipeline(PipelineSettings(rpc_observer=lambda f, p, ev: seen.append(ev) if isinstance(ev, RpcCall) else None))
-    for ts, linktype, data, frame in open_capture(path):
-        pipe.feed(ts, linktype, data, frame)
-    pipe.close()
-    assert [c.opnum for c in seen] == [1, 65] and {c.server_name for c in seen} == {dissected}
