@@ -22,6 +22,7 @@ from sensor.outputs import OutputError, open_outputs
 from sensor.store import open_store
 from sensor.store.sqlite import DEFAULT_LIST_LIMIT, ListFilter, Store, StoreError, explain, reported
 from sensor.text import json_line, printable
+from sensor.xql.dialects import Unsupported
 from sensor.xql.rules import RuleError, parse_rule, with_day_mode, with_threshold
 
 EXIT_INPUT = 1
@@ -532,7 +533,10 @@ def hunt_command(db, config_file, xql_file, until, lookback_days, threshold, day
     if xql_file is not None:
         rule = with_threshold(_query_rule(xql_file, day_mode), threshold)
         with _reading(config.db) as store:
-            records = run_rule(store, rule, until, config.detector.lookback_days)
+            try:
+                records = run_rule(store, rule, until, config.detector.lookback_days)
+            except Unsupported as e:        # a query only SQLite's Python functions can run
+                _fail(f"{xql_file}: {e}", EXIT_USAGE)
         columns = [c for c in rule.checked.final if c not in rule.checked.hidden]
         _print_records(records, fmt, columns)
         return

@@ -25,6 +25,7 @@ from psycopg import pq
 from sensor.anomaly import Stats
 from sensor.events import RpcCallEvent
 from sensor.store.sqlite import AlertListing, Store, StoreError, T, event_row
+from sensor.xql.dialects import POSTGRESQL
 
 # The advisory lock every writer's batch takes ("dfs-sensor store" as 8 ASCII bytes).
 WRITE_LOCK_KEY = int.from_bytes(b"dfsstore", "big") & 0x7FFF_FFFF_FFFF_FFFF
@@ -117,6 +118,7 @@ class PostgresStore(Store):
     INSERT_IGNORE = "INSERT INTO {table} {columns}VALUES ({marks}) ON CONFLICT DO NOTHING"
     LEAST, GREATEST = "LEAST", "GREATEST"
     NO_BUSY_WAIT = BUSY_WAIT = "SELECT 1"        # waits are the advisory lock's, in _try_begin
+    XQL_DIALECT = POSTGRESQL
 
     def __init__(self, url: str, readonly: bool = False):
         # The alerts read or written in the current batch's transaction, by (rule, key, day):
@@ -135,6 +137,13 @@ class PostgresStore(Store):
         except BaseException:
             self.db.close()
             raise
+
+    def query(self, sql: str, params: dict) -> list[tuple]:
+        """A read in psycopg's own parameter style (%(name)s: the XQL compiler's)."""
+        try:
+            return self.db.conn.execute(sql, params).fetchall()
+        except psycopg.Error as e:
+            raise StoreError(f"{self.path}: {_first_line(e)}") from None
 
     def _schema_names(self) -> set[tuple[str, str]]:
         return set(self.db.execute(

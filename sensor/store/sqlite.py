@@ -26,6 +26,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 from urllib.parse import quote
 
 from sensor.anomaly import Stats
+from sensor.xql.dialects import SQLITE
 from sensor.xql.functions import extract_day, json_extract_scalar, utc_date
 from sensor.events import RpcCallEvent
 from sensor.hosts import HostQuery
@@ -157,6 +158,7 @@ class Store:
     INSERT_IGNORE = "INSERT OR IGNORE INTO {table} {columns}VALUES ({marks})"
     LEAST, GREATEST = "min", "max"
     NO_BUSY_WAIT, BUSY_WAIT = "PRAGMA busy_timeout = 0", f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}"
+    XQL_DIALECT = SQLITE        # what `hunt` compiles its XQL to (sensor/xql/dialects.py)
 
     def __init__(self, path: str, readonly: bool = False):
         self.path = path
