@@ -573,6 +573,8 @@ def list_options(f: Callable) -> Callable:
         click.option("--client", type=_Host(), metavar="HOST|IP|CIDR",
                      help="Only calls from this client (actor_remote_ip; the client of a coercion alert)."),
         click.option("--opnum", type=click.IntRange(0, MAX_OPNUM), help="Only this opnum."),
+        click.option("--sensor", metavar="NAME",
+                     help="Only what the sensor of this name stored (its --sensor-name; a fleet's PostgreSQL store)."),
         click.option("--limit", type=click.IntRange(1, MAX_LIST_LIMIT), default=DEFAULT_LIST_LIMIT, show_default=True,
                      help="Newest first, at most this many."),
         click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True),
@@ -583,9 +585,9 @@ def list_options(f: Callable) -> Callable:
 
 
 def _listing(kind: str, columns: list[str]) -> Callable:
-    def command(db, config_file, since, until, server, client, opnum, limit, fmt) -> None:
+    def command(db, config_file, since, until, server, client, opnum, sensor, limit, fmt) -> None:
         where = ListFilter(since_ms=since, until_ms=until, server=server, client=client,
-                           opnum=opnum, limit=limit)
+                           opnum=opnum, limit=limit, sensor=sensor)
         with _reading(_reader_config(db, config_file).db) as store:
             records = getattr(store, kind)(where)
         _print_records(records, fmt, columns)
@@ -601,7 +603,8 @@ ALERT_COLUMNS = ["timestamp", "rule", "severity", "src_ip", "dest_ip", "listener
                                              "coercion-confirmed, probable-coercion).")
 @click.option("--suppressed", is_flag=True,
               help="List the alerts the allow-list held back instead (with the entry's reason).")
-def alerts_command(db, config_file, since, until, server, client, opnum, limit, fmt, rule, suppressed) -> None:
+def alerts_command(db, config_file, since, until, server, client, opnum, sensor, limit, fmt, rule,
+                   suppressed) -> None:
     """List stored alerts of every rule, newest first, as they were written out (one JSON
     envelope per alert with --format json). --server is the server that took the call (the
     victim of a coercion alert), --client the caller; --opnum keeps alerts about calls with
@@ -613,7 +616,7 @@ def alerts_command(db, config_file, since, until, server, client, opnum, limit, 
     """
     config = _reader_config(db, config_file)
     where = ListFilter(since_ms=since, until_ms=until, server=server, client=client,
-                       opnum=opnum, limit=limit, rule=rule)
+                       opnum=opnum, limit=limit, rule=rule, sensor=sensor)
     with _reading(config.db) as store:
         if rule is not None:
             known = sorted({RARITY_RULE.id, *COERCION_RULES, *store.alert_rules(), *_rule_ids(config)})

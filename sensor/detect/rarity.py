@@ -198,7 +198,8 @@ class RarityDetector:
 
 
 def _listing(event: RpcCallEvent) -> AlertListing:
-    return AlertListing(event.agent_hostname, event.agent_ip, event.actor_remote_ip, event.action_rpc_func_opnum)
+    return AlertListing(event.agent_hostname, event.agent_ip, event.actor_remote_ip, event.action_rpc_func_opnum,
+                        event.sensor)
 
 
 def window_query(store: Store, rule: Rule, until_ms: int | None, lookback_days: int) -> Compiled | None:

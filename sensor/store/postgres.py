@@ -24,7 +24,7 @@ from psycopg import pq
 
 from sensor.anomaly import Stats
 from sensor.events import RpcCallEvent
-from sensor.store.sqlite import AlertListing, Store, StoreError, T, event_row
+from sensor.store.sqlite import AlertListing, Store, StoreError, T, envelope_sensor, event_row
 from sensor.xql.dialects import POSTGRESQL
 
 # The advisory lock every writer's batch takes ("dfs-sensor store" as 8 ASCII bytes).
@@ -191,8 +191,9 @@ class PostgresStore(Store):
     # In pipeline mode a statement's row count is known only once its results are read:
     # the inserts whose outcome the batch needs return a row, and reading it waits for it.
     def add_event(self, event: RpcCallEvent, row: tuple | None = None) -> bool:
-        return self.db.execute(self.insert_ignore_sql("events", "", 16) + " RETURNING 1",
-                               row or event_row(event)).fetchone() is not None
+        row = row or event_row(event)
+        return self.db.execute(self.insert_ignore_sql("events", "", len(row)) + " RETURNING 1",
+                               row).fetchone() is not None
 
     def add_events(self, events: list[RpcCallEvent], rows: list[tuple]) -> list[bool]:
         """Multi-row INSERTs for the batch (a round trip per EVENTS_PER_INSERT, not per
@@ -213,8 +214,9 @@ class PostgresStore(Store):
     def add_alert_record(self, alert_id: str, rule: str, day: str, ts_ms: int, line: str,
                          suppressed_by: str | None = None) -> bool:
         return self.db.execute(
-            self.insert_ignore_sql("alert_records", "(alert_id, rule, day, ts_ms, suppressed_by, record) ", 6)
-            + " RETURNING 1", (alert_id, rule, day, ts_ms, suppressed_by, line)).fetchone() is not None
+            self.insert_ignore_sql("alert_records", "(alert_id, rule, day, ts_ms, suppressed_by, record, sensor) ", 7)
+            + " RETURNING 1", (alert_id, rule, day, ts_ms, suppressed_by, line, envelope_sensor(line))
+        ).fetchone() is not None
 
     def alert_record(self, rule: str, key: str, day: str) -> dict | None:
         if self._alerts is None:

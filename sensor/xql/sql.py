@@ -22,12 +22,12 @@ from sensor.xql.dialects import SQLITE, SqliteDialect
 from sensor.xql.evaluate import contains, is_wildcard, regex_match, wildcard_match
 from sensor.xql.functions import FUNCTIONS, apply
 
-# xdr_data fields that the events table keeps in a column of its own (migrations.py step 1).
+# xdr_data fields that the events table keeps in a column of its own (migrations.py steps 1, 5).
 COLUMNS = {
     TIME_FIELD: "ts_ms", "event_timestamp": "ts_ms", "event_id": "event_id", "event_type": "event_type",
     "action_rpc_interface_uuid": "interface_uuid", "action_rpc_func_name": "func_name",
     "action_rpc_func_opnum": "opnum", "actor_type": "actor_type", "agent_hostname": "agent_hostname",
-    "agent_id": "agent_id", "agent_ip": "agent_ip", "actor_remote_ip": "actor_remote_ip",
+    "agent_id": "agent_id", "agent_ip": "agent_ip", "actor_remote_ip": "actor_remote_ip", "sensor": "sensor",
 }
 
 
