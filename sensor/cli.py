@@ -691,6 +691,27 @@ def store_copy(source: str, destination: str) -> None:
     click.echo(f"copied: {report.human()}", err=True)
 
 
+@store_group.command("migrate")
+@db_option
+def store_migrate(db: str | None) -> None:
+    """Create the store's schema, or bring it to this version's (a writer does it too when it
+    opens the store). On PostgreSQL run it as the database's owner after upgrading
+    dfs-sensor: the sensors' and analysts' roles may not alter tables (README, Many sensors).
+
+    \b
+    Example:
+      dfs-sensor store migrate --db postgresql://dfs_owner@db/dfs
+    """
+    config = _load(None, {"db": db})
+    try:
+        store = open_store(config.db)
+    except StoreError as e:
+        _fail(str(e))
+    version = store.schema_version
+    store.close()
+    click.echo(f"{store.path}: schema version {version}", err=True)
+
+
 def _print_records(records: list[dict], fmt: str, columns: list[str]) -> None:
     if fmt == "json":
         for record in records:
