@@ -521,6 +521,8 @@ def hunt_command(db, config_file, xql_file, until, lookback_days, threshold, day
     """Run the Cortex XDR DFSCoerce query over the stored events: the groups seen on fewer
     than THRESHOLD distinct days in the LOOKBACK-DAYS before --until, with their day count.
     With --xql, run any XQL query (dataset xdr_data) over the same window and print its rows.
+    On a postgresql:// store the query runs as PostgreSQL's SQL, with the same rows
+    (README, Many sensors: reads on PostgreSQL).
 
     \b
     Examples:

@@ -24,6 +24,7 @@ from psycopg import pq
 
 from sensor.anomaly import Stats
 from sensor.events import RpcCallEvent
+from sensor.store.migrations import SCHEMA_VERSION
 from sensor.store.sqlite import AlertListing, Store, StoreError, T, envelope_sensor, event_row
 from sensor.xql.dialects import POSTGRESQL
 
@@ -137,6 +138,15 @@ class PostgresStore(Store):
         except BaseException:
             self.db.close()
             raise
+
+    def _migrate(self) -> None:
+        try:
+            super()._migrate()
+        except StoreError as e:
+            if "must be owner" not in str(e):
+                raise
+            raise StoreError(f"{e} (the schema is older than this dfs-sensor's, version {SCHEMA_VERSION}: "
+                             f"the database's owner runs `dfs-sensor store migrate --db URL` once)") from None
 
     def query(self, sql: str, params: dict) -> list[tuple]:
         """A read in psycopg's own parameter style (%(name)s: the XQL compiler's)."""

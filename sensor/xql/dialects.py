@@ -104,6 +104,8 @@ _PG_PARTS = {"SECOND": "floor(EXTRACT(SECOND FROM {t}))", "MINUTE": "EXTRACT(MIN
 _PG_FORMATS = {"Y": "YYYY", "m": "MM", "d": "DD", "H": "HH24", "M": "MI", "S": "SS", "j": "DDD", "y": "YY",
                "b": "Mon", "B": "FMMonth", "a": "Dy", "A": "FMDay", "p": "AM", "I": "HH12"}
 
+# The number text starts with, as SQLite reads text where it needs a number.
+_LEADING_NUMBER = r"^\s*([+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?)"
 # A whole number as Python's int() reads it (after strip()).
 _INTEGER_TEXT = r"^[+-]?[0-9]+$"
 
@@ -139,7 +141,11 @@ class PostgresDialect(SqliteDialect):
             return sql
         if kind in NUMBERS:
             return f"({sql} <> 0)"
-        return f"(CAST({sql} AS double precision) <> 0)" if kind != "null" else "NULL"
+        if kind == "null":
+            return "NULL"
+        # Text as SQLite reads it as a truth value: its leading number, none is 0 (false).
+        number = f"CAST(substring({sql} from '{_LEADING_NUMBER}') AS double precision)"
+        return f"(CASE WHEN {sql} IS NULL THEN NULL ELSE coalesce({number} <> 0, false) END)"
 
     def _text(self, item: tuple[str, str]) -> str:
         sql, kind = item

@@ -277,6 +277,42 @@ def test_least_privilege_roles_write_and_read_only_what_they_should(postgres, pg
                 conn.execute(f"DROP ROLE {role}")
 
 
+def test_an_older_fleet_schema_is_migrated_by_its_owner_not_by_a_sensor(postgres, pg_url):
+    """The sensors' role may not alter tables: on a store of version 4 a sensor stops with one
+    line naming the fix, `store migrate` as the owner brings it to the current version, and
+    the sensor then writes (its rows naming it)."""
+    from sensor.store.migrations import MIGRATIONS
+    from sensor.store.postgres import _postgres_statement
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for step in MIGRATIONS[:4]:
+            for statement in step:
+                conn.execute(_postgres_statement(statement))
+        conn.execute("CREATE TABLE schema_version (version BIGINT NOT NULL)")
+        conn.execute("INSERT INTO schema_version VALUES (4)")
+        conn.execute((ROOT / "scripts" / "postgres-roles.sql").read_text())
+        conn.execute(f"ALTER ROLE dfs_sensor PASSWORD '{PASSWORD}'")
+    sensor_url = pg_url.replace("postgres:", "dfs_sensor:", 1)
+    try:
+        refused = replay(sensor_url, PCAPS / "dfscoerce-smb21.pcap")
+        _, err = refused.communicate(timeout=60)
+        assert refused.returncode == 1 and err.strip().splitlines() == [
+            f"dfs-sensor: error: {sensor_url.replace(':' + PASSWORD, '')}: must be owner of table events (the "
+            f"schema is older than this dfs-sensor's, version {SCHEMA_VERSION}: the database's owner runs "
+            f"`dfs-sensor store migrate --db URL` once)"]
+        migrated = subprocess.run([sys.executable, "-m", "sensor.cli", "store", "migrate", "--db", pg_url],
+                                  cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert migrated.returncode == 0 and f"schema version {SCHEMA_VERSION}" in migrated.stderr
+        finished(replay(sensor_url, PCAPS / "dfscoerce-smb21.pcap", sensor_name="dc01"))
+        with psycopg.connect(pg_url) as conn:
+            assert conn.execute("SELECT DISTINCT sensor FROM events").fetchall() == [("dc01",)]
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            for role in ("dfs_sensor", "dfs_analyst"):
+                conn.execute(f"DROP OWNED BY {role}")
+                conn.execute(f"DROP ROLE {role}")
+
+
 @pytest.mark.slow
 def test_postgres_stopped_for_10_s_mid_replay_loses_nothing(postgres, tmp_path):
     capture = repeated(PCAPS / "dfscoerce-smb21.pcap", tmp_path / "days.pcap", 3000, days=4)

@@ -60,6 +60,10 @@ QUERIES = [
     "| sort asc net_rpc_auth_level, desc net_smb_dialect, asc agent_hostname | limit 20",
     "filter action_rpc_func_opnum >= 12 and action_rpc_func_opnum < 16 | comp count() as n by action_rpc_func_opnum "
     "| sort desc n, asc action_rpc_func_opnum",
+    # Text as a truth value: its leading number (an address-named server is true, a name false).
+    "filter agent_hostname | fields event_id, agent_hostname",
+    'alter t = concat(" .5e1x", agent_hostname), z = concat("0", agent_hostname) | filter t and not z '
+    "| comp count() as n",
 ]
 
 
