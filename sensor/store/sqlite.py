@@ -28,6 +28,7 @@ from urllib.parse import quote
 from sensor.anomaly import Stats
 from sensor.xql.dialects import SQLITE
 from sensor.xql.functions import extract_day, json_extract_scalar, utc_date
+from sensor.xql.sql import register
 from sensor.events import RpcCallEvent
 from sensor.hosts import HostQuery
 from sensor.store.migrations import CONVERSIONS, MIGRATIONS, SCHEMA_VERSION
@@ -214,6 +215,11 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+    def query(self, sql: str, params: dict) -> Iterable[tuple]:
+        """A read by the XQL compiler (sensor/xql/sql.py): its functions registered first."""
+        register(self.db)
+        return self.db.execute(sql, params)
 
     # -- schema --------------------------------------------------------------------------
     def _check_pages(self) -> None:

@@ -20,17 +20,12 @@ hunts and the semantics tests on both stores and compares the rows.
 """
 from __future__ import annotations
 
-import sqlite3
-from typing import Iterable
-
 from sensor.xql.functions import FUNCTIONS, MS_PER, _json_path
 
 NUMBERS = ("int", "real")
 
 
 class SqliteDialect:
-    name = "sqlite"
-
     def param(self, index: int, value, kind: str) -> str:
         return f":p{index}"
 
@@ -84,12 +79,6 @@ class SqliteDialect:
         sorting on the keys, so it says nothing."""
         return ""
 
-    def run(self, store, sql: str, params: dict) -> Iterable[tuple]:
-        from sensor.xql.sql import register
-
-        register(store.db)
-        return store.db.execute(sql, params)
-
 
 # -- PostgreSQL ------------------------------------------------------------------------------
 _UPPER, _LOWER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz"
@@ -120,8 +109,6 @@ def _utc(ms: str) -> str:
 
 
 class PostgresDialect(SqliteDialect):
-    name = "postgresql"
-
     def param(self, index: int, value, kind: str) -> str:
         if value is None:
             return "NULL"
@@ -275,9 +262,6 @@ class PostgresDialect(SqliteDialect):
         a comp without a sort lists its rows alike on both stores."""
         return ", ".join(self.order(column, kind, False) for column, kind in keys)
 
-    def run(self, store, sql: str, params: dict) -> Iterable[tuple]:
-        return store.query(sql, params)
-
 
 def _to_char(fmt: str) -> str:
     """A strftime format as to_char's: elements translated, the rest quoted as literal text."""
@@ -331,7 +315,3 @@ def _returns(name: str, args: list[tuple[str, str]]) -> str:
 
 SQLITE = SqliteDialect()
 POSTGRESQL = PostgresDialect()
-
-
-def dialect_of(db) -> SqliteDialect:
-    return SQLITE if isinstance(db, sqlite3.Connection) else POSTGRESQL

@@ -268,10 +268,10 @@ def register(db: sqlite3.Connection) -> None:
 
 
 def rows(store, compiled: Compiled) -> list[dict]:
-    """Run it on the store (SQLite or PostgreSQL, the dialect it was compiled for);
+    """Run it on the store it was compiled for (``store.query``: SQLite or PostgreSQL);
     timestamps come back as XDR's _time text, arrays as lists."""
     out = []
-    for values in compiled.dialect.run(store, compiled.sql, compiled.params):
+    for values in store.query(compiled.sql, compiled.params):
         record = {}
         for column, value in zip(compiled.columns, values):
             kind = compiled.kinds.get(column)
