@@ -86,6 +86,10 @@ def _by_stub(candidates, call: RpcCall) -> Interface | None:
     return None
 
 
+# The prefix of net_decode_error when a clear stub does not parse as its operation's request.
+NDR_ERROR_PREFIX = "ndr: "
+
+
 def decode_arguments(op: Operation | None, call: RpcCall) -> tuple[dict[str, str], dict[str, str], str]:
     """(string args, integer args, why they are empty)."""
     if call.sealed:
@@ -97,10 +101,6 @@ def decode_arguments(op: Operation | None, call: RpcCall) -> tuple[dict[str, str
     except NdrDecodeError as exc:
         return {}, {}, f"{NDR_ERROR_PREFIX}{exc}"
     return decoded.strings, decoded.ints, ""
-
-
-# The prefix of net_decode_error when a clear stub does not parse as its operation's request.
-NDR_ERROR_PREFIX = "ndr: "
 
 
 def count_ndr_damage(event: RpcCallEvent, flow: FlowKey, stats: Stats) -> Anomaly | None:

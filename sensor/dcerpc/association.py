@@ -276,6 +276,7 @@ class RpcAssociation:
             self._bind_ack(hdr, data, ts, out)
         elif ptype == pdu.PTYPE_BIND_NAK:
             self._forget_proposals(self._take_pending_bind(hdr.call_id))
+            self._bind_service_host = ""            # a refused ticket names nothing
         else:
             # auth3, shutdown, co_cancel, orphaned: recognised, nothing to report.
             self.stats[f"ptype_{ptype}"] += 1
@@ -286,8 +287,8 @@ class RpcAssociation:
             self._pending_binds.pop(0)
             out.append(self._anomaly(ts, "dcerpc_too_many_pending_binds"))
         self._pending_binds.append((hdr.call_id, contexts))
-        if hdr.auth_length:
-            self._bind_service_host = self._service_host(hdr, data, ts, out)
+        # Every bind replaces it: a name a refused or unauthenticated bind carried never carries over.
+        self._bind_service_host = self._service_host(hdr, data, ts, out) if hdr.auth_length else ""
         for ctx in contexts:
             if ctx.ctx_id in self._proposed or len(self._proposed) < self.settings.max_contexts:
                 # NDR64 only when it is the one syntax offered: with several, the ack decides.

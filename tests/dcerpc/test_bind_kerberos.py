@@ -105,3 +105,17 @@ def test_both_engines_name_the_server_alike(corpus):
     theirs, _ = tshark_events(corpus / PRINTNIGHTMARE)
     assert [e.agent_hostname for e in native] == [e.agent_hostname for e in theirs] == [SERVER] * len(native)
     assert len(native) == 22
+
+
+@requires_tshark
+def test_a_refused_tickets_name_does_not_carry_over_to_the_next_bind(corpus):
+    """A bind whose ticket the server refused (bind_nak), then the same bind without any
+    authentication, answered by the real ack: the refused ticket's service names nothing."""
+    bind, ack, request = (payloads(corpus, BIND_FRAMES), payloads(corpus, [ACK_FRAME]),
+                          payloads(corpus, [REQUEST_FRAME]))
+    call_id = struct.unpack_from("<I", bind, 12)[0]
+    frag_length, auth_length = struct.unpack_from("<HH", bind, 8)
+    plain = bytearray(bind[:frag_length - auth_length - 8])          # sec_trailer and token cut
+    struct.pack_into("<HH", plain, 8, len(plain), 0)
+    name, _ = named((True, bind), (False, bind_nak(call_id)), (True, bytes(plain)), (False, ack), (True, request))
+    assert name == ""
