@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
 import shutil
@@ -21,6 +22,26 @@ CORPUS_ABSENT = (f"public corpus absent: no {CORPUS / 'manifest.json'} (put the 
                  "as ../shared/corpus or set DFS_SENSOR_CORPUS)")
 # CI has the corpus beside its checkout and must run every test on it: there, absent is a failure.
 CORPUS_REQUIRED = os.environ.get("CI") == "true"
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session (tests/store/postgres_server.py); when it
+    cannot start, the tests that take it fail with the reason."""
+    from tests.store.postgres_server import PostgresServer
+
+    server = PostgresServer.start()
+    yield server
+    server.stop()
+
+
+_pg_names = itertools.count()
+
+
+@pytest.fixture
+def pg_url(postgres) -> str:
+    """A fresh empty database on that server; its URL."""
+    return postgres.create_database(f"dfs_{next(_pg_names)}")
 
 
 def corpus_present() -> bool:

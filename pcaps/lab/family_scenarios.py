@@ -54,6 +54,7 @@ class FamilyScenario:
     back_auth: str = ""                                # "smb" or "http"
     benign: bool = False
     expected_alerts: list[str] = field(default_factory=list)
+    samba_client: bool = False                         # samba_bigendian_client.py in "attacker" instead
 
 
 def technique(sc: FamilyScenario) -> str:
@@ -162,6 +163,11 @@ SCENARIOS = [
     attack("dfsnm-remove2-idl", "NetrDfsRemove2 (20) marshalled by hand from the IDL: DcName as [in, string] "
            "(MIDL syntax), then DcName NULL as [unique] (the spec text's 'MAY be NULL'); SMB 2.1, Samba netdfs",
            "--technique", "dfsnm", "--dialect", "2.1"),
+    FamilyScenario("rprn-bigendian-samba-client", "PrinterBug from Samba's DCE/RPC client marshalling big endian "
+                   "(binding option bigendian, drep[0] = 0x00): RpcOpenPrinterEx with a client-info union, "
+                   "RpcRemoteFindFirstPrinterChangeNotificationEx(\\\\10.0.0.66) with notify options (nested "
+                   "arrays), RpcEnumPrinters; SMB 2.1, Samba spoolss", samba_client=True,
+                   expected_alerts=["coercion-rare-rprn-call"]),
     FamilyScenario("benign-printing", "print client traffic: rpcclient enumprinters, enumports, getprinter-less "
                    "server queries; impacket RpcOpenPrinter + RpcRemoteFindFirstPrinterChangeNotificationEx naming "
                    "the client's own address (\\\\10.0.0.5), as a print client registering for its own notifications",
@@ -262,6 +268,27 @@ def agent_hostname(sc: FamilyScenario) -> str:
     return "DC01" if sc.server != "impacket" or authenticated_tcp else ""
 
 
+def run_samba_client(ns: str) -> list[dict]:
+    """samba_bigendian_client.py under the system interpreter (python3-samba): what it sent."""
+    run = subprocess.run(in_ns(ns, "/usr/bin/python3", str(LAB / "samba_bigendian_client.py"), "--target", DC_V4,
+                               "--listener", ATTACKER_V4), capture_output=True, text=True, timeout=60, check=True)
+    return [json.loads(line) for line in run.stdout.splitlines()]
+
+
+def with_wire_endpoints(pcap: str, calls: list[dict]) -> list[dict]:
+    """The Samba client does not report its ports: each call takes the next request tshark sees
+    with its opnum from the attacker (in the order sent), then groundtruth.locate as usual."""
+    wire = [w for w in groundtruth.observed_calls(pcap) if w["client_ip"] == ATTACKER_V4]
+    placed = []
+    for call in calls:
+        hit = next(w for w in wire if w["opnum"] == call["opnum"])
+        wire = wire[wire.index(hit) + 1:]
+        placed.append({**call, "decodable": True, "sealed": False, "transport": "np", "pipe": "spoolss",
+                       "dialect": "0x210", "client_ip": ATTACKER_V4, "client_port": hit["client_port"],
+                       "server_ip": DC_V4, "server_port": hit["server_port"]})
+    return placed
+
+
 def run(sc: FamilyScenario, work: Path, out: Path, samba: Samba) -> dict:
     rpc_server = None
     if sc.server == "impacket":
@@ -281,6 +308,8 @@ def run(sc: FamilyScenario, work: Path, out: Path, samba: Samba) -> dict:
                            capture_output=True, timeout=60)
         if sc.client:
             calls = run_client(sc, back_auth, "client" if sc.benign else "attacker")
+        if sc.samba_client:
+            calls = run_samba_client("attacker")
     finally:
         capture.stop()
         if back_auth:
@@ -288,6 +317,8 @@ def run(sc: FamilyScenario, work: Path, out: Path, samba: Samba) -> dict:
         if rpc_server:
             rpc_server.stop()
     pcap = str(capture.path)
+    if sc.samba_client:
+        calls = with_wire_endpoints(pcap, calls)
     entry = {
         "description": sc.description,
         "made_by": f"pcaps/lab/build-family {sc.name}",
@@ -296,7 +327,7 @@ def run(sc: FamilyScenario, work: Path, out: Path, samba: Samba) -> dict:
         "server_ip": DC_V4,
         "should_alert": not sc.benign,
         "expected_alerts": sc.expected_alerts,
-        "encrypted": bool(calls and calls[0]["smb_encrypted"]) or sc.encrypt == "desired",
+        "encrypted": bool(calls and calls[0].get("smb_encrypted")) or sc.encrypt == "desired",
         "calls": [{k: c[k] for k in ("interface_uuid", "opnum", "function", "args", "decodable", "sealed", "transport",
                                      "pipe", "dialect", "client_ip", "client_port", "server_ip", "server_port", "ts",
                                      "frame")} for c in groundtruth.locate(pcap, calls)] if calls else [],

@@ -212,7 +212,8 @@ def later_hits(store: Store) -> dict[str, tuple[int, str]]:
 
 
 def _listing(event: RpcCallEvent) -> AlertListing:
-    return AlertListing(event.agent_hostname, event.agent_ip, event.actor_remote_ip, event.action_rpc_func_opnum)
+    return AlertListing(event.agent_hostname, event.agent_ip, event.actor_remote_ip, event.action_rpc_func_opnum,
+                        event.sensor)
 
 
 def window_query(store: Store, rule: Rule, until_ms: int | None, lookback_days: int) -> Compiled | None:
@@ -225,12 +226,12 @@ def window_query(store: Store, rule: Rule, until_ms: int | None, lookback_days: 
     start_ms = until_ms - lookback_days * MS_PER_DAY
     # An end of the window beyond the stored events is no condition (see compile_query).
     return compile_query(rule.checked, start_ms if start_ms >= oldest else None,
-                         until_ms if until_ms < newest else None)
+                         until_ms if until_ms < newest else None, store.XQL_DIALECT)
 
 
 def run_rule(store: Store, rule: Rule, until_ms: int | None, lookback_days: int) -> list[dict]:
     compiled = window_query(store, rule, until_ms, lookback_days)
-    return [] if compiled is None else rows(store.db, compiled)
+    return [] if compiled is None else rows(store, compiled)
 
 
 def hunt(store: Store, until_ms: int | None, settings: RaritySettings) -> list[dict]:
