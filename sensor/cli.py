@@ -304,6 +304,12 @@ def replay(captures: tuple[str, ...], engine: str, jobs: int, **options) -> None
     line per kind of damage a file has. Replaying a capture twice stores nothing twice and
     raises no alert twice.
 
+    With a postgresql:// --db, batches wait in a local spool while the database is
+    unreachable and the replay reads on; at the end it tries store.flush_seconds (5 s) to
+    deliver them. What is still spooled then is named in the summary ("store: N batch(es)
+    wait in the spool ..."), the exit status is 0, and the next run against the same
+    database delivers it first (its alerts are raised then).
+
     \b
     Examples:
       dfs-sensor replay --db /tmp/s.db --events events.jsonl day1.pcap day2.pcapng
@@ -338,7 +344,7 @@ def replay(captures: tuple[str, ...], engine: str, jobs: int, **options) -> None
               "replay it without --jobs", EXIT_USAGE)
     outputs = _open_outputs(config)
     try:
-        sensor = Sensor(config, outputs)
+        sensor = Sensor(config, outputs, notify=_warn)
     except StoreError as e:
         _fail(str(e))
     try:
@@ -464,7 +470,9 @@ def live(interfaces: tuple[str, ...], bpf: str | None, stats_interval: float, st
     """Watch network interfaces and alert as calls happen (Ctrl-C or SIGTERM stops,
     SIGHUP reopens the output files). Alerts go to stdout as JSON lines (or --alerts);
     messages and counters go to stderr. As root, give --user to drop privileges once the
-    sockets are open, or --allow-root to keep them.
+    sockets are open, or --allow-root to keep them. With a postgresql:// --db, capture goes
+    on while the database is unreachable: batches wait in a local spool (store.spool_max_bytes;
+    beyond it the oldest are dropped, counted) and are delivered in order when it is back.
 
     \b
     Examples:

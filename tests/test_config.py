@@ -46,6 +46,9 @@ def test_precedence_flags_over_file_over_env(tmp_path):
     ("[detector]\nday_mode = \"weekday\"\n", "day_mode must be one of utc-date, day-of-month"),
     ("[detector]\nmatch = \"all\"\n", "match must be one of"),
     ("[detector\n", "not valid TOML"),
+    ("[store]\nspool_max_bytes = 0\n", "store.spool_max_bytes must be 1 to"),
+    ("[store]\nretry_max_seconds = -1\n", "store.retry_max_seconds must be 0 to 3600.0, not -1.0"),
+    ("[store]\nflush_seconds = nan\n", "store.flush_seconds must be 0 to 600.0, not nan"),
 ])
 def test_bad_files_are_clear_errors(tmp_path, text, message):
     file = tmp_path / "c.toml"
@@ -66,3 +69,19 @@ def test_rules_from_the_file_and_their_type(tmp_path):
     file.write_text('rules = "/etc/dfs-sensor/rules"\n')
     with pytest.raises(ConfigError, match="rules must be list"):
         load_config(str(file), env={"HOME": "/h"})
+
+
+def test_the_postgresql_spool_sits_in_the_state_directory_or_spool_dir(tmp_path):
+    """A SQLite db's spools are beside it; a URL has no directory, so the state directory's
+    "spool" holds the remote targets' and the store's spools (outputs.spool_dir overrides)."""
+    url = "postgresql://sensor@db.example/dfs"
+    env = {"HOME": "/h", "STATE_DIRECTORY": "/var/lib/dfs-sensor"}
+    fleet = load_config(flags={"db": url}, env=env)
+    assert fleet.store_spool.directory == fleet.sinks.spool_dir == "/var/lib/dfs-sensor/spool"
+    assert load_config(flags={"db": "/data/s.db"}, env=env).store_spool.directory == "/data/spool"
+    file = tmp_path / "c.toml"
+    file.write_text('[outputs]\nspool_dir = "/srv/spool"\n[store]\nspool_max_bytes = 1000\n'
+                    'retry_max_seconds = 2\nflush_seconds = 0\n')
+    spool = load_config(str(file), {"db": url}, env=env).store_spool
+    assert (spool.directory, spool.max_bytes, spool.retry_max_seconds, spool.flush_seconds) == \
+        ("/srv/spool", 1000, 2.0, 0.0)
