@@ -84,11 +84,11 @@ class SmbFastPath:
             if self.entries.get(entry.key) is entry:
                 del self.entries[entry.key]
 
-    def take(self, ts: float, data, frame: int):
+    def take(self, ts: float, frame_data, frame: int):
         """One Ethernet frame: None if it must go the slow path, else the SMB events of the
         messages it completed (their flow state is ``self.owner``)."""
-        if type(data) is not bytes:
-            data = bytes(data)          # a live ring's view: dict keys and messages want bytes
+        # a live ring's view is copied: dict keys and messages want bytes
+        data = frame_data if type(frame_data) is bytes else bytes(frame_data)
         entry = self.entries.get(data[KEY_START:KEY_END])
         if entry is None or len(data) < MIN_FRAME:
             return None
