@@ -1,8 +1,9 @@
 """The compiled core: the per-packet modules, built with Cython where it can, else pure Python.
 
-The modules in MODULES are the packet path (record walk, bulk lane, SMB fast path, flow
-table, TCP, NetBIOS framing, SMB2 header triage, the pipeline's feed). ``setup.py`` compiles
-each from its own ``.py`` with the C declarations of the ``.pxd`` beside it (Cython's
+The modules in MODULES are the packet path (bulk lane, SMB fast path, flow table, TCP,
+NetBIOS framing, SMB2 header triage, the pipeline's feed; the capture reader's record walk
+compiled as it is ran no faster, so it is not among them). ``setup.py`` compiles
+each from its own ``.py`` with the C declarations of the ``.pxd`` beside it, if any (Cython's
 "augmenting .pxd": which classes are C structs, the types of their attributes and of the hot
 locals), so there is one source: the same ``.py`` is the pure-Python path wherever there is
 no C compiler, and the tests run on both (scripts/test). A class declared in a ``.pxd`` takes
@@ -22,8 +23,9 @@ import importlib.util
 import os
 import sys
 
-# The per-packet modules, each with a .pxd of C declarations beside its .py (the order is
-# the build's, leaves first).
+# The per-packet modules, most with a .pxd of C declarations beside their .py (the order is
+# the build's, leaves first). SmbConnection stays a Python class (its module compiled as is):
+# a C class's __init__ has no signature for the stage contract's check to read.
 MODULES = (
     "sensor.net.tcp",
     "sensor.net.flows",
@@ -31,9 +33,9 @@ MODULES = (
     "sensor.smb.netbios",
     "sensor.smb.protocol",
     "sensor.smb.smb2",
+    "sensor.smb.connection",
     "sensor.smb.fastpath",
     "sensor.pipeline",
-    "sensor.capture.pcapfile",
 )
 # Set to anything but "" or "0": import the pure-Python modules even where the compiled ones
 # are built (a check that both give the same results; at build time: do not compile).

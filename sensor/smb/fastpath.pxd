@@ -11,7 +11,7 @@ cdef class _Direction:
     cdef public TcpDirection tcp
     cdef public TcpDirection peer
     cdef public NbssStream stream
-    cdef public object conn            # SmbConnection: a Python class (its __init__ stays introspectable for the stage contract)
+    cdef public object conn            # SmbConnection: a Python class (sensor/compiled.py)
     cdef public bint from_client
     cdef public object owner
     cdef public bytes key
@@ -25,6 +25,7 @@ cdef class SmbFastPath:
     cdef public bint framed
     cdef public Py_ssize_t frames
     cdef public Py_ssize_t messages
+    cdef public Py_ssize_t operations
 
     @cython.locals(entry=_Direction, flow=Flow, lane=BulkLane, this=TcpDirection, peer=TcpDirection,
                    stream=NbssStream, smb2=Smb2Protocol,
