@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 
 import click
 
+from sensor import compiled
 from sensor.config import MAX_LOOKBACK_DAYS, MAX_THRESHOLD, Config, ConfigError, load_config
 from sensor.alerts import RARITY_RULE
 from sensor.coercion.events import RULES as COERCION_RULES
@@ -271,7 +272,7 @@ def _version() -> str:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(version=_version(), prog_name="dfs-sensor")
+@click.version_option(version=f"{_version()} (per-packet core: {compiled.CORE})", prog_name="dfs-sensor")
 def main() -> None:
     """Passive DFSCoerce detector: decodes MS-DFSNM calls (NetrDfsAddStdRoot opnum 12,
     NetrDfsRemoveStdRoot opnum 13) on SMB named pipes and DCE/RPC, stores them as
