@@ -33,7 +33,7 @@ import socket
 from collections.abc import Iterator
 
 from sensor import metrics
-from sensor.capture.live import TICK_SECONDS, CaptureError, LiveCapture
+from sensor.capture.live import RING_MB, TICK_SECONDS, CaptureError, LiveCapture
 from sensor.coercion import forward
 from sensor.coercion.correlate import Correlator
 from sensor.config import Config
@@ -49,7 +49,7 @@ from sensor.text import json_line
 # Fanout group ids are 16 bits (linux/if_packet.h PACKET_FANOUT: id in the low half).
 FANOUT_ID_MASK = 0xFFFF
 # More decoder processes than this is a configuration mistake: each holds a ring per
-# interface (sensor.capture.live.RING_BLOCKS x RING_BLOCK_BYTES) and the kernel caps a
+# interface (--ring-mb) and the kernel caps a
 # fanout group at 65536 sockets; beyond the core count it only adds contention.
 MAX_WORKERS = 64
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
@@ -133,7 +133,7 @@ def _write_metrics(path: str, record: dict, capture: LiveCapture, sensor: Sensor
 def run_live(config: Config, outputs: Outputs, interfaces: list[str], bpf: str | None = None,
              stats_interval: float = 60.0, stats_json: bool = False, allow_root: bool = False,
              user: str | None = None, syslog: bool = False, workers: int = 1,
-             metrics_file: str | None = None) -> int:
+             metrics_file: str | None = None, ring_mb: int = RING_MB) -> int:
     """Capture on ``interfaces`` until SIGTERM/SIGINT; the process exit code."""
     def fail(message: str) -> int:
         print(f"dfs-sensor: {message}", file=sys.stderr)
@@ -147,7 +147,7 @@ def run_live(config: Config, outputs: Outputs, interfaces: list[str], bpf: str |
         # One group per run; LiveCapture numbers it up per interface (a group spans one device).
         fanout = os.getpid() & FANOUT_ID_MASK if workers > 1 else None
         for _ in range(workers):
-            captures.append(LiveCapture(interfaces, bpf, fanout_group=fanout))
+            captures.append(LiveCapture(interfaces, bpf, fanout_group=fanout, ring_mb=ring_mb))
     except (PrivilegeError, CaptureError) as e:
         for capture in captures:
             capture.close()

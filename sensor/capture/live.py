@@ -59,10 +59,15 @@ DEFAULT_BPF = f"{_ADMITTED} or (vlan and ({_ADMITTED}))"
 TICK_SECONDS = 0.5
 # A partly filled ring block is handed to us after this long: bounds alert latency (< 1 s).
 RING_BLOCK_TIMEOUT_MS = 100
-# 1 MiB blocks hold a 64 KiB GRO super-frame many times over; 32 per interface = 32 MiB,
-# about a quarter of a second of a saturated 1 Gbit/s port if the filter passed everything.
+# 1 MiB blocks hold a 64 KiB GRO super-frame many times over.
 RING_BLOCK_BYTES = 1 << 20
-RING_BLOCKS = 32
+# The ring of each interface (per worker), MiB by default (--ring-mb): about a quarter of a
+# second of a saturated 1 Gbit/s port if the filter passed everything, half a second of a
+# small-message mix at 150k packets/s (~450 bytes of ring per frame). Zeek's AF_Packet
+# buffer is 128 MiB by default; the kernel never swaps a ring out, so bigger is opt-in.
+RING_MB = 32
+# Largest --ring-mb: beyond what any burst needs, below what a typo should be allowed to pin.
+MAX_RING_MB = 4096
 # Used by the kernel only to size the ring's frame count for TPACKET_V3 (frames are packed).
 RING_FRAME_BYTES = 2048
 # What libpcap assumes when compiling: the largest frame the filter may be asked about.
@@ -193,7 +198,7 @@ class _Ring:
     """One interface: an AF_PACKET socket with a TPACKET_V3 receive ring."""
 
     def __init__(self, interface: str, bpf: str, promiscuous: bool, fanout_group: int | None,
-                 blocks: int) -> None:
+                 ring_mb: int) -> None:
         try:
             arphrd = int(open(f"/sys/class/net/{interface}/type").read())
             ifindex = socket.if_nametoindex(interface)
@@ -205,6 +210,7 @@ class _Ring:
         self.name = interface
         self.linktype, dlt = _LINK_TYPES[arphrd]
         program = compile_bpf(bpf, dlt)
+        blocks = (ring_mb << 20) // RING_BLOCK_BYTES
         try:
             # Protocol 0 receives nothing until bind: the filter is in place before any frame.
             self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
@@ -300,12 +306,12 @@ class LiveCapture:
     Construction opens the sockets (the one step that needs CAP_NET_RAW); everything after
     runs with no privilege but the open descriptors. ``stats`` counts "capture.frames",
     "capture.bytes", "capture.truncated" (frame longer than what the ring kept).
-    ``ring_blocks``: the ring of each interface, in RING_BLOCK_BYTES blocks.
+    ``ring_mb``: the size of each interface's ring, MiB.
     """
 
     def __init__(self, interfaces: Sequence[str], bpf: str | None = None, *,
                  promiscuous: bool = True, fanout_group: int | None = None,
-                 ring_blocks: int = RING_BLOCKS) -> None:
+                 ring_mb: int = RING_MB) -> None:
         if not interfaces:
             raise CaptureError("no interface to capture on (give -i IFACE)")
         self.stats = Stats()
@@ -316,7 +322,7 @@ class LiveCapture:
                 # A fanout group holds sockets of one device only: one group id per interface.
                 group = None if fanout_group is None else (fanout_group + index) & 0xFFFF
                 self._rings.append(_Ring(name, DEFAULT_BPF if bpf is None else bpf,
-                                         promiscuous, group, ring_blocks))
+                                         promiscuous, group, ring_mb))
         except CaptureError:
             self.close()
             raise

@@ -142,12 +142,12 @@ def test_idle_ticks_while_no_traffic(veth):
 
 @pytest.mark.root
 def test_a_full_ring_drops_the_rest_and_counts_every_drop(veth, tmp_path):
-    """Nothing reads while more frames arrive than a 2-block ring holds: the kernel keeps the
+    """Nothing reads while more frames arrive than a 2 MiB ring holds: the kernel keeps the
     first ones whole and in order, drops the rest, and PACKET_STATISTICS says how many; the
     capture's frames and stats agree with it to the frame."""
-    sent = [smb_frame(n.to_bytes(4, "big") + bytes(1400)) for n in range(2 * RING_BLOCK_BYTES // 1400 + 500)]
+    sent = [smb_frame(n.to_bytes(4, "big") + bytes(1400)) for n in range((2 << 20) // 1400 + 500)]
     pcap = write_pcap(tmp_path, sent)
-    cap = LiveCapture([veth.host], ring_blocks=2)
+    cap = LiveCapture([veth.host], ring_mb=2)
     try:
         veth.replay(pcap)
         time.sleep(0.3)          # the kernel retires a partly filled block after its timeout
@@ -161,7 +161,7 @@ def test_a_full_ring_drops_the_rest_and_counts_every_drop(veth, tmp_path):
         stats = dict(cap.stats)
     finally:
         cap.close()
-    assert 0 < len(frames) < len(sent) and blocks <= 2
+    assert 0 < len(frames) < len(sent) and blocks <= (2 << 20) // RING_BLOCK_BYTES
     assert [data for _, _, data, _ in frames] == [bytes(f) for f in sent[:len(frames)]]
     assert [n for _, _, _, n in frames] == list(range(1, len(frames) + 1))
     assert counters.packets == len(sent) and counters.drops == len(sent) - len(frames)
