@@ -51,7 +51,22 @@ def run(captures: list[Path], db: Path, jobs: int) -> tuple[float, float]:
     return time.perf_counter() - started, children_cpu() - cpu
 
 
-def split(captures: list[Path], tmp: Path) -> None:
+def bound(files: list[tuple[float, float, float]], jobs: int) -> float:
+    """Wall time of --jobs on ``jobs`` free cores (and one for the parent) from the files'
+    (worker decode + pickle, parent unpickle + store, serial) CPU seconds: the pool takes the
+    files in order, each on the first worker free; the parent takes each file's records when it
+    is done and the files before it are stored."""
+    free = [0.0] * jobs
+    parent = 0.0
+    for work, store, _ in files:
+        start = min(free)
+        done = start + work
+        free[free.index(start)] = done
+        parent = max(parent, done) + store
+    return parent
+
+
+def split(captures: list[Path], tmp: Path, jobs: int) -> None:
     """The CPU table of --split (see the module's docstring)."""
     from sensor.capture.pcapfile import open_capture
     from sensor.config import load_config
@@ -67,6 +82,7 @@ def split(captures: list[Path], tmp: Path) -> None:
           "parent store/detect | parent + IPC share |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     totals = [0.0] * 5
+    files = []
     for path in captures:
         with open_capture(str(path)) as reader:
             started = time.process_time()
@@ -89,6 +105,7 @@ def split(captures: list[Path], tmp: Path) -> None:
         store_s = time.process_time() - started
         for i, value in enumerate((serial_s, decode_s, pickle_s, unpickle_s, store_s)):
             totals[i] += value
+        files.append((decode_s + pickle_s, unpickle_s + store_s, serial_s))
         print(f"| {path.name} | {len(records):,} | {serial_s:.3f} | {decode_s:.3f} | {pickle_s:.3f} | "
               f"{unpickle_s:.3f} | {store_s:.3f} | {(pickle_s + unpickle_s + store_s) / serial_s:.1%} |")
     serial.finish()
@@ -96,6 +113,9 @@ def split(captures: list[Path], tmp: Path) -> None:
     serial_s, decode_s, pickle_s, unpickle_s, store_s = totals
     print(f"| all | | {serial_s:.3f} | {decode_s:.3f} | {pickle_s:.3f} | {unpickle_s:.3f} | {store_s:.3f} | "
           f"{(pickle_s + unpickle_s + store_s) / serial_s:.1%} |")
+    print(f"From these CPU times, on {jobs} free cores (and one for the parent): --jobs {jobs} "
+          f"{bound(files, jobs):.2f} s against serial {serial_s:.2f} s, at best "
+          f"{serial_s / bound(files, jobs):.2f}x (interpreter start-up, ~0.2 s in both, left out)")
 
 
 def stored(db: Path) -> dict[str, list[str]]:
@@ -116,7 +136,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="dfs-jobs-") as tmp:
         if args.split:
-            split(captures, Path(tmp))
+            split(captures, Path(tmp), args.jobs)
         dbs = {jobs: Path(tmp) / f"jobs{jobs}.db" for jobs in times}
         for run_number in range(args.runs):
             for jobs in times:
