@@ -1,11 +1,12 @@
 """Where live's time per packet goes: the ring read path against the pipeline (issue 14, part 4).
 
-    .venv/bin/python bench/live_split.py [CAPTURE] [--runs 5]     # root
+    .venv/bin/python bench/live_split.py [CAPTURE] [--frames 50000] [--runs 5]     # root
 
-CAPTURE (default: the first 50,000 frames of the small-message workload, which fit in one
-worker's ring) is sent with ``tcpreplay --topspeed`` over a veth into a ``LiveCapture`` that is
-not being read, so every frame waits in the ring (0 drops is checked), then the ring is drained
-and the process's CPU time (user + sys) counted, in three ways:
+The first FRAMES frames of CAPTURE (default: the small-message workload, pcaps/small/small.pcap)
+are sent with ``tcpreplay --topspeed`` over a veth into a ``LiveCapture`` (with a ring of
+RING_MB, so that they all fit) that is not being read, so every frame waits in the ring (0
+drops is checked), then the ring is drained and the process's CPU time (user + sys) counted,
+in three ways:
 
 - ``ring read``: the read path alone (``LiveCapture.blocks``, the frames counted);
 - ``ring -> sensor``: the read path feeding a ``Sensor`` as ``dfs-sensor live`` does
@@ -40,8 +41,8 @@ from sensor.daemon import Signals  # noqa: E402
 from sensor.service import supervised  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-SMALL = Path("/work/bench-data/small/small.pcap")
-DEFAULT_FRAMES = 50_000
+# Room for 50,000 frames of either workload (up to ~1.5 KB of ring each).
+RING_MB = 256
 # The ring hands over a partly filled block after sensor.capture.live.RING_BLOCK_TIMEOUT_MS.
 SETTLE_SECONDS = 0.5
 
@@ -70,7 +71,7 @@ def fresh_sensor(tmp: Path) -> Sensor:
 
 def parked(capture_file: Path, frames: int) -> LiveCapture:
     """A capture whose ring holds all ``frames`` of the file, none read yet."""
-    live = LiveCapture([HOST])
+    live = LiveCapture([HOST], ring_mb=RING_MB)
     subprocess.run(["ip", "netns", "exec", NAMESPACE, "tcpreplay", "-q", "--topspeed", "-i", PEER,
                     str(capture_file)], check=True, capture_output=True)
     deadline = time.monotonic() + 30
@@ -119,16 +120,15 @@ def file_sensor(capture_file: Path, frames: int, tmp: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("capture", type=Path, nargs="?")
+    parser.add_argument("capture", type=Path, nargs="?", default=REPO / "pcaps" / "small" / "small.pcap")
+    parser.add_argument("--frames", type=int, default=50_000)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dfs-live-split-") as tmp_name:
         tmp = Path(tmp_name)
-        capture_file = args.capture
-        if capture_file is None:
-            capture_file = tmp / "small50k.pcap"
-            subprocess.run(["editcap", "-F", "pcap", "-r", str(SMALL), str(capture_file), f"1-{DEFAULT_FRAMES}"],
-                           check=True)
+        capture_file = tmp / f"{args.capture.stem}-{args.frames}.pcap"
+        subprocess.run(["editcap", "-F", "pcap", "-r", str(args.capture), str(capture_file), f"1-{args.frames}"],
+                       check=True)
         with open_capture(str(capture_file)) as reader:
             frames = sum(1 for _ in reader)
         veth_up()
