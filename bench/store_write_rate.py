@@ -2,6 +2,8 @@
 SQLite and into PostgreSQL, against the rate the sensor decodes them on the same workload.
 
     .venv/bin/python bench/store_write_rate.py [--copies 10000] [--postgres URL | --start-postgres]
+                                               [--capture pcaps/small/small.pcap]
+    WORKLOAD=small bench/run store           # the same, with --capture the small-message capture
 
 Workload: the lab capture pcaps/dfscoerce-smb21.pcap repeated COPIES times, one copy a second
 over 10 days (41 small frames and 2 DFSNM calls per copy: small SMB messages, every call an
@@ -10,6 +12,10 @@ are Sensor.process_records (store + detector, batches of 1000 events, one transa
 on the decoded events, into a new SQLite file and a new PostgreSQL database. --start-postgres
 runs a throwaway server as the tests do (tests/store/postgres_server.py; needs root or the
 postgresql package's initdb). Prints a Markdown table: events/s and the ratio to decoding.
+
+--capture: also the events/s the sensor makes of that capture (the small-message workload of
+issue 14: 272,954 packets, 4 DFSNM calls), which the store's rates must at least match; its
+own events are replayed into both stores (few: the rate there is mostly one batch's cost).
 """
 from __future__ import annotations
 
@@ -28,7 +34,7 @@ from sensor.config import Config  # noqa: E402
 from sensor.events import RpcCallEvent  # noqa: E402
 from sensor.outputs import open_outputs  # noqa: E402
 from sensor.pipeline import Pipeline  # noqa: E402
-from sensor.runner import Sensor  # noqa: E402
+from sensor.sensor import Sensor  # noqa: E402
 from workload import repeated  # noqa: E402
 
 CAPTURE = REPO / "pcaps" / "dfscoerce-smb21.pcap"
@@ -58,17 +64,25 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=10_000)
     parser.add_argument("--postgres", metavar="URL", help="an empty database to write into")
     parser.add_argument("--start-postgres", action="store_true", help="start a throwaway server")
+    parser.add_argument("--capture", type=Path, help="also the sensor's event rate on this capture")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dfs-sensor-bench-"))
     capture = repeated(CAPTURE, work / "small.pcap", args.copies, days=10)
     events, decode_s = decode(capture)
     rates = {"decode (native pipeline)": len(events) / decode_s,
              "store: SQLite": len(events) / write(str(work / "s.db"), events)}
+    other = {}
+    if args.capture:
+        own, own_s = decode(args.capture)
+        other[f"sensor on {args.capture.name} (decode, {len(own):,} events in {own_s:.2f} s)"] = len(own) / own_s
     server = PostgresServer.start() if args.start_postgres and not args.postgres else None
     try:
         url = args.postgres or (server.create_database("bench") if server else None)
         if url:
             rates["store: PostgreSQL"] = len(events) / write(url, events)
+            if args.capture:
+                other[f"store: PostgreSQL, {args.capture.name}'s events"] = \
+                    len(own) / write(server.create_database("bench_capture") if server else url, own)
     finally:
         if server:
             server.stop()
@@ -78,6 +92,12 @@ def main() -> None:
     base = rates["decode (native pipeline)"]
     for name, rate in rates.items():
         print(f"| {name} | {rate:,.0f} | {rate / base:.2f} |")
+    for name, rate in other.items():
+        print(f"| {name} | {rate:,.1f} | |")
+    if args.capture and "store: PostgreSQL" in rates:
+        sensor_rate = next(iter(other.values()))
+        print(f"\nPostgreSQL takes {rates['store: PostgreSQL'] / sensor_rate:,.0f}x the events/s the sensor "
+              f"makes of {args.capture.name}.")
 
 
 if __name__ == "__main__":

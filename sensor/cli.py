@@ -17,12 +17,14 @@ from sensor.config import MAX_LOOKBACK_DAYS, MAX_THRESHOLD, Config, ConfigError,
 from sensor.alerts import RARITY_RULE
 from sensor.capture.live import MAX_RING_MB, RING_MB
 from sensor.coercion.events import RULES as COERCION_RULES
-from sensor.detect.rarity import DAY_MODES, MATCH_MODES, RarityDetector, detector_rules, hunt as run_hunt, run_rule
+from sensor.detect.rarity import (DAY_MODES, MATCH_MODES, RarityDetector, detector_rules, hunt as run_hunt,
+                                  later_hits, run_rule)
 from sensor.hosts import HostQuery
 from sensor.outputs import OutputError, open_outputs
 from sensor.store import open_store
 from sensor.store.sqlite import DEFAULT_LIST_LIMIT, ListFilter, Store, StoreError, explain, reported
 from sensor.text import json_line, printable
+from sensor.xql.dialects import Unsupported
 from sensor.xql.rules import RuleError, parse_rule, with_day_mode, with_threshold
 
 EXIT_INPUT = 1
@@ -452,7 +454,8 @@ def _with_progress(reader, bar) -> Iterator:
               help="Decoder processes (flows are split between them; native engine only).")
 @click.option("--metrics-file", metavar="PATH",
               help="Write counters in Prometheus text format to PATH at every stats interval and at exit "
-                   "(node_exporter textfile collector: a temporary file renamed over PATH; native engine).")
+                   "(node_exporter textfile collector: a temporary file renamed over PATH; the tshark engine "
+                   "writes the counters it has, see the README).")
 @click.option("--ring-mb", type=click.IntRange(1, MAX_RING_MB), default=RING_MB, show_default=True, metavar="MIB",
               help="Kernel receive ring per interface and worker: frames wait there while the decoder is busy, "
                    "so a larger ring rides out longer bursts without drops (32 MiB: about half a second of "
@@ -476,8 +479,9 @@ def live(interfaces: tuple[str, ...], bpf: str | None, stats_interval: float, st
     config = _sensor_config(options)
     if engine == "tshark" and workers > 1:
         _fail("--workers is for the native engine; tshark decodes in one process", EXIT_USAGE)
-    if engine == "tshark" and metrics_file:
-        _fail("--metrics-file is for the native engine", EXIT_USAGE)
+    if engine == "tshark" and config.evidence:
+        _fail("--evidence is for the native engine: tshark hands over decoded fields, not the frames "
+              "a pcap is made of", EXIT_USAGE)
     if engine == "tshark" and ring_mb != RING_MB:
         _fail("--ring-mb is for the native engine (dumpcap keeps its own buffer)", EXIT_USAGE)
     # Live, a full log partition must not stop capture: the sink keeps storing, counts
@@ -488,7 +492,8 @@ def live(interfaces: tuple[str, ...], bpf: str | None, stats_interval: float, st
 
         try:
             code = run_live_tshark(config, outputs, list(interfaces), bpf=bpf, stats_interval=stats_interval,
-                                   stats_json=stats_json, allow_root=allow_root, user=user, syslog=syslog)
+                                   stats_json=stats_json, allow_root=allow_root, user=user, syslog=syslog,
+                                   metrics_file=metrics_file)
         except sqlite3.Error as e:
             _fail(str(explain(config.db, e)))
         sys.exit(code)
@@ -527,6 +532,8 @@ def hunt_command(db, config_file, xql_file, until, lookback_days, threshold, day
     """Run the Cortex XDR DFSCoerce query over the stored events: the groups seen on fewer
     than THRESHOLD distinct days in the LOOKBACK-DAYS before --until, with their day count.
     With --xql, run any XQL query (dataset xdr_data) over the same window and print its rows.
+    On a postgresql:// store the query runs as PostgreSQL's SQL, with the same rows
+    (README, Many sensors: reads on PostgreSQL).
 
     \b
     Examples:
@@ -539,7 +546,10 @@ def hunt_command(db, config_file, xql_file, until, lookback_days, threshold, day
     if xql_file is not None:
         rule = with_threshold(_query_rule(xql_file, day_mode), threshold)
         with _reading(config.db) as store:
-            records = run_rule(store, rule, until, config.detector.lookback_days)
+            try:
+                records = run_rule(store, rule, until, config.detector.lookback_days)
+            except Unsupported as e:        # a query only SQLite's Python functions can run
+                _fail(f"{xql_file}: {e}", EXIT_USAGE)
         columns = [c for c in rule.checked.final if c not in rule.checked.hidden]
         _print_records(records, fmt, columns)
         return
@@ -576,6 +586,8 @@ def list_options(f: Callable) -> Callable:
         click.option("--client", type=_Host(), metavar="HOST|IP|CIDR",
                      help="Only calls from this client (actor_remote_ip; the client of a coercion alert)."),
         click.option("--opnum", type=click.IntRange(0, MAX_OPNUM), help="Only this opnum."),
+        click.option("--sensor", metavar="NAME",
+                     help="Only what the sensor of this name stored (its --sensor-name; a fleet's PostgreSQL store)."),
         click.option("--limit", type=click.IntRange(1, MAX_LIST_LIMIT), default=DEFAULT_LIST_LIMIT, show_default=True,
                      help="Newest first, at most this many."),
         click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True),
@@ -586,9 +598,9 @@ def list_options(f: Callable) -> Callable:
 
 
 def _listing(kind: str, columns: list[str]) -> Callable:
-    def command(db, config_file, since, until, server, client, opnum, limit, fmt) -> None:
+    def command(db, config_file, since, until, server, client, opnum, sensor, limit, fmt) -> None:
         where = ListFilter(since_ms=since, until_ms=until, server=server, client=client,
-                           opnum=opnum, limit=limit)
+                           opnum=opnum, limit=limit, sensor=sensor)
         with _reading(_reader_config(db, config_file).db) as store:
             records = getattr(store, kind)(where)
         _print_records(records, fmt, columns)
@@ -604,7 +616,8 @@ ALERT_COLUMNS = ["timestamp", "rule", "severity", "src_ip", "dest_ip", "listener
                                              "coercion-confirmed, probable-coercion).")
 @click.option("--suppressed", is_flag=True,
               help="List the alerts the allow-list held back instead (with the entry's reason).")
-def alerts_command(db, config_file, since, until, server, client, opnum, limit, fmt, rule, suppressed) -> None:
+def alerts_command(db, config_file, since, until, server, client, opnum, sensor, limit, fmt, rule,
+                   suppressed) -> None:
     """List stored alerts of every rule, newest first, as they were written out (one JSON
     envelope per alert with --format json). --server is the server that took the call (the
     victim of a coercion alert), --client the caller; --opnum keeps alerts about calls with
@@ -616,13 +629,14 @@ def alerts_command(db, config_file, since, until, server, client, opnum, limit, 
     """
     config = _reader_config(db, config_file)
     where = ListFilter(since_ms=since, until_ms=until, server=server, client=client,
-                       opnum=opnum, limit=limit, rule=rule)
+                       opnum=opnum, limit=limit, rule=rule, sensor=sensor)
     with _reading(config.db) as store:
         if rule is not None:
             known = sorted({RARITY_RULE.id, *COERCION_RULES, *store.alert_rules(), *_rule_ids(config)})
             if rule not in known:
                 _fail(f"--rule {rule}: unknown rule; known rules: {', '.join(known)}", EXIT_USAGE)
         lines = store.alert_records(where, suppressed=suppressed)
+        counts = later_hits(store) if fmt == "table" else {}
         reasons = {}
         if suppressed:
             reasons = {json.loads(line)["alert_id"]: None for line in lines}
@@ -637,7 +651,9 @@ def alerts_command(db, config_file, since, until, server, client, opnum, limit, 
     rows = [_alert_row(json.loads(line)) for line in lines]
     for row in rows:
         row["suppressed_by"] = reasons.get(row["alert_id"])
-    _print_records(rows, fmt, ALERT_COLUMNS + (["suppressed_by"] if suppressed else []))
+        # the rarity rules' count of the key's hits that day, which goes on after the alert
+        row["hits"], row["last_seen"] = counts.get(row["alert_id"], (None, None))
+    _print_records(rows, fmt, ALERT_COLUMNS + ["hits", "last_seen"] + (["suppressed_by"] if suppressed else []))
 
 
 def _rule_ids(config: Config) -> list[str]:
@@ -689,6 +705,27 @@ def store_copy(source: str, destination: str) -> None:
     except sqlite3.Error as e:
         _fail(str(explain(source, e)))
     click.echo(f"copied: {report.human()}", err=True)
+
+
+@store_group.command("migrate")
+@db_option
+def store_migrate(db: str | None) -> None:
+    """Create the store's schema, or bring it to this version's (a writer does it too when it
+    opens the store). On PostgreSQL run it as the database's owner after upgrading
+    dfs-sensor: the sensors' and analysts' roles may not alter tables (README, Many sensors).
+
+    \b
+    Example:
+      dfs-sensor store migrate --db postgresql://dfs_owner@db/dfs
+    """
+    config = _load(None, {"db": db})
+    try:
+        store = open_store(config.db)
+    except StoreError as e:
+        _fail(str(e))
+    version = store.schema_version
+    store.close()
+    click.echo(f"{store.path}: schema version {version}", err=True)
 
 
 def _print_records(records: list[dict], fmt: str, columns: list[str]) -> None:

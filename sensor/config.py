@@ -21,6 +21,7 @@ config file; a file names only what it changes:
     alerts = "syslog+tls://siem.example:6514"     # or a path, "-", http(s)://, splunk+https://, elastic+https://
     spool_dir = "/var/lib/dfs-sensor/spool"       # remote targets wait here (default: beside db)
     spool_max_bytes = 67108864                    # per target; beyond it the oldest are dropped, counted
+    spool_flush_seconds = 5.0                     # at exit, the longest to wait for a collector
     http_format = "lines"                         # plain http(s)://: "lines" (JSON lines) or "array"
     token_file = "/etc/dfs-sensor/token"          # HTTP token (else $DFS_SENSOR_HTTP_TOKEN)
     ca_file = "/etc/dfs-sensor/ca.pem"            # private CA for syslog+tls:// and https://
@@ -43,6 +44,7 @@ from sensor.alerts import default_sensor_name
 from sensor.coercion.correlate import DEFAULT_WINDOW
 from sensor.detect.rarity import DAY_MODES, MATCH_MODES, RaritySettings
 from sensor.evidence import DEFAULT_MAX_BYTES as EVIDENCE_MAX_BYTES
+from sensor.sinks.sender import FLUSH_SECONDS
 from sensor.sinks.targets import SinkSettings
 
 DB_ENV = "DFS_SENSOR_DB"
@@ -56,7 +58,7 @@ _FILE_KEYS: dict[str | None, dict[str, type]] = {
     "detector": {"threshold": int, "lookback_days": int, "day_mode": str, "match": str},
     "outputs": {"events": str, "alerts": str, "spool_dir": str, "spool_max_bytes": int, "http_format": str,
                 "token_file": str, "ca_file": str, "tls_verify": bool, "evidence": str,
-                "evidence_max_bytes": int},
+                "evidence_max_bytes": int, "spool_flush_seconds": float},
     "coercion": {"enabled": bool, "window": float, "known_servers": list},
     "store": {"max_clock_skew": float},
 }
@@ -81,6 +83,8 @@ MAX_CLOCK_SKEW = 365 * 86_400.0
 # Disk bounds of a remote target's spool and of the evidence directory: a tebibyte is more
 # than a sensor's disk holds, so a bigger number is a typo.
 MAX_SPOOL_BYTES = MAX_EVIDENCE_BYTES = 1 << 40
+# Waiting longer than this for a collector at exit outlasts any service manager's stop timeout.
+MAX_FLUSH_SECONDS = 600.0
 
 
 class ConfigError(ValueError):
@@ -197,8 +201,10 @@ def _build(values: dict[str, Any]) -> Config:
     sensor_name = values.get("sensor_name") or default_sensor_name()
     sinks = SinkSettings(**{k: values[k] for k in ("spool_dir", "spool_max_bytes", "http_format", "token_file",
                                                    "ca_file", "tls_verify") if k in values},
-                         sensor_name=sensor_name, db=db)
+                         sensor_name=sensor_name, db=db,
+                         flush_seconds=values.get("spool_flush_seconds", FLUSH_SECONDS))
     _in_range("outputs.spool_max_bytes", sinks.spool_max_bytes, 1, MAX_SPOOL_BYTES)
+    _in_range("outputs.spool_flush_seconds", sinks.flush_seconds, 0, MAX_FLUSH_SECONDS)
     evidence_max_bytes = values.get("evidence_max_bytes", EVIDENCE_MAX_BYTES)
     _in_range("outputs.evidence_max_bytes", evidence_max_bytes, 1, MAX_EVIDENCE_BYTES)
     return Config(db=db, detector=detector, events=values.get("events"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sensor.anomaly import Anomaly, Stats
 from sensor.community_id import community_id
 from sensor.dcerpc.events import RpcCall
 from sensor.events import (
@@ -46,6 +47,7 @@ class CallContext:
     session: SmbSession | None = None
     encrypted: bool = False        # the SMB session was seen encrypting (transform headers)
     capture_file: str = ""
+    rpc_server_name: str = ""      # named by an authenticated bind (NTLMSSP CHALLENGE, accepted Kerberos; ncacn_ip_tcp)
 
 
 def tree_host(tree: str) -> str:
@@ -84,6 +86,10 @@ def _by_stub(candidates, call: RpcCall) -> Interface | None:
     return None
 
 
+# The prefix of net_decode_error when a clear stub does not parse as its operation's request.
+NDR_ERROR_PREFIX = "ndr: "
+
+
 def decode_arguments(op: Operation | None, call: RpcCall) -> tuple[dict[str, str], dict[str, str], str]:
     """(string args, integer args, why they are empty)."""
     if call.sealed:
@@ -93,8 +99,19 @@ def decode_arguments(op: Operation | None, call: RpcCall) -> tuple[dict[str, str
     try:
         decoded = decode_request(op, call.stub, call.little_endian, call.ndr64)
     except NdrDecodeError as exc:
-        return {}, {}, f"ndr: {exc}"
+        return {}, {}, f"{NDR_ERROR_PREFIX}{exc}"
     return decoded.strings, decoded.ints, ""
+
+
+def count_ndr_damage(event: RpcCallEvent, flow: FlowKey, stats: Stats) -> Anomaly | None:
+    """A request whose stub is damaged (not the operation's request in any documented form):
+    counted as the named anomaly ``ndr_malformed``. The event itself is still reported (interface
+    and opnum: a rule keys on them) and carries the detail in net_decode_error, so the anomaly is
+    counted, not emitted a second time."""
+    if not event.net_decode_error.startswith(NDR_ERROR_PREFIX):
+        return None
+    return stats.anomaly(event.event_timestamp / 1000, "ndr", "ndr_malformed", flow,
+                         f"{event.action_rpc_func_name}: {event.net_decode_error}")
 
 
 def build_event(iface: Interface, inferred: str, call: RpcCall, ctx: CallContext) -> RpcCallEvent:
@@ -106,6 +123,7 @@ def build_event(iface: Interface, inferred: str, call: RpcCall, ctx: CallContext
         (session.server_netbios_name if session else "")
         or (session.server_dns_name if session else "")
         or tree_host(ctx.tree)
+        or ctx.rpc_server_name
         or flow.server_ip
     )
     time_text, epoch_ms = xdr_time(call.ts)

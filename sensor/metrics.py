@@ -5,6 +5,11 @@ directory and renamed over PATH, so the collector never reads half a file.
 With ``--workers N`` each worker writes PATH with ".worker<N>" before the suffix and a
 ``worker`` label (node_exporter reads every *.prom file in its directory; one series per
 worker keeps them from colliding).
+
+``--engine tshark`` writes what that engine can count: tshark hands over only the frames its
+display filter passed and dumpcap owns the capture socket, so the frames read, the kernel's
+per-interface counters and the TCP flows (native-only, None here) are left out, and
+``decoded_frames_total`` (tshark-only) says how many frames tshark decoded.
 """
 from __future__ import annotations
 
@@ -14,15 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PREFIX = "dfs_sensor_"
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass
 class Snapshot:
-    packets: int
-    flows: int
+    packets: int | None          # None: the engine cannot count them (tshark), left out
+    flows: int | None
     events: int
     rss_bytes: int
-    interfaces: dict[str, tuple[int, int]] = field(default_factory=dict)   # name: (kernel packets, drops)
+    interfaces: dict[str, tuple[int, int]] | None = field(default_factory=dict)   # name: (kernel packets, drops)
+    decoded_frames: int | None = None     # tshark engine: frames its display filter passed
     alerts_by_rule: dict[str, int] = field(default_factory=dict)
     suppressed_by_rule: dict[str, int] = field(default_factory=dict)
     anomalies: dict[str, int] = field(default_factory=dict)
@@ -41,8 +48,10 @@ class _Text:
         self.lines: list[str] = []
         self.labels = labels
 
-    def metric(self, name: str, kind: str, help_text: str, samples: dict[tuple, float] | float,
+    def metric(self, name: str, kind: str, help_text: str, samples: dict[tuple, float] | float | None,
                label: str | None = None) -> None:
+        if samples is None:          # not counted by this engine
+            return
         self.lines += [f"# HELP {PREFIX}{name} {help_text}", f"# TYPE {PREFIX}{name} {kind}"]
         if not isinstance(samples, dict):
             samples = {(): samples}
@@ -57,10 +66,13 @@ class _Text:
 def render(s: Snapshot, now: float | None = None) -> str:
     out = _Text(s.labels)
     out.metric("packets_total", "counter", "Frames the sensor read from its capture sockets.", s.packets)
+    interfaces = s.interfaces
     out.metric("kernel_packets_total", "counter", "Frames the kernel passed to the capture socket, per interface.",
-               {name: c[0] for name, c in s.interfaces.items()}, "interface")
+               None if interfaces is None else {name: c[0] for name, c in interfaces.items()}, "interface")
     out.metric("kernel_drops_total", "counter", "Frames the kernel dropped (ring full), per interface.",
-               {name: c[1] for name, c in s.interfaces.items()}, "interface")
+               None if interfaces is None else {name: c[1] for name, c in interfaces.items()}, "interface")
+    out.metric("decoded_frames_total", "counter", "Frames tshark's display filter passed to the sensor (tshark engine).",
+               s.decoded_frames)
     out.metric("flows_total", "counter", "TCP flows tracked.", s.flows)
     out.metric("events_total", "counter", "RPC call events decoded.", s.events)
     out.metric("alerts_total", "counter", "New alerts raised, per rule.", s.alerts_by_rule, "rule")
@@ -75,6 +87,12 @@ def render(s: Snapshot, now: float | None = None) -> str:
     out.metric("last_update_timestamp_seconds", "gauge", "When this file was written.",
                round(time.time() if now is None else now, 3))
     return "\n".join(out.lines) + "\n"
+
+
+def rss_bytes() -> int:
+    """This process's resident set size (/proc/self/statm counts pages)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE_BYTES
 
 
 def worker_path(path: str, worker: int | None) -> str:
@@ -113,7 +131,9 @@ def snapshot(stats: dict, counters, alerts: dict, outputs, worker: int | None = 
     spool, dropped, lost = output_counters(outputs)
     return Snapshot(
         packets=stats["packets"], flows=stats["flows"], events=stats["events"], rss_bytes=stats["rss_bytes"],
-        interfaces={name: (c["kernel_packets"], c["kernel_drops"]) for name, c in stats["interfaces"].items()},
+        interfaces=None if stats["interfaces"] is None else
+        {name: (c["kernel_packets"], c["kernel_drops"]) for name, c in stats["interfaces"].items()},
+        decoded_frames=stats.get("decoded_frames"),
         alerts_by_rule={k.removeprefix("alerts."): n for k, n in alerts.items() if k.startswith("alerts.")},
         suppressed_by_rule={k.removeprefix("suppressed."): n for k, n in alerts.items()
                             if k.startswith("suppressed.")},

@@ -28,7 +28,7 @@ from sensor.anomaly import Anomaly, Stats
 from sensor.budget import ByteBudget
 from sensor.dcerpc.association import STUB_BUDGET_BYTES, RpcAssociation, RpcSettings
 from sensor.dcerpc.events import RpcBind, RpcCall, RpcResult
-from sensor.event_builder import CallContext, build_event, resolve
+from sensor.event_builder import CallContext, build_event, count_ndr_damage, resolve
 from sensor.events import RpcCallEvent
 from sensor.held_calls import HeldCalls
 from sensor.http.ntlm import HttpNtlmFlow
@@ -379,6 +379,7 @@ class Pipeline:
             if resolved is None:
                 return
             event = build_event(resolved[0], resolved[1], ev, ctx)
+            count_ndr_damage(event, flow, self._own)
             self._emit_all(self.held.hold((flow, pipe_id), ev.call_id, ev.ts, event), out)
         elif kind is RpcResult:
             event = self.held.answer((flow, pipe_id), ev.call_id, ev.status)
@@ -390,7 +391,9 @@ class Pipeline:
 
     def _context(self, state: _FlowState, flow: FlowKey, pipe_id: PipeId | None) -> CallContext:
         if pipe_id is None:
-            return CallContext(flow, None, over_smb=False, capture_file=self.capture_file)
+            assoc = state.assocs.get(None)
+            return CallContext(flow, None, over_smb=False, capture_file=self.capture_file,
+                               rpc_server_name=assoc.server_name if assoc else "")
         pipe = state.pipes.get(pipe_id)
         session = state.sessions.get(pipe_id[1])
         return CallContext(

@@ -161,6 +161,8 @@ class Sensor:
             if evidence is not None and item is not None:
                 evidence.observe(*item)
             if item is None:
+                if evidence is not None:
+                    evidence.tick()
                 self._handle(self.pipeline.tick(time.time()))
                 self._commit()
                 continue
@@ -193,6 +195,8 @@ class Sensor:
             self._coercion_alerts(stage.close())
         self._commit()
         self._evidence_from_files()
+        if self.evidence is not None and not self._capture_paths:
+            self.evidence.close()       # live: the open windows' pcaps
         self._prune()
         self.store.close()
         totals = self.pipeline.stats + self.detector.stats + self.source_stats + self.stats
@@ -300,10 +304,7 @@ class Sensor:
             if self._capture_paths:
                 self._evidence_due.append(alert)
             else:
-                try:
-                    self.evidence.write(alert)
-                except OSError:
-                    self.stats["anomaly.evidence_write_failed"] += 1
+                self.evidence.write(alert)
 
     def _evidence_from_files(self) -> None:
         if self._evidence_due:

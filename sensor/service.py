@@ -32,7 +32,8 @@ import select
 import socket
 from collections.abc import Iterator
 
-from sensor import metrics
+from sensor import evidence, metrics
+from sensor.metrics import rss_bytes
 from sensor.capture.live import RING_MB, TICK_SECONDS, CaptureError, LiveCapture
 from sensor.coercion import forward
 from sensor.coercion.correlate import Correlator
@@ -49,17 +50,11 @@ from sensor.text import json_line
 # Fanout group ids are 16 bits (linux/if_packet.h PACKET_FANOUT: id in the low half).
 FANOUT_ID_MASK = 0xFFFF
 # More decoder processes than this is a configuration mistake: each holds a ring per
-# interface (--ring-mb) and the kernel caps a
-# fanout group at 65536 sockets; beyond the core count it only adds contention.
+# interface (--ring-mb) and the kernel caps a fanout group at 65536 sockets; beyond the
+# core count it only adds contention.
 MAX_WORKERS = 64
-PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 # An idle tick as a block of one item: Sensor.process takes None as "expire and commit".
 IDLE_TICK = (None,)
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * PAGE_BYTES
 
 
 def stats_record(capture: LiveCapture, sensor: Sensor) -> dict:
@@ -179,6 +174,8 @@ def _fork_workers(config: Config, outputs: Outputs, captures: list[LiveCapture],
     correlator; forward stop and reopen signals; the worst exit code. A worker that fails
     stops the others (a supervisor restarts the service)."""
     channels = [forward.channel() for _ in captures] if config.coercion.enabled else []
+    # The parent's coercion alerts ask the workers for their flows' frames (sensor.evidence).
+    evidence_channels = [evidence.request_channel() for _ in captures] if channels and config.evidence else []
     children: dict[int, int] = {}
     for number, capture in enumerate(captures, 1):
         pid = os.fork()
@@ -188,15 +185,16 @@ def _fork_workers(config: Config, outputs: Outputs, captures: list[LiveCapture],
                 for other in captures:
                     if other is not capture:
                         other.close()
-                mine = None
-                for index, (worker_end, parent_end) in enumerate(channels):
-                    parent_end.close()
-                    if index == number - 1:
-                        mine = worker_end
-                    else:
-                        worker_end.close()
-                code = _serve(config, outputs, capture, number, stats_interval, stats_json, mine, metrics_file,
-                              workers=len(captures))
+                mine = [None, None]
+                for kind, pairs in enumerate((channels, evidence_channels)):
+                    for index, (worker_end, parent_end) in enumerate(pairs):
+                        parent_end.close()
+                        if index == number - 1:
+                            mine[kind] = worker_end
+                        else:
+                            worker_end.close()
+                code = _serve(config, outputs, capture, number, stats_interval, stats_json, mine[0], metrics_file,
+                              workers=len(captures), evidence_requests=mine[1])
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -205,7 +203,7 @@ def _fork_workers(config: Config, outputs: Outputs, captures: list[LiveCapture],
         children[pid] = number
     for capture in captures:
         capture.close()          # the rings live in the children
-    for worker_end, _ in channels:
+    for worker_end, _ in channels + evidence_channels:
         worker_end.close()       # so a worker's exit is end of file on its channel
     signals = Signals()
 
@@ -222,7 +220,8 @@ def _fork_workers(config: Config, outputs: Outputs, captures: list[LiveCapture],
         signal.signal(signum, on_signal)
     worst = EXIT_OK
     try:
-        correlator = _CorrelatorHost(config, outputs, [end for _, end in channels]) if channels else None
+        correlator = _CorrelatorHost(config, outputs, [end for _, end in channels],
+                                     [end for _, end in evidence_channels]) if channels else None
     except StoreError as e:
         log(f"dfs-sensor: error: {e}")
         on_signal(signal.SIGTERM, None)
@@ -252,8 +251,11 @@ class _CorrelatorHost:
     """The parent's one coercion correlator, fed what the workers forward; its alerts are
     stored and written by a Sensor of its own (same store, same outputs)."""
 
-    def __init__(self, config: Config, outputs: Outputs, ends: list[socket.socket]) -> None:
+    def __init__(self, config: Config, outputs: Outputs, ends: list[socket.socket],
+                 evidence_ends: list[socket.socket]) -> None:
         self.sensor = Sensor(config, outputs)
+        if self.sensor.evidence is not None:
+            self.sensor.evidence.ask_workers(evidence_ends)
         # Only the correlator: the size fingerprint reads one flow and stays in the workers.
         self.sensor.coercion_stages = tuple(stage for stage in self.sensor.coercion_stages
                                             if isinstance(stage, Correlator))
@@ -284,6 +286,8 @@ class _CorrelatorHost:
         self.sensor.correlate(self._reorder.feed(received, time.time()))
         if not self._ends:
             self.sensor.correlate(self._reorder.close())
+        if self.sensor.evidence is not None:
+            self.sensor.evidence.tick()
 
     def finish(self) -> str:
         """Commit and close the store; the line the parent logs."""
@@ -294,7 +298,7 @@ class _CorrelatorHost:
 
 def _serve(config: Config, outputs: Outputs, capture: LiveCapture, worker: int | None,
            stats_interval: float, stats_json: bool, correlator_channel: socket.socket | None = None,
-           metrics_file: str | None = None, workers: int = 1) -> int:
+           metrics_file: str | None = None, workers: int = 1, evidence_requests: socket.socket | None = None) -> int:
     """One decoding process: capture -> sensor until a stop signal; the exit code. With a
     ``correlator_channel`` (a --workers child) the correlator's inputs go to the parent; one of
     ``workers`` decoders, it takes that share of the byte budgets."""
@@ -312,6 +316,8 @@ def _serve(config: Config, outputs: Outputs, capture: LiveCapture, worker: int |
         sensor.coercion_stages = tuple(
             forward.CorrelatorForwarder(correlator_channel) if isinstance(stage, Correlator) else stage
             for stage in sensor.coercion_stages)
+    if evidence_requests is not None and sensor.evidence is not None:
+        sensor.evidence.take_requests(evidence_requests)
     tag = {} if worker is None else {"worker": worker}
 
     def report() -> None:

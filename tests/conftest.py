@@ -1,9 +1,12 @@
 """Shared test helpers: where the recorded captures live, and running the pipeline over one."""
 from __future__ import annotations
 
+import errno
+import itertools
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,26 @@ CORPUS_ABSENT = (f"public corpus absent: no {CORPUS / 'manifest.json'} (put the 
                  "as ../shared/corpus or set DFS_SENSOR_CORPUS)")
 # CI has the corpus beside its checkout and must run every test on it: there, absent is a failure.
 CORPUS_REQUIRED = os.environ.get("CI") == "true"
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session (tests/store/postgres_server.py); when it
+    cannot start, the tests that take it fail with the reason."""
+    from tests.store.postgres_server import PostgresServer
+
+    server = PostgresServer.start()
+    yield server
+    server.stop()
+
+
+_pg_names = itertools.count()
+
+
+@pytest.fixture
+def pg_url(postgres) -> str:
+    """A fresh empty database on that server; its URL."""
+    return postgres.create_database(f"dfs_{next(_pg_names)}")
 
 
 def corpus_present() -> bool:
@@ -68,3 +91,24 @@ def decode_capture(path: Path, settings=None):
 
 
 requires_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed (scripts/setup --test installs it)")
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 KiB tmpfs filled to the last block but for a file the test can delete to free
+    space: (mount point, that file)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root; CI runs as root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
+    try:
+        filler = mount / "filler"
+        with open(filler, "wb") as f:
+            try:
+                f.write(b"x" * 128 * 1024)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC
+        yield mount, filler
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)

@@ -122,3 +122,21 @@ def test_the_schema_refuses_what_the_envelope_forbids():
                    good | {"rule": good["rule"] | {"severity": "urgent"}}):
         with pytest.raises(AssertionError, match="does not match its schema"):
             check("alert", broken)
+
+
+def test_later_hits_the_same_day_change_no_record_and_raise_nothing(tmp_path):
+    """Two captures of the same two keys on one day: the second run streams no alert (the same
+    alert_ids), the stored records stay byte for byte what the first run streamed (hits 1: the
+    alert as raised), and the day's count goes on in the detector's state, which the `alerts`
+    table shows."""
+    db = tmp_path / "s.db"
+    first = run("replay", "--db", db, ROOT / "pcaps" / "dfscoerce-smb21.pcap").splitlines()
+    assert len(first) == 2 and all(json.loads(line)["hits"] == 1 for line in first)
+    assert run("replay", "--db", db, ROOT / "pcaps" / "dfscoerce-smb202.pcap") == ""
+    assert sorted(run("alerts", "--db", db, "--format", "json").splitlines()) == sorted(first)
+    table = run("alerts", "--db", db).splitlines()
+    header = table[0].split()
+    rows = [dict(zip(header, line.split())) for line in table[1:]]
+    assert sorted(r["alert_id"] for r in rows) == sorted(json.loads(line)["alert_id"] for line in first)
+    assert {r["hits"] for r in rows} == {"2"}
+    assert all(r["last_seen"].startswith("2026-11-28T04:39:12.") for r in rows)   # the second capture's call

@@ -37,3 +37,19 @@ def test_every_counter_parses_with_its_labels(tmp_path):
 def test_worker_files_sit_beside_each_other():
     assert worker_path("/var/lib/node_exporter/dfs.prom", None) == "/var/lib/node_exporter/dfs.prom"
     assert worker_path("/var/lib/node_exporter/dfs.prom", 3) == "/var/lib/node_exporter/dfs.worker3.prom"
+
+
+def test_the_tshark_engine_leaves_out_what_it_cannot_count(tmp_path):
+    """--engine tshark: no frames-read, kernel or flow series (dumpcap owns the socket, tshark
+    hands over only what its display filter passed); the frames tshark decoded instead."""
+    snap = Snapshot(packets=None, flows=None, events=3, rss_bytes=90_000_000, interfaces=None, decoded_frames=420,
+                    alerts_by_rule={"coercion-confirmed": 1})
+    got = samples(render(snap, now=1764300000.0))
+    names = {name for name, _ in got}
+    assert not names & {"dfs_sensor_packets_total", "dfs_sensor_kernel_packets_total",
+                        "dfs_sensor_kernel_drops_total", "dfs_sensor_flows_total"}
+    assert got[("dfs_sensor_decoded_frames_total", ())] == 420
+    assert got[("dfs_sensor_events_total", ())] == 3
+    assert got[("dfs_sensor_alerts_total", (("rule", "coercion-confirmed"),))] == 1
+    native = samples(render(Snapshot(packets=1, flows=1, events=0, rss_bytes=1)))
+    assert "dfs_sensor_decoded_frames_total" not in {name for name, _ in native}

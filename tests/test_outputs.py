@@ -1,8 +1,6 @@
 """JSON-lines sinks: one flushed line per record, reopen after logrotate, clear open errors."""
 from __future__ import annotations
 
-import errno
-import os
 import subprocess
 from pathlib import Path
 
@@ -41,26 +39,6 @@ def test_stdout_sink(capsys):
 def test_unwritable_path_is_one_line_error(tmp_path):
     with pytest.raises(OutputError, match="cannot open for writing"):
         JsonLinesSink(str(tmp_path / "no" / "such" / "dir" / "a.jsonl"))
-
-
-@pytest.fixture
-def full_disk(tmp_path):
-    """A 64 KiB tmpfs filled to the last block but for a file we can delete to free space."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root; CI runs as root")
-    mount = tmp_path / "small"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
-    try:
-        filler = mount / "filler"
-        with open(filler, "wb") as f:
-            try:
-                f.write(b"x" * 128 * 1024)
-            except OSError as e:
-                assert e.errno == errno.ENOSPC
-        yield mount, filler
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def test_a_full_disk_in_live_mode_keeps_lines_retries_and_says_so_once(full_disk):

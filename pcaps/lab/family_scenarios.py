@@ -4,8 +4,10 @@ their ground truth in pcaps/family/manifest.json.
   family_scenarios.py --out pcaps/family [NAME ...]      (run by pcaps/lab/build-family)
 
 Servers: Samba serves spoolss, eventlog and FssagentRpc (smb.conf below adds printing and the
-fss agent to the lab's); MS-EFSR and MS-PAR are served by family_rpc_server.py (impacket's SMB
-server and DCERPCServer, SMB 2.1 at most, so no SMB3-encrypted EFSR capture). Attacks come from
+fss agent to the lab's); MS-EFSR and MS-PAR are served by family_rpc_server.py (its own DCE/RPC
+server, NTLM-authenticated binds included, behind impacket's SMB server, SMB 2.1 at most, or on
+ncacn_ip_tcp), and \\PIPE\\efsrpc inside SMB3 encryption by the same server behind Samba's smbd
+(server "samba+efsrpc": smbd forwards the pipe to it). Attacks come from
 family_client.py in "attacker"; benign look-alikes from Samba's rpcclient and family_client.py
 in "client". Each manifest entry says which alerts the capture must raise (``expected_alerts``:
 rule ids of sensor/rules/*.xql and of the coercion correlator) and which it must not.
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import groundtruth
 import scenarios
-from scenarios import (ATTACKER_V4, BACK_AUTH_DELAY, CLIENT_V4, DC_V4, DOMAIN, PASSWORD, USER, Capture,
+from scenarios import (ATTACKER_V4, CLIENT_V4, DC_V4, DOMAIN, PASSWORD, USER, Capture,
                        HttpListener, Samba, SmbListener, in_ns, wait_listening)
 
 LAB = Path(__file__).resolve().parent
@@ -38,6 +40,7 @@ RULE = {   # technique -> the rarity rule its coercion calls raise (sensor/rules
     "par": "coercion-rare-par-call", "dfsnm": "dfscoerce-rare-dfsnm-other-call",
 }
 CONFIRMED = "coercion-confirmed"
+PROBABLE = "probable-coercion"
 
 
 @dataclass
@@ -46,11 +49,12 @@ class FamilyScenario:
     description: str
     client: list[str] = field(default_factory=list)    # family_client.py options (attack, or benign in "client")
     rpcclient: str = ""                                # a benign rpcclient command list run in "client"
-    server: str = "samba"                              # "samba" or "impacket" (family_rpc_server.py)
+    server: str = "samba"                              # "samba", "impacket" or "samba+efsrpc" (FamilyRpcServer)
     encrypt: str = "off"
     back_auth: str = ""                                # "smb" or "http"
     benign: bool = False
     expected_alerts: list[str] = field(default_factory=list)
+    samba_client: bool = False                         # samba_bigendian_client.py in "attacker" instead
 
 
 def technique(sc: FamilyScenario) -> str:
@@ -59,9 +63,15 @@ def technique(sc: FamilyScenario) -> str:
 
 def attack(name, description, *client, server="samba", encrypt="off", back_auth=""):
     sc = FamilyScenario(name, description, list(client), server=server, encrypt=encrypt, back_auth=back_auth)
-    # Inside SMB3 encryption no call is decodable: no event, so no rule; the back-authentication
-    # is what would then be seen (none of these encrypted scenarios has one).
-    if encrypt == "off":
+    if encrypt != "off":
+        # Inside SMB3 encryption no call is decodable: no event, so no rule; the back-authentication
+        # after an encrypted inbound session is probable coercion (technique unknown).
+        sc.expected_alerts = [PROBABLE] if back_auth else []
+    elif "privacy" in client:
+        # sealed: the rule counts the call with the listener unknown; the back-authentication
+        # is then probable coercion naming the technique (a sealed call cannot confirm L)
+        sc.expected_alerts = [RULE[technique(sc)]] + ([PROBABLE] if back_auth else [])
+    else:
         sc.expected_alerts = [RULE[technique(sc)]] + ([CONFIRMED] if back_auth else [])
     return sc
 
@@ -98,12 +108,9 @@ SCENARIOS = [
            "desired: SMB 3.1.1 encrypted", "--technique", "rprn", "--dialect", "default", encrypt="desired"),
     attack("rprn-backauth-smb", "PrinterBug (1, 65), SMB 2.1, then DC01$ authenticates back over SMB to 10.0.0.66",
            "--technique", "rprn", "--dialect", "2.1", back_auth="smb"),
-    FamilyScenario("rprn-rpc-privacy-backauth", "PrinterBug (1, 65) with RPC NTLM auth at PKT_PRIVACY (sealed stubs, "
-                   "as NetExec's coerce_plus binds) over clear SMB 2.1, then DC01$ authenticates back over SMB",
-                   ["--technique", "rprn", "--dialect", "2.1", "--auth-level", "privacy"], back_auth="smb",
-                   # sealed: the rule counts the call with the listener unknown; the back-authentication
-                   # is then probable coercion naming the technique (a sealed call cannot confirm L)
-                   expected_alerts=["coercion-rare-rprn-call", "probable-coercion"]),
+    attack("rprn-rpc-privacy-backauth", "PrinterBug (1, 65) with RPC NTLM auth at PKT_PRIVACY (sealed stubs, "
+           "as NetExec's coerce_plus binds) over clear SMB 2.1, then DC01$ authenticates back over SMB",
+           "--technique", "rprn", "--dialect", "2.1", "--auth-level", "privacy", back_auth="smb"),
     attack("even-smb21", "CheeseOunce: ElfrOpenBELW(\\??\\UNC\\10.0.0.66\\share\\x.evt), SMB 2.1, Samba eventlog",
            "--technique", "even", "--dialect", "2.1"),
     attack("even-smb3-encrypted", "CheeseOunce ElfrOpenBELW inside SMB 3.1.1 encryption", "--technique", "even",
@@ -121,9 +128,46 @@ SCENARIOS = [
            server="impacket"),
     attack("par-backauth-smb", "MS-PAR RpcAsyncOpenPrinter over ncacn_ip_tcp, then DC01$ authenticates back over SMB",
            "--technique", "par", "--transport", "tcp", "--port", str(TCP_PORT), server="impacket", back_auth="smb"),
+    attack("efsr-tcp-rpc-privacy", "PetitPotam over ncacn_ip_tcp (port 49670, c681d488) with RPC NTLM auth at "
+           "PKT_PRIVACY (sealed stubs, as Coercer and NetExec bind): EfsRpcOpenFileRaw, EfsRpcEncryptFileSrv, "
+           "family_rpc_server.py unsealing them", "--technique", "efsr", "--transport", "tcp", "--port", str(TCP_PORT),
+           "--opnums", "0,4", "--auth-level", "privacy", server="impacket"),
+    attack("efsr-tcp-rpc-privacy-backauth", "PetitPotam EfsRpcEncryptFileSrv over ncacn_ip_tcp, sealed (PKT_PRIVACY), "
+           "then DC01$ authenticates back over SMB to 10.0.0.66", "--technique", "efsr", "--transport", "tcp",
+           "--port", str(TCP_PORT), "--opnums", "4", "--auth-level", "privacy", server="impacket", back_auth="smb"),
+    attack("efsr-lsarpc-rpc-privacy-backauth", "PetitPotam EfsRpcOpenFileRaw, EfsRpcEncryptFileSrv on \\PIPE\\lsarpc "
+           "over clear SMB 2.1, sealed (PKT_PRIVACY), then DC01$ authenticates back over SMB",
+           "--technique", "efsr", "--opnums", "0,4", "--dialect", "2.1", "--auth-level", "privacy",
+           server="impacket", back_auth="smb"),
+    attack("efsr-efsrpc-smb3-encrypted", "PetitPotam EfsRpcOpenFileRaw, EfsRpcEncryptFileSrv on \\PIPE\\efsrpc "
+           "(df1941c5) with impacket's default negotiation against Samba's smbd (smb encrypt = desired): "
+           "SMB 3.1.1 encrypted; smbd forwards the pipe to family_rpc_server.py", "--technique", "efsr-efsrpc",
+           "--opnums", "0,4", "--dialect", "default", server="samba+efsrpc", encrypt="desired"),
+    attack("efsr-efsrpc-smb3-encrypted-backauth", "PetitPotam EfsRpcEncryptFileSrv on \\PIPE\\efsrpc inside "
+           "SMB 3.1.1 encryption (Samba's smbd forwarding the pipe), then DC01$ authenticates back over SMB",
+           "--technique", "efsr-efsrpc", "--opnums", "4", "--dialect", "default", server="samba+efsrpc",
+           encrypt="desired", back_auth="smb"),
+    FamilyScenario("efsr-efsrpc-smb3-encrypted-fingerprint", "PetitPotam EfsRpcEncryptFileSrv(\\\\10.0.0.66\\share\\x.txt) "
+                   "first on \\PIPE\\efsrpc inside SMB 3.1.1 encryption (Samba's smbd forwarding the pipe): a 60-byte "
+                   "stub answered with a status only, the transform sizes of impacket's netdfs root call",
+                   ["--technique", "efsr-efsrpc", "--opnums", "4", "--dialect", "default", "--path",
+                    "\\\\10.0.0.66\\share\\x.txt"], server="samba+efsrpc", encrypt="desired",
+                   # efsrpc is a six-letter pipe like netdfs: the DFSCoerce size fingerprint matches
+                   expected_alerts=["probable-dfscoerce-encrypted"]),
+    attack("par-tcp-rpc-privacy", "MS-PAR RpcAsyncOpenPrinter(\\\\10.0.0.66\\printer) over ncacn_ip_tcp with RPC "
+           "NTLM auth at PKT_PRIVACY (real MS-PAR servers require it)", "--technique", "par", "--transport", "tcp",
+           "--port", str(TCP_PORT), "--auth-level", "privacy", server="impacket"),
+    attack("par-tcp-rpc-privacy-backauth", "MS-PAR RpcAsyncOpenPrinter over ncacn_ip_tcp, sealed (PKT_PRIVACY), then "
+           "DC01$ authenticates back over SMB", "--technique", "par", "--transport", "tcp", "--port", str(TCP_PORT),
+           "--auth-level", "privacy", server="impacket", back_auth="smb"),
     attack("dfsnm-remove2-idl", "NetrDfsRemove2 (20) marshalled by hand from the IDL: DcName as [in, string] "
            "(MIDL syntax), then DcName NULL as [unique] (the spec text's 'MAY be NULL'); SMB 2.1, Samba netdfs",
            "--technique", "dfsnm", "--dialect", "2.1"),
+    FamilyScenario("rprn-bigendian-samba-client", "PrinterBug from Samba's DCE/RPC client marshalling big endian "
+                   "(binding option bigendian, drep[0] = 0x00): RpcOpenPrinterEx with a client-info union, "
+                   "RpcRemoteFindFirstPrinterChangeNotificationEx(\\\\10.0.0.66) with notify options (nested "
+                   "arrays), RpcEnumPrinters; SMB 2.1, Samba spoolss", samba_client=True,
+                   expected_alerts=["coercion-rare-rprn-call"]),
     FamilyScenario("benign-printing", "print client traffic: rpcclient enumprinters, enumports, getprinter-less "
                    "server queries; impacket RpcOpenPrinter + RpcRemoteFindFirstPrinterChangeNotificationEx naming "
                    "the client's own address (\\\\10.0.0.5), as a print client registering for its own notifications",
@@ -173,15 +217,25 @@ class KerberosSmbListener(SmbListener):
 
 
 class FamilyRpcServer:
-    """family_rpc_server.py in "dc" (in place of Samba)."""
+    """family_rpc_server.py in "dc": in place of Samba with impacket's SMB server, or beside
+    Samba's smbd, serving \\PIPE\\efsrpc at ``npa_dir``/np/efsrpc (smbd's ncalrpc dir)."""
 
-    def __init__(self, work: Path):
-        self.log = open(work / "family-rpc-server.log", "w")
+    def __init__(self, work: Path, npa_dir: Path | None = None):
+        self.log = open(work / "family-rpc-server.log", "a")
+        front = ["--npa-dir", str(npa_dir)] if npa_dir else ["--smb", "--share", str(work)]
         self.proc = subprocess.Popen(in_ns("dc", sys.executable, str(LAB / "family_rpc_server.py"),
-                                           "--tcp-port", str(TCP_PORT), "--share", str(work)),
+                                           "--tcp-port", str(TCP_PORT), *front),
                                      stdout=self.log, stderr=self.log, env={**os.environ, "PYTHONPATH": str(LAB)})
-        wait_listening("dc", 445)
         wait_listening("dc", TCP_PORT)
+        if npa_dir:
+            socket = npa_dir / "np" / "efsrpc"
+            deadline = time.time() + 15
+            while not socket.is_socket():
+                if time.time() > deadline:
+                    raise RuntimeError(f"family_rpc_server.py made no {socket}")
+                time.sleep(0.1)
+        else:
+            wait_listening("dc", 445)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -195,24 +249,55 @@ def run_client(sc: FamilyScenario, back_auth, ns: str) -> list[dict]:
     cmd = [sys.executable, str(LAB / "family_client.py"), "--target", DC_V4, *opts]
     env = {**os.environ, "PYTHONPATH": f"{LAB}:{REPO}"}
     proc = subprocess.Popen(in_ns(ns, *cmd), stdout=subprocess.PIPE, text=True, env=env)
-    calls = []
-    for line in proc.stdout:
-        calls.append(json.loads(line))
-        if back_auth is not None and len(calls) == 1:
-            time.sleep(BACK_AUTH_DELAY)
-            back_auth.authenticate_back()
-    if proc.wait(60):
-        raise RuntimeError(f"{sc.name}: client failed")
-    return calls
+    return scenarios.read_calls(proc, sc.name, back_auth)
+
+
+SERVER_NAMES = {   # the manifest's "server"
+    "samba": "Samba 4.17 smbd",
+    "impacket": "family_rpc_server.py (its DCE/RPC server, NTLM binds included, behind impacket's SMB server or on TCP)",
+    "samba+efsrpc": "Samba 4.17 smbd forwarding \\PIPE\\efsrpc to family_rpc_server.py (named pipe auth socket)",
+}
+
+
+def agent_hostname(sc: FamilyScenario) -> str:
+    """The server's name as the capture gives it: Samba's NTLMSSP CHALLENGE in SESSION_SETUP, or
+    family_rpc_server.py's in an authenticated bind's ack over ncacn_ip_tcp; impacket's SMB
+    server names itself at random ("" : not asserted)."""
+    authenticated_tcp = "tcp" in sc.client and "--auth-level" in sc.client \
+        and sc.client[sc.client.index("--auth-level") + 1] != "none"
+    return "DC01" if sc.server != "impacket" or authenticated_tcp else ""
+
+
+def run_samba_client(ns: str) -> list[dict]:
+    """samba_bigendian_client.py under the system interpreter (python3-samba): what it sent."""
+    run = subprocess.run(in_ns(ns, "/usr/bin/python3", str(LAB / "samba_bigendian_client.py"), "--target", DC_V4,
+                               "--listener", ATTACKER_V4), capture_output=True, text=True, timeout=60, check=True)
+    return [json.loads(line) for line in run.stdout.splitlines()]
+
+
+def with_wire_endpoints(pcap: str, calls: list[dict]) -> list[dict]:
+    """The Samba client does not report its ports: each call takes the next request tshark sees
+    with its opnum from the attacker (in the order sent), then groundtruth.locate as usual."""
+    wire = [w for w in groundtruth.observed_calls(pcap) if w["client_ip"] == ATTACKER_V4]
+    placed = []
+    for call in calls:
+        hit = next(w for w in wire if w["opnum"] == call["opnum"])
+        wire = wire[wire.index(hit) + 1:]
+        placed.append({**call, "decodable": True, "sealed": False, "transport": "np", "pipe": "spoolss",
+                       "dialect": "0x210", "client_ip": ATTACKER_V4, "client_port": hit["client_port"],
+                       "server_ip": DC_V4, "server_port": hit["server_port"]})
+    return placed
 
 
 def run(sc: FamilyScenario, work: Path, out: Path, samba: Samba) -> dict:
     rpc_server = None
-    if sc.server == "samba":
-        samba.start(sc.encrypt)
-    else:
+    if sc.server == "impacket":
         samba.stop()
         rpc_server = FamilyRpcServer(work)
+    else:
+        samba.start(sc.encrypt)
+        if sc.server == "samba+efsrpc":
+            rpc_server = FamilyRpcServer(work, npa_dir=samba.dir / "ncalrpc")
     back_auth = {"smb": SmbListener, "http": HttpListener, "kerberos": KerberosSmbListener}[sc.back_auth](work) \
         if sc.back_auth else None
     capture = Capture("dc", "eth0", out / f"{sc.name}.pcap", "tcp")
@@ -223,6 +308,8 @@ def run(sc: FamilyScenario, work: Path, out: Path, samba: Samba) -> dict:
                            capture_output=True, timeout=60)
         if sc.client:
             calls = run_client(sc, back_auth, "client" if sc.benign else "attacker")
+        if sc.samba_client:
+            calls = run_samba_client("attacker")
     finally:
         capture.stop()
         if back_auth:
@@ -230,15 +317,17 @@ def run(sc: FamilyScenario, work: Path, out: Path, samba: Samba) -> dict:
         if rpc_server:
             rpc_server.stop()
     pcap = str(capture.path)
+    if sc.samba_client:
+        calls = with_wire_endpoints(pcap, calls)
     entry = {
         "description": sc.description,
         "made_by": f"pcaps/lab/build-family {sc.name}",
-        "server": "Samba 4.17 smbd" if sc.server == "samba" else "family_rpc_server.py (impacket SMB server + DCERPCServer)",
-        "agent_hostname": "DC01" if sc.server == "samba" else "",
+        "server": SERVER_NAMES[sc.server],
+        "agent_hostname": agent_hostname(sc),
         "server_ip": DC_V4,
         "should_alert": not sc.benign,
         "expected_alerts": sc.expected_alerts,
-        "encrypted": bool(calls and calls[0]["smb_encrypted"]) or sc.encrypt == "desired",
+        "encrypted": bool(calls and calls[0].get("smb_encrypted")) or sc.encrypt == "desired",
         "calls": [{k: c[k] for k in ("interface_uuid", "opnum", "function", "args", "decodable", "sealed", "transport",
                                      "pipe", "dialect", "client_ip", "client_port", "server_ip", "server_port", "ts",
                                      "frame")} for c in groundtruth.locate(pcap, calls)] if calls else [],

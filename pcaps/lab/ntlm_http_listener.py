@@ -3,44 +3,21 @@
   ntlm_http_listener.py --port 8080
 
 Answers a request without credentials with 401 "WWW-Authenticate: NTLM", an NTLMSSP NEGOTIATE
-with 401 and a CHALLENGE (impacket.ntlm's structure, MS-NLMP 2.2.1.2), an AUTHENTICATE with
+with 401 and a CHALLENGE (ntlm_server.py, MS-NLMP 2.2.1.2), an AUTHENTICATE with
 207 (PROPFIND) or 200. It checks nothing: like a relay listener it only wants the AUTHENTICATE.
 """
 from __future__ import annotations
 
 import argparse
 import base64
-import os
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from impacket import ntlm
+from ntlm_server import challenge, negotiate_flags
 
 NETBIOS_NAME, DOMAIN = "ATTACKER", "LAB"
 MESSAGE_NEGOTIATE, MESSAGE_AUTHENTICATE = 1, 3      # MS-NLMP 2.2.1: MessageType
 NTLMSSP_HEADER = 12                                 # "NTLMSSP\0" + MessageType
-
-
-def challenge(negotiate_flags: int) -> bytes:
-    av = ntlm.AV_PAIRS()
-    av[ntlm.NTLMSSP_AV_HOSTNAME] = NETBIOS_NAME.encode("utf-16le")
-    av[ntlm.NTLMSSP_AV_DOMAINNAME] = DOMAIN.encode("utf-16le")
-    message = ntlm.NTLMAuthChallenge()
-    message["flags"] = (negotiate_flags & (ntlm.NTLMSSP_NEGOTIATE_UNICODE | ntlm.NTLMSSP_NEGOTIATE_NTLM
-                                           | ntlm.NTLMSSP_NEGOTIATE_EXTENDED_SESSIONSECURITY
-                                           | ntlm.NTLMSSP_NEGOTIATE_128 | ntlm.NTLMSSP_NEGOTIATE_56
-                                           | ntlm.NTLMSSP_NEGOTIATE_ALWAYS_SIGN)) \
-        | ntlm.NTLMSSP_NEGOTIATE_TARGET_INFO | ntlm.NTLMSSP_TARGET_TYPE_DOMAIN | ntlm.NTLMSSP_REQUEST_TARGET
-    message["domain_len"] = message["domain_max_len"] = len(DOMAIN) * 2
-    message["domain_offset"] = 40 + 8
-    message["challenge"] = os.urandom(8)
-    message["domain_name"] = DOMAIN.encode("utf-16le")
-    message["TargetInfoFields_len"] = message["TargetInfoFields_max_len"] = len(av.getData())
-    message["TargetInfoFields"] = av.getData()
-    message["TargetInfoFields_offset"] = 40 + 8 + len(DOMAIN) * 2
-    message["Version"] = b"\x0a\x00\x63\x45\x00\x00\x00\x0f"   # 10.0.17763, NTLM revision 15
-    message["VersionLen"] = 8
-    return message.getData()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -58,7 +35,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.send_response(401)
             header = "NTLM" if kind != MESSAGE_NEGOTIATE else \
-                "NTLM " + base64.b64encode(challenge(int.from_bytes(blob[12:16], "little"))).decode()
+                "NTLM " + base64.b64encode(challenge(negotiate_flags(blob), NETBIOS_NAME, DOMAIN)).decode()
         if header:
             self.send_header("WWW-Authenticate", header)
         self.send_header("Content-Length", "0")

@@ -333,6 +333,20 @@ class HttpListener:
         self.proc.wait(10)
 
 
+def read_calls(proc: subprocess.Popen, name: str, back_auth) -> list[dict]:
+    """The attack client's JSON lines, one per request sent; after the first, the coerced server
+    authenticates back (``back_auth.authenticate_back()``, BACK_AUTH_DELAY later) when asked to."""
+    calls = []
+    for line in proc.stdout:
+        calls.append(json.loads(line))
+        if back_auth is not None and len(calls) == 1:
+            time.sleep(BACK_AUTH_DELAY)
+            back_auth.authenticate_back()
+    if proc.wait(60):
+        raise RuntimeError(f"{name}: client failed")
+    return calls
+
+
 def run_attack(sc: Scenario, work: Path, out: Path, back_auth: SmbListener | HttpListener | None) -> tuple[list[dict], Path]:
     listener = sc.listener or (ATTACKER_V6 if sc.target == DC_V6 else ATTACKER_V4)
     cmd = [sys.executable, str(LAB / "dfscoerce_client.py"), "--target", sc.target, "--listener", listener,
@@ -354,14 +368,7 @@ def run_attack(sc: Scenario, work: Path, out: Path, back_auth: SmbListener | Htt
                 time.sleep(0.05)
             capture = start_capture(sc, out)
             (pause / "go").touch()
-        calls = []
-        for line in proc.stdout:
-            calls.append(json.loads(line))
-            if back_auth is not None and len(calls) == 1:
-                time.sleep(BACK_AUTH_DELAY)
-                back_auth.authenticate_back()
-        if proc.wait(60):
-            raise RuntimeError(f"{sc.name}: client failed")
+        calls = read_calls(proc, sc.name, back_auth)
     finally:
         if capture is not None:
             capture.stop()

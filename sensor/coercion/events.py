@@ -17,8 +17,12 @@ RULES = {
                         "machine account authenticated to it", 1, "high", FORCED_AUTHENTICATION),
     PROBABLE: RuleMeta(PROBABLE, "Probable coercion: encrypted inbound session, then the server's "
                        "machine account authenticated to a rare host", 1, "medium", FORCED_AUTHENTICATION),
-    ENCRYPTED_NETDFS: RuleMeta(ENCRYPTED_NETDFS, "Probable DFSCoerce inside SMB3 encryption "
-                               "(transform-header sizes of impacket's netdfs root call)", 1, "medium",
+    # The id keeps its name (a stable key for users); the name says what the sizes can tell:
+    # inside encryption a six-letter pipe's sizes cannot say netdfs from efsrpc or lsarpc, and
+    # PetitPotam's EfsRpcEncryptFileSrv has the root call's shape (efsr-efsrpc-smb3-encrypted-fingerprint).
+    ENCRYPTED_NETDFS: RuleMeta(ENCRYPTED_NETDFS, "Probable coercion inside SMB3 encryption "
+                               "(transform-header sizes of impacket's netdfs root call: DFSCoerce, "
+                               "or PetitPotam on a six-letter pipe)", 1, "medium",
                                FORCED_AUTHENTICATION),
 }
 

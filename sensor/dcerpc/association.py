@@ -14,6 +14,8 @@ from sensor.budget import ByteBudget
 from sensor.dcerpc import pdu
 from sensor.dcerpc.events import RpcBind, RpcCall, RpcEvent, RpcResult
 from sensor.net.stream import FlowKey
+from sensor.smb.kerberos import KerberosError, find_ap_request
+from sensor.smb.ntlmssp import NtlmChallenge, NtlmsspError, find_ntlmssp
 
 LAYER = "dcerpc"
 
@@ -100,7 +102,7 @@ class RpcAssociation:
     end of the pipe or flow; every anomaly names ``flow``."""
 
     __slots__ = ("flow", "settings", "stats", "_dirs", "_calls", "_pending_binds", "_contexts", "_proposed",
-                 "_reported_proposals")
+                 "_reported_proposals", "_bind_service_host", "server_name")
 
     def __init__(self, flow: FlowKey, settings: RpcSettings | None = None) -> None:
         self.flow = flow
@@ -118,6 +120,12 @@ class RpcAssociation:
         # ctx_ids of proposals already reported as an unacknowledged RpcBind (at their first call).
         # (A frozenset until the first one: an empty set costs 216 bytes per association.)
         self._reported_proposals: set[int] | frozenset[int] = frozenset()
+        # The server's name from an authenticated bind: the NTLMSSP CHALLENGE of its ack (AV
+        # pairs, MS-NLMP 2.2.2.1), or the host of the Kerberos service the bind's AP-REQ named
+        # once the server accepted it: over ncacn_ip_tcp no SMB session names the server.
+        self.server_name = ""
+        # That Kerberos service host, from the last authenticated bind until its ack.
+        self._bind_service_host = ""
 
     # -- the stage contract -------------------------------------------------------------
 
@@ -268,6 +276,7 @@ class RpcAssociation:
             self._bind_ack(hdr, data, ts, out)
         elif ptype == pdu.PTYPE_BIND_NAK:
             self._forget_proposals(self._take_pending_bind(hdr.call_id))
+            self._bind_service_host = ""            # a refused ticket names nothing
         else:
             # auth3, shutdown, co_cancel, orphaned: recognised, nothing to report.
             self.stats[f"ptype_{ptype}"] += 1
@@ -278,6 +287,8 @@ class RpcAssociation:
             self._pending_binds.pop(0)
             out.append(self._anomaly(ts, "dcerpc_too_many_pending_binds"))
         self._pending_binds.append((hdr.call_id, contexts))
+        # Every bind replaces it: a name a refused or unauthenticated bind carried never carries over.
+        self._bind_service_host = self._service_host(hdr, data, ts, out) if hdr.auth_length else ""
         for ctx in contexts:
             if ctx.ctx_id in self._proposed or len(self._proposed) < self.settings.max_contexts:
                 # NDR64 only when it is the one syntax offered: with several, the ack decides.
@@ -302,6 +313,7 @@ class RpcAssociation:
 
     def _bind_ack(self, hdr: pdu.Header, data: memoryview, ts: float, out: list) -> None:
         results = pdu.parse_bind_ack(data, hdr)
+        learned = self._challenge(hdr, data, ts, out) if hdr.auth_length else False
         contexts = self._take_pending_bind(hdr.call_id)
         self._forget_proposals(contexts)
         if contexts is None:
@@ -322,6 +334,37 @@ class RpcAssociation:
                                           res.transfer_syntax == pdu.NDR64_SYNTAX)
             self.stats["binds"] += 1
             out.append(RpcBind(ts, ctx.ctx_id, ctx.interface_uuid, ctx.interface_version, res.transfer_syntax))
+        if hdr.auth_length and self._bind_service_host and not learned \
+                and any(res.result == pdu.RESULT_ACCEPTANCE for res in results):
+            # The client chose the service name; it names this server only because the server
+            # accepted the ticket (answered the bind with authentication of its own): a ticket
+            # for another host's SPN is encrypted with that host's key (RFC 4120 3.2.3).
+            self.server_name = self._bind_service_host
+        self._bind_service_host = ""
+
+    def _service_host(self, hdr: pdu.Header, data: memoryview, ts: float, out: list) -> str:
+        """The host of the Kerberos service principal a bind's AP-REQ names (RFC 4120 5.3,
+        ``host/ps1.corp.example``); "" without one."""
+        try:
+            ap = find_ap_request(pdu.auth_value(data, hdr))
+        except KerberosError as e:
+            out.append(self.stats.anomaly(ts, "kerberos", "kerberos_malformed", self.flow, str(e)))
+            return ""
+        return ap.service_host if ap else ""
+
+    def _challenge(self, hdr: pdu.Header, data: memoryview, ts: float, out: list) -> bool:
+        """MS-RPCE 3.3.1.5.2: an NTLM bind's ack carries the CHALLENGE (raw, or in SPNEGO).
+        True when it named the server."""
+        try:
+            message = find_ntlmssp(pdu.auth_value(data, hdr))
+        except NtlmsspError as e:
+            out.append(self.stats.anomaly(ts, "ntlmssp", "ntlmssp_malformed", self.flow, str(e)))
+            return False
+        if isinstance(message, NtlmChallenge):
+            name = message.nb_computer_name or message.dns_computer_name
+            self.server_name = name or self.server_name
+            return bool(name)
+        return False
 
     def _request(self, hdr: pdu.Header, data: memoryview, ts: float, frame: int, out: list) -> None:
         req = pdu.parse_request(data, hdr)

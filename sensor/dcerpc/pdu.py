@@ -162,6 +162,11 @@ def parse_sec_trailer(pdu: bytes | bytearray | memoryview, hdr: Header) -> Auth:
     return Auth(auth_type, auth_level, pad_length)
 
 
+def auth_value(pdu: bytes | bytearray | memoryview, hdr: Header) -> memoryview:
+    """C706 13.2.6.1: the auth_length bytes after the sec_trailer (an NTLMSSP or SPNEGO token)."""
+    return memoryview(pdu)[hdr.frag_length - hdr.auth_length:hdr.frag_length]
+
+
 def parse_request(pdu: bytes | bytearray | memoryview, hdr: Header) -> Request:
     """C706 12.6.4.9 request: alloc_hint, p_cont_id, opnum, [object uuid], stub, [auth]."""
     end = hdr.frag_length

@@ -18,6 +18,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
+from sensor.alerts import make_alert_id
 from sensor.anomaly import Stats
 from sensor.events import RpcCallEvent
 from sensor.store.sqlite import AlertListing, Store
@@ -197,8 +198,22 @@ class RarityDetector:
         self.stats["alert_updates"] += 1
 
 
+def later_hits(store: Store) -> dict[str, tuple[int, str]]:
+    """alert_id -> (hits, last_seen) of every rarity alert in the detector's state. The alert
+    record is the alert as raised and never changes; the day's count goes on here. A state
+    row is {"rule", the by fields in the query's order, "day", ...} (Alert.to_dict), the
+    same rule, key and day the envelope's alert_id is made of."""
+    counts = {}
+    for record in store.alerts():
+        names = list(record)
+        key = [record[name] for name in names[names.index("rule") + 1:names.index("day")]]
+        counts[make_alert_id(record["rule"], key, record["day"])] = (record["hits"], record["last_seen"])
+    return counts
+
+
 def _listing(event: RpcCallEvent) -> AlertListing:
-    return AlertListing(event.agent_hostname, event.agent_ip, event.actor_remote_ip, event.action_rpc_func_opnum)
+    return AlertListing(event.agent_hostname, event.agent_ip, event.actor_remote_ip, event.action_rpc_func_opnum,
+                        event.sensor)
 
 
 def window_query(store: Store, rule: Rule, until_ms: int | None, lookback_days: int) -> Compiled | None:
@@ -211,12 +226,12 @@ def window_query(store: Store, rule: Rule, until_ms: int | None, lookback_days: 
     start_ms = until_ms - lookback_days * MS_PER_DAY
     # An end of the window beyond the stored events is no condition (see compile_query).
     return compile_query(rule.checked, start_ms if start_ms >= oldest else None,
-                         until_ms if until_ms < newest else None)
+                         until_ms if until_ms < newest else None, store.XQL_DIALECT)
 
 
 def run_rule(store: Store, rule: Rule, until_ms: int | None, lookback_days: int) -> list[dict]:
     compiled = window_query(store, rule, until_ms, lookback_days)
-    return [] if compiled is None else rows(store.db, compiled)
+    return [] if compiled is None else rows(store, compiled)
 
 
 def hunt(store: Store, until_ms: int | None, settings: RaritySettings) -> list[dict]:

@@ -4,13 +4,17 @@ RpcRemoteFindFirstPrinterChangeNotification(Ex) (62, 65) make the print server o
 notification channel back to ``pszLocalMachine`` ("\\\\host"): the coercion. RpcOpenPrinter(Ex)
 (1, 69) name the printer or server opened (the victim, "\\\\DC01") and precede every
 PrinterBug, so they are decoded too. impacket's rprn defines 1, 65 and 69; it lacks 62, which
-is written here from MS-RPRN 3.1.4.10.3.
+is written here from MS-RPRN 3.1.4.10.3. Its 65 is written here too: impacket's
+RPC_V2_NOTIFY_OPTIONS makes pTypes a pointer to one RPC_V2_NOTIFY_OPTIONS_TYPE where the IDL
+(2.2.1.13.1) has ``[size_is(Count), unique]``, an array, so the registration a print client
+sends (with notify options) is misread; Samba's NDR engine marshals the array
+(tests/interfaces/test_decode_nested.py).
 """
 from __future__ import annotations
 
 from impacket.dcerpc.v5 import rprn
 from impacket.dcerpc.v5.dtypes import DWORD, LPWSTR
-from impacket.dcerpc.v5.ndr import NDRCALL, NDRPOINTER, NDRUniConformantArray
+from impacket.dcerpc.v5.ndr import NDRCALL, NDRPOINTER, NDRSTRUCT, NDRUniConformantArray
 
 from sensor.interfaces.catalog import Interface, Operation, operations
 
@@ -35,6 +39,32 @@ class RpcRemoteFindFirstPrinterChangeNotification(NDRCALL):
                  ("pBuffer", PBYTE_ARRAY))
 
 
+class RPC_V2_NOTIFY_OPTIONS_TYPE_ARRAY(NDRUniConformantArray):
+    item = rprn.RPC_V2_NOTIFY_OPTIONS_TYPE
+
+
+class PRPC_V2_NOTIFY_OPTIONS_TYPE_ARRAY(NDRPOINTER):
+    referent = (("Data", RPC_V2_NOTIFY_OPTIONS_TYPE_ARRAY),)
+
+
+class RPC_V2_NOTIFY_OPTIONS(NDRSTRUCT):
+    """MS-RPRN 2.2.1.13.1: [size_is(Count), unique] PRPC_V2_NOTIFY_OPTIONS_TYPE pTypes."""
+    structure = (("Version", DWORD), ("Reserved", DWORD), ("Count", DWORD),
+                 ("pTypes", PRPC_V2_NOTIFY_OPTIONS_TYPE_ARRAY))
+
+
+class PRPC_V2_NOTIFY_OPTIONS(NDRPOINTER):
+    referent = (("Data", RPC_V2_NOTIFY_OPTIONS),)
+
+
+class RpcRemoteFindFirstPrinterChangeNotificationEx(NDRCALL):
+    """MS-RPRN 3.1.4.10.4: [in, string, unique] wchar_t* pszLocalMachine; [in, unique]
+    RPC_V2_NOTIFY_OPTIONS* pOptions."""
+    opnum = 65
+    structure = (("hPrinter", rprn.PRINTER_HANDLE), ("fdwFlags", DWORD), ("fdwOptions", DWORD),
+                 ("pszLocalMachine", LPWSTR), ("dwPrinterLocal", DWORD), ("pOptions", PRPC_V2_NOTIFY_OPTIONS))
+
+
 INTERFACES = [Interface(
     uuid=UUID, version=VERSION, name="spoolss", technique="PrinterBug", protocol="MS-RPRN",
     pipes=frozenset({"spoolss"}),
@@ -45,7 +75,7 @@ INTERFACES = [Interface(
         Operation(62, "RpcRemoteFindFirstPrinterChangeNotification", RpcRemoteFindFirstPrinterChangeNotification,
                   ("pszLocalMachine",)),
         Operation(65, "RpcRemoteFindFirstPrinterChangeNotificationEx",
-                  rprn.RpcRemoteFindFirstPrinterChangeNotificationEx, ("pszLocalMachine",)),
+                  RpcRemoteFindFirstPrinterChangeNotificationEx, ("pszLocalMachine",)),
         Operation(69, "RpcOpenPrinterEx", rprn.RpcOpenPrinterEx),
     ),
 )]

@@ -108,6 +108,9 @@ class HttpTransport:
             raise SinkUnavailable("some items were refused for now (429/5xx); retrying the batch")
         self.rejected += sum(1 for status in statuses if status >= 300 and status != 409)
 
+    def idle(self) -> None:
+        """A 2xx answer is the collector's acknowledgement: nothing to redeliver."""
+
     def close(self) -> None:
         """Connections are per request (urllib); nothing held."""
 

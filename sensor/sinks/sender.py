@@ -25,9 +25,15 @@ from sensor.sinks.spool import Spool
 BATCH_LINES = 500
 RETRY_FIRST_SECONDS = 0.5
 RETRY_MAX_SECONDS = 30.0
-# At close (end of a replay, service stop), how long to keep trying to empty the spool; what
-# is left is sent by the next run.
-FLUSH_SECONDS = 10.0
+# At close (end of a replay, service stop), the longest the sender goes on emptying the spool
+# (outputs.spool_flush_seconds): a collector that answers takes thousands of lines in that
+# time, and a stopping service must not outlast systemd's stop timeout. A send that fails at
+# close ends the wait at once (the collector is down: no point in backing off). What is left
+# stays in the on-disk spool and is sent by the next run.
+FLUSH_SECONDS = 5.0
+# How long past the flush deadline close() waits for a sender that is in a send: the spool's
+# last acknowledgement is a short SQLite transaction.
+SEND_SLACK_SECONDS = 0.5
 # Longest the sender sleeps without news (it is woken when lines are spooled).
 WAKE_SECONDS = 0.5
 # Lines held in memory when the spool itself cannot be written (its disk is full): the
@@ -42,6 +48,9 @@ class SinkUnavailable(Exception):
 class Transport(Protocol):
     def send(self, lines: list[str]) -> None:
         """Deliver every line or raise SinkUnavailable."""
+    def idle(self) -> None:
+        """Between batches: redeliver what a connection that ended may have lost, or raise
+        SinkUnavailable."""
     def close(self) -> None: ...
 
 
@@ -99,10 +108,17 @@ class SpooledSink:
         with self._cv:
             self._closing = True
             self._cv.notify()
-        for thread in self._threads:
-            thread.join()
+        spooler, sender = self._threads
+        spooler.join()               # every line written reaches the disk
+        # The sender stops by itself at its deadline, or at once when a send fails; a send
+        # that hangs (a collector that accepts and never answers) is left behind, a daemon
+        # thread, at the same deadline.
+        sender.join(self.flush_seconds + SEND_SLACK_SECONDS)
         self._threads = []
-        if self.depth:
+        if sender.is_alive():
+            self.on_error(f"{self.path}: the collector did not answer within {self.flush_seconds:g} s; "
+                          f"what it did not take waits in the spool {self.spool_path} for the next run")
+        elif self.depth:
             self.on_error(f"{self.path}: {self.depth:,} line(s) wait in the spool {self.spool_path} "
                           "for the next run")
 
@@ -151,9 +167,15 @@ class SpooledSink:
                 self.depth = depth = spool.depth()
                 if self._spooler_done:       # closing, and everything written is spooled
                     deadline = deadline or time.monotonic() + self.flush_seconds
-                    if not depth or time.monotonic() >= deadline:
+                    if time.monotonic() >= deadline:
                         return
                 if not depth:
+                    try:
+                        self.transport.idle()
+                    except SinkUnavailable:
+                        pass                 # tried again at the next wake
+                    if deadline is not None:
+                        return
                     self._wake.wait(timeout=WAKE_SECONDS)
                     self._wake.clear()
                     continue
@@ -166,7 +188,9 @@ class SpooledSink:
                         failing = True
                         self.on_error(f"{self.path}: {e}; lines wait in the spool {self.spool_path} "
                                       f"(retrying, at most {self.spool_max_bytes:,} bytes, oldest dropped first)")
-                    self._sleep(backoff, deadline)
+                    if deadline is not None:      # closing, and the collector is down
+                        return
+                    self._sleep(backoff)
                     continue
                 spool.ack(rows[-1][0])
                 self.sent += len(rows)
@@ -179,14 +203,10 @@ class SpooledSink:
             self.transport.close()
             spool.close()
 
-    def _sleep(self, seconds: float, deadline: float | None) -> None:
-        """Back off, but not past the closing deadline, and cut short when closing begins."""
+    def _sleep(self, seconds: float) -> None:
+        """Back off, cut short when closing begins (then one more try decides)."""
         until = time.monotonic() + seconds
-        if deadline is not None:
-            until = min(until, deadline)
-        while time.monotonic() < until:
-            if deadline is None and self._spooler_done:
-                return
+        while time.monotonic() < until and not self._spooler_done:
             time.sleep(min(WAKE_SECONDS / 5, until - time.monotonic()))
 
     def _spool(self, spool: Spool, batch: list[str]) -> None:

@@ -11,16 +11,29 @@ reserves for examples; a site with its own PEN can filter on the SD-ID's name al
 The message is the record's JSON with every non-ASCII character escaped, so no BOM and no
 character off the wire can confuse a syslog viewer.
 
-TCP and TLS have no application acknowledgement: a batch counts as delivered once the kernel
-took it. Before each batch the connection is checked for the collector having closed it, so
-a restarted collector costs a reconnect, not the batch.
+Delivery over TCP and TLS: syslog has no application acknowledgement (RELP, RFC-less but
+rsyslog's, would give one; it is not built here), so the best signal within the protocol is
+TCP's own: a batch leaves the spool only once the collector's kernel has acknowledged every
+byte of it (SIOCOUTQ, the bytes of the socket's send queue not yet acknowledged by the peer,
+tcp(7), is 0). A connection that fails or ends before that sends the whole batch again on the
+next one. Acknowledged bytes may still sit unread in the collector's socket buffer, and a
+collector that dies (or restarts) discards them; so the last RESEND_TAIL_BYTES of messages
+acknowledged on a connection are sent again, before anything new, when that connection ends
+in a reset or an error (a collector that closes cleanly had read everything). The receiver may see a record twice (it dedupes on alert_id / event_id), and loses one
+only if it had read it and not yet written it when it died (its own queue: rsyslog's disk
+queue, or RELP, covers that). UDP gives no guarantee at all.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
 import ssl
+import struct
+import termios
+import time
+from collections import deque
 from datetime import datetime, timezone
 
 from sensor.sinks.sender import SinkUnavailable
@@ -37,6 +50,16 @@ IO_TIMEOUT_SECONDS = 5.0
 # anyway; over UDP on loopback 65,507 would do, but routers and rsyslog's default
 # maxMessageSize of 8 KiB make a record beyond 8 KiB a TCP/TLS record).
 MAX_UDP_BYTES = 8192
+# Messages kept after their acknowledgement, sent again when the connection ends: at most
+# this many bytes can be acknowledged and still unread in a Linux collector's socket (the
+# default net.ipv4.tcp_rmem maximum, 6 MiB).
+RESEND_TAIL_BYTES = 6 * 1024 * 1024
+# How often the send queue is looked at while waiting for the acknowledgement (loopback
+# acknowledges within microseconds, a WAN link within a round trip).
+ACK_POLL_SECONDS = 0.002
+# How a collector ended a connection (see SyslogTransport._peer_closed).
+RESET, EOF = "reset", "eof"
+TCP_CLOSE_WAIT = 8      # linux/include/net/tcp_states.h: the peer sent FIN, we have not closed
 
 
 def _sd_value(value) -> str:
@@ -80,6 +103,9 @@ class SyslogTransport:
         self.hostname = hostname
         self.tls_context = tls_context
         self._sock: socket.socket | None = None
+        self._acknowledged: deque[bytes] = deque()   # the tail of this connection's frames
+        self._acknowledged_bytes = 0
+        self._resend: list[bytes] = []               # a lost connection's tail, for the next one
 
     def send(self, lines: list[str]) -> None:
         messages = [format_message(line, self.stream, self.hostname) for line in lines]
@@ -88,15 +114,45 @@ class SyslogTransport:
             if self.scheme == "udp":
                 for message in messages:
                     sock.send(message[:MAX_UDP_BYTES])
-            else:       # RFC 6587 3.4.1 octet counting: "LEN SP MSG"
-                sock.sendall(b"".join(b"%d %s" % (len(m), m) for m in messages))
+                return
+            # RFC 6587 3.4.1 octet counting: "LEN SP MSG"
+            frames = self._resend + [b"%d %s" % (len(m), m) for m in messages]
+            sock.sendall(b"".join(frames))
+            self._wait_acknowledged()
         except (OSError, ssl.SSLError) as e:
             self.close()
             raise SinkUnavailable(str(getattr(e, "strerror", None) or e)) from None
+        self._resend = []
+        for frame in frames:
+            self._acknowledged.append(frame)
+            self._acknowledged_bytes += len(frame)
+        while self._acknowledged_bytes > RESEND_TAIL_BYTES:
+            self._acknowledged_bytes -= len(self._acknowledged.popleft())
+
+    def idle(self) -> None:
+        """A connection the collector ended while nothing was queued: send its tail again now,
+        not at the next record (alerts may be hours apart)."""
+        if self.scheme == "udp":
+            return
+        if self._sock is not None:
+            self._hung_up()
+        if self._resend:
+            self.send([])
+
+    def _wait_acknowledged(self) -> None:
+        """Until the collector's kernel has acknowledged every byte sent; OSError when the
+        connection ends first or it takes longer than IO_TIMEOUT_SECONDS."""
+        deadline = time.monotonic() + IO_TIMEOUT_SECONDS
+        while unacknowledged_bytes(self._sock):
+            if self._hung_up():
+                raise OSError("the collector closed the connection before acknowledging the batch")
+            if time.monotonic() > deadline:
+                raise OSError(f"the collector did not acknowledge the batch within {IO_TIMEOUT_SECONDS:g} s")
+            time.sleep(ACK_POLL_SECONDS)
 
     def _connected(self) -> socket.socket:
-        if self._sock is not None and self.scheme != "udp" and self._peer_closed():
-            self.close()
+        if self._sock is not None and self.scheme != "udp":
+            self._hung_up()
         if self._sock is None:
             family = socket.getaddrinfo(*self.address, type=socket.SOCK_STREAM)[0][0]
             kind = socket.SOCK_DGRAM if self.scheme == "udp" else socket.SOCK_STREAM
@@ -112,22 +168,49 @@ class SyslogTransport:
             self._sock = sock
         return self._sock
 
-    def _peer_closed(self) -> bool:
-        """The collector hung up (it never sends anything, so readable means EOF or reset)."""
+    def _peer_closed(self) -> str | None:
+        """How the collector hung up: RESET (an error: Linux resets a connection closed with
+        unread data, RFC 1122 4.2.2.13, so it may not have read all that it acknowledged),
+        EOF (a clean close: it had read everything), or None while it is connected. It never
+        sends anything, so readable means one of the two."""
         raw = self._sock
         try:
             raw.setblocking(False)
             try:
-                raw.recv(1, socket.MSG_PEEK) if not isinstance(raw, ssl.SSLSocket) else raw.recv(1)
+                data = raw.recv(1, socket.MSG_PEEK) if not isinstance(raw, ssl.SSLSocket) else raw.recv(1)
             finally:
                 raw.settimeout(IO_TIMEOUT_SECONDS)
         except (BlockingIOError, ssl.SSLWantReadError):
-            return False
+            return None
         except (OSError, ssl.SSLError):
-            return True
-        return True      # b"": EOF; anything else from a syslog collector is not ours to read
+            return RESET
+        if data:        # a syslog collector sends nothing: not ours to read, and no clean close
+            return RESET
+        # TLS reads a reset as an end of file too (ragged EOFs are suppressed): TCP's state
+        # tells them apart, CLOSE_WAIT after the peer's FIN, CLOSE after its RST (tcp_states.h).
+        info = raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)
+        return EOF if info[0] == TCP_CLOSE_WAIT else RESET
 
-    def close(self) -> None:
+    def _hung_up(self) -> bool:
+        """Close a connection the collector ended (keeping its tail for a reset one)."""
+        how = self._peer_closed()
+        if how is not None:
+            self.close(lost=how == RESET)
+        return how is not None
+
+    def close(self, lost: bool = True) -> None:
+        """End the connection; unless the collector closed it cleanly (``lost`` False), what
+        it acknowledged last is sent again on the next one."""
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        if lost:
+            self._resend += self._acknowledged
+        self._acknowledged.clear()
+        self._acknowledged_bytes = 0
+
+
+def unacknowledged_bytes(sock: socket.socket) -> int:
+    """Bytes of a TCP socket's send queue the peer has not acknowledged (SIOCOUTQ, tcp(7);
+    the same request number as TIOCOUTQ). For TLS, of the encrypted records."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from sensor.outputs import JsonLinesSink, OutputError
 from sensor.sinks.http import HttpTransport
-from sensor.sinks.sender import SpooledSink
+from sensor.sinks.sender import FLUSH_SECONDS, SpooledSink
 from sensor.sinks.spool import DEFAULT_MAX_BYTES
 from sensor.sinks.syslog import SyslogTransport
 
@@ -38,6 +38,7 @@ class SinkSettings:
     tls_verify: bool = True
     sensor_name: str = ""
     db: str = ""
+    flush_seconds: float = FLUSH_SECONDS    # at close, the longest to wait for the collector
 
 
 def is_remote(target: str) -> bool:
@@ -79,7 +80,7 @@ def open_sink(target: str, stream: str, settings: SinkSettings,
                                   _token(settings), _tls_context(settings) if base == "https" else None)
     try:
         return SpooledSink(target, transport, _spool_path(target, stream, settings),
-                           settings.spool_max_bytes, notify)
+                           settings.spool_max_bytes, notify, settings.flush_seconds)
     except Exception as e:
         raise OutputError(f"{target}: cannot use the spool: {e}") from None
 

@@ -38,6 +38,12 @@ class ApRequest:
     realm: str
     sname: tuple[str, ...]       # e.g. ("cifs", "listener.lab.example")
 
+    @property
+    def service_host(self) -> str:
+        """The host of a host-based service principal (RFC 4120 6.2.1, "service/host[:port]";
+        MS-ADTS 2.2.21 SPN syntax), "" for another name type."""
+        return self.sname[1].split(":", 1)[0] if len(self.sname) >= 2 else ""
+
 
 def _tlv(buf: bytes, at: int, end: int) -> tuple[int, int, int]:
     """(tag, value start, value end) of the DER element at ``at``, within ``end``."""

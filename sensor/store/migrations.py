@@ -32,9 +32,10 @@ def envelopes_of_older_alerts(store: Store) -> None:
             return RuleMeta(rule_id, rule_id, version or 1, "medium", None)
         return RuleMeta(meta.id, meta.title, meta.version, meta.severity, meta.technique or None)
 
-    def add(envelope: AlertEnvelope) -> None:
-        store.add_alert_record(envelope.alert_id, envelope.rule.id, envelope.day,
-                               int(round(envelope.ts * 1000)), envelope.to_json())
+    def add(envelope: AlertEnvelope) -> None:        # into step 4's columns (step 5 adds one)
+        store.db.execute(store.insert_ignore_sql("alert_records", "(alert_id, rule, day, ts_ms, record) ", 5),
+                         (envelope.alert_id, envelope.rule.id, envelope.day, int(round(envelope.ts * 1000)),
+                          envelope.to_json()))
 
     db = store.db
     rows = db.execute("SELECT rule, key, day, first_seen_ms, record FROM alerts").fetchall()
@@ -152,9 +153,41 @@ MIGRATIONS: list[tuple[str, ...]] = [
         CREATE INDEX alert_records_by_time ON alert_records (ts_ms)
         """,
     ),
+
+    # 5: every row names the sensor that saw it (issue 16: a fleet writes one store): the
+    # --sensor-name of the run that stored it; rows stored before have it from their JSON
+    # (events and alerts carry "sensor" since the alert record's release), else NULL.
+    (
+        """
+        ALTER TABLE events ADD COLUMN sensor TEXT
+        """,
+        """
+        ALTER TABLE alerts ADD COLUMN sensor TEXT
+        """,
+        """
+        ALTER TABLE alert_records ADD COLUMN sensor TEXT
+        """,
+        """
+        CREATE INDEX events_by_sensor ON events (sensor, ts_ms)
+        """,
+    ),
 ]
 
+
+def sensor_of_older_rows(store: Store) -> None:
+    """After step 5: the sensor column of the rows already there, from their JSON (the
+    event's and the envelope's "sensor"; a rarity alert's state row: its first event's);
+    NULL where they do not say (rows stored before the alert record's release)."""
+    sensor = store.XQL_DIALECT.json_field("sensor", "text")
+    for table in ("events", "alert_records"):
+        store.db.execute(f"UPDATE {table} SET sensor = {sensor}")
+    for alert_id, text in store.db.execute("SELECT alert_id, record FROM alerts").fetchall():
+        first = (json.loads(text).get("event_ids") or [None])[0]
+        store.db.execute("UPDATE alerts SET sensor = (SELECT sensor FROM events WHERE event_id = ?) "
+                         "WHERE alert_id = ?", (first, alert_id))
+
+
 # Step number -> the conversion of a migrating store's rows that runs right after it.
-CONVERSIONS: dict[int, Callable[[Store], None]] = {4: envelopes_of_older_alerts}
+CONVERSIONS: dict[int, Callable[[Store], None]] = {4: envelopes_of_older_alerts, 5: sensor_of_older_rows}
 
 SCHEMA_VERSION = len(MIGRATIONS)

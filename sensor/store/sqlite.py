@@ -26,7 +26,9 @@ from typing import Callable, Iterable, Iterator, TypeVar
 from urllib.parse import quote
 
 from sensor.anomaly import Stats
+from sensor.xql.dialects import SQLITE
 from sensor.xql.functions import extract_day, json_extract_scalar, utc_date
+from sensor.xql.sql import register
 from sensor.events import RpcCallEvent
 from sensor.hosts import HostQuery
 from sensor.store.migrations import CONVERSIONS, MIGRATIONS, SCHEMA_VERSION
@@ -74,6 +76,7 @@ class ListFilter:
     opnum: int | None = None
     limit: int = DEFAULT_LIST_LIMIT
     rule: str | None = None             # alerts only
+    sensor: str | None = None           # only rows stored by the sensor of this name
 
 
 # Where a record names the server and the client (address fields, name fields): events by
@@ -91,6 +94,7 @@ class AlertListing:
     agent_ip: str
     actor_remote_ip: str
     opnum: int
+    sensor: str | None = None       # the sensor whose event raised it
 
 
 def explain(path: str, error: sqlite3.Error) -> StoreError:
@@ -157,6 +161,7 @@ class Store:
     INSERT_IGNORE = "INSERT OR IGNORE INTO {table} {columns}VALUES ({marks})"
     LEAST, GREATEST = "min", "max"
     NO_BUSY_WAIT, BUSY_WAIT = "PRAGMA busy_timeout = 0", f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}"
+    XQL_DIALECT = SQLITE        # what `hunt` compiles its XQL to (sensor/xql/dialects.py)
 
     def __init__(self, path: str, readonly: bool = False):
         self.path = path
@@ -210,6 +215,11 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+    def query(self, sql: str, params: dict) -> Iterable[tuple]:
+        """A read by the XQL compiler (sensor/xql/sql.py): its functions registered first."""
+        register(self.db)
+        return self.db.execute(sql, params)
 
     # -- schema --------------------------------------------------------------------------
     def _check_pages(self) -> None:
@@ -348,7 +358,8 @@ class Store:
     def add_event(self, event: RpcCallEvent, row: tuple | None = None) -> bool:
         """Store the event; False when its event_id is already there (a replayed capture).
         ``row`` is ``event_row(event)`` made earlier, outside the write lock."""
-        cursor = self.db.execute(self.insert_ignore_sql("events", "", 16), row or event_row(event))
+        row = row or event_row(event)
+        cursor = self.db.execute(self.insert_ignore_sql("events", "", len(row)), row)
         return cursor.rowcount == 1
 
     def add_events(self, events: list[RpcCallEvent], rows: list[tuple]) -> list[bool]:
@@ -393,12 +404,12 @@ class Store:
         """The rarity detector's state of rule+key+day (hits, first/last seen): insert or replace."""
         self.db.execute(
             "INSERT INTO alerts (rule, key, day, first_seen_ms, last_seen_ms, agent_hostname, "
-            "agent_ip, actor_remote_ip, opnum, record) VALUES (?,?,?,?,?,?,?,?,?,?) "
+            "agent_ip, actor_remote_ip, opnum, record, sensor) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
             "ON CONFLICT (rule, key, day) DO UPDATE SET "
             f"first_seen_ms = {self.LEAST}(alerts.first_seen_ms, excluded.first_seen_ms), "
             f"last_seen_ms = {self.GREATEST}(alerts.last_seen_ms, excluded.last_seen_ms), record = excluded.record",
             (rule, key, day, first_seen_ms, last_seen_ms, listing.agent_hostname, listing.agent_ip,
-             listing.actor_remote_ip, listing.opnum, json.dumps(record, separators=(",", ":"))))
+             listing.actor_remote_ip, listing.opnum, json.dumps(record, separators=(",", ":")), listing.sensor))
 
     def alerts(self) -> list[dict]:
         """The rarity detector's state rows, newest first."""
@@ -410,8 +421,8 @@ class Store:
         """Store an alert envelope exactly as written out (or, with the allow-list entry's
         reason, as it would have been); False when its alert_id (rule + key + day) is there."""
         return self.db.execute(
-            self.insert_ignore_sql("alert_records", "(alert_id, rule, day, ts_ms, suppressed_by, record) ", 6),
-            (alert_id, rule, day, ts_ms, suppressed_by, line)).rowcount == 1
+            self.insert_ignore_sql("alert_records", "(alert_id, rule, day, ts_ms, suppressed_by, record, sensor) ", 7),
+            (alert_id, rule, day, ts_ms, suppressed_by, line, envelope_sensor(line))).rowcount == 1
 
     def suppressed_by(self, alert_id: str) -> str | None:
         row = self.db.execute("SELECT suppressed_by FROM alert_records WHERE alert_id = ?", (alert_id,)).fetchone()
@@ -439,6 +450,8 @@ class Store:
         """The record column, newest first, with the time window and ``conditions`` applied in
         SQL; host filters are applied by the caller (canonical comparison is not SQL's)."""
         conditions = list(conditions)
+        if where.sensor is not None:
+            conditions.append(("sensor = ?", where.sensor))
         if where.since_ms is not None:
             conditions.append((f"{time_column} >= ?", where.since_ms))
         if where.until_ms is not None:
@@ -480,7 +493,12 @@ def event_row(event: RpcCallEvent) -> tuple:
             event.event_type, event.action_rpc_interface_uuid, event.action_rpc_func_name,
             event.action_rpc_func_opnum, event.actor_type, event.agent_hostname, event.agent_id,
             event.agent_ip, event.actor_remote_ip, json_extract_scalar(fields, "$.ServerName"),
-            json_extract_scalar(fields, "$.RootShare"), event.to_json())
+            json_extract_scalar(fields, "$.RootShare"), event.to_json(), event.sensor)
+
+
+def envelope_sensor(line: str) -> str | None:
+    """The sensor an alert envelope (JSON text) names."""
+    return json.loads(line).get("sensor")
 
 
 def _matching(items: Iterable, where: ListFilter, server_fields: tuple, client_fields: tuple,

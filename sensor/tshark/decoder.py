@@ -24,11 +24,12 @@ from sensor.dcerpc.events import RpcBind, RpcCall
 from sensor.dcerpc import pdu as rpc
 from sensor.dcerpc.association import MAX_CONTEXTS
 from sensor.dcerpc.pdu import NDR64_SYNTAX
-from sensor.event_builder import CallContext, build_event, resolve
+from sensor.event_builder import CallContext, build_event, count_ndr_damage, resolve
 from sensor.events import RpcCallEvent, call_fields_json, is_event_time
 from sensor.held_calls import HeldCalls
 from sensor.interfaces.catalog import Catalog, default_catalog
 from sensor.net.stream import FlowKey
+from sensor.smb.kerberos import KerberosError, find_ap_request
 from sensor.smb import smb1, smb2
 from sensor.smb.events import PipeId, SmbSession
 from sensor.smb.pipes import normalise_pipe_name
@@ -118,13 +119,15 @@ class TsharkDecoder:
         # (stream, smb version, message id) -> pipe name (an open) or PipeId (a read/transact)
         self._requests: OrderedDict[tuple[int, int, int], object] = OrderedDict()
         self._contexts: OrderedDict[AssocKey, dict[int, Context]] = OrderedDict()
+        # stream -> the server's name from an authenticated bind's NTLMSSP CHALLENGE (ncacn_ip_tcp)
+        self._rpc_server_names: OrderedDict[int, str] = OrderedDict()
         # What binds proposed while their ack is outstanding: a one-sided capture (client to
         # server only) never shows the ack, yet the proposal names the interface, as tshark's
         # own dcerpc dissector does ("SVCCTL OpenSCManagerW request").
         self._proposed: OrderedDict[AssocKey, dict[int, Context]] = OrderedDict()
         # ctx_ids of proposals already reported as an unacknowledged RpcBind (at their first call)
         self._reported_proposals: OrderedDict[AssocKey, dict[int, bool]] = OrderedDict()
-        self._pending_binds: OrderedDict[tuple[int, int], tuple[AssocKey, list]] = OrderedDict()
+        self._pending_binds: OrderedDict[tuple[int, int], tuple[AssocKey, list, str]] = OrderedDict()
         # Calls wait for their answer in the same stage as the native pipeline's (no timeout:
         # a file's calls are all in the file).
         self.held = HeldCalls(stats=self.stats)
@@ -175,7 +178,7 @@ class TsharkDecoder:
         self.stats["events"] += len(out)
         for table in (self._flows, self._dialects, self._sessions, self._trees, self._pipe_names,
                       self._requests, self._contexts, self._proposed, self._reported_proposals,
-                      self._pending_binds):
+                      self._pending_binds, self._rpc_server_names):
             table.clear()
         return out
 
@@ -344,7 +347,8 @@ class TsharkDecoder:
                 offered.append((ctx_id, iface.lower(),
                                 (number(item, "dcerpc.cn_bind_if_ver", 0), number(item, "dcerpc.cn_bind_if_ver_minor", 0)),
                                 syntaxes))
-            _put(self._pending_binds, (stream, call_id), (assoc, offered), MAX_PENDING_BINDS, self.stats, "binds")
+            host = self._service_host(pdu, ts)
+            _put(self._pending_binds, (stream, call_id), (assoc, offered, host), MAX_PENDING_BINDS, self.stats, "binds")
             proposed = self._assoc_table(self._proposed, assoc)
             reported = self._reported_proposals.get(assoc, {})
             for ctx_id, iface, version, syntaxes in offered:
@@ -353,11 +357,18 @@ class TsharkDecoder:
                     proposed[ctx_id] = (iface, version, syntaxes == [NDR64_SYNTAX])
                     reported.pop(ctx_id, None)        # a new proposal is a new bind
         elif ptype in (rpc.PTYPE_BIND_ACK, rpc.PTYPE_ALTER_CONTEXT_RESP):
+            server = (first(pdu, "ntlmssp.challenge.target_info.nb_computer_name")
+                      or first(pdu, "ntlmssp.challenge.target_info.dns_computer_name"))
             pending = self._pending_binds.pop((stream, call_id), None)
+            results = [int(r, 0) for r in values(pdu, "dcerpc.cn_ack_result")]
+            if not server and pending is not None and pending[2] and 0 in results \
+                    and first(pdu, "dcerpc.auth_credentials") is not None:
+                server = pending[2]      # the Kerberos service the server accepted (as the native stage)
+            if server:
+                _put(self._rpc_server_names, stream, server, MAX_STREAMS, self.stats, "rpc_server_names")
             if pending is None:
                 return
-            bound_assoc, offered = pending
-            results = [int(r, 0) for r in values(pdu, "dcerpc.cn_ack_result")]
+            bound_assoc, offered, _ = pending
             # C706 12.6.3.4 p_result_t: each result names the transfer syntax the server picked
             # from that context's list (MS-RPCE 2.2.5.1.1: NDR64's uuid for NDR64 stubs).
             accepted = [s.lower() for s in values(pdu, "dcerpc.cn_ack_trans_id") if isinstance(s, str)]
@@ -386,6 +397,19 @@ class TsharkDecoder:
                 self._answer(stream, assoc, call_id, status, out)
             if ptype == rpc.PTYPE_RESPONSE and stubs and self._is_response(stubs[0][1]):
                 stubs.pop(0)                        # keep the frame's stub layers in step with its PDUs
+
+    def _service_host(self, pdu: dict, ts: float) -> str:
+        """The Kerberos service host a bind's AP-REQ names, read by the native Kerberos reader
+        from the raw token (tshark does not dissect every SPNEGO-wrapped AP-REQ)."""
+        token = first(pdu, "dcerpc.auth_credentials")
+        if not isinstance(token, str):
+            return ""
+        try:
+            ap = find_ap_request(bytes.fromhex(token.replace(":", "")))
+        except (KerberosError, ValueError) as exc:
+            self.stats.anomaly(ts, "kerberos", "kerberos_malformed", detail=str(exc))
+            return ""
+        return ap.service_host if ap else ""
 
     def _assoc_table(self, tables: OrderedDict, assoc: AssocKey) -> dict:
         table = tables.get(assoc)
@@ -437,6 +461,7 @@ class TsharkDecoder:
         if resolved is None:
             return
         event = build_event(resolved[0], resolved[1], call, ctx)
+        count_ndr_damage(event, flow, self.stats)
         event = self._with_tshark_arguments(event, call, protocol, layer)
         self._emit(self.held.hold(assoc, call_id, ts, event), out)
 
@@ -498,7 +523,8 @@ class TsharkDecoder:
 
     def _context(self, stream: int, flow: FlowKey, where: _Frame) -> CallContext:
         if not where.over_smb:
-            return CallContext(flow, None, over_smb=False, capture_file=self.settings.capture_file)
+            return CallContext(flow, None, over_smb=False, capture_file=self.settings.capture_file,
+                               rpc_server_name=self._rpc_server_names.get(stream, ""))
         name = self._pipe_names.get((stream, where.pipe)) if where.pipe else None
         session = None
         encrypted = False

@@ -32,6 +32,7 @@ from sensor.capture.live import DEFAULT_BPF, TICK_SECONDS, CaptureError, compile
 from sensor.config import Config
 from sensor.daemon import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PrivilegeError, Signals, SyslogAlerts, log, refuse_root
 from sensor.outputs import Outputs
+from sensor import metrics
 from sensor.sensor import Sensor
 from sensor.store.sqlite import StoreError
 from sensor.text import json_line
@@ -126,7 +127,7 @@ def _batches(records: queue.Queue) -> Iterator[list | None]:
 
 def run_live_tshark(config: Config, outputs: Outputs, interfaces: list[str], bpf: str | None = None,
                     stats_interval: float = 60.0, stats_json: bool = False, allow_root: bool = False,
-                    user: str | None = None, syslog: bool = False) -> int:
+                    user: str | None = None, syslog: bool = False, metrics_file: str | None = None) -> int:
     """Capture on ``interfaces`` with dumpcap + tshark until SIGTERM/SIGINT; the exit code."""
     if user is not None:
         log("dfs-sensor: --engine tshark cannot drop privileges (tshark is a child that must "
@@ -178,6 +179,19 @@ def run_live_tshark(config: Config, outputs: Outputs, interfaces: list[str], bpf
             return json_line(record | ({"final": True} if final else {}))
         return "dfs-sensor stats (tshark): packets decoded {packets_decoded:,} events {events:,} alerts {alerts:,}".format(**record)
 
+    def write_metrics() -> None:
+        """--metrics-file: what this engine counts (sensor.metrics); a failure is logged."""
+        record = {"packets": None, "flows": None, "interfaces": None, "events": sensor.stats["events"],
+                  "decoded_frames": decoder.stats["packets"], "rss_bytes": metrics.rss_bytes()}
+        counters = decoder.stats + engine.stats + sensor.detector.stats
+        for stage in sensor.coercion_stages:
+            counters += stage.stats
+        try:
+            metrics.write_textfile(metrics_file, metrics.render(metrics.snapshot(record, counters, sensor.stats,
+                                                                                 outputs)))
+        except OSError as e:
+            log(f"dfs-sensor: {metrics_file}: cannot write metrics: {e.strerror or e}")
+
     code = EXIT_OK
     next_stats = time.monotonic() + stats_interval if stats_interval > 0 else float("inf")
     stopping = False
@@ -192,6 +206,8 @@ def run_live_tshark(config: Config, outputs: Outputs, interfaces: list[str], bpf
             if time.monotonic() >= next_stats:
                 next_stats += stats_interval
                 log(stats())
+                if metrics_file:
+                    write_metrics()
     except TSharkCrashException as e:
         log(f"dfs-sensor: tshark failed: {capture.message or str(e).splitlines()[0]}")
         code = EXIT_FAILURE
@@ -200,6 +216,8 @@ def run_live_tshark(config: Config, outputs: Outputs, interfaces: list[str], bpf
         reader.join(READY_TIMEOUT_SECONDS)
         sensor.source_stats.update(engine.stats)
         summary = sensor.finish()
+        if metrics_file:
+            write_metrics()
         outputs.close()
     log(stats(final=True))
     log(summary.as_tshark(None).human())

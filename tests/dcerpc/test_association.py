@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import struct
+import subprocess
 
 from hypothesis import given, settings, strategies as st
 
@@ -10,6 +11,7 @@ from sensor.anomaly import Anomaly
 from sensor.dcerpc.association import RpcAssociation, RpcSettings
 from sensor.dcerpc.events import RpcBind, RpcCall, RpcResult
 from sensor.interfaces import dfsnm
+from tests.conftest import PCAPS, requires_tshark
 
 REMOVE_STD_ROOT = dfsnm.NetrDfsRemoveStdRoot()
 REMOVE_STD_ROOT["ServerName"] = "10.0.0.66\x00"
@@ -339,3 +341,38 @@ def test_mutated_real_pdus_never_raise(data):
     assoc.gap(True, 1.0, 10)
     assoc.feed(True, 1.0, bytes(wire), 2)
     assoc.feed(False, 1.0, bytes(wire), 3)
+
+
+def authenticated_bind(capture: str) -> tuple[list[tuple[bool, bytes]], str]:
+    """The bind and bind_ack of a lab capture (impacket's client binding with NTLM to the lab's
+    server, whose CHALLENGE impacket.ntlm's structures make), and the server name tshark's
+    ntlmssp dissector reads in the ack."""
+    out = subprocess.run(["tshark", "-n", "-r", str(PCAPS / "family" / capture), "-Y", "dcerpc.pkt_type == 11 || dcerpc.pkt_type == 12",
+                          "-T", "fields", "-e", "dcerpc.pkt_type", "-e", "tcp.payload",
+                          "-e", "ntlmssp.challenge.target_info.nb_computer_name"],
+                         check=True, capture_output=True, text=True).stdout
+    rows = [line.split("\t") for line in out.splitlines()]
+    return [(ptype == "11", bytes.fromhex(payload)) for ptype, payload, _ in rows], rows[-1][2]
+
+
+@requires_tshark
+def test_authenticated_bind_ack_names_the_server_as_wireshark_reads_it():
+    """Over ncacn_ip_tcp no SMB session names the server; the NTLMSSP CHALLENGE in the ack of an
+    authenticated bind does (par-tcp-rpc-privacy: MS-PAR at PKT_PRIVACY)."""
+    pdus, tshark_name = authenticated_bind("par-tcp-rpc-privacy.pcap")
+    assoc = RpcAssociation(w.FLOW)
+    events = [e for n, (from_client, data) in enumerate(pdus) for e in assoc.feed(from_client, 1.0 + n, data, n)]
+    assert [e.interface_uuid for e in of(RpcBind, events)] == ["76f03f96-cdfd-44fc-a22c-64950a001209"]
+    assert assoc.server_name == tshark_name == "DC01"
+
+
+@requires_tshark
+def test_malformed_challenge_in_a_bind_ack_is_an_anomaly_and_the_bind_stands():
+    [(_, bind), (_, ack)], _ = authenticated_bind("par-tcp-rpc-privacy.pcap")
+    challenge = ack.index(b"NTLMSSP\x00")
+    broken = bytearray(ack)
+    struct.pack_into("<I", broken, challenge + 44, 0xFFFF)     # TargetInfoFields.BufferOffset past the end
+    assoc = RpcAssociation(w.FLOW)
+    events = assoc.feed(True, 1.0, bind, 1) + assoc.feed(False, 1.1, bytes(broken), 2)
+    assert [a.name for a in of(Anomaly, events)] == ["ntlmssp_malformed"]
+    assert len(of(RpcBind, events)) == 1 and assoc.server_name == ""

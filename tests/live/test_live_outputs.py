@@ -7,13 +7,15 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.live.test_service import ATTACKS, LiveSensor
+from tests.conftest import PCAPS
+from tests.live.test_service import ATTACKS, BENIGN, LiveSensor
 from tests.schema_check import check
-from tests.sinks.test_http import CollectorProcess
+from tests.sinks.test_http import LONG_FLUSH, CollectorProcess
 
 pytestmark = pytest.mark.root
 
@@ -64,6 +66,35 @@ def test_live_alerts_reach_a_collector_that_comes_back(veth, tmp_path):
     assert {a["alert_id"] for a in alerts} == {json.loads(line)["alert_id"] for line in stored}
 
 
+def test_live_stops_promptly_with_a_dead_collector_and_the_next_run_delivers(veth, tmp_path):
+    """SIGTERM while the collector refuses: the sensor exits without waiting out the flush
+    bound, the alerts stay in the spool, and the next run (a replay with the same store and
+    target) delivers them."""
+    collector = CollectorProcess(tmp_path)
+    target = f"http://127.0.0.1:{collector.port}/in"
+    config = tmp_path / "c.toml"
+    config.write_text(f"[outputs]\nspool_flush_seconds = {LONG_FLUSH}\n")
+    sensor = LiveSensor(tmp_path, veth.host, "--alerts", target, "--config", str(config))
+    veth.replay(ATTACKS[0])
+    sensor.wait_for(lambda: any("Connection refused" in line for line in sensor.stderr), "the outage")
+    sensor.wait_for(lambda: subprocess.run([sys.executable, "-m", "sensor.cli", "alerts", "--db", str(sensor.db),
+                                            "--format", "json"], capture_output=True, text=True).stdout,
+                    "the alerts stored")
+    started = time.monotonic()
+    assert sensor.stop() == 0
+    assert time.monotonic() - started < LONG_FLUSH
+    assert any("wait in the spool" in line for line in sensor.stderr)
+    collector.start()
+    try:
+        subprocess.run([sys.executable, "-m", "sensor.cli", "replay", "--db", str(sensor.db), "--alerts", target,
+                        str(BENIGN[0])], capture_output=True, text=True, check=True, timeout=120)
+    finally:
+        collector.kill()
+    stored = subprocess.run([sys.executable, "-m", "sensor.cli", "alerts", "--db", str(sensor.db), "--format",
+                             "json"], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert sorted(collector.lines()) == sorted(stored)
+
+
 def test_sighup_reloads_the_allowlist(veth, tmp_path):
     allowlist = tmp_path / "allow.toml"
     allowlist.write_text('[[allow]]\nhost = "192.0.2.1"\nreason = "nothing here"\n')
@@ -82,35 +113,24 @@ def test_sighup_reloads_the_allowlist(veth, tmp_path):
     assert any("suppressed by the allow-list" in line for line in sensor.stderr)
 
 
-def test_a_full_alert_partition_does_not_stop_capture(veth, tmp_path):
+def test_a_full_alert_partition_does_not_stop_capture(veth, tmp_path, full_disk):
     """Alerts to a full tmpfs: capture and storage go on, stderr says so once, and the alert
     is written once space is back (the next write retries the held lines)."""
-    mount = tmp_path / "full"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
-    try:
-        filler = mount / "filler"
-        with open(filler, "wb") as f:
-            try:
-                f.write(b"x" * 128 * 1024)
-            except OSError:
-                pass
-        alerts = mount / "alerts.jsonl"
-        sensor = LiveSensor(tmp_path, veth.host, "--alerts", str(alerts))
-        veth.replay(ATTACKS[0])
-        sensor.wait_for(lambda: any("No space left on device" in line for line in sensor.stderr), "the warning")
-        filler.unlink()                                  # space is back; the next alert retries
-        veth.replay(ATTACKS[1])
-        sensor.wait_for(lambda: any("writing again" in line for line in sensor.stderr), "the recovery")
-        assert sensor.proc.poll() is None                # capture never stopped
-        assert sensor.stop() == 0
-        assert sum("No space left on device" in line for line in sensor.stderr) == 1
-        written = [check("alert", line) for line in alerts.read_text().splitlines()]
-        stored = subprocess.run([sys.executable, "-m", "sensor.cli", "alerts", "--db", str(sensor.db), "--format",
-                                 "json"], capture_output=True, text=True, check=True).stdout.splitlines()
-        assert sorted(a["alert_id"] for a in written) == sorted(json.loads(line)["alert_id"] for line in stored)
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
+    mount, filler = full_disk
+    alerts = mount / "alerts.jsonl"
+    sensor = LiveSensor(tmp_path, veth.host, "--alerts", str(alerts))
+    veth.replay(ATTACKS[0])
+    sensor.wait_for(lambda: any("No space left on device" in line for line in sensor.stderr), "the warning")
+    filler.unlink()                                  # space is back; the next alert retries
+    veth.replay(ATTACKS[1])
+    sensor.wait_for(lambda: any("writing again" in line for line in sensor.stderr), "the recovery")
+    assert sensor.proc.poll() is None                # capture never stopped
+    assert sensor.stop() == 0
+    assert sum("No space left on device" in line for line in sensor.stderr) == 1
+    written = [check("alert", line) for line in alerts.read_text().splitlines()]
+    stored = subprocess.run([sys.executable, "-m", "sensor.cli", "alerts", "--db", str(sensor.db), "--format",
+                             "json"], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert sorted(a["alert_id"] for a in written) == sorted(json.loads(line)["alert_id"] for line in stored)
 
 
 def test_live_evidence_holds_the_attack_call(veth, tmp_path):
@@ -129,3 +149,49 @@ def test_live_evidence_holds_the_attack_call(veth, tmp_path):
                                 f"{alert['action_rpc_func_opnum']}", "-T", "fields", "-e", "ip.src"],
                                capture_output=True, text=True, check=True).stdout.split()
         assert calls == [alert["src_ip"]]
+
+
+COERCED = PCAPS / "coerced-auth-clear.pcap"
+# Frame 47 of COERCED is the victim's NTLMSSP AUTHENTICATE to the listener: the coercion alert.
+AUTHENTICATE_FRAME = 47
+FLOW_FIELDS = ("ip.src", "tcp.srcport", "tcp.seq_raw", "tcp.ack_raw", "tcp.len", "frame.len")
+
+
+def _flow_frames(pcap: Path, display_filter: str = "tcp") -> list[tuple[str, ...]]:
+    out = subprocess.run(["tshark", "-r", str(pcap), "-Y", display_filter, "-T", "fields",
+                          *[arg for f in FLOW_FIELDS for arg in ("-e", f)]],
+                         capture_output=True, text=True, check=True).stdout
+    return sorted(tuple(line.split("\t")) for line in out.splitlines())
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_live_coercion_evidence_holds_both_flows_and_what_came_after(veth, tmp_path, workers):
+    """The capture in two halves: up to the back-authentication's AUTHENTICATE, then (once the
+    alert is out) the rest. The coercion alert's pcap opens in tshark and holds every frame of
+    the call's flow and of the back-authentication's, those sent after the alert included; with
+    --workers 2 the parent raised the alert and the workers that held the flows wrote them."""
+    before, after = tmp_path / "before.pcap", tmp_path / "after.pcap"
+    subprocess.run(["editcap", "-r", str(COERCED), str(before), f"1-{AUTHENTICATE_FRAME}"], check=True)
+    subprocess.run(["editcap", "-r", str(COERCED), str(after), f"{AUTHENTICATE_FRAME + 1}-1000"], check=True)
+    evidence = tmp_path / "evidence"
+    sensor = LiveSensor(tmp_path, veth.host, "--evidence", str(evidence), "--workers", workers)
+    sensor.wait_for(lambda: sum("capturing on" in line for line in sensor.stderr) == int(workers), "every worker")
+    veth.replay(before)
+    confirmed = lambda: [a for a in sensor.lines(sensor.alerts) if a["rule"]["id"] == "coercion-confirmed"]
+    sensor.wait_for(confirmed, "the coercion alert")
+    veth.replay(after)
+    time.sleep(1.5)     # the frames after the alert pass; the workers' idle ticks take the request
+    assert sensor.stop() == 0
+    [alert] = confirmed()
+    # every alert has its pcap: the rarity rule's from the worker that decoded the call
+    assert sorted(p.name for p in evidence.iterdir()) == \
+        sorted(f"{a['alert_id']}.pcap" for a in sensor.lines(sensor.alerts))
+    pcap = evidence / f"{alert['alert_id']}.pcap"
+    assert _flow_frames(pcap) == _flow_frames(COERCED)
+    # the attack call, the back-authentication, and its answer that came after the alert
+    assert len(_flow_frames(pcap, "netdfs && dcerpc.pkt_type == 0 && dcerpc.opnum == 13")) == 1
+    assert len(_flow_frames(pcap, 'ntlmssp.auth.username == "DC01$"')) == 1
+    assert _flow_frames(pcap, "smb2.cmd == 1 && smb2.flags.response == 1 && smb2.nt_status == 0 && "
+                              f"ip.dst == {alert['victim_ip']}") == \
+        _flow_frames(COERCED, f"frame.number == {AUTHENTICATE_FRAME + 1}")
+    assert not list(evidence.glob(".*.part"))

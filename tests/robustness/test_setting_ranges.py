@@ -63,6 +63,8 @@ def test_out_of_range_options_exit_2_naming_the_option(tmp_path, args, names):
     ("[outputs]\nspool_max_bytes = 9223372036854775807\n", "outputs.spool_max_bytes"),
     ("[outputs]\nevidence_max_bytes = -1\n", "outputs.evidence_max_bytes"),
     ("[outputs]\nevidence_max_bytes = 9223372036854775807\n", "outputs.evidence_max_bytes"),
+    ("[outputs]\nspool_flush_seconds = -1\n", "outputs.spool_flush_seconds"),
+    ("[outputs]\nspool_flush_seconds = nan\n", "outputs.spool_flush_seconds"),
     ('db = ""\n', "db"),
 ])
 def test_out_of_range_settings_in_the_file_exit_2(tmp_path, text, names):

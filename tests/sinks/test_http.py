@@ -16,7 +16,7 @@ import pytest
 from tests.schema_check import check
 from sensor.alerts import AlertEnvelope, Flow, RuleMeta
 from sensor.sinks.http import HttpTransport
-from sensor.sinks.sender import SpooledSink
+from sensor.sinks.sender import SEND_SLACK_SECONDS, SpooledSink
 from sensor.sinks.spool import Spool
 
 HERE = Path(__file__).resolve().parent
@@ -24,6 +24,10 @@ ROOT = HERE.parents[1]
 DFS_SENSOR = str(ROOT / ".venv" / "bin" / "dfs-sensor")
 CAPTURE = ROOT / "pcaps" / "coerced-auth-clear.pcap"
 RULE = RuleMeta("test-rule", "Test", 1, "low", None)
+
+
+# A flush bound far above what a run takes: a run that ends sooner did not wait it out.
+LONG_FLUSH = 60
 
 
 def free_port() -> int:
@@ -115,9 +119,13 @@ def test_replay_delivers_to_a_collector_and_a_later_run_flushes_what_waited(tmp_
     url = f"http://127.0.0.1:{collector.port}/x"
     db = tmp_path / "s.db"
     config = tmp_path / "c.toml"
-    config.write_text(f'[outputs]\nspool_dir = "{tmp_path / "spool"}"\n')
+    config.write_text(f'[outputs]\nspool_dir = "{tmp_path / "spool"}"\nspool_flush_seconds = {LONG_FLUSH}\n')
+    started = time.monotonic()
     down = subprocess.run([DFS_SENSOR, "replay", "--db", str(db), "--config", str(config), "--alerts", url,
                            str(CAPTURE)], capture_output=True, text=True, timeout=120)
+    # A refused connection at exit ends the wait at once: not the flush bound (the replay
+    # itself takes about a second).
+    assert time.monotonic() - started < LONG_FLUSH
     assert down.returncode == 0
     assert "Connection refused" in down.stderr and "2 line(s) wait in the spool" in down.stderr
     collector.start()
@@ -220,6 +228,32 @@ def test_a_collector_that_hangs_never_holds_lines_back_from_the_spool(tmp_path, 
     assert sink.sent == 0
     sink.close()
     silent.close()
+
+
+def test_closing_on_a_collector_that_hangs_is_bounded_and_keeps_the_lines(tmp_path, collector):
+    """A collector that accepts and never answers (HTTP timeout 10 s): close() returns at the
+    flush bound, and the lines wait in the spool for the next run, which delivers them."""
+    silent = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/"
+    messages = []
+    sink = SpooledSink(url, HttpTransport(url, "lines", "alerts", "s1", None, None),
+                       str(tmp_path / "spool.db"), 1 << 20, messages.append, flush_seconds=1.0)
+    lines = [alert_line(n) for n in range(20)]
+    for line in lines:
+        sink.write(line)
+    wait_for(lambda: sink.depth == 20, "the lines in the spool")
+    started = time.monotonic()
+    sink.close()
+    assert time.monotonic() - started < 1.0 + SEND_SLACK_SECONDS + 1.0
+    assert "did not answer within 1 s" in messages[-1]
+    silent.close()
+    collector.start()
+    url = f"http://127.0.0.1:{collector.port}/"
+    sink = SpooledSink(url, HttpTransport(url, "lines", "alerts", "s1", None, None),
+                       str(tmp_path / "spool.db"), 1 << 20)
+    wait_for(lambda: sink.depth == 0 and sink.sent == 20, "the next run to deliver them")
+    sink.close()
+    assert sorted(collector.lines()) == sorted(lines)
 
 
 def test_https_verifies_the_collector_certificate(tmp_path):

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from sensor.sinks.targets import SinkSettings, open_sink
 from tests.schema_check import check
+from tests.sinks.test_http import alert_line, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 DFS_SENSOR = str(ROOT / ".venv" / "bin" / "dfs-sensor")
@@ -71,14 +73,18 @@ def make_ca(directory: Path) -> None:
             "-days", "2", "-extfile", "san.ext", "-out", "server.pem")
 
 
-@pytest.fixture(scope="module")
-def rsyslog(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("rsyslog")
+def configure_rsyslog(directory: Path) -> dict[str, int]:
+    """A CA, and a configuration listening on fresh ports in ``directory``; the ports."""
     make_ca(directory)
     ports = {"udp": free_port(socket.SOCK_DGRAM), "tcp": free_port(), "tls": free_port()}
-    conf = directory / "rsyslog.conf"
-    conf.write_text(CONFIG.format(dir=directory, **ports))
-    proc = subprocess.Popen([RSYSLOGD, "-n", "-f", str(conf), "-i", str(directory / "rsyslogd.pid")],
+    (directory / "rsyslog.conf").write_text(CONFIG.format(dir=directory, **ports))
+    return ports
+
+
+def start_rsyslogd(directory: Path, ports: dict[str, int]) -> subprocess.Popen:
+    """rsyslogd on ``directory``'s configuration, once its TCP and TLS ports take connections."""
+    proc = subprocess.Popen([RSYSLOGD, "-n", "-f", str(directory / "rsyslog.conf"),
+                             "-i", str(directory / "rsyslogd.pid")],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 20
     for port in (ports["tcp"], ports["tls"]):
@@ -91,6 +97,14 @@ def rsyslog(tmp_path_factory):
                     proc.kill()
                     raise AssertionError(f"rsyslogd did not start: {proc.stdout.read().decode()}")
                 time.sleep(0.05)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def rsyslog(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("rsyslog")
+    ports = configure_rsyslog(directory)
+    proc = start_rsyslogd(directory, ports)
     yield directory, ports
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=10)
@@ -142,3 +156,50 @@ def test_tls_refuses_a_collector_it_cannot_verify(rsyslog, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0
     assert "CERTIFICATE_VERIFY_FAILED" in done.stderr and "2 line(s) wait in the spool" in done.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("scheme", ["tcp", "tls"])
+def test_rsyslog_stopped_mid_stream_and_restarted_gets_every_alert(tmp_path, scheme, signum):
+    """rsyslogd hangs while alerts stream to it, is stopped (SIGTERM) or killed (SIGKILL), and
+    started again: every alert arrives at least once. A batch leaves the spool only once
+    rsyslog's kernel acknowledged it, and what it acknowledged last is sent again when the
+    connection ends (rsyslogd had not read it: its kernel discards it). Duplicates are the
+    same records."""
+    directory = tmp_path / "rsyslog"
+    directory.mkdir()
+    ports = configure_rsyslog(directory)
+    proc = start_rsyslogd(directory, ports)
+    messages: list[str] = []
+    settings = SinkSettings(spool_dir=str(tmp_path / "spool"), ca_file=str(directory / "ca.pem"), sensor_name="s1")
+    sink = open_sink(f"syslog+{scheme}://127.0.0.1:{ports[scheme]}", "alerts", settings, notify=messages.append)
+    lines = [alert_line(n) for n in range(3000)]
+    log = directory / f"{scheme}.log"
+    try:
+        for n, line in enumerate(lines):
+            sink.write(line)
+            if n % 50 == 0:
+                time.sleep(0.01)                      # a stream, not one burst
+            if n == 1000:
+                wait_for(lambda: len(received(log, 1)) > 0, "the first alerts at rsyslog")
+                # rsyslogd hangs: its kernel goes on acknowledging into the socket buffer
+                proc.send_signal(signal.SIGSTOP)
+            if n == 1100:
+                time.sleep(0.5)                       # those 100 are acknowledged and unread
+                proc.send_signal(signum)              # then it is stopped, or killed
+                proc.send_signal(signal.SIGCONT)
+                proc.wait(timeout=10)
+            if n == 2000:
+                proc = start_rsyslogd(directory, ports)
+        wait_for(lambda: sink.depth == 0 and sink.sent >= len(lines), "the spool to drain", seconds=60)
+        sink.close()
+        records = [json.loads(record["msg"]) for record in received(log, len(lines))]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+    by_id: dict[str, dict] = {}
+    for record in records:                            # a duplicate is the same record, same id
+        assert by_id.setdefault(record["alert_id"], record) == record
+    assert set(by_id) == {json.loads(line)["alert_id"] for line in lines}
+    assert sink.dropped == 0
+    assert any("delivering again" in message for message in messages)

@@ -32,7 +32,8 @@ from tests.smb.test_smb2 import (DISK_FID, FID, RPC_BIND, close, create, create_
 SMALL = os.environ.get("DFS_SENSOR_SMALL", str(PCAPS / "small" / "small.pcap"))
 # Captures whose frames the fast path cannot match: IPv6, and only 802.1Q-tagged frames; the
 # family's ncacn_ip_tcp captures have no SMB flow.
-NOT_ON_THE_FAST_PATH = {"dfscoerce-ipv6.pcap", "dfscoerce-vlan.pcap", "efsr-tcp.pcap", "par-tcp.pcap"}
+NOT_ON_THE_FAST_PATH = {"dfscoerce-ipv6.pcap", "dfscoerce-vlan.pcap", "efsr-tcp.pcap", "par-tcp.pcap",
+                        "efsr-tcp-rpc-privacy.pcap", "par-tcp-rpc-privacy.pcap"}
 # The DFSCoerce captures and the coercion family's (issue 13: other pipes, NTLM and Kerberos
 # back-authentication over SMB, SMB3 encryption).
 SHIPPED = sorted(PCAPS.glob("*.pcap")) + sorted((PCAPS / "family").glob("*.pcap"))

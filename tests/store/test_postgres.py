@@ -4,7 +4,9 @@ as one serial replay, a SIGKILLed sensor rerun ends as a clean run, and bad cred
 missing database are one line (no password) and exit 1."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -27,9 +29,10 @@ SENSORS = 4
 DISJOINT = ["dfscoerce-smb21.pcap", "dfscoerce-ipv6.pcap", "dfscoerce-fragmented.pcap", "dfscoerce-rpc-privacy.pcap"]
 
 
-def replay(url: str, *captures: Path) -> subprocess.Popen:
+def replay(url: str, *captures: Path, sensor_name: str = "fleet-test") -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "sensor.cli", "replay", "--db", url, "--alerts", "/dev/null",
-                             *map(str, captures)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--sensor-name", sensor_name, *map(str, captures)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def finished(proc: subprocess.Popen) -> str:
@@ -87,6 +90,72 @@ def test_sensors_replaying_different_captures_at_once_equal_one_serial_run(postg
     assert len(expected["events"]) == 2 * 300 * len(DISJOINT)
     assert len(expected["alerts"]) == 2 * 3 * len(DISJOINT)       # 2 keys a capture, 3 days
     assert contents(fleet) == expected
+
+
+# Four lab captures of the same attack over different SMB dialects: different bytes and event
+# ids, the same detector keys (client, server, call, ServerName, RootShare).
+SAME_KEYS = ["dfscoerce-smb21.pcap", "dfscoerce-smb202.pcap", "dfscoerce-smb311-clear.pcap", "dfscoerce-smb1.pcap"]
+# Each sensor's block of days starts this many days after the previous one's: more than the
+# detector's 30-day lookback, so a day's count sees its own block's days only.
+BLOCK_SPACING_DAYS = 40
+BLOCK_DAYS = 8              # past the threshold of 7: the last two days of a block raise nothing
+SHARED_DAY = 200            # every sensor sees the key on this day too, at the same time
+
+
+@pytest.mark.slow
+def test_sensors_seeing_the_same_keys_on_different_days_equal_one_serial_run(postgres, tmp_path):
+    """4 sensors (4 names) each replay their own capture of the attack (same keys), day-shifted
+    into their own block of 8 days, then all of them onto one shared day, at the same time
+    into one database: the alerts (rule, key, day, day count) are those of one sensor
+    replaying every copy in time order, the shared day has one alert per key, and every row
+    names the sensor whose capture it came from.
+
+    Blocks are further apart than the lookback: a streaming detector judges a key's day
+    when it stores it, so days of one window stored out of time order by different sensors
+    would be counted differently from a serial run (README, "Many sensors")."""
+    copies = {}
+    for n, name in enumerate(SAME_KEYS):
+        sensor = f"sensor-{n}"
+        copies[sensor] = [
+            repeated(PCAPS / name, tmp_path / f"{sensor}-block.pcap", BLOCK_DAYS, days=BLOCK_DAYS,
+                     shift_days=n * BLOCK_SPACING_DAYS),
+            repeated(PCAPS / name, tmp_path / f"{sensor}-shared.pcap", 1, shift_days=SHARED_DAY)]
+    serial = postgres.create_database("keys_serial")
+    in_time_order = [files[0] for files in copies.values()] + [files[1] for files in copies.values()]
+    raised = alerts_written(finished(replay(serial, *in_time_order)))
+    fleet = postgres.create_database("keys_fleet")
+    procs = [replay(fleet, *files, sensor_name=sensor) for sensor, files in copies.items()]
+    assert sum(alerts_written(finished(proc)) for proc in procs) == raised    # none written out twice
+
+    def alerts(url: str) -> list[tuple]:
+        with psycopg.connect(url) as conn:
+            return sorted((rule, key, day, json.loads(record)["day_count"])
+                          for rule, key, day, record in conn.execute("SELECT rule, key, day, record FROM alerts"))
+    expected = alerts(serial)
+    keys = {key for _, key, _, _ in expected}
+    assert len(keys) == 2                                        # opnum 12 and 13, the same in every capture
+    assert len(expected) == len(keys) * (len(SAME_KEYS) * 6 + 1)  # 6 rare days a block, and the shared day
+    assert sorted(count for *_, count in expected) == sorted(
+        list(range(1, 7)) * len(SAME_KEYS) * len(keys) + [1] * len(keys))
+    assert raised == len(expected)
+    assert alerts(fleet) == expected
+    assert contents(fleet)["key_days"] == contents(serial)["key_days"]
+    with psycopg.connect(fleet) as conn:
+        events = conn.execute("SELECT sensor, record FROM events").fetchall()
+        envelopes = conn.execute("SELECT sensor, record FROM alert_records").fetchall()
+        states = conn.execute("SELECT sensor FROM alerts").fetchall()
+    assert len(events) == len(contents(serial)["events"]) == len(SAME_KEYS) * (BLOCK_DAYS + 1) * 2
+    for sensor, text in events:
+        record = json.loads(text)
+        assert record["sensor"] == sensor and record["net_capture_file"].startswith(sensor + "-")
+    assert {sensor for sensor, _ in envelopes} == set(copies) and all(
+        json.loads(text)["sensor"] == sensor for sensor, text in envelopes)
+    assert {sensor for (sensor,) in states} == set(copies)
+
+
+def alerts_written(summary: str) -> int:
+    """The alerts a replay wrote out, from its summary line ("..., 3 alert(s) in ...")."""
+    return int(re.search(r"(\d+) alert\(s\)", summary).group(1))
 
 
 def wait_until_stored(url: str, proc) -> int:
@@ -190,12 +259,53 @@ def test_least_privilege_roles_write_and_read_only_what_they_should(postgres, pg
         listed = subprocess.run([sys.executable, "-m", "sensor.cli", "alerts", "--db", analyst_url, "--format",
                                  "json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 3, listed.stderr
+        for reading in (["hunt"], ["hunt", "--xql", str(ROOT / "sensor" / "rules" / "dfscoerce" / "opnum-12-13.xql")],
+                        ["events", "--sensor", "fleet-test"]):       # reads compile to PostgreSQL's SQL
+            read = subprocess.run([sys.executable, "-m", "sensor.cli", *reading, "--db", analyst_url, "--format",
+                                   "json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+            assert read.returncode == 0 and read.stdout.strip(), read.stderr
         refused = replay(analyst_url, PCAPS / "dfscoerce-ipv6.pcap")
         _, err = refused.communicate(timeout=60)
         assert refused.returncode == 1 and "permission denied for table events" in err
         assert len(err.strip().splitlines()) == 1 and PASSWORD not in err
         with psycopg.connect(sensor_url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("DROP TABLE alerts")
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            for role in ("dfs_sensor", "dfs_analyst"):
+                conn.execute(f"DROP OWNED BY {role}")
+                conn.execute(f"DROP ROLE {role}")
+
+
+def test_an_older_fleet_schema_is_migrated_by_its_owner_not_by_a_sensor(postgres, pg_url):
+    """The sensors' role may not alter tables: on a store of version 4 a sensor stops with one
+    line naming the fix, `store migrate` as the owner brings it to the current version, and
+    the sensor then writes (its rows naming it)."""
+    from sensor.store.migrations import MIGRATIONS
+    from sensor.store.postgres import _postgres_statement
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for step in MIGRATIONS[:4]:
+            for statement in step:
+                conn.execute(_postgres_statement(statement))
+        conn.execute("CREATE TABLE schema_version (version BIGINT NOT NULL)")
+        conn.execute("INSERT INTO schema_version VALUES (4)")
+        conn.execute((ROOT / "scripts" / "postgres-roles.sql").read_text())
+        conn.execute(f"ALTER ROLE dfs_sensor PASSWORD '{PASSWORD}'")
+    sensor_url = pg_url.replace("postgres:", "dfs_sensor:", 1)
+    try:
+        refused = replay(sensor_url, PCAPS / "dfscoerce-smb21.pcap")
+        _, err = refused.communicate(timeout=60)
+        assert refused.returncode == 1 and err.strip().splitlines() == [
+            f"dfs-sensor: error: {sensor_url.replace(':' + PASSWORD, '')}: must be owner of table events (the "
+            f"schema is older than this dfs-sensor's, version {SCHEMA_VERSION}: the database's owner runs "
+            f"`dfs-sensor store migrate --db URL` once)"]
+        migrated = subprocess.run([sys.executable, "-m", "sensor.cli", "store", "migrate", "--db", pg_url],
+                                  cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert migrated.returncode == 0 and f"schema version {SCHEMA_VERSION}" in migrated.stderr
+        finished(replay(sensor_url, PCAPS / "dfscoerce-smb21.pcap", sensor_name="dc01"))
+        with psycopg.connect(pg_url) as conn:
+            assert conn.execute("SELECT DISTINCT sensor FROM events").fetchall() == [("dc01",)]
     finally:
         with psycopg.connect(pg_url, autocommit=True) as conn:
             for role in ("dfs_sensor", "dfs_analyst"):

@@ -25,5 +25,7 @@ def test_tshark_fields_agree_with_native_decoding(name):
     native = [r for r in native if isinstance(r, RpcCallEvent)]
     theirs, stats = tshark_events(FAMILY / name)
     assert rows(theirs) == rows(native)
+    # the server's name: an SMB session's NTLMSSP CHALLENGE, or an authenticated bind's over TCP
+    assert [e.agent_hostname for e in theirs] == [e.agent_hostname for e in native]
     # every call whose listener argument tshark dissects took its arguments from tshark's fields
     assert stats["tshark.arguments_from_fields"] == len(tshark_arguments(name))

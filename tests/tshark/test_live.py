@@ -8,9 +8,11 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ROOT, requires_tshark
 from tests.live.conftest import _missing_requirement, make_veth, remove_veth
@@ -53,11 +55,33 @@ def test_live_tshark_alerts_equal_replay(veth, tmp_path):
     store_is_clean(sensor.db)
 
 
+@pytest.mark.skipif(not ATTACKS, reason="no attack capture in pcaps/manifest.json")
+def test_live_tshark_metrics_file_parses_and_counts_what_tshark_saw(veth, tmp_path):
+    prom = tmp_path / "dfs.prom"
+    sensor = LiveSensor(tmp_path, veth.host, "--engine", "tshark", "--metrics-file", str(prom))
+    veth.replay(ATTACKS[0])
+    sensor.wait_for(lambda: sensor.lines(sensor.alerts), f"an alert from {ATTACKS[0].name}")
+    sensor.wait_for(prom.exists, "the metrics file")
+    assert sensor.stop() == 0          # the file is written once more at exit
+    got = {(s.name, tuple(sorted(s.labels.items()))): s.value
+           for family in text_string_to_metric_families(prom.read_text()) for s in family.samples}
+    alerts = Counter(a["rule"]["id"] for a in sensor.lines(sensor.alerts))
+    assert {labels[0][1]: value for (name, labels), value in got.items()
+            if name == "dfs_sensor_alerts_total"} == alerts
+    assert got[("dfs_sensor_events_total", ())] == len(sensor.lines(sensor.events))
+    assert got[("dfs_sensor_decoded_frames_total", ())] == sensor.stats()[-1]["packets_decoded"] > 0
+    assert got[("dfs_sensor_resident_memory_bytes", ())] > 10_000_000
+    assert not {name for name, _ in got} & {"dfs_sensor_packets_total", "dfs_sensor_kernel_drops_total",
+                                           "dfs_sensor_flows_total"}
+
+
 def test_live_tshark_unusable_settings_are_one_line_errors(veth, tmp_path):
     # the filter is compiled before dumpcap starts: a bad one is a usage error, as with native
     for flags, code, message in ((["--user", "nobody"], 2, "cannot drop privileges"),
                                  (["--workers", "2", "--allow-root"], 2, "--workers is for the native engine"),
                                  (["--ring-mb", "64", "--allow-root"], 2, "--ring-mb is for the native engine"),
+                                 (["--evidence", str(tmp_path / "ev"), "--allow-root"], 2,
+                                  "--evidence is for the native engine"),
                                  (["--bpf", "tcp port nosuchport", "--allow-root"], 2,
                                   "bad capture filter 'tcp port nosuchport'")):
         proc = subprocess.run([sys.executable, "-m", "sensor.cli", "live", "-i", veth.host, "--engine", "tshark",

@@ -11,7 +11,8 @@ from sensor.xql import ast
 from sensor.xql.parser import parse
 from sensor.xql.rules import RarityPlan
 from sensor.xql.sql import compile_query, rows
-from sensor.store.sqlite import ListFilter, Store
+from sensor.store import open_store
+from sensor.store.sqlite import ListFilter
 
 EVENTS = [
     # (ts, client, server, opnum, relay, share, user)
@@ -22,9 +23,14 @@ EVENTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    store = Store(str(tmp_path_factory.mktemp("xql") / "s.db"))
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def store(request, tmp_path_factory):
+    """The same events in a SQLite file and in a real PostgreSQL: every query must give the
+    same rows on both (the compiler's two dialects)."""
+    if request.param == "sqlite":
+        store = open_store(str(tmp_path_factory.mktemp("xql") / "s.db"))
+    else:
+        store = open_store(request.getfixturevalue("postgres").create_database("xql_semantics"))
     with store.transaction():
         for n, (ts, client, server, opnum, relay, share, user) in enumerate(EVENTS):
             store.add_event(rpc_event(ts, call_id=n, client=client, server=server, opnum=opnum,
@@ -37,7 +43,7 @@ def run(store, text):
     """The query's rows from SQL; a query of alter/filter/fields stages only is also run per
     event in Python (the streaming evaluator), which must give the same rows."""
     checked = check(parse(text))
-    found = rows(store.db, compile_query(checked, 0, 10**15))
+    found = rows(store, compile_query(checked, 0, 10**15, store.XQL_DIALECT))
     if all(isinstance(s, (ast.Alter, ast.Filter, ast.Fields)) for s in checked.stages):
         plan = RarityPlan(None, checked.stages, (), "", "", 0, checked.case_sensitive)
         shown = [c for c in checked.final if c not in checked.hidden and checked.final[c] != "time"]
