@@ -42,9 +42,9 @@ def bench_ring(iface: str, start) -> tuple[int, int, float]:
     count, first, last = 0, 0.0, 0.0
     start()
     deadline = time.monotonic() + 60
-    for item in cap.packets(lambda: time.monotonic() > deadline or (count and time.monotonic() - last > QUIET)):
-        if item is not None:
-            count += 1
+    for block in cap.blocks(lambda: time.monotonic() > deadline or (count and time.monotonic() - last > QUIET)):
+        if block is not None:
+            count += len(block)
             last = time.monotonic()
             first = first or last
     drops = cap.kernel_counters()[iface].drops

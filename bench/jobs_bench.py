@@ -1,15 +1,24 @@
 """``replay --jobs N`` against a serial replay of the same directory of captures (issue 14, part 3).
 
-    .venv/bin/python bench/jobs_bench.py DIR [--jobs 2] [--runs 3]
+    .venv/bin/python bench/jobs_bench.py DIR [--jobs 2] [--runs 3] [--split]
 
 Runs ``dfs-sensor replay`` over DIR's captures (sorted by name) serially and with --jobs N,
 alternately, RUNS times, each with a fresh database, and prints the median wall-clock time of
-each, the ratio, the load average, and whether the two stores hold the same events and alerts.
+each, the CPU time (user + sys of the command and its workers), the ratio, the load average
+before and after, and whether the two stores hold the same events and alerts.
+
+``--split``: first, where --jobs spends CPU, measured in this process file by file: a worker's
+decode (``sensor.parallel.decode_file``), pickling its result and unpickling it (the pool's
+IPC), and the parent's share (``Sensor.process_records``: store, detector, correlator) against a
+serial replay's ``Sensor.process`` of the same file. The parent's and the IPC's part is what
+cannot run in parallel with decoding, which bounds the speed-up on N free cores.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import pickle
+import resource
 import sqlite3
 import statistics
 import subprocess
@@ -22,13 +31,91 @@ SENSOR = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "dfs-sensor"
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".gz")
 
 
-def run(captures: list[Path], db: Path, jobs: int) -> float:
+def fresh(db: Path) -> Path:
     for stale in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
         stale.unlink(missing_ok=True)
-    started = time.perf_counter()
+    return db
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(captures: list[Path], db: Path, jobs: int) -> tuple[float, float]:
+    """(wall s, CPU s of the command and the workers it reaped)."""
+    fresh(db)
+    cpu, started = children_cpu(), time.perf_counter()
     subprocess.run([str(SENSOR), "replay", "--db", str(db), "--jobs", str(jobs), *map(str, captures)],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, children_cpu() - cpu
+
+
+def bound(files: list[tuple[float, float, float]], jobs: int) -> float:
+    """Wall time of --jobs on ``jobs`` free cores (and one for the parent) from the files'
+    (worker decode + pickle, parent unpickle + store, serial) CPU seconds: the pool takes the
+    files in order, each on the first worker free; the parent takes each file's records when it
+    is done and the files before it are stored."""
+    free = [0.0] * jobs
+    parent = 0.0
+    for work, store, _ in files:
+        start = min(free)
+        done = start + work
+        free[free.index(start)] = done
+        parent = max(parent, done) + store
+    return parent
+
+
+def split(captures: list[Path], tmp: Path, jobs: int) -> None:
+    """The CPU table of --split (see the module's docstring)."""
+    from sensor.capture.pcapfile import open_capture
+    from sensor.config import load_config
+    from sensor.outputs import open_outputs
+    from sensor.parallel import decode_file
+    from sensor.sensor import Sensor
+
+    def sensor(name: str) -> Sensor:
+        return Sensor(load_config(None, {"db": str(fresh(tmp / name))}), open_outputs(None, None))
+
+    serial, parent = sensor("split-serial.db"), sensor("split-parent.db")
+    print("| file | records | serial replay CPU s | worker decode | worker pickle | parent unpickle | "
+          "parent store/detect | parent + IPC share |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    totals = [0.0] * 5
+    files = []
+    for path in captures:
+        with open_capture(str(path)) as reader:
+            started = time.process_time()
+            serial.start_file(path.name, str(path))
+            serial.process(reader)
+            serial_s = time.process_time() - started
+        started = time.process_time()
+        result = decode_file(str(path))
+        decode_s = time.process_time() - started
+        started = time.process_time()
+        blob = pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
+        pickle_s = time.process_time() - started
+        started = time.process_time()
+        name, records, stats, _ = pickle.loads(blob)
+        unpickle_s = time.process_time() - started
+        started = time.process_time()
+        parent.start_file(name)
+        parent.process_records(records)
+        parent.source_stats.update(stats)
+        store_s = time.process_time() - started
+        for i, value in enumerate((serial_s, decode_s, pickle_s, unpickle_s, store_s)):
+            totals[i] += value
+        files.append((decode_s + pickle_s, unpickle_s + store_s, serial_s))
+        print(f"| {path.name} | {len(records):,} | {serial_s:.3f} | {decode_s:.3f} | {pickle_s:.3f} | "
+              f"{unpickle_s:.3f} | {store_s:.3f} | {(pickle_s + unpickle_s + store_s) / serial_s:.1%} |")
+    serial.finish()
+    parent.finish()
+    serial_s, decode_s, pickle_s, unpickle_s, store_s = totals
+    print(f"| all | | {serial_s:.3f} | {decode_s:.3f} | {pickle_s:.3f} | {unpickle_s:.3f} | {store_s:.3f} | "
+          f"{(pickle_s + unpickle_s + store_s) / serial_s:.1%} |")
+    print(f"From these CPU times, on {jobs} free cores (and one for the parent): --jobs {jobs} "
+          f"{bound(files, jobs):.2f} s against serial {serial_s:.2f} s, at best "
+          f"{serial_s / bound(files, jobs):.2f}x (interpreter start-up, ~0.2 s in both, left out)")
 
 
 def stored(db: Path) -> dict[str, list[str]]:
@@ -41,22 +128,30 @@ def main() -> None:
     parser.add_argument("directory", type=Path)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--split", action="store_true", help="first, the CPU split of --jobs, file by file")
     args = parser.parse_args()
     captures = sorted(p for p in args.directory.iterdir() if p.name.endswith(CAPTURE_SUFFIXES))
     size = sum(p.stat().st_size for p in captures)
-    times: dict[int, list[float]] = {1: [], args.jobs: []}
+    times: dict[int, list[tuple[float, float]]] = {1: [], args.jobs: []}
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="dfs-jobs-") as tmp:
+        if args.split:
+            split(captures, Path(tmp), args.jobs)
         dbs = {jobs: Path(tmp) / f"jobs{jobs}.db" for jobs in times}
         for run_number in range(args.runs):
             for jobs in times:
                 times[jobs].append(run(captures, dbs[jobs], jobs))
-                print(f"run {run_number + 1} --jobs {jobs}: {times[jobs][-1]:.2f} s", file=sys.stderr, flush=True)
+                wall, cpu = times[jobs][-1]
+                print(f"run {run_number + 1} --jobs {jobs}: {wall:.2f} s wall, {cpu:.2f} s CPU, "
+                      f"load average {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
         same = stored(dbs[1]) == stored(dbs[args.jobs])
-    serial, parallel = statistics.median(times[1]), statistics.median(times[args.jobs])
+    (serial, serial_cpu), (parallel, parallel_cpu) = (
+        (statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs)) for runs in times.values())
     print(f"{len(captures)} files, {size / 1e6:,.1f} MB, median of {args.runs}, {os.cpu_count()} cores, "
-          f"load average {os.getloadavg()[0]:.2f} at the end")
-    print(f"serial {serial:.2f} s ({size / 1e6 / serial:,.1f} MB/s), --jobs {args.jobs} {parallel:.2f} s "
-          f"({size / 1e6 / parallel:,.1f} MB/s): {serial / parallel:.2f}x; same events and alerts: {same}")
+          f"load average {load_before:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
+    print(f"serial {serial:.2f} s wall ({size / 1e6 / serial:,.1f} MB/s, {serial_cpu:.2f} s CPU), "
+          f"--jobs {args.jobs} {parallel:.2f} s wall ({size / 1e6 / parallel:,.1f} MB/s, {parallel_cpu:.2f} s CPU): "
+          f"{serial / parallel:.2f}x; same events and alerts: {same}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ SIGTERM/SIGINT/SIGHUP and exits when all workers have and their channels are dra
 """
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import sys
@@ -33,7 +34,7 @@ from collections.abc import Iterator
 
 from sensor import evidence, metrics
 from sensor.metrics import rss_bytes
-from sensor.capture.live import TICK_SECONDS, CaptureError, LiveCapture
+from sensor.capture.live import RING_MB, TICK_SECONDS, CaptureError, LiveCapture
 from sensor.coercion import forward
 from sensor.coercion.correlate import Correlator
 from sensor.config import Config
@@ -49,9 +50,11 @@ from sensor.text import json_line
 # Fanout group ids are 16 bits (linux/if_packet.h PACKET_FANOUT: id in the low half).
 FANOUT_ID_MASK = 0xFFFF
 # More decoder processes than this is a configuration mistake: each holds a ring per
-# interface (sensor.capture.live.RING_BLOCKS x RING_BLOCK_BYTES) and the kernel caps a
-# fanout group at 65536 sockets; beyond the core count it only adds contention.
+# interface (--ring-mb) and the kernel caps a fanout group at 65536 sockets; beyond the
+# core count it only adds contention.
 MAX_WORKERS = 64
+# An idle tick as a block of one item: Sensor.process takes None as "expire and commit".
+IDLE_TICK = (None,)
 
 
 def stats_record(capture: LiveCapture, sensor: Sensor) -> dict:
@@ -92,17 +95,28 @@ def format_stats(record: dict, as_json: bool) -> str:
             .format(rss_mb=record["rss_bytes"] / 1e6, **record)) + spool
 
 
-def _supervised(capture: LiveCapture, signals: Signals, outputs: Outputs, on_interval,
-                stats_interval: float, sensor: Sensor) -> Iterator:
-    """The capture's frames, with signals and periodic stats handled at every idle tick."""
+def supervised(capture: LiveCapture, signals: Signals, outputs: Outputs, on_interval,
+               stats_interval: float, sensor: Sensor) -> Iterator:
+    """What ``Sensor.process`` reads: the capture's frames and idle ticks (None), with signals
+    and periodic stats handled at every tick. The blocks' lists are chained in C, so a frame
+    costs no generator step between the ring and the pipeline."""
+    return itertools.chain.from_iterable(
+        _ticks_handled(capture, signals, outputs, on_interval, stats_interval, sensor))
+
+
+def _ticks_handled(capture: LiveCapture, signals: Signals, outputs: Outputs, on_interval,
+                   stats_interval: float, sensor: Sensor) -> Iterator:
     next_stats = time.monotonic() + stats_interval if stats_interval > 0 else float("inf")
-    for item in capture.packets(signals.stopping):
-        yield item
-        if item is None:
-            signals.reopen_if_asked(outputs, sensor)
-            if time.monotonic() >= next_stats:
-                next_stats += stats_interval
-                on_interval()
+    for block in capture.blocks(signals.stopping):
+        if block is not None:
+            yield block
+            continue
+        yield IDLE_TICK
+        # the sensor has taken the tick (expired flows, committed) when this resumes
+        signals.reopen_if_asked(outputs, sensor)
+        if time.monotonic() >= next_stats:
+            next_stats += stats_interval
+            on_interval()
 
 
 def _write_metrics(path: str, record: dict, capture: LiveCapture, sensor: Sensor, outputs: Outputs,
@@ -121,7 +135,7 @@ def _write_metrics(path: str, record: dict, capture: LiveCapture, sensor: Sensor
 def run_live(config: Config, outputs: Outputs, interfaces: list[str], bpf: str | None = None,
              stats_interval: float = 60.0, stats_json: bool = False, allow_root: bool = False,
              user: str | None = None, syslog: bool = False, workers: int = 1,
-             metrics_file: str | None = None) -> int:
+             metrics_file: str | None = None, ring_mb: int = RING_MB) -> int:
     """Capture on ``interfaces`` until SIGTERM/SIGINT; the process exit code."""
     def fail(message: str) -> int:
         print(f"dfs-sensor: {message}", file=sys.stderr)
@@ -135,7 +149,7 @@ def run_live(config: Config, outputs: Outputs, interfaces: list[str], bpf: str |
         # One group per run; LiveCapture numbers it up per interface (a group spans one device).
         fanout = os.getpid() & FANOUT_ID_MASK if workers > 1 else None
         for _ in range(workers):
-            captures.append(LiveCapture(interfaces, bpf, fanout_group=fanout))
+            captures.append(LiveCapture(interfaces, bpf, fanout_group=fanout, ring_mb=ring_mb))
     except (PrivilegeError, CaptureError) as e:
         for capture in captures:
             capture.close()
@@ -321,7 +335,7 @@ def _serve(config: Config, outputs: Outputs, capture: LiveCapture, worker: int |
 
     log(f"dfs-sensor: capturing on {', '.join(interfaces)}" + (f" (worker {worker})" if worker else ""))
     try:
-        sensor.process(_supervised(capture, signals, outputs, report, stats_interval, sensor))
+        sensor.process(supervised(capture, signals, outputs, report, stats_interval, sensor))
     finally:
         summary = sensor.finish()
         record = stats_record(capture, sensor) | tag | {"final": True}

@@ -1,8 +1,8 @@
 """Live capture from network interfaces (a SPAN/mirror port) through AF_PACKET.
 
-Yields the same tuples as the pcap reader, ``(ts, linktype, data, frame)`` with a running
-frame counter, or ``None`` as an idle tick (at least every ``TICK_SECONDS``) so the consumer
-can expire flows, print stats and notice signals.
+Yields each ring block's frames as a list of the pcap reader's tuples, ``(ts, linktype, data,
+frame)`` with a running frame counter, or ``None`` as an idle tick (at least every
+``TICK_SECONDS``) so the consumer can expire flows, print stats and notice signals.
 
 Capture path, measured (bench/capture_bench.py: 64-byte-payload TCP/445 frames,
 ``tcpreplay --topspeed`` into a veth, 2 cores, Python 3.11; see the README section):
@@ -59,10 +59,15 @@ DEFAULT_BPF = f"{_ADMITTED} or (vlan and ({_ADMITTED}))"
 TICK_SECONDS = 0.5
 # A partly filled ring block is handed to us after this long: bounds alert latency (< 1 s).
 RING_BLOCK_TIMEOUT_MS = 100
-# 1 MiB blocks hold a 64 KiB GRO super-frame many times over; 32 per interface = 32 MiB,
-# about a quarter of a second of a saturated 1 Gbit/s port if the filter passed everything.
+# 1 MiB blocks hold a 64 KiB GRO super-frame many times over.
 RING_BLOCK_BYTES = 1 << 20
-RING_BLOCKS = 32
+# The ring of each interface (per worker), MiB by default (--ring-mb): about a quarter of a
+# second of a saturated 1 Gbit/s port if the filter passed everything, half a second of a
+# small-message mix at 150k packets/s (~450 bytes of ring per frame). Zeek's AF_Packet
+# buffer is 128 MiB by default; the kernel never swaps a ring out, so bigger is opt-in.
+RING_MB = 32
+# Largest --ring-mb: beyond what any burst needs, below what a typo should be allowed to pin.
+MAX_RING_MB = 4096
 # Used by the kernel only to size the ring's frame count for TPACKET_V3 (frames are packed).
 RING_FRAME_BYTES = 2048
 # What libpcap assumes when compiling: the largest frame the filter may be asked about.
@@ -111,9 +116,11 @@ _SOCK_FPROG = struct.Struct("HP")
 # offset_to_first_pkt
 _BLOCK_DESC = struct.Struct("IIIII")
 _BLOCK_STATUS_OFFSET = 8
-# tpacket3_hdr: next_offset, sec, nsec, snaplen, len, status, mac, net, hv1.rxhash,
-# hv1.vlan_tci, hv1.vlan_tpid
-_TPACKET3_HDR = struct.Struct("IIIIIIHHIIH")
+# tpacket3_hdr (linux/if_packet.h): next_offset, sec, nsec, snaplen, len, status, mac, then
+# net, hv1.rxhash and, at byte 32, hv1.vlan_tci, hv1.vlan_tpid (read only for a tagged frame)
+_TPACKET3_HDR = struct.Struct("IIIIIIH")
+_TPACKET3_VLAN_OFFSET = 32
+_TPACKET3_VLAN = struct.Struct("IH")
 _VLAN_TAG = struct.Struct("!HH")
 _FANOUT_ARG = struct.Struct("I")             # group id in the low 16 bits, type and flags above
 
@@ -190,7 +197,8 @@ class KernelCounters:
 class _Ring:
     """One interface: an AF_PACKET socket with a TPACKET_V3 receive ring."""
 
-    def __init__(self, interface: str, bpf: str, promiscuous: bool, fanout_group: int | None) -> None:
+    def __init__(self, interface: str, bpf: str, promiscuous: bool, fanout_group: int | None,
+                 ring_mb: int) -> None:
         try:
             arphrd = int(open(f"/sys/class/net/{interface}/type").read())
             ifindex = socket.if_nametoindex(interface)
@@ -202,6 +210,7 @@ class _Ring:
         self.name = interface
         self.linktype, dlt = _LINK_TYPES[arphrd]
         program = compile_bpf(bpf, dlt)
+        blocks = (ring_mb << 20) // RING_BLOCK_BYTES
         try:
             # Protocol 0 receives nothing until bind: the filter is in place before any frame.
             self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
@@ -215,9 +224,9 @@ class _Ring:
                 # Loopback shows every frame twice, outgoing and incoming: keep one.
                 self.sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
             self.sock.setsockopt(SOL_PACKET, PACKET_RX_RING, _TPACKET_REQ3.pack(
-                RING_BLOCK_BYTES, RING_BLOCKS, RING_FRAME_BYTES,
-                RING_BLOCK_BYTES // RING_FRAME_BYTES * RING_BLOCKS, RING_BLOCK_TIMEOUT_MS, 0, 0))
-            self.ring = mmap.mmap(self.sock.fileno(), RING_BLOCK_BYTES * RING_BLOCKS,
+                RING_BLOCK_BYTES, blocks, RING_FRAME_BYTES,
+                RING_BLOCK_BYTES // RING_FRAME_BYTES * blocks, RING_BLOCK_TIMEOUT_MS, 0, 0))
+            self.ring = mmap.mmap(self.sock.fileno(), RING_BLOCK_BYTES * blocks,
                                   mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
             self.sock.bind((interface, ETH_P_ALL))
             if promiscuous:
@@ -231,39 +240,52 @@ class _Ring:
         except OSError as e:
             self.sock.close()
             raise CaptureError(f"{interface}: cannot set up capture: {e}") from None
+        self.blocks = blocks
         self.next_block = 0
         self.counters = KernelCounters()
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def take_block(self) -> list[tuple[float, bytes, bool]] | None:
-        """The frames of the next block if the kernel has handed it over, then returns the
-        block to the kernel. Each frame: (ts, data with any VLAN tag reinserted, truncated)."""
+    def take_block(self, frame: int) -> tuple[list[tuple[float, int, bytes, int]], int, int] | None:
+        """The next block's frames if the kernel has handed it over, numbered on from
+        ``frame``, then gives the block back to the kernel: (frames as the pcap reader's
+        ``(ts, linktype, data, frame)`` tuples, bytes, frames truncated by the ring).
+
+        The one per-frame loop of live capture: one header unpack, one copy out of the ring
+        (the block is returned before the frames are decoded) and one tuple per frame."""
         ring = self.ring
         base = self.next_block * RING_BLOCK_BYTES
         _, _, status, count, offset = _BLOCK_DESC.unpack_from(ring, base)
         if not status & TP_STATUS_USER:
             return None
         frames = []
+        append = frames.append
+        unpack_from = _TPACKET3_HDR.unpack_from
+        linktype = self.linktype
+        vlan_valid = TP_STATUS_VLAN_VALID if linktype == LINKTYPE_ETHERNET else 0
+        size = truncated = 0
         pos = base + offset
-        ethernet = self.linktype == LINKTYPE_ETHERNET
-        for _ in range(count):
-            (next_offset, sec, nsec, snaplen, length, pstatus, mac, _net, _hash, tci,
-             tpid) = _TPACKET3_HDR.unpack_from(ring, pos)
+        for frame in range(frame + 1, frame + 1 + count):
+            next_offset, sec, nsec, snaplen, length, pstatus, mac = unpack_from(ring, pos)
             start = pos + mac
-            if ethernet and pstatus & TP_STATUS_VLAN_VALID:
-                # The kernel took the outer 802.1Q tag off (and reports it here); put it back
-                # so the frame decoder sees the wire's frame.
+            if pstatus & vlan_valid:
+                # The kernel took the outer 802.1Q tag off (and reports it in the header);
+                # put it back so the frame decoder sees the wire's frame.
+                tci, tpid = _TPACKET3_VLAN.unpack_from(ring, pos + _TPACKET3_VLAN_OFFSET)
                 tag = _VLAN_TAG.pack(tpid if pstatus & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q, tci)
                 data = ring[start:start + 12] + tag + ring[start + 12:start + snaplen]
+                size += _VLAN_TAG.size
             else:
                 data = ring[start:start + snaplen]
-            frames.append((sec + nsec * 1e-9, data, snaplen < length))
+            append((sec + nsec * 1e-9, linktype, data, frame))
+            size += snaplen
+            if snaplen < length:
+                truncated += 1
             pos += next_offset
         struct.pack_into("I", ring, base + _BLOCK_STATUS_OFFSET, TP_STATUS_KERNEL)
-        self.next_block = (self.next_block + 1) % RING_BLOCKS
-        return frames
+        self.next_block = (self.next_block + 1) % self.blocks
+        return frames, size, truncated
 
     def read_counters(self) -> KernelCounters:
         """Reading PACKET_STATISTICS resets the kernel's counters: add them up here."""
@@ -279,15 +301,17 @@ class _Ring:
 
 
 class LiveCapture:
-    """Frames from one or more interfaces, merged block by block.
+    """Frames from one or more interfaces, a ring block at a time.
 
     Construction opens the sockets (the one step that needs CAP_NET_RAW); everything after
     runs with no privilege but the open descriptors. ``stats`` counts "capture.frames",
     "capture.bytes", "capture.truncated" (frame longer than what the ring kept).
+    ``ring_mb``: the size of each interface's ring, MiB.
     """
 
     def __init__(self, interfaces: Sequence[str], bpf: str | None = None, *,
-                 promiscuous: bool = True, fanout_group: int | None = None) -> None:
+                 promiscuous: bool = True, fanout_group: int | None = None,
+                 ring_mb: int = RING_MB) -> None:
         if not interfaces:
             raise CaptureError("no interface to capture on (give -i IFACE)")
         self.stats = Stats()
@@ -298,7 +322,7 @@ class LiveCapture:
                 # A fanout group holds sockets of one device only: one group id per interface.
                 group = None if fanout_group is None else (fanout_group + index) & 0xFFFF
                 self._rings.append(_Ring(name, DEFAULT_BPF if bpf is None else bpf,
-                                         promiscuous, group))
+                                         promiscuous, group, ring_mb))
         except CaptureError:
             self.close()
             raise
@@ -307,12 +331,14 @@ class LiveCapture:
     def interfaces(self) -> list[str]:
         return [ring.name for ring in self._rings]
 
-    def packets(self, stop: Callable[[], bool] = lambda: False
-                ) -> Iterator[tuple[float, int, bytes, int] | None]:
-        """Frames as (ts, linktype, data, frame) and idle ticks (None) until ``stop()``.
+    def blocks(self, stop: Callable[[], bool] = lambda: False
+               ) -> Iterator[list[tuple[float, int, bytes, int]] | None]:
+        """Until ``stop()``: the frames of each ring block as a list of the pcap reader's
+        ``(ts, linktype, data, frame)``, or None as an idle tick (at least every TICK_SECONDS).
 
-        ``stop`` is checked between blocks and at every tick; a block already taken is
-        delivered whole."""
+        A batch per block, not a generator step per frame: the consumer walks the list
+        (``itertools.chain.from_iterable`` does it in C). ``stop`` is checked between blocks
+        and at every tick; a block already taken is delivered whole."""
         poller = select.poll()
         for ring in self._rings:
             poller.register(ring.fileno(), select.POLLIN | select.POLLERR)
@@ -321,20 +347,17 @@ class LiveCapture:
         while not stop():
             took = False
             for ring in self._rings:
-                frames = ring.take_block()
-                if frames is None:
+                block = ring.take_block(self._frame)
+                if block is None:
                     continue
                 took = True
-                linktype = ring.linktype
-                # Counted per block, not per frame: a Counter update per frame costs as much
-                # as reading the frame out of the ring.
+                frames, size, truncated = block
+                self._frame += len(frames)
                 stats["capture.frames"] += len(frames)
-                stats["capture.bytes"] += sum(len(frame[1]) for frame in frames)
-                for ts, data, truncated in frames:
-                    self._frame += 1
-                    if truncated:
-                        stats["capture.truncated"] += 1
-                    yield ts, linktype, data, self._frame
+                stats["capture.bytes"] += size
+                if truncated:
+                    stats["capture.truncated"] += truncated
+                yield frames
             now = time.monotonic()
             if now - last_tick >= TICK_SECONDS:
                 last_tick = now

@@ -1,5 +1,5 @@
 """sensor/capture/live.py on a real veth: exact frames, VLAN tags, the kernel filter,
-several interfaces, idle ticks, drop counters."""
+several interfaces, idle ticks, drop counters of a full ring."""
 from __future__ import annotations
 
 import threading
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from scapy.all import IP, TCP, UDP, Dot1Q, Ether, Raw, rdpcap, wrpcap
 
-from sensor.capture.live import (DEFAULT_BPF, LINKTYPE_ETHERNET, TICK_SECONDS, CaptureError,
-                                 LiveCapture, compile_bpf)
+from sensor.capture.live import (DEFAULT_BPF, LINKTYPE_ETHERNET, RING_BLOCK_BYTES, TICK_SECONDS,
+                                 CaptureError, LiveCapture, compile_bpf)
 
 # In the corpus: spoolss over SMB2, with a 2998-byte frame (segmentation offload on the recording host).
 SMB_CAPTURE = "suricata-verify/tests/smb-dce_iface/input.pcap"
@@ -27,11 +27,11 @@ def capture(interfaces, send, want: int, bpf=None, timeout=5.0):
     deadline = time.monotonic() + timeout
     sender.start()
     try:
-        for item in cap.packets(lambda: len(frames) >= want or time.monotonic() > deadline):
-            if item is None:
+        for block in cap.blocks(lambda: len(frames) >= want or time.monotonic() > deadline):
+            if block is None:
                 ticks += 1
             else:
-                frames.append(item)
+                frames += block
         sender.join(timeout)
         counters = cap.kernel_counters()
     finally:
@@ -138,3 +138,32 @@ def test_several_interfaces_in_one_capture(veth, second_veth, tmp_path):
 def test_idle_ticks_while_no_traffic(veth):
     frames, ticks, _ = capture([veth.host], lambda: None, 1, timeout=4 * TICK_SECONDS + 0.2)
     assert frames == [] and 3 <= ticks <= 5
+
+
+@pytest.mark.root
+def test_a_full_ring_drops_the_rest_and_counts_every_drop(veth, tmp_path):
+    """Nothing reads while more frames arrive than a 2 MiB ring holds: the kernel keeps the
+    first ones whole and in order, drops the rest, and PACKET_STATISTICS says how many; the
+    capture's frames and stats agree with it to the frame."""
+    sent = [smb_frame(n.to_bytes(4, "big") + bytes(1400)) for n in range((2 << 20) // 1400 + 500)]
+    pcap = write_pcap(tmp_path, sent)
+    cap = LiveCapture([veth.host], ring_mb=2)
+    try:
+        veth.replay(pcap)
+        time.sleep(0.3)          # the kernel retires a partly filled block after its timeout
+        frames, blocks = [], 0
+        for block in cap.blocks():
+            if block is None:    # the first idle tick (TICK_SECONDS): all that was kept is read
+                break
+            blocks += 1
+            frames += block
+        counters = cap.kernel_counters()[veth.host]
+        stats = dict(cap.stats)
+    finally:
+        cap.close()
+    assert 0 < len(frames) < len(sent) and blocks <= (2 << 20) // RING_BLOCK_BYTES
+    assert [data for _, _, data, _ in frames] == [bytes(f) for f in sent[:len(frames)]]
+    assert [n for _, _, _, n in frames] == list(range(1, len(frames) + 1))
+    assert counters.packets == len(sent) and counters.drops == len(sent) - len(frames)
+    assert stats["capture.frames"] == len(frames)
+    assert stats["capture.bytes"] == sum(len(data) for _, _, data, _ in frames)

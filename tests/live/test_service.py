@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from scapy.all import IP, TCP, Ether, Raw, wrpcap
 
 from tests.conftest import PCAPS, ROOT, load_manifest
 
@@ -154,6 +155,40 @@ def test_sigterm_mid_stream_keeps_every_event_and_a_restart_continues(veth, tmp_
     assert again.lines(again.alerts) == alerts
 
 
+def test_kernel_drops_of_a_full_ring_are_reported_per_interface_and_capture_goes_on(veth, tmp_path):
+    """The sensor (with a 2 MiB ring, --ring-mb) is held (SIGSTOP) while more frames arrive
+    than its ring buffers: the kernel drops the rest, and the stats report the drops for the
+    interface and decode exactly the frames kept. Then the ring is free again and an attack
+    replayed after it alerts."""
+    frame = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src="10.0.0.66", dst="10.0.0.10") \
+        / TCP(sport=50000, dport=445, flags="A") / Raw(bytes(1400))
+    burst = tmp_path / "burst.pcap"
+    wrpcap(str(burst), [frame] * 1000)
+    loops = 2 * (2 << 20) // (1000 * len(frame))     # twice what the ring holds
+    sent = 1000 * loops
+    sensor = LiveSensor(tmp_path, veth.host, "--ring-mb", "2")
+    sensor.proc.send_signal(signal.SIGSTOP)
+    try:
+        veth.replay(burst, f"--loop={loops}")
+    finally:
+        sensor.proc.send_signal(signal.SIGCONT)
+
+    def drained() -> bool:
+        stats = sensor.stats()
+        return bool(stats) and stats[-1]["kernel_packets"] == sent and \
+            stats[-1]["packets"] + stats[-1]["kernel_drops"] == sent
+    sensor.wait_for(drained, "the kept frames decoded")
+    veth.replay(ATTACKS[0])
+    sensor.wait_for(lambda: sensor.lines(sensor.alerts), f"an alert from {ATTACKS[0].name} after the drops")
+    assert sensor.stop() == 0
+    final = sensor.stats()[-1]
+    drops = final["kernel_drops"]
+    assert 0 < drops < sent
+    assert final["interfaces"] == {veth.host: {"kernel_packets": final["kernel_packets"], "kernel_drops": drops}}
+    assert final["packets"] == final["kernel_packets"] - drops > sent - drops
+    store_is_clean(sensor.db)
+
+
 def test_sighup_reopens_the_output_files(veth, tmp_path):
     sensor = LiveSensor(tmp_path, veth.host)
     rotated = tmp_path / "alerts.jsonl.1"
@@ -174,6 +209,7 @@ def test_refuses_root_without_allow_root_or_user(veth, tmp_path):
 @pytest.mark.parametrize("flags, message", [
     (["--bpf", "tcp port nosuchport"], "bad capture filter"),
     (["--workers", "65"], "at most 64"),
+    (["--ring-mb", "0"], "'--ring-mb': 0 is not in the range 1<=x<=4096"),
 ])
 def test_unusable_settings_exit_2_with_the_reason(veth, tmp_path, flags, message):
     proc = subprocess.run([sys.executable, "-m", "sensor.cli", "live", "-i", veth.host, "--allow-root",

@@ -79,6 +79,7 @@ def test_live_tshark_unusable_settings_are_one_line_errors(veth, tmp_path):
     # the filter is compiled before dumpcap starts: a bad one is a usage error, as with native
     for flags, code, message in ((["--user", "nobody"], 2, "cannot drop privileges"),
                                  (["--workers", "2", "--allow-root"], 2, "--workers is for the native engine"),
+                                 (["--ring-mb", "64", "--allow-root"], 2, "--ring-mb is for the native engine"),
                                  (["--evidence", str(tmp_path / "ev"), "--allow-root"], 2,
                                   "--evidence is for the native engine"),
                                  (["--bpf", "tcp port nosuchport", "--allow-root"], 2,
