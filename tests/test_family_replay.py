@@ -46,3 +46,10 @@ def test_benign_printing_is_the_first_days_alert_of_a_rarity_rule_until_print_se
     notifications is the same call as PrinterBug naming the attacker's host, and alerts."""
     assert MANIFEST["benign-printing.pcap"]["config"] == {"address_groups": {"print_servers": ["10.0.0.10"]}}
     assert replay("benign-printing.pcap", tmp_path, {}) == {"coercion-rare-rprn-call"}
+
+
+def test_a_self_naming_printerbug_on_a_declared_print_server_is_still_confirmed_by_its_back_authentication(tmp_path):
+    """What the declaration trusts away is the rarity alert only: DC01$ authenticating back to
+    the attacker it was coerced to still makes coercion-confirmed."""
+    declared = {"address_groups": {"print_servers": ["10.0.0.10"]}}
+    assert replay("rprn-backauth-smb.pcap", tmp_path, declared) == {"coercion-confirmed"}
