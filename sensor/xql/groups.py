@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Mapping
 
 from sensor.hosts import HostQuery, canonical_address
+from sensor.xql.functions import to_string
 
 # (name, entries) pairs: a tuple, so the settings that carry it stay immutable.
 AddressGroups = tuple[tuple[str, tuple[str, ...]], ...]
@@ -53,6 +54,26 @@ def in_group(value, entries: tuple[str, ...]) -> bool | None:
     """Whether the host ``value`` names is one of the group's; null for a null value (as ``in``)."""
     if value is None:
         return None
-    text = str(value)
+    text = to_string(value)
     names = [] if canonical_address(text) is not None else [text]
     return any(q.matches([text], names) for q in _queries(entries))
+
+
+def _address_pattern() -> str:
+    """The texts Python's ipaddress reads as an address (before a %scope), as a regex that
+    PostgreSQL can test before it casts to inet (a cast of anything else fails the query):
+    IPv4 dotted decimal without leading zeros; IPv6 as eight hextets, or "::" standing for at
+    least one, with an optional IPv4 tail worth two (RFC 4291 2.2)."""
+    octet = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
+    v4 = f"{octet}([.]{octet}){{3}}"
+    h = "[0-9A-Fa-f]{1,4}"
+
+    def hextets(n: int) -> str:       # n hextets joined by ":"
+        return "" if n == 0 else f"({h}:){{{n - 1}}}{h}" if n > 1 else h
+    forms = [hextets(8), f"({h}:){{6}}{v4}"]
+    forms += [f"{hextets(left)}::" + (f"(({h}:){{0,{6 - left}}}{h})?" if left < 7 else "") for left in range(8)]
+    forms += [f"{hextets(left)}::({h}:){{0,{5 - left}}}{v4}" for left in range(6)]
+    return "^(" + v4 + "|" + "|".join(forms) + ")$"
+
+
+ADDRESS_PATTERN = _address_pattern()
