@@ -46,8 +46,8 @@ def test_every_dfsnm_coercion_opnum_beyond_the_root_calls_alerts():
     assert passed == [14, 15, 20, 23, 24]
 
 
-def par_plan():
-    [plan] = [xql_rules.rarity_plan(xql_rules.load_rule(p)) for p in RULES if p.stem == "par"]
+def par_plan(groups=DEFAULT_GROUPS):
+    [plan] = [xql_rules.rarity_plan(xql_rules.load_rule(p, groups)) for p in RULES if p.stem == "par"]
     return plan
 
 
@@ -159,3 +159,32 @@ def test_a_sealed_registration_to_a_declared_print_server_still_counts():
     sealed = [r for r in records if isinstance(r, RpcCallEvent) and r.action_rpc_func_opnum == 65]
     assert sealed and all(e.net_stub_sealed for e in sealed)
     assert all(counted(rprn_plan(["10.0.0.10"]), e) for e in sealed)
+
+
+@pytest.mark.parametrize("print_servers,printer,is_counted", [
+    ([], "\\\\ps1.corp.example\\p", True),                        # no name learned, nothing declared
+    (["ps1.corp.example"], "\\\\PS1.corp.example\\p", False),     # the server by its DNS name, declared
+    (["PS1"], "\\\\ps1.corp.example\\p", False),                  # ... declared by its NetBIOS name
+    (["10.0.0.20"], "\\\\10.0.0.20\\p", False),                  # another declared print server
+    (["ps1.corp.example"], "\\\\ps1.evil.example\\p", True),      # same first label, another domain
+    (["ps1.corp.example", "10.0.0.0/24"], "\\\\10.0.1.66\\p", True),   # a listener that is no print server
+])
+def test_par_printer_on_a_declared_print_server_is_not_counted(print_servers, printer, is_counted):
+    """par-tcp's unauthenticated MS-PAR open (no server name learned), its printer replaced:
+    the documented false positive of a client naming its print server by DNS name is gone
+    once the print servers are declared; other listeners count as before."""
+    records, _ = decode_capture(PCAPS / "family" / "par-tcp.pcap")
+    [event] = [r for r in records if isinstance(r, RpcCallEvent) and r.action_rpc_func_opnum == 0]
+    assert event.agent_hostname == event.agent_ip == "10.0.0.10"      # no name learned: the address stands in
+    row = event.to_dict() | {"_time": event.event_timestamp,
+                             "action_rpc_func_str_call_fields": json.dumps({"pPrinterName": printer})}
+    plan = par_plan(address_groups({"print_servers": print_servers}))
+    assert (plan.event_row(row) is not None) == is_counted
+
+
+def test_a_sealed_par_open_still_counts_with_print_servers_declared():
+    records, _ = decode_capture(PCAPS / "family" / "par-tcp-rpc-privacy.pcap")
+    sealed = [r for r in records if isinstance(r, RpcCallEvent) and r.action_rpc_func_opnum == 0]
+    assert sealed and all(e.net_stub_sealed for e in sealed)
+    plan = par_plan(address_groups({"print_servers": ["10.0.0.0/8", "ps1.corp.example"]}))
+    assert all(plan.event_row(e.to_dict() | {"_time": e.event_timestamp}) is not None for e in sealed)
