@@ -124,8 +124,9 @@ def main() -> None:
         packets = walk(str(args.capture))["packets"]
     median = {name: {key: statistics.median(r[key] for r in results) for key in ("wall", "cpu", "rss_mb")}
               | {"found": results[-1]["found"]} for name, results in runs.items()}
+    from sensor.compiled import CORE     # the sensor runs with this environment: the same core
     print(f"\n{args.capture.name}: {size / 1e6:,.1f} MB, {packets:,} packets, "
-          f"{len(attack_frames)} attack calls; median of {args.runs} runs; {machine()}; "
+          f"{len(attack_frames)} attack calls; median of {args.runs} runs; per-packet core {CORE}; {machine()}; "
           f"load average {os.getloadavg()[0]:.2f} at the end\n")
     print("| tool | MB/s (wall) | packets/s | MB/s (CPU time) | peak RSS MB | attack calls found |")
     print("|---|---:|---:|---:|---:|---:|")

@@ -9,7 +9,9 @@ Workload: the lab capture pcaps/dfscoerce-smb21.pcap repeated COPIES times, one 
 over 10 days (41 small frames and 2 DFSNM calls per copy: small SMB messages, every call an
 event the detector judges). The decode rate is the native pipeline alone; the write rates
 are Sensor.process_records (store + detector, batches of 1000 events, one transaction each)
-on the decoded events, into a new SQLite file and a new PostgreSQL database. --start-postgres
+on the decoded events, into a new SQLite file and a new PostgreSQL database; "spool" is what
+a sensor does instead while PostgreSQL is unreachable (each batch of 1000 to JSON, into the
+store's on-disk spool, sensor/store/spooled.py). --start-postgres
 runs a throwaway server as the tests do (tests/store/postgres_server.py; needs root or the
 postgresql package's initdb). Prints a Markdown table: events/s and the ratio to decoding.
 
@@ -34,7 +36,9 @@ from sensor.config import Config  # noqa: E402
 from sensor.events import RpcCallEvent  # noqa: E402
 from sensor.outputs import open_outputs  # noqa: E402
 from sensor.pipeline import Pipeline  # noqa: E402
-from sensor.sensor import Sensor  # noqa: E402
+from sensor.sensor import COMMIT_EVERY_EVENTS, Sensor  # noqa: E402
+from sensor.sinks.spool import Spool  # noqa: E402
+from sensor.store.spooled import Batch  # noqa: E402
 from workload import repeated  # noqa: E402
 
 CAPTURE = REPO / "pcaps" / "dfscoerce-smb21.pcap"
@@ -59,6 +63,16 @@ def write(db: str, events: list) -> float:
     return time.perf_counter() - started
 
 
+def spool(path: Path, events: list) -> float:
+    spooled = Spool(str(path))
+    started = time.perf_counter()
+    for start in range(0, len(events), COMMIT_EVERY_EVENTS):
+        batch = Batch(events[start:start + COMMIT_EVERY_EVENTS], [], 0)
+        spooled.push([batch.to_record()], [batch.items])
+    spooled.close()
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--copies", type=int, default=10_000)
@@ -70,7 +84,8 @@ def main() -> None:
     capture = repeated(CAPTURE, work / "small.pcap", args.copies, days=10)
     events, decode_s = decode(capture)
     rates = {"decode (native pipeline)": len(events) / decode_s,
-             "store: SQLite": len(events) / write(str(work / "s.db"), events)}
+             "store: SQLite": len(events) / write(str(work / "s.db"), events),
+             "store: spool (PostgreSQL unreachable)": len(events) / spool(work / "spool.db", events)}
     other = {}
     if args.capture:
         own, own_s = decode(args.capture)

@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 
 import click
 
+from sensor import compiled
 from sensor.config import MAX_LOOKBACK_DAYS, MAX_THRESHOLD, Config, ConfigError, load_config
 from sensor.alerts import RARITY_RULE
 from sensor.coercion.events import RULES as COERCION_RULES
@@ -271,7 +272,7 @@ def _version() -> str:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(version=_version(), prog_name="dfs-sensor")
+@click.version_option(version=f"{_version()} (per-packet core: {compiled.CORE})", prog_name="dfs-sensor")
 def main() -> None:
     """Passive DFSCoerce detector: decodes MS-DFSNM calls (NetrDfsAddStdRoot opnum 12,
     NetrDfsRemoveStdRoot opnum 13) on SMB named pipes and DCE/RPC, stores them as
@@ -303,6 +304,12 @@ def replay(captures: tuple[str, ...], engine: str, jobs: int, **options) -> None
     Alerts go to stdout as JSON lines (or --alerts); a summary goes to stderr, and a warning
     line per kind of damage a file has. Replaying a capture twice stores nothing twice and
     raises no alert twice.
+
+    With a postgresql:// --db, batches wait in a local spool while the database is
+    unreachable and the replay reads on; at the end it tries store.flush_seconds (5 s) to
+    deliver them. What is still spooled then is named in the summary ("store: N batch(es)
+    wait in the spool ..."), the exit status is 0, and the next run against the same
+    database delivers it first (its alerts are raised then).
 
     \b
     Examples:
@@ -338,7 +345,7 @@ def replay(captures: tuple[str, ...], engine: str, jobs: int, **options) -> None
               "replay it without --jobs", EXIT_USAGE)
     outputs = _open_outputs(config)
     try:
-        sensor = Sensor(config, outputs)
+        sensor = Sensor(config, outputs, notify=_warn)
     except StoreError as e:
         _fail(str(e))
     try:
@@ -464,7 +471,9 @@ def live(interfaces: tuple[str, ...], bpf: str | None, stats_interval: float, st
     """Watch network interfaces and alert as calls happen (Ctrl-C or SIGTERM stops,
     SIGHUP reopens the output files). Alerts go to stdout as JSON lines (or --alerts);
     messages and counters go to stderr. As root, give --user to drop privileges once the
-    sockets are open, or --allow-root to keep them.
+    sockets are open, or --allow-root to keep them. With a postgresql:// --db, capture goes
+    on while the database is unreachable: batches wait in a local spool (store.spool_max_bytes;
+    beyond it the oldest are dropped, counted) and are delivered in order when it is back.
 
     \b
     Examples:

@@ -19,7 +19,9 @@ config file; a file names only what it changes:
     [outputs]
     events = "/var/log/dfs-sensor/events.jsonl"   # "-" is stdout; absent: no event log
     alerts = "syslog+tls://siem.example:6514"     # or a path, "-", http(s)://, splunk+https://, elastic+https://
-    spool_dir = "/var/lib/dfs-sensor/spool"       # remote targets wait here (default: beside db)
+    spool_dir = "/var/lib/dfs-sensor/spool"       # remote targets and an unreachable PostgreSQL's
+                                                  # batches wait here (default: beside db; for a
+                                                  # postgresql:// db, in the state directory)
     spool_max_bytes = 67108864                    # per target; beyond it the oldest are dropped, counted
     spool_flush_seconds = 5.0                     # at exit, the longest to wait for a collector
     http_format = "lines"                         # plain http(s)://: "lines" (JSON lines) or "array"
@@ -33,6 +35,11 @@ config file; a file names only what it changes:
     [store]
     max_clock_skew = 86400.0 # seconds a frame may be ahead of this machine's clock and
                              # still move the retention window (see README, Robustness)
+    # PostgreSQL db only: while the database is unreachable, batches wait in a spool
+    # (outputs.spool_dir) and capture goes on (see README, Many sensors)
+    spool_max_bytes = 268435456  # beyond it the oldest batches are dropped, counted
+    retry_max_seconds = 30.0     # longest wait between two attempts to reach the database
+    flush_seconds = 5.0          # at the end of a run, how long to wait for the database
 """
 from __future__ import annotations
 
@@ -48,6 +55,9 @@ from sensor.detect.rarity import DAY_MODES, MATCH_MODES, RaritySettings
 from sensor.evidence import DEFAULT_MAX_BYTES as EVIDENCE_MAX_BYTES
 from sensor.sinks.sender import FLUSH_SECONDS
 from sensor.sinks.targets import SinkSettings
+from sensor.store import POSTGRES_SCHEMES
+from sensor.store.spooled import (DEFAULT_FLUSH_SECONDS, DEFAULT_MAX_BYTES as STORE_SPOOL_MAX_BYTES,
+                                  DEFAULT_RETRY_MAX_SECONDS, StoreSpoolSettings)
 from sensor.xql.groups import address_groups
 
 DB_ENV = "DFS_SENSOR_DB"
@@ -63,7 +73,8 @@ _FILE_KEYS: dict[str | None, dict[str, type]] = {
                 "token_file": str, "ca_file": str, "tls_verify": bool, "evidence": str,
                 "evidence_max_bytes": int, "spool_flush_seconds": float},
     "coercion": {"enabled": bool, "window": float, "known_servers": list},
-    "store": {"max_clock_skew": float},
+    "store": {"max_clock_skew": float, "spool_max_bytes": int, "retry_max_seconds": float,
+              "flush_seconds": float},
 }
 # Keys of [coercion] and [store], prefixed in the flat settings so they cannot collide with
 # other sections'.
@@ -88,8 +99,12 @@ MAX_CLOCK_SKEW = 365 * 86_400.0
 # Disk bounds of a remote target's spool and of the evidence directory: a tebibyte is more
 # than a sensor's disk holds, so a bigger number is a typo.
 MAX_SPOOL_BYTES = MAX_EVIDENCE_BYTES = 1 << 40
-# Waiting longer than this for a collector at exit outlasts any service manager's stop timeout.
+# Waiting longer than this for a collector (or the database) at exit outlasts any service
+# manager's stop timeout.
 MAX_FLUSH_SECONDS = 600.0
+# Between two attempts to reach the database: beyond an hour a sensor would notice a
+# recovered database too late.
+MAX_STORE_RETRY_SECONDS = 3600.0
 
 
 class ConfigError(ValueError):
@@ -116,6 +131,7 @@ class Config:
     allowlist: str | None = None         # suppression file (sensor/suppress.py); reloaded on SIGHUP
     evidence_max_bytes: int = EVIDENCE_MAX_BYTES
     max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW
+    store_spool: StoreSpoolSettings = field(default_factory=StoreSpoolSettings)   # PostgreSQL outages
 
 
 def default_db_path(env: Mapping[str, str]) -> str:
@@ -136,6 +152,9 @@ def load_config(path: str | None = None, flags: Mapping[str, Any] | None = None,
     if path is not None:
         values.update(_read_file(path))
     values.update({k: v for k, v in (flags or {}).items() if v is not None})
+    if "spool_dir" not in values and str(values["db"]).startswith(POSTGRES_SCHEMES):
+        # a URL has no directory to be beside: the state directory a SQLite store would use
+        values["spool_dir"] = str(Path(default_db_path(env)).parent / "spool")
     return _build(values)
 
 
@@ -218,12 +237,21 @@ def _build(values: dict[str, Any]) -> Config:
                          flush_seconds=values.get("spool_flush_seconds", FLUSH_SECONDS))
     _in_range("outputs.spool_max_bytes", sinks.spool_max_bytes, 1, MAX_SPOOL_BYTES)
     _in_range("outputs.spool_flush_seconds", sinks.flush_seconds, 0, MAX_FLUSH_SECONDS)
+    store_spool = StoreSpoolSettings(
+        directory=values.get("spool_dir") or str(Path(db).parent / "spool"),
+        max_bytes=values.get(_STORE_PREFIX + "spool_max_bytes", STORE_SPOOL_MAX_BYTES),
+        retry_max_seconds=values.get(_STORE_PREFIX + "retry_max_seconds", DEFAULT_RETRY_MAX_SECONDS),
+        flush_seconds=values.get(_STORE_PREFIX + "flush_seconds", DEFAULT_FLUSH_SECONDS))
+    _in_range("store.spool_max_bytes", store_spool.max_bytes, 1, MAX_SPOOL_BYTES)
+    _in_range("store.retry_max_seconds", store_spool.retry_max_seconds, 0, MAX_STORE_RETRY_SECONDS)
+    _in_range("store.flush_seconds", store_spool.flush_seconds, 0, MAX_FLUSH_SECONDS)
     evidence_max_bytes = values.get("evidence_max_bytes", EVIDENCE_MAX_BYTES)
     _in_range("outputs.evidence_max_bytes", evidence_max_bytes, 1, MAX_EVIDENCE_BYTES)
     return Config(db=db, detector=detector, events=values.get("events"),
                   alerts=values.get("alerts", STDOUT), coercion=coercion, max_clock_skew=skew,
                   sensor_name=sensor_name, sinks=sinks, evidence=values.get("evidence"),
-                  evidence_max_bytes=evidence_max_bytes, allowlist=values.get("allowlist"))
+                  evidence_max_bytes=evidence_max_bytes, allowlist=values.get("allowlist"),
+                  store_spool=store_spool)
 
 
 def _in_range(name: str, value: int, low: int, high: int) -> None:

@@ -36,6 +36,11 @@ def log(text: str) -> None:
     sys.stderr.flush()
 
 
+def notice(message: str) -> None:
+    """A sensor's news for the log (a store outage, a full spool): one prefixed line."""
+    log(f"dfs-sensor: {message}")
+
+
 class SyslogAlerts:
     """The alerts sink, teed to the local syslog (journald reads /dev/log under systemd)."""
 

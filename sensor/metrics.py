@@ -36,6 +36,8 @@ class Snapshot:
     spool_lines: dict[str, int] = field(default_factory=dict)              # output: lines waiting
     spool_dropped: dict[str, int] = field(default_factory=dict)            # output: dropped when full
     lost_lines: dict[str, int] = field(default_factory=dict)               # output: never written
+    store_spooled: int = 0           # PostgreSQL unreachable: batches waiting in the store's spool
+    store_spool_dropped: int = 0     # events and coercion alerts the full store spool dropped
     labels: dict[str, str] = field(default_factory=dict)                   # on every series (worker)
 
 
@@ -83,6 +85,10 @@ def render(s: Snapshot, now: float | None = None) -> str:
     out.metric("spool_dropped_total", "counter", "Oldest lines dropped from a full spool.", s.spool_dropped, "output")
     out.metric("output_lost_lines_total", "counter", "Lines an output could not write (full disk).",
                s.lost_lines, "output")
+    out.metric("store_spooled_batches", "gauge", "Batches waiting in the spool while the PostgreSQL store is "
+               "unreachable.", s.store_spooled)
+    out.metric("store_spool_dropped_total", "counter", "Events and coercion alerts dropped from the full store spool.",
+               s.store_spool_dropped)
     out.metric("resident_memory_bytes", "gauge", "Resident set size.", s.rss_bytes)
     out.metric("last_update_timestamp_seconds", "gauge", "When this file was written.",
                round(time.time() if now is None else now, 3))
@@ -139,4 +145,5 @@ def snapshot(stats: dict, counters, alerts: dict, outputs, worker: int | None = 
                             if k.startswith("suppressed.")},
         anomalies={k.removeprefix("anomaly."): n for k, n in counters.items() if k.startswith("anomaly.")},
         spool_lines=spool, spool_dropped=dropped, lost_lines=lost,
+        store_spooled=stats.get("store_spooled", 0), store_spool_dropped=stats.get("store_spool_dropped", 0),
         labels={} if worker is None else {"worker": str(worker)})

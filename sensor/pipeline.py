@@ -255,6 +255,7 @@ class Pipeline:
         if self.fast is not None:
             total["smb_fast_path_packets"] += self.fast.frames
             total["nbss_messages"] += self.fast.messages
+            total["smb2_operations"] += self.fast.operations
         total.update(self._retired)
         total.update(self.frames.stats)
         total.update(self.flows.stats)

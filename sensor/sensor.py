@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Iterable
+from typing import Callable, Iterable
 
 from sensor.alerts import AlertEnvelope, rarity_envelope
 from sensor.anomaly import Stats
 from sensor.capture.pcapfile import CaptureError
 from sensor.coercion.correlate import Correlator, CorrelatorSettings
-from sensor.coercion.events import CoercionAlert
+from sensor.coercion.events import PROBABLE, CoercionAlert
 from sensor.coercion.fingerprint import EncryptedNetdfsMatcher
 from sensor.coercion.pair_days import PairDays
 from sensor.config import Config
@@ -23,7 +23,8 @@ from sensor.events import RpcCallEvent
 from sensor.outputs import Outputs
 from sensor.pipeline import Pipeline, PipelineSettings
 from sensor.evidence import Evidence
-from sensor.store import open_store
+from sensor.store import POSTGRES_SCHEMES, open_store
+from sensor.store.spooled import Batch
 from sensor.store.sqlite import StoreError, event_row, window_end
 from sensor.suppress import AllowList
 
@@ -31,6 +32,11 @@ from sensor.suppress import AllowList
 # busy replay still pays one commit per thousand events, not per event. Events wait in
 # memory until their batch is written, so the write lock is held only while writing.
 COMMIT_EVERY_EVENTS = 1000
+# The day count the correlator is given for a (victim, listener) pair while PostgreSQL is
+# unreachable: "not known yet". Below every rare_days, so the PROBABLE alert is made; its
+# batch records and counts the pair's day when it is delivered, and drops the alert then if
+# the pair has become common (as the correlator would have).
+PAIR_DAYS_LATER = 0
 # Longest an event waits unwritten (wall clock) while more traffic keeps arriving, so
 # `dfs-sensor alerts` run during a live capture is at most this far behind.
 COMMIT_INTERVAL_SECONDS = 1.0
@@ -54,7 +60,12 @@ class Summary:
     suppressed: int = 0                 # new alerts the allow-list held back (stored, not written)
     store_lock_waits: int = 0           # batches that found another writer holding the store
     store_lock_wait_seconds: float = 0.0
-    store_reconnects: int = 0           # PostgreSQL: batches retried on a new connection
+    store_reconnects: int = 0           # PostgreSQL: attempts to open a new connection after a lost one
+    store_spooled: int = 0              # PostgreSQL: batches still in the spool at the end
+    store_spool_dropped: int = 0        # PostgreSQL: events and coercion alerts dropped from the full spool
+    store_spool_delivered: int = 0      # PostgreSQL: spooled batches written once the database was back
+    store_spool_path: str = ""
+    store_pair_days_later: int = 0      # PostgreSQL unreachable: coercion pairs judged at delivery
 
     @property
     def mb_per_s(self) -> float | None:
@@ -76,7 +87,10 @@ class Summary:
                 "mb_per_s": None if mb_per_s is None else round(mb_per_s, 2), "anomalies": dict(self.anomalies),
                 "store_lock_waits": self.store_lock_waits,
                 "store_lock_wait_seconds": round(self.store_lock_wait_seconds, 3),
-                "store_reconnects": self.store_reconnects}
+                "store_reconnects": self.store_reconnects, "store_spooled": self.store_spooled,
+                "store_spool_dropped": self.store_spool_dropped,
+                "store_spool_delivered": self.store_spool_delivered,
+                "store_pair_days_later": self.store_pair_days_later}
 
     def human(self) -> str:
         if self.packets is not None:
@@ -100,8 +114,20 @@ class Summary:
             lines.append(f"store: another writer held the lock {self.store_lock_waits:,} time(s), "
                          f"{self.store_lock_wait_seconds:.2f} s waited")
         if self.store_reconnects:
-            lines.append(f"store: the database was unreachable; reconnected after {self.store_reconnects:,} "
-                         f"attempt(s), no batch lost")
+            lines.append(f"store: {self.store_reconnects:,} attempt(s) to reconnect to the database")
+        if self.store_spool_delivered:
+            lines.append(f"store: {self.store_spool_delivered:,} batch(es) waited in the spool while the "
+                         "database was unreachable and were delivered in order")
+        if self.store_spool_dropped:
+            lines.append(f"store: the spool was full: {self.store_spool_dropped:,} event(s) and coercion "
+                         "alert(s) dropped, oldest first (never stored)")
+        if self.store_spooled:
+            lines.append(f"store: {self.store_spooled:,} batch(es) wait in the spool {self.store_spool_path} "
+                         "(the database is unreachable); the next run against this database delivers "
+                         "them first, and raises their alerts then")
+        if self.store_pair_days_later:
+            lines.append(f"store: {self.store_pair_days_later:,} probable-coercion pair(s) seen while the database "
+                         "was unreachable, judged by their day counts when their batch is delivered")
         if self.anomalies:
             lines.append("anomalies: " + ", ".join(
                 f"{name} {count:,}" for name, count in sorted(self.anomalies.items(), key=lambda i: -i[1])))
@@ -109,19 +135,33 @@ class Summary:
 
 
 class Sensor:
-    def __init__(self, config: Config, outputs: Outputs, pipeline: PipelineSettings | None = None):
+    def __init__(self, config: Config, outputs: Outputs, pipeline: PipelineSettings | None = None,
+                 notify: Callable[[str], None] | None = None):
+        """``notify`` hears the PostgreSQL store's outages (one line each way) and spool drops."""
         self.config = config
         self.outputs = outputs
         self.store = open_store(config.db)
+        # PostgreSQL: batches wait in a local spool while the database is unreachable
+        # (sensor/store/spooled.py). A SQLite store is a local file: nothing to wait for.
+        self.spool = None
+        if config.db.startswith(POSTGRES_SCHEMES):
+            from sensor.store.spooled import StoreSpool
+
+            try:
+                self.spool = StoreSpool(config.store_spool, self.store.path, notify)
+            except BaseException:
+                self.store.close()
+                raise
         self.pipeline = Pipeline(pipeline or PipelineSettings())
         self.detector = RarityDetector(config.detector, self.store)
         # What survives SMB3 encryption (issue 6): coerced back-authentication, message sizes.
         self.coercion_stages: tuple = ()
+        self.pair_days = PairDays(self.store, config.detector.lookback_days)
+        self.correlator_settings = CorrelatorSettings(window=config.coercion.window,
+                                                      known_servers=config.coercion.known_servers)
         if config.coercion.enabled:
             self.coercion_stages = (
-                Correlator(CorrelatorSettings(window=config.coercion.window,
-                                              known_servers=config.coercion.known_servers),
-                           pair_days=PairDays(self.store, config.detector.lookback_days)),
+                Correlator(self.correlator_settings, pair_days=self._while_reachable(self.pair_days)),
                 EncryptedNetdfsMatcher())
         self.evidence = None
         self._capture_paths: list[str] = []            # replay: the files read so far
@@ -194,10 +234,14 @@ class Sensor:
         for stage in self.coercion_stages:
             self._coercion_alerts(stage.close())
         self._commit()
+        if self.spool is not None:
+            self.spool.flush(self._store_batch)
         self._evidence_from_files()
         if self.evidence is not None and not self._capture_paths:
             self.evidence.close()       # live: the open windows' pcaps
         self._prune()
+        if self.spool is not None:
+            self.spool.close()
         self.store.close()
         totals = self.pipeline.stats + self.detector.stats + self.source_stats + self.stats
         if self.evidence is not None:
@@ -215,7 +259,12 @@ class Sensor:
             suppressed=self.stats["suppressed"],
             store_lock_waits=self.store.stats["lock_waits"],
             store_lock_wait_seconds=self.store.stats["lock_wait_ms"] / 1000,
-            store_reconnects=self.store.stats["reconnects"])
+            store_reconnects=self.store.stats["reconnects"],
+            store_spooled=self.spool.waiting if self.spool else 0,
+            store_spool_dropped=self.spool.dropped if self.spool else 0,
+            store_spool_delivered=self.spool.delivered if self.spool else 0,
+            store_spool_path=self.spool.path if self.spool else "",
+            store_pair_days_later=self.stats["store_pair_days_later"])
 
     def _handle(self, records: Iterable) -> None:
         for record in records:
@@ -242,7 +291,19 @@ class Sensor:
             self._oldest_pending = time.monotonic()
 
     def _write_batch(self) -> None:
-        """The pending events and coercion alerts in one short transaction: store each
+        """The pending events and coercion alerts: stored now, or (PostgreSQL unreachable)
+        spooled and stored when the database is back, in order."""
+        batch = Batch(self._pending, self._pending_coercion,
+                      int((time.time() + self.config.max_clock_skew) * 1000))
+        self._pending, self._pending_coercion = [], []
+        self._oldest_pending = 0.0
+        if self.spool is None:
+            self._store_batch(batch)
+        else:
+            self.spool.write(batch, self._store_batch)
+
+    def _store_batch(self, batch: Batch) -> None:
+        """A batch's events and coercion alerts in one short transaction: store each
         event, judge the new ones (the detector reads and writes key_days and alerts in the
         same transaction, so "count the key's days, raise at most one alert per rule, key
         and day" is atomic against other writers), store every alert's envelope once per
@@ -250,17 +311,17 @@ class Sensor:
         writes nothing twice). Event and alert lines are written before the commit: a crash
         may repeat one on the rerun, never lose one (consumers dedupe on event_id/alert_id)."""
         store = self.store
-        ahead_ms = int((time.time() + self.config.max_clock_skew) * 1000)
-        rows = [event_row(event) for event in self._pending]
+        ahead_ms = batch.ahead_ms
+        rows = [event_row(event) for event in batch.events]
         sensor_name = self.config.sensor_name
 
-        def write() -> tuple[int, int, int, list[tuple[str, bool]]]:
+        def write() -> tuple[int, int, int, list[tuple[str, bool]], int]:
             """The batch's statements and lines; run again whole if the database
             connection is lost before the commit (PostgreSQL restarting)."""
-            new_events = ahead = 0
+            new_events = ahead = common = 0
             newest = self._newest_ms
             raised: list[tuple[str, bool]] = []      # (rule id, suppressed by the allow-list)
-            for event, added in zip(self._pending, store.add_events(self._pending, rows)):
+            for event, added in zip(batch.events, store.add_events(batch.events, rows)):
                 if not added:
                     continue
                 new_events += 1
@@ -270,21 +331,30 @@ class Sensor:
                     self.outputs.events.write(event.to_json())
                 for alert in self.detector.feed(event):
                     self._raise(rarity_envelope(alert, event, sensor_name), raised)
-            for alert in self._pending_coercion:
+            for alert in batch.coercion:
+                if alert.rule == PROBABLE and alert.day_count == PAIR_DAYS_LATER:
+                    alert = self._pair_judged(alert)
+                    if alert is None:
+                        common += 1
+                        continue
                 self._raise(alert.envelope(sensor_name), raised)
-            return new_events, ahead, newest, raised
+            return new_events, ahead, newest, raised, common
 
-        new_events, ahead, newest, raised = store.run_batch(write)
+        new_events, ahead, newest, raised, common = store.run_batch(write)
         self.stats["new_events"] += new_events
+        self.stats["coercion_probable_common_pair"] += common     # judged late (PAIR_DAYS_LATER)
         self.stats["anomaly.event_time_ahead_of_clock"] += ahead
         for rule, suppressed in raised:
             counter = "suppressed" if suppressed else "alerts"
             self.stats[counter] += 1
             self.stats[f"{counter}.{rule}"] += 1
         self._newest_ms = window_end(newest, self.config.max_clock_skew)
-        self._pending.clear()
-        self._pending_coercion.clear()
-        self._oldest_pending = 0.0
+
+    def _pair_judged(self, alert: CoercionAlert) -> CoercionAlert | None:
+        """A PROBABLE alert made while the database was unreachable, in its batch's
+        transaction: the pair's day recorded and counted now; None when the pair is common."""
+        day_count = self.pair_days(alert.victim_ip, alert.listener_ip, alert.ts)
+        return None if day_count >= self.correlator_settings.rare_days else replace(alert, day_count=day_count)
 
     def _raise(self, alert: AlertEnvelope, raised: list[tuple[str, bool]]) -> None:
         """Store the envelope (inside the batch's transaction); write it out the first time
@@ -320,6 +390,8 @@ class Sensor:
             self._commit()
 
     def _commit(self) -> None:
+        if self.spool is not None and self.spool.waiting:
+            self.spool.deliver(self._store_batch)       # the older batches first
         if self._oldest_pending:
             self._write_batch()
         if self._newest_ms // MS_PER_DAY != self._pruned_day:
@@ -329,5 +401,23 @@ class Sensor:
         """Forget what fell out of the window (it ends at ``window_end``: capture time,
         bounded by this machine's clock)."""
         if self._newest_ms:
-            self.store.prune(self._newest_ms - self.config.detector.lookback_days * MS_PER_DAY)
+            before_ms = self._newest_ms - self.config.detector.lookback_days * MS_PER_DAY
+            if self.spool is None:
+                self.store.prune(before_ms)
+            elif self.spool.waiting or self.spool.attempt(lambda: self.store.prune(before_ms), None) is None:
+                return               # the database is unreachable: prune once it is back
             self._pruned_day = self._newest_ms // MS_PER_DAY
+
+    def _while_reachable(self, pair_days: PairDays) -> Callable[[str, str, float], int]:
+        """The correlator's pair days from the store; while PostgreSQL is unreachable,
+        PAIR_DAYS_LATER (counted): the alert's batch judges the pair when it is delivered."""
+        if self.spool is None:
+            return pair_days
+
+        def days(victim: str, listener: str, ts: float) -> int:
+            count = self.spool.attempt(lambda: pair_days(victim, listener, ts), None)
+            if count is None:
+                self.stats["store_pair_days_later"] += 1
+                return PAIR_DAYS_LATER
+            return count
+        return days

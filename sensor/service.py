@@ -38,7 +38,7 @@ from sensor.coercion import forward
 from sensor.coercion.correlate import Correlator
 from sensor.config import Config
 from sensor.daemon import (EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PrivilegeError, Signals, SyslogAlerts, drop_privileges,
-                           give_outputs_to, log, refuse_root)
+                           give_outputs_to, log, notice, refuse_root)
 from sensor.outputs import Outputs
 from sensor.pipeline import PipelineSettings
 from sensor.sensor import Sensor
@@ -73,6 +73,10 @@ def stats_record(capture: LiveCapture, sensor: Sensor) -> dict:
         "alerts": sensor.stats["alerts"],
         "anomalies": anomalies,
         "store_lock_waits": sensor.store.stats["lock_waits"],
+        # PostgreSQL: batches waiting in the spool while the database is unreachable, and
+        # events and coercion alerts the full spool dropped
+        "store_spooled": sensor.spool.waiting if sensor.spool else 0,
+        "store_spool_dropped": sensor.spool.dropped if sensor.spool else 0,
         "rss_bytes": rss_bytes(),
     }
 
@@ -80,9 +84,12 @@ def stats_record(capture: LiveCapture, sensor: Sensor) -> dict:
 def format_stats(record: dict, as_json: bool) -> str:
     if as_json:
         return json_line(record)
+    spool = ""
+    if record.get("store_spooled") or record.get("store_spool_dropped"):
+        spool = " store_spooled {store_spooled:,} store_spool_dropped {store_spool_dropped:,}".format(**record)
     return ("dfs-sensor stats: packets {packets:,} kernel_drops {kernel_drops:,} flows {flows:,} "
             "events {events:,} alerts {alerts:,} anomalies {anomalies:,} rss {rss_mb:.1f} MB"
-            .format(rss_mb=record["rss_bytes"] / 1e6, **record))
+            .format(rss_mb=record["rss_bytes"] / 1e6, **record)) + spool
 
 
 def _supervised(capture: LiveCapture, signals: Signals, outputs: Outputs, on_interval,
@@ -239,7 +246,7 @@ class _CorrelatorHost:
 
     def __init__(self, config: Config, outputs: Outputs, ends: list[socket.socket],
                  evidence_ends: list[socket.socket]) -> None:
-        self.sensor = Sensor(config, outputs)
+        self.sensor = Sensor(config, outputs, notify=notice)
         if self.sensor.evidence is not None:
             self.sensor.evidence.ask_workers(evidence_ends)
         # Only the correlator: the size fingerprint reads one flow and stays in the workers.
@@ -292,7 +299,7 @@ def _serve(config: Config, outputs: Outputs, capture: LiveCapture, worker: int |
     signals = Signals()
     signals.install()
     try:
-        sensor = Sensor(config, outputs, PipelineSettings(memory_share=workers))
+        sensor = Sensor(config, outputs, PipelineSettings(memory_share=workers), notice)
     except StoreError as e:
         capture.close()
         log(f"dfs-sensor: error: {e}")

@@ -51,6 +51,9 @@ def test_precedence_flags_over_file_over_env(tmp_path):
     ("[address_groups]\nprint_servers = \"10.0.0.10\"\n", "address_groups.print_servers must be a list"),
     ("[address_groups]\n\"print servers\" = []\n", "'print servers' is not a group name"),
     ("address_groups = [\"10.0.0.10\"]\n", "address_groups must be a table"),
+    ("[store]\nspool_max_bytes = 0\n", "store.spool_max_bytes must be 1 to"),
+    ("[store]\nretry_max_seconds = -1\n", "store.retry_max_seconds must be 0 to 3600.0, not -1.0"),
+    ("[store]\nflush_seconds = nan\n", "store.flush_seconds must be 0 to 600.0, not nan"),
 ])
 def test_bad_files_are_clear_errors(tmp_path, text, message):
     file = tmp_path / "c.toml"
@@ -80,3 +83,19 @@ def test_address_groups_from_the_file_over_the_empty_defaults(tmp_path):
                     'dns_servers = ["2001:db8::53"]\n')
     assert dict(load_config(str(file), env={"HOME": "/h"}).detector.groups) == {
         "print_servers": ("10.0.0.10", "ps1.corp.example", "10.1.0.0/24"), "dns_servers": ("2001:db8::53",)}
+
+
+def test_the_postgresql_spool_sits_in_the_state_directory_or_spool_dir(tmp_path):
+    """A SQLite db's spools are beside it; a URL has no directory, so the state directory's
+    "spool" holds the remote targets' and the store's spools (outputs.spool_dir overrides)."""
+    url = "postgresql://sensor@db.example/dfs"
+    env = {"HOME": "/h", "STATE_DIRECTORY": "/var/lib/dfs-sensor"}
+    fleet = load_config(flags={"db": url}, env=env)
+    assert fleet.store_spool.directory == fleet.sinks.spool_dir == "/var/lib/dfs-sensor/spool"
+    assert load_config(flags={"db": "/data/s.db"}, env=env).store_spool.directory == "/data/spool"
+    file = tmp_path / "c.toml"
+    file.write_text('[outputs]\nspool_dir = "/srv/spool"\n[store]\nspool_max_bytes = 1000\n'
+                    'retry_max_seconds = 2\nflush_seconds = 0\n')
+    spool = load_config(str(file), {"db": url}, env=env).store_spool
+    assert (spool.directory, spool.max_bytes, spool.retry_max_seconds, spool.flush_seconds) == \
+        ("/srv/spool", 1000, 2.0, 0.0)

@@ -32,6 +32,7 @@ HALF_SEQ_SPACE = 1 << 31
 # Frame layout read by ``admit``: Ethernet type, IPv4 ver/ihl, total length, flags/fragment
 # offset, protocol; TCP seq, ack, data offset, flags.
 FRAME_HEADERS = struct.Struct("!12xHBxH2xHxB14xIIBB")
+unpack_frame_headers = FRAME_HEADERS.unpack_from     # bound once: one lookup less per frame
 KEY_START, KEY_END = 26, 38          # IPv4 source, destination, TCP source, destination port
 MIN_FRAME = 54                        # Ethernet 14 + IPv4 20 + TCP 20
 PORTS = struct.Struct("!HH")
@@ -81,7 +82,7 @@ class BulkLane:
         entry = self.entries.get(data[KEY_START:KEY_END])
         if entry is None or ts >= self.until or len(data) < MIN_FRAME:
             return False
-        ethertype, ver_ihl, total, frag, proto, seq, ack, offset, flags = FRAME_HEADERS.unpack_from(data)
+        ethertype, ver_ihl, total, frag, proto, seq, ack, offset, flags = unpack_frame_headers(data)
         if (ethertype != ETHERTYPE_IPV4 or ver_ihl != IPV4_NO_OPTIONS or proto != IPPROTO_TCP
                 or frag & 0x3FFF or flags & CONTROL_FLAGS != ACK or seq != entry.seq
                 or (entry.peer.seq - ack) & SEQ_MASK >= HALF_SEQ_SPACE

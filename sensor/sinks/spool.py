@@ -1,5 +1,7 @@
-"""The on-disk spool between the sensor and a remote collector: a SQLite file of lines in
-arrival order, bounded in bytes.
+"""The on-disk spool between the sensor and a remote collector (or an unreachable PostgreSQL
+store, sensor/store/spooled.py): a SQLite file of text records in arrival order, bounded in
+bytes. A record holds ``items`` things (a sink's line is one alert or event; a store batch
+holds many), so what a full spool drops is counted in the things the user cares about.
 
 Lines are deleted only once the collector took them (at-least-once delivery: a line sent
 just before a crash or a lost acknowledgement is sent again; receivers dedupe on alert_id
@@ -29,14 +31,19 @@ class Spool:
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute("PRAGMA synchronous = NORMAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS spool (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
-                        "bytes INTEGER NOT NULL, line TEXT NOT NULL)")
+                        "bytes INTEGER NOT NULL, line TEXT NOT NULL, items INTEGER NOT NULL DEFAULT 1)")
+        if "items" not in {row[1] for row in self.db.execute("PRAGMA table_info(spool)")}:
+            # a spool written before records had a count: each of its lines is one item
+            self.db.execute("ALTER TABLE spool ADD COLUMN items INTEGER NOT NULL DEFAULT 1")
 
-    def push(self, lines: list[str]) -> int:
-        """Append ``lines``; drop the oldest beyond the bound. Returns how many were dropped."""
+    def push(self, lines: list[str], items: list[int] | None = None) -> int:
+        """Append ``lines`` (``items``: what each holds, default one); drop the oldest beyond
+        the bound. Returns how many items were dropped."""
+        counts = items or [1] * len(lines)
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            self.db.executemany("INSERT INTO spool (bytes, line) VALUES (?, ?)",
-                                ((len(line.encode("utf-8")), line) for line in lines))
+            self.db.executemany("INSERT INTO spool (bytes, line, items) VALUES (?, ?, ?)",
+                                ((len(line.encode("utf-8")), line, n) for line, n in zip(lines, counts)))
             dropped = self._trim()
         except BaseException:
             self.db.execute("ROLLBACK")
@@ -53,7 +60,9 @@ class Spool:
         cutoff = self.db.execute(
             "SELECT seq FROM (SELECT seq, sum(bytes) OVER (ORDER BY seq DESC) AS kept FROM spool) "
             "WHERE kept > ? ORDER BY seq DESC LIMIT 1", (self.max_bytes,)).fetchone()[0]
-        return self.db.execute("DELETE FROM spool WHERE seq <= ?", (cutoff,)).rowcount
+        dropped = self.db.execute("SELECT sum(items) FROM spool WHERE seq <= ?", (cutoff,)).fetchone()[0]
+        self.db.execute("DELETE FROM spool WHERE seq <= ?", (cutoff,))
+        return dropped
 
     def peek(self, limit: int) -> list[tuple[int, str]]:
         """The oldest ``limit`` lines as (seq, line)."""

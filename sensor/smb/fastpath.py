@@ -21,8 +21,8 @@ path, from the same state):
   slow path's routing would hand it on.
 
 Records and counters are identical with and without it (tests/smb/test_fastpath.py, on every
-capture). The NetBIOS message count is kept here as an int and folded into the pipeline's
-counters when they are read.
+capture). The NetBIOS message and triaged SMB2 operation counts are kept here as ints and
+folded into the pipeline's counters when they are read.
 """
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ from typing import Hashable
 
 from sensor.net.flows import Flow, FlowTable
 # The frame layout and TCP flags the bulk lane reads: this path reads the same fields.
-from sensor.net.lane import (ACK, CONTROL_FLAGS, ETHERTYPE_IPV4, FRAME_HEADERS, HALF_SEQ_SPACE, IPPROTO_TCP,
-                             IPV4_NO_OPTIONS, KEY_END, KEY_START, MIN_FRAME, PORTS, SEQ_MASK, BulkLane)
+from sensor.net.lane import (ACK, CONTROL_FLAGS, ETHERTYPE_IPV4, HALF_SEQ_SPACE, IPPROTO_TCP, IPV4_NO_OPTIONS,
+                             KEY_END, KEY_START, MIN_FRAME, PORTS, SEQ_MASK, BulkLane, unpack_frame_headers)
 from sensor.net.tcp import MAX_WINDOW
 from sensor.smb.connection import SMB2, SmbConnection
 from sensor.smb.netbios import MAGICS, MIN_MESSAGE, SESSION_MESSAGE, WHOLE_MESSAGE_LIMIT
@@ -66,6 +66,7 @@ class SmbFastPath:
         self.framed = False             # ... and the NetBIOS stage framed them (the pipeline resets it)
         self.frames = 0                 # frames taken
         self.messages = 0               # NetBIOS session messages framed here (nbss_messages)
+        self.operations = 0             # SMB2 operations the header triage did (smb2_operations)
 
     def arm(self, flow: Flow | None, conn: SmbConnection, owner: Hashable) -> None:
         """Follow a started SMB flow (IPv4 only: its frames are matched by their raw addresses)."""
@@ -84,15 +85,15 @@ class SmbFastPath:
             if self.entries.get(entry.key) is entry:
                 del self.entries[entry.key]
 
-    def take(self, ts: float, data, frame: int):
+    def take(self, ts: float, frame_data, frame: int):
         """One Ethernet frame: None if it must go the slow path, else the SMB events of the
         messages it completed (their flow state is ``self.owner``)."""
-        if type(data) is not bytes:
-            data = bytes(data)          # a live ring's view: dict keys and messages want bytes
+        # a live ring's view is copied: dict keys and messages want bytes
+        data = frame_data if type(frame_data) is bytes else bytes(frame_data)
         entry = self.entries.get(data[KEY_START:KEY_END])
         if entry is None or len(data) < MIN_FRAME:
             return None
-        ethertype, ver_ihl, total, frag, proto, seq, ack, offset, flags = FRAME_HEADERS.unpack_from(data)
+        ethertype, ver_ihl, total, frag, proto, seq, ack, offset, flags = unpack_frame_headers(data)
         if (ethertype != ETHERTYPE_IPV4 or ver_ihl != IPV4_NO_OPTIONS or proto != IPPROTO_TCP
                 or frag & 0x3FFF or flags & CONTROL_FLAGS != ACK or total > len(data) - _IP_START):
             return None
@@ -168,13 +169,16 @@ class SmbFastPath:
             if data[at + 4] == SMB2:
                 events = smb2.quick(ts, frame, data, at + 4, length)
                 if events is not None:
+                    self.operations += 1
                     return events
             return conn.message(from_client, ts, frame, data[at + 4:end], length, False)
         events = []
         while at < end:
             length = (data[at + 1] << 16) | (data[at + 2] << 8) | data[at + 3]
             self.messages += 1
-            if data[at + 4] != SMB2 or smb2.quick(ts, frame, data, at + 4, length) is None:
+            if data[at + 4] == SMB2 and smb2.quick(ts, frame, data, at + 4, length) is not None:
+                self.operations += 1
+            else:
                 events += conn.message(from_client, ts, frame, data[at + 4:at + 4 + length], length, False)
             at += 4 + length
         return events

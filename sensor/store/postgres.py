@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import logging
 import re
-import time
+import threading
+from concurrent.futures import Future
 from typing import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict
 
 from sensor.anomaly import Stats
 from sensor.events import RpcCallEvent
@@ -32,12 +34,16 @@ from sensor.xql.dialects import POSTGRESQL
 WRITE_LOCK_KEY = int.from_bytes(b"dfsstore", "big") & 0x7FFF_FFFF_FFFF_FFFF
 # A reader or writer gives up connecting after this long (an unreachable host).
 CONNECT_TIMEOUT_SECONDS = 10
-# A batch whose connection is lost (the server restarting, a failover) is retried on a new
-# connection for this long, waiting from RECONNECT_FIRST_SECONDS doubling to the cap; then
-# the run ends with one line (there is no on-disk spool yet).
-RECONNECT_LIMIT_SECONDS = 120.0
-RECONNECT_FIRST_SECONDS = 0.1
-RECONNECT_MAX_SECONDS = 5.0
+# A new connection after a lost one is opened by a thread of its own; a writer waits this
+# long for it (a restarted server answers well within it), then goes on (the sensor spools
+# its batch): an unreachable host's CONNECT_TIMEOUT_SECONDS is the thread's wait, never the
+# capture's.
+RECONNECT_WAIT_SECONDS = 0.5
+# libpq keepalive and TCP_USER_TIMEOUT settings (unless the URL sets its own): a server that
+# vanishes without a reset (a network partition) is found lost within about 20 s instead of
+# the kernel's 15 minutes of retransmissions, so a batch in flight then does not hang on.
+TCP_DEFAULTS = {"tcp_user_timeout": "10000", "keepalives_idle": "10", "keepalives_interval": "5",
+                "keepalives_count": "2"}
 
 
 # Events per multi-row INSERT: 16 parameters each, well under the protocol's 65,535.
@@ -82,19 +88,46 @@ class _Connection:
         self.url = url
         self.name = redacted(url)
         self.readonly = readonly
+        self._reconnecting: Future | None = None
+        try:
+            given = conninfo_to_dict(url)
+        except psycopg.Error as e:
+            raise StoreError(f"{self.name}: cannot connect: {_first_line(e)}") from None
+        self.options = {k: v for k, v in TCP_DEFAULTS.items() if k not in given}
         self.conn = self._connect(StoreError)
 
     def _connect(self, error: type[StoreError]) -> psycopg.Connection:
         try:
-            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                                   **self.options)
         except psycopg.Error as e:
             raise error(f"{self.name}: cannot connect: {_first_line(e)}") from None
         conn.read_only = self.readonly
         return conn
 
     def reconnect(self) -> None:
+        """A new connection in place of the lost one, opened in the background: when it is
+        not there within RECONNECT_WAIT_SECONDS, StoreUnavailable (the next call collects it)."""
+        if self._reconnecting is None:
+            self._reconnecting = Future()
+            threading.Thread(target=self._connect_into, args=(self._reconnecting,), name="store reconnect",
+                             daemon=True).start()
+        try:
+            conn = self._reconnecting.result(timeout=RECONNECT_WAIT_SECONDS)
+        except TimeoutError:
+            raise StoreUnavailable(f"{self.name}: cannot connect: no answer yet (connecting in the "
+                                   "background)") from None
+        finally:
+            if self._reconnecting.done():
+                self._reconnecting = None
         self.conn.close()
-        self.conn = self._connect(StoreUnavailable)
+        self.conn = conn
+
+    def _connect_into(self, future: Future) -> None:
+        try:
+            future.set_result(self._connect(StoreUnavailable))
+        except StoreUnavailable as e:
+            future.set_exception(e)
 
     def execute(self, sql: str, args: tuple | list = ()):
         try:
@@ -109,6 +142,8 @@ class _Connection:
 
     def close(self) -> None:
         self.conn.close()
+        if self._reconnecting is not None:      # a connection it opens after this is closed at once
+            self._reconnecting.add_done_callback(lambda f: f.exception() is None and f.result().close())
 
 
 def _first_line(error: Exception) -> str:
@@ -165,26 +200,18 @@ class PostgresStore(Store):
         return tuple(_postgres_statement(statement) for statement in step)
 
     def run_batch(self, write: Callable[[], T]) -> T:
-        """``write()`` in one transaction, run again whole on a new connection while the
-        database is unreachable (counted in ``stats``), up to RECONNECT_LIMIT_SECONDS."""
-        delay, waited = RECONNECT_FIRST_SECONDS, 0.0
-        while True:
+        """``write()`` in one transaction; when the connection was lost (the server restarted
+        since the last batch, a failover), once more whole on a new connection (counted in
+        ``stats``). StoreUnavailable when that fails too: the sensor spools the batch and
+        retries later (sensor/store/spooled.py); it waits here at most RECONNECT_WAIT_SECONDS."""
+        if not self.db.conn.broken and not self.db.conn.closed:
             try:
                 return self._pipelined(write)
-            except StoreUnavailable as e:
-                if waited >= RECONNECT_LIMIT_SECONDS:
-                    raise StoreUnavailable(f"{e} (unreachable for {waited:.0f} s; this batch was not "
-                                           f"stored)") from None
-            while waited < RECONNECT_LIMIT_SECONDS:
-                time.sleep(delay)
-                waited += delay
-                delay = min(delay * 2, RECONNECT_MAX_SECONDS)
-                self.stats["reconnects"] += 1
-                try:
-                    self.db.reconnect()
-                    break
-                except StoreUnavailable:
-                    continue
+            except StoreUnavailable:
+                pass
+        self.stats["reconnects"] += 1
+        self.db.reconnect()
+        return self._pipelined(write)
 
     def _pipelined(self, write: Callable[[], T]) -> T:
         """One transaction in libpq's pipeline mode: statements whose result the batch does

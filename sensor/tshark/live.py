@@ -30,7 +30,7 @@ from pyshark.tshark.tshark import get_process_path
 
 from sensor.capture.live import DEFAULT_BPF, TICK_SECONDS, CaptureError, compile_bpf
 from sensor.config import Config
-from sensor.daemon import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PrivilegeError, Signals, SyslogAlerts, log, refuse_root
+from sensor.daemon import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PrivilegeError, Signals, SyslogAlerts, log, notice, refuse_root
 from sensor.outputs import Outputs
 from sensor import metrics
 from sensor.sensor import Sensor
@@ -145,7 +145,7 @@ def run_live_tshark(config: Config, outputs: Outputs, interfaces: list[str], bpf
     if syslog:
         outputs.alerts = SyslogAlerts(outputs.alerts)
     try:
-        sensor = Sensor(config, outputs)
+        sensor = Sensor(config, outputs, notify=notice)
     except StoreError as e:
         log(f"dfs-sensor: error: {e}")
         return EXIT_FAILURE
@@ -197,8 +197,7 @@ def run_live_tshark(config: Config, outputs: Outputs, interfaces: list[str], bpf
     stopping = False
     try:
         for batch in _batches(records):
-            if batch:
-                sensor.process_records(batch)
+            sensor.process_records(batch or ())   # None when idle: commits, and retries a spooled store
             if signals.stop and not stopping:
                 stopping = True
                 capture.stop()

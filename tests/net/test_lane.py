@@ -1,5 +1,6 @@
 """The bulk lane and the SMB fast path change nothing but speed: the same records and counters
-with both and with neither (the fast path alone: tests/smb/test_fastpath.py).
+with both and with neither (the fast path alone: tests/smb/test_fastpath.py). Nor does the
+compiled core (sensor/compiled.py): the same records and counters as the pure-Python modules.
 
 Checked on every capture in pcaps/ and the public corpus, on the large lab capture (slow),
 and on real attack flows with 256 KiB SMB2 WRITE/READ transfers put in front of the attack and
@@ -9,18 +10,22 @@ lost segments with and without an acknowledgement past them, VLAN-tagged copies,
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sensor import compiled
 from sensor.capture.pcapfile import CaptureError, open_capture
 from sensor.net.frames import LINKTYPE_ETHERNET
 from sensor.pipeline import Pipeline, PipelineSettings
-from tests.conftest import CORPUS, PCAPS, corpus_captures, decode_capture
+from tests.conftest import CORPUS, PCAPS, ROOT, corpus_captures, decode_capture
 from tests.robustness.recut import ACK, FIN, SEQ_SPACE, Segment, event_facts, extract_flows, frame, turn_offsets
 from tests.robustness.test_tcp_recut import recut_turn
 from tests.smb.conftest import nbss
@@ -67,14 +72,59 @@ def decode_readable(path: Path, pipeline_settings: PipelineSettings):
     return records, pipe.stats
 
 
-@pytest.mark.parametrize("path", sorted(PCAPS.glob("*.pcap*")), ids=lambda p: p.name)
+def decode_pure(paths: list[Path]) -> list[tuple[list, object]]:
+    """``decode_readable`` of each capture (lane and fast path on) by the pure-Python modules:
+    in a child process, since a process imports one core or the other (sensor/compiled.py)."""
+    script = ("import pickle, sys\nfrom pathlib import Path\nfrom sensor.pipeline import PipelineSettings\n"
+              "from tests.net.test_lane import decode_readable\n"
+              "sys.stdout.buffer.write(pickle.dumps([decode_readable(Path(p), PipelineSettings()) "
+              "for p in sys.argv[1:]]))")
+    out = subprocess.run([sys.executable, "-c", script, *map(str, paths)], cwd=ROOT, check=True,
+                         env=dict(os.environ, DFS_SENSOR_PURE="1"), capture_output=True).stdout
+    return pickle.loads(out)
+
+
+def needs_compiled_core() -> None:
+    if not compiled.COMPILED:
+        pytest.skip(f"this process runs the {compiled.CORE} core: compiled vs pure would compare the pure "
+                    "path with itself (tests/test_compiled.py fails CI if the core is not built there)")
+
+
+LAB = sorted(PCAPS.glob("*.pcap*"))
+CORPUS_CAPTURES = corpus_captures(".pcap", ".pcapng", ".cap")
+
+
+@pytest.fixture(scope="module")
+def pure_lab():
+    """Every lab capture decoded by the pure-Python core, once (one child process)."""
+    needs_compiled_core()
+    return dict(zip(LAB, decode_pure(LAB)))
+
+
+@pytest.fixture(scope="module")
+def pure_corpus():
+    needs_compiled_core()
+    return dict(zip(CORPUS_CAPTURES, decode_pure(CORPUS_CAPTURES)))
+
+
+@pytest.mark.parametrize("path", LAB, ids=lambda p: p.name)
 def test_every_lab_capture_gives_the_same_records_and_counters(path):
     assert_same(lambda s: decode_readable(path, s))
 
 
-@pytest.mark.parametrize("path", corpus_captures(".pcap", ".pcapng", ".cap"), ids=lambda p: str(p.relative_to(CORPUS)))
+@pytest.mark.parametrize("path", LAB, ids=lambda p: p.name)
+def test_every_lab_capture_gives_the_same_records_and_counters_compiled_and_pure(path, pure_lab):
+    assert decode_readable(path, PipelineSettings()) == pure_lab[path]
+
+
+@pytest.mark.parametrize("path", CORPUS_CAPTURES, ids=lambda p: str(p.relative_to(CORPUS)))
 def test_every_corpus_capture_gives_the_same_records_and_counters(corpus, path):
     assert_same(lambda s: decode_readable(path, s))
+
+
+@pytest.mark.parametrize("path", CORPUS_CAPTURES, ids=lambda p: str(p.relative_to(CORPUS)))
+def test_every_corpus_capture_gives_the_same_records_and_counters_compiled_and_pure(corpus, path, pure_corpus):
+    assert decode_readable(path, PipelineSettings()) == pure_corpus[path]
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """The SMB fast path (sensor/smb/fastpath.py) and its SMB2 header triage change nothing but speed:
 the same records and counters with them and without, on every shipped capture (the coercion
-family's too), on the small-message lab workload (slow), on real attack flows re-cut at the TCP
+family's too), on the small-message lab workload (slow; there also compiled core vs pure Python,
+sensor/compiled.py), on real attack flows re-cut at the TCP
 layer, on flows the flow memory budget evicts, and on a
 script of the cases the triage must leave to the full parser (pipe adoption by a DCE/RPC
 write, pipe closes and reads, a tree reconnected as IPC$, malformed and unmatched messages).
@@ -17,12 +18,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sensor import compiled
 from sensor.events import RpcCallEvent
 from sensor.net.frames import LINKTYPE_ETHERNET
 from sensor.pipeline import Pipeline, PipelineSettings
 from sensor.smb.events import KerberosAuthentication, NtlmAuthentication
 from tests.conftest import PCAPS
-from tests.net.test_lane import ATTACKS, KNOBS, bulk_frames, decode_readable, run_frames
+from tests.net.test_lane import ATTACKS, KNOBS, bulk_frames, decode_pure, decode_readable, run_frames
 from tests.robustness.recut import extract_flows
 from tests.robustness.test_flow_memory import feed_flows
 from tests.smb.conftest import FLOW, nbss
@@ -115,6 +117,9 @@ def test_small_message_workload_same_and_almost_all_on_the_fast_path():
     for call in manifest["calls"]:
         if call["decodable"]:
             assert (call["frame"], call["opnum"]) in calls
+    # The compiled core (when built) gives the pure-Python modules' records and counters.
+    if compiled.COMPILED:
+        assert decode_readable(path, PipelineSettings()) == decode_pure([path])[0]
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -313,27 +313,6 @@ def test_an_older_fleet_schema_is_migrated_by_its_owner_not_by_a_sensor(postgres
                 conn.execute(f"DROP ROLE {role}")
 
 
-@pytest.mark.slow
-def test_postgres_stopped_for_10_s_mid_replay_loses_nothing(postgres, tmp_path):
-    capture = repeated(PCAPS / "dfscoerce-smb21.pcap", tmp_path / "days.pcap", 3000, days=4)
-    clean = postgres.create_database("outage_clean")
-    finished(replay(clean, capture))
-    url = postgres.create_database("outage")
-    proc = replay(url, capture)
-    stored = wait_until_stored(url, proc)
-    postgres.pause()
-    try:
-        time.sleep(10)
-        assert proc.poll() is None, "the replay ended while the database was down"
-    finally:
-        postgres.resume()
-    summary = finished(proc)
-    assert "store: the database was unreachable; reconnected after" in summary
-    after = contents(url)
-    assert 0 < stored < len(after["events"]), "the outage did not land mid-replay"
-    assert after == contents(clean)
-
-
 def test_an_event_twice_in_one_batch_is_new_once(pg_url):
     from rarity_events import rpc_event, ts_of
     from sensor.store.sqlite import event_row

@@ -1,0 +1,36 @@
+# Cython declarations for fastpath.py (the compiled core, sensor/compiled.py).
+cimport cython
+from sensor.net.flows cimport Flow, FlowTable
+from sensor.net.lane cimport BulkLane
+from sensor.net.tcp cimport TcpDirection
+from sensor.smb.netbios cimport NbssStream
+from sensor.smb.smb2 cimport Smb2Protocol
+
+cdef class _Direction:
+    cdef public Flow flow
+    cdef public TcpDirection tcp
+    cdef public TcpDirection peer
+    cdef public NbssStream stream
+    cdef public object conn            # SmbConnection: a Python class (sensor/compiled.py)
+    cdef public bint from_client
+    cdef public object owner
+    cdef public bytes key
+
+cdef class SmbFastPath:
+    cdef public FlowTable flows
+    cdef public BulkLane lane
+    cdef public dict entries
+    cdef public dict _owners
+    cdef public object owner
+    cdef public bint framed
+    cdef public Py_ssize_t frames
+    cdef public Py_ssize_t messages
+    cdef public Py_ssize_t operations
+
+    @cython.locals(entry=_Direction, flow=Flow, lane=BulkLane, this=TcpDirection, peer=TcpDirection,
+                   stream=NbssStream, smb2=Smb2Protocol,
+                   ethertype=Py_ssize_t, ver_ihl=Py_ssize_t, total=Py_ssize_t, frag=Py_ssize_t,
+                   proto=Py_ssize_t, seq=Py_ssize_t, ack=Py_ssize_t, offset=Py_ssize_t, flags=Py_ssize_t,
+                   start=Py_ssize_t, end=Py_ssize_t, size=Py_ssize_t, at=Py_ssize_t, length=Py_ssize_t,
+                   whole=bint, from_client=bint, data=bytes)
+    cpdef take(self, ts, frame_data, frame)

@@ -1,0 +1,14 @@
+# Cython declarations for netbios.py (the compiled core, sensor/compiled.py).
+cdef class NbssStream:
+    cdef public object _wants_whole
+    cdef public object stats
+    cdef public object _budget
+    cdef public bint _over_budget
+    cdef public bytearray _buf
+    cdef public object _length
+    cdef public object _whole
+    cdef public Py_ssize_t _skip
+    cdef public bint _hunting
+    cdef public bytes _tail
+    cdef public Py_ssize_t _hunted
+    cdef public bint _dead

@@ -1,0 +1,8 @@
+# Cython declarations for protocol.py (the compiled core, sensor/compiled.py).
+cdef class SmbProtocolState:
+    cdef public object flow
+    cdef public object stats
+    cdef public object sessions
+    cdef public object pipes
+    cdef public dict _pending
+    cdef public dict _trees
