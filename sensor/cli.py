@@ -553,7 +553,7 @@ def hunt_command(db, config_file, xql_file, until, lookback_days, threshold, day
     config = _reader_config(db, config_file, lookback_days=lookback_days, threshold=threshold,
                             day_mode=day_mode, match=match)
     if xql_file is not None:
-        rule = with_threshold(_query_rule(xql_file, day_mode), threshold)
+        rule = with_threshold(_query_rule(xql_file, day_mode, config.detector.groups), threshold)
         with _reading(config.db) as store:
             try:
                 records = run_rule(store, rule, until, config.detector.lookback_days)
@@ -569,7 +569,7 @@ def hunt_command(db, config_file, xql_file, until, lookback_days, threshold, day
                                   "dfs_relay_server", "dfs_root_share", "actor_type", "agent_id"])
 
 
-def _query_rule(path: str, day_mode: str | None):
+def _query_rule(path: str, day_mode: str | None, groups):
     """The --xql query as a rule (its header, if any, is optional); exit 2 on a bad query."""
     name = "<stdin>" if path == "-" else path
     try:
@@ -577,7 +577,7 @@ def _query_rule(path: str, day_mode: str | None):
     except (OSError, UnicodeDecodeError) as e:
         _fail(f"{path}: {getattr(e, 'strerror', None) or e}")
     try:
-        rule = parse_rule(text, name, require_id=False)
+        rule = parse_rule(text, name, require_id=False, groups=groups)
     except RuleError as e:
         _fail(str(e), EXIT_USAGE)
     return with_day_mode(rule, day_mode) if day_mode is not None else rule

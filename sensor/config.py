@@ -30,6 +30,8 @@ config file; a file names only what it changes:
     tls_verify = true
     evidence = "/var/lib/dfs-sensor/evidence"     # a pcap per alert (--evidence)
     evidence_max_bytes = 268435456                # the directory's bound; the oldest go first
+    [address_groups]         # hosts by role, for the rules' `in $name` (README, "Address groups")
+    print_servers = ["10.0.0.10", "ps1.corp.example", "10.1.0.0/24"]   # addresses, CIDR, names
     [store]
     max_clock_skew = 86400.0 # seconds a frame may be ahead of this machine's clock and
                              # still move the retention window (see README, Robustness)
@@ -56,6 +58,7 @@ from sensor.sinks.targets import SinkSettings
 from sensor.store import POSTGRES_SCHEMES
 from sensor.store.spooled import (DEFAULT_FLUSH_SECONDS, DEFAULT_MAX_BYTES as STORE_SPOOL_MAX_BYTES,
                                   DEFAULT_RETRY_MAX_SECONDS, StoreSpoolSettings)
+from sensor.xql.groups import address_groups
 
 DB_ENV = "DFS_SENSOR_DB"
 DB_FILE_NAME = "sensor.db"
@@ -78,6 +81,8 @@ _FILE_KEYS: dict[str | None, dict[str, type]] = {
 _COERCION_PREFIX = "coercion."
 _STORE_PREFIX = "store."
 _PREFIXES = {"coercion": _COERCION_PREFIX, "store": _STORE_PREFIX}
+# A section whose keys the user names (each an address group); checked by groups.py.
+_ADDRESS_GROUPS = "address_groups"
 
 # Ranges every setting is checked against before use. The window's days become dates and
 # SQLite integers (epoch ms): a century is more than any hunt needs and far from overflow.
@@ -165,7 +170,11 @@ def _read_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     flat: dict[str, Any] = {}
     for name, value in document.items():
-        if isinstance(value, dict) and name in _FILE_KEYS:
+        if name == _ADDRESS_GROUPS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: {name} must be a table ([{name}]), not {type(value).__name__}")
+            flat[name] = value
+        elif isinstance(value, dict) and name in _FILE_KEYS:
             section_keys = _FILE_KEYS[name]
             prefix = _PREFIXES.get(name, "")
             for key, item in value.items():
@@ -193,7 +202,11 @@ def _build(values: dict[str, Any]) -> Config:
     rules = values.get("rules", ())
     if isinstance(rules, str) or not all(isinstance(r, str) for r in rules):
         raise ConfigError("rules must be a list of rule files or directories")
-    detector = replace(detector, rules=tuple(rules))
+    try:
+        groups = address_groups(values.get(_ADDRESS_GROUPS, {}))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    detector = replace(detector, rules=tuple(rules), groups=groups)
     if detector.threshold is not None:      # None: each rule's own K
         _in_range("threshold", detector.threshold, 1, MAX_THRESHOLD)
     _in_range("lookback_days", detector.lookback_days, 1, MAX_LOOKBACK_DAYS)

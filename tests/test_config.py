@@ -46,6 +46,11 @@ def test_precedence_flags_over_file_over_env(tmp_path):
     ("[detector]\nday_mode = \"weekday\"\n", "day_mode must be one of utc-date, day-of-month"),
     ("[detector]\nmatch = \"all\"\n", "match must be one of"),
     ("[detector\n", "not valid TOML"),
+    ("[address_groups]\nprint_servers = [\"10.0.0.10\", \"10.0.0.0/33\"]\n",
+     "address_groups.print_servers: '10.0.0.0/33' is not an address, a CIDR range or a host name"),
+    ("[address_groups]\nprint_servers = \"10.0.0.10\"\n", "address_groups.print_servers must be a list"),
+    ("[address_groups]\n\"print servers\" = []\n", "'print servers' is not a group name"),
+    ("address_groups = [\"10.0.0.10\"]\n", "address_groups must be a table"),
     ("[store]\nspool_max_bytes = 0\n", "store.spool_max_bytes must be 1 to"),
     ("[store]\nretry_max_seconds = -1\n", "store.retry_max_seconds must be 0 to 3600.0, not -1.0"),
     ("[store]\nflush_seconds = nan\n", "store.flush_seconds must be 0 to 600.0, not nan"),
@@ -69,6 +74,15 @@ def test_rules_from_the_file_and_their_type(tmp_path):
     file.write_text('rules = "/etc/dfs-sensor/rules"\n')
     with pytest.raises(ConfigError, match="rules must be list"):
         load_config(str(file), env={"HOME": "/h"})
+
+
+def test_address_groups_from_the_file_over_the_empty_defaults(tmp_path):
+    assert dict(load_config(env={"HOME": "/h"}).detector.groups) == {"print_servers": ()}
+    file = tmp_path / "c.toml"
+    file.write_text('[address_groups]\nprint_servers = ["10.0.0.10", "ps1.corp.example", "10.1.0.0/24"]\n'
+                    'dns_servers = ["2001:db8::53"]\n')
+    assert dict(load_config(str(file), env={"HOME": "/h"}).detector.groups) == {
+        "print_servers": ("10.0.0.10", "ps1.corp.example", "10.1.0.0/24"), "dns_servers": ("2001:db8::53",)}
 
 
 def test_the_postgresql_spool_sits_in_the_state_directory_or_spool_dir(tmp_path):

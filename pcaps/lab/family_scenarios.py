@@ -55,6 +55,7 @@ class FamilyScenario:
     benign: bool = False
     expected_alerts: list[str] = field(default_factory=list)
     samba_client: bool = False                         # samba_bigendian_client.py in "attacker" instead
+    config: dict = field(default_factory=dict)         # the sensor configuration (TOML as a dict) it is replayed with
 
 
 def technique(sc: FamilyScenario) -> str:
@@ -170,12 +171,15 @@ SCENARIOS = [
                    expected_alerts=["coercion-rare-rprn-call"]),
     FamilyScenario("benign-printing", "print client traffic: rpcclient enumprinters, enumports, getprinter-less "
                    "server queries; impacket RpcOpenPrinter + RpcRemoteFindFirstPrinterChangeNotificationEx naming "
-                   "the client's own address (\\\\10.0.0.5), as a print client registering for its own notifications",
+                   "the client's own address (\\\\10.0.0.5), as a print client registering for its own notifications; "
+                   "replayed with the lab's print server (10.0.0.10, Samba spoolss) declared in print_servers "
+                   "(\"config\"): a print server receives its clients' registrations",
                    ["--technique", "rprn", "--dialect", "2.1", "--listener", CLIENT_V4],
                    rpcclient="enumprinters; enumports 1; enumdrivers 1", benign=True,
                    # The same call as PrinterBug naming the attacker's own address: the wire cannot
-                   # tell them apart. It is rare the first days (then learned out), never confirmed.
-                   expected_alerts=["coercion-rare-rprn-call"]),
+                   # tell them apart; the server's role does. Replayed with the lab's print server
+                   # declared, as a deployment declares its own (without it: rare the first days).
+                   config={"address_groups": {"print_servers": [DC_V4]}}),
     FamilyScenario("benign-eventlog", "event log reads and a clear: rpcclient eventlog_numrecord, eventlog_oldestrecord, "
                    "eventlog_readlog, eventlog_loginfo on Application", rpcclient="eventlog_numrecord Application; "
                    "eventlog_oldestrecord Application; eventlog_readlog Application; eventlog_loginfo Application",
@@ -333,6 +337,8 @@ def run(sc: FamilyScenario, work: Path, out: Path, samba: Samba) -> dict:
                                      "frame")} for c in groundtruth.locate(pcap, calls)] if calls else [],
         "observed_requests": groundtruth.observed_calls(pcap) if sc.rpcclient else [],
     }
+    if sc.config:
+        entry["config"] = sc.config
     if sc.back_auth == "kerberos":
         entry["back_auth"] = groundtruth.kerberos_ap_requests(pcap)
     elif sc.back_auth:

@@ -24,6 +24,7 @@ from sensor.events import RpcCallEvent
 from sensor.store.sqlite import AlertListing, Store
 from sensor.xql.check import TIME_FIELD
 from sensor.xql.functions import utc_date
+from sensor.xql.groups import DEFAULT_GROUPS, AddressGroups
 from sensor.xql.rules import (DAY_MODES, DAY_UTC_DATE, SHIPPED_RULES, RarityPlan, Rule, RuleMeta, load_rule,
                               load_rules, rarity_plan, unique, with_day_mode, with_threshold)
 from sensor.xql.sql import Compiled, compile_query, rows
@@ -51,14 +52,15 @@ class RaritySettings:
     match: str = MATCH_ROOT_OPNUMS  # which shipped DFSCoerce rule file runs
     rules: tuple[str, ...] = ()     # the user's rule files and directories, on top of the shipped ones
     family: bool = True             # the family's shipped rules too (off: DFSCoerce's rule alone)
+    groups: AddressGroups = DEFAULT_GROUPS   # [address_groups]: what the rules' `in $group` reads
 
 
 def detector_rules(settings: RaritySettings) -> list[Rule]:
     """The shipped DFSCoerce rule that ``match`` picks, the family's rules, the user's;
     with the day mode and threshold applied. Raises RuleError naming a bad file."""
-    dfscoerce = load_rule(DFSCOERCE_RULES / f"{settings.match}.xql")
+    dfscoerce = load_rule(DFSCOERCE_RULES / f"{settings.match}.xql", settings.groups)
     shipped = [FAMILY_RULES] if settings.family else []
-    rules = unique([dfscoerce, *load_rules([*shipped, *settings.rules])])
+    rules = unique([dfscoerce, *load_rules([*shipped, *settings.rules], settings.groups)])
     return [with_threshold(with_day_mode(r, settings.day_mode), settings.threshold) for r in rules]
 
 

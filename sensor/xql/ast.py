@@ -63,6 +63,15 @@ class In:
 
 
 @dataclass(frozen=True)
+class InGroup:              # left in $group: the group's entries bound from the configuration (check.py)
+    left: Any
+    group: str
+    entries: tuple | None   # None until bound
+    negated: bool
+    pos: Pos
+
+
+@dataclass(frozen=True)
 class Bool:
     op: str                 # and, or
     terms: tuple
@@ -82,7 +91,7 @@ def reads(node) -> set[str]:
     found: set[str] = set()
     for value in vars(node).values():
         for item in (value if isinstance(value, tuple) else (value,)):
-            if isinstance(item, (Field, Call, Compare, Regex, Contains, In, Bool, Not)):
+            if isinstance(item, (Field, Call, Compare, Regex, Contains, In, InGroup, Bool, Not)):
                 found |= reads(item)
     return found
 

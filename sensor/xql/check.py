@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, fields as dataclass_fields
+from dataclasses import dataclass, fields as dataclass_fields, is_dataclass, replace
 
 from sensor.events import EVENT_TYPE_RPC_CALL, RpcCallEvent
 from sensor.xql import ast
 from sensor.xql.functions import FUNCTIONS, TIME_PARTS
+from sensor.xql.groups import DEFAULT_GROUPS, AddressGroups
 from sensor.xql.parser import XqlError
 
 DATASET = "xdr_data"
@@ -40,9 +41,10 @@ class Checked:
     case_sensitive: bool
 
 
-def check(query: ast.Query) -> Checked:
+def check(query: ast.Query, groups: AddressGroups = DEFAULT_GROUPS) -> Checked:
+    """``groups``: the configuration's address groups, which ``in $group`` reads (bound here)."""
     case_sensitive = False       # XQL's default: case is not considered when comparing values
-    stages = list(query.stages)
+    stages = [_bind(stage, dict(groups)) for stage in query.stages]
     while stages and isinstance(stages[0], ast.Config):
         config = stages.pop(0)
         if config.name != "case_sensitive":
@@ -63,6 +65,21 @@ def check(query: ast.Query) -> Checked:
         before.append(dict(schema))
         schema, hidden = _stage(stage, schema, hidden)
     return Checked(query, tuple(stages), tuple(before), schema, frozenset(hidden), case_sensitive)
+
+
+def _bind(node, groups: dict):
+    """The node with each ``in $group`` given the group's entries; an unknown group is an error."""
+    if isinstance(node, ast.InGroup):
+        if node.group not in groups:
+            raise XqlError(f"unknown address group ${node.group} (declared: "
+                           f"{', '.join('$' + g for g in sorted(groups))}; add it to the configuration's "
+                           f"[address_groups])", *_at(node.pos))
+        return replace(node, left=_bind(node.left, groups), entries=groups[node.group])
+    if isinstance(node, tuple):
+        return tuple(_bind(item, groups) for item in node)
+    if is_dataclass(node):
+        return replace(node, **{f.name: _bind(getattr(node, f.name), groups) for f in dataclass_fields(node)})
+    return node
 
 
 def _at(pos: ast.Pos) -> tuple[int, int]:
@@ -158,6 +175,8 @@ def expression_kind(node, schema: dict) -> str | None:
     elif isinstance(node, ast.Contains):
         expression_kind(node.left, schema)
         expression_kind(node.right, schema)
+    elif isinstance(node, ast.InGroup):
+        expression_kind(node.left, schema)
     elif isinstance(node, ast.In):
         expression_kind(node.left, schema)
         for option in node.options:

@@ -20,9 +20,15 @@ hunts and the semantics tests on both stores and compares the rows.
 """
 from __future__ import annotations
 
+import ipaddress
+import json
+
+from sensor.hosts import HostQuery
 from sensor.xql.functions import FUNCTIONS, MS_PER, _json_path
+from sensor.xql.groups import ADDRESS_PATTERN
 
 NUMBERS = ("int", "real")
+_MAPPED = "::ffff:0:0/96"       # IPv4-mapped IPv6 (RFC 4291 2.5.5.2)
 
 
 class SqliteDialect:
@@ -54,6 +60,10 @@ class SqliteDialect:
 
     def regex(self, text: tuple[str, str], pattern: tuple[str, str]) -> str:
         return f"xql_regex({text[0]}, {pattern[0]})"
+
+    def in_group(self, value: tuple[str, str], group: str, entries: tuple, mark) -> str:
+        """``value in $group``: the group's entries are a parameter (JSON), matched by groups.py."""
+        return f"xql_in_group({value[0]}, {mark(json.dumps(list(entries)), 'text')})"
 
     def wildcard(self, text: tuple[str, str], pattern: str, mark, case_sensitive: bool) -> str:
         return f"xql_wildcard({text[0]}, {mark(pattern, 'text')}, {int(case_sensitive)})"
@@ -227,6 +237,37 @@ class PostgresDialect(SqliteDialect):
 
     def regex(self, text: tuple[str, str], pattern: tuple[str, str]) -> str:
         return f"({self._text(text)} ~ {self._text(pattern)})"
+
+    def in_group(self, value: tuple[str, str], group: str, entries: tuple, mark) -> str:
+        """groups.in_group in SQL: a text that is an address (ADDRESS_PATTERN, tested before
+        the cast to inet, which fails on anything else) against the address and range
+        entries, IPv4-mapped IPv6 as IPv4; any other text, trimmed of whitespace and trailing
+        dots and folded, against the name entries (a short name as an FQDN's first label)."""
+        networks, names = [], []
+        for query in map(HostQuery.parse, entries):
+            if query.network is None:
+                names.append(query.name)
+                continue
+            net = mark(str(query.network), "text")
+            if query.network.version == 4:     # a mapped ::ffff:a.b.c.d is a.b.c.d (hosts.py)
+                mapped = ipaddress.ip_network(f"::ffff:{query.network.network_address}/{96 + query.network.prefixlen}")
+                networks.append(f"g.ip <<= CAST({net} AS cidr) OR g.ip <<= CAST({mark(str(mapped), 'text')} AS cidr)")
+            else:
+                networks.append(f"(g.ip <<= CAST({net} AS cidr) AND NOT g.ip <<= CAST('{_MAPPED}' AS cidr))")
+        name_tests = []
+        for name in names:
+            first = name.split(".", 1)[0]
+            label = (f"(strpos(g.n, '.') = 0 AND g.n = {mark(first, 'text')})" if "." in name else
+                     f"(strpos(g.n, '.') > 0 AND split_part(g.n, '.', 1) = {mark(name, 'text')})")
+            name_tests.append(f"g.n = {mark(name, 'text')} OR {label}")
+        address = f"(CASE WHEN a ~ '{ADDRESS_PATTERN}' THEN CAST(a AS inet) END)"
+        # Python's strip() of ASCII whitespace (hosts.py's names), then trailing dots.
+        name = "lower(rtrim(btrim(v, E' \\t\\n\\r\\f\\x0B\\x1C\\x1D\\x1E\\x1F'), '.'))"
+        scoped = f"split_part(v, {mark('%', 'text')}, 1)"          # a %scope is not the address's
+        by_address, by_name = " OR ".join(networks) or "FALSE", " OR ".join(name_tests) or "FALSE"
+        return (f"(SELECT CASE WHEN g.v IS NULL THEN NULL WHEN g.ip IS NOT NULL THEN {by_address} "
+                f"ELSE {by_name} END FROM (SELECT v, {address} AS ip, {name} AS n "
+                f"FROM (SELECT v, {scoped} AS a FROM (SELECT {self._text(value)} AS v) AS g0) AS g1) AS g)")
 
     def wildcard(self, text: tuple[str, str], pattern: str, mark, case_sensitive: bool) -> str:
         like = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("*", "%")

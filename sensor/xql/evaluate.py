@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 from sensor.xql import ast
 from sensor.xql.check import EVENT_TYPES
 from sensor.xql.functions import FUNCTIONS, _regex, apply, to_string
+from sensor.xql.groups import in_group
 
 # SQLite's NOCASE and lower() fold ASCII letters only; so does the Python side, to agree.
 _ASCII_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -136,6 +137,13 @@ def compile_expression(node, case_sensitive: bool = False) -> Compiled:
         return negate
     if isinstance(node, ast.In):
         return _in(node, cs)
+    if isinstance(node, ast.InGroup):
+        left, entries, negated = compile_expression(node.left, cs), node.entries, node.negated
+
+        def member_of_group(row):
+            found = in_group(left(row), entries)
+            return (None if found is None else not found) if negated else found
+        return member_of_group
     if isinstance(node, ast.Contains):
         left, right, negated = compile_expression(node.left, cs), compile_expression(node.right, cs), node.negated
 

@@ -75,7 +75,7 @@ _TERMINAL_TEXT = {"NAME": "a name", "STRING": "a string", "TRIPLE_STRING": "a st
                   "SIGNED_NUMBER": "a number", "INT": "a whole number", "COMPARE": "a comparison",
                   "LPAR": "'('", "RPAR": "')'", "COMMA": "','", "VBAR": "'|'", "EQUAL": "'='",
                   "DOT": "'.'", "TRUE": "true", "FALSE": "false", "NULL": "null", "ASC": "asc",
-                  "DESC": "desc"}
+                  "DESC": "desc", "GROUP": "an address group ($name)"}
 
 
 def _expected(terminals) -> str:
@@ -176,6 +176,12 @@ class _Build(Transformer):
 
     def not_in(self, meta, c):
         return ast.In(c[0], tuple(c[1:]), True, _pos(meta))
+
+    def in_group(self, meta, c):
+        return ast.InGroup(c[0], str(c[1])[1:], None, False, _pos(c[1]))
+
+    def not_in_group(self, meta, c):
+        return ast.InGroup(c[0], str(c[1])[1:], None, True, _pos(c[1]))
 
     def call(self, meta, c):
         args = tuple(a for a in c[1:] if a is not None) if not (len(c) == 2 and c[1] is None) else ()

@@ -15,6 +15,7 @@ from pathlib import Path
 from sensor.xql import ast
 from sensor.xql.check import TIME_FIELD, Checked, check
 from sensor.xql.evaluate import compile_expression
+from sensor.xql.groups import DEFAULT_GROUPS, AddressGroups
 from sensor.xql.parser import XqlError, parse
 
 SHIPPED_RULES = Path(__file__).resolve().parent.parent / "rules"
@@ -52,8 +53,9 @@ class Rule:
 # Parsed rules are immutable, and a run parses each rule file twice (the start-up check, then the
 # detector): the second parse of the same text is a lookup instead of ~15 ms of LALR parsing per file.
 @lru_cache(maxsize=256)
-def parse_rule(text: str, path: str, require_id: bool = True) -> Rule:
-    """A rule file's text; with ``require_id`` False (a query to hunt) the header is optional."""
+def parse_rule(text: str, path: str, require_id: bool = True, groups: AddressGroups = DEFAULT_GROUPS) -> Rule:
+    """A rule file's text; with ``require_id`` False (a query to hunt) the header is optional.
+    ``groups``: the configuration's address groups, which ``in $group`` reads."""
     header: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -77,7 +79,7 @@ def parse_rule(text: str, path: str, require_id: bool = True) -> Rule:
     except ValueError:
         raise RuleError(f"{path}: version must be a whole number, not {header['version']!r}") from None
     try:
-        checked = check(parse(text))      # header lines are XQL comments: line numbers stay the file's
+        checked = check(parse(text), groups)      # header lines are XQL comments: line numbers stay the file's
     except XqlError as e:
         raise RuleError(f"{path}: {e}") from None
     meta = RuleMeta(id=header["id"], title=header.get("title", header["id"]), severity=severity, version=version,
@@ -85,23 +87,23 @@ def parse_rule(text: str, path: str, require_id: bool = True) -> Rule:
     return Rule(meta, text, checked)
 
 
-def load_rule(path: str | Path) -> Rule:
+def load_rule(path: str | Path, groups: AddressGroups = DEFAULT_GROUPS) -> Rule:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise RuleError(f"{path}: {getattr(e, 'strerror', None) or e}") from None
-    return parse_rule(text, str(path))
+    return parse_rule(text, str(path), groups=groups)
 
 
-def load_rules(sources) -> list[Rule]:
+def load_rules(sources, groups: AddressGroups = DEFAULT_GROUPS) -> list[Rule]:
     """Rule files and directories (their *.xql files, sorted); one bad file refuses them all."""
     rules: list[Rule] = []
     for source in sources:
         source = Path(source)
         if source.is_dir():
-            rules += [load_rule(p) for p in sorted(source.glob("*.xql"))]
+            rules += [load_rule(p, groups) for p in sorted(source.glob("*.xql"))]
         elif source.exists():
-            rules.append(load_rule(source))
+            rules.append(load_rule(source, groups))
         else:
             raise RuleError(f"{source}: no such rule file or directory")
     return unique(rules)

@@ -21,6 +21,7 @@ from sensor.xql.check import EVENT_TYPES, TIME_FIELD, Checked
 from sensor.xql.dialects import SQLITE, SqliteDialect
 from sensor.xql.evaluate import contains, is_wildcard, regex_match, wildcard_match
 from sensor.xql.functions import FUNCTIONS, apply
+from sensor.xql.groups import in_group
 
 # xdr_data fields that the events table keeps in a column of its own (migrations.py steps 1, 5).
 COLUMNS = {
@@ -198,6 +199,9 @@ class _Query:
                     tests.append(d.compare("=", left, self.expr(option, types), not cs))
             found = "(" + " OR ".join(tests) + ")"
             return (f"(NOT {found})" if node.negated else found), "bool"
+        if isinstance(node, ast.InGroup):
+            found = d.in_group(self.expr(node.left, types), node.group, node.entries, self.mark)
+            return (f"(NOT {found})" if node.negated else found), "bool"
         if isinstance(node, ast.Contains):
             found = d.contains(self.expr(node.left, types), self.expr(node.right, types), cs)
             return (f"(NOT {found})" if node.negated else found), "bool"
@@ -261,6 +265,8 @@ def register(db: sqlite3.Connection) -> None:
     db.create_function("xql_contains", 3, lambda t, p, cs: _to_sql(contains(t, p, bool(cs))), deterministic=True)
     db.create_function("xql_regex", 2, lambda t, p: _to_sql(regex_match(t, p)), deterministic=True)
     db.create_function("xql_wildcard", 3, lambda t, p, cs: _to_sql(wildcard_match(t, p, bool(cs))),
+                       deterministic=True)
+    db.create_function("xql_in_group", 2, lambda v, entries: _to_sql(in_group(v, tuple(json.loads(entries)))),
                        deterministic=True)
     db.create_aggregate("xql_values", 1, _Values)
     db.create_aggregate("xql_earliest", 2, _Earliest)
