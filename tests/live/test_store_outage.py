@@ -108,16 +108,19 @@ def test_live_capture_goes_on_while_postgres_is_down_and_everything_arrives_afte
     assert len(sensor.lines(sensor.alerts)) > alerts_before                 # raised by what came while down
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_a_live_sensor_started_while_postgres_is_down_captures_and_delivers_when_it_starts(postgres, veth,
-                                                                                          tmp_path):
-    """One warning line at start, capture and spooling at once; the server starts: the schema
-    is made, the spool delivered, every event and alert arrives once, in order."""
-    url = postgres.create_database("live_down_at_start")
+                                                                                          tmp_path, workers):
+    """One warning line at start from each process that writes (each decoder, and with
+    --workers the parent's correlator), capture and spooling at once; the server
+    starts: the schema is made, the spool delivered, every event and alert arrives once, in
+    order. With --workers 2 the parent does not need the database to start its decoders."""
+    url = postgres.create_database(f"live_down_at_start_{workers}")
     captures = ATTACKS + BENIGN
     expected = decoded_events(tmp_path / "all", captures)
     postgres.pause()
     try:
-        sensor, prom = live_sensor(veth, tmp_path, url, 1)
+        sensor, prom = live_sensor(veth, tmp_path, url, workers)
     except BaseException:
         postgres.resume()
         raise
@@ -125,17 +128,17 @@ def test_a_live_sensor_started_while_postgres_is_down_captures_and_delivers_when
         try:
             for pcap in captures:
                 veth.replay(pcap)
-            sensor.wait_for(lambda: (totals(sensor, 1) or {}).get("events") == expected, "the events, spooled")
+            sensor.wait_for(lambda: (totals(sensor, workers) or {}).get("events") == expected, "the events, spooled")
             sensor.wait_for(lambda: spooled_batches(prom) > 0, "the spool in the metrics file")
             assert sensor.lines(sensor.alerts) == []        # alerts are judged when their batch is stored
         finally:
             postgres.resume()
         warnings = [line for line in sensor.stderr if "at start (the schema is checked when it answers)" in line]
-        assert len(warnings) == 1 and "capture goes on, batches wait in a spool" in warnings[0]
-        sensor.wait_for(lambda: totals(sensor, 1)["store_spooled"] == 0, "the delivery", timeout=60)
+        assert len(warnings) == workers + (workers > 1) and "capture goes on, batches wait in a spool" in warnings[0]
+        sensor.wait_for(lambda: totals(sensor, workers)["store_spooled"] == 0, "the delivery", timeout=60)
     finally:
         assert sensor.stop() == 0
-    everything_arrived_once(sensor, url, 1, expected)
+    everything_arrived_once(sensor, url, workers, expected)
     assert sensor.lines(sensor.alerts)
 
 
