@@ -66,6 +66,10 @@ def test_a_writer_opened_while_the_server_is_down_connects_and_migrates_with_its
 def test_readers_and_a_writer_without_later_fail_at_once_with_one_line(postgres, pg_url):
     postgres.pause()
     try:
+        over_the_socket = f"postgresql://postgres@/{pg_url.rsplit('/', 1)[1]}?host={postgres.base}&port={postgres.port}"
+        later = open_store(over_the_socket, later=True)          # its socket file is gone: unreachable too
+        assert "No such file or directory" in str(later.unreachable)
+        later.close()
         for readonly in (True, False):
             with pytest.raises(StoreUnavailable, match="cannot connect: .*Connection refused") as raised:
                 open_store(pg_url, readonly=readonly)
