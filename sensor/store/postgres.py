@@ -309,8 +309,7 @@ class PostgresStore(Store):
                 raise
             raise lost from None        # what ended the connection, for the one line of the outage
         if self.unreachable is not None:
-            with self.db.deadline(BATCH_DEADLINE_SECONDS):
-                self._open_schema()
+            self._open_schema()         # no deadline: a migration may take long, as at a normal start
         return self._pipelined(write)
 
     def _pipelined(self, write: Callable[[], T]) -> T:
