@@ -307,7 +307,9 @@ def replay(captures: tuple[str, ...], engine: str, jobs: int, **options) -> None
     raises no alert twice.
 
     With a postgresql:// --db, batches wait in a local spool while the database is
-    unreachable and the replay reads on; at the end it tries store.flush_seconds (5 s) to
+    unreachable (at start too: the schema is checked when it answers; wrong credentials
+    are one line, exit 1, and the spool kept) or hangs (5 s a batch) and the replay reads
+    on; at the end it tries store.flush_seconds (5 s) to
     deliver them. What is still spooled then is named in the summary ("store: N batch(es)
     wait in the spool ..."), the exit status is 0, and the next run against the same
     database delivers it first (its alerts are raised then).
@@ -477,8 +479,10 @@ def live(interfaces: tuple[str, ...], bpf: str | None, stats_interval: float, st
     SIGHUP reopens the output files). Alerts go to stdout as JSON lines (or --alerts);
     messages and counters go to stderr. As root, give --user to drop privileges once the
     sockets are open, or --allow-root to keep them. With a postgresql:// --db, capture goes
-    on while the database is unreachable: batches wait in a local spool (store.spool_max_bytes;
-    beyond it the oldest are dropped, counted) and are delivered in order when it is back.
+    on while the database is unreachable, at start too, or hangs (5 s a batch): batches wait in
+    a local spool (store.spool_max_bytes; beyond it the oldest are dropped, counted) and are
+    delivered in order when it is back (the schema is checked then: wrong credentials are one
+    line, exit 1, and the spool kept for the next start).
 
     \b
     Examples:

@@ -140,9 +140,11 @@ class Sensor:
         """``notify`` hears the PostgreSQL store's outages (one line each way) and spool drops."""
         self.config = config
         self.outputs = outputs
-        self.store = open_store(config.db)
-        # PostgreSQL: batches wait in a local spool while the database is unreachable
-        # (sensor/store/spooled.py). A SQLite store is a local file: nothing to wait for.
+        # PostgreSQL: batches wait in a local spool while the database is unreachable, at
+        # start too (the first delivery checks the schema; sensor/store/spooled.py). A SQLite
+        # store is a local file: nothing to wait for.
+        self.store = open_store(config.db, later=True)
+        unreachable = getattr(self.store, "unreachable", None)
         self.spool = None
         if config.db.startswith(POSTGRES_SCHEMES):
             from sensor.store.spooled import StoreSpool
@@ -152,6 +154,9 @@ class Sensor:
             except BaseException:
                 self.store.close()
                 raise
+            if unreachable is not None:
+                self.spool.failed(type(unreachable)(f"{unreachable} at start (the schema is checked when it "
+                                                    "answers)"))
         self.pipeline = Pipeline(pipeline or PipelineSettings())
         self.detector = RarityDetector(config.detector, self.store)
         # What survives SMB3 encryption (issue 6): coerced back-authentication, message sizes.
@@ -181,7 +186,10 @@ class Sensor:
         self._pending: list[RpcCallEvent] = []
         self._pending_coercion: list[CoercionAlert] = []
         self._oldest_pending = 0.0
-        self._newest_ms = window_end(self.store.newest_event_ms() or 0, config.max_clock_skew)
+        # Unreachable at start: the newest event of this run (retention then prunes no more than
+        # it would have with the store's newest).
+        newest = None if unreachable is not None else self.store.newest_event_ms()
+        self._newest_ms = window_end(newest or 0, config.max_clock_skew)
         self._pruned_day = self._newest_ms // MS_PER_DAY
 
     def start_file(self, name: str, path: str | None = None) -> None:
@@ -390,10 +398,10 @@ class Sensor:
             self._commit()
 
     def _commit(self) -> None:
-        if self.spool is not None and self.spool.waiting:
-            self.spool.deliver(self._store_batch)       # the older batches first
         if self._oldest_pending:
-            self._write_batch()
+            self._write_batch()         # while batches wait in the spool: behind them, into it
+        if self.spool is not None and self.spool.waiting:
+            self.spool.deliver(self._store_batch)
         if self._newest_ms // MS_PER_DAY != self._pruned_day:
             self._prune()
 
@@ -415,7 +423,8 @@ class Sensor:
             return pair_days
 
         def days(victim: str, listener: str, ts: float) -> int:
-            count = self.spool.attempt(lambda: pair_days(victim, listener, ts), None)
+            # a transaction of its own: a batch's reconnect and deadline (a hung server)
+            count = self.spool.attempt(lambda: self.store.run_batch(lambda: pair_days(victim, listener, ts)), None)
             if count is None:
                 self.stats["store_pair_days_later"] += 1
                 return PAIR_DAYS_LATER

@@ -166,7 +166,7 @@ def run_live(config: Config, outputs: Outputs, interfaces: list[str], bpf: str |
     if workers == 1:
         return _serve(config, outputs, captures[0], None, stats_interval, stats_json, metrics_file=metrics_file)
     try:
-        open_store(config.db).close()     # create or migrate once, before the workers race to
+        open_store(config.db, later=True).close()     # create or migrate once, before the workers race to
     except StoreError as e:
         for capture in captures:
             capture.close()

@@ -14,10 +14,13 @@ parameter) and never appears in a message: every message names the URL without i
 from __future__ import annotations
 
 import logging
+import os
 import re
+import socket
 import threading
 from concurrent.futures import Future
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -44,6 +47,22 @@ RECONNECT_WAIT_SECONDS = 0.5
 # the kernel's 15 minutes of retransmissions, so a batch in flight then does not hang on.
 TCP_DEFAULTS = {"tcp_user_timeout": "10000", "keepalives_idle": "10", "keepalives_interval": "5",
                 "keepalives_count": "2"}
+# Longest a writer's transaction waits for the server, by the client's own clock: a server
+# process that is stopped or hung (SIGSTOP, a frozen VM) never answers but its kernel keeps
+# the TCP connection alive, so neither keepalives nor a server-side statement_timeout end the
+# wait. Then the connection is shut down under libpq, the batch is spooled and capture goes
+# on; a capture thread stalled much longer would lose packets to the kernel's ring.
+BATCH_DEADLINE_SECONDS = 5.0
+# What libpq says when no server answers now, and what a server that is starting or stopping
+# says: the database will be back (the sensor spools). Anything else a connection meets (the
+# password refused, a missing database or role, pg_hba.conf, TLS settings) is configuration:
+# one line, exit 1, spooling would hide it.
+UNREACHABLE = ("Connection refused", "No such file or directory", "timeout expired", "No route to host",
+               "Network is unreachable", "Connection timed out", "Connection reset by peer",
+               "closed the connection unexpectedly", "SSL SYSCALL error", "Temporary failure in name resolution",
+               "the database system is starting up", "the database system is shutting down",
+               "the database system is not yet accepting connections", "the database system is in recovery mode",
+               "terminating connection due to administrator command", "too many clients already")
 
 
 # Events per multi-row INSERT: 16 parameters each, well under the protocol's 65,535.
@@ -56,6 +75,12 @@ logging.getLogger("psycopg").addHandler(logging.NullHandler())
 
 class StoreUnavailable(StoreError):
     """The database cannot be reached (the connection was lost or refused)."""
+
+
+def unreachable(error: psycopg.Error) -> bool:
+    """A connection attempt failed because no server answered now (not a configuration error)."""
+    text = str(error)
+    return any(phrase in text for phrase in UNREACHABLE)
 
 
 def redacted(url: str) -> str:
@@ -84,26 +109,75 @@ class _Connection:
     """psycopg with the sqlite3 calls the store makes: ``execute`` with ``?`` marks, and
     ``in_transaction``. Every database error becomes a StoreError naming the redacted URL."""
 
-    def __init__(self, url: str, readonly: bool) -> None:
+    def __init__(self, url: str, readonly: bool, later: bool = False) -> None:
+        """``later``: when no server answers now, no connection yet (``conn`` is None, the
+        error in ``unreachable``): ``reconnect`` opens it. Else that is a StoreError too."""
         self.url = url
         self.name = redacted(url)
         self.readonly = readonly
         self._reconnecting: Future | None = None
+        self.unreachable: StoreUnavailable | None = None
         try:
             given = conninfo_to_dict(url)
         except psycopg.Error as e:
             raise StoreError(f"{self.name}: cannot connect: {_first_line(e)}") from None
         self.options = {k: v for k, v in TCP_DEFAULTS.items() if k not in given}
-        self.conn = self._connect(StoreError)
+        self.conn: psycopg.Connection | None = None
+        try:
+            self.conn = self._connect()
+        except StoreUnavailable as e:
+            if not later:
+                raise
+            self.unreachable = e
 
-    def _connect(self, error: type[StoreError]) -> psycopg.Connection:
+    def _connect(self) -> psycopg.Connection:
+        """A new connection; StoreUnavailable when no server answers, StoreError otherwise."""
         try:
             conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS,
                                    **self.options)
         except psycopg.Error as e:
-            raise error(f"{self.name}: cannot connect: {_first_line(e)}") from None
+            raise (StoreUnavailable if unreachable(e) else StoreError)(
+                f"{self.name}: cannot connect: {_first_line(e)}") from None
         conn.read_only = self.readonly
         return conn
+
+    @property
+    def lost(self) -> bool:
+        return self.conn is None or self.conn.closed or self.conn.broken
+
+    @contextmanager
+    def deadline(self, seconds: float) -> Iterator[None]:
+        """The block's waits for the server end after ``seconds``: a timer thread shuts the
+        socket down under libpq, whose wait then ends as a lost connection (StoreUnavailable)."""
+        conn = self.conn
+        guard = threading.Lock()
+        state = {"open": True, "expired": False}
+
+        def expire() -> None:
+            with guard:
+                if not state["open"]:
+                    return                  # the block ended meanwhile: the connection is fine
+                state["expired"] = True
+                try:
+                    with socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
+                        sock.shutdown(socket.SHUT_RDWR)
+                except (OSError, psycopg.Error):
+                    pass                    # closed already
+
+        timer = threading.Timer(seconds, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        except StoreError:
+            if state["expired"]:
+                raise StoreUnavailable(f"{self.name}: no answer from the server within {seconds:g} s "
+                                       "(a stopped or hung server process?)") from None
+            raise
+        finally:
+            with guard:
+                state["open"] = False
+            timer.cancel()
 
     def reconnect(self) -> None:
         """A new connection in place of the lost one, opened in the background: when it is
@@ -120,28 +194,31 @@ class _Connection:
         finally:
             if self._reconnecting.done():
                 self._reconnecting = None
-        self.conn.close()
+        if self.conn is not None:
+            self.conn.close()
         self.conn = conn
 
     def _connect_into(self, future: Future) -> None:
         try:
-            future.set_result(self._connect(StoreUnavailable))
-        except StoreUnavailable as e:
+            future.set_result(self._connect())
+        except StoreError as e:
             future.set_exception(e)
 
     def execute(self, sql: str, args: tuple | list = ()):
+        if self.conn is None:
+            raise self.unreachable
         try:
             return self.conn.execute(sql.replace("%", "%%").replace("?", "%s"), args)
         except psycopg.Error as e:
-            lost = self.conn.closed or self.conn.broken
-            raise (StoreUnavailable if lost else StoreError)(f"{self.name}: {_first_line(e)}") from None
+            raise (StoreUnavailable if self.lost else StoreError)(f"{self.name}: {_first_line(e)}") from None
 
     @property
     def in_transaction(self) -> bool:
-        return self.conn.info.transaction_status != pq.TransactionStatus.IDLE
+        return self.conn is not None and self.conn.info.transaction_status != pq.TransactionStatus.IDLE
 
     def close(self) -> None:
-        self.conn.close()
+        if self.conn is not None:
+            self.conn.close()
         if self._reconnecting is not None:      # a connection it opens after this is closed at once
             self._reconnecting.add_done_callback(lambda f: f.exception() is None and f.result().close())
 
@@ -157,7 +234,10 @@ class PostgresStore(Store):
     NO_BUSY_WAIT = BUSY_WAIT = "SELECT 1"        # waits are the advisory lock's, in _try_begin
     XQL_DIALECT = POSTGRESQL
 
-    def __init__(self, url: str, readonly: bool = False):
+    def __init__(self, url: str, readonly: bool = False, later: bool = False):
+        """``later`` (a sensor, which spools): when no server answers now, the store opens
+        without a connection (``unreachable`` says why) and its first batch connects, checks
+        and migrates the schema as a start does, then writes."""
         # The alerts read or written in the current batch's transaction, by (rule, key, day):
         # the batch holds the fleet's write lock, so nobody else changes them meanwhile, and a
         # busy key's hits cost no round trip each. None outside a batch.
@@ -165,15 +245,23 @@ class PostgresStore(Store):
         self.path = redacted(url)
         self.readonly = readonly
         self.stats = Stats()
-        self.db = _Connection(url, readonly)
+        self.db = _Connection(url, readonly, later)
+        self.unreachable = self.db.unreachable
+        if self.unreachable is None:
+            self._open_schema()
+
+    def _open_schema(self) -> None:
         try:
-            if readonly:
+            if self.readonly:
                 self._check_schema(migrating=False)
             else:
                 self._migrate()
+        except StoreUnavailable:
+            raise                       # lost again: the next batch tries again
         except BaseException:
             self.db.close()
             raise
+        self.unreachable = None
 
     def _migrate(self) -> None:
         try:
@@ -203,14 +291,25 @@ class PostgresStore(Store):
         """``write()`` in one transaction; when the connection was lost (the server restarted
         since the last batch, a failover), once more whole on a new connection (counted in
         ``stats``). StoreUnavailable when that fails too: the sensor spools the batch and
-        retries later (sensor/store/spooled.py); it waits here at most RECONNECT_WAIT_SECONDS."""
-        if not self.db.conn.broken and not self.db.conn.closed:
+        retries later (sensor/store/spooled.py); it waits here at most RECONNECT_WAIT_SECONDS,
+        and for the server's answers BATCH_DEADLINE_SECONDS. A store opened while the server
+        was unreachable checks (migrates) the schema first, once connected: a StoreError then
+        (the password refused, a schema too new) ends the run."""
+        lost = None
+        if not self.db.lost:
             try:
                 return self._pipelined(write)
-            except StoreUnavailable:
-                pass
+            except StoreUnavailable as e:
+                lost = e
         self.stats["reconnects"] += 1
-        self.db.reconnect()
+        try:
+            self.db.reconnect()
+        except StoreUnavailable:
+            if lost is None:
+                raise
+            raise lost from None        # what ended the connection, for the one line of the outage
+        if self.unreachable is not None:
+            self._open_schema()         # no deadline: a migration may take long, as at a normal start
         return self._pipelined(write)
 
     def _pipelined(self, write: Callable[[], T]) -> T:
@@ -218,11 +317,13 @@ class PostgresStore(Store):
         not read (key days, alert updates) go out without waiting for the server, and the
         day's alert of a key is read once per batch, so a batch costs a few round trips."""
         try:
-            with self.db.conn.pipeline():
-                return super().run_batch(write)
-        except psycopg.Error as e:          # raised where the pipeline syncs, outside execute
-            lost = self.db.conn.closed or self.db.conn.broken
-            raise (StoreUnavailable if lost else StoreError)(f"{self.path}: {_first_line(e)}") from None
+            with self.db.deadline(BATCH_DEADLINE_SECONDS):
+                try:
+                    with self.db.conn.pipeline():
+                        return super().run_batch(write)
+                except psycopg.Error as e:          # raised where the pipeline syncs, outside execute
+                    raise (StoreUnavailable if self.db.lost else StoreError)(
+                        f"{self.path}: {_first_line(e)}") from None
         finally:
             self._alerts = None
 

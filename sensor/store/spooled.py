@@ -17,7 +17,10 @@ made only when the database first fails; an empty one is removed at the end.
 
 Only a lost connection is spooled. Anything else the database says (permission denied, a
 constraint) ends the run with one line as before: spooling a configuration error would hide
-it. The database must answer at start (the schema is checked then).
+it. A database that does not answer at start is an outage like any other: the sensor starts
+spooling, and the first delivery connects and checks (migrates) the schema as a start does;
+if the database then turns out unusable (the password refused, a missing database, a schema
+too new) the run ends with one line naming what stays in the spool for the next run.
 """
 from __future__ import annotations
 
@@ -138,7 +141,7 @@ class StoreSpool:
                 store(batch)
                 return
             except self.unavailable as e:
-                self._failed(e)
+                self.failed(e)
         self._push(batch)
 
     def attempt(self, step: Callable[[], T], otherwise: T) -> T:
@@ -149,7 +152,7 @@ class StoreSpool:
         try:
             return step()
         except self.unavailable as e:
-            self._failed(e)
+            self.failed(e)
             return otherwise
 
     def deliver(self, store: Callable[[Batch], None], seconds: float = DELIVER_SLICE_SECONDS) -> None:
@@ -166,8 +169,11 @@ class StoreSpool:
                 try:
                     store(batch)
                 except self.unavailable as e:
-                    self._failed(e)
+                    self.failed(e)
                     return
+                except StoreError as e:
+                    raise StoreError(f"{e}; {self.waiting:,} batch(es) stay in the spool {self.path}: the next "
+                                     "run against this database delivers them first") from None
                 self.delivered += 1
             self._spool.ack(seq)
             self.waiting = self._spool.depth()
@@ -221,7 +227,8 @@ class StoreSpool:
         self.dropped += dropped
         self.waiting = self._spool.depth()
 
-    def _failed(self, error: Exception) -> None:
+    def failed(self, error: Exception) -> None:
+        """The database did not answer: retry after the back-off (the first time: one line)."""
         self._backoff = min(max(RETRY_FIRST_SECONDS, self._backoff * 2), self.settings.retry_max_seconds)
         self._retry_at = time.monotonic() + self._backoff
         if not self.outage:

@@ -7,6 +7,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -34,6 +35,14 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _parent(pid: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])     # after the command's name, state, ppid
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 @dataclass
@@ -76,6 +85,23 @@ class PostgresServer:
     def pause(self) -> None:
         """Stop the server as an administrator would (fast: clients are disconnected)."""
         self._run("pg_ctl", "-D", str(self.base / "data"), "-m", "fast", "-w", "stop")
+
+    def freeze(self) -> None:
+        """SIGSTOP the postmaster and every backend: a hung server (its kernel still keeps the
+        TCP connections and the listening socket alive, nothing answers)."""
+        self._signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, signum: int) -> None:
+        postmaster = int((self.base / "data" / "postmaster.pid").read_text().split()[0])
+        children = [int(pid) for pid in os.listdir("/proc") if pid.isdigit() and _parent(pid) == postmaster]
+        for pid in [postmaster, *children]:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
 
     def _run(self, tool: str, *args: str) -> None:
         subprocess.run([*self.as_user, str(self.bin / tool), *args], check=True, capture_output=True,
