@@ -119,6 +119,21 @@ def locate_attacks(pcap: Path, calls: list[dict], work: Path) -> list[dict]:
             for c in located]
 
 
+def report_capture(summary: str, started: float) -> None:
+    """tcpdump's closing summary, and a warning when the kernel dropped packets."""
+    print(f"captured, {time.time() - started:.0f}s: {summary}", flush=True)
+    if " 0 packets dropped by kernel" not in summary:
+        print("WARNING: tcpdump dropped packets; the capture has gaps (rerun for a clean one)", file=sys.stderr)
+
+
+def write_manifest(out: Path, manifest: dict, started: float, counts: str = "") -> None:
+    """manifest.json beside the capture, and one line saying what was made (``counts``: more
+    figures before the attack calls, e.g. "272954 packets, ")."""
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    print(f"{out / manifest['file']}: {manifest['bytes'] / 1e6:.0f} MB, {counts}{len(manifest['calls'])} "
+          f"attack calls, {time.time() - started:.0f}s", flush=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=REPO / "pcaps" / "large")
@@ -150,9 +165,7 @@ def main() -> int:
             stop.set()
             benign_thread.join()
             summary = capture.stop()
-        print(f"captured, {time.time() - started:.0f}s: {summary}", flush=True)
-        if " 0 packets dropped by kernel" not in summary:
-            print("WARNING: tcpdump dropped packets; the capture has gaps (rerun for a clean one)", file=sys.stderr)
+        report_capture(summary, started)
     finally:
         samba.stop()
         remove_files(share, upload)
@@ -169,9 +182,7 @@ def main() -> int:
         "should_alert": True,
         "calls": locate_attacks(pcap, calls, opts.work),
     }
-    (opts.out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    print(f"{pcap}: {manifest['bytes'] / 1e6:.0f} MB, {len(manifest['calls'])} attack calls, "
-          f"{time.time() - started:.0f}s", flush=True)
+    write_manifest(opts.out, manifest, started)
     return 0
 
 

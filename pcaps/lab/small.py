@@ -16,7 +16,6 @@ calls with frame numbers and times, what ran, tcpdump's drop count).
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import shutil
 import subprocess
@@ -25,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from large import attack, locate_attacks
+from large import attack, locate_attacks, report_capture, write_manifest
 from scenarios import DC_V4, DOMAIN, LAB, PASSWORD, REPO, USER, Capture, Samba, in_ns
 
 FILE_WORKERS = 3               # concurrent smbclient loops: a server with several busy clients
@@ -143,9 +142,7 @@ def main() -> int:
             for thread in background:
                 thread.join()
             summary = capture.stop()
-        print(f"captured, {time.time() - started:.0f}s: {summary}", flush=True)
-        if " 0 packets dropped by kernel" not in summary:
-            print("WARNING: tcpdump dropped packets; the capture has gaps (rerun for a clean one)", file=sys.stderr)
+        report_capture(summary, started)
     finally:
         samba.stop()
         shutil.rmtree(upload, ignore_errors=True)
@@ -166,9 +163,7 @@ def main() -> int:
         "should_alert": True,
         "calls": locate_attacks(pcap, calls, opts.work),
     }
-    (opts.out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    print(f"{pcap}: {manifest['bytes'] / 1e6:.0f} MB, {packets} packets, {len(manifest['calls'])} attack calls, "
-          f"{time.time() - started:.0f}s", flush=True)
+    write_manifest(opts.out, manifest, started, f"{packets} packets, ")
     return 0
 
 
