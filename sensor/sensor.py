@@ -423,8 +423,8 @@ class Sensor:
             return pair_days
 
         def days(victim: str, listener: str, ts: float) -> int:
-            # a transaction of its own: a batch's reconnect and deadline (a hung server)
-            count = self.spool.attempt(lambda: self.store.run_batch(lambda: pair_days(victim, listener, ts)), None)
+            # pair_days runs in a transaction of its own: a batch's reconnect and deadline (a hung server)
+            count = self.spool.attempt(lambda: pair_days(victim, listener, ts), None)
             if count is None:
                 self.stats["store_pair_days_later"] += 1
                 return PAIR_DAYS_LATER
