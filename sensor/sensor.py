@@ -417,14 +417,17 @@ class Sensor:
             self._pruned_day = self._newest_ms // MS_PER_DAY
 
     def _while_reachable(self, pair_days: PairDays) -> Callable[[str, str, float], int]:
-        """The correlator's pair days from the store; while PostgreSQL is unreachable,
-        PAIR_DAYS_LATER (counted): the alert's batch judges the pair when it is delivered."""
+        """The correlator's pair days from the store, each lookup a write in a transaction of
+        its own (SQLite: another writer's lock waited out with the batches' backoff; PostgreSQL:
+        a batch's reconnect and deadline); while PostgreSQL is unreachable, PAIR_DAYS_LATER
+        (counted): the alert's batch judges the pair when it is delivered."""
+        def in_transaction(victim: str, listener: str, ts: float) -> int:
+            return self.store.run_batch(lambda: pair_days(victim, listener, ts))
         if self.spool is None:
-            return pair_days
+            return in_transaction
 
         def days(victim: str, listener: str, ts: float) -> int:
-            # pair_days runs in a transaction of its own: a batch's reconnect and deadline (a hung server)
-            count = self.spool.attempt(lambda: pair_days(victim, listener, ts), None)
+            count = self.spool.attempt(lambda: in_transaction(victim, listener, ts), None)
             if count is None:
                 self.stats["store_pair_days_later"] += 1
                 return PAIR_DAYS_LATER

@@ -23,11 +23,6 @@ class PairDays:
     def __call__(self, victim: str, listener: str, ts: float) -> int:
         day = utc_date(int(ts * 1000))
         key = f"{victim}|{listener}"
+        self.store.add_key_day(RULE, key, day)
         first = (date.fromisoformat(day) - timedelta(days=self.lookback_days - 1)).isoformat()
-
-        def record_and_count() -> int:
-            self.store.add_key_day(RULE, key, day)
-            return self.store.key_day_count(RULE, key, first, day, False)
-        # A write: in the store's own transaction, so another writer's lock is waited out with
-        # the batches' backoff (SQLite) and a lost connection is retried (PostgreSQL).
-        return self.store.run_batch(record_and_count)
+        return self.store.key_day_count(RULE, key, first, day, False)
