@@ -42,12 +42,20 @@ MAX_PENDING_LINES = 100_000
 
 
 class SinkUnavailable(Exception):
-    """The collector did not take the batch; the message says why, for the log."""
+    """The collector did not take the batch, or only its first ``delivered`` lines; the
+    message says why, for the log."""
+
+    def __init__(self, message: str, delivered: int = 0):
+        super().__init__(message)
+        self.delivered = delivered
 
 
 class Transport(Protocol):
+    rejected: int          # records the collector refused for good (not sent again)
+    rejection: str         # why, the last time, for the warning
+
     def send(self, lines: list[str]) -> None:
-        """Deliver every line or raise SinkUnavailable."""
+        """Deliver every line (or count it as rejected) or raise SinkUnavailable."""
     def idle(self) -> None:
         """Between batches: redeliver what a connection that ended may have lost, or raise
         SinkUnavailable."""
@@ -65,6 +73,7 @@ class SpooledSink:
         self.flush_seconds = flush_seconds
         self.lines = 0                    # handed to write()
         self.sent = 0                     # taken by the collector
+        self.rejected = 0                 # refused by the collector for good (not sent again)
         self.dropped = 0                  # pushed out of the full spool (oldest first)
         self.depth = 0                    # lines waiting in the spool
         self._pending: list[str] = []
@@ -183,6 +192,8 @@ class SpooledSink:
                 try:
                     self.transport.send([line for _, line in rows])
                 except SinkUnavailable as e:
+                    if e.delivered:
+                        self._delivered(spool, rows[:e.delivered])
                     backoff = min(max(RETRY_FIRST_SECONDS, backoff * 2), RETRY_MAX_SECONDS)
                     if not failing:
                         failing = True
@@ -192,8 +203,7 @@ class SpooledSink:
                         return
                     self._sleep(backoff)
                     continue
-                spool.ack(rows[-1][0])
-                self.sent += len(rows)
+                self._delivered(spool, rows)
                 backoff = 0.0
                 if failing:
                     failing = False
@@ -202,6 +212,16 @@ class SpooledSink:
         finally:
             self.transport.close()
             spool.close()
+
+    def _delivered(self, spool: Spool, rows: list[tuple[int, str]]) -> None:
+        """The collector answered for ``rows``: they leave the spool, taken or refused."""
+        spool.ack(rows[-1][0])
+        refused = self.transport.rejected - self.rejected
+        if refused and not self.rejected:
+            self.on_error(f"{self.path}: the collector refused {refused:,} record(s) ({self.transport.rejection}); "
+                          "refused records are not sent again, only counted (metrics: output_rejected_lines_total)")
+        self.rejected += refused
+        self.sent += len(rows) - refused
 
     def _sleep(self, seconds: float) -> None:
         """Back off, cut short when closing begins (then one more try decides)."""
