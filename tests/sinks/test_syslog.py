@@ -28,13 +28,7 @@ pytestmark = pytest.mark.skipif(not Path(RSYSLOGD).exists() or GTLS is None,
                                 reason="rsyslog and rsyslog-gnutls are not installed (scripts/setup --test installs them)")
 
 # What rsyslog makes of each message: its RFC 5424 parser's fields, as one JSON object a line.
-CONFIG = """
-global(workDirectory="{dir}" maxMessageSize="64k"
-       defaultNetstreamDriverCAFile="{dir}/ca.pem"
-       defaultNetstreamDriverCertFile="{dir}/server.pem"
-       defaultNetstreamDriverKeyFile="{dir}/server.key")
-module(load="imudp")
-module(load="imtcp" maxSessions="10")
+FIELDS_TEMPLATE = """
 template(name="fields" type="list" option.jsonf="on") {{
   property(outname="pri" name="pri" format="jsonf")
   property(outname="protocol_version" name="protocol-version" format="jsonf")
@@ -44,6 +38,15 @@ template(name="fields" type="list" option.jsonf="on") {{
   property(outname="structured_data" name="structured-data" format="jsonf")
   property(outname="msg" name="msg" format="jsonf")
 }}
+"""
+CONFIG = """
+global(workDirectory="{dir}" maxMessageSize="64k"
+       defaultNetstreamDriverCAFile="{dir}/ca.pem"
+       defaultNetstreamDriverCertFile="{dir}/server.pem"
+       defaultNetstreamDriverKeyFile="{dir}/server.key")
+module(load="imudp")
+module(load="imtcp" maxSessions="10")
+""" + FIELDS_TEMPLATE + """
 ruleset(name="udp") {{ action(type="omfile" file="{dir}/udp.log" template="fields") }}
 ruleset(name="tcp") {{ action(type="omfile" file="{dir}/tcp.log" template="fields") }}
 ruleset(name="tls") {{ action(type="omfile" file="{dir}/tls.log" template="fields") }}
@@ -82,12 +85,13 @@ def configure_rsyslog(directory: Path) -> dict[str, int]:
 
 
 def start_rsyslogd(directory: Path, ports: dict[str, int]) -> subprocess.Popen:
-    """rsyslogd on ``directory``'s configuration, once its TCP and TLS ports take connections."""
+    """rsyslogd on ``directory``'s configuration, once its stream ports (all but "udp") take
+    connections."""
     proc = subprocess.Popen([RSYSLOGD, "-n", "-f", str(directory / "rsyslog.conf"),
                              "-i", str(directory / "rsyslogd.pid")],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 20
-    for port in (ports["tcp"], ports["tls"]):
+    for port in (port for kind, port in ports.items() if kind != "udp"):
         while True:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.2).close()

@@ -1,0 +1,261 @@
+"""The RELP sink against Debian's real rsyslogd with imrelp (rsyslog-relp), started here on
+localhost ports with its own configuration, plain and over TLS (librelp's OpenSSL backend,
+the server certificate from a test CA made by openssl). rsyslog parses each message as
+RFC 5424 and writes its fields back as JSON; the tests read them and check them against the
+alerts the file sink writes and the store lists.
+
+The rulesets use a Direct queue: imrelp's thread runs the omfile action itself, so rsyslog
+has written a record before it answers ``rsp 200`` (with its default in-memory main queue the
+answer means "queued", and a SIGKILL can lose what was queued; that is rsyslog's side, see
+README "Shipping alerts")."""
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sensor import metrics
+from sensor.sinks.relp import WINDOW_FRAMES, RelpTransport, frame, parse_frame
+from sensor.sinks.sender import SpooledSink
+from sensor.sinks.targets import SinkSettings, open_sink
+from tests.schema_check import check
+from tests.sinks.test_http import LONG_FLUSH, alert_line, wait_for
+from tests.sinks.test_syslog import CAPTURES, FIELDS_TEMPLATE, RSYSLOGD, free_port, make_ca, received, start_rsyslogd
+
+ROOT = Path(__file__).resolve().parents[2]
+DFS_SENSOR = str(ROOT / ".venv" / "bin" / "dfs-sensor")
+IMRELP = next(Path("/usr/lib").glob("*/rsyslog/imrelp.so"), None)     # rsyslog-relp
+
+needs_imrelp = pytest.mark.skipif(not Path(RSYSLOGD).exists() or IMRELP is None,
+                                  reason="rsyslog and rsyslog-relp are not installed (scripts/setup --test installs them)")
+
+CONFIG = """
+global(workDirectory="{dir}" maxMessageSize="64k")
+module(load="imrelp" tls.tlslib="openssl")
+""" + FIELDS_TEMPLATE + """
+ruleset(name="relp" queue.type="Direct") {{ action(type="omfile" file="{dir}/relp.log" template="fields") }}
+ruleset(name="relp_tls" queue.type="Direct") {{ action(type="omfile" file="{dir}/relp_tls.log" template="fields") }}
+input(type="imrelp" address="127.0.0.1" port="{relp}" ruleset="relp")
+input(type="imrelp" address="127.0.0.1" port="{relp_tls}" ruleset="relp_tls" tls="on"
+      tls.caCert="{dir}/ca.pem" tls.myCert="{dir}/server.pem" tls.myPrivKey="{dir}/server.key")
+"""
+SCHEMES = {"relp": "relp", "relp+tls": "relp_tls"}     # URL scheme: its port's and log's name
+
+
+def configure_imrelp(directory: Path, ports: dict[str, int] | None = None) -> dict[str, int]:
+    """A CA, and a configuration listening on ``ports`` (default: fresh ones); the ports."""
+    make_ca(directory)
+    ports = ports or {"relp": free_port(), "relp_tls": free_port()}
+    (directory / "rsyslog.conf").write_text(CONFIG.format(dir=directory, **ports))
+    return ports
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def imrelp(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("imrelp")
+    ports = configure_imrelp(directory)
+    proc = start_rsyslogd(directory, ports)
+    yield directory, ports
+    stop(proc)
+
+
+@needs_imrelp
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_rsyslog_receives_every_alert_as_the_file_sink_writes_it(imrelp, tmp_path, scheme):
+    directory, ports = imrelp
+    name = SCHEMES[scheme]
+    config = tmp_path / "c.toml"
+    config.write_text(f'[outputs]\nca_file = "{directory / "ca.pem"}"\nspool_dir = "{tmp_path / "spool"}"\n')
+    alert_file = tmp_path / "alerts.jsonl"
+    subprocess.run([DFS_SENSOR, "replay", "--db", str(tmp_path / "a.db"), "--sensor-name", "sensor-a",
+                    "--alerts", str(alert_file), *map(str, CAPTURES)], capture_output=True, text=True, check=True)
+    expected = alert_file.read_text().splitlines()
+    assert len(expected) >= 3 and all(line.isascii() for line in expected)   # so a message is the line itself
+    db = tmp_path / "b.db"
+    done = subprocess.run([DFS_SENSOR, "replay", "--db", str(db), "--sensor-name", "sensor-a", "--config",
+                           str(config), "--alerts", f"{scheme}://127.0.0.1:{ports[name]}", *map(str, CAPTURES)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout == "" and "spool" not in done.stderr, done.stderr
+    got = received(directory / f"{name}.log", len(expected))
+    assert sorted(record["msg"] for record in got) == sorted(expected)      # byte for byte, once each
+    listed = subprocess.run([DFS_SENSOR, "alerts", "--db", str(db), "--format", "json"],
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    assert sorted(json.dumps(check("alert", r["msg"]), sort_keys=True) for r in got) == \
+        sorted(json.dumps(json.loads(line), sort_keys=True) for line in listed)
+    for record in got:
+        alert = json.loads(record["msg"])
+        assert (record["pri"], record["protocol_version"], record["hostname"], record["app_name"],
+                record["msgid"]) == ("28", "1", "sensor-a", "dfs-sensor", "alert")   # daemon.warning
+        assert record["structured_data"] == (f'[dfs-sensor@32473 alert_id="{alert["alert_id"]}" '
+                                             f'rule="{alert["rule"]["id"]}" severity="{alert["rule"]["severity"]}"]')
+
+
+@needs_imrelp
+def test_relp_tls_refuses_a_collector_it_cannot_verify(imrelp, tmp_path):
+    """Without the test CA (verification is on by default) nothing is sent; the alerts wait."""
+    _, ports = imrelp
+    config = tmp_path / "c.toml"
+    config.write_text(f'[outputs]\nspool_dir = "{tmp_path / "spool"}"\n')
+    done = subprocess.run([DFS_SENSOR, "replay", "--db", str(tmp_path / "s.db"), "--config", str(config),
+                           "--alerts", f"relp+tls://127.0.0.1:{ports['relp_tls']}", str(CAPTURES[0])],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0
+    assert "CERTIFICATE_VERIFY_FAILED" in done.stderr and "2 line(s) wait in the spool" in done.stderr
+
+
+@needs_imrelp
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_rsyslog_killed_mid_stream_and_restarted_gets_every_alert(tmp_path, scheme):
+    """rsyslogd hangs (SIGSTOP) while alerts stream to it, is killed (SIGKILL) and started
+    again: every alert arrives. What it had in its socket, unread and unanswered, died with
+    it; the sender had not let those records go (no rsp 200) and sends them on the next
+    session. Duplicates are the same records, and only the few rsyslog wrote but could not
+    answer: what was answered before the break is not sent again."""
+    directory = tmp_path / "rsyslog"
+    directory.mkdir()
+    ports = configure_imrelp(directory)
+    proc = start_rsyslogd(directory, ports)
+    messages: list[str] = []
+    settings = SinkSettings(spool_dir=str(tmp_path / "spool"), ca_file=str(directory / "ca.pem"), sensor_name="s1")
+    name = SCHEMES[scheme]
+    sink = open_sink(f"{scheme}://127.0.0.1:{ports[name]}", "alerts", settings, notify=messages.append)
+    lines = [alert_line(n) for n in range(3000)]
+    log = directory / f"{name}.log"
+    try:
+        for n, line in enumerate(lines):
+            sink.write(line)
+            if n % 50 == 0:
+                time.sleep(0.01)                      # a stream, not one burst
+            if n == 1000:
+                wait_for(lambda: len(received(log, 1)) > 0, "the first alerts at rsyslog")
+                proc.send_signal(signal.SIGSTOP)      # rsyslogd hangs: its kernel still takes bytes
+            if n == 1100:
+                time.sleep(0.5)                       # those 100 sit unread in its socket
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=10)
+            if n == 2000:
+                proc = start_rsyslogd(directory, ports)
+        wait_for(lambda: sink.depth == 0 and sink.sent >= len(lines), "the spool to drain", seconds=60)
+        sink.close()
+        records = [json.loads(record["msg"]) for record in received(log, len(lines))]
+    finally:
+        stop(proc)
+    by_id: dict[str, dict] = {}
+    for record in records:                            # a duplicate is the same record, same id
+        assert by_id.setdefault(record["alert_id"], record) == record
+    assert set(by_id) == {json.loads(line)["alert_id"] for line in lines}
+    assert len(records) - len(by_id) <= WINDOW_FRAMES
+    assert (sink.sent, sink.rejected, sink.dropped) == (len(lines), 0, 0)
+    assert any("wait in the spool" in message for message in messages)
+    assert any("delivering again" in message for message in messages)
+
+
+@needs_imrelp
+def test_an_absent_collector_costs_no_wait_and_the_next_run_delivers(tmp_path):
+    """Nobody listens on the port: the replay ends at once (not at the flush bound), the
+    alerts stay in the spool, and the next run, with rsyslog up, delivers exactly the stored
+    alerts."""
+    directory = tmp_path / "rsyslog"
+    directory.mkdir()
+    ports = configure_imrelp(directory)
+    db = tmp_path / "s.db"
+    config = tmp_path / "c.toml"
+    config.write_text(f'[outputs]\nspool_dir = "{tmp_path / "spool"}"\nspool_flush_seconds = {LONG_FLUSH}\n')
+    target = f"relp://127.0.0.1:{ports['relp']}"
+    started = time.monotonic()
+    down = subprocess.run([DFS_SENSOR, "replay", "--db", str(db), "--config", str(config), "--alerts", target,
+                           str(CAPTURES[0])], capture_output=True, text=True, timeout=120)
+    assert time.monotonic() - started < LONG_FLUSH
+    assert down.returncode == 0
+    assert "Connection refused" in down.stderr and "2 line(s) wait in the spool" in down.stderr
+    proc = start_rsyslogd(directory, ports)
+    try:
+        again = subprocess.run([DFS_SENSOR, "replay", "--db", str(db), "--config", str(config), "--alerts", target,
+                                str(CAPTURES[0])], capture_output=True, text=True, timeout=120, check=True)
+        got = received(directory / "relp.log", 2)
+    finally:
+        stop(proc)
+    assert "wait in the spool" not in again.stderr
+    listed = subprocess.run([DFS_SENSOR, "alerts", "--db", str(db), "--format", "json"],
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    assert len(listed) == 2
+    assert sorted(r["msg"] for r in got) == sorted(listed)
+
+
+class RefusingRelpServer:
+    """A RELP server that opens sessions as librelp does and answers ``500`` to every syslog
+    command whose record has an odd "n", ``200`` to the rest. Only for the protocol's error
+    answer: rsyslog's imrelp answers 500 just to a command the session did not enable, which
+    a client that offers commands=syslog never meets, so it cannot be made to refuse a
+    record on demand; every other RELP test here talks to the real rsyslogd."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.records: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            buffer = bytearray()
+            with conn:
+                while data := conn.recv(65536):
+                    buffer += data
+                    while (parsed := parse_frame(buffer)) is not None:
+                        conn.sendall(self._answer(*parsed))
+
+    def _answer(self, txnr: int, command: bytes, data: bytes) -> bytes:
+        if command == b"open":
+            return frame(txnr, b"rsp", b"200 OK\nrelp_version=0\nrelp_software=test\ncommands=syslog")
+        if command == b"close":
+            return frame(txnr, b"rsp") + frame(0, b"serverclose")
+        self.records.append(data)
+        odd = json.loads(data.split(b"] ", 1)[1])["n"] % 2
+        return frame(txnr, b"rsp", b"500 record refused by test" if odd else b"200 OK")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_500_answer_is_one_warning_and_counted_and_not_sent_again(tmp_path):
+    server = RefusingRelpServer()
+    target = f"relp://127.0.0.1:{server.port}"
+    messages: list[str] = []
+    sink = SpooledSink(target, RelpTransport("127.0.0.1", server.port, "alerts", "s1"),
+                       str(tmp_path / "spool.db"), 1 << 20, messages.append)
+    lines = [alert_line(n) for n in range(40)]
+    for line in lines[:20]:
+        sink.write(line)
+    wait_for(lambda: sink.depth == 0 and sink.sent + sink.rejected == 20, "the first twenty answered")
+    for line in lines[20:]:
+        sink.write(line)
+    wait_for(lambda: sink.depth == 0 and sink.sent + sink.rejected == 40, "all forty answered")
+    text = metrics.render(metrics.snapshot({"packets": 0, "flows": 0, "events": 0, "rss_bytes": 0, "interfaces": {}},
+                                           {}, {}, SimpleNamespace(events=None, alerts=sink)))
+    sink.close()
+    server.close()
+    assert (sink.sent, sink.rejected, sink.dropped) == (20, 20, 0)
+    assert len(server.records) == 40                         # a refused record is not sent again
+    [warning] = [m for m in messages if "refused" in m]      # said once, not once per record
+    assert "RELP 500 record refused by test" in warning and "not sent again" in warning
+    series = {(s.name, tuple(s.labels.items())): s.value
+              for family in text_string_to_metric_families(text) for s in family.samples}
+    assert series[("dfs_sensor_output_rejected_lines_total", (("output", "alerts"),))] == 20
