@@ -40,7 +40,10 @@ OFFERS = b"relp_version=0\nrelp_software=dfs-sensor\ncommands=syslog"
 # Commands sent before their answers are read: librelp's own default window
 # (RELP_DFLT_WINDOW_SIZE), so a collector sees no more in flight than from rsyslog's omrelp.
 WINDOW_FRAMES = 128
-# Transaction numbers latch at 999,999,999 and go on at 1 (doc/relp.md, "RELP FRAME").
+# Transaction numbers have at most 9 digits. doc/relp.md says 999,999,999 is followed by 1,
+# but librelp's server expects 1,000,000,000 (relp.h relpEngineNextTXNR), which its own frame
+# parser then refuses; so a session never gets there: a batch that would pass this number
+# starts a new session, where both sides count from 1 again.
 MAX_TXNR = 999_999_999
 # Longest answer we read: relp_version 1 fixes 128 KiB as the largest DATALEN, and an answer
 # is a status line (plus offers for open); a bigger DATALEN is a broken peer, not a buffer.
@@ -114,6 +117,8 @@ class RelpTransport:
         messages = [format_message(line, self.stream, self.hostname) for line in lines]
         answered = 0
         try:
+            if self._sock is not None and self._txnr + len(messages) >= MAX_TXNR:
+                self.close()
             if self._sock is None or self._peer_closed():
                 self._open()
             in_flight: deque[int] = deque()
@@ -178,7 +183,10 @@ class RelpTransport:
         while True:
             parsed = parse_frame(self._buffer)
             if parsed is None:
-                data = self._sock.recv(65536)
+                try:
+                    data = self._sock.recv(65536)
+                except TimeoutError:
+                    raise OSError(f"the collector did not answer within {self._sock.gettimeout():g} s") from None
                 if not data:
                     raise OSError("the collector closed the connection")
                 self._buffer += data
@@ -195,7 +203,7 @@ class RelpTransport:
             return status, text, rest
 
     def _next_txnr(self) -> int:
-        self._txnr = self._txnr % MAX_TXNR + 1
+        self._txnr += 1
         return self._txnr
 
     def _peer_closed(self) -> bool:

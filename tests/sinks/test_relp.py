@@ -86,11 +86,13 @@ def test_rsyslog_receives_every_alert_as_the_file_sink_writes_it(imrelp, tmp_pat
     expected = alert_file.read_text().splitlines()
     assert len(expected) >= 3 and all(line.isascii() for line in expected)   # so a message is the line itself
     db = tmp_path / "b.db"
+    log = directory / f"{name}.log"
+    before = len(received(log, 0))                 # rsyslog is shared by this module's tests
     done = subprocess.run([DFS_SENSOR, "replay", "--db", str(db), "--sensor-name", "sensor-a", "--config",
                            str(config), "--alerts", f"{scheme}://127.0.0.1:{ports[name]}", *map(str, CAPTURES)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout == "" and "spool" not in done.stderr, done.stderr
-    got = received(directory / f"{name}.log", len(expected))
+    got = received(log, before + len(expected))[before:]
     assert sorted(record["msg"] for record in got) == sorted(expected)      # byte for byte, once each
     listed = subprocess.run([DFS_SENSOR, "alerts", "--db", str(db), "--format", "json"],
                             capture_output=True, text=True, check=True).stdout.splitlines()
@@ -194,6 +196,62 @@ def test_an_absent_collector_costs_no_wait_and_the_next_run_delivers(tmp_path):
                             capture_output=True, text=True, check=True).stdout.splitlines()
     assert len(listed) == 2
     assert sorted(r["msg"] for r in got) == sorted(listed)
+
+
+@needs_imrelp
+def test_a_frozen_collector_costs_the_flush_bound_and_the_next_run_delivers(tmp_path):
+    """rsyslogd frozen with SIGSTOP takes the connection (its kernel does) and never answers
+    the open: the run gives up at spool_flush_seconds, keeps the alerts, and the next run,
+    with rsyslogd running again, delivers them."""
+    directory = tmp_path / "rsyslog"
+    directory.mkdir()
+    ports = configure_imrelp(directory)
+    proc = start_rsyslogd(directory, ports)
+    db = tmp_path / "s.db"
+    config = tmp_path / "c.toml"
+    config.write_text(f'[outputs]\nspool_dir = "{tmp_path / "spool"}"\nspool_flush_seconds = 1\n')
+    command = [DFS_SENSOR, "replay", "--db", str(db), "--config", str(config),
+               "--alerts", f"relp://127.0.0.1:{ports['relp']}", str(CAPTURES[0])]
+    try:
+        proc.send_signal(signal.SIGSTOP)
+        hung = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        proc.send_signal(signal.SIGCONT)
+        assert hung.returncode == 0
+        assert "did not answer within 1 s" in hung.stderr and "waits in the spool" in hung.stderr
+        assert not (directory / "relp.log").exists()
+        again = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+        got = received(directory / "relp.log", 2)
+    finally:
+        stop(proc)
+    assert "spool" not in again.stderr
+    listed = subprocess.run([DFS_SENSOR, "alerts", "--db", str(db), "--format", "json"],
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    assert sorted(r["msg"] for r in got) == sorted(listed) and len(listed) == 2
+
+
+@needs_imrelp
+def test_a_new_session_starts_before_the_transaction_number_would_pass_nine_digits(imrelp, tmp_path, monkeypatch):
+    """With the limit lowered to 600, every batch of 500 after the first needs a new session:
+    rsyslog takes each record once, and nothing fails on the way."""
+    from sensor.sinks import relp
+    directory, ports = imrelp
+    monkeypatch.setattr(relp, "MAX_TXNR", 600)
+    opened = []
+    open_session = RelpTransport._open
+    monkeypatch.setattr(RelpTransport, "_open", lambda self: (opened.append(1), open_session(self)))
+    messages: list[str] = []
+    sink = open_sink(f"relp://127.0.0.1:{ports['relp']}", "alerts", SinkSettings(spool_dir=str(tmp_path / "spool")),
+                     notify=messages.append)
+    log = directory / "relp.log"
+    before = len(received(log, 0))
+    lines = [alert_line(n) for n in range(5000, 6500)]
+    for line in lines:
+        sink.write(line)
+    wait_for(lambda: sink.depth == 0 and sink.sent == len(lines), "the spool to drain")
+    sink.close()
+    got = [json.loads(r["msg"]) for r in received(log, before + len(lines))[before:]]
+    assert sorted(g["alert_id"] for g in got) == sorted(json.loads(line)["alert_id"] for line in lines)
+    assert len(opened) >= 3 and messages == []
 
 
 class RefusingRelpServer:
