@@ -11,7 +11,7 @@ README "Shipping alerts")."""
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import signal
 import socket
 import subprocess
@@ -252,6 +252,29 @@ def test_a_new_session_starts_before_the_transaction_number_would_pass_nine_digi
     got = [json.loads(r["msg"]) for r in received(log, before + len(lines))[before:]]
     assert sorted(g["alert_id"] for g in got) == sorted(json.loads(line)["alert_id"] for line in lines)
     assert len(opened) >= 3 and messages == []
+
+
+@needs_imrelp
+def test_a_forked_worker_opens_a_session_of_its_own(imrelp):
+    """live --workers forks after the sinks are open: a worker that went on with the parent's
+    session would reuse its transaction numbers, and rsyslog would end the session."""
+    directory, ports = imrelp
+    log = directory / "relp.log"
+    before = len(received(log, 0))
+    transport = RelpTransport("127.0.0.1", ports["relp"], "alerts", "s1")
+    transport.send([alert_line(7000)])                      # the parent's session is open
+    child = os.fork()
+    if child == 0:
+        try:
+            transport.send([alert_line(7001)])            # and exits without a close, as a killed worker
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    assert os.waitpid(child, 0)[1] == 0
+    transport.send([alert_line(7002)])                      # the parent's session goes on
+    transport.close()
+    got = [json.loads(r["msg"])["n"] for r in received(log, before + 3)[before:]]
+    assert sorted(got) == [7000, 7001, 7002]
 
 
 class RefusingRelpServer:
