@@ -52,7 +52,8 @@ MAX_ANSWER_BYTES = 128 * 1024
 # A frame's header: TXNR (1-9 digits) SP COMMAND (1-32 letters) SP DATALEN (1-9 digits), then
 # SP before the data or LF when there is none.
 HEADER = re.compile(rb"(\d{1,9}) ([A-Za-z]{1,32}) (\d{1,9})([ \n])")
-MAX_HEADER_BYTES = 9 + 1 + 32 + 1 + 9 + 1
+# What the start of a header may look like while more bytes are on their way.
+HEADER_SO_FAR = re.compile(rb"\d{0,9}(?: [A-Za-z]{0,32}(?: \d{0,9})?)?")
 # At the end of a run, how long the close command waits for its answer before the
 # connection is just closed (everything was acknowledged already; this is only courtesy).
 CLOSE_SECONDS = 1.0
@@ -72,7 +73,7 @@ def parse_frame(buffer: bytearray) -> tuple[int, bytes, bytes] | None:
     while it is incomplete; RelpProtocolError when it cannot be a frame."""
     match = HEADER.match(buffer)
     if match is None:
-        if len(buffer) >= MAX_HEADER_BYTES or (buffer and not buffer[:1].isdigit()):
+        if HEADER_SO_FAR.fullmatch(buffer) is None:
             raise RelpProtocolError(f"not a RELP frame: {bytes(buffer[:40])!r}")
         return None
     txnr, command, length = int(match[1]), match[2], int(match[3])

@@ -24,7 +24,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sensor import metrics
-from sensor.sinks.relp import WINDOW_FRAMES, RelpTransport, frame, parse_frame
+from sensor.sinks.relp import WINDOW_FRAMES, RelpProtocolError, RelpTransport, frame, parse_frame, parse_offers
 from sensor.sinks.sender import SpooledSink
 from sensor.sinks.targets import SinkSettings, open_sink
 from tests.schema_check import check
@@ -275,6 +275,42 @@ def test_a_forked_worker_opens_a_session_of_its_own(imrelp):
     transport.close()
     got = [json.loads(r["msg"])["n"] for r in received(log, before + 3)[before:]]
     assert sorted(got) == [7000, 7001, 7002]
+
+
+# What Debian's rsyslogd 8.2302 (librelp 1.11.0) answered an open, two syslog commands and a
+# close, byte for byte, read off the socket.
+LIBRELP_ANSWERS = (b"1 rsp 93 200 OK\nrelp_version=0\nrelp_software=librelp,1.11.0,http://librelp.adiscon.com\n"
+                   b"commands=syslog\n2 rsp 6 200 OK\n3 rsp 6 200 OK\n4 rsp 0\n0 serverclose 0\n")
+
+
+def test_librelp_answers_parse_whole_or_in_any_two_pieces():
+    expected = [(1, b"rsp", b"200 OK\nrelp_version=0\nrelp_software=librelp,1.11.0,http://librelp.adiscon.com\n"
+                             b"commands=syslog"),
+                (2, b"rsp", b"200 OK"), (3, b"rsp", b"200 OK"), (4, b"rsp", b""), (0, b"serverclose", b"")]
+    for cut in range(len(LIBRELP_ANSWERS) + 1):
+        buffer, frames = bytearray(), []
+        for piece in (LIBRELP_ANSWERS[:cut], LIBRELP_ANSWERS[cut:]):
+            buffer += piece
+            while (parsed := parse_frame(buffer)) is not None:
+                frames.append(parsed)
+        assert frames == expected and not buffer, cut
+    assert parse_offers(expected[0][2].partition(b"\n")[2]) == {
+        "relp_version": ["0"], "relp_software": ["librelp", "1.11.0", "http://librelp.adiscon.com"],
+        "commands": ["syslog"]}
+    assert frame(4, b"close") == b"4 close 0\n" and frame(2, b"syslog", b"<28>1 x") == b"2 syslog 7 <28>1 x\n"
+
+
+@pytest.mark.parametrize("answer", [
+    b"x rsp 0\n",                        # no transaction number
+    b"1 rsp 5\n",                        # a length and no data
+    b"1 rsp 3 abcX",                     # no LF trailer
+    b"1 rsp 999999999 ",                 # beyond any answer's size: not buffered
+    b"1234567890 rsp 0\n",               # ten digits
+    b"1 r_p 0\n",                        # not a command name
+])
+def test_answers_that_cannot_be_relp_are_protocol_errors(answer):
+    with pytest.raises(RelpProtocolError):
+        parse_frame(bytearray(answer))
 
 
 class RefusingRelpServer:
