@@ -117,6 +117,9 @@ class HttpTransport:
     def idle(self) -> None:
         """A 2xx answer is the collector's acknowledgement: nothing to redeliver."""
 
+    def forked(self) -> None:
+        """Connections are per request: nothing inherited."""
+
     def close(self) -> None:
         """Connections are per request (urllib); nothing held."""
 

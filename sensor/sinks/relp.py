@@ -26,7 +26,6 @@ would block the spool forever.
 """
 from __future__ import annotations
 
-import os
 import re
 import socket
 import ssl
@@ -114,12 +113,10 @@ class RelpTransport:
         self._sock: socket.socket | None = None
         self._buffer = bytearray()
         self._txnr = 0                   # the last transaction number used in this session
-        self._owner = 0                  # the process whose session this is
 
     def send(self, lines: list[str]) -> None:
         messages = [format_message(line, self.stream, self.hostname) for line in lines]
         answered = 0
-        self._let_go_of_inherited()
         try:
             if self._sock is not None and self._txnr + len(messages) >= MAX_TXNR:
                 self.close()
@@ -148,13 +145,11 @@ class RelpTransport:
         """Every record sent was answered: nothing to redeliver. A session the collector
         ended meanwhile (serverclose, a restart) is closed here, so the next batch opens a
         new one rather than failing once on the dead one."""
-        self._let_go_of_inherited()
         if self._sock is not None:
             self._peer_closed()
 
     def close(self) -> None:
         """End the session politely (``close``, its answer awaited briefly), then the connection."""
-        self._let_go_of_inherited()
         if self._sock is None:
             return
         try:
@@ -171,7 +166,6 @@ class RelpTransport:
         the syslog command back (doc/relp.md, "Command open")."""
         self._drop()
         self._sock = connect(self.address, self.tls_context)
-        self._owner = os.getpid()
         self._txnr = 0
         txnr = self._next_txnr()
         self._sock.sendall(frame(txnr, b"open", OFFERS))
@@ -236,12 +230,12 @@ class RelpTransport:
         self._drop()
         return True
 
-    def _let_go_of_inherited(self) -> None:
+    def forked(self) -> None:
         """A forked worker (``live --workers``) inherits the parent's session with the sink:
         its transaction numbers and answers are the parent's, so the worker closes only its
-        copy of the descriptor (the parent's connection goes on) and opens a session of its own."""
-        if self._sock is not None and self._owner != os.getpid():
-            self._drop()
+        copy of the descriptor (no close command: the parent's session goes on) and opens a
+        session of its own at its first send."""
+        self._drop()
 
     def _drop(self) -> None:
         if self._sock is not None:

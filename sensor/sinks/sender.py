@@ -59,6 +59,9 @@ class Transport(Protocol):
     def idle(self) -> None:
         """Between batches: redeliver what a connection that ended may have lost, or raise
         SinkUnavailable."""
+    def forked(self) -> None:
+        """In a forked worker, before its first send: let go of the connection the parent
+        holds (this process's copy of it only: the parent goes on with it)."""
     def close(self) -> None: ...
 
 
@@ -135,6 +138,8 @@ class SpooledSink:
         """The threads of this process (at the first write, or the first after a fork): one
         moves lines from memory to the spool, one sends from the spool, so a collector that
         hangs a send never keeps lines from reaching the disk."""
+        if self._pid is not None:        # a forked worker: the parent's connection is not ours
+            self.transport.forked()
         self._pid = os.getpid()
         self._cv = threading.Condition()
         self._pending = []

@@ -159,6 +159,18 @@ class SyslogTransport:
         if self._resend:
             self.send([])
 
+    def forked(self) -> None:
+        """A forked worker (``live --workers``) inherits the parent's connection: two
+        processes writing one TCP stream could interleave their frames. The worker closes
+        its copy of the descriptor (the parent's connection goes on) and leaves that
+        connection's tail to the parent, which resends it if the connection is lost."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._acknowledged.clear()
+        self._acknowledged_bytes = 0
+        self._resend = []
+
     def _wait_acknowledged(self) -> None:
         """Until the collector's kernel has acknowledged every byte sent; OSError when the
         connection ends first or it takes longer than IO_TIMEOUT_SECONDS."""

@@ -255,24 +255,31 @@ def test_a_new_session_starts_before_the_transaction_number_would_pass_nine_digi
 
 
 @needs_imrelp
-def test_a_forked_worker_opens_a_session_of_its_own(imrelp):
-    """live --workers forks after the sinks are open: a worker that went on with the parent's
-    session would reuse its transaction numbers, and rsyslog would end the session."""
+def test_a_forked_worker_opens_a_session_of_its_own(imrelp, tmp_path):
+    """live --workers forks after the sinks are open (and sending, when a previous run left
+    lines in the spool): a worker that went on with the parent's session would reuse its
+    transaction numbers, and rsyslog would end the session under the parent."""
     directory, ports = imrelp
     log = directory / "relp.log"
     before = len(received(log, 0))
-    transport = RelpTransport("127.0.0.1", ports["relp"], "alerts", "s1")
-    transport.send([alert_line(7000)])                      # the parent's session is open
+    messages: list[str] = []
+    sink = open_sink(f"relp://127.0.0.1:{ports['relp']}", "alerts", SinkSettings(spool_dir=str(tmp_path / "spool")),
+                     notify=messages.append)
+    sink.write(alert_line(7000))
+    wait_for(lambda: sink.sent == 1, "the parent's first record")     # the parent's session is open
     child = os.fork()
-    if child == 0:
+    if child == 0:                                   # a worker: sends, and is killed (no close)
         try:
-            transport.send([alert_line(7001)])            # and exits without a close, as a killed worker
-            os._exit(0)
+            sink.write(alert_line(7001))
+            wait_for(lambda: sink.depth == 0 and sink.sent == 2, "the worker's record")
+            os._exit(0 if not messages else 1)
         except BaseException:
             os._exit(1)
     assert os.waitpid(child, 0)[1] == 0
-    transport.send([alert_line(7002)])                      # the parent's session goes on
-    transport.close()
+    sink.write(alert_line(7002))
+    wait_for(lambda: sink.depth == 0 and sink.sent == 2, "the parent's second record")
+    sink.close()
+    assert messages == []                            # the parent's session never broke
     got = [json.loads(r["msg"])["n"] for r in received(log, before + 3)[before:]]
     assert sorted(got) == [7000, 7001, 7002]
 

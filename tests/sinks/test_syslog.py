@@ -5,6 +5,7 @@ fields back as JSON; the test reads them and checks them against the alerts."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
@@ -207,3 +208,32 @@ def test_rsyslog_stopped_mid_stream_and_restarted_gets_every_alert(tmp_path, sch
     assert set(by_id) == {json.loads(line)["alert_id"] for line in lines}
     assert sink.dropped == 0
     assert any("delivering again" in message for message in messages)
+
+
+def test_a_forked_worker_sends_on_a_connection_of_its_own(rsyslog, tmp_path):
+    """live --workers forks after the sinks are open (and connected, when a previous run
+    left lines in the spool): two processes writing one TCP stream could interleave their
+    frames, so a worker opens its own connection."""
+    directory, ports = rsyslog
+    log = directory / "tcp.log"
+    before = len(received(log, 0))
+    sink = open_sink(f"syslog+tcp://127.0.0.1:{ports['tcp']}", "alerts",
+                     SinkSettings(spool_dir=str(tmp_path / "spool"), sensor_name="s1"))
+    sink.write(alert_line(7000))
+    wait_for(lambda: sink.sent == 1, "the parent's first record")
+    parent_port = sink.transport._sock.getsockname()[1]
+    child = os.fork()
+    if child == 0:
+        try:
+            sink.write(alert_line(7001))
+            wait_for(lambda: sink.depth == 0 and sink.sent == 2, "the worker's record")
+            os._exit(0 if sink.transport._sock.getsockname()[1] != parent_port else 1)
+        except BaseException:
+            os._exit(1)
+    assert os.waitpid(child, 0)[1] == 0
+    sink.write(alert_line(7002))
+    wait_for(lambda: sink.depth == 0 and sink.sent == 2, "the parent's second record")
+    assert sink.transport._sock.getsockname()[1] == parent_port      # the parent's goes on
+    sink.close()
+    got = [json.loads(r["msg"])["n"] for r in received(log, before + 3)[before:]]
+    assert sorted(got) == [7000, 7001, 7002]
