@@ -28,6 +28,9 @@ from sensor.sinks.relp import WINDOW_FRAMES, RelpProtocolError, RelpTransport, f
 from sensor.sinks.sender import SpooledSink
 from sensor.sinks.targets import SinkSettings, open_sink
 from tests.schema_check import check
+from tests.live.conftest import _missing_requirement as live_requirement, make_veth, remove_veth
+from tests.live.test_live_outputs import metric_samples
+from tests.live.test_service import ATTACKS, LiveSensor
 from tests.sinks.test_http import LONG_FLUSH, alert_line, wait_for
 from tests.sinks.test_syslog import CAPTURES, FIELDS_TEMPLATE, RSYSLOGD, free_port, make_ca, received, start_rsyslogd
 
@@ -322,12 +325,13 @@ def test_answers_that_cannot_be_relp_are_protocol_errors(answer):
 
 class RefusingRelpServer:
     """A RELP server that opens sessions as librelp does and answers ``500`` to every syslog
-    command whose record has an odd "n", ``200`` to the rest. Only for the protocol's error
+    command whose record ``refuse`` picks, ``200`` to the rest. Only for the protocol's error
     answer: rsyslog's imrelp answers 500 just to a command the session did not enable, which
     a client that offers commands=syslog never meets, so it cannot be made to refuse a
     record on demand; every other RELP test here talks to the real rsyslogd."""
 
-    def __init__(self) -> None:
+    def __init__(self, refuse) -> None:
+        self.refuse = refuse
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.records: list[bytes] = []
@@ -352,15 +356,15 @@ class RefusingRelpServer:
         if command == b"close":
             return frame(txnr, b"rsp") + frame(0, b"serverclose")
         self.records.append(data)
-        odd = json.loads(data.split(b"] ", 1)[1])["n"] % 2
-        return frame(txnr, b"rsp", b"500 record refused by test" if odd else b"200 OK")
+        refused = self.refuse(json.loads(data.split(b"] ", 1)[1]))
+        return frame(txnr, b"rsp", b"500 record refused by test" if refused else b"200 OK")
 
     def close(self) -> None:
         self.sock.close()
 
 
 def test_a_500_answer_is_one_warning_and_counted_and_not_sent_again(tmp_path):
-    server = RefusingRelpServer()
+    server = RefusingRelpServer(refuse=lambda record: record["n"] % 2)
     target = f"relp://127.0.0.1:{server.port}"
     messages: list[str] = []
     sink = SpooledSink(target, RelpTransport("127.0.0.1", server.port, "alerts", "s1"),
@@ -383,3 +387,36 @@ def test_a_500_answer_is_one_warning_and_counted_and_not_sent_again(tmp_path):
     series = {(s.name, tuple(s.labels.items())): s.value
               for family in text_string_to_metric_families(text) for s in family.samples}
     assert series[("dfs_sensor_output_rejected_lines_total", (("output", "alerts"),))] == 20
+
+
+@pytest.fixture(scope="module")
+def veth():
+    pair = make_veth(f"{os.getpid() % 10000}r")
+    yield pair
+    remove_veth(pair)
+
+
+@pytest.mark.root
+@pytest.mark.skipif(live_requirement() is not None, reason=str(live_requirement()))
+def test_live_says_a_refusal_once_and_counts_it_in_the_metrics_file(veth, tmp_path):
+    """A real `dfs-sensor live` on a veth fed the attack capture, its alerts to a RELP server
+    that refuses every record: one warning on stderr, and --metrics-file counts every stored
+    alert as rejected while the spool is empty (nothing is retried)."""
+    server = RefusingRelpServer(refuse=lambda record: True)
+    prom = tmp_path / "dfs.prom"
+    sensor = LiveSensor(tmp_path, veth.host, "--alerts", f"relp://127.0.0.1:{server.port}",
+                        "--metrics-file", str(prom))
+    rejected = ("dfs_sensor_output_rejected_lines_total", (("output", "alerts"),))
+    try:
+        veth.replay(ATTACKS[0])
+        sensor.wait_for(lambda: prom.exists() and metric_samples(prom.read_text()).get(rejected, 0) >= 1,
+                        "the refusal in the metrics")
+        assert sensor.stop() == 0
+    finally:
+        server.close()
+    last = metric_samples(prom.read_text())
+    stored = subprocess.run([DFS_SENSOR, "alerts", "--db", str(sensor.db), "--format", "json"],
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    assert last[rejected] == len(stored) == len(server.records) >= 1
+    assert last[("dfs_sensor_spool_lines", (("output", "alerts"),))] == 0
+    assert len([line for line in sensor.stderr if "refused" in line]) == 1
