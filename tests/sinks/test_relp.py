@@ -364,6 +364,9 @@ class RefusingRelpServer:
 
 
 def test_a_500_answer_is_one_warning_and_counted_and_not_sent_again(tmp_path):
+    """The RELP server here is the test's own (RefusingRelpServer): rsyslog cannot be made to
+    answer 500 to a record on demand. Half the records are refused: they leave the spool, are
+    not sent again, are said once and counted in the metrics."""
     server = RefusingRelpServer(refuse=lambda record: record["n"] % 2)
     target = f"relp://127.0.0.1:{server.port}"
     messages: list[str] = []
