@@ -218,7 +218,8 @@ def sensor_options(f: Callable) -> Callable:
         db_option,
         click.option("--events", metavar="TARGET",
                      help="Write every new event as a JSON line to a path, - (stdout), syslog+udp|tcp|tls://HOST:PORT, "
-                          "http(s)://..., splunk+https://HOST:PORT or elastic+https://HOST:PORT/INDEX."),
+                          "relp[+tls]://HOST:PORT, http(s)://..., splunk+https://HOST:PORT or "
+                          "elastic+https://HOST:PORT/INDEX."),
         click.option("--alerts", metavar="TARGET",
                      help="Write every alert as a JSON line (default: stdout); the same targets as --events. "
                           "Remote targets spool on disk and retry (see [outputs] in the README)."),

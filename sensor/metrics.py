@@ -36,6 +36,7 @@ class Snapshot:
     spool_lines: dict[str, int] = field(default_factory=dict)              # output: lines waiting
     spool_dropped: dict[str, int] = field(default_factory=dict)            # output: dropped when full
     lost_lines: dict[str, int] = field(default_factory=dict)               # output: never written
+    rejected_lines: dict[str, int] = field(default_factory=dict)           # output: refused by the collector
     store_spooled: int = 0           # PostgreSQL unreachable: batches waiting in the store's spool
     store_spool_dropped: int = 0     # events and coercion alerts the full store spool dropped
     labels: dict[str, str] = field(default_factory=dict)                   # on every series (worker)
@@ -85,6 +86,8 @@ def render(s: Snapshot, now: float | None = None) -> str:
     out.metric("spool_dropped_total", "counter", "Oldest lines dropped from a full spool.", s.spool_dropped, "output")
     out.metric("output_lost_lines_total", "counter", "Lines an output could not write (full disk).",
                s.lost_lines, "output")
+    out.metric("output_rejected_lines_total", "counter", "Lines a collector refused for good (RELP 500, an "
+               "Elasticsearch item error): counted, not sent again.", s.rejected_lines, "output")
     out.metric("store_spooled_batches", "gauge", "Batches waiting in the spool while the PostgreSQL store is "
                "unreachable.", s.store_spooled)
     out.metric("store_spool_dropped_total", "counter", "Events and coercion alerts dropped from the full store spool.",
@@ -116,25 +119,25 @@ def write_textfile(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def output_counters(outputs) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
-    """(spool lines, spool dropped, lost lines) per output name of an Outputs."""
-    spool, dropped, lost = {}, {}, {}
+def output_counters(outputs) -> tuple[dict[str, int], dict[str, int], dict[str, int], dict[str, int]]:
+    """(spool lines, spool dropped, lost lines, rejected lines) per output name of an Outputs."""
+    spool, dropped, lost, rejected = {}, {}, {}, {}
     for name in ("events", "alerts"):
         sink = getattr(outputs, name)
         sink = getattr(sink, "sink", sink)      # the local syslog tee wraps the alerts sink
         if sink is None:
             continue
         if hasattr(sink, "depth"):
-            spool[name], dropped[name] = sink.depth, sink.dropped
+            spool[name], dropped[name], rejected[name] = sink.depth, sink.dropped, sink.rejected
         else:
             lost[name] = sink.lost
-    return spool, dropped, lost
+    return spool, dropped, lost, rejected
 
 
 def snapshot(stats: dict, counters, alerts: dict, outputs, worker: int | None = None) -> Snapshot:
     """From a live stats record (sensor.service.stats_record), the summed stage counters,
     the sensor's alert counters and its outputs."""
-    spool, dropped, lost = output_counters(outputs)
+    spool, dropped, lost, rejected = output_counters(outputs)
     return Snapshot(
         packets=stats["packets"], flows=stats["flows"], events=stats["events"], rss_bytes=stats["rss_bytes"],
         interfaces=None if stats["interfaces"] is None else
@@ -144,6 +147,6 @@ def snapshot(stats: dict, counters, alerts: dict, outputs, worker: int | None = 
         suppressed_by_rule={k.removeprefix("suppressed."): n for k, n in alerts.items()
                             if k.startswith("suppressed.")},
         anomalies={k.removeprefix("anomaly."): n for k, n in counters.items() if k.startswith("anomaly.")},
-        spool_lines=spool, spool_dropped=dropped, lost_lines=lost,
+        spool_lines=spool, spool_dropped=dropped, lost_lines=lost, rejected_lines=rejected,
         store_spooled=stats.get("store_spooled", 0), store_spool_dropped=stats.get("store_spool_dropped", 0),
         labels={} if worker is None else {"worker": str(worker)})

@@ -48,6 +48,7 @@ class HttpTransport:
         self.sensor = sensor
         self.token = token
         self.rejected = 0
+        self.rejection = ""
         parts = urlsplit(url)
         path = parts.path
         if preset == "splunk" and path in ("", "/"):
@@ -103,13 +104,21 @@ class HttpTransport:
             raise SinkUnavailable("not a _bulk answer") from None
         if not result.get("errors"):
             return
-        statuses = [next(iter(item.values())).get("status", 0) for item in result.get("items", [])]
-        if any(status in RETRY_STATUSES for status in statuses):
+        results = [next(iter(item.values())) for item in result.get("items", [])]
+        if any(r.get("status", 0) in RETRY_STATUSES for r in results):
             raise SinkUnavailable("some items were refused for now (429/5xx); retrying the batch")
-        self.rejected += sum(1 for status in statuses if status >= 300 and status != 409)
+        refused = [r for r in results if r.get("status", 0) >= 300 and r.get("status") != 409]
+        if refused:
+            error = refused[-1].get("error")
+            kind = error.get("type") if isinstance(error, dict) else error
+            self.rejection = f"Elasticsearch item status {refused[-1].get('status')}" + (f": {kind}" if kind else "")
+        self.rejected += len(refused)
 
     def idle(self) -> None:
         """A 2xx answer is the collector's acknowledgement: nothing to redeliver."""
+
+    def forked(self) -> None:
+        """Connections are per request: nothing inherited."""
 
     def close(self) -> None:
         """Connections are per request (urllib); nothing held."""

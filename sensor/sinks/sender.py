@@ -42,15 +42,26 @@ MAX_PENDING_LINES = 100_000
 
 
 class SinkUnavailable(Exception):
-    """The collector did not take the batch; the message says why, for the log."""
+    """The collector did not take the batch, or only its first ``delivered`` lines; the
+    message says why, for the log."""
+
+    def __init__(self, message: str, delivered: int = 0):
+        super().__init__(message)
+        self.delivered = delivered
 
 
 class Transport(Protocol):
+    rejected: int          # records the collector refused for good (not sent again)
+    rejection: str         # why, the last time, for the warning
+
     def send(self, lines: list[str]) -> None:
-        """Deliver every line or raise SinkUnavailable."""
+        """Deliver every line (or count it as rejected) or raise SinkUnavailable."""
     def idle(self) -> None:
         """Between batches: redeliver what a connection that ended may have lost, or raise
         SinkUnavailable."""
+    def forked(self) -> None:
+        """In a forked worker, before its first send: let go of the connection the parent
+        holds (this process's copy of it only: the parent goes on with it)."""
     def close(self) -> None: ...
 
 
@@ -65,6 +76,7 @@ class SpooledSink:
         self.flush_seconds = flush_seconds
         self.lines = 0                    # handed to write()
         self.sent = 0                     # taken by the collector
+        self.rejected = 0                 # refused by the collector for good (not sent again)
         self.dropped = 0                  # pushed out of the full spool (oldest first)
         self.depth = 0                    # lines waiting in the spool
         self._pending: list[str] = []
@@ -126,6 +138,8 @@ class SpooledSink:
         """The threads of this process (at the first write, or the first after a fork): one
         moves lines from memory to the spool, one sends from the spool, so a collector that
         hangs a send never keeps lines from reaching the disk."""
+        if self._pid is not None:        # a forked worker: the parent's connection is not ours
+            self.transport.forked()
         self._pid = os.getpid()
         self._cv = threading.Condition()
         self._pending = []
@@ -183,6 +197,8 @@ class SpooledSink:
                 try:
                     self.transport.send([line for _, line in rows])
                 except SinkUnavailable as e:
+                    if e.delivered:
+                        self._delivered(spool, rows[:e.delivered])
                     backoff = min(max(RETRY_FIRST_SECONDS, backoff * 2), RETRY_MAX_SECONDS)
                     if not failing:
                         failing = True
@@ -192,8 +208,7 @@ class SpooledSink:
                         return
                     self._sleep(backoff)
                     continue
-                spool.ack(rows[-1][0])
-                self.sent += len(rows)
+                self._delivered(spool, rows)
                 backoff = 0.0
                 if failing:
                     failing = False
@@ -202,6 +217,16 @@ class SpooledSink:
         finally:
             self.transport.close()
             spool.close()
+
+    def _delivered(self, spool: Spool, rows: list[tuple[int, str]]) -> None:
+        """The collector answered for ``rows``: they leave the spool, taken or refused."""
+        spool.ack(rows[-1][0])
+        refused = self.transport.rejected - self.rejected
+        if refused and not self.rejected:
+            self.on_error(f"{self.path}: the collector refused {refused:,} record(s) ({self.transport.rejection}); "
+                          "refused records are not sent again, only counted (metrics: output_rejected_lines_total)")
+        self.rejected += refused
+        self.sent += len(rows) - refused
 
     def _sleep(self, seconds: float) -> None:
         """Back off, cut short when closing begins (then one more try decides)."""

@@ -11,8 +11,8 @@ reserves for examples; a site with its own PEN can filter on the SD-ID's name al
 The message is the record's JSON with every non-ASCII character escaped, so no BOM and no
 character off the wire can confuse a syslog viewer.
 
-Delivery over TCP and TLS: syslog has no application acknowledgement (RELP, RFC-less but
-rsyslog's, would give one; it is not built here), so the best signal within the protocol is
+Delivery over TCP and TLS: syslog has no application acknowledgement (RELP has one:
+sensor/sinks/relp.py, the same messages), so the best signal within the protocol is
 TCP's own: a batch leaves the spool only once the collector's kernel has acknowledged every
 byte of it (SIOCOUTQ, the bytes of the socket's send queue not yet acknowledged by the peer,
 tcp(7), is 0). A connection that fails or ends before that sends the whole batch again on the
@@ -94,7 +94,27 @@ def format_message(line: str, stream: str, hostname: str) -> bytes:
     return (header + sd + " " + body).encode("ascii")
 
 
+def connect(address: tuple[str, int], tls_context: ssl.SSLContext | None = None,
+            kind: int = socket.SOCK_STREAM) -> socket.socket:
+    """A socket connected to ``address`` (wrapped in TLS when ``tls_context`` is given), with
+    IO_TIMEOUT_SECONDS on every operation."""
+    family = socket.getaddrinfo(*address, type=socket.SOCK_STREAM)[0][0]
+    sock = socket.socket(family, kind)
+    sock.settimeout(IO_TIMEOUT_SECONDS)
+    try:
+        sock.connect(address)
+        if tls_context is not None:
+            sock = tls_context.wrap_socket(sock, server_hostname=address[0])
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class SyslogTransport:
+    rejected = 0           # syslog has no answer: a collector never refuses a record here
+    rejection = ""
+
     def __init__(self, scheme: str, host: str, port: int, stream: str, hostname: str,
                  tls_context: ssl.SSLContext | None = None):
         self.scheme = scheme             # "udp", "tcp" or "tls"
@@ -139,6 +159,18 @@ class SyslogTransport:
         if self._resend:
             self.send([])
 
+    def forked(self) -> None:
+        """A forked worker (``live --workers``) inherits the parent's connection: two
+        processes writing one TCP stream could interleave their frames. The worker closes
+        its copy of the descriptor (the parent's connection goes on) and leaves that
+        connection's tail to the parent, which resends it if the connection is lost."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._acknowledged.clear()
+        self._acknowledged_bytes = 0
+        self._resend = []
+
     def _wait_acknowledged(self) -> None:
         """Until the collector's kernel has acknowledged every byte sent; OSError when the
         connection ends first or it takes longer than IO_TIMEOUT_SECONDS."""
@@ -154,18 +186,8 @@ class SyslogTransport:
         if self._sock is not None and self.scheme != "udp":
             self._hung_up()
         if self._sock is None:
-            family = socket.getaddrinfo(*self.address, type=socket.SOCK_STREAM)[0][0]
-            kind = socket.SOCK_DGRAM if self.scheme == "udp" else socket.SOCK_STREAM
-            sock = socket.socket(family, kind)
-            sock.settimeout(IO_TIMEOUT_SECONDS)
-            try:
-                sock.connect(self.address)
-                if self.scheme == "tls":
-                    sock = self.tls_context.wrap_socket(sock, server_hostname=self.address[0])
-            except BaseException:
-                sock.close()
-                raise
-            self._sock = sock
+            self._sock = connect(self.address, self.tls_context if self.scheme == "tls" else None,
+                                 socket.SOCK_DGRAM if self.scheme == "udp" else socket.SOCK_STREAM)
         return self._sock
 
     def _peer_closed(self) -> str | None:

@@ -1,6 +1,7 @@
 """Where --events/--alerts go: a path or "-" (sensor/outputs.py), or a collector URL.
 
     syslog+udp://HOST:PORT  syslog+tcp://HOST:PORT  syslog+tls://HOST:PORT
+    relp://HOST:PORT  relp+tls://HOST:PORT
     http(s)://HOST[:PORT]/PATH   splunk+http(s)://HOST[:PORT][/PATH]   elastic+http(s)://HOST[:PORT]/INDEX
 """
 from __future__ import annotations
@@ -15,12 +16,14 @@ from urllib.parse import urlsplit
 
 from sensor.outputs import JsonLinesSink, OutputError
 from sensor.sinks.http import HttpTransport
+from sensor.sinks.relp import RelpTransport
 from sensor.sinks.sender import FLUSH_SECONDS, SpooledSink
 from sensor.sinks.spool import DEFAULT_MAX_BYTES
 from sensor.sinks.syslog import SyslogTransport
 
 TOKEN_ENV = "DFS_SENSOR_HTTP_TOKEN"
 SYSLOG_SCHEMES = {"syslog+udp": "udp", "syslog+tcp": "tcp", "syslog+tls": "tls"}
+RELP_SCHEMES = {"relp": False, "relp+tls": True}      # scheme: over TLS
 HTTP_PRESETS = {"splunk": "splunk", "elastic": "elastic"}
 
 
@@ -34,7 +37,7 @@ class SinkSettings:
     spool_max_bytes: int = DEFAULT_MAX_BYTES
     http_format: str = "lines"          # plain http(s):// targets: "lines" or "array"
     token_file: str | None = None
-    ca_file: str | None = None          # a private CA for syslog+tls:// and https://
+    ca_file: str | None = None          # a private CA for syslog+tls://, relp+tls:// and https://
     tls_verify: bool = True
     sensor_name: str = ""
     db: str = ""
@@ -68,11 +71,18 @@ def open_sink(target: str, stream: str, settings: SinkSettings,
         kind = SYSLOG_SCHEMES[scheme]
         transport = SyslogTransport(kind, parts.hostname, port, stream, settings.sensor_name,
                                     _tls_context(settings) if kind == "tls" else None)
+    elif scheme in RELP_SCHEMES:
+        if port is None:
+            raise SinkConfigError(f"{target}: give the port (RELP has no standard one; imrelp listens where "
+                                  "its input() says)")
+        transport = RelpTransport(parts.hostname, port, stream, settings.sensor_name,
+                                  _tls_context(settings) if RELP_SCHEMES[scheme] else None)
     else:
         preset, _, base = scheme.rpartition("+")
         if base not in ("http", "https") or (preset and preset not in HTTP_PRESETS):
             raise SinkConfigError(f"{target}: unknown output scheme {scheme!r} (a path, -, syslog+udp://, "
-                                  "syslog+tcp://, syslog+tls://, http(s)://, splunk+https://, elastic+https://)")
+                                  "syslog+tcp://, syslog+tls://, relp://, relp+tls://, http(s)://, splunk+https://, "
+                                  "elastic+https://)")
         if settings.http_format not in ("lines", "array"):
             raise SinkConfigError(f"outputs.http_format must be lines or array, not {settings.http_format!r}")
         url = target.split("+", 1)[1] if preset else target

@@ -5,6 +5,7 @@ fields back as JSON; the test reads them and checks them against the alerts."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
@@ -28,13 +29,7 @@ pytestmark = pytest.mark.skipif(not Path(RSYSLOGD).exists() or GTLS is None,
                                 reason="rsyslog and rsyslog-gnutls are not installed (scripts/setup --test installs them)")
 
 # What rsyslog makes of each message: its RFC 5424 parser's fields, as one JSON object a line.
-CONFIG = """
-global(workDirectory="{dir}" maxMessageSize="64k"
-       defaultNetstreamDriverCAFile="{dir}/ca.pem"
-       defaultNetstreamDriverCertFile="{dir}/server.pem"
-       defaultNetstreamDriverKeyFile="{dir}/server.key")
-module(load="imudp")
-module(load="imtcp" maxSessions="10")
+FIELDS_TEMPLATE = """
 template(name="fields" type="list" option.jsonf="on") {{
   property(outname="pri" name="pri" format="jsonf")
   property(outname="protocol_version" name="protocol-version" format="jsonf")
@@ -44,6 +39,15 @@ template(name="fields" type="list" option.jsonf="on") {{
   property(outname="structured_data" name="structured-data" format="jsonf")
   property(outname="msg" name="msg" format="jsonf")
 }}
+"""
+CONFIG = """
+global(workDirectory="{dir}" maxMessageSize="64k"
+       defaultNetstreamDriverCAFile="{dir}/ca.pem"
+       defaultNetstreamDriverCertFile="{dir}/server.pem"
+       defaultNetstreamDriverKeyFile="{dir}/server.key")
+module(load="imudp")
+module(load="imtcp" maxSessions="10")
+""" + FIELDS_TEMPLATE + """
 ruleset(name="udp") {{ action(type="omfile" file="{dir}/udp.log" template="fields") }}
 ruleset(name="tcp") {{ action(type="omfile" file="{dir}/tcp.log" template="fields") }}
 ruleset(name="tls") {{ action(type="omfile" file="{dir}/tls.log" template="fields") }}
@@ -82,12 +86,13 @@ def configure_rsyslog(directory: Path) -> dict[str, int]:
 
 
 def start_rsyslogd(directory: Path, ports: dict[str, int]) -> subprocess.Popen:
-    """rsyslogd on ``directory``'s configuration, once its TCP and TLS ports take connections."""
+    """rsyslogd on ``directory``'s configuration, once its stream ports (all but "udp") take
+    connections."""
     proc = subprocess.Popen([RSYSLOGD, "-n", "-f", str(directory / "rsyslog.conf"),
                              "-i", str(directory / "rsyslogd.pid")],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 20
-    for port in (ports["tcp"], ports["tls"]):
+    for port in (port for kind, port in ports.items() if kind != "udp"):
         while True:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
@@ -203,3 +208,32 @@ def test_rsyslog_stopped_mid_stream_and_restarted_gets_every_alert(tmp_path, sch
     assert set(by_id) == {json.loads(line)["alert_id"] for line in lines}
     assert sink.dropped == 0
     assert any("delivering again" in message for message in messages)
+
+
+def test_a_forked_worker_sends_on_a_connection_of_its_own(rsyslog, tmp_path):
+    """live --workers forks after the sinks are open (and connected, when a previous run
+    left lines in the spool): two processes writing one TCP stream could interleave their
+    frames, so a worker opens its own connection."""
+    directory, ports = rsyslog
+    log = directory / "tcp.log"
+    before = len(received(log, 0))
+    sink = open_sink(f"syslog+tcp://127.0.0.1:{ports['tcp']}", "alerts",
+                     SinkSettings(spool_dir=str(tmp_path / "spool"), sensor_name="s1"))
+    sink.write(alert_line(7000))
+    wait_for(lambda: sink.sent == 1, "the parent's first record")
+    parent_port = sink.transport._sock.getsockname()[1]
+    child = os.fork()
+    if child == 0:
+        try:
+            sink.write(alert_line(7001))
+            wait_for(lambda: sink.depth == 0 and sink.sent == 2, "the worker's record")
+            os._exit(0 if sink.transport._sock.getsockname()[1] != parent_port else 1)
+        except BaseException:
+            os._exit(1)
+    assert os.waitpid(child, 0)[1] == 0
+    sink.write(alert_line(7002))
+    wait_for(lambda: sink.depth == 0 and sink.sent == 2, "the parent's second record")
+    assert sink.transport._sock.getsockname()[1] == parent_port      # the parent's goes on
+    sink.close()
+    got = [json.loads(r["msg"])["n"] for r in received(log, before + 3)[before:]]
+    assert sorted(got) == [7000, 7001, 7002]

@@ -14,6 +14,7 @@ import pytest
 
 from sensor.outputs import JsonLinesSink
 from sensor.sinks.http import HttpTransport
+from sensor.sinks.relp import RelpTransport
 from sensor.sinks.sender import SpooledSink
 from sensor.sinks.syslog import SyslogTransport
 from sensor.sinks.targets import TOKEN_ENV, SinkConfigError, SinkSettings, open_sink
@@ -31,7 +32,8 @@ def test_schemes_pick_the_sink(tmp_path):
     assert isinstance(open_sink(str(tmp_path / "a.jsonl"), "alerts", settings(tmp_path)), JsonLinesSink)
     for target, kind in [("syslog+udp://127.0.0.1:514", SyslogTransport), ("syslog+tls://127.0.0.1:6514", SyslogTransport),
                          ("https://127.0.0.1/x", HttpTransport), ("splunk+https://127.0.0.1:8088", HttpTransport),
-                         ("elastic+http://127.0.0.1:9200/idx", HttpTransport)]:
+                         ("elastic+http://127.0.0.1:9200/idx", HttpTransport), ("relp://127.0.0.1:2514", RelpTransport),
+                         ("relp+tls://127.0.0.1:6514", RelpTransport)]:
         sink = open_sink(target, "alerts", settings(tmp_path))
         assert isinstance(sink, SpooledSink) and isinstance(sink.transport, kind)
         sink.close()
@@ -46,6 +48,10 @@ def test_schemes_pick_the_sink(tmp_path):
     ("syslog+udp://127.0.0.1", "give the port"),
     ("gopher://127.0.0.1/", "unknown output scheme"),
     ("syslog+tcp://127.0.0.1:99999", "bad port"),
+    ("relp://", "no host"),
+    ("relp://127.0.0.1", "give the port"),
+    ("relp://127.0.0.1:99999", "bad port"),
+    ("relp+tls://127.0.0.1:port", "bad port"),
 ])
 def test_bad_targets_are_usage_errors(tmp_path, target, message):
     with pytest.raises(SinkConfigError, match=message):
@@ -53,6 +59,7 @@ def test_bad_targets_are_usage_errors(tmp_path, target, message):
     done = subprocess.run([DFS_SENSOR, "replay", "--db", str(tmp_path / "s.db"), "--alerts", target,
                            str(ROOT / "pcaps" / "dfscoerce-smb21.pcap")], capture_output=True, text=True)
     assert done.returncode == 2 and message in done.stderr and "secret" not in done.stderr
+    assert len(done.stderr.splitlines()) == 1 and done.stdout == ""
 
 
 def test_token_from_a_file_else_the_environment(tmp_path, monkeypatch):
