@@ -30,7 +30,7 @@ from psycopg.conninfo import conninfo_to_dict
 from sensor.anomaly import Stats
 from sensor.events import RpcCallEvent
 from sensor.store.migrations import SCHEMA_VERSION
-from sensor.store.sqlite import AlertListing, Store, StoreError, T, envelope_sensor, event_row
+from sensor.store.sqlite import AlertListing, LockTaken, Store, StoreError, T, envelope_sensor, event_row
 from sensor.xql.dialects import POSTGRESQL
 
 # The advisory lock every writer's batch takes ("dfs-sensor store" as 8 ASCII bytes).
@@ -231,7 +231,7 @@ def _first_line(error: Exception) -> str:
 class PostgresStore(Store):
     INSERT_IGNORE = "INSERT INTO {table} {columns}VALUES ({marks}) ON CONFLICT DO NOTHING"
     LEAST, GREATEST = "LEAST", "GREATEST"
-    NO_BUSY_WAIT = BUSY_WAIT = "SELECT 1"        # waits are the advisory lock's, in _try_begin
+    NO_BUSY_WAIT = BUSY_WAIT = "SELECT 1"        # waits are the advisory lock's, in _begin
     XQL_DIALECT = POSTGRESQL
 
     def __init__(self, url: str, readonly: bool = False, later: bool = False):
@@ -370,10 +370,9 @@ class PostgresStore(Store):
         if self._alerts is not None:
             self._alerts[rule, key, day] = record
 
-    def _try_begin(self) -> bool:
+    def _begin(self) -> None:
         self.db.execute("BEGIN")
-        if self.db.execute("SELECT pg_try_advisory_xact_lock(?)", (WRITE_LOCK_KEY,)).fetchone()[0]:
-            self._alerts = {}
-            return True
-        self.db.execute("ROLLBACK")
-        return False
+        if not self.db.execute("SELECT pg_try_advisory_xact_lock(?)", (WRITE_LOCK_KEY,)).fetchone()[0]:
+            self.db.execute("ROLLBACK")
+            raise LockTaken
+        self._alerts = {}
