@@ -4,7 +4,8 @@ WAL mode lets ``hunt``, ``alerts`` and ``events`` read while a replay or live ru
 readers open the file read-only (``Store(path, readonly=True)``: never created, never
 migrated, never locked against a writer). Writers decode without holding the lock and write
 short batches (``Store.transaction``), each taken with bounded, counted retries when
-another writer holds the lock, so two sensors on one store both finish.
+another writer holds the lock, so two sensors on one store both finish; opening the store
+waits the same way (``_waiting_for_lock``).
 
 Damage is reported, never met as a traceback: a writer runs ``PRAGMA quick_check`` when it
 opens the store, every opener checks the schema, and any "malformed" error later becomes one
