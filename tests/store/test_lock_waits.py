@@ -7,8 +7,11 @@ Real processes on real files; a lock held by a sqlite3 connection of the test's 
 writer in that window every time."""
 from __future__ import annotations
 
+import json
 import multiprocessing
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,6 +21,7 @@ import pytest
 import sensor.store.sqlite as sqlite_store
 from sensor.store.migrations import SCHEMA_VERSION
 from sensor.store.sqlite import Store, StoreError
+from tests.conftest import PCAPS, ROOT
 
 # Rounds of two writers opening a new store at the same moment, each a new process forked
 # from a server that has the store's module loaded: on main one of the two failed in 8-12 of
@@ -28,6 +32,9 @@ WRITERS = 2
 # instead of its minute when the test waits for it to give up.
 HELD_SECONDS = 0.5
 SHORT_LIMIT_SECONDS = 0.5
+# A replay's start-up (imports, reading the capture's header) takes well under this, so the
+# lock is still held when it opens the store.
+HELD_FOR_A_REPLAY_SECONDS = 4.0
 
 
 def open_once(path: str, barrier, results) -> None:
@@ -111,3 +118,21 @@ def test_a_batch_that_never_gets_the_write_lock_names_the_batch(tmp_path, monkey
     assert store.key_dates("rule", "key", "2026-11-30", "2026-11-30") == ["2026-11-30"]
     store.close()
     holder.close()
+
+
+def test_a_replay_opening_a_new_store_while_another_writer_holds_its_lock_finishes(tmp_path):
+    """The failure CI saw, every time: a real replay reaching the store's open while another
+    writer holds a new file's lock. On main it exited 1 at once with "another process holds the
+    store's lock (database is locked)"; now it waits, then stores and alerts as usual."""
+    path = tmp_path / "s.db"
+    holder = holding_the_write_lock(path)
+    proc = subprocess.Popen([sys.executable, "-m", "sensor.cli", "replay", "--db", str(path), "--alerts", "-",
+                             str(PCAPS / "dfscoerce-smb21.pcap")],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(HELD_FOR_A_REPLAY_SECONDS)
+    holder.execute("COMMIT")
+    holder.close()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "store: another writer held the lock" in err
+    assert len([json.loads(line) for line in out.splitlines()]) == 2      # the capture's two alerts
