@@ -328,6 +328,13 @@ class PostgresStore(Store):
     def _migration_statements(self, step: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(_postgres_statement(statement) for statement in step)
 
+    @contextmanager
+    def transaction(self, doing: str = "a batch") -> Iterator[None]:
+        """Outside a batch (a migration, `store copy`): the whole transaction under one patient
+        deadline, not a watcher per statement."""
+        with self.db.watched(), super().transaction(doing):
+            yield
+
     def run_batch(self, write: Callable[[], T]) -> T:
         """``write()`` in one transaction; when the connection was lost (the server restarted
         since the last batch, a failover), once more whole on a new connection (counted in
