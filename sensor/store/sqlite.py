@@ -225,7 +225,7 @@ class Store:
             return sqlite3.connect(uris[0], uri=True, isolation_level=None, check_same_thread=False,
                                    timeout=BUSY_TIMEOUT_MS / 1000)
         except sqlite3.Error as e:
-            raise _open_failure(path, e, self.readonly) from None
+            raise _open_failure(path, e, readonly) from None
 
     def _read_header(self) -> None:
         """Open the file for real (SQLite opens it at the first read): a file that is no
