@@ -111,11 +111,12 @@ def _load(config_file: str | None, flags: dict) -> Config:
 
 
 @contextmanager
-def _reading(path: str) -> Iterator[Store]:
+def _reading(config: Config) -> Iterator[Store]:
     """The store opened read-only for a read command (never created, never locked against
-    a writer); a missing, unreadable or damaged store is one line and exit 1."""
+    a writer); a missing, unreadable or damaged store, or a hung server, is one line and exit 1."""
+    path = config.db
     try:
-        store = open_store(path, readonly=True)
+        store = open_store(path, readonly=True, deadline=config.store_deadline)
     except StoreError as e:
         _fail(str(e))
     try:
@@ -309,8 +310,8 @@ def replay(captures: tuple[str, ...], engine: str, jobs: int, **options) -> None
 
     With a postgresql:// --db, batches wait in a local spool while the database is
     unreachable (at start too: the schema is checked when it answers; wrong credentials
-    are one line, exit 1, and the spool kept) or hangs (5 s a batch) and the replay reads
-    on; at the end it tries store.flush_seconds (5 s) to
+    are one line, exit 1, and the spool kept) or hangs (store.batch_deadline_seconds, 5 s a
+    batch) and the replay reads on; at the end it tries store.flush_seconds (5 s) to
     deliver them. What is still spooled then is named in the summary ("store: N batch(es)
     wait in the spool ..."), the exit status is 0, and the next run against the same
     database delivers it first (its alerts are raised then).
@@ -480,10 +481,10 @@ def live(interfaces: tuple[str, ...], bpf: str | None, stats_interval: float, st
     SIGHUP reopens the output files). Alerts go to stdout as JSON lines (or --alerts);
     messages and counters go to stderr. As root, give --user to drop privileges once the
     sockets are open, or --allow-root to keep them. With a postgresql:// --db, capture goes
-    on while the database is unreachable, at start too, or hangs (5 s a batch): batches wait in
-    a local spool (store.spool_max_bytes; beyond it the oldest are dropped, counted) and are
-    delivered in order when it is back (the schema is checked then: wrong credentials are one
-    line, exit 1, and the spool kept for the next start).
+    on while the database is unreachable, at start too, or hangs (store.batch_deadline_seconds,
+    5 s a batch): batches wait in a local spool (store.spool_max_bytes; beyond it the oldest
+    are dropped, counted) and are delivered in order when it is back (the schema is checked
+    then: wrong credentials are one line, exit 1, and the spool kept for the next start).
 
     \b
     Examples:
@@ -547,7 +548,8 @@ def hunt_command(db, config_file, xql_file, until, lookback_days, threshold, day
     than THRESHOLD distinct days in the LOOKBACK-DAYS before --until, with their day count.
     With --xql, run any XQL query (dataset xdr_data) over the same window and print its rows.
     On a postgresql:// store the query runs as PostgreSQL's SQL, with the same rows
-    (README, Many sensors: reads on PostgreSQL).
+    (README, Many sensors: reads on PostgreSQL); a slow query goes on, a server that stops
+    answering ends it (store.batch_deadline_seconds, then a connection attempt: one line, exit 1).
 
     \b
     Examples:
@@ -559,7 +561,7 @@ def hunt_command(db, config_file, xql_file, until, lookback_days, threshold, day
                             day_mode=day_mode, match=match)
     if xql_file is not None:
         rule = with_threshold(_query_rule(xql_file, day_mode, config.detector.groups), threshold)
-        with _reading(config.db) as store:
+        with _reading(config) as store:
             try:
                 records = run_rule(store, rule, until, config.detector.lookback_days)
             except Unsupported as e:        # a query only SQLite's Python functions can run
@@ -567,7 +569,7 @@ def hunt_command(db, config_file, xql_file, until, lookback_days, threshold, day
         columns = [c for c in rule.checked.final if c not in rule.checked.hidden]
         _print_records(records, fmt, columns)
         return
-    with _reading(config.db) as store:
+    with _reading(config) as store:
         records = run_hunt(store, until, config.detector)
     _print_records(records, fmt, ["day_count", "actor_remote_ip", "agent_hostname",
                                   "action_rpc_func_opnum", "action_rpc_func_name",
@@ -615,7 +617,7 @@ def _listing(kind: str, columns: list[str]) -> Callable:
     def command(db, config_file, since, until, server, client, opnum, sensor, limit, fmt) -> None:
         where = ListFilter(since_ms=since, until_ms=until, server=server, client=client,
                            opnum=opnum, limit=limit, sensor=sensor)
-        with _reading(_reader_config(db, config_file).db) as store:
+        with _reading(_reader_config(db, config_file)) as store:
             records = getattr(store, kind)(where)
         _print_records(records, fmt, columns)
     return command
@@ -644,7 +646,7 @@ def alerts_command(db, config_file, since, until, server, client, opnum, sensor,
     config = _reader_config(db, config_file)
     where = ListFilter(since_ms=since, until_ms=until, server=server, client=client,
                        opnum=opnum, limit=limit, rule=rule, sensor=sensor)
-    with _reading(config.db) as store:
+    with _reading(config) as store:
         if rule is not None:
             known = sorted({RARITY_RULE.id, *COERCION_RULES, *store.alert_rules(), *_rule_ids(config)})
             if rule not in known:

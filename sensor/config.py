@@ -40,6 +40,7 @@ config file; a file names only what it changes:
     spool_max_bytes = 268435456  # beyond it the oldest batches are dropped, counted
     retry_max_seconds = 30.0     # longest wait between two attempts to reach the database
     flush_seconds = 5.0          # at the end of a run, how long to wait for the database
+    batch_deadline_seconds = 5.0 # longest a batch waits for a hung server (then it is spooled)
 """
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ from sensor.detect.rarity import DAY_MODES, MATCH_MODES, RaritySettings
 from sensor.evidence import DEFAULT_MAX_BYTES as EVIDENCE_MAX_BYTES
 from sensor.sinks.sender import FLUSH_SECONDS
 from sensor.sinks.targets import SinkSettings
-from sensor.store import POSTGRES_SCHEMES
+from sensor.store import BATCH_DEADLINE_SECONDS, POSTGRES_SCHEMES
 from sensor.store.spooled import (DEFAULT_FLUSH_SECONDS, DEFAULT_MAX_BYTES as STORE_SPOOL_MAX_BYTES,
                                   DEFAULT_RETRY_MAX_SECONDS, StoreSpoolSettings)
 from sensor.xql.groups import address_groups
@@ -74,7 +75,7 @@ _FILE_KEYS: dict[str | None, dict[str, type]] = {
                 "evidence_max_bytes": int, "spool_flush_seconds": float},
     "coercion": {"enabled": bool, "window": float, "known_servers": list},
     "store": {"max_clock_skew": float, "spool_max_bytes": int, "retry_max_seconds": float,
-              "flush_seconds": float},
+              "flush_seconds": float, "batch_deadline_seconds": float},
 }
 # Keys of [coercion] and [store], prefixed in the flat settings so they cannot collide with
 # other sections'.
@@ -105,6 +106,10 @@ MAX_FLUSH_SECONDS = 600.0
 # Between two attempts to reach the database: beyond an hour a sensor would notice a
 # recovered database too late.
 MAX_STORE_RETRY_SECONDS = 3600.0
+# A PostgreSQL batch's deadline: below a second a loaded server's healthy batch (0.5-2.3 s for
+# 1000 events) would be cut off and spooled over and over; beyond 10 minutes a live capture
+# thread waiting on a hung server has long overrun the kernel's ring.
+MIN_BATCH_DEADLINE_SECONDS, MAX_BATCH_DEADLINE_SECONDS = 1.0, 600.0
 
 
 class ConfigError(ValueError):
@@ -132,6 +137,7 @@ class Config:
     evidence_max_bytes: int = EVIDENCE_MAX_BYTES
     max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW
     store_spool: StoreSpoolSettings = field(default_factory=StoreSpoolSettings)   # PostgreSQL outages
+    store_deadline: float = BATCH_DEADLINE_SECONDS   # PostgreSQL: [store] batch_deadline_seconds
 
 
 def default_db_path(env: Mapping[str, str]) -> str:
@@ -245,13 +251,15 @@ def _build(values: dict[str, Any]) -> Config:
     _in_range("store.spool_max_bytes", store_spool.max_bytes, 1, MAX_SPOOL_BYTES)
     _in_range("store.retry_max_seconds", store_spool.retry_max_seconds, 0, MAX_STORE_RETRY_SECONDS)
     _in_range("store.flush_seconds", store_spool.flush_seconds, 0, MAX_FLUSH_SECONDS)
+    store_deadline = values.get(_STORE_PREFIX + "batch_deadline_seconds", BATCH_DEADLINE_SECONDS)
+    _in_range("store.batch_deadline_seconds", store_deadline, MIN_BATCH_DEADLINE_SECONDS, MAX_BATCH_DEADLINE_SECONDS)
     evidence_max_bytes = values.get("evidence_max_bytes", EVIDENCE_MAX_BYTES)
     _in_range("outputs.evidence_max_bytes", evidence_max_bytes, 1, MAX_EVIDENCE_BYTES)
     return Config(db=db, detector=detector, events=values.get("events"),
                   alerts=values.get("alerts", STDOUT), coercion=coercion, max_clock_skew=skew,
                   sensor_name=sensor_name, sinks=sinks, evidence=values.get("evidence"),
                   evidence_max_bytes=evidence_max_bytes, allowlist=values.get("allowlist"),
-                  store_spool=store_spool)
+                  store_spool=store_spool, store_deadline=store_deadline)
 
 
 def _in_range(name: str, value: int, low: int, high: int) -> None:

@@ -143,7 +143,7 @@ class Sensor:
         # PostgreSQL: batches wait in a local spool while the database is unreachable, at
         # start too (the first delivery checks the schema; sensor/store/spooled.py). A SQLite
         # store is a local file: nothing to wait for.
-        self.store = open_store(config.db, later=True)
+        self.store = open_store(config.db, later=True, deadline=config.store_deadline)
         unreachable = getattr(self.store, "unreachable", None)
         self.spool = None
         if config.db.startswith(POSTGRES_SCHEMES):

@@ -14,6 +14,7 @@ parameter) and never appears in a message: every message names the URL without i
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import socket
@@ -29,8 +30,9 @@ from psycopg.conninfo import conninfo_to_dict
 
 from sensor.anomaly import Stats
 from sensor.events import RpcCallEvent
+from sensor.store import BATCH_DEADLINE_SECONDS
 from sensor.store.migrations import SCHEMA_VERSION
-from sensor.store.sqlite import AlertListing, Store, StoreError, T, envelope_sensor, event_row
+from sensor.store.sqlite import AlertListing, LockTaken, Store, StoreError, T, envelope_sensor, event_row
 from sensor.xql.dialects import POSTGRESQL
 
 # The advisory lock every writer's batch takes ("dfs-sensor store" as 8 ASCII bytes).
@@ -47,12 +49,15 @@ RECONNECT_WAIT_SECONDS = 0.5
 # the kernel's 15 minutes of retransmissions, so a batch in flight then does not hang on.
 TCP_DEFAULTS = {"tcp_user_timeout": "10000", "keepalives_idle": "10", "keepalives_interval": "5",
                 "keepalives_count": "2"}
-# Longest a writer's transaction waits for the server, by the client's own clock: a server
+# A writer's transaction waits for the server at most the store's deadline, by the client's
+# own clock ([store] batch_deadline_seconds, BATCH_DEADLINE_SECONDS by default): a server
 # process that is stopped or hung (SIGSTOP, a frozen VM) never answers but its kernel keeps
 # the TCP connection alive, so neither keepalives nor a server-side statement_timeout end the
 # wait. Then the connection is shut down under libpq, the batch is spooled and capture goes
-# on; a capture thread stalled much longer would lose packets to the kernel's ring.
-BATCH_DEADLINE_SECONDS = 5.0
+# on; a capture thread stalled much longer would lose packets to the kernel's ring. A read
+# may take long (a hunt over a big table): after each deadline it asks the server for a new
+# connection, and waits on while one opens (libpq's connect_timeout is 2 s at least).
+MIN_CONNECT_TIMEOUT_SECONDS = 2
 # What libpq says when no server answers now, and what a server that is starting or stopping
 # says: the database will be back (the sensor spools). Anything else a connection meets (the
 # password refused, a missing database or role, pg_hba.conf, TLS settings) is configuration:
@@ -109,12 +114,16 @@ class _Connection:
     """psycopg with the sqlite3 calls the store makes: ``execute`` with ``?`` marks, and
     ``in_transaction``. Every database error becomes a StoreError naming the redacted URL."""
 
-    def __init__(self, url: str, readonly: bool, later: bool = False) -> None:
+    def __init__(self, url: str, readonly: bool, later: bool = False,
+                 seconds: float = BATCH_DEADLINE_SECONDS) -> None:
         """``later``: when no server answers now, no connection yet (``conn`` is None, the
-        error in ``unreachable``): ``reconnect`` opens it. Else that is a StoreError too."""
+        error in ``unreachable``): ``reconnect`` opens it. Else that is a StoreError too.
+        ``seconds``: the deadline of a batch, and of a statement outside one (``watched``)."""
         self.url = url
         self.name = redacted(url)
         self.readonly = readonly
+        self.seconds = seconds
+        self._watching = False              # a deadline is running (a batch's, or a statement's)
         self._reconnecting: Future | None = None
         self.unreachable: StoreUnavailable | None = None
         try:
@@ -146,38 +155,65 @@ class _Connection:
         return self.conn is None or self.conn.closed or self.conn.broken
 
     @contextmanager
-    def deadline(self, seconds: float) -> Iterator[None]:
-        """The block's waits for the server end after ``seconds``: a timer thread shuts the
-        socket down under libpq, whose wait then ends as a lost connection (StoreUnavailable)."""
+    def deadline(self, seconds: float, slow_is_fine: bool = False) -> Iterator[None]:
+        """The block's waits for the server end after ``seconds``: a watcher thread shuts the
+        socket down under libpq, whose wait then ends as a lost connection (StoreUnavailable).
+        ``slow_is_fine`` (a read): each time ``seconds`` pass, the wait goes on while the server
+        opens a new connection (it works on the statement); it ends when none opens."""
         conn = self.conn
         guard = threading.Lock()
-        state = {"open": True, "expired": False}
+        done = threading.Event()
+        expired = threading.Event()
 
-        def expire() -> None:
-            with guard:
-                if not state["open"]:
-                    return                  # the block ended meanwhile: the connection is fine
-                state["expired"] = True
-                try:
-                    with socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
-                        sock.shutdown(socket.SHUT_RDWR)
-                except (OSError, psycopg.Error):
-                    pass                    # closed already
+        def watch() -> None:
+            while not done.wait(seconds):
+                if slow_is_fine and self._answers(seconds):
+                    continue
+                with guard:
+                    if done.is_set():
+                        return              # the block ended meanwhile: the connection is fine
+                    expired.set()
+                    try:
+                        with socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
+                            sock.shutdown(socket.SHUT_RDWR)
+                    except (OSError, psycopg.Error):
+                        pass                # closed already
+                return
 
-        timer = threading.Timer(seconds, expire)
-        timer.daemon = True
-        timer.start()
+        threading.Thread(target=watch, name="store deadline", daemon=True).start()
+        self._watching = True
         try:
             yield
         except StoreError:
-            if state["expired"]:
-                raise StoreUnavailable(f"{self.name}: no answer from the server within {seconds:g} s "
+            if expired.is_set():
+                nor = ", nor a new connection" if slow_is_fine else ""
+                raise StoreUnavailable(f"{self.name}: no answer from the server within {seconds:g} s{nor} "
                                        "(a stopped or hung server process?)") from None
             raise
         finally:
+            self._watching = False
             with guard:
-                state["open"] = False
-            timer.cancel()
+                done.set()
+
+    @contextmanager
+    def watched(self) -> Iterator[None]:
+        """A statement outside a batch (a read command's, a writer's at start) under the
+        patient deadline: a slow one goes on, a hung server ends it."""
+        if self._watching:
+            yield
+            return
+        with self.deadline(self.seconds, slow_is_fine=True):
+            yield
+
+    def _answers(self, seconds: float) -> bool:
+        """Whether the server opens a new connection within ``seconds``: it is working, not
+        stopped (a refused password, a full server: it answered)."""
+        try:
+            psycopg.connect(self.url, autocommit=True, **self.options,
+                            connect_timeout=max(MIN_CONNECT_TIMEOUT_SECONDS, math.ceil(seconds))).close()
+            return True
+        except psycopg.Error as e:
+            return not unreachable(e) or "too many clients" in str(e)
 
     def reconnect(self) -> None:
         """A new connection in place of the lost one, opened in the background: when it is
@@ -207,10 +243,11 @@ class _Connection:
     def execute(self, sql: str, args: tuple | list = ()):
         if self.conn is None:
             raise self.unreachable
-        try:
-            return self.conn.execute(sql.replace("%", "%%").replace("?", "%s"), args)
-        except psycopg.Error as e:
-            raise (StoreUnavailable if self.lost else StoreError)(f"{self.name}: {_first_line(e)}") from None
+        with self.watched():
+            try:
+                return self.conn.execute(sql.replace("%", "%%").replace("?", "%s"), args)
+            except psycopg.Error as e:
+                raise (StoreUnavailable if self.lost else StoreError)(f"{self.name}: {_first_line(e)}") from None
 
     @property
     def in_transaction(self) -> bool:
@@ -231,13 +268,16 @@ def _first_line(error: Exception) -> str:
 class PostgresStore(Store):
     INSERT_IGNORE = "INSERT INTO {table} {columns}VALUES ({marks}) ON CONFLICT DO NOTHING"
     LEAST, GREATEST = "LEAST", "GREATEST"
-    NO_BUSY_WAIT = BUSY_WAIT = "SELECT 1"        # waits are the advisory lock's, in _try_begin
+    NO_BUSY_WAIT = BUSY_WAIT = "SELECT 1"        # waits are the advisory lock's, in _begin
     XQL_DIALECT = POSTGRESQL
 
-    def __init__(self, url: str, readonly: bool = False, later: bool = False):
+    def __init__(self, url: str, readonly: bool = False, later: bool = False,
+                 deadline: float = BATCH_DEADLINE_SECONDS):
         """``later`` (a sensor, which spools): when no server answers now, the store opens
         without a connection (``unreachable`` says why) and its first batch connects, checks
-        and migrates the schema as a start does, then writes."""
+        and migrates the schema as a start does, then writes. ``deadline``: how long a batch
+        waits for the server; a statement outside a batch waits on while the server opens a
+        new connection each time it passes (``_Connection.deadline``)."""
         # The alerts read or written in the current batch's transaction, by (rule, key, day):
         # the batch holds the fleet's write lock, so nobody else changes them meanwhile, and a
         # busy key's hits cost no round trip each. None outside a batch.
@@ -245,7 +285,7 @@ class PostgresStore(Store):
         self.path = redacted(url)
         self.readonly = readonly
         self.stats = Stats()
-        self.db = _Connection(url, readonly, later)
+        self.db = _Connection(url, readonly, later, deadline)
         self.unreachable = self.db.unreachable
         if self.unreachable is None:
             self._open_schema()
@@ -274,10 +314,11 @@ class PostgresStore(Store):
 
     def query(self, sql: str, params: dict) -> list[tuple]:
         """A read in psycopg's own parameter style (%(name)s: the XQL compiler's)."""
-        try:
-            return self.db.conn.execute(sql, params).fetchall()
-        except psycopg.Error as e:
-            raise StoreError(f"{self.path}: {_first_line(e)}") from None
+        with self.db.watched():
+            try:
+                return self.db.conn.execute(sql, params).fetchall()
+            except psycopg.Error as e:
+                raise StoreError(f"{self.path}: {_first_line(e)}") from None
 
     def _schema_names(self) -> set[tuple[str, str]]:
         return set(self.db.execute(
@@ -287,12 +328,19 @@ class PostgresStore(Store):
     def _migration_statements(self, step: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(_postgres_statement(statement) for statement in step)
 
+    @contextmanager
+    def transaction(self, doing: str = "a batch") -> Iterator[None]:
+        """Outside a batch (a migration, `store copy`): the whole transaction under one patient
+        deadline, not a watcher per statement."""
+        with self.db.watched(), super().transaction(doing):
+            yield
+
     def run_batch(self, write: Callable[[], T]) -> T:
         """``write()`` in one transaction; when the connection was lost (the server restarted
         since the last batch, a failover), once more whole on a new connection (counted in
         ``stats``). StoreUnavailable when that fails too: the sensor spools the batch and
         retries later (sensor/store/spooled.py); it waits here at most RECONNECT_WAIT_SECONDS,
-        and for the server's answers BATCH_DEADLINE_SECONDS. A store opened while the server
+        and for the server's answers the store's deadline. A store opened while the server
         was unreachable checks (migrates) the schema first, once connected: a StoreError then
         (the password refused, a schema too new) ends the run."""
         lost = None
@@ -309,7 +357,7 @@ class PostgresStore(Store):
                 raise
             raise lost from None        # what ended the connection, for the one line of the outage
         if self.unreachable is not None:
-            self._open_schema()         # no deadline: a migration may take long, as at a normal start
+            self._open_schema()         # a statement's patient deadline: a long migration goes on
         return self._pipelined(write)
 
     def _pipelined(self, write: Callable[[], T]) -> T:
@@ -317,7 +365,7 @@ class PostgresStore(Store):
         not read (key days, alert updates) go out without waiting for the server, and the
         day's alert of a key is read once per batch, so a batch costs a few round trips."""
         try:
-            with self.db.deadline(BATCH_DEADLINE_SECONDS):
+            with self.db.deadline(self.db.seconds):
                 try:
                     with self.db.conn.pipeline():
                         return super().run_batch(write)
@@ -370,10 +418,9 @@ class PostgresStore(Store):
         if self._alerts is not None:
             self._alerts[rule, key, day] = record
 
-    def _try_begin(self) -> bool:
+    def _begin(self) -> None:
         self.db.execute("BEGIN")
-        if self.db.execute("SELECT pg_try_advisory_xact_lock(?)", (WRITE_LOCK_KEY,)).fetchone()[0]:
-            self._alerts = {}
-            return True
-        self.db.execute("ROLLBACK")
-        return False
+        if not self.db.execute("SELECT pg_try_advisory_xact_lock(?)", (WRITE_LOCK_KEY,)).fetchone()[0]:
+            self.db.execute("ROLLBACK")
+            raise LockTaken
+        self._alerts = {}

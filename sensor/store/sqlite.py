@@ -4,7 +4,8 @@ WAL mode lets ``hunt``, ``alerts`` and ``events`` read while a replay or live ru
 readers open the file read-only (``Store(path, readonly=True)``: never created, never
 migrated, never locked against a writer). Writers decode without holding the lock and write
 short batches (``Store.transaction``), each taken with bounded, counted retries when
-another writer holds the lock, so two sensors on one store both finish.
+another writer holds the lock, so two sensors on one store both finish; opening the store
+waits the same way (``_waiting_for_lock``).
 
 Damage is reported, never met as a traceback: a writer runs ``PRAGMA quick_check`` when it
 opens the store, every opener checks the schema, and any "malformed" error later becomes one
@@ -67,6 +68,15 @@ class StoreDamaged(StoreError):
     """The file is not a store this sensor can trust: damaged pages, schema or rows."""
 
 
+class LockTaken(Exception):
+    """Another connection holds the lock a step needs (``Store._waiting_for_lock`` retries it)."""
+
+
+def lock_taken(error: sqlite3.Error) -> bool:
+    """SQLite's "database is locked" (SQLITE_BUSY) or "database table is locked" (SQLITE_LOCKED)."""
+    return "locked" in str(error) or "busy" in str(error)
+
+
 @dataclass(frozen=True)
 class ListFilter:
     since_ms: int | None = None
@@ -97,8 +107,9 @@ class AlertListing:
     sensor: str | None = None       # the sensor whose event raised it
 
 
-def explain(path: str, error: sqlite3.Error) -> StoreError:
-    """One line for an SQLite error met on the store at ``path``."""
+def explain(path: str, error: sqlite3.Error, doing: str = "") -> StoreError:
+    """One line for an SQLite error met on the store at ``path`` while ``doing`` (named
+    when another process holds a lock)."""
     text = str(error)
     if text.startswith("Could not decode to UTF-8"):      # the message quotes the whole row
         return StoreDamaged(f"{path}: the store is damaged (a row holds text that is not UTF-8); "
@@ -106,18 +117,21 @@ def explain(path: str, error: sqlite3.Error) -> StoreError:
     if isinstance(error, sqlite3.DatabaseError) and any(
             sign in text for sign in ("malformed", "not a database", "no such table", "no such column")):
         return StoreDamaged(f"{path}: the store is damaged ({text}); {RECOVERY_HINT}")
-    if "locked" in text or "busy" in text:
-        return StoreError(f"{path}: another process holds the store's lock ({text})")
+    if lock_taken(error):
+        code = getattr(error, "sqlite_errorname", None)      # e.g. SQLITE_BUSY_RECOVERY
+        return StoreError(f"{path}: another process holds the store's lock ({text}{f', {code}' if code else ''})"
+                          + (f" while this one was {doing}" if doing else ""))
     return StoreError(f"{path}: {text}")
 
 
 @contextmanager
-def reported(path: str) -> Iterator[None]:
-    """Turn an SQLite error in the block into a StoreError with one line for the user."""
+def reported(path: str, doing: str = "") -> Iterator[None]:
+    """Turn an SQLite error in the block (which is ``doing`` something) into a StoreError
+    with one line for the user."""
     try:
         yield
     except sqlite3.Error as e:
-        raise explain(path, e) from None
+        raise explain(path, e, doing) from None
 
 
 def _who() -> str:
@@ -170,13 +184,19 @@ class Store:
         self.stats = Stats()
         self.db = self._connect(readonly)
         try:
-            with reported(path):
+            with reported(path, "opening it"):
                 self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
                 if readonly:
+                    self._read_header()
                     self._check_schema(migrating=False)
                 else:
-                    self._check_pages()
-                    self.db.execute("PRAGMA journal_mode = WAL")
+                    # Each statement that can meet another writer's lock waits as a batch waits
+                    # for the write lock: before WAL mode (a new file, another writer opening it
+                    # too) the reads as well, and the switch, which SQLite never waits for.
+                    self._waiting_for_lock("opening it", self._read_header)
+                    self._waiting_for_lock("checking its pages (PRAGMA quick_check)", self._check_pages)
+                    self._waiting_for_lock("switching it to WAL mode (PRAGMA journal_mode = WAL)",
+                                           lambda: self.db.execute("PRAGMA journal_mode = WAL"))
                     # WAL + NORMAL: a commit survives a process crash (SIGKILL); only power loss
                     # can take back the last transactions, never corrupt the file.
                     self.db.execute("PRAGMA synchronous = NORMAL")
@@ -202,16 +222,23 @@ class Store:
         if readonly and not Path(path + "-wal").exists() and not os.access(Path(path).parent, os.W_OK):
             uris = [f"file:{quote(path)}?mode=ro&immutable=1"]
         try:
-            db = sqlite3.connect(uris[0], uri=True, isolation_level=None, check_same_thread=False,
-                                 timeout=BUSY_TIMEOUT_MS / 1000)
-            db.execute("SELECT count(*) FROM sqlite_master").fetchone()     # opens the file for real
-        except sqlite3.DatabaseError as e:
-            if "not a database" in str(e) or "malformed" in str(e):
-                raise explain(path, e) from None
-            raise _open_failure(path, e, readonly) from None
+            return sqlite3.connect(uris[0], uri=True, isolation_level=None, check_same_thread=False,
+                                   timeout=BUSY_TIMEOUT_MS / 1000)
         except sqlite3.Error as e:
             raise _open_failure(path, e, readonly) from None
-        return db
+
+    def _read_header(self) -> None:
+        """Open the file for real (SQLite opens it at the first read): a file that is no
+        store, or one this user cannot open, is one line here; another process's lock is
+        left to the caller."""
+        try:
+            self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as e:
+            if lock_taken(e):
+                raise
+            if "not a database" in str(e) or "malformed" in str(e):
+                raise explain(self.path, e) from None
+            raise _open_failure(self.path, e, self.readonly) from None
 
     def close(self) -> None:
         self.db.close()
@@ -279,7 +306,7 @@ class Store:
     def _migrate(self) -> None:
         if self._check_schema(migrating=True) == SCHEMA_VERSION:
             return          # nothing to do: no write lock taken
-        with self.transaction():
+        with self.transaction("the schema migration"):
             version = self._check_schema(migrating=True)     # another writer may have migrated
             if version == 0:
                 for statement in self._migration_statements(
@@ -298,15 +325,15 @@ class Store:
         return self.db.execute("SELECT version FROM schema_version").fetchone()[0]
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One short write transaction. IMMEDIATE takes the write lock up front; while
-        another writer holds it, retry with jittered backoff (counted in ``stats``) up to
-        LOCK_WAIT_LIMIT_SECONDS, so the batch is never lost to a busy lock."""
+    def transaction(self, doing: str = "a batch") -> Iterator[None]:
+        """One short write transaction (for ``doing``, named if the lock is never free).
+        IMMEDIATE takes the write lock up front; while another writer holds it, retry with
+        jittered backoff (``_waiting_for_lock``), so the batch is never lost to a busy lock."""
         if self.db.in_transaction:
             yield
             return
-        with reported(self.path):
-            self._begin_immediate()
+        with reported(self.path, f"writing {doing}"):
+            self._waiting_for_lock(f"taking the write lock for {doing}", self._begin)
             try:
                 yield
             except BaseException:
@@ -320,27 +347,35 @@ class Store:
         with self.transaction():
             return write()
 
-    def _try_begin(self) -> bool:
-        """Begin a transaction holding the store's write lock; False when another writer has it."""
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-            return True
-        except sqlite3.OperationalError as e:
-            if "locked" not in str(e) and "busy" not in str(e):
-                raise
-            return False
+    def _begin(self) -> None:
+        """Begin a transaction holding the store's write lock (SQLite's error when another
+        writer has it)."""
+        self.db.execute("BEGIN IMMEDIATE")
 
-    def _begin_immediate(self) -> None:
+    def _waiting_for_lock(self, doing: str, step: Callable[[], T]) -> T:
+        """``step()``; while another connection holds a lock it needs, again after a jittered
+        backoff (counted in ``stats``) for up to LOCK_WAIT_LIMIT_SECONDS, then one line naming
+        what was ``doing``. The one wait of every statement that can meet another writer's lock:
+        SQLite's own busy wait is off meanwhile, as it gives up at once where waiting could
+        deadlock (a reader becoming a writer: the switch to WAL mode)."""
         delay = LOCK_RETRY_FIRST_SECONDS
         waited = 0.0
         self.db.execute(self.NO_BUSY_WAIT)      # the loop below waits, and counts
         try:
-            while not self._try_begin():
+            while True:
+                try:
+                    result = step()
+                    break
+                except LockTaken:
+                    pass
+                except sqlite3.OperationalError as e:
+                    if not lock_taken(e):
+                        raise
                 if waited >= LOCK_WAIT_LIMIT_SECONDS:
-                    raise StoreError(f"{self.path}: another process has held the store's write lock "
-                                     f"for {waited:.0f} s (an open sqlite3 shell? a stopped process?); "
-                                     f"this batch was not stored: run the replay again when the lock "
-                                     f"is free (replays are idempotent)")
+                    raise StoreError(f"{self.path}: another process has held the store's lock for {waited:.0f} s "
+                                     f"while this one was {doing} (an open sqlite3 shell? a stopped "
+                                     f"process?); what was not stored yet is stored by running it again "
+                                     f"when the lock is free (replays are idempotent)")
                 pause = delay * random.uniform(0.5, 1.0)
                 time.sleep(pause)
                 waited += pause
@@ -350,6 +385,7 @@ class Store:
             self.db.execute(self.BUSY_WAIT)
         if waited:
             self.stats["lock_wait_ms"] += int(waited * 1000)
+        return result
 
     def insert_ignore_sql(self, table: str, columns: str, count: int) -> str:
         return self.INSERT_IGNORE.format(table=table, columns=columns, marks=",".join("?" * count))

@@ -1,8 +1,10 @@
 """PostgreSQL down when a sensor starts, or hung (SIGSTOP) under a batch, against a real server
 (tests/store/postgres_server.py): a writer starts spooling and checks the schema once the
-server answers, a batch waits for a hung server at most BATCH_DEADLINE_SECONDS, and a
-database found unusable once it answers (the password refused) ends the run with one line
-naming the spool the next run delivers. Readers cannot spool: they fail at once."""
+server answers, a batch waits for a hung server at most BATCH_DEADLINE_SECONDS (or the
+[store] batch_deadline_seconds it is given), and a database found unusable once it answers
+(the password refused) ends the run with one line naming the spool the next run delivers.
+Readers cannot spool: they fail at once, and a read on a server that hangs ends with one line
+once the deadline passed and no new connection opens (a slow read goes on)."""
 from __future__ import annotations
 
 import json
@@ -124,6 +126,105 @@ def test_a_batch_waits_for_a_stopped_server_process_at_most_the_deadline(postgre
     with psycopg.connect(pg_url) as conn:
         assert conn.execute("SELECT n FROM probe").fetchall() == [(2,)]
     store.close()
+
+
+# A deadline shorter than the default, as [store] batch_deadline_seconds sets it; a read given
+# up on waits that long, then for a new connection (libpq's connect_timeout, 2 s at least).
+SHORT_DEADLINE = 1.5
+PROBE_SECONDS = 2
+
+
+def test_a_batch_waits_for_a_stopped_server_at_most_the_deadline_it_is_given(postgres, pg_url):
+    store = open_store(pg_url, deadline=SHORT_DEADLINE)
+    store.run_batch(lambda: store.db.execute("CREATE TABLE probe (n BIGINT)"))
+    postgres.freeze()
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match=f"no answer from the server within {SHORT_DEADLINE:g} s "):
+            store.run_batch(lambda: store.db.execute("INSERT INTO probe VALUES (1)"))
+        waited = time.monotonic() - started
+        assert SHORT_DEADLINE <= waited < SHORT_DEADLINE + RECONNECT_WAIT_SECONDS + 2
+    finally:
+        postgres.thaw()
+    store.close()
+
+
+@pytest.mark.parametrize("readonly", [True, False], ids=["reader", "writer-outside-a-batch"])
+def test_a_statement_outside_a_batch_ends_on_a_stopped_server_with_one_line(postgres, pg_url, readonly):
+    """A reader's statements (and a writer's outside a batch: the newest event at start) had
+    no deadline: on a SIGSTOP'd server they waited forever."""
+    open_store(pg_url).close()
+    store = open_store(pg_url, readonly=readonly, deadline=SHORT_DEADLINE)
+    postgres.freeze()
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable) as raised:
+            store.newest_event_ms()
+        waited = time.monotonic() - started
+    finally:
+        postgres.thaw()
+    assert str(raised.value) == (f"{postgres.url(pg_url.rsplit('/', 1)[1]).replace(':' + PASSWORD, '')}: no answer "
+                                 f"from the server within {SHORT_DEADLINE:g} s, nor a new connection (a stopped "
+                                 "or hung server process?)")
+    assert SHORT_DEADLINE + PROBE_SECONDS <= waited < SHORT_DEADLINE + PROBE_SECONDS + 3
+    store.close()
+
+
+def test_a_slow_read_goes_on_past_the_deadline_while_the_server_answers(postgres, pg_url):
+    open_store(pg_url).close()
+    store = open_store(pg_url, readonly=True, deadline=SHORT_DEADLINE)
+    started = time.monotonic()
+    assert store.query("SELECT 7 FROM pg_sleep(%(s)s)", {"s": 3 * SHORT_DEADLINE}) == [(7,)]
+    assert time.monotonic() - started >= 3 * SHORT_DEADLINE
+    store.close()
+
+
+def test_a_read_command_waits_on_a_blocked_query_and_ends_when_the_server_hangs(postgres, pg_url, tmp_path):
+    """`dfs-sensor alerts` with [store] batch_deadline_seconds: its query blocked behind another
+    session's lock (the server alive) waits past several deadlines; once the server is
+    SIGSTOP'd, one line and exit 1 within the deadline and a connection attempt (on main it
+    hung until killed)."""
+    open_store(pg_url).close()
+    conf = tmp_path / "sensor.toml"
+    conf.write_text(f"[store]\nbatch_deadline_seconds = {SHORT_DEADLINE}\n")
+    locker = psycopg.connect(pg_url)
+    locker.execute("LOCK TABLE alert_records IN ACCESS EXCLUSIVE MODE")
+    proc = subprocess.Popen([sys.executable, "-m", "sensor.cli", "alerts", "--config", str(conf), "--db", pg_url],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    frozen = False
+    try:
+        deadline = time.monotonic() + 60
+        with postgres.admin() as admin:
+            while not admin.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                    "AND query LIKE '%alert_records%'").fetchone()[0]:
+                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() else ""
+                time.sleep(0.1)
+        time.sleep(3 * SHORT_DEADLINE)
+        assert proc.poll() is None, "a read blocked on a live server was given up"
+        postgres.freeze()
+        frozen = True
+        started = time.monotonic()
+        _, err = proc.communicate(timeout=60)
+        waited = time.monotonic() - started
+    finally:
+        if frozen:
+            postgres.thaw()
+        proc.kill()
+        locker.close()
+    assert proc.returncode == 1, err
+    assert err.count("\n") == 1 and "Traceback" not in err and PASSWORD not in err
+    assert f"no answer from the server within {SHORT_DEADLINE:g} s, nor a new connection" in err
+    assert waited < 2 * SHORT_DEADLINE + PROBE_SECONDS + 3
+
+
+@pytest.mark.parametrize("value", ["0", "0.5", "601", "nan", "inf", '"5"'])
+def test_a_batch_deadline_out_of_range_is_one_line_and_exit_2(tmp_path, value):
+    conf = tmp_path / "sensor.toml"
+    conf.write_text(f"[store]\nbatch_deadline_seconds = {value}\n")
+    done = subprocess.run([sys.executable, "-m", "sensor.cli", "alerts", "--config", str(conf),
+                           "--db", str(tmp_path / "s.db")], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "store.batch_deadline_seconds must be" in done.stderr
 
 
 def test_a_fatal_store_error_while_delivering_keeps_the_spool_and_says_so(tmp_path):
