@@ -21,6 +21,7 @@ from sensor.coercion.events import RULES as COERCION_RULES
 from sensor.detect.rarity import (DAY_MODES, MATCH_MODES, RarityDetector, detector_rules, hunt as run_hunt,
                                   later_hits, run_rule)
 from sensor.hosts import HostQuery
+from sensor.interfaces.catalog import default_catalog
 from sensor.outputs import OutputError, open_outputs
 from sensor.store import open_store
 from sensor.store.sqlite import DEFAULT_LIST_LIMIT, ListFilter, Store, StoreError, explain, reported
@@ -500,6 +501,9 @@ def live(interfaces: tuple[str, ...], bpf: str | None, stats_interval: float, st
     # Live, a full log partition must not stop capture: the sink keeps storing, counts
     # what it cannot write, retries, and says so once.
     outputs = _open_outputs(config, live=True)
+    # The catalog's NDR types now, not at the first call decoded: by then the sensor has
+    # dropped its privileges and may no longer read the interpreter's library.
+    default_catalog().request_types()
     if engine == "tshark":
         from sensor.tshark.live import run_live_tshark
 
