@@ -1,8 +1,8 @@
 """Build of the compiled core (sensor/compiled.py): the per-packet modules compiled with Cython
 from their own .py and .pxd when Cython and a C compiler are there. Where either is missing,
 or a module fails to build, the install goes on without them (pure Python, with a warning in
-pip's log); DFS_SENSOR_PURE=1 at install time skips the build. Everything else is in
-pyproject.toml.
+pip's log); DFS_SENSOR_PURE=1 at install time skips the build. Also the XQL parser's LALR
+tables (sensor/xql/tables.py). Everything else is in pyproject.toml.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import sys
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 # Read without importing the package (its __init__ would choose a core).
 _compiled = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "sensor", "compiled.py"))
@@ -64,4 +65,20 @@ class OptionalBuildExt(build_ext):
                   file=sys.stderr)
 
 
-setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt})
+class BuildPyWithTables(build_py):
+    """Writes the XQL parser's tables beside its grammar: into the build (a wheel), or into the
+    source tree for an editable install (as build_ext's in-place build). Without them the
+    parser is built at each start, as before."""
+
+    def run(self) -> None:
+        super().run()
+        root = os.path.dirname(os.path.abspath(__file__)) if self.editable_mode else self.build_lib
+        tables = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "sensor", "xql", "tables.py"))
+        try:
+            tables["write_tables"](os.path.join(root, "sensor", "xql"))
+        except Exception as e:
+            print(f"dfs-sensor: the XQL parser tables were not built ({e}): the parser is built at each start",
+                  file=sys.stderr)
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt, "build_py": BuildPyWithTables})

@@ -37,7 +37,8 @@ FAMILY_RULES = SHIPPED_RULES / "family"
 MATCH_ROOT_OPNUMS = "opnum-12-13"    # both root calls: the published query without its name filter
 MATCH_SEED_EXACT = "seed-exact"      # the published query verbatim
 MATCH_MODES = (MATCH_ROOT_OPNUMS, MATCH_SEED_EXACT)
-__all__ = ["DAY_MODES", "MATCH_MODES", "RaritySettings", "RarityDetector", "Alert", "hunt", "detector_rules"]
+__all__ = ["DAY_MODES", "MATCH_MODES", "RaritySettings", "RarityDetector", "Alert", "hunt", "detector_rules",
+           "detector_plans"]
 
 # Event ids an alert lists; a noisy key's hits go on counting past this.
 MAX_ALERT_EVENT_IDS = 50
@@ -62,6 +63,12 @@ def detector_rules(settings: RaritySettings) -> list[Rule]:
     shipped = [FAMILY_RULES] if settings.family else []
     rules = unique([dfscoerce, *load_rules([*shipped, *settings.rules], settings.groups)])
     return [with_threshold(with_day_mode(r, settings.day_mode), settings.threshold) for r in rules]
+
+
+def detector_plans(settings: RaritySettings) -> list[RarityPlan]:
+    """What the streaming detector runs for each of ``detector_rules``; RuleError naming a file
+    that is bad or not of the rarity shape (the start-up check, without a store)."""
+    return [rarity_plan(rule) for rule in detector_rules(settings)]
 
 
 @dataclass(frozen=True)
@@ -149,7 +156,7 @@ class RarityDetector:
     def __init__(self, settings: RaritySettings, store: Store):
         self.settings = settings
         self.store = store
-        self.plans: list[RarityPlan] = [rarity_plan(rule) for rule in detector_rules(settings)]
+        self.plans: list[RarityPlan] = detector_plans(settings)
         self.stats = Stats()
 
     def feed(self, event: RpcCallEvent) -> list[Alert]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
-from sensor.xql import ast
+from sensor.xql import ast, tables
 
 STAGES = ("dataset", "config", "filter", "alter", "fields", "comp", "sort", "limit", "dedup")
 # lark's names for the grammar's anonymous keyword terminals, as the user writes them.
@@ -28,8 +28,9 @@ class XqlError(ValueError):
 
 @lru_cache(maxsize=1)
 def _lark() -> Lark:
-    grammar = (Path(__file__).parent / "xql.lark").read_text()
-    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True)
+    """The parser: from the tables built at install time, else built from the grammar now."""
+    grammar = (Path(__file__).parent / tables.GRAMMAR_FILE).read_text(encoding="utf-8")
+    return tables.load(grammar, __package__) or tables.build(grammar)
 
 
 def parse(text: str) -> ast.Query:
