@@ -2,12 +2,13 @@
 from their own .py and .pxd when Cython and a C compiler are there. Where either is missing,
 or a module fails to build, the install goes on without them (pure Python, with a warning in
 pip's log); DFS_SENSOR_PURE=1 at install time skips the build. Also the XQL parser's LALR
-tables (sensor/xql/tables.py). Everything else is in pyproject.toml.
+tables and the shipped rules' parse (sensor/xql/prebuilt.py). Everything else is in pyproject.toml.
 """
 from __future__ import annotations
 
 import os
 import runpy
+import subprocess
 import sys
 
 from setuptools import setup
@@ -65,20 +66,21 @@ class OptionalBuildExt(build_ext):
                   file=sys.stderr)
 
 
-class BuildPyWithTables(build_py):
-    """Writes the XQL parser's tables beside its grammar: into the build (a wheel), or into the
-    source tree for an editable install (as build_ext's in-place build). Without them the
-    parser is built at each start, as before."""
+class BuildPyWithPrebuiltXql(build_py):
+    """Writes what the XQL front end would otherwise build at every start (sensor/xql/prebuilt.py)
+    beside its grammar: into the build (a wheel), or into the source tree for an editable
+    install (as build_ext's in-place build). Without it the parser is built at each start."""
 
     def run(self) -> None:
         super().run()
-        root = os.path.dirname(os.path.abspath(__file__)) if self.editable_mode else self.build_lib
-        tables = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "sensor", "xql", "tables.py"))
-        try:
-            tables["write_tables"](os.path.join(root, "sensor", "xql"))
-        except Exception as e:
-            print(f"dfs-sensor: the XQL parser tables were not built ({e}): the parser is built at each start",
-                  file=sys.stderr)
+        here = os.path.dirname(os.path.abspath(__file__))
+        target = os.path.join(here if self.editable_mode else self.build_lib, "sensor", "xql")
+        # A process of its own: it imports the package's XQL modules from this source tree.
+        done = subprocess.run([sys.executable, "-m", "sensor.xql.prebuilt", target], cwd=here,
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+            print(f"dfs-sensor: the XQL parser was not prebuilt ({why}): it is built at each start", file=sys.stderr)
 
 
-setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt, "build_py": BuildPyWithTables})
+setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt, "build_py": BuildPyWithPrebuiltXql})

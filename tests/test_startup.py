@@ -10,6 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from sensor.xql import prebuilt
+from sensor.xql.rules import SHIPPED_RULES
+
 ROOT = Path(__file__).resolve().parents[1]
 ATTACK_CAPTURE = ROOT / "pcaps" / "dfscoerce-smb21.pcap"      # netdfs calls only
 
@@ -46,3 +51,16 @@ def test_a_decoded_call_loads_its_own_interfaces_types_only():
     assert "sensor.interfaces.dfsnm" in modules and "impacket.dcerpc.v5.ndr" in modules
     assert not {"sensor.interfaces.rprn", "sensor.interfaces.efsr", "impacket.dcerpc.v5.rprn",
                 "impacket.dcerpc.v5.even", "impacket.dcerpc.v5.rpcrt"} & modules
+
+
+
+def test_the_shipped_rules_need_no_lark(tmp_path):
+    """The detector's rules come prebuilt from the install (sensor/xql/prebuilt.py): no lark
+    import, no LALR parse; a user's rule is parsed with lark as before."""
+    if prebuilt._data() is None:
+        pytest.skip("installed without setup.py's build step: the rules are parsed at each start")
+    plans = "from sensor.detect.rarity import RaritySettings, detector_plans\ndetector_plans(RaritySettings({}))\n"
+    assert not under(loaded_after("import sensor.cli\n" + plans.format("")), "lark")
+    rule = tmp_path / "mine.xql"
+    rule.write_text((SHIPPED_RULES / "family" / "even.xql").read_text().replace("// id: ", "// id: mine-"))
+    assert "lark" in loaded_after(plans.format(f"rules=({str(rule)!r},)"))
