@@ -4,7 +4,6 @@ name is misspelt). The shipped rule files' queries are prebuilt at install time
 (sensor/xql/prebuilt.py): for those texts lark is not even imported."""
 from __future__ import annotations
 
-import difflib
 from functools import lru_cache
 from pathlib import Path
 
@@ -74,11 +73,18 @@ def _syntax_error(e, text: str) -> XqlError:
                         len(lines), len(lines[-1]) + 1)
     expected = set(e.expected)
     if expected and expected <= set(_STAGE_TERMINALS):
-        close = difflib.get_close_matches(str(token).lower(), STAGES, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(str(token).lower(), STAGES)
         return XqlError(f"unknown stage {str(token)!r}{hint} (stages: {', '.join(STAGES)})",
                         token.line, token.column)
     return XqlError(f"unexpected {str(token)!r}; expected {_expected(expected)}", token.line, token.column)
+
+
+def did_you_mean(word: str, known) -> str:
+    """"; did you mean 'x'?" naming the closest of ``known`` to a misspelt name, or ""."""
+    import difflib       # error messages only
+
+    close = difflib.get_close_matches(word, list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 _TERMINAL_TEXT = {"NAME": "a name", "STRING": "a string", "TRIPLE_STRING": "a string",
