@@ -15,7 +15,7 @@ import click
 from sensor import compiled
 from sensor.config import MAX_LOOKBACK_DAYS, MAX_THRESHOLD, Config, ConfigError, load_config
 from sensor.alerts import RARITY_RULE
-from sensor.capture.live import MAX_RING_MB, RING_MB
+from sensor.capture.ring import MAX_RING_MB, RING_MB
 from sensor.coercion.events import RULES as COERCION_RULES
 from sensor.detect.rarity import (DAY_MODES, MATCH_MODES, detector_plans, detector_rules, hunt as run_hunt,
                                   later_hits, run_rule)

@@ -32,11 +32,12 @@ def under(modules: set[str], package: str) -> set[str]:
 
 def test_the_command_line_loads_no_ndr_engine():
     """impacket's DCE/RPC modules (rpcrt pulls in its crypto, NTLM and Kerberos) come with the
-    first decoded call, not with the command line or the catalog."""
+    first decoded call, not with the command line or the catalog; ctypes with live capture."""
     modules = loaded_after("import sensor.cli\nfrom sensor.interfaces.catalog import default_catalog\n"
                            "default_catalog()")
     assert not under(modules, "impacket")
     assert not under(modules, "Cryptodome")
+    assert not under(modules, "ctypes")          # live capture's libpcap bindings: live only
 
 
 def test_a_decoded_call_loads_its_own_interfaces_types_only():
