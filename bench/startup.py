@@ -2,6 +2,7 @@
 packet and after its last, and the start of the read commands.
 
     .venv/bin/python bench/startup.py [--runs 15] [--capture /work/bench-data/small/small.pcap] [--live]
+                                      [--instructions] [--checkout /work/main]
 
 Prints the median (and min) wall clock and CPU seconds of, each run in a fresh process:
 - ``python -c pass``: the interpreter alone, the floor;
@@ -9,14 +10,18 @@ Prints the median (and min) wall clock and CPU seconds of, each run in a fresh p
 - ``replay`` of a one-frame capture (the capture's first record) into a fresh --db: the
   whole fixed cost of a replay (imports, rule files, store creation, summary);
 - ``hunt``, ``alerts``, ``events`` on the store that replay made, ``--version``;
-- with ``--live`` (root): ``live -i lo`` until it says it is capturing (then SIGTERM).
-A Markdown table, ready for bench/RESULTS.md. Not a test: the numbers depend on the machine's
-load (printed), so compare runs made one after another.
+- with ``--live`` (root): ``live -i lo`` until it says it is capturing (then SIGTERM);
+- with ``--instructions``: the instructions the one-frame replay and ``python -c pass``
+  execute (valgrind's callgrind), which the load of a shared machine does not change.
+``--checkout`` runs another checkout's install (its .venv) instead of this one: before/after.
+A Markdown table, ready for bench/RESULTS.md. Not a test: times depend on the machine's load
+(printed), so compare runs made one after another.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import signal
 import statistics
@@ -28,7 +33,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PYTHON = REPO / ".venv" / "bin" / "python"
+PYTHON = REPO / ".venv" / "bin" / "python"          # of --checkout, set in main()
 SENSOR = REPO / ".venv" / "bin" / "dfs-sensor"
 DEFAULT_CAPTURES = (Path("/work/bench-data/small/small.pcap"), REPO / "pcaps" / "small" / "small.pcap",
                     REPO / "pcaps" / "dfscoerce-smb21.pcap")
@@ -92,13 +97,27 @@ def live_start(db: Path, env: dict) -> tuple[float, float, str]:
     return wall, cpu_of_children() - cpu, ""
 
 
+def instructions(argv: list[str], env: dict, before=None) -> int:
+    """Instructions ``argv`` executes (valgrind --tool=callgrind)."""
+    if before is not None:
+        before()
+    done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=True)
+    return int(re.search(r"refs:\s+([\d,]+)", done.stderr).group(1).replace(",", ""))
+
+
 def main() -> None:
+    global PYTHON, SENSOR
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--capture", type=Path, help="pcap whose first record is replayed (default: the "
                                                        "small-message workload, else pcaps/dfscoerce-smb21.pcap)")
     parser.add_argument("--live", action="store_true", help="also time `live -i lo` to capturing (root)")
+    parser.add_argument("--instructions", action="store_true", help="also count instructions (valgrind)")
+    parser.add_argument("--checkout", type=Path, default=REPO, help="the checkout whose .venv runs (default: this one)")
     args = parser.parse_args()
+    PYTHON = args.checkout / ".venv" / "bin" / "python"
+    SENSOR = args.checkout / ".venv" / "bin" / "dfs-sensor"
     capture = args.capture or next((c for c in DEFAULT_CAPTURES if c.exists()), None)
     if capture is None:
         sys.exit("no capture: give --capture")
@@ -135,9 +154,19 @@ def main() -> None:
             if args.live:
                 results["live -i lo, to capturing"].append(live_start(tmp / "live.db", env))
         load = max(load, os.getloadavg()[0])
-    print(f"capture: first record of {capture}; {args.runs} runs each; load average (1 min) up to {load:.1f}; "
+        counts = {}
+        if args.instructions:
+            counts = {"python -c pass": instructions([str(PYTHON), "-c", "pass"], env),
+                      "replay one frame, fresh --db": instructions([str(PYTHON), str(SENSOR), "replay", "--db",
+                                                                    str(db), str(one)], env, fresh_db)}
+    commit = subprocess.run(["git", "-C", str(args.checkout), "log", "--format=%h", "-1"], capture_output=True,
+                            text=True).stdout.strip()
+    print(f"{args.checkout} (commit {commit}); "
+          f"capture: first record of {capture}; {args.runs} runs each; load average (1 min) up to {load:.1f}; "
           f"PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '')!r}; "
-          f"bytecode cached for sensor/: {(REPO / 'sensor' / '__pycache__').is_dir()}")
+          f"bytecode cached for sensor/: {(args.checkout / 'sensor' / '__pycache__').is_dir()}")
+    for name, count in counts.items():
+        print(f"instructions, {name}: {count / 1e6:,.0f} M")
     print()
     print("| command | median wall s | min wall s | median CPU s |")
     print("|---|---:|---:|---:|")
