@@ -68,7 +68,16 @@ def detector_rules(settings: RaritySettings) -> list[Rule]:
 def detector_plans(settings: RaritySettings) -> list[RarityPlan]:
     """What the streaming detector runs for each of ``detector_rules``; RuleError naming a file
     that is bad or not of the rarity shape (the start-up check, without a store)."""
-    return [rarity_plan(rule) for rule in detector_rules(settings)]
+    rules = detector_rules(settings)
+    # A run plans its rules twice (the start-up check, then the detector); plans are immutable
+    # and made from the rule texts and these settings alone, so the second is the first's.
+    key = (tuple((rule.meta, rule.text) for rule in rules), settings.day_mode, settings.threshold, settings.groups)
+    if _last_plans.get("key") != key:
+        _last_plans.update(key=key, plans=tuple(rarity_plan(rule) for rule in rules))
+    return list(_last_plans["plans"])
+
+
+_last_plans: dict = {}      # the last settings' plans (detector_plans)
 
 
 @dataclass(frozen=True)
