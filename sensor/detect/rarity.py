@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from sensor.alerts import make_alert_id
 from sensor.anomaly import Stats
@@ -27,8 +27,10 @@ from sensor.xql.functions import utc_date
 from sensor.xql.groups import DEFAULT_GROUPS, AddressGroups
 from sensor.xql.rules import (DAY_MODES, DAY_UTC_DATE, SHIPPED_RULES, RarityPlan, Rule, RuleMeta, load_rule,
                               load_rules, rarity_plan, unique, with_day_mode, with_threshold)
-from sensor.xql.sql import Compiled, compile_query, rows
 from sensor.text import json_line
+
+if TYPE_CHECKING:
+    from sensor.xql.sql import Compiled
 
 RULE = "dfscoerce-rare-dfsnm-root-call"
 DFSCOERCE_RULES = SHIPPED_RULES / "dfscoerce"
@@ -237,6 +239,8 @@ def _listing(event: RpcCallEvent) -> AlertListing:
 def window_query(store: Store, rule: Rule, until_ms: int | None, lookback_days: int) -> Compiled | None:
     """A rule's query over the stored events whose time is in (until - lookback, until];
     until defaults to the newest stored event. None when the store is empty."""
+    from sensor.xql.sql import compile_query       # hunt's SQL compiler: not loaded by replay or live
+
     oldest, newest = store.db.execute("SELECT min(ts_ms), max(ts_ms) FROM events").fetchone()
     if newest is None:
         return None
@@ -248,6 +252,8 @@ def window_query(store: Store, rule: Rule, until_ms: int | None, lookback_days: 
 
 
 def run_rule(store: Store, rule: Rule, until_ms: int | None, lookback_days: int) -> list[dict]:
+    from sensor.xql.sql import rows
+
     compiled = window_query(store, rule, until_ms, lookback_days)
     return [] if compiled is None else rows(store, compiled)
 
