@@ -1,17 +1,19 @@
 """Build of the compiled core (sensor/compiled.py): the per-packet modules compiled with Cython
 from their own .py and .pxd when Cython and a C compiler are there. Where either is missing,
 or a module fails to build, the install goes on without them (pure Python, with a warning in
-pip's log); DFS_SENSOR_PURE=1 at install time skips the build. Everything else is in
-pyproject.toml.
+pip's log); DFS_SENSOR_PURE=1 at install time skips the build. Also the XQL parser's LALR
+tables and the shipped rules' parse (sensor/xql/prebuilt.py). Everything else is in pyproject.toml.
 """
 from __future__ import annotations
 
 import os
 import runpy
+import subprocess
 import sys
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 # Read without importing the package (its __init__ would choose a core).
 _compiled = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "sensor", "compiled.py"))
@@ -64,4 +66,21 @@ class OptionalBuildExt(build_ext):
                   file=sys.stderr)
 
 
-setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt})
+class BuildPyWithPrebuiltXql(build_py):
+    """Writes what the XQL front end would otherwise build at every start (sensor/xql/prebuilt.py)
+    beside its grammar: into the build (a wheel), or into the source tree for an editable
+    install (as build_ext's in-place build). Without it the parser is built at each start."""
+
+    def run(self) -> None:
+        super().run()
+        here = os.path.dirname(os.path.abspath(__file__))
+        target = os.path.join(here if self.editable_mode else self.build_lib, "sensor", "xql")
+        # A process of its own: it imports the package's XQL modules from this source tree.
+        done = subprocess.run([sys.executable, "-m", "sensor.xql.prebuilt", target], cwd=here,
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+            print(f"dfs-sensor: the XQL parser was not prebuilt ({why}): it is built at each start", file=sys.stderr)
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt, "build_py": BuildPyWithPrebuiltXql})

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import date, datetime, timedelta, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -16,11 +15,12 @@ import click
 from sensor import compiled
 from sensor.config import MAX_LOOKBACK_DAYS, MAX_THRESHOLD, Config, ConfigError, load_config
 from sensor.alerts import RARITY_RULE
-from sensor.capture.live import MAX_RING_MB, RING_MB
+from sensor.capture.ring import MAX_RING_MB, RING_MB
 from sensor.coercion.events import RULES as COERCION_RULES
-from sensor.detect.rarity import (DAY_MODES, MATCH_MODES, RarityDetector, detector_rules, hunt as run_hunt,
+from sensor.detect.rarity import (DAY_MODES, MATCH_MODES, detector_plans, detector_rules, hunt as run_hunt,
                                   later_hits, run_rule)
 from sensor.hosts import HostQuery
+from sensor.interfaces.catalog import default_catalog
 from sensor.outputs import OutputError, open_outputs
 from sensor.store import open_store
 from sensor.store.sqlite import DEFAULT_LIST_LIMIT, ListFilter, Store, StoreError, explain, reported
@@ -262,20 +262,30 @@ def _sensor_config(options: dict) -> Config:
 def _check_rules(config: Config) -> None:
     """Refuse to start on a bad rule file or one that cannot stream, naming it (exit 2)."""
     try:
-        RarityDetector(config.detector, Store(":memory:"))
+        detector_plans(config.detector)
     except RuleError as e:
         _fail(str(e), EXIT_USAGE)
 
 
 def _version() -> str:
+    from importlib import metadata      # ~20 ms of imports (email, zipfile...): only for --version
+
     try:
         return metadata.version("dfs-sensor")
     except metadata.PackageNotFoundError:   # run from a checkout that is not installed
         return "unknown (not installed)"
 
 
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """click's version_option, with the version looked up only when it is asked for."""
+    if value and not ctx.resilient_parsing:
+        click.echo(f"dfs-sensor, version {_version()} (per-packet core: {compiled.CORE})")
+        ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(version=f"{_version()} (per-packet core: {compiled.CORE})", prog_name="dfs-sensor")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version and exit.")
 def main() -> None:
     """Passive DFSCoerce detector: decodes MS-DFSNM calls (NetrDfsAddStdRoot opnum 12,
     NetrDfsRemoveStdRoot opnum 13) on SMB named pipes and DCE/RPC, stores them as
@@ -380,8 +390,9 @@ def _replay_native(sensor, captures: tuple[str, ...], sizes: list[int], streams:
     from sensor.capture.pcapfile import CaptureError, open_capture
 
     show_progress = sys.stderr.isatty()
-    with click.progressbar(length=sum(sizes), file=sys.stderr, label="replay",
-                           hidden=not show_progress) as bar:
+    # no bar at all off a terminal: click's progress bar module alone is ~6 ms of imports
+    with (click.progressbar(length=sum(sizes), file=sys.stderr, label="replay") if show_progress
+          else nullcontext()) as bar:
         if show_progress:
             _TerminalLines.bar = bar
             outputs = sensor.outputs
@@ -502,6 +513,9 @@ def live(interfaces: tuple[str, ...], bpf: str | None, stats_interval: float, st
     # Live, a full log partition must not stop capture: the sink keeps storing, counts
     # what it cannot write, retries, and says so once.
     outputs = _open_outputs(config, live=True)
+    # The catalog's NDR types now, not at the first call decoded: by then the sensor has
+    # dropped its privileges and may no longer read the interpreter's library.
+    default_catalog().request_types()
     if engine == "tshark":
         from sensor.tshark.live import run_live_tshark
 

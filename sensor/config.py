@@ -45,7 +45,6 @@ config file; a file names only what it changes:
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -165,6 +164,8 @@ def load_config(path: str | None = None, flags: Mapping[str, Any] | None = None,
 
 
 def _read_file(path: str) -> dict[str, Any]:
+    import tomllib      # only with a configuration file
+
     try:
         with open(path, "rb") as f:
             document = tomllib.load(f)

@@ -31,7 +31,6 @@ from sensor.events import (
     xdr_time,
 )
 from sensor.interfaces.catalog import Catalog, Interface, Operation
-from sensor.interfaces.decode import NdrDecodeError, decode_request, looks_like
 from sensor.net.stream import FlowKey
 from sensor.smb.events import SmbSession
 
@@ -79,6 +78,8 @@ def _by_stub(candidates, call: RpcCall) -> Interface | None:
     """The first candidate whose call for this opnum the stub cleanly is (never for a sealed stub)."""
     if call.sealed:
         return None
+    from sensor.interfaces.decode import looks_like     # impacket's NDR: at the first call decoded
+
     for iface in candidates:
         op = iface.operation(call.opnum)
         if op is not None and op.request is not None and looks_like(op, call.stub, call.little_endian, call.ndr64):
@@ -96,6 +97,8 @@ def decode_arguments(op: Operation | None, call: RpcCall) -> tuple[dict[str, str
         return {}, {}, "sealed: PKT_PRIVACY stub"
     if op is None or op.request is None:
         return {}, {}, ""
+    from sensor.interfaces.decode import NdrDecodeError, decode_request   # as in _by_stub
+
     try:
         decoded = decode_request(op, call.stub, call.little_endian, call.ndr64)
     except NdrDecodeError as exc:

@@ -34,7 +34,8 @@ from collections.abc import Iterator
 
 from sensor import evidence, metrics
 from sensor.metrics import rss_bytes
-from sensor.capture.live import RING_MB, TICK_SECONDS, CaptureError, LiveCapture
+from sensor.capture.live import TICK_SECONDS, CaptureError, LiveCapture
+from sensor.capture.ring import RING_MB
 from sensor.coercion import forward
 from sensor.coercion.correlate import Correlator
 from sensor.config import Config

@@ -23,7 +23,6 @@ authenticated to (or the ServerName of a DFSCoerce call).
 """
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from datetime import date, datetime, time, timezone
 
@@ -83,6 +82,8 @@ class AllowList:
 
 
 def load(path: str) -> list[Entry]:
+    import tomllib      # only with an allow-list, which is loaded at start (before live drops privileges)
+
     try:
         with open(path, "rb") as f:
             document = tomllib.load(f)

@@ -16,8 +16,9 @@ import re
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _encode_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 # Every character that could need escaping: DEL and everything outside ASCII. The C0 controls
-# are already escaped by the JSON encoder itself.
-_MAYBE_UNSAFE = re.compile("[\x7f-\U0010ffff]")
+# are already escaped by the JSON encoder itself. Written as the complement of 0-0x7E: the
+# same set as the range 0x7F-0x10FFFF, which the re module takes ~4 ms to compile at import.
+_MAYBE_UNSAFE = re.compile("[^\x00-\x7e]")
 
 
 def _escape(match: re.Match) -> str:

@@ -33,7 +33,7 @@ from impacket.smb3structs import (
 )
 from impacket.uuid import generate, stringver_to_bin, uuidtup_to_bin
 
-from sensor.interfaces import dfsnm
+from sensor.interfaces.rows import dfsnm
 
 DIALECTS = {
     "default": None,  # impacket's own negotiation (highest both sides offer)

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from sensor.anomaly import Stats
+from sensor.capture.ring import RING_MB
 
 # SMB (445 direct, 139 NetBIOS), the endpoint mapper (135), and dynamic-port DCE/RPC. The
 # kernel strips the outer 802.1Q tag before the filter runs, so the plain clauses match
@@ -61,13 +62,6 @@ TICK_SECONDS = 0.5
 RING_BLOCK_TIMEOUT_MS = 100
 # 1 MiB blocks hold a 64 KiB GRO super-frame many times over.
 RING_BLOCK_BYTES = 1 << 20
-# The ring of each interface (per worker), MiB by default (--ring-mb): about a quarter of a
-# second of a saturated 1 Gbit/s port if the filter passed everything, half a second of a
-# small-message mix at 150k packets/s (~450 bytes of ring per frame). Zeek's AF_Packet
-# buffer is 128 MiB by default; the kernel never swaps a ring out, so bigger is opt-in.
-RING_MB = 32
-# Largest --ring-mb: beyond what any burst needs, below what a typo should be allowed to pin.
-MAX_RING_MB = 4096
 # Used by the kernel only to size the ring's frame count for TPACKET_V3 (frames are packed).
 RING_FRAME_BYTES = 2048
 # What libpcap assumes when compiling: the largest frame the filter may be asked about.

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from sensor.alerts import make_alert_id
 from sensor.anomaly import Stats
@@ -27,8 +27,10 @@ from sensor.xql.functions import utc_date
 from sensor.xql.groups import DEFAULT_GROUPS, AddressGroups
 from sensor.xql.rules import (DAY_MODES, DAY_UTC_DATE, SHIPPED_RULES, RarityPlan, Rule, RuleMeta, load_rule,
                               load_rules, rarity_plan, unique, with_day_mode, with_threshold)
-from sensor.xql.sql import Compiled, compile_query, rows
 from sensor.text import json_line
+
+if TYPE_CHECKING:
+    from sensor.xql.sql import Compiled
 
 RULE = "dfscoerce-rare-dfsnm-root-call"
 DFSCOERCE_RULES = SHIPPED_RULES / "dfscoerce"
@@ -37,7 +39,8 @@ FAMILY_RULES = SHIPPED_RULES / "family"
 MATCH_ROOT_OPNUMS = "opnum-12-13"    # both root calls: the published query without its name filter
 MATCH_SEED_EXACT = "seed-exact"      # the published query verbatim
 MATCH_MODES = (MATCH_ROOT_OPNUMS, MATCH_SEED_EXACT)
-__all__ = ["DAY_MODES", "MATCH_MODES", "RaritySettings", "RarityDetector", "Alert", "hunt", "detector_rules"]
+__all__ = ["DAY_MODES", "MATCH_MODES", "RaritySettings", "RarityDetector", "Alert", "hunt", "detector_rules",
+           "detector_plans"]
 
 # Event ids an alert lists; a noisy key's hits go on counting past this.
 MAX_ALERT_EVENT_IDS = 50
@@ -62,6 +65,21 @@ def detector_rules(settings: RaritySettings) -> list[Rule]:
     shipped = [FAMILY_RULES] if settings.family else []
     rules = unique([dfscoerce, *load_rules([*shipped, *settings.rules], settings.groups)])
     return [with_threshold(with_day_mode(r, settings.day_mode), settings.threshold) for r in rules]
+
+
+def detector_plans(settings: RaritySettings) -> list[RarityPlan]:
+    """What the streaming detector runs for each of ``detector_rules``; RuleError naming a file
+    that is bad or not of the rarity shape (the start-up check, without a store)."""
+    rules = detector_rules(settings)
+    # A run plans its rules twice (the start-up check, then the detector); plans are immutable
+    # and made from the rule texts and these settings alone, so the second is the first's.
+    key = (tuple((rule.meta, rule.text) for rule in rules), settings.day_mode, settings.threshold, settings.groups)
+    if _last_plans.get("key") != key:
+        _last_plans.update(key=key, plans=tuple(rarity_plan(rule) for rule in rules))
+    return list(_last_plans["plans"])
+
+
+_last_plans: dict = {}      # the last settings' plans (detector_plans)
 
 
 @dataclass(frozen=True)
@@ -149,7 +167,7 @@ class RarityDetector:
     def __init__(self, settings: RaritySettings, store: Store):
         self.settings = settings
         self.store = store
-        self.plans: list[RarityPlan] = [rarity_plan(rule) for rule in detector_rules(settings)]
+        self.plans: list[RarityPlan] = detector_plans(settings)
         self.stats = Stats()
 
     def feed(self, event: RpcCallEvent) -> list[Alert]:
@@ -221,6 +239,8 @@ def _listing(event: RpcCallEvent) -> AlertListing:
 def window_query(store: Store, rule: Rule, until_ms: int | None, lookback_days: int) -> Compiled | None:
     """A rule's query over the stored events whose time is in (until - lookback, until];
     until defaults to the newest stored event. None when the store is empty."""
+    from sensor.xql.sql import compile_query       # hunt's SQL compiler: not loaded by replay or live
+
     oldest, newest = store.db.execute("SELECT min(ts_ms), max(ts_ms) FROM events").fetchone()
     if newest is None:
         return None
@@ -232,6 +252,8 @@ def window_query(store: Store, rule: Rule, until_ms: int | None, lookback_days: 
 
 
 def run_rule(store: Store, rule: Rule, until_ms: int | None, lookback_days: int) -> list[dict]:
+    from sensor.xql.sql import rows
+
     compiled = window_query(store, rule, until_ms, lookback_days)
     return [] if compiled is None else rows(store, compiled)
 

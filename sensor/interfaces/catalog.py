@@ -1,10 +1,17 @@
 """The interface catalog: data, not code. One module per protocol adds its rows here.
 
 An interface is a row: uuid, version, IDL name, the coercion technique it serves, the pipes
-and transports it is reached on, and its operations (IDL name, NDR request type, the
-arguments that name the listener a coerced server calls back). Adding the next coercion
-protocol is one module (its NDR types and its ``Interface`` row) listed in ``PROTOCOL_MODULES``
-(see sensor/interfaces/fsrvp.py for the smallest).
+and transports it is reached on, and its operations (IDL name, the dotted path of the NDR
+request type, the arguments that name the listener a coerced server calls back). Adding the
+next coercion protocol is its ``Interface`` row (a module in sensor/interfaces/rows/, listed
+in ``PROTOCOL_MODULES``) and, where impacket has none, its NDR request types (a module here;
+see rows/fsrvp.py and fsrvp.py for the smallest).
+
+The request types are imported at the first decode of a call that needs them (``Operation.
+request``), not with the catalog: impacket's DCE/RPC modules cost more than a replay of a
+small capture does (its rpcrt alone pulls in its crypto, NTLM and Kerberos modules), and most
+runs decode no catalogued call. ``Catalog.request_types`` imports them all at once: live does
+before it drops privileges, and the tests find a broken module or path with it.
 
 Pipes: a pipe may carry several interfaces (\\PIPE\\lsarpc carries LSA and EFSR, among
 others), so the bind's uuid always decides. Only when the bind was missed is the pipe name
@@ -15,9 +22,9 @@ interface's call for its opnum (see event_builder.resolve).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import import_module
 from typing import Mapping
-
-from impacket.dcerpc.v5.ndr import NDRCALL
 
 NCACN_NP = "ncacn_np"          # SMB named pipe
 NCACN_IP_TCP = "ncacn_ip_tcp"  # TCP, endpoint from the endpoint mapper (135)
@@ -27,18 +34,36 @@ NCACN_IP_TCP = "ncacn_ip_tcp"  # TCP, endpoint from the endpoint mapper (135)
 class Operation:
     opnum: int
     name: str                                  # IDL name
-    request: type[NDRCALL] | None = None       # decoder of the [in] parameters; None: not decoded
+    # The NDRCALL type of the [in] parameters by dotted path ("sensor.interfaces.dfsnm.
+    # NetrDfsAddStdRoot", "impacket.dcerpc.v5.rprn.RpcOpenPrinter"); None: not decoded.
+    request_path: str | None = None
     # The [in] arguments that name the listener the server is made to contact (a host name,
     # an address, or a UNC path: sensor/interfaces/listener.py gets the host out of each).
     # Non-empty marks the operation as a coercion call.
     listener_args: tuple[str, ...] = ()
     # Wire forms some clients send that differ from the IDL's, tried in order after
-    # ``request`` fails (each documented where it is defined).
-    alternates: tuple[type[NDRCALL], ...] = ()
+    # ``request`` fails (each documented where it is defined); dotted paths too.
+    alternate_paths: tuple[str, ...] = ()
 
     @property
     def coerces(self) -> bool:
         return bool(self.listener_args)
+
+    @property
+    def request(self) -> type | None:
+        """The request type (an impacket NDRCALL), imported on first use; None: not decoded."""
+        return None if self.request_path is None else ndr_type(self.request_path)
+
+    @property
+    def alternates(self) -> tuple[type, ...]:
+        return tuple(ndr_type(path) for path in self.alternate_paths)
+
+
+@lru_cache(maxsize=None)
+def ndr_type(path: str) -> type:
+    """The class a row names by dotted path ("package.module.Class"), importing its module."""
+    module, _, name = path.rpartition(".")
+    return getattr(import_module(module), name)
 
 
 @dataclass(frozen=True)
@@ -96,15 +121,19 @@ class Catalog:
         """Every catalogued interface served on this pipe (dedicated or shared)."""
         return self._dedicated.get(pipe_name, []) + self._shared.get(pipe_name, [])
 
+    def request_types(self) -> dict[tuple[str, int], tuple[type, ...]]:
+        """(uuid, opnum) -> the request type and its alternates, of every decoded operation,
+        all imported now (ImportError or AttributeError naming a broken module or path)."""
+        return {(iface.uuid, op.opnum): (op.request, *op.alternates)
+                for iface in self.by_uuid.values() for op in iface.operations.values() if op.request_path}
+
 
 def default_catalog() -> Catalog:
     return Catalog([row for module in PROTOCOL_MODULES for row in module.INTERFACES])
 
 
-# One module per protocol, each defining INTERFACES (its rows). Imported with this module, at
-# start-up, not when the first catalog is built: a live sensor has dropped its privileges by
-# then and may no longer read the interpreter's library (impacket's rprn pulls in hmac...).
-# They import this module's types in turn, which are all defined above.
-from sensor.interfaces import dfsnm, efsr, even, fsrvp, par, rprn  # noqa: E402
+# One module per protocol, each defining INTERFACES (its rows, data only). Imported with this
+# module; they import this module's types in turn, which are all defined above.
+from sensor.interfaces.rows import dfsnm, efsr, even, fsrvp, par, rprn  # noqa: E402
 
 PROTOCOL_MODULES = (dfsnm, efsr, rprn, par, fsrvp, even)

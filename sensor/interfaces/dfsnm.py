@@ -1,4 +1,5 @@
-"""MS-DFSNM (netdfs): the catalog row and NDR request types for the coercion methods.
+"""MS-DFSNM (netdfs): the NDR request types of the coercion methods (the catalog row is
+sensor/interfaces/rows/dfsnm.py).
 
 impacket has no dfsnm module, so the [in] parameters are defined here on its NDRCALL
 types, each checked against the MIDL syntax of MS-DFSNM 3.1.4 (and appendix A). The lab's
@@ -13,11 +14,6 @@ from __future__ import annotations
 
 from impacket.dcerpc.v5.dtypes import BOOLEAN, DWORD, LPWSTR, ULONG, WSTR
 from impacket.dcerpc.v5.ndr import NDRCALL, NDRPOINTER, NDRSTRUCT, NDRUniConformantArray
-
-from sensor.interfaces.catalog import Interface, Operation, operations
-
-UUID = "4fc742e0-4a10-11cf-8273-00aa004ae673"
-VERSION = (3, 0)
 
 
 # MS-DFSNM 2.2.3.1 DFSM_ROOT_LIST_ENTRY / 2.2.3.2 DFSM_ROOT_LIST
@@ -103,45 +99,3 @@ class NetrDfsAddRootTarget(NDRCALL):
 class NetrDfsRemoveRootTarget(NDRCALL):
     opnum = 24
     structure = (("pDfsPath", LPWSTR), ("pTargetPath", LPWSTR), ("Flags", ULONG))
-
-
-INTERFACE = Interface(
-    uuid=UUID,
-    version=VERSION,
-    name="netdfs",
-    technique="DFSCoerce",
-    protocol="MS-DFSNM",
-    pipes=frozenset({"netdfs"}),
-    operations=operations(
-        Operation(0, "NetrDfsManagerGetVersion"),
-        Operation(1, "NetrDfsAdd"),
-        Operation(2, "NetrDfsRemove"),
-        Operation(3, "NetrDfsSetInfo"),
-        Operation(4, "NetrDfsGetInfo"),
-        Operation(5, "NetrDfsEnum"),
-        Operation(6, "NetrDfsMove"),
-        # 7-9: "Opnum7NotUsedOnWire" .. "Opnum9NotUsedOnWire" (MS-DFSNM 3.1.4)
-        Operation(7, "Opnum7NotUsedOnWire"),
-        Operation(8, "Opnum8NotUsedOnWire"),
-        Operation(9, "Opnum9NotUsedOnWire"),
-        Operation(10, "NetrDfsAddFtRoot"),
-        Operation(11, "NetrDfsRemoveFtRoot"),
-        Operation(12, "NetrDfsAddStdRoot", NetrDfsAddStdRoot, ("ServerName",)),
-        Operation(13, "NetrDfsRemoveStdRoot", NetrDfsRemoveStdRoot, ("ServerName",)),
-        Operation(14, "NetrDfsManagerInitialize", NetrDfsManagerInitialize, ("ServerName",)),
-        Operation(15, "NetrDfsAddStdRootForced", NetrDfsAddStdRootForced, ("ServerName",)),
-        Operation(16, "NetrDfsGetDcAddress"),
-        Operation(17, "NetrDfsSetDcAddress"),
-        Operation(18, "NetrDfsFlushFtTable"),
-        Operation(19, "NetrDfsAdd2"),
-        Operation(20, "NetrDfsRemove2", NetrDfsRemove2, ("ServerName", "DfsEntryPath"),
-                  alternates=(NetrDfsRemove2NullableDcName,)),
-        Operation(21, "NetrDfsEnumEx"),
-        Operation(22, "NetrDfsSetInfo2"),
-        Operation(23, "NetrDfsAddRootTarget", NetrDfsAddRootTarget, ("pDfsPath", "pTargetPath")),
-        Operation(24, "NetrDfsRemoveRootTarget", NetrDfsRemoveRootTarget, ("pDfsPath", "pTargetPath")),
-        Operation(25, "NetrDfsGetSupportedNamespaceVersion"),
-    ),
-)
-
-INTERFACES = [INTERFACE]

@@ -1,26 +1,15 @@
-"""MS-EFSR (efsrpc, PetitPotam): two catalog rows and the NDR request types of every call
-that takes a path.
+"""MS-EFSR (efsrpc, PetitPotam): the NDR request types of every call that takes a path (the
+catalog rows are sensor/interfaces/rows/efsr.py).
 
 impacket 0.13 has no efsr module, so the [in] parameters are written here from the MIDL
 syntax of MS-EFSR 3.1.4.2 and appendix A (checked against the MIDL-generated header). Every
 ``[in, string] wchar_t* FileName`` is a top-level ref pointer: a bare conformant varying
-string (WSTR). A path that names another host ("\\\\10.0.0.66\\share\\x") makes the server
-open it as its machine account: that is the coercion (MS-EFSR 3.1.4.2, "EFSRPC identifier").
-
-Two interfaces share the methods (MS-EFSR 3.1.4.2): c681d488 on \\PIPE\\lsarpc (reached too
-through samr, netlogon and lsass, which end in the same lsass endpoint, so their pipe names say
-nothing by themselves) and df1941c5 on \\PIPE\\efsrpc; both also over ncacn_ip_tcp.
+string (WSTR). The two interfaces (lsarpc's c681d488 and efsrpc's df1941c5) share them.
 """
 from __future__ import annotations
 
 from impacket.dcerpc.v5.dtypes import BOOL, DWORD, LPWSTR, PRPC_SID, ULONG, WSTR
 from impacket.dcerpc.v5.ndr import NDRCALL, NDRPOINTER, NDRSTRUCT, NDRUniConformantArray
-
-from sensor.interfaces.catalog import NCACN_IP_TCP, NCACN_NP, Interface, Operation, operations
-
-LSARPC_UUID = "c681d488-d850-11d0-8c52-00c04fd90f7e"
-EFSRPC_UUID = "df1941c5-fe89-4e79-bf10-463657acf44d"
-VERSION = (1, 0)
 
 
 # -- types (MS-EFSR 2.2) ----------------------------------------------------------------------
@@ -183,43 +172,3 @@ class EfsRpcSetEncryptedFileMetadata(NDRCALL):
 class EfsRpcEncryptFileExSrv(NDRCALL):
     opnum = 21
     structure = (("FileName", WSTR), ("ProtectorDescriptor", LPWSTR), ("Flags", ULONG))
-
-
-FILE = ("FileName",)
-OPERATIONS = operations(
-    Operation(0, "EfsRpcOpenFileRaw", EfsRpcOpenFileRaw, FILE),
-    Operation(1, "EfsRpcReadFileRaw"),
-    Operation(2, "EfsRpcWriteFileRaw"),
-    Operation(3, "EfsRpcCloseRaw"),
-    Operation(4, "EfsRpcEncryptFileSrv", EfsRpcEncryptFileSrv, FILE),
-    Operation(5, "EfsRpcDecryptFileSrv", EfsRpcDecryptFileSrv, FILE),
-    Operation(6, "EfsRpcQueryUsersOnFile", EfsRpcQueryUsersOnFile, FILE),
-    Operation(7, "EfsRpcQueryRecoveryAgents", EfsRpcQueryRecoveryAgents, FILE),
-    Operation(8, "EfsRpcRemoveUsersFromFile", EfsRpcRemoveUsersFromFile, FILE),
-    Operation(9, "EfsRpcAddUsersToFile", EfsRpcAddUsersToFile, FILE),
-    Operation(10, "Opnum10NotUsedOnWire"),
-    Operation(11, "EfsRpcNotSupported"),
-    Operation(12, "EfsRpcFileKeyInfo", EfsRpcFileKeyInfo, FILE),
-    Operation(13, "EfsRpcDuplicateEncryptionInfoFile", EfsRpcDuplicateEncryptionInfoFile,
-              ("SrcFileName", "DestFileName")),
-    Operation(14, "Opnum14NotUsedOnWire"),
-    Operation(15, "EfsRpcAddUsersToFileEx", EfsRpcAddUsersToFileEx, FILE),
-    Operation(16, "EfsRpcFileKeyInfoEx", EfsRpcFileKeyInfoEx, FILE),
-    Operation(17, "Opnum17NotUsedOnWire"),
-    Operation(18, "EfsRpcGetEncryptedFileMetadata", EfsRpcGetEncryptedFileMetadata, FILE),
-    Operation(19, "EfsRpcSetEncryptedFileMetadata", EfsRpcSetEncryptedFileMetadata, FILE),
-    Operation(20, "EfsRpcFlushEfsCache"),
-    Operation(21, "EfsRpcEncryptFileExSrv", EfsRpcEncryptFileExSrv, FILE),
-    Operation(22, "EfsRpcQueryProtectors"),
-)
-
-INTERFACES = [
-    Interface(uuid=LSARPC_UUID, version=VERSION, name="efsrpc", technique="PetitPotam", protocol="MS-EFSR",
-              pipes=frozenset(),
-              # LSA (lsarpc), SAMR, Netlogon and the lsass endpoint answer on these too.
-              shared_pipes=frozenset({"lsarpc", "samr", "netlogon", "lsass"}),
-              operations=OPERATIONS, transports=frozenset({NCACN_NP, NCACN_IP_TCP})),
-    Interface(uuid=EFSRPC_UUID, version=VERSION, name="efsrpc", technique="PetitPotam", protocol="MS-EFSR",
-              pipes=frozenset({"efsrpc"}), operations=OPERATIONS,
-              transports=frozenset({NCACN_NP, NCACN_IP_TCP})),
-]

@@ -10,9 +10,10 @@ from impacket.dcerpc.v5.ndr import NULL
 
 from sensor.interfaces import dfsnm
 from sensor.interfaces.catalog import default_catalog
+from sensor.interfaces.rows import dfsnm as dfsnm_row
 from sensor.interfaces.decode import MAX_STRING_CHARS, DecodedCall, NdrDecodeError, decode_request, looks_like
 
-NETDFS = default_catalog().interface(dfsnm.UUID)
+NETDFS = default_catalog().interface(dfsnm_row.UUID)
 OP = NETDFS.operation
 
 

@@ -79,3 +79,18 @@ def test_sealed_coercion_call_with_its_bind_is_an_event_by_interface_and_opnum()
 ])
 def test_listener_host_forms(value, host):
     assert host_of(value) == host
+
+
+def test_every_request_type_a_row_names_imports_as_its_operations_call():
+    """Rows name their NDR request types by dotted path, imported at the first decode: every
+    path (alternates too) is an impacket NDRCALL class for the operation's own opnum."""
+    from impacket.dcerpc.v5.ndr import NDRCALL
+
+    types = CATALOG.request_types()
+    named = [(i.uuid, op) for i in CATALOG.by_uuid.values() for op in i.operations.values() if op.request_path]
+    assert len(types) == len(named) > 30
+    for (uuid, opnum), kinds in types.items():
+        for kind in kinds:
+            assert isinstance(kind, type) and issubclass(kind, NDRCALL) and kind.opnum == opnum, (uuid, opnum, kind)
+    assert [k.__module__ for k in types[("82273fdc-e32a-18c3-3f78-827929dc23ea", 9)]] == \
+        ["sensor.interfaces.even", "impacket.dcerpc.v5.even"]      # ElfrOpenBELW: the IDL's, then impacket's

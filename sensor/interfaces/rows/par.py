@@ -9,19 +9,18 @@ uuid 9940ca8e-512f-4c58-88a9-61098d6896bd (MS-PAR 2.1); the interface uuid decid
 """
 from __future__ import annotations
 
-from impacket.dcerpc.v5 import par
-
 from sensor.interfaces.catalog import NCACN_IP_TCP, Interface, Operation, operations
 
 UUID = "76f03f96-cdfd-44fc-a22c-64950a001209"
 VERSION = (1, 0)
+IMPACKET = "impacket.dcerpc.v5.par."
 
 INTERFACES = [Interface(
     uuid=UUID, version=VERSION, name="IRemoteWinspool", technique="PrinterBug (MS-PAR)", protocol="MS-PAR",
     pipes=frozenset(), transports=frozenset({NCACN_IP_TCP}),
     operations=operations(
-        Operation(0, "RpcAsyncOpenPrinter", par.RpcAsyncOpenPrinter, ("pPrinterName",)),
+        Operation(0, "RpcAsyncOpenPrinter", IMPACKET + "RpcAsyncOpenPrinter", ("pPrinterName",)),
         Operation(20, "RpcAsyncClosePrinter"),
-        Operation(38, "RpcAsyncEnumPrinters", par.RpcAsyncEnumPrinters),
+        Operation(38, "RpcAsyncEnumPrinters", IMPACKET + "RpcAsyncEnumPrinters"),
     ),
 )]

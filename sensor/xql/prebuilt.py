@@ -1,0 +1,127 @@
+"""What the XQL front end would otherwise build at every start, built once at install time.
+
+Every run parses the shipped rule files before its first packet. lark builds its LALR parser
+from the grammar (xql.lark) in ~50 ms, lexing and parsing the seven rules the detector runs
+takes ~20 ms more, and importing lark itself ~12 ms: half of a small replay's fixed cost.
+``setup.py`` runs ``python -m sensor.xql.prebuilt DIR`` when the package is built (into the
+wheel, or beside the grammar for an editable install), which writes ``prebuilt_data.py``:
+
+- ``TABLES``: lark's serialized parser (its own ``Lark.load`` format, plain literals; not
+  lark's pickle cache, which would execute whatever a writable cache directory holds), loaded
+  in ~2 ms. Keyed by the grammar, lark's version and the parser options.
+- ``QUERIES``: each shipped rule file's text -> its ast.Query, as the nodes' constructor calls
+  (their dataclass reprs). ``parse`` gives these for a text that is one of them, without lark.
+  Keyed by the files the nodes are made by: the grammar, ast.py and transform.py.
+
+A key that does not match (the grammar or the node classes edited, lark upgraded since) or a
+missing module (an install that skipped setup.py's step) leaves everything to lark at run
+time, as before.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import sys
+from functools import lru_cache
+
+DIRECTORY = os.path.dirname(os.path.abspath(__file__))
+GRAMMAR_FILE = "xql.lark"
+DATA_MODULE = "prebuilt_data"      # beside the grammar: sensor/xql/prebuilt_data.py
+# The parser's options; part of the tables' key.
+OPTIONS = {"parser": "lalr", "propagate_positions": True, "maybe_placeholders": True}
+# What a shipped rule's nodes are made by: the grammar, the node classes, the tree transform.
+NODE_SOURCES = (GRAMMAR_FILE, "ast.py", "transform.py")
+SHIPPED_RULES = os.path.join(os.path.dirname(DIRECTORY), "rules")
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()
+
+
+def _source(name: str, directory: str = DIRECTORY) -> str:
+    with open(os.path.join(directory, name), encoding="utf-8") as f:
+        return f.read()
+
+
+def tables_key(grammar: str, lark_version: str) -> str:
+    return _digest(lark_version, repr(sorted(OPTIONS.items())), grammar)
+
+
+@lru_cache(maxsize=1)
+def queries_key() -> str:
+    return _digest(*(_source(name) for name in NODE_SOURCES))
+
+
+@lru_cache(maxsize=1)
+def _data():
+    """The generated module, or None when it was not built."""
+    try:
+        return importlib.import_module(f"{__package__}.{DATA_MODULE}")
+    except ImportError:
+        return None
+
+
+def shipped_query(text: str):
+    """The ast.Query of a shipped rule file's text, prebuilt; None for any other text or when
+    the prebuilt nodes are missing or stale."""
+    data = _data()
+    if data is None or getattr(data, "QUERIES_KEY", None) != queries_key():
+        return None
+    return data.QUERIES.get(text)
+
+
+def lark_parser(grammar: str):
+    """lark's parser for the grammar: from the prebuilt tables when they were built from this
+    grammar with this lark, else built now."""
+    import lark
+
+    data = _data()
+    if data is not None and getattr(data, "TABLES_KEY", None) == tables_key(grammar, lark.__version__):
+        return lark.Lark.load(data.TABLES)
+    return lark.Lark(grammar, **OPTIONS)
+
+
+def write(directory: str) -> str:
+    """Build the tables for ``directory``/xql.lark and parse the shipped rules with them (and
+    this checkout's transform); write both beside the grammar as plain literals and node
+    constructor calls, checked to read back equal."""
+    import ast as python_ast
+
+    import lark
+    from lark.grammar import Rule
+    from lark.lexer import TerminalDef
+
+    from sensor.xql import ast as nodes
+    from sensor.xql.parser import parse_with_lark
+
+    grammar = _source(GRAMMAR_FILE, directory)
+    data, memo = lark.Lark(grammar, **OPTIONS).memo_serialize([TerminalDef, Rule])
+    tables = {"data": data, "memo": memo}
+    if python_ast.literal_eval(repr(tables)) != tables:
+        raise ValueError("lark's serialized parser is not made of Python literals")
+    queries = {}
+    for folder, _dirs, files in sorted(os.walk(SHIPPED_RULES)):
+        for name in sorted(f for f in files if f.endswith(".xql")):
+            text = _source(name, folder)
+            queries[text] = parse_with_lark(text)
+    names = sorted(name for name, value in vars(nodes).items() if isinstance(value, type)
+                   and value.__module__ == nodes.__name__)
+    node_classes = {name: getattr(nodes, name) for name in names}
+    if eval(repr(queries), {}, node_classes) != queries:     # our own reprs, at build time only
+        raise ValueError("a node's repr does not rebuild it")
+    path = os.path.join(directory, DATA_MODULE + ".py")
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(f'"""Generated by sensor/xql/prebuilt.py at install time (lark {lark.__version__}): '
+                f'do not edit."""\n')
+        f.write(f"from sensor.xql.ast import {', '.join(names)}\n\n")
+        f.write(f"TABLES_KEY = {tables_key(grammar, lark.__version__)!r}\n")
+        f.write(f"TABLES = {tables!r}\n")
+        f.write(f"QUERIES_KEY = {_digest(*(_source(n, directory) for n in NODE_SOURCES))!r}\n")
+        f.write(f"QUERIES = {queries!r}\n")
+    os.replace(path + ".tmp", path)
+    return path
+
+
+if __name__ == "__main__":
+    print(write(sys.argv[1] if len(sys.argv) > 1 else DIRECTORY))
