@@ -40,6 +40,7 @@ def test_the_command_line_loads_no_ndr_engine():
     assert not under(modules, "ctypes")          # live capture's libpcap bindings: live only
     assert not under(modules, "tomllib")         # with a configuration or allow-list file only
     assert "sensor.xql.sql" not in modules       # hunt's SQL compiler
+    assert not {"ssl", "http.client"} & modules  # a collector's transport: with a remote target only
 
 
 def test_a_decoded_call_loads_its_own_interfaces_types_only():
