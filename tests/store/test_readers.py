@@ -24,8 +24,10 @@ NOBODY = 65534
 
 
 # The interpreter lives under /root, which another user cannot reach: start as root, import
-# the CLI, then become that user before it runs (as `dfs-sensor` would run for an analyst).
-AS_USER = ("import os, sys; from sensor.cli import main; os.setgroups([]); os.setgid({uid}); "
+# the CLI and what it imports on first use (click's help texts go through gettext, which
+# imports locale when it first translates), then become that user before it runs (as
+# `dfs-sensor` would run for an analyst with an interpreter of their own).
+AS_USER = ("import os, sys, locale; from sensor.cli import main; os.setgroups([]); os.setgid({uid}); "
            "os.setuid({uid}); sys.argv[0] = 'dfs-sensor'; main()")
 
 
