@@ -1,7 +1,7 @@
 # Cython declarations for fastpath.py (the compiled core, sensor/compiled.py).
 cimport cython
 from sensor.net.flows cimport Flow, FlowTable
-from sensor.net.lane cimport BulkLane
+from sensor.net.lane cimport BulkLane, FrameHeaders
 from sensor.net.tcp cimport TcpDirection
 from sensor.smb.netbios cimport NbssStream
 from sensor.smb.smb2 cimport Smb2Protocol
@@ -28,9 +28,7 @@ cdef class SmbFastPath:
     cdef public Py_ssize_t operations
 
     @cython.locals(entry=_Direction, flow=Flow, lane=BulkLane, this=TcpDirection, peer=TcpDirection,
-                   stream=NbssStream, smb2=Smb2Protocol,
-                   ethertype=Py_ssize_t, ver_ihl=Py_ssize_t, total=Py_ssize_t, frag=Py_ssize_t,
-                   proto=Py_ssize_t, seq=Py_ssize_t, ack=Py_ssize_t, offset=Py_ssize_t, flags=Py_ssize_t,
+                   stream=NbssStream, smb2=Smb2Protocol, seq=Py_ssize_t, ack=Py_ssize_t,
                    start=Py_ssize_t, end=Py_ssize_t, size=Py_ssize_t, at=Py_ssize_t, length=Py_ssize_t,
-                   whole=bint, from_client=bint, data=bytes)
-    cpdef take(self, ts, frame_data, frame)
+                   protocol=Py_ssize_t, whole=bint, from_client=bint)
+    cdef take(self, ts, const unsigned char* buf, FrameHeaders headers, frame)
