@@ -41,7 +41,7 @@ NOTHING: tuple = ()
 
 
 class _Direction:
-    __slots__ = ("flow", "tcp", "peer", "stream", "conn", "from_client", "owner", "key")
+    __slots__ = ("flow", "tcp", "peer", "stream", "conn", "smb2", "from_client", "owner", "key")
 
     def __init__(self, key: bytes, flow: Flow, from_client: bool, conn: SmbConnection, owner: Hashable):
         self.key = key
@@ -49,6 +49,7 @@ class _Direction:
         self.tcp, self.peer = (flow.client, flow.server) if from_client else (flow.server, flow.client)
         self.stream = conn.stream(from_client)
         self.conn = conn
+        self.smb2 = conn.smb2     # the connection's SMB2 state (made with it, never replaced)
         self.from_client = from_client
         self.owner = owner
 
@@ -98,13 +99,14 @@ class SmbFastPath:
         if lane is not None and lane.entries and lane.holds(entry.owner):
             return None
         this, peer = entry.tcp, entry.peer
-        nxt = this.next
-        if nxt is None or this._starts or peer._starts:
+        if this.next is None or this._starts or peer._starts:
             return None
+        nxt = this.next     # (stream offsets: C integers in the compiled core, like the sums below)
         # The ack (TcpDirection.acknowledge with nothing queued): note it, or leave a
         # suspicious one to the slow path, which counts it.
-        peer_next = peer.next
-        if peer_next is not None:
+        acking = peer.next is not None
+        if acking:
+            peer_next = peer.next
             delta = (ack - peer_next) & SEQ_MASK
             if delta >= HALF_SEQ_SPACE:
                 delta -= _SEQ_SPACE
@@ -141,7 +143,7 @@ class SmbFastPath:
         # Taken: from here on, what the slow path's stages would have done.
         self.frames += 1
         flow.last_ts = ts
-        if peer_next is not None and (peer.acked is None or acked > peer.acked):
+        if acking and (peer.acked is None or acked > peer.acked):
             peer.acked = acked
         if not size:
             self.owner = None
@@ -156,7 +158,7 @@ class SmbFastPath:
             return conn.feed(from_client, ts, buf[start:end], frame)
         at = start
         length = (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3]
-        smb2 = conn.smb2
+        smb2 = entry.smb2
         if at + 4 + length == end:      # one message: the common case
             self.messages += 1
             if buf[at + 4] == SMB2:

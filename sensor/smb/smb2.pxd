@@ -6,11 +6,13 @@ from sensor.smb.protocol cimport SmbProtocolState
 # modules import stay Python's)
 cdef Py_ssize_t HEADER_SIZE, CLOSE, CANCEL, PENDING_LIMIT, _B
 cdef unsigned long long FLAGS_SERVER_TO_REDIR, FLAGS_ASYNC_COMMAND
+cdef unsigned long long STATUS_SUCCESS, STATUS_BUFFER_OVERFLOW, STATUS_MORE_PROCESSING_REQUIRED
 
 cdef Py_ssize_t le16(const unsigned char* buf, Py_ssize_t at)
 @cython.locals(value="unsigned long long")
 cdef unsigned long long le32(const unsigned char* buf, Py_ssize_t at)
 cdef unsigned long long le64(const unsigned char* buf, Py_ssize_t at)
+cdef bint _carries_body(Py_ssize_t command, unsigned long long status)
 
 # A request's entry lives from its request to its response: a few dozen are alive at a time,
 # so the allocator reuses them.

@@ -79,8 +79,9 @@ _u16u16 = struct.Struct("<HH")
 _u16u32 = struct.Struct("<HI")
 _u32u32 = struct.Struct("<II")
 _B = HEADER_SIZE   # bodies start right after the header; offsets below are from it
-# (HEADER_SIZE, CLOSE, CANCEL, the two FLAGS_, PENDING_LIMIT and _B are C constants in the
-# compiled core, smb2.pxd: the triage compares them per message; no other module imports them.)
+# (HEADER_SIZE, CLOSE, CANCEL, the two FLAGS_, three STATUS_, PENDING_LIMIT and _B are C
+# constants in the compiled core, smb2.pxd: the triage compares them per message; no other
+# module imports them.)
 
 
 class _Pending:
@@ -97,7 +98,8 @@ class _Pending:
         self.path = ""
         self.raw_name = b""                   # a CREATE's UTF-16LE name, decoded only if needed
         self.is_pipe = False
-        self.deferred: list[tuple[float, int, bytes]] = []
+        # writes of the same compound held until the FileId is known (made at the first)
+        self.deferred: list[tuple[float, int, bytes]] | None = None
         self.transceive = False
 
     @property
@@ -336,6 +338,8 @@ class Smb2Protocol(SmbProtocolState):
         if pipe is not None:
             events.append(PipeData(self.flow, ts, frame, pipe, True, data))
         elif entry.via is not None and entry.via.is_pipe:
+            if entry.via.deferred is None:
+                entry.via.deferred = []
             if len(entry.via.deferred) < DEFERRED_WRITES_LIMIT:
                 entry.via.deferred.append((ts, frame, data))
             else:
@@ -405,7 +409,7 @@ class Smb2Protocol(SmbProtocolState):
                                      entry.name, entry.path)
             events += opened
             pipe = self.pipes.get(fid)
-            if pipe is not None:
+            if pipe is not None and entry.deferred is not None:
                 for d_ts, d_frame, data in entry.deferred:
                     events.append(PipeData(self.flow, d_ts, d_frame, pipe, True, data))
         elif command == READ:
