@@ -10,6 +10,12 @@ accounted by length on the bulk lane (sensor/net/lane.py) before any of the stag
 an in-order segment of a followed SMB flow goes from frame to SmbConnection in one pass on the
 SMB fast path (sensor/smb/fastpath.py); both leave every record and counter as they were.
 
+Frames come in by ``feed(ts, linktype, data, frame)``, one at a time (the stage contract:
+live capture, ``--jobs`` workers, the tests), or, replaying a classic pcap file, by the
+reader's batch entry (sensor/capture/batch.py), which hands each plain record of its mapped
+window to ``_frame``, the same per-frame body, in place. The lane and the fast path read the
+frame where it lies; only a frame the full stages decode is copied out.
+
 Every stage is sans-IO and keeps one contract (sensor/stage.py); the pipeline only routes
 units between them, keeps the per-flow context an event needs (pipe names, SMB sessions),
 and hands each call to the held-call stage (sensor/held_calls.py) until its response or
@@ -59,7 +65,7 @@ ASSOCIATION_BYTES = 2048     # a pipe's RpcAssociation with its first few contex
 CONTEXTS_IN_ASSOCIATION = 4  # ... this many (real clients propose 1-3 per bind) ...
 CONTEXT_BYTES = 384          # ... and each one beyond (accepted, proposed or awaiting its ack)
 REQUESTS_IN_CONNECTION = 16  # SMB requests awaiting their answer and trees SMB_FLOW_BYTES covers ...
-REQUEST_BYTES = 384          # ... and each one beyond (up to 8192 pending and 1024 trees per dialect)
+REQUEST_BYTES = 320          # ... and each one beyond (up to 8192 pending and 1024 trees per dialect)
 
 @dataclass
 class PipelineSettings:

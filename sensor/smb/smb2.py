@@ -218,7 +218,7 @@ class Smb2Protocol(SmbProtocolState):
             if command in _PARSED_RESPONSES:
                 return None
             if message_id != UNSOLICITED_MESSAGE_ID:
-                if status == STATUS_PENDING and flags & FLAGS_ASYNC_COMMAND:
+                if flags & FLAGS_ASYNC_COMMAND and status == STATUS_PENDING:
                     return None
                 entry = pending.get(message_id)
                 if entry is None:
