@@ -181,8 +181,8 @@ class Pipeline:
                         taken = True
                         state = fast.owner
                         if state is not None:   # it carried payload: the SMB stage ran, as for a routed StreamData
-                            if fast.framed:     # ... and the NetBIOS stage framed it (may start skipping)
-                                fast.framed = False
+                            if fast.skipping:   # ... and the NetBIOS stage skips a payload: the lane may arm
+                                fast.skipping = False
                                 self._lane_candidate = state
                             self._smb_events(state, state.smb.flow, ts, events, out)
         if not taken:

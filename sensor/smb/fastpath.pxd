@@ -26,7 +26,7 @@ cdef class SmbFastPath:
     cdef public dict entries
     cdef public dict _owners
     cdef public object owner
-    cdef public bint framed
+    cdef public bint skipping
     cdef public Py_ssize_t frames
     cdef public Py_ssize_t messages
     cdef public Py_ssize_t operations

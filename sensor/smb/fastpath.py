@@ -61,7 +61,7 @@ class SmbFastPath:
         self.entries: dict[bytes, _Direction] = {}
         self._owners: dict[Hashable, tuple[_Direction, _Direction]] = {}
         self.owner: Hashable = None     # the flow whose SMB stage the last frame taken fed (None: no payload)
-        self.framed = False             # ... and the NetBIOS stage framed them (the pipeline resets it)
+        self.skipping = False           # ... and its NetBIOS stage now skips a payload (the pipeline resets it)
         self.frames = 0                 # frames taken
         self.messages = 0               # NetBIOS session messages framed here (nbss_messages)
         self.operations = 0             # SMB2 operations the header triage did (smb2_operations)
@@ -153,9 +153,11 @@ class SmbFastPath:
         self.owner = entry.owner
         if not whole:
             # Part of a message, a large one, a control message, a resync: the NetBIOS stage
-            # frames it as the slow path would (and may start skipping: the lane may arm).
-            self.framed = True
-            return conn.feed(from_client, ts, buf[start:end], frame)
+            # frames it as the slow path would; if it is now skipping a payload, the lane may
+            # take the flow (the other direction's skipping began at a frame of its own).
+            events = conn.feed(from_client, ts, buf[start:end], frame)
+            self.skipping = entry.stream._skip > 0
+            return events
         at = start
         length = (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3]
         smb2 = entry.smb2
