@@ -184,7 +184,7 @@ class Pipeline:
                             if fast.skipping:   # ... and the NetBIOS stage skips a payload: the lane may arm
                                 fast.skipping = False
                                 self._lane_candidate = state
-                            self._smb_events(state, state.smb.flow, ts, events, out)
+                            self._smb_events(state, state.tcp.key, ts, events, out)   # (the fast path follows only flows with a TCP state)
         if not taken:
             segment = self.frames.feed(ts, linktype, buf[start:end] if data is None else data)
             if segment is not None:
