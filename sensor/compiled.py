@@ -25,8 +25,8 @@ import os
 import sys
 
 # The per-packet modules, most with a .pxd of C declarations beside their .py (the order is
-# the build's, leaves first). The byte budget is compiled as it is: the NetBIOS stage charges it
-# per buffered segment. SmbConnection stays a Python class (its module compiled as is):
+# the build's, leaves first). The byte budget is among them: the NetBIOS stage charges it per
+# buffered segment. SmbConnection stays a Python class (its module compiled as is):
 # a C class's __init__ has no signature for the stage contract's check to read.
 MODULES = (
     "sensor.budget",
