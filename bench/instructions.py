@@ -3,10 +3,13 @@ callgrind's instruction count): a before/after check of a hot-path change that t
 a shared machine cannot blur, as it blurs packets/s.
 
     .venv/bin/python bench/instructions.py /tmp/base ../shared/corpus/zeek/testing/btest/Traces/smb/smb2.pcap
+    .venv/bin/python bench/instructions.py --reader /tmp/base CAPTURE
 
 ``/tmp/base`` is the other version's tree (e.g. ``git archive main | tar -x -C /tmp/base``); it
 runs on this checkout's interpreter with PYTHONPATH pointing at it. Each version runs the
-capture 0 and REPEATS times (bulk lane on) so start-up and imports cancel out.
+capture 0 and REPEATS times (bulk lane on) so start-up and imports cancel out. By default the
+packets are read beforehand (the pipeline alone); ``--reader`` counts reader and pipeline
+together, fed as replay feeds them (the batch entry where the tree has one, else frame by frame).
 """
 from __future__ import annotations
 
@@ -33,6 +36,24 @@ for _ in range(int(sys.argv[2])):
     pipe.close()
 """
 
+# Reader and pipeline together, as `dfs-sensor replay` runs them.
+RUN_READER = """
+import sys
+from sensor.capture.pcapfile import open_capture
+from sensor.pipeline import Pipeline
+for _ in range(int(sys.argv[2])):
+    pipe = Pipeline()
+    reader = open_capture(sys.argv[1])
+    if hasattr(reader, "replay_into"):
+        for _records in reader.replay_into(pipe):
+            pass
+    else:
+        feed = pipe.feed
+        for ts, linktype, data, frame in reader:
+            feed(ts, linktype, data, frame)
+    pipe.close()
+"""
+
 
 def instructions(tree: Path, script: str, capture: str, repeats: int) -> int:
     # A fixed hash seed: set and dict layouts (and so their instruction counts) repeat.
@@ -48,15 +69,19 @@ def per_packet(tree: Path, script: str, capture: str, packets: int) -> float:
 
 
 if __name__ == "__main__":
-    base = Path(sys.argv[1]).resolve()
+    args = sys.argv[1:]
+    with_reader = args[:1] == ["--reader"]
+    if with_reader:
+        args = args[1:]
+    base = Path(args[0]).resolve()
     from sensor.capture.pcapfile import open_capture
 
     with tempfile.NamedTemporaryFile("w", suffix=".py") as script:
-        script.write(RUN)
+        script.write(RUN_READER if with_reader else RUN)
         script.flush()
         print("| capture | packets | base instr/packet | this instr/packet | change |")
         print("|---|---:|---:|---:|---:|")
-        for capture in sys.argv[2:]:
+        for capture in args[1:]:
             packets = sum(1 for _ in open_capture(capture))
             before = per_packet(base, script.name, capture, packets)
             after = per_packet(REPO, script.name, capture, packets)

@@ -1,7 +1,10 @@
 """Packets per second: a bare struct loop over a pcap vs reader, reader+frames, reader+frames+flows,
-and the whole pipeline with and without the bulk lane (sensor/net/lane.py).
+the whole pipeline with and without the bulk lane (sensor/net/lane.py), and the whole pipeline
+fed by the reader's batch entry (sensor/capture/batch.py, as `dfs-sensor replay` feeds it);
+with the CPU time per packet beside each (the machine is shared: CPU time moves less than wall).
 
     .venv/bin/python bench/net_throughput.py ../shared/corpus/zeek/testing/btest/Traces/smb/smb2.pcap
+    .venv/bin/python bench/net_throughput.py --steps reader_pipeline_lane,reader_pipeline_batch CAPTURE
 """
 from __future__ import annotations
 
@@ -78,16 +81,38 @@ def reader_pipeline_no_lane(path: str) -> int:
     return pipeline(path, False)
 
 
-def measure(step, path: str) -> float:
-    packets, started = 0, time.perf_counter()
+def reader_pipeline_batch(path: str) -> int:
+    """The whole pipeline, bulk lane and fast path on, fed by the reader itself: the plain
+    records of its window walked in place (``replay_into``), as Sensor.process replays."""
+    pipe = Pipeline()
+    reader = open_capture(path)
+    for _records in reader.replay_into(pipe):
+        pass
+    pipe.close()
+    return reader.stats["packets"]
+
+
+STEPS = (bare_loop, reader_only, reader_frames, reader_frames_flows, reader_pipeline_no_lane,
+         reader_pipeline_lane, reader_pipeline_batch)
+
+
+def measure(step, path: str) -> tuple[float, float]:
+    """(packets per second of wall time, microseconds of CPU time per packet)."""
+    packets, started, cpu = 0, time.perf_counter(), time.process_time()
     while packets < MIN_PACKETS:
         packets += step(path)
-    return packets / (time.perf_counter() - started)
+    return packets / (time.perf_counter() - started), (time.process_time() - cpu) / packets * 1e6
 
 
 if __name__ == "__main__":
-    for capture in sys.argv[1:]:
+    args = sys.argv[1:]
+    steps = STEPS
+    if args[:1] == ["--steps"]:
+        wanted = args[1].split(",")
+        steps = tuple(step for step in STEPS if step.__name__ in wanted)
+        args = args[2:]
+    for capture in args:
         print(capture)
-        for step in (bare_loop, reader_only, reader_frames, reader_frames_flows, reader_pipeline_no_lane,
-                     reader_pipeline_lane):
-            print(f"  {step.__name__:22s} {measure(step, capture):>10,.0f} packets/s")
+        for step in steps:
+            rate, cpu = measure(step, capture)
+            print(f"  {step.__name__:22s} {rate:>10,.0f} packets/s  {cpu:6.2f} us CPU/packet")

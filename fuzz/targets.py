@@ -105,7 +105,8 @@ def ndr_input(opnum: int, little: bool, stub: bytes) -> bytes:
 
 
 def capture_file(data: bytes) -> None:
-    """open_capture + iteration over the bytes as a file (pcap, pcapng, gzip)."""
+    """open_capture + iteration over the bytes as a file (pcap, pcapng, gzip), then the replay's
+    batch entry over the same file: the reader counts and reports the same either way."""
     fd, path = tempfile.mkstemp(prefix="fuzz-capture-")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -117,6 +118,10 @@ def capture_file(data: bytes) -> None:
         with reader:
             for _ in reader:
                 pass
+        with open_capture(path) as batched:
+            for _ in batched.replay_into(Pipeline()):
+                pass
+        assert (batched.stats, batched.problems) == (reader.stats, reader.problems)
     finally:
         os.unlink(path)
 

@@ -32,6 +32,8 @@ EXIT_INPUT = 1
 EXIT_USAGE = 2
 # Frames between progress-bar updates: often enough to look live, rare enough to cost nothing.
 PROGRESS_EVERY_FRAMES = 4096
+# ... or bytes read: the batch entry hands back a whole window of the file at a time.
+PROGRESS_EVERY_BYTES = 1 << 20
 # Times a --since/--until may name: what a datetime (and so an event's _time) can hold,
 # years 1 to 9999 in epoch ms; beyond that a value is a typo, and SQLite's integers overflow.
 EARLIEST_TIME_MS = int(datetime(1, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
@@ -449,14 +451,32 @@ def _replay_with_tshark(sensor, captures: tuple[str, ...]) -> None:
     sensor.source_stats.update(tshark.stats)
 
 
-def _with_progress(reader, bar) -> Iterator:
-    done = 0
-    for n, frame in enumerate(reader, 1):
-        yield frame
-        if n % PROGRESS_EVERY_FRAMES == 0:
-            bar.update(reader.position - done)
-            done = reader.position
-    bar.update(max(reader.size - done, 0))
+def _with_progress(reader, bar) -> "_WithProgress":
+    return _WithProgress(reader, bar)
+
+
+class _WithProgress:
+    """A reader that moves the progress bar as it is read: frame by frame (iterated), or as it
+    feeds the pipeline itself (``replay_into``, the batch entry Sensor.process prefers)."""
+
+    def __init__(self, reader, bar) -> None:
+        self.reader = reader
+        self.bar = bar
+
+    def __iter__(self) -> Iterator:
+        return self._moving(iter(self.reader))
+
+    def replay_into(self, pipeline) -> Iterator[list]:
+        return self._moving(self.reader.replay_into(pipeline))
+
+    def _moving(self, items: Iterator) -> Iterator:
+        reader, done = self.reader, 0
+        for n, item in enumerate(items, 1):
+            yield item
+            if n % PROGRESS_EVERY_FRAMES == 0 or reader.position - done >= PROGRESS_EVERY_BYTES:
+                self.bar.update(reader.position - done)
+                done = reader.position
+        self.bar.update(max(reader.size - done, 0))
 
 
 @main.command()

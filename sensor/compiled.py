@@ -1,8 +1,9 @@
 """The compiled core: the per-packet modules, built with Cython where it can, else pure Python.
 
 The modules in MODULES are the packet path (bulk lane, SMB fast path, flow table, TCP,
-NetBIOS framing, SMB2 header triage, the pipeline's feed; the capture reader's record walk
-compiled as it is ran no faster, so it is not among them). ``setup.py`` compiles
+NetBIOS framing, SMB2 header triage, the pipeline's feed, and the batch entry that walks the
+capture reader's window into it; the reader itself compiled as it is ran no faster, so it is
+not among them). ``setup.py`` compiles
 each from its own ``.py`` with the C declarations of the ``.pxd`` beside it, if any (Cython's
 "augmenting .pxd": which classes are C structs, the types of their attributes and of the hot
 locals), so there is one source: the same ``.py`` is the pure-Python path wherever there is
@@ -24,9 +25,11 @@ import os
 import sys
 
 # The per-packet modules, most with a .pxd of C declarations beside their .py (the order is
-# the build's, leaves first). SmbConnection stays a Python class (its module compiled as is):
+# the build's, leaves first). The byte budget is among them: the NetBIOS stage charges it per
+# buffered segment. SmbConnection stays a Python class (its module compiled as is):
 # a C class's __init__ has no signature for the stage contract's check to read.
 MODULES = (
+    "sensor.budget",
     "sensor.net.tcp",
     "sensor.net.flows",
     "sensor.net.lane",
@@ -36,6 +39,7 @@ MODULES = (
     "sensor.smb.connection",
     "sensor.smb.fastpath",
     "sensor.pipeline",
+    "sensor.capture.batch",
 )
 # Set to anything but "" or "0": import the pure-Python modules even where the compiled ones
 # are built (a check that both give the same results; at build time: do not compile).

@@ -2,7 +2,7 @@
 # per-frame entry point reads, and the stages it calls, as C fields.
 cimport cython
 from sensor.net.flows cimport Flow, FlowTable
-from sensor.net.lane cimport BulkLane
+from sensor.net.lane cimport BulkLane, FrameHeaders
 from sensor.smb.fastpath cimport SmbFastPath
 
 cdef class _FlowState:
@@ -39,9 +39,13 @@ cdef class Pipeline:
     cdef public BulkLane lane
     cdef public _FlowState _lane_candidate
     cdef public SmbFastPath fast
+    cdef public FrameHeaders _headers
 
-    @cython.locals(lane=BulkLane, fast=SmbFastPath, state=_FlowState)
     cpdef list feed(self, ts, linktype, data, frame)
+
+    @cython.locals(lane=BulkLane, fast=SmbFastPath, state=_FlowState, headers=FrameHeaders, taken=bint)
+    cdef _frame(self, ts, Py_ssize_t linktype, const unsigned char* buf, Py_ssize_t start, Py_ssize_t end,
+                frame, data, list out)
 
     @cython.locals(extra=Py_ssize_t)
     cpdef _smb_events(self, _FlowState state, flow, ts, events, list out)

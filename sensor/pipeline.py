@@ -10,6 +10,12 @@ accounted by length on the bulk lane (sensor/net/lane.py) before any of the stag
 an in-order segment of a followed SMB flow goes from frame to SmbConnection in one pass on the
 SMB fast path (sensor/smb/fastpath.py); both leave every record and counter as they were.
 
+Frames come in by ``feed(ts, linktype, data, frame)``, one at a time (the stage contract:
+live capture, ``--jobs`` workers, the tests), or, replaying a classic pcap file, by the
+reader's batch entry (sensor/capture/batch.py), which hands each plain record of its mapped
+window to ``_frame``, the same per-frame body, in place. The lane and the fast path read the
+frame where it lies; only a frame the full stages decode is copied out.
+
 Every stage is sans-IO and keeps one contract (sensor/stage.py); the pipeline only routes
 units between them, keeps the per-flow context an event needs (pipe names, SMB sessions),
 and hands each call to the held-call stage (sensor/held_calls.py) until its response or
@@ -35,7 +41,7 @@ from sensor.http.ntlm import HttpNtlmFlow
 from sensor.interfaces.catalog import Catalog, default_catalog
 from sensor.net.flows import FLOW_MEMORY_BUDGET_BYTES, Flow, FlowSettings, FlowTable
 from sensor.net.frames import LINKTYPE_ETHERNET, FrameDecoder
-from sensor.net.lane import BulkLane
+from sensor.net.lane import BulkLane, FrameHeaders
 from sensor.net.stream import FlowEnded, FlowKey, FlowStarted, ServiceSeen, StreamData, StreamGap
 from sensor.net.tcp import OOO_BUDGET_BYTES
 from sensor.smb.connection import SmbConnection
@@ -59,7 +65,7 @@ ASSOCIATION_BYTES = 2048     # a pipe's RpcAssociation with its first few contex
 CONTEXTS_IN_ASSOCIATION = 4  # ... this many (real clients propose 1-3 per bind) ...
 CONTEXT_BYTES = 384          # ... and each one beyond (accepted, proposed or awaiting its ack)
 REQUESTS_IN_CONNECTION = 16  # SMB requests awaiting their answer and trees SMB_FLOW_BYTES covers ...
-REQUEST_BYTES = 384          # ... and each one beyond (up to 8192 pending and 1024 trees per dialect)
+REQUEST_BYTES = 320          # ... and each one beyond (up to 8192 pending and 1024 trees per dialect)
 
 @dataclass
 class PipelineSettings:
@@ -142,29 +148,45 @@ class Pipeline:
         self.lane = BulkLane() if self.settings.bulk_lane else None
         self._lane_candidate: _FlowState | None = None   # an SMB flow the last frame touched
         self.fast = SmbFastPath(self.flows, self.lane) if self.settings.fast_path else None
+        self._headers = FrameHeaders()      # the frame the lane and the fast path read, reused
 
     # -- input -------------------------------------------------------------------------
     def feed(self, ts: float, linktype: int, data, frame: int) -> list:
+        """One frame (the stage contract): the records it completed, in order."""
+        out: list = []
+        # a live ring's view is copied: dict keys and messages want bytes
+        raw = data if type(data) is bytes else bytes(data)
+        self._frame(ts, linktype, raw, 0, len(raw), frame, data, out)
+        return out
+
+    def _frame(self, ts: float, linktype: int, buf, start: int, end: int, frame: int, data, out: list) -> None:
+        """One frame at ``buf[start:end]``: its ``bytes`` (``feed``), or the capture reader's
+        window (the batch entry, sensor/capture/batch.py), read in place by the bulk lane and
+        the SMB fast path; ``data`` is the frame as given, or None for a copy when a stage
+        needs one. Its records are appended to ``out``."""
         self._packets += 1
-        self._bytes += len(data)
+        self._bytes += end - start
         self._ts = ts
         lane = self.lane
-        # (bytes only: its slice is the dict key; a writable buffer's view is unhashable)
-        if (lane is not None and lane.entries and linktype == LINKTYPE_ETHERNET and type(data) is bytes
-                and lane.admit(ts, data)):
-            return []
-        out: list = []
         fast = self.fast
-        events = fast.take(ts, data, frame) if fast is not None and linktype == LINKTYPE_ETHERNET else None
-        if events is not None:
-            state = fast.owner
-            if state is not None:       # it carried payload: the SMB stage ran, as for a routed StreamData
-                if fast.framed:         # ... and the NetBIOS stage framed it (may start skipping)
-                    fast.framed = False
-                    self._lane_candidate = state
-                self._smb_events(state, state.smb.flow, ts, events, out)
-        else:
-            segment = self.frames.feed(ts, linktype, data)
+        taken = False
+        if linktype == LINKTYPE_ETHERNET and (lane is not None or fast is not None):
+            headers = self._headers
+            if headers.read(buf, start, end):
+                if lane is not None and lane.entries and lane.admit(ts, headers):
+                    return
+                if fast is not None:
+                    events = fast.take(ts, buf, headers, frame)
+                    if events is not None:
+                        taken = True
+                        state = fast.owner
+                        if state is not None:   # it carried payload: the SMB stage ran, as for a routed StreamData
+                            if fast.skipping:   # ... and the NetBIOS stage skips a payload: the lane may arm
+                                fast.skipping = False
+                                self._lane_candidate = state
+                            self._smb_events(state, state.tcp.key, ts, events, out)   # (the fast path follows only flows with a TCP state)
+        if not taken:
+            segment = self.frames.feed(ts, linktype, buf[start:end] if data is None else data)
             if segment is not None:
                 if lane is not None and lane.entries:
                     owner = lane.release_segment(segment[0], segment[1], segment[2], segment[3])
@@ -179,7 +201,6 @@ class Pipeline:
             self._emit_all(self.held.expire(ts), out)
         if lane is not None and (self._lane_candidate is not None or lane.entries):
             self._arm_lane(lane)
-        return out
 
     def _charge(self, flow: FlowKey, n: int, ts: float) -> None:
         """Per-flow state grew (or shrank) by ``n`` bytes: the flow table's memory budget."""

@@ -202,9 +202,20 @@ class Sensor:
         self.stats["files"] += 1
 
     def process(self, source: Iterable[Frame | None]) -> None:
-        """Frames through the native pipeline; None is an idle tick (expire, commit)."""
+        """Frames through the native pipeline; None is an idle tick (expire, commit). A capture
+        reader feeds the pipeline itself (``replay_into``: the batch entry of a classic pcap)
+        and gives back its records as it goes."""
         feed = self.pipeline.feed
         evidence = self.evidence if not self._capture_paths else None     # replay reads the files
+        replay_into = getattr(source, "replay_into", None)
+        if replay_into is not None and evidence is None:
+            for records in replay_into(self.pipeline):
+                if records:
+                    self._handle(records)
+                if self._oldest_pending:
+                    self._commit_when_due()
+            self._commit()
+            return
         for item in source:
             if evidence is not None and item is not None:
                 evidence.observe(*item)

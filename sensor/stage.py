@@ -30,6 +30,13 @@ The stages, in pipeline order (sensor/pipeline.py is the one place that wires th
     RpcCall -> event_builder -> HeldCalls (a call waits for its answer's exception code)
 
 tests/test_stage_contract.py checks every stage listed here against the protocols below.
+
+One seam is not a stage's: replaying a classic pcap file, the reader feeds the pipeline itself
+(``CaptureReader.replay_into``, sensor/capture/batch.py): the plain records of its mapped window
+go to the pipeline's per-frame body in place, in one compiled walk, with the frame numbers, times
+and counts that ``feed`` would have had; the records it completes come back a list at a time.
+``Pipeline.feed(ts, linktype, data, frame)`` stays the contract everything else uses (live
+capture, ``--jobs`` workers, evidence, pcapng, the tests).
 """
 from __future__ import annotations
 

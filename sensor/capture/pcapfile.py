@@ -220,6 +220,14 @@ class CaptureReader:
     def __iter__(self) -> Iterator[Packet]:
         raise NotImplementedError
 
+    def replay_into(self, pipeline) -> Iterator[list]:
+        """Every frame into ``pipeline`` (sensor/pipeline.py), in order; yields the records
+        they completed, a list at a time (often empty), so that the caller stores them and
+        commits as it goes. The same frames, numbers and times as iterating."""
+        feed = pipeline.feed
+        for ts, linktype, data, frame in self:
+            yield feed(ts, linktype, data, frame)
+
     def _anomaly(self, name: str, detail: str) -> None:
         self.stats.anomaly(0.0, "capture", name)
         self.problems.setdefault(name, f"{self.name}: {detail}")
@@ -240,6 +248,16 @@ class PcapReader(CaptureReader):
     """Classic libpcap format: either byte order, micro- or nanosecond timestamps."""
 
     def __iter__(self) -> Iterator[Packet]:
+        return self._records(None)
+
+    def replay_into(self, pipeline) -> Iterator[list]:
+        """The batch entry (sensor/capture/batch.py): the plain records of each window are
+        fed to ``pipeline`` in place, in one compiled walk, and this loop handles the others,
+        as iteration does; yields the records of each walk and of each frame fed here."""
+        return self._records(pipeline)
+
+    def _records(self, pipeline) -> Iterator:
+        """Frames as ``Packet`` tuples, or, given a pipeline, fed to it (its records yielded)."""
         src = self._in
         src.need(24)
         magic_le = struct.unpack_from("<I", src.buf, 0)[0]
@@ -255,8 +273,18 @@ class PcapReader(CaptureReader):
         frame = total = 0
         empty_run = last_empty = 0
         buf, at = src.buf, src.pos
+        little = endian == "<"
+        if pipeline is not None:
+            from sensor.capture.batch import feed_records     # (imports the pipeline's stages)
         try:
             while True:
+                if pipeline is not None:
+                    out: list = []
+                    at, fed, captured = feed_records(pipeline, buf, at, frame, little, scale, linktype, MAX_RECORD, out)
+                    src.pos = at
+                    frame += fed
+                    total += captured
+                    yield out
                 if len(buf) - at < 16:      # the common case skips the method call
                     src.pos = at
                     if not src.need(16):
@@ -290,7 +318,10 @@ class PcapReader(CaptureReader):
                 at = src.pos = start + caplen     # ``position`` follows, for the progress bar
                 frame += 1
                 total += caplen
-                yield sec + frac * scale, linktype, buf[start:start + caplen], frame
+                if pipeline is None:
+                    yield sec + frac * scale, linktype, buf[start:start + caplen], frame
+                else:
+                    yield pipeline.feed(sec + frac * scale, linktype, buf[start:start + caplen], frame)
         finally:
             # counted here, not per packet: Counter updates would cost a third of the loop
             self.stats["packets"] += frame

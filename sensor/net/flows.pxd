@@ -24,4 +24,4 @@ cdef class FlowTable:
     cdef public Py_ssize_t memory_used
     cdef public set _ignored
     cdef public set _service_hosts
-    cdef public object _next_expiry
+    cdef public object next_expiry

@@ -152,7 +152,7 @@ class FlowTable:
         self.memory_used = 0      # sum of the tracked flows' costs
         self._ignored: set[tuple] = set()
         self._service_hosts: set[bytes] = set()
-        self._next_expiry = 0.0
+        self.next_expiry = 0.0     # capture time of the next idle scan ``feed`` will run
 
     # -- input ---------------------------------------------------------------------------
     def feed(self, ts: float, segment: Segment, frame: int) -> list:
@@ -161,7 +161,7 @@ class FlowTable:
         if key in self._ignored:
             return []
         out: list = []
-        if ts >= self._next_expiry:
+        if ts >= self.next_expiry:
             out.extend(self.expire(ts))
         entry = self._by_key.get(key)
         if entry is not None and entry[0].closing:
@@ -341,7 +341,7 @@ class FlowTable:
 
     def expire(self, now: float) -> list:
         """End flows idle past their timeout; forget closed ones after the short timeout."""
-        self._next_expiry = now + EXPIRY_INTERVAL
+        self.next_expiry = now + EXPIRY_INTERVAL
         out: list = []
         settings = self.settings
         stale = []
@@ -373,11 +373,6 @@ class FlowTable:
     def flow(self, key: FlowKey) -> Flow | None:
         """The tracked flow of a key (the bulk lane reads its TCP directions)."""
         return self._flows.get(key)
-
-    @property
-    def next_expiry(self) -> float:
-        """Capture time of the next idle scan ``feed`` will run."""
-        return self._next_expiry
 
     @property
     def active(self) -> int:

@@ -3,6 +3,24 @@ cimport cython
 from sensor.net.flows cimport Flow
 from sensor.net.tcp cimport TcpDirection
 
+# lane.py's frame layout, as C constants (read per frame; a Python constant costs an object)
+cdef Py_ssize_t ETHERTYPE_AT, VER_IHL_AT, TOTAL_AT, FRAG_AT, PROTO_AT, SEQ_AT, ACK_AT, DATA_OFFSET_AT, FLAGS_AT
+cdef Py_ssize_t IP_START, TCP_START, KEY_START, KEY_END, MIN_FRAME, ETHERTYPE_IPV4, IPV4_NO_OPTIONS, IPPROTO_TCP
+cdef Py_ssize_t FIN, SYN, RST, ACK, CONTROL_FLAGS
+
+@cython.locals(value=Py_ssize_t)
+cdef Py_ssize_t be32(const unsigned char* buf, Py_ssize_t at)
+
+cdef class FrameHeaders:
+    cdef public bytes key
+    cdef public Py_ssize_t seq
+    cdef public Py_ssize_t ack
+    cdef public Py_ssize_t payload
+    cdef public Py_ssize_t end
+
+    @cython.locals(total=Py_ssize_t, offset=Py_ssize_t, payload=Py_ssize_t, frame_end=Py_ssize_t)
+    cdef bint read(self, const unsigned char* buf, Py_ssize_t start, Py_ssize_t end)
+
 cdef class _Direction:
     cdef public bytes key
     cdef public Py_ssize_t seq
@@ -22,8 +40,6 @@ cdef class BulkLane:
     cdef public Py_ssize_t packets
     cdef public Py_ssize_t bytes
 
-    @cython.locals(entry=_Direction, ethertype=Py_ssize_t, ver_ihl=Py_ssize_t, total=Py_ssize_t,
-                   frag=Py_ssize_t, proto=Py_ssize_t, seq=Py_ssize_t, ack=Py_ssize_t, offset=Py_ssize_t,
-                   flags=Py_ssize_t, size=Py_ssize_t)
-    cpdef bint admit(self, ts, bytes data)
+    @cython.locals(entry=_Direction, size=Py_ssize_t)
+    cdef bint admit(self, ts, FrameHeaders frame)
     cpdef bint holds(self, owner)

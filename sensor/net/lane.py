@@ -29,10 +29,13 @@ from sensor.net.flows import Flow
 
 SEQ_MASK = (1 << 32) - 1
 HALF_SEQ_SPACE = 1 << 31
-# Frame layout read by ``admit``: Ethernet type, IPv4 ver/ihl, total length, flags/fragment
-# offset, protocol; TCP seq, ack, data offset, flags.
-FRAME_HEADERS = struct.Struct("!12xHBxH2xHxB14xIIBB")
-unpack_frame_headers = FRAME_HEADERS.unpack_from     # bound once: one lookup less per frame
+# (The constants below are C constants in the compiled core, lane.pxd: no module imports them.)
+# Frame layout read by ``FrameHeaders.read`` (offsets from the frame's start): Ethernet type,
+# IPv4 ver/ihl, total length, flags/fragment offset, protocol; TCP seq, ack, data offset, flags.
+ETHERTYPE_AT, VER_IHL_AT, TOTAL_AT, FRAG_AT, PROTO_AT = 12, 14, 16, 20, 23
+SEQ_AT, ACK_AT, DATA_OFFSET_AT, FLAGS_AT = 38, 42, 46, 47
+IP_START = 14                         # Ethernet header
+TCP_START = 34                        # Ethernet 14 + IPv4 20
 KEY_START, KEY_END = 26, 38          # IPv4 source, destination, TCP source, destination port
 MIN_FRAME = 54                        # Ethernet 14 + IPv4 20 + TCP 20
 PORTS = struct.Struct("!HH")
@@ -42,6 +45,52 @@ IPPROTO_TCP = 6
 # TCP flags (RFC 9293 3.1) the lane looks at: only ACK may be set among these.
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 CONTROL_FLAGS = FIN | SYN | RST | ACK
+
+
+def be32(buf, at: int) -> int:
+    """The big-endian (network order) 32-bit unsigned integer at ``buf[at:at + 4]``; one
+    byte at a time so that the compiled core adds in a 64-bit C integer."""
+    value = buf[at]
+    value = value << 8 | buf[at + 1]
+    value = value << 8 | buf[at + 2]
+    return value << 8 | buf[at + 3]
+
+
+class FrameHeaders:
+    """What the bulk lane and the SMB fast path read of a frame, read in place from the
+    capture's buffer into one object reused frame after frame (no tuple; one slice, the key)."""
+
+    __slots__ = ("key", "seq", "ack", "payload", "end")
+
+    def __init__(self) -> None:
+        self.key = b""              # the raw IPv4 address+port slice both look flows up by
+        self.seq = self.ack = 0     # TCP sequence and acknowledgement numbers
+        self.payload = self.end = 0     # where the TCP payload starts and ends in the buffer
+
+    def read(self, buf, start: int, end: int) -> bool:
+        """The frame at ``buf[start:end]``: True, with the fields set, if it is untagged
+        Ethernet, option-less unfragmented IPv4, TCP with ACK and none of SYN/FIN/RST, whose
+        IP length fits in the frame and TCP header in the IP length."""
+        if end - start < MIN_FRAME:
+            return False
+        total = buf[start + TOTAL_AT] << 8 | buf[start + TOTAL_AT + 1]
+        offset = buf[start + DATA_OFFSET_AT]
+        if ((buf[start + ETHERTYPE_AT] << 8 | buf[start + ETHERTYPE_AT + 1]) != ETHERTYPE_IPV4
+                or buf[start + VER_IHL_AT] != IPV4_NO_OPTIONS or buf[start + PROTO_AT] != IPPROTO_TCP
+                or buf[start + FRAG_AT] & 0x3F or buf[start + FRAG_AT + 1]
+                or buf[start + FLAGS_AT] & CONTROL_FLAGS != ACK or total > end - start - IP_START
+                or offset < 0x50):
+            return False
+        payload = start + TCP_START + (offset >> 4) * 4
+        frame_end = start + IP_START + total
+        if payload > frame_end:
+            return False
+        self.payload = payload
+        self.end = frame_end
+        self.key = buf[start + KEY_START:start + KEY_END]
+        self.seq = be32(buf, start + SEQ_AT)
+        self.ack = be32(buf, start + ACK_AT)
+        return True
 
 
 class Skipper(Protocol):
@@ -77,22 +126,18 @@ class BulkLane:
         self.packets = 0        # frames admitted
         self.bytes = 0          # payload bytes admitted (counted when handed back)
 
-    def admit(self, ts: float, data: bytes) -> bool:
-        """One Ethernet frame: True if it was accounted here and must not go further."""
-        entry = self.entries.get(data[KEY_START:KEY_END])
-        if entry is None or ts >= self.until or len(data) < MIN_FRAME:
+    def admit(self, ts: float, frame: FrameHeaders) -> bool:
+        """One frame (its headers read): True if it was accounted here and must not go further."""
+        entry = self.entries.get(frame.key)
+        if entry is None or ts >= self.until:
             return False
-        ethertype, ver_ihl, total, frag, proto, seq, ack, offset, flags = unpack_frame_headers(data)
-        if (ethertype != ETHERTYPE_IPV4 or ver_ihl != IPV4_NO_OPTIONS or proto != IPPROTO_TCP
-                or frag & 0x3FFF or flags & CONTROL_FLAGS != ACK or seq != entry.seq
-                or (entry.peer.seq - ack) & SEQ_MASK >= HALF_SEQ_SPACE
-                or total > len(data) - 14):
+        if frame.seq != entry.seq or (entry.peer.seq - frame.ack) & SEQ_MASK >= HALF_SEQ_SPACE:
             return False
-        size = total - 20 - (offset >> 4) * 4
-        if size > entry.budget or size < 0 or offset < 0x50:
+        size = frame.end - frame.payload
+        if size > entry.budget:
             return False
         if size:
-            entry.seq = (seq + size) & SEQ_MASK
+            entry.seq = (frame.seq + size) & SEQ_MASK
             entry.budget -= size
         entry.flow.last_ts = ts
         self.packets += 1

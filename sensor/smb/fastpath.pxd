@@ -1,10 +1,13 @@
 # Cython declarations for fastpath.py (the compiled core, sensor/compiled.py).
 cimport cython
 from sensor.net.flows cimport Flow, FlowTable
-from sensor.net.lane cimport BulkLane
+from sensor.net.lane cimport BulkLane, FrameHeaders
 from sensor.net.tcp cimport TcpDirection
 from sensor.smb.netbios cimport NbssStream
 from sensor.smb.smb2 cimport Smb2Protocol
+
+# The constants take compares per frame, as C constants (imported ones converted at import)
+cdef Py_ssize_t SEQ_MASK, HALF_SEQ_SPACE, MAX_WINDOW, SMB2, SESSION_MESSAGE, WHOLE_MESSAGE_LIMIT, _SEQ_SPACE
 
 cdef class _Direction:
     cdef public Flow flow
@@ -12,6 +15,7 @@ cdef class _Direction:
     cdef public TcpDirection peer
     cdef public NbssStream stream
     cdef public object conn            # SmbConnection: a Python class (sensor/compiled.py)
+    cdef public Smb2Protocol smb2
     cdef public bint from_client
     cdef public object owner
     cdef public bytes key
@@ -22,15 +26,14 @@ cdef class SmbFastPath:
     cdef public dict entries
     cdef public dict _owners
     cdef public object owner
-    cdef public bint framed
+    cdef public bint skipping
     cdef public Py_ssize_t frames
     cdef public Py_ssize_t messages
     cdef public Py_ssize_t operations
 
     @cython.locals(entry=_Direction, flow=Flow, lane=BulkLane, this=TcpDirection, peer=TcpDirection,
-                   stream=NbssStream, smb2=Smb2Protocol,
-                   ethertype=Py_ssize_t, ver_ihl=Py_ssize_t, total=Py_ssize_t, frag=Py_ssize_t,
-                   proto=Py_ssize_t, seq=Py_ssize_t, ack=Py_ssize_t, offset=Py_ssize_t, flags=Py_ssize_t,
+                   stream=NbssStream, smb2=Smb2Protocol, seq=Py_ssize_t, ack=Py_ssize_t, nxt=Py_ssize_t,
+                   acking=bint, peer_next=Py_ssize_t, delta=Py_ssize_t, acked=Py_ssize_t,
                    start=Py_ssize_t, end=Py_ssize_t, size=Py_ssize_t, at=Py_ssize_t, length=Py_ssize_t,
-                   whole=bint, from_client=bint, data=bytes)
-    cpdef take(self, ts, frame_data, frame)
+                   protocol=Py_ssize_t, whole=bint, from_client=bint)
+    cdef take(self, ts, const unsigned char* buf, FrameHeaders headers, frame)

@@ -30,21 +30,18 @@ from typing import Hashable
 
 from sensor.net.flows import Flow, FlowTable
 # The frame layout and TCP flags the bulk lane reads: this path reads the same fields.
-from sensor.net.lane import (ACK, CONTROL_FLAGS, ETHERTYPE_IPV4, HALF_SEQ_SPACE, IPPROTO_TCP, IPV4_NO_OPTIONS,
-                             KEY_END, KEY_START, MIN_FRAME, PORTS, SEQ_MASK, BulkLane, unpack_frame_headers)
+from sensor.net.lane import HALF_SEQ_SPACE, PORTS, SEQ_MASK, BulkLane, FrameHeaders
 from sensor.net.tcp import MAX_WINDOW
 from sensor.smb.connection import SMB2, SmbConnection
-from sensor.smb.netbios import MAGICS, MIN_MESSAGE, SESSION_MESSAGE, WHOLE_MESSAGE_LIMIT
+from sensor.smb.netbios import MIN_MESSAGE, SESSION_MESSAGE, WHOLE_MESSAGE_LIMIT
 
 _SEQ_SPACE = 1 << 32                   # TCP sequence numbers wrap here (RFC 9293 3.4)
-_IP_START = 14                         # Ethernet header
-_TCP_START = 34                        # Ethernet 14 + IPv4 20
 # Taken, nothing to route (a pure ACK, or messages that produced no event).
 NOTHING: tuple = ()
 
 
 class _Direction:
-    __slots__ = ("flow", "tcp", "peer", "stream", "conn", "from_client", "owner", "key")
+    __slots__ = ("flow", "tcp", "peer", "stream", "conn", "smb2", "from_client", "owner", "key")
 
     def __init__(self, key: bytes, flow: Flow, from_client: bool, conn: SmbConnection, owner: Hashable):
         self.key = key
@@ -52,6 +49,7 @@ class _Direction:
         self.tcp, self.peer = (flow.client, flow.server) if from_client else (flow.server, flow.client)
         self.stream = conn.stream(from_client)
         self.conn = conn
+        self.smb2 = conn.smb2     # the connection's SMB2 state (made with it, never replaced)
         self.from_client = from_client
         self.owner = owner
 
@@ -63,7 +61,7 @@ class SmbFastPath:
         self.entries: dict[bytes, _Direction] = {}
         self._owners: dict[Hashable, tuple[_Direction, _Direction]] = {}
         self.owner: Hashable = None     # the flow whose SMB stage the last frame taken fed (None: no payload)
-        self.framed = False             # ... and the NetBIOS stage framed them (the pipeline resets it)
+        self.skipping = False           # ... and its NetBIOS stage now skips a payload (the pipeline resets it)
         self.frames = 0                 # frames taken
         self.messages = 0               # NetBIOS session messages framed here (nbss_messages)
         self.operations = 0             # SMB2 operations the header triage did (smb2_operations)
@@ -85,22 +83,15 @@ class SmbFastPath:
             if self.entries.get(entry.key) is entry:
                 del self.entries[entry.key]
 
-    def take(self, ts: float, frame_data, frame: int):
-        """One Ethernet frame: None if it must go the slow path, else the SMB events of the
-        messages it completed (their flow state is ``self.owner``)."""
-        # a live ring's view is copied: dict keys and messages want bytes
-        data = frame_data if type(frame_data) is bytes else bytes(frame_data)
-        entry = self.entries.get(data[KEY_START:KEY_END])
-        if entry is None or len(data) < MIN_FRAME:
+    def take(self, ts: float, buf, headers: FrameHeaders, frame: int):
+        """One frame in ``buf`` whose headers ``headers`` has read (untagged Ethernet, IPv4,
+        TCP with ACK alone): None if it must go the slow path, else the SMB events of the messages it completed (their flow state is
+        ``self.owner``). ``buf`` is the frame's ``bytes`` or the capture's mapped window: its
+        payload is read in place and only what a later stage keeps is copied out."""
+        entry = self.entries.get(headers.key)
+        if entry is None:
             return None
-        ethertype, ver_ihl, total, frag, proto, seq, ack, offset, flags = unpack_frame_headers(data)
-        if (ethertype != ETHERTYPE_IPV4 or ver_ihl != IPV4_NO_OPTIONS or proto != IPPROTO_TCP
-                or frag & 0x3FFF or flags & CONTROL_FLAGS != ACK or total > len(data) - _IP_START):
-            return None
-        start = _TCP_START + (offset >> 4) * 4
-        end = _IP_START + total
-        if offset < 0x50 or start > end:
-            return None
+        seq, ack, start, end = headers.seq, headers.ack, headers.payload, headers.end
         flow = entry.flow
         if flow.closing or ts >= self.flows.next_expiry:
             return None
@@ -108,13 +99,14 @@ class SmbFastPath:
         if lane is not None and lane.entries and lane.holds(entry.owner):
             return None
         this, peer = entry.tcp, entry.peer
-        nxt = this.next
-        if nxt is None or this._starts or peer._starts:
+        if this.next is None or this._starts or peer._starts:
             return None
+        nxt = this.next     # (stream offsets: C integers in the compiled core, like the sums below)
         # The ack (TcpDirection.acknowledge with nothing queued): note it, or leave a
         # suspicious one to the slow path, which counts it.
-        peer_next = peer.next
-        if peer_next is not None:
+        acking = peer.next is not None
+        if acking:
+            peer_next = peer.next
             delta = (ack - peer_next) & SEQ_MASK
             if delta >= HALF_SEQ_SPACE:
                 delta -= _SEQ_SPACE
@@ -136,19 +128,22 @@ class SmbFastPath:
                 # first branch frames them.
                 at = start
                 while at < end:
-                    if end - at < 8 or data[at] != SESSION_MESSAGE:
+                    if end - at < 8 or buf[at] != SESSION_MESSAGE:
                         whole = False
                         break
-                    length = (data[at + 1] << 16) | (data[at + 2] << 8) | data[at + 3]
-                    if (length > WHOLE_MESSAGE_LIMIT or at + 4 + length > end
-                            or data[at + 4:at + 8] not in MAGICS or length < MIN_MESSAGE[data[at + 4]]):
+                    length = (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3]
+                    protocol = buf[at + 4]
+                    # MAGICS, read in place: a protocol id MIN_MESSAGE knows, then "SMB"
+                    if (length > WHOLE_MESSAGE_LIMIT or at + 4 + length > end or protocol not in MIN_MESSAGE
+                            or buf[at + 5] != 0x53 or buf[at + 6] != 0x4D or buf[at + 7] != 0x42
+                            or length < MIN_MESSAGE[protocol]):
                         whole = False
                         break
                     at += 4 + length
         # Taken: from here on, what the slow path's stages would have done.
         self.frames += 1
         flow.last_ts = ts
-        if peer_next is not None and (peer.acked is None or acked > peer.acked):
+        if acking and (peer.acked is None or acked > peer.acked):
             peer.acked = acked
         if not size:
             self.owner = None
@@ -158,28 +153,30 @@ class SmbFastPath:
         self.owner = entry.owner
         if not whole:
             # Part of a message, a large one, a control message, a resync: the NetBIOS stage
-            # frames it as the slow path would (and may start skipping: the lane may arm).
-            self.framed = True
-            return conn.feed(from_client, ts, memoryview(data)[start:end], frame)
+            # frames it as the slow path would; if it is now skipping a payload, the lane may
+            # take the flow (the other direction's skipping began at a frame of its own).
+            events = conn.feed(from_client, ts, buf[start:end], frame)
+            self.skipping = entry.stream._skip > 0
+            return events
         at = start
-        length = (data[at + 1] << 16) | (data[at + 2] << 8) | data[at + 3]
-        smb2 = conn.smb2
+        length = (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3]
+        smb2 = entry.smb2
         if at + 4 + length == end:      # one message: the common case
             self.messages += 1
-            if data[at + 4] == SMB2:
-                events = smb2.quick(ts, frame, data, at + 4, length)
+            if buf[at + 4] == SMB2:
+                events = smb2.quick(ts, frame, buf, at + 4, length)
                 if events is not None:
                     self.operations += 1
                     return events
-            return conn.message(from_client, ts, frame, data[at + 4:end], length, False)
+            return conn.message(from_client, ts, frame, buf[at + 4:end], length, False)
         events = []
         while at < end:
-            length = (data[at + 1] << 16) | (data[at + 2] << 8) | data[at + 3]
+            length = (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3]
             self.messages += 1
-            if data[at + 4] == SMB2 and smb2.quick(ts, frame, data, at + 4, length) is not None:
+            if buf[at + 4] == SMB2 and smb2.quick(ts, frame, buf, at + 4, length) is not None:
                 self.operations += 1
             else:
-                events += conn.message(from_client, ts, frame, data[at + 4:at + 4 + length], length, False)
+                events += conn.message(from_client, ts, frame, buf[at + 4:at + 4 + length], length, False)
             at += 4 + length
         return events
 

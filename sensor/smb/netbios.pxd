@@ -1,4 +1,5 @@
 # Cython declarations for netbios.py (the compiled core, sensor/compiled.py).
+cimport cython
 cdef class NbssStream:
     cdef public object _wants_whole
     cdef public object stats
@@ -12,3 +13,10 @@ cdef class NbssStream:
     cdef public bytes _tail
     cdef public Py_ssize_t _hunted
     cdef public bint _dead
+
+    # Called per segment from feed: C calls, not Python method calls (no other caller).
+    cdef _reset(self)
+    @cython.locals(n=Py_ssize_t)
+    cdef _take(self, mv, Py_ssize_t upto)
+    @cython.locals(length=Py_ssize_t)
+    cdef _frame(self, mv, list items)

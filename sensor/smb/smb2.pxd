@@ -2,6 +2,21 @@
 cimport cython
 from sensor.smb.protocol cimport SmbProtocolState
 
+# What the triage compares per message, as C constants (the command codes and status other
+# modules import stay Python's)
+cdef Py_ssize_t HEADER_SIZE, CLOSE, CANCEL, PENDING_LIMIT, _B
+cdef unsigned long long FLAGS_SERVER_TO_REDIR, FLAGS_ASYNC_COMMAND
+cdef unsigned long long STATUS_SUCCESS, STATUS_BUFFER_OVERFLOW, STATUS_MORE_PROCESSING_REQUIRED
+
+cdef Py_ssize_t le16(const unsigned char* buf, Py_ssize_t at)
+@cython.locals(value="unsigned long long")
+cdef unsigned long long le32(const unsigned char* buf, Py_ssize_t at)
+cdef unsigned long long le64(const unsigned char* buf, Py_ssize_t at)
+cdef bint _carries_body(Py_ssize_t command, unsigned long long status)
+
+# A request's entry lives from its request to its response: a few dozen are alive at a time,
+# so the allocator reuses them.
+@cython.freelist(64)
 cdef class _Pending:
     cdef public Py_ssize_t command
     cdef public object session_id
@@ -16,8 +31,8 @@ cdef class _Pending:
     cdef public bint transceive
 
 cdef class Smb2Protocol(SmbProtocolState):
-    @cython.locals(size=Py_ssize_t, status=Py_ssize_t, command=Py_ssize_t, flags=Py_ssize_t,
-                   next_command=Py_ssize_t, body=Py_ssize_t, entry=_Pending, pending=dict,
-                   name_at=Py_ssize_t, name_length=Py_ssize_t, end=Py_ssize_t, fid_at=Py_ssize_t,
-                   write_at=Py_ssize_t, write_length=Py_ssize_t)
-    cpdef quick(self, ts, frame, bytes data, Py_ssize_t at, Py_ssize_t length)
+    @cython.locals(status="unsigned long long", command=Py_ssize_t, flags="unsigned long long",
+                   body=Py_ssize_t, entry=_Pending, pending=dict,
+                   name_at=Py_ssize_t, end=Py_ssize_t, fid_at=Py_ssize_t, write_at=Py_ssize_t,
+                   write_length=Py_ssize_t)
+    cdef quick(self, ts, frame, const unsigned char* buf, Py_ssize_t at, Py_ssize_t length)

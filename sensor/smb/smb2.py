@@ -72,7 +72,6 @@ _PARSED_RESPONSES = frozenset((NEGOTIATE, SESSION_SETUP, TREE_CONNECT))
 _HANDLE_AT = {CLOSE: 8, READ: 16, WRITE: 16, IOCTL: 8}
 
 _header = struct.Struct("<4sHHIHHIIQIIQ")   # through SessionId; Signature follows
-_unpack_header = _header.unpack_from          # bound once: one lookup less per message
 _u8 = struct.Struct("<B")
 _u16 = struct.Struct("<H")
 _u32 = struct.Struct("<I")
@@ -80,6 +79,9 @@ _u16u16 = struct.Struct("<HH")
 _u16u32 = struct.Struct("<HI")
 _u32u32 = struct.Struct("<II")
 _B = HEADER_SIZE   # bodies start right after the header; offsets below are from it
+# (HEADER_SIZE, CLOSE, CANCEL, the two FLAGS_, three STATUS_, PENDING_LIMIT and _B are C
+# constants in the compiled core, smb2.pxd: the triage compares them per message; no other
+# module imports them.)
 
 
 class _Pending:
@@ -96,7 +98,8 @@ class _Pending:
         self.path = ""
         self.raw_name = b""                   # a CREATE's UTF-16LE name, decoded only if needed
         self.is_pipe = False
-        self.deferred: list[tuple[float, int, bytes]] = []
+        # writes of the same compound held until the FileId is known (made at the first)
+        self.deferred: list[tuple[float, int, bytes]] | None = None
         self.transceive = False
 
     @property
@@ -187,11 +190,12 @@ class Smb2Protocol(SmbProtocolState):
         return events
 
     # -- header triage (the SMB fast path) ----------------------------------------------------
-    def quick(self, ts: float, frame: int, data: bytes, at: int, length: int) -> tuple | None:
-        """One whole SMB2 message at ``data[at:at + length]`` (a frame's bytes, not copied)
-        that is one operation whose whole effect its header and FileId decide: what
-        ``message`` would do with it, without building a view or reading its body. Returns
-        ``()`` (it produced no event), or None, with nothing changed, for ``message`` to parse.
+    def quick(self, ts: float, frame: int, buf, at: int, length: int) -> tuple | None:
+        """One whole SMB2 message at ``buf[at:at + length]`` (in a frame's bytes or the
+        capture's mapped window, read in place) that is one operation whose whole effect its
+        header and FileId decide: what ``message`` would do with it, without building a view
+        or reading its body. Returns ``()`` (it produced no event), or None, with nothing
+        changed, for ``message`` to parse.
 
         Taken: requests other than SESSION_SETUP, TREE_CONNECT and IOCTL (a WRITE only to a
         handle that is no pipe or candidate, with data that does not start a DCE/RPC PDU,
@@ -199,17 +203,22 @@ class Smb2Protocol(SmbProtocolState):
         TREE_CONNECT and async interims, to a remembered request, that touch no pipe (a CREATE
         only on a tree known as a disk share). Every bound ``message`` would find broken is
         left to it, so it reports the anomaly."""
-        (magic, size, _charge, status, command, _credit, flags, next_command, message_id,
-         _reserved, tid, sid) = _unpack_header(data, at)
-        if magic != PROTOCOL_ID or size != HEADER_SIZE or next_command:
+        # The header (MS-SMB2 2.2.1), field by field: ProtocolId, StructureSize, Status,
+        # Command, Flags, NextCommand, MessageId, TreeId, SessionId.
+        if (buf[at] != 0xFE or buf[at + 1] != 0x53 or buf[at + 2] != 0x4D or buf[at + 3] != 0x42
+                or le16(buf, at + 4) != HEADER_SIZE or le32(buf, at + 20)):
             return None
+        status = le32(buf, at + 8)
+        command = le16(buf, at + 12)
+        flags = le32(buf, at + 16)
+        message_id = le64(buf, at + 24)
         body = at + _B
         pending = self._pending
         if flags & FLAGS_SERVER_TO_REDIR:
             if command in _PARSED_RESPONSES:
                 return None
             if message_id != UNSOLICITED_MESSAGE_ID:
-                if status == STATUS_PENDING and flags & FLAGS_ASYNC_COMMAND:
+                if flags & FLAGS_ASYNC_COMMAND and status == STATUS_PENDING:
                     return None
                 entry = pending.get(message_id)
                 if entry is None:
@@ -224,7 +233,7 @@ class Smb2Protocol(SmbProtocolState):
                         if not tree or tree[1] or length < _B + 80:
                             return None
                         entry.path, entry.is_pipe = tree
-                        entry.file_id = data[body + 64:body + 80]
+                        entry.file_id = buf[body + 64:body + 80]
                     elif command == READ:
                         if length < _B + 8 or self._pipe_of(entry) is not None:
                             return None
@@ -234,13 +243,15 @@ class Smb2Protocol(SmbProtocolState):
         elif command != CANCEL:
             if command in _PARSED_REQUESTS or (len(pending) >= PENDING_LIMIT and message_id not in pending):
                 return None
+            tid = le32(buf, at + 36)
+            sid = le64(buf, at + 40)
             entry = _Pending(command, sid, tid)
             if command == CREATE:
                 if length < _B + 48:
                     return None
-                name_at, name_length = _u16u16.unpack_from(data, body + 44)
+                name_at = at + le16(buf, body + 44)
                 end = at + length
-                entry.raw_name = data[min(at + name_at, end):min(at + name_at + name_length, end)]
+                entry.raw_name = buf[min(name_at, end):min(name_at + le16(buf, body + 46), end)]
                 tree = self._trees.get((sid, tid))
                 if tree:
                     entry.path, entry.is_pipe = tree
@@ -248,13 +259,15 @@ class Smb2Protocol(SmbProtocolState):
                 fid_at = body + _HANDLE_AT[command]
                 if length < fid_at + 16 - at:
                     return None
-                fid = data[fid_at:fid_at + 16]
+                fid = buf[fid_at:fid_at + 16]
                 if fid == RELATED_FILE_ID:
                     return None
                 if command == WRITE:
-                    write_at, write_length = _u16u32.unpack_from(data, body + 2)
-                    if write_length and (write_at + write_length > length or not self.pipes.unknown(fid)
-                                         or looks_like_dcerpc(data[at + write_at:at + write_at + 16])):
+                    # the data's offset and length (MS-SMB2 2.2.21); a PDU header is 16 bytes
+                    write_at = at + le16(buf, body + 2)
+                    write_length = le32(buf, body + 4)
+                    if write_length and (write_at + write_length > at + length or not self.pipes.unknown(fid)
+                                         or looks_like_dcerpc(buf[write_at:write_at + min(write_length, 16)])):
                         return None
                 entry.file_id = fid
             pending[message_id] = entry
@@ -325,6 +338,8 @@ class Smb2Protocol(SmbProtocolState):
         if pipe is not None:
             events.append(PipeData(self.flow, ts, frame, pipe, True, data))
         elif entry.via is not None and entry.via.is_pipe:
+            if entry.via.deferred is None:
+                entry.via.deferred = []
             if len(entry.via.deferred) < DEFERRED_WRITES_LIMIT:
                 entry.via.deferred.append((ts, frame, data))
             else:
@@ -394,7 +409,7 @@ class Smb2Protocol(SmbProtocolState):
                                      entry.name, entry.path)
             events += opened
             pipe = self.pipes.get(fid)
-            if pipe is not None:
+            if pipe is not None and entry.deferred is not None:
                 for d_ts, d_frame, data in entry.deferred:
                     events.append(PipeData(self.flow, d_ts, d_frame, pipe, True, data))
         elif command == READ:
@@ -413,6 +428,24 @@ class Smb2Protocol(SmbProtocolState):
             return self.pipes.get(entry.via.file_id)
         return None
 
+
+
+def le16(buf, at: int) -> int:
+    """The little-endian 16-bit unsigned integer at ``buf[at:at + 2]`` (SMB2 is little-endian)."""
+    return buf[at] | buf[at + 1] << 8
+
+
+def le32(buf, at: int) -> int:
+    """... 32-bit, one byte at a time so that the compiled core adds in a 64-bit C integer."""
+    value = buf[at + 3]
+    value = value << 8 | buf[at + 2]
+    value = value << 8 | buf[at + 1]
+    return value << 8 | buf[at]
+
+
+def le64(buf, at: int) -> int:
+    """... 64-bit (MessageId, SessionId)."""
+    return le32(buf, at + 4) << 32 | le32(buf, at)
 
 
 def _carries_body(command: int, status: int) -> bool:

@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sensor import compiled
+from sensor.capture import pcapfile
 from sensor.capture.pcapfile import CaptureError, open_capture
 from sensor.net.frames import LINKTYPE_ETHERNET
 from sensor.pipeline import Pipeline, PipelineSettings
@@ -31,7 +32,10 @@ from tests.robustness.test_tcp_recut import recut_turn
 from tests.smb.conftest import nbss
 from tests.smb.test_smb2 import DISK_FID, read, read_response, write, write_response
 
-LARGE = Path(os.environ.get("DFS_SENSOR_LARGE", PCAPS / "large" / "mixed.pcap"))
+# The bulk lab workload: pcaps/large (bench/run builds it), or the benchmark machine's copy.
+LARGE = Path(os.environ.get("DFS_SENSOR_LARGE") or next(
+    (p for p in (PCAPS / "large" / "mixed.pcap", ROOT.parent / "bench-data" / "large" / "mixed.pcap") if p.is_file()),
+    PCAPS / "large" / "mixed.pcap"))
 LANE_COUNTERS = ("bulk_lane_packets", "bulk_lane_bytes", "smb_fast_path_packets")
 ATTACKS = ["dfscoerce-smb21.pcap", "dfscoerce-smb311-clear.pcap", "dfscoerce-smb202.pcap",
            "dfscoerce-nbss139.pcap"]
@@ -127,11 +131,86 @@ def test_every_corpus_capture_gives_the_same_records_and_counters_compiled_and_p
     assert decode_readable(path, PipelineSettings()) == pure_corpus[path]
 
 
+# -- the batch entry (sensor/capture/batch.py) -----------------------------------------------
+def read_capture(path: Path, pipeline_settings: PipelineSettings, batch: bool):
+    """``decode_readable`` frame by frame (the stage contract's ``feed``) or through the
+    reader's batch entry (``replay_into``), with what the reader counted and reported."""
+    pipe = Pipeline(pipeline_settings)
+    records: list = []
+    reader = None
+    try:
+        reader = open_capture(path)
+        if batch:
+            for out in reader.replay_into(pipe):
+                records.extend(out)
+        else:
+            for ts, linktype, data, number in reader:
+                records.extend(pipe.feed(ts, linktype, data, number))
+    except CaptureError as e:
+        records.append(str(e))
+    records.extend(pipe.close())
+    return records, pipe.stats, reader and (reader.stats, reader.problems, reader.position)
+
+
+def assert_batch_same(path: Path) -> None:
+    """The batch entry gives the per-frame path's records, counters, reader counts and
+    warnings, with every fast path on and with none."""
+    for lanes in (True, False):
+        settings = PipelineSettings(bulk_lane=lanes, fast_path=lanes)
+        assert read_capture(path, settings, batch=True) == read_capture(path, settings, batch=False)
+
+
+@pytest.mark.parametrize("path", LAB, ids=lambda p: p.name)
+def test_every_lab_capture_gives_the_same_records_through_the_batch_entry(path):
+    assert_batch_same(path)
+
+
+@pytest.mark.parametrize("path", CORPUS_CAPTURES, ids=lambda p: str(p.relative_to(CORPUS)))
+def test_every_corpus_capture_gives_the_same_records_through_the_batch_entry(corpus, path):
+    assert_batch_same(path)
+
+
+@pytest.mark.parametrize("window", [4096, 65536 + 4096])
+def test_batch_entry_stops_at_every_window_end_and_the_reader_goes_on(monkeypatch, window):
+    """A small mmap window: records cross its end every few frames, so the walk hands over
+    to the reader's own code, which remaps and walks on; nothing changes."""
+    monkeypatch.setattr(pcapfile, "MAP_WINDOW", window)
+    for name in ATTACKS + ["family/efsr-backauth-smb.pcap"]:
+        assert_batch_same(PCAPS / name)
+
+
+def test_batch_entry_leaves_empty_oversized_and_cut_records_to_the_reader(tmp_path):
+    """Records the reader must judge (empty, oversized, a cut tail) between plain ones: the
+    same frames, numbers, anomalies and warnings as frame by frame."""
+    with open(PCAPS / "dfscoerce-smb21.pcap", "rb") as f:
+        header, body = f.read(24), f.read()
+    endian = "<" if header[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    record = struct.Struct(endian + "IIII")
+    records, at = [], 0
+    while at < len(body):
+        caplen = record.unpack_from(body, at)[2]
+        records.append(body[at:at + 16 + caplen])
+        at += 16 + caplen
+    sec = record.unpack_from(records[5])[0]
+    empty = record.pack(sec, 0, 0, 0)
+    oversized = record.pack(sec, 1, pcapfile.MAX_RECORD + 1, pcapfile.MAX_RECORD + 1) + b"\0" * (pcapfile.MAX_RECORD + 1)
+    damaged = header + b"".join(records[:5]) + empty * 3 + b"".join(records[5:10]) + oversized + b"".join(records[10:])
+    for cut in (0, 7, len(records[-1]) - 7):     # the whole file, a cut frame, a cut record header
+        path = tmp_path / f"damaged-{cut}.pcap"
+        path.write_bytes(damaged[:len(damaged) - cut])
+        assert_batch_same(path)
+        _, stats, (reader_stats, problems, _) = read_capture(path, PipelineSettings(), batch=True)
+        assert reader_stats["anomaly.capture_oversized_record"] == 1
+        assert stats["packets"] == len(records) - (cut > 0)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not LARGE.is_file(), reason="the large lab capture is not built (bench/run builds it)")
 def test_large_capture_same_and_almost_all_on_the_lane():
     used = assert_same(lambda s: decode_capture(LARGE, s))
     assert used > 0.9 * 719_323
+    settings = PipelineSettings()       # the batch entry, lane and fast path on (replay's way)
+    assert read_capture(LARGE, settings, batch=True) == read_capture(LARGE, settings, batch=False)
 
 
 # -- attack flows with bulk transfers in front, re-cut --------------------------------------

@@ -1,7 +1,7 @@
 """The SMB fast path (sensor/smb/fastpath.py) and its SMB2 header triage change nothing but speed:
 the same records and counters with them and without, on every shipped capture (the coercion
 family's too), on the small-message lab workload (slow; there also compiled core vs pure Python,
-sensor/compiled.py), on real attack flows re-cut at the TCP
+sensor/compiled.py, and the reader's batch entry vs frame by frame), on real attack flows re-cut at the TCP
 layer, on flows the flow memory budget evicts, and on a
 script of the cases the triage must leave to the full parser (pipe adoption by a DCE/RPC
 write, pipe closes and reads, a tree reconnected as IPC$, malformed and unmatched messages).
@@ -23,15 +23,20 @@ from sensor.events import RpcCallEvent
 from sensor.net.frames import LINKTYPE_ETHERNET
 from sensor.pipeline import Pipeline, PipelineSettings
 from sensor.smb.events import KerberosAuthentication, NtlmAuthentication
-from tests.conftest import PCAPS
-from tests.net.test_lane import ATTACKS, KNOBS, bulk_frames, decode_pure, decode_readable, run_frames
+from tests.conftest import PCAPS, ROOT
+from tests.net.test_lane import (ATTACKS, KNOBS, assert_batch_same, bulk_frames, decode_pure, decode_readable,
+                                 run_frames)
 from tests.robustness.recut import extract_flows
 from tests.robustness.test_flow_memory import feed_flows
 from tests.smb.conftest import FLOW, nbss
 from tests.smb.test_smb2 import (DISK_FID, FID, RPC_BIND, close, create, create_response, login_and_open, read,
                                  read_response, tree_connect, write, write_response)
 
-SMALL = os.environ.get("DFS_SENSOR_SMALL", str(PCAPS / "small" / "small.pcap"))
+# The small-message lab workload: built into pcaps/small by pcaps/lab/build-small (root, the lab,
+# about 70 s; not in CI), or the benchmark machine's copy beside the checkout.
+SMALL = os.environ.get("DFS_SENSOR_SMALL") or next(
+    (str(p) for p in (PCAPS / "small" / "small.pcap", ROOT.parent / "bench-data" / "small" / "small.pcap")
+     if p.is_file()), str(PCAPS / "small" / "small.pcap"))
 # Captures whose frames the fast path cannot match: IPv6, and only 802.1Q-tagged frames; the
 # family's ncacn_ip_tcp captures have no SMB flow.
 NOT_ON_THE_FAST_PATH = {"dfscoerce-ipv6.pcap", "dfscoerce-vlan.pcap", "efsr-tcp.pcap", "par-tcp.pcap",
@@ -120,6 +125,8 @@ def test_small_message_workload_same_and_almost_all_on_the_fast_path():
     # The compiled core (when built) gives the pure-Python modules' records and counters.
     if compiled.COMPILED:
         assert decode_readable(path, PipelineSettings()) == decode_pure([path])[0]
+    # The reader's batch entry (replay) gives the per-frame path's, with every fast path and none.
+    assert_batch_same(path)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
