@@ -32,7 +32,9 @@ from tests.live.conftest import _missing_requirement as live_requirement, make_v
 from tests.live.test_live_outputs import metric_samples
 from tests.live.test_service import ATTACKS, LiveSensor
 from tests.sinks.test_http import LONG_FLUSH, alert_line, wait_for
-from tests.sinks.test_syslog import CAPTURES, FIELDS_TEMPLATE, RSYSLOGD, free_port, make_ca, received, start_rsyslogd
+from tests.sinks.test_syslog import (CAPTURES, FIELDS_TEMPLATE, RSYSLOGD, assert_rfc5424_alerts,
+                                     assert_unverified_collector_gets_nothing, free_port, make_ca, received,
+                                     start_rsyslogd)
 
 ROOT = Path(__file__).resolve().parents[2]
 DFS_SENSOR = str(ROOT / ".venv" / "bin" / "dfs-sensor")
@@ -101,25 +103,13 @@ def test_rsyslog_receives_every_alert_as_the_file_sink_writes_it(imrelp, tmp_pat
                             capture_output=True, text=True, check=True).stdout.splitlines()
     assert sorted(json.dumps(check("alert", r["msg"]), sort_keys=True) for r in got) == \
         sorted(json.dumps(json.loads(line), sort_keys=True) for line in listed)
-    for record in got:
-        alert = json.loads(record["msg"])
-        assert (record["pri"], record["protocol_version"], record["hostname"], record["app_name"],
-                record["msgid"]) == ("28", "1", "sensor-a", "dfs-sensor", "alert")   # daemon.warning
-        assert record["structured_data"] == (f'[dfs-sensor@32473 alert_id="{alert["alert_id"]}" '
-                                             f'rule="{alert["rule"]["id"]}" severity="{alert["rule"]["severity"]}"]')
+    assert_rfc5424_alerts(got, "sensor-a")
 
 
 @needs_imrelp
 def test_relp_tls_refuses_a_collector_it_cannot_verify(imrelp, tmp_path):
-    """Without the test CA (verification is on by default) nothing is sent; the alerts wait."""
     _, ports = imrelp
-    config = tmp_path / "c.toml"
-    config.write_text(f'[outputs]\nspool_dir = "{tmp_path / "spool"}"\n')
-    done = subprocess.run([DFS_SENSOR, "replay", "--db", str(tmp_path / "s.db"), "--config", str(config),
-                           "--alerts", f"relp+tls://127.0.0.1:{ports['relp_tls']}", str(CAPTURES[0])],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0
-    assert "CERTIFICATE_VERIFY_FAILED" in done.stderr and "2 line(s) wait in the spool" in done.stderr
+    assert_unverified_collector_gets_nothing(f"relp+tls://127.0.0.1:{ports['relp_tls']}", tmp_path)
 
 
 @needs_imrelp

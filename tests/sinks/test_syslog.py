@@ -139,26 +139,35 @@ def test_rsyslog_receives_every_alert_as_rfc5424_with_structured_data(rsyslog, t
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout == "" and "spool" not in done.stderr, done.stderr
     got = received(directory / f"{scheme}.log", len(expected))
-    for record in got:
-        assert (record["pri"], record["protocol_version"], record["hostname"], record["app_name"],
-                record["msgid"]) == ("28", "1", "sensor-a", "dfs-sensor", "alert")   # daemon.warning
+    assert_rfc5424_alerts(got, "sensor-a")
     alerts = [check("alert", record["msg"]) for record in got]
     assert sorted(a["alert_id"] for a in alerts) == sorted(a["alert_id"] for a in expected)
     assert sorted(json.dumps(a, sort_keys=True) for a in alerts) == \
         sorted(json.dumps(a, sort_keys=True) for a in expected)
-    for record, alert in zip(got, alerts):
+
+
+def test_tls_refuses_a_collector_it_cannot_verify(rsyslog, tmp_path):
+    _, ports = rsyslog
+    assert_unverified_collector_gets_nothing(f"syslog+tls://127.0.0.1:{ports['tls']}", tmp_path)
+
+
+def assert_rfc5424_alerts(got: list[dict], sensor_name: str) -> None:
+    """Every received record is an alert as the syslog sinks frame it: daemon.warning from the
+    sensor's name, its alert_id, rule and severity in the structured data."""
+    for record in got:
+        alert = json.loads(record["msg"])
+        assert (record["pri"], record["protocol_version"], record["hostname"], record["app_name"],
+                record["msgid"]) == ("28", "1", sensor_name, "dfs-sensor", "alert")   # daemon.warning
         assert record["structured_data"] == (f'[dfs-sensor@32473 alert_id="{alert["alert_id"]}" '
                                              f'rule="{alert["rule"]["id"]}" severity="{alert["rule"]["severity"]}"]')
 
 
-def test_tls_refuses_a_collector_it_cannot_verify(rsyslog, tmp_path):
+def assert_unverified_collector_gets_nothing(target: str, tmp_path: Path) -> None:
     """Without the test CA (verification is on by default) nothing is sent; the alerts wait."""
-    _, ports = rsyslog
     config = tmp_path / "c.toml"
     config.write_text(f'[outputs]\nspool_dir = "{tmp_path / "spool"}"\n')
     done = subprocess.run([DFS_SENSOR, "replay", "--db", str(tmp_path / "s.db"), "--config", str(config),
-                           "--alerts", f"syslog+tls://127.0.0.1:{ports['tls']}", str(CAPTURES[0])],
-                          capture_output=True, text=True, timeout=120)
+                           "--alerts", target, str(CAPTURES[0])], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0
     assert "CERTIFICATE_VERIFY_FAILED" in done.stderr and "2 line(s) wait in the spool" in done.stderr
 
