@@ -26,7 +26,7 @@ config file; a file names only what it changes:
     spool_flush_seconds = 5.0                     # at exit, the longest to wait for a collector
     http_format = "lines"                         # plain http(s)://: "lines" (JSON lines) or "array"
     token_file = "/etc/dfs-sensor/token"          # HTTP token (else $DFS_SENSOR_HTTP_TOKEN)
-    ca_file = "/etc/dfs-sensor/ca.pem"            # private CA for syslog+tls:// and https://
+    ca_file = "/etc/dfs-sensor/ca.pem"            # private CA for syslog+tls://, relp+tls:// and https://
     tls_verify = true
     evidence = "/var/lib/dfs-sensor/evidence"     # a pcap per alert (--evidence)
     evidence_max_bytes = 268435456                # the directory's bound; the oldest go first
