@@ -39,12 +39,13 @@ class SpoolError(sqlite3.OperationalError):
 class Spool:
     """One connection; use it from one thread (and in the process that opened it)."""
 
-    def __init__(self, path: str, max_bytes: int = DEFAULT_MAX_BYTES):
+    def __init__(self, path: str, max_bytes: int = DEFAULT_MAX_BYTES, stats: Stats | None = None):
         self.path = path
         self.max_bytes = max_bytes
         self.dropped = 0
-        # Times another process held the lock a statement needed, and the milliseconds waited.
-        self.stats = Stats()
+        # Times another process held the lock a statement needed, and the milliseconds waited
+        # ("lock_waits", "lock_wait_ms"): ``stats`` to go on counting in the caller's counter.
+        self.stats = Stats() if stats is None else stats
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         try:

@@ -11,6 +11,8 @@ window every time."""
 from __future__ import annotations
 
 import multiprocessing
+import os
+import socket
 import sqlite3
 import threading
 import time
@@ -18,6 +20,7 @@ import time
 import pytest
 
 import sensor.sinks.spool as spool_module
+from sensor import metrics
 from sensor.outputs import OutputError
 from sensor.sinks.spool import Spool, SpoolError
 from sensor.sinks.targets import SinkSettings, _spool_path, open_sink
@@ -31,6 +34,8 @@ OPENERS = 3
 # instead of its minute when the test waits for it to give up.
 HELD_SECONDS = 0.5
 SHORT_LIMIT_SECONDS = 0.5
+# How long a test waits for a sink's threads to spool a line.
+SPOOLED_SECONDS = 10.0
 
 
 def test_a_full_spool_drops_the_oldest_records_whole_and_counts_their_items(tmp_path):
@@ -180,3 +185,80 @@ def test_writes_wait_for_another_process_holding_the_lock_and_name_themselves_at
     assert [line for _, line in spool.peek(10)] == ["b"]       # nothing half done
     holder.close()
     spool.close()
+
+
+def open_files(path: str) -> list[str]:
+    """This process's descriptors open on the spool at ``path`` or its -wal/-shm."""
+    links = (os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd"))
+    return sorted(link for link in links if link.startswith(path))
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def waited(condition, seconds: float = SPOOLED_SECONDS) -> bool:
+    until = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > until:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_no_spool_connection_crosses_a_fork_and_each_process_spools_with_its_own(tmp_path):
+    """live --workers forks after the sinks open; a sink whose spool a previous run left lines
+    in sends them from the start, so its threads hold spool connections when the parent forks.
+    SQLite forbids carrying a connection across fork() (the child shares the parent's lock
+    bookkeeping of the file while holding none of its locks): the threads close their spools
+    for the fork, the child opens its own at its first write, the parent's reopen after it.
+    On main the child held the parent's five descriptors of the spool."""
+    target = f"syslog+tcp://127.0.0.1:{closed_port()}"             # a collector that is down
+    settings = SinkSettings(spool_dir=str(tmp_path / "spool"), sensor_name="s1")
+    path = _spool_path(target, "alerts", settings)
+    left = Spool(path)
+    left.push(['{"n": 0}'])      # alert lines: JSON
+    left.close()
+    messages: list[str] = []
+    sink = open_sink(target, "alerts", settings, notify=messages.append)
+    assert waited(lambda: messages), "the sender never tried the collector"     # its threads run
+    assert open_files(path)                                            # the parent's connections
+    reading, writing = os.pipe()
+    child = os.fork()
+    if child == 0:                                   # a worker: what it inherited, then a line of its own
+        code = 1
+        try:
+            os.write(writing, ("\n".join(open_files(path)) + "\n").encode())
+            sink.write('{"n": 1}')
+            code = 0 if waited(lambda: sink.depth == 2) else 2
+        finally:
+            os._exit(code)
+    os.close(writing)
+    with os.fdopen(reading) as pipe:
+        inherited = pipe.read().split()
+    assert os.waitpid(child, 0)[1] == 0, "the worker could not spool its line"
+    assert inherited == []
+    sink.write('{"n": 2}')
+    assert waited(lambda: sink.depth == 3), "the parent's threads did not spool after the fork"
+    sink.close()
+    spool = Spool(path)
+    assert sorted(line for _, line in spool.peek(10)) == ['{"n": 0}', '{"n": 1}', '{"n": 2}']
+    spool.close()
+
+
+def test_a_sink_counts_its_waits_for_another_process_holding_the_spool(tmp_path):
+    """What a --workers sibling in a write costs, in the sink's counters and --metrics-file."""
+    target = f"syslog+tcp://127.0.0.1:{closed_port()}"
+    settings = SinkSettings(spool_dir=str(tmp_path / "spool"), sensor_name="s1")
+    sink = open_sink(target, "alerts", settings)
+    holder = holding_the_write_lock(_spool_path(target, "alerts", settings))
+    threading.Timer(HELD_SECONDS, lambda: holder.execute("COMMIT")).start()
+    sink.write('{"n": 1}')
+    assert waited(lambda: sink.depth == 1), "the line was not spooled after the lock was freed"
+    assert sink.lock_waits > 0
+    outputs = type("Outputs", (), {"events": None, "alerts": sink})
+    assert metrics.output_counters(outputs)[4] == {"alerts": sink.lock_waits}
+    sink.close()
+    holder.close()
