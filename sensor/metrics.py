@@ -35,6 +35,7 @@ class Snapshot:
     anomalies: dict[str, int] = field(default_factory=dict)
     spool_lines: dict[str, int] = field(default_factory=dict)              # output: lines waiting
     spool_dropped: dict[str, int] = field(default_factory=dict)            # output: dropped when full
+    spool_lock_waits: dict[str, int] = field(default_factory=dict)         # output: another process's lock met
     lost_lines: dict[str, int] = field(default_factory=dict)               # output: never written
     rejected_lines: dict[str, int] = field(default_factory=dict)           # output: refused by the collector
     store_spooled: int = 0           # PostgreSQL unreachable: batches waiting in the store's spool
@@ -84,6 +85,8 @@ def render(s: Snapshot, now: float | None = None) -> str:
     out.metric("anomalies_total", "counter", "Named traffic anomalies, per name.", s.anomalies, "name")
     out.metric("spool_lines", "gauge", "Lines waiting in a remote output's spool.", s.spool_lines, "output")
     out.metric("spool_dropped_total", "counter", "Oldest lines dropped from a full spool.", s.spool_dropped, "output")
+    out.metric("spool_lock_waits_total", "counter", "Times a spool statement waited for another process's lock "
+               "(--workers share a spool).", s.spool_lock_waits, "output")
     out.metric("output_lost_lines_total", "counter", "Lines an output could not write (full disk).",
                s.lost_lines, "output")
     out.metric("output_rejected_lines_total", "counter", "Lines a collector refused for good (RELP 500, an "
@@ -119,9 +122,10 @@ def write_textfile(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def output_counters(outputs) -> tuple[dict[str, int], dict[str, int], dict[str, int], dict[str, int]]:
-    """(spool lines, spool dropped, lost lines, rejected lines) per output name of an Outputs."""
-    spool, dropped, lost, rejected = {}, {}, {}, {}
+def output_counters(outputs) -> tuple[dict[str, int], ...]:
+    """(spool lines, spool dropped, lost lines, rejected lines, spool lock waits) per output
+    name of an Outputs."""
+    spool, dropped, lost, rejected, lock_waits = {}, {}, {}, {}, {}
     for name in ("events", "alerts"):
         sink = getattr(outputs, name)
         sink = getattr(sink, "sink", sink)      # the local syslog tee wraps the alerts sink
@@ -129,15 +133,16 @@ def output_counters(outputs) -> tuple[dict[str, int], dict[str, int], dict[str, 
             continue
         if hasattr(sink, "depth"):
             spool[name], dropped[name], rejected[name] = sink.depth, sink.dropped, sink.rejected
+            lock_waits[name] = sink.lock_waits
         else:
             lost[name] = sink.lost
-    return spool, dropped, lost, rejected
+    return spool, dropped, lost, rejected, lock_waits
 
 
 def snapshot(stats: dict, counters, alerts: dict, outputs, worker: int | None = None) -> Snapshot:
     """From a live stats record (sensor.service.stats_record), the summed stage counters,
     the sensor's alert counters and its outputs."""
-    spool, dropped, lost, rejected = output_counters(outputs)
+    spool, dropped, lost, rejected, lock_waits = output_counters(outputs)
     return Snapshot(
         packets=stats["packets"], flows=stats["flows"], events=stats["events"], rss_bytes=stats["rss_bytes"],
         interfaces=None if stats["interfaces"] is None else
@@ -147,6 +152,7 @@ def snapshot(stats: dict, counters, alerts: dict, outputs, worker: int | None = 
         suppressed_by_rule={k.removeprefix("suppressed."): n for k, n in alerts.items()
                             if k.startswith("suppressed.")},
         anomalies={k.removeprefix("anomaly."): n for k, n in counters.items() if k.startswith("anomaly.")},
-        spool_lines=spool, spool_dropped=dropped, lost_lines=lost, rejected_lines=rejected,
+        spool_lines=spool, spool_dropped=dropped, spool_lock_waits=lock_waits, lost_lines=lost,
+        rejected_lines=rejected,
         store_spooled=stats.get("store_spooled", 0), store_spool_dropped=stats.get("store_spool_dropped", 0),
         labels={} if worker is None else {"worker": str(worker)})

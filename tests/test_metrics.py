@@ -16,7 +16,7 @@ def test_every_counter_parses_with_its_labels(tmp_path):
                     interfaces={"eth1": (1250, 50), 'we"ird\\if': (1, 0)},
                     alerts_by_rule={"coercion-confirmed": 1, "dfscoerce-rare-dfsnm-root-call": 2},
                     anomalies={"tcp_gap": 4}, spool_lines={"alerts": 9}, spool_dropped={"alerts": 2},
-                    lost_lines={"events": 5}, rejected_lines={"alerts": 3}, store_spooled=4, store_spool_dropped=2000, labels={"worker": "2"})
+                    spool_lock_waits={"alerts": 6}, lost_lines={"events": 5}, rejected_lines={"alerts": 3}, store_spooled=4, store_spool_dropped=2000, labels={"worker": "2"})
     path = tmp_path / "dfs.prom"
     write_textfile(str(path), render(snap, now=1764300000.0))
     got = samples(path.read_text())
@@ -28,6 +28,7 @@ def test_every_counter_parses_with_its_labels(tmp_path):
     assert got[("dfs_sensor_anomalies_total", (("name", "tcp_gap"), w))] == 4
     assert got[("dfs_sensor_spool_lines", (("output", "alerts"), w))] == 9
     assert got[("dfs_sensor_spool_dropped_total", (("output", "alerts"), w))] == 2
+    assert got[("dfs_sensor_spool_lock_waits_total", (("output", "alerts"), w))] == 6
     assert got[("dfs_sensor_output_lost_lines_total", (("output", "events"), w))] == 5
     assert got[("dfs_sensor_output_rejected_lines_total", (("output", "alerts"), w))] == 3
     assert got[("dfs_sensor_store_spooled_batches", (w,))] == 4

@@ -8,17 +8,23 @@ spool only after the transport says the collector has it. A failed send is retri
 
 Forked decoders (``live --workers``) inherit the sink but not its threads: the first write in
 a new process starts threads and spool connections of their own (SQLite serialises the two
-processes; a line both happen to send is a duplicate the receiver dedupes, never a loss).
+processes; a line both happen to send is a duplicate the receiver dedupes, never a loss). No
+spool connection crosses the fork: where the threads already run (a previous run left lines,
+so the parent sends them from the start), they close their spools before it and open them
+again after it (SQLite: a connection must not be carried across a fork, as the child would
+share the parent's lock bookkeeping of the file while holding none of its locks).
 """
 from __future__ import annotations
 
 import os
 import sqlite3
 import threading
+import weakref
 from pathlib import Path
 import time
 from typing import Callable, Protocol
 
+from sensor.anomaly import Stats
 from sensor.sinks.spool import Spool
 
 # Lines per send: one HTTP request, or one burst of syslog frames.
@@ -39,6 +45,10 @@ WAKE_SECONDS = 0.5
 # Lines held in memory when the spool itself cannot be written (its disk is full): the
 # oldest beyond this are counted as dropped.
 MAX_PENDING_LINES = 100_000
+# Before a fork, the longest the threads are given to close their spools: a send in progress
+# ends first (the transports' I/O timeouts are 5 and 10 s). One still sending after this keeps
+# its connection open across the fork rather than stop the fork.
+FORK_PARK_SECONDS = 15.0
 
 
 class SinkUnavailable(Exception):
@@ -88,12 +98,21 @@ class SpooledSink:
         spool = Spool(spool_path, spool_max_bytes)     # refuse an unusable spool at start
         self.depth = spool.depth()
         spool.close()
+        # Another process's lock met by this process's spool connections (Spool.stats): the
+        # open above, then one counter per thread.
+        self._lock_stats = [spool.stats]
         if self.depth:           # a previous run left lines: send them even if this one has none
             self._start()
 
     @property
     def lost(self) -> int:
         return self.dropped
+
+    @property
+    def lock_waits(self) -> int:
+        """Times a statement on the spool found another process (a --workers sibling) holding
+        its lock, in this process."""
+        return sum(stats["lock_waits"] for stats in self._lock_stats)
 
     def write(self, line: str) -> None:
         if self._pid != os.getpid():
@@ -127,6 +146,7 @@ class SpooledSink:
         # thread, at the same deadline.
         sender.join(self.flush_seconds + SEND_SLACK_SECONDS)
         self._threads = []
+        _running.discard(self)
         if sender.is_alive():
             self.on_error(f"{self.path}: the collector did not answer within {self.flush_seconds:g} s; "
                           f"what it did not take waits in the spool {self.spool_path} for the next run")
@@ -140,23 +160,32 @@ class SpooledSink:
         hangs a send never keeps lines from reaching the disk."""
         if self._pid is not None:        # a forked worker: the parent's connection is not ours
             self.transport.forked()
+            self._lock_stats = []
+        spooler_stats, sender_stats = Stats(), Stats()
+        self._lock_stats += [spooler_stats, sender_stats]
         self._pid = os.getpid()
         self._cv = threading.Condition()
         self._pending = []
         self._closing = False
         self._spooler_done = False
         self._wake = threading.Event()
-        self._threads = [threading.Thread(target=self._spooler, name=f"spool {self.path}", daemon=True),
-                         threading.Thread(target=self._sender, name=f"send {self.path}", daemon=True)]
+        self._fork = threading.Condition()   # guards the two below
+        self._forking = False                # a fork is about to happen in this process
+        self._parked = 0                     # threads whose spool is closed for it, or that ended
+        _running.add(self)
+        self._threads = [threading.Thread(target=self._thread, args=(self._spooler, spooler_stats),
+                                          name=f"spool {self.path}", daemon=True),
+                         threading.Thread(target=self._thread, args=(self._sender, sender_stats),
+                                          name=f"send {self.path}", daemon=True)]
         for thread in self._threads:
             thread.start()
 
-    def _spooler(self) -> None:
-        spool = Spool(self.spool_path, self.spool_max_bytes)
+    def _spooler(self, lock_stats: Stats) -> None:
+        spool = Spool(self.spool_path, self.spool_max_bytes, lock_stats)
         try:
             while True:
                 with self._cv:
-                    while not self._pending and not self._closing:
+                    while not self._pending and not self._closing and not self._forking:
                         self._cv.wait()
                     batch, self._pending = self._pending, []
                     closing = self._closing
@@ -166,18 +195,20 @@ class SpooledSink:
                     self._wake.set()
                 elif closing:
                     return
+                spool = self._parked_for_fork(spool)
         finally:
             spool.close()
             self._spooler_done = True
             self._wake.set()
 
-    def _sender(self) -> None:
-        spool = Spool(self.spool_path, self.spool_max_bytes)
+    def _sender(self, lock_stats: Stats) -> None:
+        spool = Spool(self.spool_path, self.spool_max_bytes, lock_stats)
         backoff = 0.0
         failing = False
         deadline = None
         try:
             while True:
+                spool = self._parked_for_fork(spool)
                 self.depth = depth = spool.depth()
                 if self._spooler_done:       # closing, and everything written is spooled
                     deadline = deadline or time.monotonic() + self.flush_seconds
@@ -218,6 +249,47 @@ class SpooledSink:
             self.transport.close()
             spool.close()
 
+    def _park(self) -> None:
+        """Before a fork in this process: wait (up to FORK_PARK_SECONDS) until both threads
+        have closed their spools (``_parked_for_fork``)."""
+        if self._pid != os.getpid() or not self._threads:
+            return
+        with self._fork:
+            self._forking = True
+        with self._cv:
+            self._cv.notify()
+        self._wake.set()
+        with self._fork:
+            self._fork.wait_for(lambda: self._parked == len(self._threads), FORK_PARK_SECONDS)
+
+    def _unpark(self) -> None:
+        """After the fork, in the parent: the threads open their spools again."""
+        with self._fork:
+            self._forking = False
+            self._fork.notify_all()
+
+    def _parked_for_fork(self, spool: Spool) -> Spool:
+        """In a thread, between two uses of ``spool``: if a fork is coming, close it until
+        the fork is over, then open it again."""
+        with self._fork:
+            if not self._forking:
+                return spool
+            spool.close()
+            self._parked += 1
+            self._fork.notify_all()
+            self._fork.wait_for(lambda: not self._forking)
+            self._parked -= 1
+        return Spool(self.spool_path, self.spool_max_bytes, spool.stats)
+
+    def _thread(self, work: Callable[[Stats], None], lock_stats: Stats) -> None:
+        """A thread's ``work``; once it ends (its spool closed), a coming fork need not wait for it."""
+        try:
+            work(lock_stats)
+        finally:
+            with self._fork:
+                self._parked += 1
+                self._fork.notify_all()
+
     def _delivered(self, spool: Spool, rows: list[tuple[int, str]]) -> None:
         """The collector answered for ``rows``: they leave the spool, taken or refused."""
         spool.ack(rows[-1][0])
@@ -231,7 +303,7 @@ class SpooledSink:
     def _sleep(self, seconds: float) -> None:
         """Back off, cut short when closing begins (then one more try decides)."""
         until = time.monotonic() + seconds
-        while time.monotonic() < until and not self._spooler_done:
+        while time.monotonic() < until and not self._spooler_done and not self._forking:
             time.sleep(min(WAKE_SECONDS / 5, until - time.monotonic()))
 
     def _spool(self, spool: Spool, batch: list[str]) -> None:
@@ -253,3 +325,21 @@ class SpooledSink:
         if self._spool_failing:
             self._spool_failing = False
             self.on_error(f"{self.path}: spooling again")
+
+
+# The sinks whose threads run in this process: parked around a fork, so that no spool
+# connection crosses it (a forked worker opens its own at its first write).
+_running: weakref.WeakSet[SpooledSink] = weakref.WeakSet()
+
+
+def _park_all() -> None:
+    for sink in list(_running):
+        sink._park()
+
+
+def _unpark_all() -> None:
+    for sink in list(_running):
+        sink._unpark()
+
+
+os.register_at_fork(before=_park_all, after_in_parent=_unpark_all, after_in_child=_running.clear)

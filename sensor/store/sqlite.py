@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import random
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 from urllib.parse import quote
 
 from sensor.anomaly import Stats
+from sensor.sqlite_locks import LOCK_WAIT_LIMIT_SECONDS, NO_BUSY_WAIT, LockHeld, LockTaken, lock_taken, waiting_for_lock
 from sensor.xql.dialects import SQLITE
 from sensor.xql.functions import extract_day, json_extract_scalar, utc_date
 from sensor.events import RpcCallEvent
@@ -36,13 +36,6 @@ from sensor.store.migrations import CONVERSIONS, MIGRATIONS, SCHEMA_VERSION
 # A statement waits this long on a lock SQLite takes briefly (a WAL recovery, a reader's
 # snapshot); the write lock itself is waited for by ``transaction``'s retries below.
 BUSY_TIMEOUT_MS = 5_000
-# Taking the write lock: first retry after this, doubling up to the cap, with jitter so two
-# writers do not retry in step; after the limit the store is reported stuck (a writer holds
-# the lock for milliseconds per batch, so a minute means something else holds it: an open
-# sqlite3 shell, a process stopped mid-transaction).
-LOCK_RETRY_FIRST_SECONDS = 0.002
-LOCK_RETRY_MAX_SECONDS = 0.25
-LOCK_WAIT_LIMIT_SECONDS = 60.0
 # A writer checks every page of a store up to this size when it opens it (PRAGMA quick_check:
 # 0.6 s for 100k events, 473 MB); a bigger store would delay the start by minutes (69 s for
 # 1M events, 4.7 GB; bench/store_check.py), so there only the detector's state tables are
@@ -65,15 +58,6 @@ class StoreError(Exception):
 
 class StoreDamaged(StoreError):
     """The file is not a store this sensor can trust: damaged pages, schema or rows."""
-
-
-class LockTaken(Exception):
-    """Another connection holds the lock a step needs (``Store._waiting_for_lock`` retries it)."""
-
-
-def lock_taken(error: sqlite3.Error) -> bool:
-    """SQLite's "database is locked" (SQLITE_BUSY) or "database table is locked" (SQLITE_LOCKED)."""
-    return "locked" in str(error) or "busy" in str(error)
 
 
 @dataclass(frozen=True)
@@ -173,7 +157,7 @@ class Store:
     # What differs between the SQL dialects (sensor/store/postgres.py has the others).
     INSERT_IGNORE = "INSERT OR IGNORE INTO {table} {columns}VALUES ({marks})"
     LEAST, GREATEST = "min", "max"
-    NO_BUSY_WAIT, BUSY_WAIT = "PRAGMA busy_timeout = 0", f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}"
+    NO_BUSY_WAIT, BUSY_WAIT = NO_BUSY_WAIT, f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}"
     XQL_DIALECT = SQLITE        # what `hunt` compiles its XQL to (sensor/xql/dialects.py)
 
     def __init__(self, path: str, readonly: bool = False):
@@ -354,39 +338,15 @@ class Store:
         self.db.execute("BEGIN IMMEDIATE")
 
     def _waiting_for_lock(self, doing: str, step: Callable[[], T]) -> T:
-        """``step()``; while another connection holds a lock it needs, again after a jittered
-        backoff (counted in ``stats``) for up to LOCK_WAIT_LIMIT_SECONDS, then one line naming
-        what was ``doing``. The one wait of every statement that can meet another writer's lock:
-        SQLite's own busy wait is off meanwhile, as it gives up at once where waiting could
-        deadlock (a reader becoming a writer: the switch to WAL mode)."""
-        delay = LOCK_RETRY_FIRST_SECONDS
-        waited = 0.0
-        self.db.execute(self.NO_BUSY_WAIT)      # the loop below waits, and counts
+        """``step()`` with the one wait of every statement that can meet another writer's lock
+        (sensor/sqlite_locks.py), counted in ``stats``; after LOCK_WAIT_LIMIT_SECONDS one line
+        naming what was ``doing``."""
         try:
-            while True:
-                try:
-                    result = step()
-                    break
-                except LockTaken:
-                    pass
-                except sqlite3.OperationalError as e:
-                    if not lock_taken(e):
-                        raise
-                if waited >= LOCK_WAIT_LIMIT_SECONDS:
-                    raise StoreError(f"{self.path}: another process has held the store's lock for {waited:.0f} s "
-                                     f"while this one was {doing} (an open sqlite3 shell? a stopped "
-                                     f"process?); what was not stored yet is stored by running it again "
-                                     f"when the lock is free (replays are idempotent)")
-                pause = delay * random.uniform(0.5, 1.0)
-                time.sleep(pause)
-                waited += pause
-                self.stats["lock_waits"] += 1
-                delay = min(delay * 2, LOCK_RETRY_MAX_SECONDS)
-        finally:
-            self.db.execute(self.BUSY_WAIT)
-        if waited:
-            self.stats["lock_wait_ms"] += int(waited * 1000)
-        return result
+            return waiting_for_lock(self.db, doing, step, self.stats, LOCK_WAIT_LIMIT_SECONDS,
+                                    self.BUSY_WAIT, self.NO_BUSY_WAIT)
+        except LockHeld as e:
+            raise StoreError(f"{e.sentence(self.path, 'store')}; what was not stored yet is stored by running "
+                             f"it again when the lock is free (replays are idempotent)") from None
 
     def insert_ignore_sql(self, table: str, columns: str, count: int) -> str:
         return self.INSERT_IGNORE.format(table=table, columns=columns, marks=",".join("?" * count))

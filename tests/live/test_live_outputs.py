@@ -3,6 +3,7 @@ on a real `dfs-sensor live` on a veth fed with tcpreplay."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -93,6 +94,56 @@ def test_live_stops_promptly_with_a_dead_collector_and_the_next_run_delivers(vet
     stored = subprocess.run([sys.executable, "-m", "sensor.cli", "alerts", "--db", str(sensor.db), "--format",
                              "json"], capture_output=True, text=True, check=True).stdout.splitlines()
     assert sorted(collector.lines()) == sorted(stored)
+
+
+def stored_alerts(db: Path) -> list[str]:
+    return subprocess.run([sys.executable, "-m", "sensor.cli", "alerts", "--db", str(db), "--format", "json"],
+                          capture_output=True, text=True, check=True).stdout.splitlines()
+
+
+def spool_files(pid: str, spool_dir: Path) -> list[str]:
+    """The files in ``spool_dir`` process ``pid`` has open (a worker before its first alert: none)."""
+    fds = Path(f"/proc/{pid}/fd")
+    return sorted(link for link in (os.path.realpath(fd) for fd in fds.iterdir()) if link.startswith(str(spool_dir)))
+
+
+def test_live_workers_deliver_a_previous_runs_spool_and_their_own_alerts(veth, tmp_path):
+    """live --workers 2 on a sink whose spool a previous run left alerts in: the parent sends
+    them from the start, so its spool connections were open when it forked the workers (a
+    SQLite connection must not cross a fork; they are closed for it now: on main each worker
+    held the parent's five spool descriptors before its first alert). Every alert, the
+    previous run's, the workers' and the parent's coercion alert, reaches the collector, and
+    nothing else does; at least once, as README says: three processes send from one spool, and
+    one may send a row another has sent but not yet deleted (it arrives twice, the same line)."""
+    collector = CollectorProcess(tmp_path)
+    target = f"http://127.0.0.1:{collector.port}/in"
+    config = tmp_path / "c.toml"
+    config.write_text(f'[outputs]\nspool_dir = "{tmp_path / "spool"}"\n')
+    previous = tmp_path / "previous.db"                 # its alerts stay in the spool: the collector is down
+    subprocess.run([sys.executable, "-m", "sensor.cli", "replay", "--db", str(previous), "--alerts", target,
+                    "--config", str(config), str(PCAPS / "dfscoerce-smb21.pcap")],
+                   capture_output=True, text=True, check=True, timeout=120)
+    left = stored_alerts(previous)
+    assert left
+    collector.start()
+    try:
+        sensor = LiveSensor(tmp_path, veth.host, "--alerts", target, "--config", str(config), "--workers", "2")
+        sensor.wait_for(lambda: sum("capturing on" in line for line in sensor.stderr) == 2, "every worker")
+        sensor.wait_for(lambda: set(collector.lines()) >= set(left), "the previous run's alerts")
+        workers = Path(f"/proc/{sensor.proc.pid}/task/{sensor.proc.pid}/children").read_text().split()
+        assert len(workers) == 2 and [spool_files(pid, tmp_path / "spool") for pid in workers] == [[], []]
+        veth.replay(PCAPS / "coerced-auth-clear.pcap")
+        veth.replay(PCAPS / "dfscoerce-ipv6.pcap")
+        sensor.wait_for(lambda: {json.loads(line)["rule"]["id"] for line in stored_alerts(sensor.db)}
+                        >= {"coercion-confirmed", "dfscoerce-rare-dfsnm-root-call"}, "the alerts stored")
+        sensor.wait_for(lambda: set(collector.lines()) >= set(left + stored_alerts(sensor.db)),
+                        "every alert at the collector")
+        assert sensor.stop() == 0               # what was stored later goes out in the stop's flush
+    finally:
+        collector.kill()
+    expected = left + stored_alerts(sensor.db)
+    assert sorted(set(collector.lines())) == sorted(expected) and len(set(expected)) == len(expected)
+    assert not [line for line in sensor.stderr if "Traceback" in line or "locked" in line]
 
 
 def test_sighup_reloads_the_allowlist(veth, tmp_path):
