@@ -16,13 +16,14 @@ share the parent's lock bookkeeping of the file while holding none of its locks)
 """
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
 import weakref
 from pathlib import Path
 import time
-from typing import Callable, Protocol
+from typing import Callable, Protocol, TypeVar
 
 from sensor.anomaly import Stats
 from sensor.sinks.spool import Spool
@@ -49,6 +50,11 @@ MAX_PENDING_LINES = 100_000
 # ends first (the transports' I/O timeouts are 5 and 10 s). One still sending after this keeps
 # its connection open across the fork rather than stop the fork.
 FORK_PARK_SECONDS = 15.0
+# What a transport's format step raises on a line of the wrong shape (json.loads' ValueError,
+# a field of the wrong type met by .get or arithmetic).
+FORMAT_ERRORS = (ValueError, TypeError, AttributeError)
+
+T = TypeVar("T")
 
 
 class SinkUnavailable(Exception):
@@ -60,12 +66,43 @@ class SinkUnavailable(Exception):
         self.delivered = delivered
 
 
+class Unformattable(ValueError):
+    """A spooled line that is not a record the transport can make a message of (not JSON, not
+    an object: written by hand, by an older version, or damaged), at ``position`` in the batch.
+    Raised before anything of the batch is sent."""
+
+    def __init__(self, position: int, reason: str):
+        super().__init__(reason)
+        self.position = position
+
+
+def record_of(line: str) -> dict:
+    """A spooled line's record (a JSON object), or ValueError saying what it is instead."""
+    record = json.loads(line)
+    if not isinstance(record, dict):
+        raise ValueError(f"a JSON {type(record).__name__}, not an object")
+    return record
+
+
+def formatted(batch: list, format_one: Callable[..., T]) -> list[T]:
+    """``format_one`` of each of a batch's lines (or of what was made of them, in the same
+    order); Unformattable for the first it fails on."""
+    out = []
+    for position, item in enumerate(batch):
+        try:
+            out.append(format_one(item))
+        except FORMAT_ERRORS as e:
+            raise Unformattable(position, f"{type(e).__name__}: {e}") from None
+    return out
+
+
 class Transport(Protocol):
     rejected: int          # records the collector refused for good (not sent again)
     rejection: str         # why, the last time, for the warning
 
     def send(self, lines: list[str]) -> None:
-        """Deliver every line (or count it as rejected) or raise SinkUnavailable."""
+        """Deliver every line (or count it as rejected) or raise SinkUnavailable; Unformattable
+        (nothing sent) for a line that is not a record."""
     def idle(self) -> None:
         """Between batches: redeliver what a connection that ended may have lost, or raise
         SinkUnavailable."""
@@ -86,7 +123,9 @@ class SpooledSink:
         self.flush_seconds = flush_seconds
         self.lines = 0                    # handed to write()
         self.sent = 0                     # taken by the collector
-        self.rejected = 0                 # refused by the collector for good (not sent again)
+        self.rejected = 0                 # refused for good (not sent again): by the collector, or unformattable
+        self._refused = 0                 # of those, the collector's (the transport's count)
+        self._unformattable_said = False
         self.dropped = 0                  # pushed out of the full spool (oldest first)
         self.depth = 0                    # lines waiting in the spool
         self._pending: list[str] = []
@@ -206,6 +245,7 @@ class SpooledSink:
         backoff = 0.0
         failing = False
         deadline = None
+        limit = BATCH_LINES
         try:
             while True:
                 spool = self._parked_for_fork(spool)
@@ -224,9 +264,18 @@ class SpooledSink:
                     self._wake.wait(timeout=WAKE_SECONDS)
                     self._wake.clear()
                     continue
-                rows = spool.peek(BATCH_LINES)
+                rows = spool.peek(limit)
+                limit = BATCH_LINES
                 try:
                     self.transport.send([line for _, line in rows])
+                except Unformattable as e:
+                    # Nothing was sent: the lines before it go first, as a batch of their own;
+                    # then it is the oldest, and leaves the spool (it would block every later line).
+                    if e.position:
+                        limit = e.position
+                    else:
+                        self._unformattable(spool, rows[0][0], e)
+                    continue
                 except SinkUnavailable as e:
                     if e.delivered:
                         self._delivered(spool, rows[:e.delivered])
@@ -293,12 +342,23 @@ class SpooledSink:
     def _delivered(self, spool: Spool, rows: list[tuple[int, str]]) -> None:
         """The collector answered for ``rows``: they leave the spool, taken or refused."""
         spool.ack(rows[-1][0])
-        refused = self.transport.rejected - self.rejected
-        if refused and not self.rejected:
+        refused = self.transport.rejected - self._refused
+        if refused and not self._refused:
             self.on_error(f"{self.path}: the collector refused {refused:,} record(s) ({self.transport.rejection}); "
                           "refused records are not sent again, only counted (metrics: output_rejected_lines_total)")
+        self._refused += refused
         self.rejected += refused
         self.sent += len(rows) - refused
+
+    def _unformattable(self, spool: Spool, seq: int, error: Unformattable) -> None:
+        """The oldest spooled line (``seq``) is not a record: it leaves the spool, counted as
+        rejected; said the first time."""
+        spool.ack(seq)
+        if not self._unformattable_said:
+            self._unformattable_said = True
+            self.on_error(f"{self.path}: a line in the spool {self.spool_path} is not a record it can send "
+                          f"({error}); such lines are not sent, only counted (metrics: output_rejected_lines_total)")
+        self.rejected += 1
 
     def _sleep(self, seconds: float) -> None:
         """Back off, cut short when closing begins (then one more try decides)."""

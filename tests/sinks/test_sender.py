@@ -1,0 +1,111 @@
+"""The sinks' sender thread (sensor/sinks/sender.py) never dies: a spooled line that is not a
+record (written by hand, by an older version, damaged) leaves the spool counted as rejected
+and said once, and the alerts around it are delivered; a spool that fails under the sender
+(its lock held past the bound) is an outage it backs off from and recovers, delivering
+everything. Real spool files, a real rsyslogd and the HTTP collector subprocess; the syslog
+case through a real ``dfs-sensor replay``, whose stderr shows what a user would see."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import threading
+
+import pytest
+
+import sensor.sinks.spool as spool_module
+from sensor.sinks.http import HttpTransport
+from sensor.sinks.sender import SpooledSink
+from sensor.sinks.spool import Spool
+from sensor.sinks.targets import SinkSettings, _spool_path
+from tests.schema_check import check
+from tests.sinks.test_http import CollectorProcess, alert_line, wait_for
+from tests.sinks.test_spool import holding_the_write_lock
+from tests.sinks.test_syslog import (CAPTURES, DFS_SENSOR, configure_rsyslog, received, start_rsyslogd,
+                                     assert_rfc5424_alerts, rsyslog)   # noqa: F401 (rsyslog: the fixture)
+
+# Spooled lines that are no record a transport can send, as a previous run might have left them.
+NOT_RECORDS = ["not json {", "[1, 2]", '{"rule": "a string, not an object"}']
+SAID_ONCE = "is not a record it can send"
+# The spool's lock bound in the outage test, instead of its minute, and how long the test's
+# own connection holds the lock: several bounds, so the sender meets the failure repeatedly.
+SHORT_LIMIT_SECONDS = 0.3
+HELD_SECONDS = 3.0
+
+
+def seed(path: str, lines: list[str]) -> None:
+    spool = Spool(path)
+    spool.push(lines)
+    spool.close()
+
+
+def test_replay_delivers_the_alerts_around_spooled_lines_that_are_not_records(rsyslog, tmp_path):
+    """On main the syslog sender thread died on the first such line (json.loads in
+    format_message) with a traceback on stderr, and no alert after it was delivered."""
+    directory, ports = rsyslog
+    log = directory / "tcp.log"
+    before = len(received(log, 0))
+    target = f"syslog+tcp://127.0.0.1:{ports['tcp']}"
+    config = tmp_path / "c.toml"
+    config.write_text(f'[outputs]\nspool_dir = "{tmp_path / "spool"}"\n')
+    spool_path = _spool_path(target, "alerts", SinkSettings(spool_dir=str(tmp_path / "spool")))
+    left = [alert_line(1), NOT_RECORDS[0], alert_line(2), NOT_RECORDS[1], NOT_RECORDS[2], alert_line(3)]
+    seed(spool_path, left)
+    done = subprocess.run([DFS_SENSOR, "replay", "--db", str(tmp_path / "s.db"), "--sensor-name", "s1",
+                           "--config", str(config), "--alerts", target, str(CAPTURES[0])],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    said = [line for line in done.stderr.splitlines() if SAID_ONCE in line]
+    assert len(said) == 1 and f"{target}: a line in the spool {spool_path} " in said[0], done.stderr
+    assert "output_rejected_lines_total" in said[0]
+    got = received(log, before + 5)[before:]
+    assert_rfc5424_alerts(got, "s1")
+    alerts = [check("alert", record["msg"]) for record in got]
+    assert sorted(alert.get("n", -1) for alert in alerts) == [-1, -1, 1, 2, 3]    # two from the capture
+    spool = Spool(spool_path)
+    assert spool.depth() == 0                 # delivered, and the three others left it too
+    spool.close()
+
+
+@pytest.mark.parametrize("preset", ["lines", "array", "splunk", "elastic"])
+def test_http_sinks_deliver_the_alerts_around_spooled_lines_that_are_not_records(tmp_path, preset):
+    """On main the splunk and elastic shapes killed the thread (json.loads); lines and array
+    sent the line on, an array no collector can parse, again at every retry. (An object that
+    is not an alert is a record here: these shapes send the line as it is.)"""
+    collector = CollectorProcess(tmp_path, "elastic" if preset == "elastic" else "plain")
+    collector.start()
+    try:
+        url = f"http://127.0.0.1:{collector.port}/idx"
+        path = str(tmp_path / "spool.db")
+        seed(path, [NOT_RECORDS[0], alert_line(1), alert_line(2), NOT_RECORDS[1], alert_line(3)])
+        messages: list[str] = []
+        sink = SpooledSink(url, HttpTransport(url, preset, "alerts", "s1", None, None), path, 1 << 20,
+                           messages.append)
+        wait_for(lambda: sink.depth == 0, "the spool to empty")
+        sink.write(alert_line(4))
+        wait_for(lambda: sink.sent == 4, "the alert written after them")
+        sink.close()
+    finally:
+        collector.kill()
+    bodies = [request["body"] for request in collector.requests()]
+    if preset == "array":
+        records = [record for body in bodies for record in json.loads(body)]
+    elif preset == "splunk":
+        records = [event["event"] for body in bodies for event in _objects(body)]
+    else:
+        records = [json.loads(line) for body in bodies for line in body.splitlines()]
+        if preset == "elastic":
+            records = records[1::2]           # each record follows its "create" action
+    assert sorted(record["n"] for record in records) == [1, 2, 3, 4]
+    assert (sink.sent, sink.rejected, sink.depth) == (4, 2, 0)
+    assert [m for m in messages if SAID_ONCE in m] == messages and len(messages) == 1, messages
+
+
+def _objects(body: str) -> list[dict]:
+    """The concatenated JSON objects of a Splunk HEC request."""
+    decoder, out, at = json.JSONDecoder(), [], 0
+    while at < len(body):
+        value, at = decoder.raw_decode(body, at)
+        out.append(value)
+    return out
