@@ -5,6 +5,10 @@ the network or the disk. That thread moves lines into the spool at once (within
 milliseconds); a second one sends the oldest spooled lines in batches, and a batch leaves the
 spool only after the transport says the collector has it. A failed send is retried with exponential backoff
 (RETRY_FIRST_SECONDS doubling up to RETRY_MAX_SECONDS) while new lines keep being spooled.
+Neither thread ends on a failing spool (its lock held past the bound, a full disk, a damaged
+file): each says it once and retries the same way, and what was sent but not taken out of the
+spool is sent again. A spooled line that is not a record (``Unformattable``) leaves the spool,
+counted as rejected, rather than block every line after it.
 
 Forked decoders (``live --workers``) inherit the sink but not its threads: the first write in
 a new process starts threads and spool connections of their own (SQLite serialises the two
@@ -220,7 +224,7 @@ class SpooledSink:
             thread.start()
 
     def _spooler(self, lock_stats: Stats) -> None:
-        spool = Spool(self.spool_path, self.spool_max_bytes, lock_stats)
+        spool = None                         # opened at the first batch (and after a failure)
         try:
             while True:
                 with self._cv:
@@ -229,74 +233,106 @@ class SpooledSink:
                     batch, self._pending = self._pending, []
                     closing = self._closing
                 if batch:
-                    self._spool(spool, batch)
-                    self.depth = spool.depth()
+                    spool = self._spool(spool, batch, lock_stats)
                     self._wake.set()
                 elif closing:
                     return
                 spool = self._parked_for_fork(spool)
         finally:
-            spool.close()
+            if spool is not None:
+                spool.close()
             self._spooler_done = True
             self._wake.set()
 
     def _sender(self, lock_stats: Stats) -> None:
-        spool = Spool(self.spool_path, self.spool_max_bytes, lock_stats)
-        backoff = 0.0
-        failing = False
-        deadline = None
-        limit = BATCH_LINES
+        """Send rounds until done; a spool that fails under them (its lock held past the bound,
+        a full disk, a damaged file) is an outage like the collector's: said once, backed off
+        from, its connection opened again. A batch sent and not acknowledged in the spool is
+        sent again (at-least-once)."""
+        spool = None                         # opened at the first round (and after a failure)
+        spool_backoff = 0.0
+        spool_failing = False
+        self._backoff = 0.0                  # the collector's outage, in _send_round
+        self._failing = False
+        self._deadline = None                # closing: when the flush ends
+        self._limit = BATCH_LINES            # lines in the next batch
         try:
             while True:
                 spool = self._parked_for_fork(spool)
-                self.depth = depth = spool.depth()
-                if self._spooler_done:       # closing, and everything written is spooled
-                    deadline = deadline or time.monotonic() + self.flush_seconds
-                    if time.monotonic() >= deadline:
-                        return
-                if not depth:
-                    try:
-                        self.transport.idle()
-                    except SinkUnavailable:
-                        pass                 # tried again at the next wake
-                    if deadline is not None:
-                        return
-                    self._wake.wait(timeout=WAKE_SECONDS)
-                    self._wake.clear()
-                    continue
-                rows = spool.peek(limit)
-                limit = BATCH_LINES
                 try:
-                    self.transport.send([line for _, line in rows])
-                except Unformattable as e:
-                    # Nothing was sent: the lines before it go first, as a batch of their own;
-                    # then it is the oldest, and leaves the spool (it would block every later line).
-                    if e.position:
-                        limit = e.position
-                    else:
-                        self._unformattable(spool, rows[0][0], e)
-                    continue
-                except SinkUnavailable as e:
-                    if e.delivered:
-                        self._delivered(spool, rows[:e.delivered])
-                    backoff = min(max(RETRY_FIRST_SECONDS, backoff * 2), RETRY_MAX_SECONDS)
-                    if not failing:
-                        failing = True
-                        self.on_error(f"{self.path}: {e}; lines wait in the spool {self.spool_path} "
-                                      f"(retrying, at most {self.spool_max_bytes:,} bytes, oldest dropped first)")
-                    if deadline is not None:      # closing, and the collector is down
+                    spool = spool or Spool(self.spool_path, self.spool_max_bytes, lock_stats)
+                    if self._send_round(spool):
                         return
-                    self._sleep(backoff)
+                except sqlite3.Error as e:
+                    if spool is not None:
+                        spool.close()
+                        spool = None
+                    spool_backoff = min(max(RETRY_FIRST_SECONDS, spool_backoff * 2), RETRY_MAX_SECONDS)
+                    if not spool_failing:
+                        spool_failing = True
+                        self.on_error(f"{self.path}: cannot send from the spool {self.spool_path}: {e}; "
+                                      "retrying (lines sent and not yet taken out of it are sent again)")
+                    if self._spooler_done:      # closing: what is left waits for the next run
+                        return
+                    self._sleep(spool_backoff)
                     continue
-                self._delivered(spool, rows)
-                backoff = 0.0
-                if failing:
-                    failing = False
-                    self.on_error(f"{self.path}: delivering again ({self.dropped:,} line(s) dropped "
-                                  "from the full spool meanwhile)")
+                spool_backoff = 0.0
+                if spool_failing:
+                    spool_failing = False
+                    self.on_error(f"{self.path}: sending from the spool again")
         finally:
             self.transport.close()
-            spool.close()
+            if spool is not None:
+                spool.close()
+
+    def _send_round(self, spool: Spool) -> bool:
+        """Send one batch (or wait for lines); True when the sender is done (closing)."""
+        self.depth = depth = spool.depth()
+        if self._spooler_done:       # closing, and everything written is spooled
+            self._deadline = self._deadline or time.monotonic() + self.flush_seconds
+            if time.monotonic() >= self._deadline:
+                return True
+        if not depth:
+            try:
+                self.transport.idle()
+            except SinkUnavailable:
+                pass                 # tried again at the next wake
+            if self._deadline is not None:
+                return True
+            self._wake.wait(timeout=WAKE_SECONDS)
+            self._wake.clear()
+            return False
+        rows = spool.peek(self._limit)
+        self._limit = BATCH_LINES
+        try:
+            self.transport.send([line for _, line in rows])
+        except Unformattable as e:
+            # Nothing was sent: the lines before it go first, as a batch of their own;
+            # then it is the oldest, and leaves the spool (it would block every later line).
+            if e.position:
+                self._limit = e.position
+            else:
+                self._unformattable(spool, rows[0][0], e)
+            return False
+        except SinkUnavailable as e:
+            if e.delivered:
+                self._delivered(spool, rows[:e.delivered])
+            self._backoff = min(max(RETRY_FIRST_SECONDS, self._backoff * 2), RETRY_MAX_SECONDS)
+            if not self._failing:
+                self._failing = True
+                self.on_error(f"{self.path}: {e}; lines wait in the spool {self.spool_path} "
+                              f"(retrying, at most {self.spool_max_bytes:,} bytes, oldest dropped first)")
+            if self._deadline is not None:      # closing, and the collector is down
+                return True
+            self._sleep(self._backoff)
+            return False
+        self._delivered(spool, rows)
+        self._backoff = 0.0
+        if self._failing:
+            self._failing = False
+            self.on_error(f"{self.path}: delivering again ({self.dropped:,} line(s) dropped "
+                          "from the full spool meanwhile)")
+        return False
 
     def _park(self) -> None:
         """Before a fork in this process: wait (up to FORK_PARK_SECONDS) until both threads
@@ -317,18 +353,20 @@ class SpooledSink:
             self._forking = False
             self._fork.notify_all()
 
-    def _parked_for_fork(self, spool: Spool) -> Spool:
-        """In a thread, between two uses of ``spool``: if a fork is coming, close it until
-        the fork is over, then open it again."""
+    def _parked_for_fork(self, spool: Spool | None) -> Spool | None:
+        """In a thread, between two uses of ``spool``: if a fork is coming, close it and wait
+        until the fork is over; then None (the thread opens it again at its next use, where a
+        failing open is handled as any failing spool)."""
         with self._fork:
             if not self._forking:
                 return spool
-            spool.close()
+            if spool is not None:
+                spool.close()
             self._parked += 1
             self._fork.notify_all()
             self._fork.wait_for(lambda: not self._forking)
             self._parked -= 1
-        return Spool(self.spool_path, self.spool_max_bytes, spool.stats)
+        return None
 
     def _thread(self, work: Callable[[Stats], None], lock_stats: Stats) -> None:
         """A thread's ``work``; once it ends (its spool closed), a coming fork need not wait for it."""
@@ -366,10 +404,15 @@ class SpooledSink:
         while time.monotonic() < until and not self._spooler_done and not self._forking:
             time.sleep(min(WAKE_SECONDS / 5, until - time.monotonic()))
 
-    def _spool(self, spool: Spool, batch: list[str]) -> None:
+    def _spool(self, spool: Spool | None, batch: list[str], lock_stats: Stats) -> Spool | None:
+        """Append ``batch`` to the spool (opened first if ``spool`` is None); the spool, or None
+        when it failed (closed, opened again at the next batch)."""
         try:
+            spool = spool or Spool(self.spool_path, self.spool_max_bytes, lock_stats)
             self.dropped += spool.push(batch)
-        except sqlite3.Error as e:   # the spool's disk is full or gone: keep them in memory
+        except sqlite3.Error as e:   # the spool's disk is full or gone, its lock held: keep them in memory
+            if spool is not None:
+                spool.close()
             with self._cv:
                 self._pending[:0] = batch
                 excess = len(self._pending) - MAX_PENDING_LINES
@@ -381,10 +424,15 @@ class SpooledSink:
                 self.on_error(f"{self.path}: cannot spool to {self.spool_path}: {e}; holding up to "
                               f"{MAX_PENDING_LINES:,} lines in memory")
             time.sleep(RETRY_FIRST_SECONDS)
-            return
+            return None
         if self._spool_failing:
             self._spool_failing = False
             self.on_error(f"{self.path}: spooling again")
+        try:
+            self.depth = spool.depth()
+        except sqlite3.Error:
+            pass      # the batch is in; the gauge waits for the sender's next round, which says why
+        return spool
 
 
 # The sinks whose threads run in this process: parked around a fork, so that no spool

@@ -109,3 +109,45 @@ def _objects(body: str) -> list[dict]:
         value, at = decoder.raw_decode(body, at)
         out.append(value)
     return out
+
+
+def test_a_spool_whose_lock_is_held_past_the_bound_delays_the_alerts_and_loses_none(tmp_path, monkeypatch):
+    """The collector takes a batch, and another process holds the spool's lock past the
+    bound, so the batch cannot leave the spool (SpoolError): an outage, said once, backed off
+    from (each try sends the batch again: at-least-once); once the lock is freed every alert
+    is delivered and acknowledged, and later ones follow. On main the sender thread died with
+    a traceback and the spool never emptied."""
+    monkeypatch.setattr(spool_module, "LOCK_WAIT_LIMIT_SECONDS", SHORT_LIMIT_SECONDS)
+    collector = CollectorProcess(tmp_path)
+    collector.start()
+    path = str(tmp_path / "spool.db")
+    seed(path, [alert_line(n) for n in range(20)])
+    holder = holding_the_write_lock(path)
+    threading.Timer(HELD_SECONDS, lambda: holder.execute("COMMIT")).start()
+    messages: list[str] = []
+    url = f"http://127.0.0.1:{collector.port}/"
+    sink = SpooledSink(url, HttpTransport(url, "lines", "alerts", "s1", None, None), path, 1 << 20,
+                       messages.append)
+    try:
+        wait_for(lambda: messages, "the outage to be said")
+        wait_for(lambda: sink.depth == 0 and sink.sent == 20, "the spool to empty once the lock is freed")
+        tries_while_held = len(collector.requests())
+        sink.write(alert_line(20))
+        wait_for(lambda: sink.sent == 21, "an alert written after the outage")
+        sink.close()
+    finally:
+        collector.kill()
+        holder.close()
+    delivered = [json.loads(line) for line in collector.lines()]
+    by_id: dict[str, dict] = {}
+    for record in delivered:                  # a duplicate is the same record
+        assert by_id.setdefault(record["alert_id"], record) == record
+    assert sorted(record["n"] for record in by_id.values()) == list(range(21))
+    # Backed off: sends 0.5, 1, 2 s apart after a bound each; not a try per bound or faster.
+    assert 2 <= tries_while_held <= 5, tries_while_held
+    assert messages[0].startswith(f"{url}: cannot send from the spool {path}: {path}: another process has held "
+                                  "the spool's lock for "), messages
+    assert messages[1:] == [f"{url}: sending from the spool again"], messages
+    spool = Spool(path)
+    assert spool.depth() == 0
+    spool.close()
