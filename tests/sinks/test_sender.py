@@ -6,8 +6,8 @@ everything. Real spool files, a real rsyslogd and the HTTP collector subprocess;
 case through a real ``dfs-sensor replay``, whose stderr shows what a user would see."""
 from __future__ import annotations
 
+import errno
 import json
-import sqlite3
 import subprocess
 import threading
 
@@ -31,6 +31,8 @@ SAID_ONCE = "is not a record it can send"
 # own connection holds the lock: several bounds, so the sender meets the failure repeatedly.
 SHORT_LIMIT_SECONDS = 0.3
 HELD_SECONDS = 3.0
+# Alerts a previous run left in a spool on the full_disk fixture's 64 KiB (its -shm takes 32).
+FULL_DISK_ALERTS = 5
 
 
 def seed(path: str, lines: list[str]) -> None:
@@ -138,11 +140,7 @@ def test_a_spool_whose_lock_is_held_past_the_bound_delays_the_alerts_and_loses_n
     finally:
         collector.kill()
         holder.close()
-    delivered = [json.loads(line) for line in collector.lines()]
-    by_id: dict[str, dict] = {}
-    for record in delivered:                  # a duplicate is the same record
-        assert by_id.setdefault(record["alert_id"], record) == record
-    assert sorted(record["n"] for record in by_id.values()) == list(range(21))
+    assert_every_alert_once_or_more(collector, 21)
     # Backed off: sends 0.5, 1, 2 s apart after a bound each; not a try per bound or faster.
     assert 2 <= tries_while_held <= 5, tries_while_held
     assert messages[0].startswith(f"{url}: cannot send from the spool {path}: {path}: another process has held "
@@ -151,3 +149,56 @@ def test_a_spool_whose_lock_is_held_past_the_bound_delays_the_alerts_and_loses_n
     spool = Spool(path)
     assert spool.depth() == 0
     spool.close()
+
+
+def test_a_spool_on_a_full_disk_delays_the_alerts_and_loses_none(full_disk, tmp_path):
+    """The collector takes a batch and the spool cannot record it (SQLite: "database or disk
+    is full" appending the deletion to its WAL): said once, retried with backoff, and
+    delivered and acknowledged once space is freed. On main the sender thread died. (The
+    fixture's 64 KiB are too few for new lines after it: the lock test shows those.)"""
+    mount, filler = full_disk
+    filler.unlink()
+    path = str(mount / "spool.db")
+    left = Spool(path)                        # a previous run's lines; its WAL stays while open
+    collector = CollectorProcess(tmp_path)
+    sink = None
+    try:
+        left.push([alert_line(n) for n in range(FULL_DISK_ALERTS)])
+        fill(filler)
+        collector.start()
+        messages: list[str] = []
+        url = f"http://127.0.0.1:{collector.port}/"
+        sink = SpooledSink(url, HttpTransport(url, "lines", "alerts", "s1", None, None), path, 1 << 20,
+                           messages.append)
+        wait_for(lambda: len(collector.requests()) >= 2, "the batch to be tried again")
+        assert sink.depth == FULL_DISK_ALERTS and sink.sent == 0
+        filler.unlink()
+        wait_for(lambda: sink.depth == 0 and sink.sent == FULL_DISK_ALERTS, "the spool to empty once space is freed")
+    finally:
+        if sink is not None:
+            sink.close()                      # its connections, before the fixture unmounts
+        if collector.proc:
+            collector.kill()
+        left.close()
+    assert_every_alert_once_or_more(collector, FULL_DISK_ALERTS)
+    assert messages == [f"{url}: cannot send from the spool {path}: database or disk is full; retrying "
+                        "(lines sent and not yet taken out of it are sent again)",
+                        f"{url}: sending from the spool again"], messages
+
+
+def fill(filler) -> None:
+    """Write ``filler`` until the file system is full (unbuffered: nothing left to flush)."""
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"x" * 512)
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+
+
+def assert_every_alert_once_or_more(collector: CollectorProcess, count: int) -> None:
+    """alert_line 0 .. count-1 each arrived, a duplicate being the same record."""
+    by_id: dict[str, dict] = {}
+    for record in (json.loads(line) for line in collector.lines()):
+        assert by_id.setdefault(record["alert_id"], record) == record
+    assert sorted(record["n"] for record in by_id.values()) == list(range(count))
