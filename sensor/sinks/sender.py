@@ -225,6 +225,7 @@ class SpooledSink:
 
     def _spooler(self, lock_stats: Stats) -> None:
         spool = None                         # opened at the first batch (and after a failure)
+        give_up = None                       # closing, and the spool fails: when to stop trying
         try:
             while True:
                 with self._cv:
@@ -235,6 +236,11 @@ class SpooledSink:
                 if batch:
                     spool = self._spool(spool, batch, lock_stats)
                     self._wake.set()
+                    if spool is None and closing:     # tried until the flush bound, not forever
+                        give_up = give_up or time.monotonic() + self.flush_seconds
+                        if time.monotonic() >= give_up:
+                            self._unspooled_at_close()
+                            return
                 elif closing:
                     return
                 spool = self._parked_for_fork(spool)
@@ -403,6 +409,15 @@ class SpooledSink:
         until = time.monotonic() + seconds
         while time.monotonic() < until and not self._spooler_done and not self._forking:
             time.sleep(min(WAKE_SECONDS / 5, until - time.monotonic()))
+
+    def _unspooled_at_close(self) -> None:
+        """Closing, and the spool has not taken the lines in memory within the flush bound:
+        they are counted as dropped and said, rather than keep the process from ending."""
+        with self._cv:
+            lost, self._pending = len(self._pending), []
+            self.dropped += lost
+        self.on_error(f"{self.path}: {lost:,} line(s) could not be spooled to {self.spool_path} within "
+                      f"{self.flush_seconds:g} s of closing and are lost (metrics: spool_dropped_total)")
 
     def _spool(self, spool: Spool | None, batch: list[str], lock_stats: Stats) -> Spool | None:
         """Append ``batch`` to the spool (opened first if ``spool`` is None); the spool, or None

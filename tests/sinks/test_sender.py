@@ -19,7 +19,7 @@ from sensor.sinks.sender import SpooledSink
 from sensor.sinks.spool import Spool
 from sensor.sinks.targets import SinkSettings, _spool_path
 from tests.schema_check import check
-from tests.sinks.test_http import CollectorProcess, alert_line, wait_for
+from tests.sinks.test_http import CollectorProcess, alert_line, free_port, wait_for
 from tests.sinks.test_spool import holding_the_write_lock
 from tests.sinks.test_syslog import (CAPTURES, DFS_SENSOR, configure_rsyslog, received, start_rsyslogd,
                                      assert_rfc5424_alerts, rsyslog)   # noqa: F401 (rsyslog: the fixture)
@@ -33,6 +33,8 @@ SHORT_LIMIT_SECONDS = 0.3
 HELD_SECONDS = 3.0
 # Alerts a previous run left in a spool on the full_disk fixture's 64 KiB (its -shm takes 32).
 FULL_DISK_ALERTS = 5
+# The flush bound of the sink closed on a full disk.
+CLOSE_FLUSH_SECONDS = 1.0
 
 
 def seed(path: str, lines: list[str]) -> None:
@@ -202,3 +204,32 @@ def assert_every_alert_once_or_more(collector: CollectorProcess, count: int) -> 
     for record in (json.loads(line) for line in collector.lines()):
         assert by_id.setdefault(record["alert_id"], record) == record
     assert sorted(record["n"] for record in by_id.values()) == list(range(count))
+
+
+def test_closing_with_lines_the_full_spool_cannot_take_ends_within_the_flush_bound(full_disk, tmp_path):
+    """A replay (or a stopping service) whose spool disk is full: the lines held in memory are
+    tried until the flush bound, then counted as dropped and said; close() returns. On main the
+    spooler thread retried them forever and close() never returned."""
+    mount, filler = full_disk
+    filler.unlink()
+    path = str(mount / "spool.db")
+    left = Spool(path)                        # its WAL and shared memory stay while open
+    try:
+        left.push([alert_line(0)])
+        fill(filler)
+        messages: list[str] = []
+        url = f"http://127.0.0.1:{free_port()}/"                         # nothing listens
+        sink = SpooledSink(url, HttpTransport(url, "lines", "alerts", "s1", None, None), path, 1 << 20,
+                           messages.append, flush_seconds=CLOSE_FLUSH_SECONDS)
+        for n in range(1, 4):
+            sink.write(alert_line(n))
+        wait_for(lambda: any("cannot spool to" in m for m in messages), "the spool to fail")
+        closing = threading.Thread(target=sink.close, daemon=True)
+        closing.start()
+        closing.join(CLOSE_FLUSH_SECONDS + 10)
+        assert not closing.is_alive(), "close() did not return"
+    finally:
+        left.close()
+    assert (sink.dropped, sink.sent) == (3, 0)
+    assert f"{url}: 3 line(s) could not be spooled to {path} within {CLOSE_FLUSH_SECONDS:g} s of closing and " \
+           "are lost (metrics: spool_dropped_total)" in messages, messages
