@@ -1,8 +1,9 @@
 """The sinks' sender thread (sensor/sinks/sender.py) never dies: a spooled line that is not a
 record (written by hand, by an older version, damaged) leaves the spool counted as rejected
 and said once, and the alerts around it are delivered; a spool that fails under the sender
-(its lock held past the bound) is an outage it backs off from and recovers, delivering
-everything. Real spool files, a real rsyslogd and the HTTP collector subprocess; the syslog
+(its lock held past the bound, a full disk) is an outage it backs off from and recovers,
+delivering everything; closing with lines a full spool cannot take ends at the flush bound.
+Real spool files, a real rsyslogd and the HTTP collector subprocess; the syslog
 case through a real ``dfs-sensor replay``, whose stderr shows what a user would see."""
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ from sensor.sinks.targets import SinkSettings, _spool_path
 from tests.schema_check import check
 from tests.sinks.test_http import CollectorProcess, alert_line, free_port, wait_for
 from tests.sinks.test_spool import holding_the_write_lock
-from tests.sinks.test_syslog import (CAPTURES, DFS_SENSOR, configure_rsyslog, received, start_rsyslogd,
-                                     assert_rfc5424_alerts, rsyslog)   # noqa: F401 (rsyslog: the fixture)
+from tests.sinks.test_syslog import (CAPTURES, DFS_SENSOR, assert_rfc5424_alerts, received,
+                                     rsyslog)   # noqa: F401 (rsyslog: the fixture)
 
 # Spooled lines that are no record a transport can send, as a previous run might have left them.
 NOT_RECORDS = ["not json {", "[1, 2]", '{"rule": "a string, not an object"}']
