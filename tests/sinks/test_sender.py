@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import subprocess
 import threading
 
@@ -234,3 +235,41 @@ def test_closing_with_lines_the_full_spool_cannot_take_ends_within_the_flush_bou
     assert (sink.dropped, sink.sent) == (3, 0)
     assert f"{url}: 3 line(s) could not be spooled to {path} within {CLOSE_FLUSH_SECONDS:g} s of closing and " \
            "are lost (metrics: spool_dropped_total)" in messages, messages
+
+
+def test_a_spool_that_cannot_be_opened_again_after_a_fork_is_retried_until_it_can(tmp_path):
+    """live --workers forks while the sender runs: it closes its spool for the fork and opens
+    it again after. That open failing (here the file was replaced by one that is not a
+    database meanwhile) is an outage like any: said once, retried; once the spool is back its
+    lines are delivered. On main the reopen's error ended the sender thread."""
+    collector = CollectorProcess(tmp_path)                  # its port, not yet listening
+    path = str(tmp_path / "spool.db")
+    seed(path, [alert_line(n) for n in range(3)])
+    messages: list[str] = []
+    url = f"http://127.0.0.1:{collector.port}/"
+    sink = SpooledSink(url, HttpTransport(url, "lines", "alerts", "s1", None, None), path, 1 << 20,
+                       messages.append)
+    try:
+        wait_for(lambda: messages, "the collector outage to be said")       # the sender runs, backing off
+        original = tmp_path / "spool.db.original"
+        os.link(path, original)              # the spool's file, kept (its connections still use it)
+        damaged = tmp_path / "damaged"
+        damaged.write_bytes(b"not a database " * 512)
+        os.replace(damaged, path)
+        child = os.fork()
+        if child == 0:
+            os._exit(0)                      # a worker that ends at once: the fork is what counts
+        assert os.waitpid(child, 0)[1] == 0
+        wait_for(lambda: any("cannot send from the spool" in m for m in messages), "the failed reopen to be said")
+        os.replace(original, path)
+        collector.start()
+        wait_for(lambda: sink.depth == 0 and sink.sent == 3, "the spool's lines once it is back")
+        sink.close()
+    finally:
+        if collector.proc:
+            collector.kill()
+    assert_every_alert_once_or_more(collector, 3)
+    said = [m for m in messages if "cannot send from the spool" in m]
+    assert said == [f"{url}: cannot send from the spool {path}: file is not a database; retrying "
+                    "(lines sent and not yet taken out of it are sent again)"], messages
+    assert f"{url}: sending from the spool again" in messages
