@@ -37,7 +37,7 @@ class Snapshot:
     spool_dropped: dict[str, int] = field(default_factory=dict)            # output: dropped when full
     spool_lock_waits: dict[str, int] = field(default_factory=dict)         # output: another process's lock met
     lost_lines: dict[str, int] = field(default_factory=dict)               # output: never written
-    rejected_lines: dict[str, int] = field(default_factory=dict)           # output: refused by the collector
+    rejected_lines: dict[str, int] = field(default_factory=dict)           # output: refused, or not a record
     store_spooled: int = 0           # PostgreSQL unreachable: batches waiting in the store's spool
     store_spool_dropped: int = 0     # events and coercion alerts the full store spool dropped
     labels: dict[str, str] = field(default_factory=dict)                   # on every series (worker)
@@ -90,7 +90,8 @@ def render(s: Snapshot, now: float | None = None) -> str:
     out.metric("output_lost_lines_total", "counter", "Lines an output could not write (full disk).",
                s.lost_lines, "output")
     out.metric("output_rejected_lines_total", "counter", "Lines a collector refused for good (RELP 500, an "
-               "Elasticsearch item error): counted, not sent again.", s.rejected_lines, "output")
+               "Elasticsearch item error), or spooled lines that are not records: counted, not sent again.",
+               s.rejected_lines, "output")
     out.metric("store_spooled_batches", "gauge", "Batches waiting in the spool while the PostgreSQL store is "
                "unreachable.", s.store_spooled)
     out.metric("store_spool_dropped_total", "counter", "Events and coercion alerts dropped from the full store spool.",

@@ -28,7 +28,7 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlsplit, urlunsplit
 
-from sensor.sinks.sender import SinkUnavailable
+from sensor.sinks.sender import SinkUnavailable, formatted, record_of
 
 TIMEOUT_SECONDS = 10.0
 PRESETS = ("lines", "array", "splunk", "elastic")
@@ -79,16 +79,18 @@ class HttpTransport:
             self._check_bulk(reply)
 
     def _body(self, lines: list[str]) -> tuple[bytes, str]:
+        # Every line is a record (Unformattable if not): one that is not would make the whole
+        # request one the collector refuses (an array that is not JSON), again at every retry.
+        records = formatted(lines, record_of)
         if self.preset == "lines":
             return ("\n".join(lines) + "\n").encode("utf-8"), "application/x-ndjson"
         if self.preset == "array":
             return ("[" + ",".join(lines) + "]").encode("utf-8"), "application/json"
-        records = [json.loads(line) for line in lines]
         if self.preset == "splunk":
-            return "".join(json.dumps({"time": _epoch(record), "host": self.sensor, "source": "dfs-sensor",
-                                       "sourcetype": SOURCETYPE[self.stream], "event": record},
-                                      separators=(",", ":")) for record in records).encode("utf-8"), \
-                "application/json"
+            return "".join(formatted(records, lambda record: json.dumps(
+                {"time": _epoch(record), "host": self.sensor, "source": "dfs-sensor",
+                 "sourcetype": SOURCETYPE[self.stream], "event": record}, separators=(",", ":")))
+            ).encode("utf-8"), "application/json"
         out = []
         for line, record in zip(lines, records):
             action = {"_id": record.get("alert_id") or record.get("event_id")}

@@ -31,7 +31,7 @@ import socket
 import ssl
 from collections import deque
 
-from sensor.sinks.sender import SinkUnavailable
+from sensor.sinks.sender import SinkUnavailable, formatted
 from sensor.sinks.syslog import IO_TIMEOUT_SECONDS, connect, format_message
 
 # Offers of our open: relp_version 0 is what librelp speaks (RELP_CURR_PROTOCOL_VERSION; the
@@ -115,7 +115,7 @@ class RelpTransport:
         self._txnr = 0                   # the last transaction number used in this session
 
     def send(self, lines: list[str]) -> None:
-        messages = [format_message(line, self.stream, self.hostname) for line in lines]
+        messages = formatted(lines, lambda line: format_message(line, self.stream, self.hostname))
         answered = 0
         try:
             if self._sock is not None and self._txnr + len(messages) >= MAX_TXNR:

@@ -46,7 +46,10 @@ class Spool:
         # Times another process held the lock a statement needed, and the milliseconds waited
         # ("lock_waits", "lock_wait_ms"): ``stats`` to go on counting in the caller's counter.
         self.stats = Stats() if stats is None else stats
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SpoolError(f"{path}: cannot make its directory: {e.strerror or e}") from None
         self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         try:
             self._waiting_for_lock("switching it to WAL mode (PRAGMA journal_mode = WAL)",

@@ -26,7 +26,6 @@ queue, or RELP, covers that). UDP gives no guarantee at all.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import socket
 import ssl
@@ -36,7 +35,7 @@ import time
 from collections import deque
 from datetime import datetime, timezone
 
-from sensor.sinks.sender import SinkUnavailable
+from sensor.sinks.sender import SinkUnavailable, formatted, record_of
 from sensor.text import json_line
 
 APP_NAME = "dfs-sensor"
@@ -75,8 +74,9 @@ def _header_field(text: str | None, limit: int) -> str:
 
 
 def format_message(line: str, stream: str, hostname: str) -> bytes:
-    """One record (a JSON line) as an RFC 5424 message."""
-    record = json.loads(line)
+    """One record (a JSON line) as an RFC 5424 message; ValueError (or the TypeError or
+    AttributeError of a field of the wrong type) for a line that is not one."""
+    record = record_of(line)
     if stream == "alerts":
         severity, msgid = SEVERITY_WARNING, "alert"
         rule = record.get("rule") or {}
@@ -128,7 +128,7 @@ class SyslogTransport:
         self._resend: list[bytes] = []               # a lost connection's tail, for the next one
 
     def send(self, lines: list[str]) -> None:
-        messages = [format_message(line, self.stream, self.hostname) for line in lines]
+        messages = formatted(lines, lambda line: format_message(line, self.stream, self.hostname))
         try:
             sock = self._connected()
             if self.scheme == "udp":
