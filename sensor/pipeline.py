@@ -96,12 +96,13 @@ class _Pipe:
 class _FlowState:
     """What the pipeline keeps per TCP flow: its parsers and the context events need."""
 
-    __slots__ = ("tcp", "smb", "http", "assocs", "pipes", "sessions", "encrypted_sessions", "extra_contexts",
+    __slots__ = ("tcp", "smb", "smb2", "http", "assocs", "pipes", "sessions", "encrypted_sessions", "extra_contexts",
                  "extra_requests")
 
     def __init__(self, tcp: Flow | None, smb: SmbConnection | None, http: HttpNtlmFlow | None = None):
         self.tcp = tcp          # the flow table's flow (the bulk lane reads its TCP state)
         self.smb = smb
+        self.smb2 = smb.smb2 if smb is not None else None   # its SMB2 state, read per segment
         self.http = http
         self.assocs: dict[PipeId | None, RpcAssociation] = {}
         self.pipes: dict[PipeId, _Pipe] = {}
@@ -345,7 +346,9 @@ class Pipeline:
     def _smb_events(self, state: _FlowState, flow: FlowKey, ts: float, events: list, out: list) -> None:
         """The SMB stage took a segment (routed, or on the fast path): its requests held are
         charged, then its events routed."""
-        extra = state.smb.requests_held - REQUESTS_IN_CONNECTION
+        # requests awaiting their response and trees kept, both dialects (up to 2 x 9216)
+        smb1 = state.smb.smb1_state
+        extra = state.smb2.held() + (0 if smb1 is None else smb1.held()) - REQUESTS_IN_CONNECTION
         if extra > 0 or state.extra_requests:
             self._charge_requests(state, flow, max(extra, 0), ts)
         for ev in events:
