@@ -77,7 +77,8 @@ class PipelineSettings:
     # only to check that it changes nothing.
     bulk_lane: bool = True
     # Take in-order segments of followed SMB flows from frame to SMB message in one pass
-    # (sensor/smb/fastpath.py). Off only to check that it changes nothing.
+    # (sensor/smb/fastpath.py), and SMB2 messages reassembled from segments through its header
+    # triage. Off only to check that it changes nothing.
     fast_path: bool = True
     # Bytes of state all tracked flows may hold (sensor/net/flows.py FLOW_MEMORY_BUDGET_BYTES).
     flow_memory_budget: int = FLOW_MEMORY_BUDGET_BYTES
@@ -327,7 +328,8 @@ class Pipeline:
             self._last_flow = self._last_state = None     # a reused 4-tuple replaces its state
             if unit.app == "smb":
                 state = self._flows[unit.flow] = _FlowState(self.flows.flow(unit.flow),
-                                                            SmbConnection(unit.flow, budget=self.message_budget))
+                                                            SmbConnection(unit.flow, budget=self.message_budget,
+                                                                          triage=self.fast is not None))
                 if self.fast is not None:
                     self.fast.arm(state.tcp, state.smb, state)
                 self._charge(unit.flow, SMB_FLOW_BYTES, unit.ts)

@@ -33,15 +33,18 @@ class SmbConnection:
     """The stage contract (sensor/stage.py): ``feed``/``gap`` per direction, ``close`` at the
     end of the flow."""
 
-    __slots__ = ("flow", "stats", "sessions", "smb2", "smb1_state", "_streams")
+    __slots__ = ("flow", "stats", "sessions", "smb2", "smb1_state", "_streams", "_triage")
 
-    def __init__(self, flow: FlowKey, budget: ByteBudget | None = None) -> None:
+    def __init__(self, flow: FlowKey, budget: ByteBudget | None = None, triage: bool = False) -> None:
         self.flow = flow
         self.stats = Stats()
         self.sessions = SessionBook(flow, self.stats)
         self.smb2 = Smb2Protocol(flow, self.stats, self.sessions)
         self.smb1_state: Smb1Protocol | None = None     # made at the first SMB1 message (~700 bytes)
         # ``budget``: the pipeline's bound on partial messages buffered by all connections
+        # ``triage``: SMB2 messages reassembled from segments go through the header triage
+        # (Smb2Protocol.quick_whole) before the full parser (the pipeline's fast path setting)
+        self._triage = triage
         self._streams = (netbios.NbssStream(self._wants_whole, self.stats, budget),   # server -> client
                          netbios.NbssStream(self._wants_whole, self.stats, budget))   # client -> server
 
@@ -92,7 +95,8 @@ class SmbConnection:
                 events.append(self.stats.anomaly(ts, "netbios", value, self.flow, length))
             elif kind == netbios.CONTROL:
                 continue
-            else:
+            elif not (self._triage and kind == netbios.MESSAGE and value[0] == SMB2
+                      and self.smb2.quick_whole(ts, frame, value)):
                 events += self.message(from_client, ts, frame, value, length, kind == netbios.HEAD)
         return events
 

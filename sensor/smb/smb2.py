@@ -273,6 +273,15 @@ class Smb2Protocol(SmbProtocolState):
             pending[message_id] = entry
         return ()      # one operation (the fast path counts it in smb2_operations)
 
+    def quick_whole(self, ts: float, frame: int, data: bytes) -> bool:
+        """``quick`` for one whole message the NetBIOS stage reassembled from segments (a 1-8
+        KB READ or WRITE, mostly): True if it took it (counted in smb2_operations, as
+        ``message`` counts it), else False, with nothing changed, for ``message`` to parse."""
+        if self.quick(ts, frame, data, 0, len(data)) is None:
+            return False
+        self.stats["smb2_operations"] += 1
+        return True
+
     # -- requests --------------------------------------------------------------------------
     def _request(self, ts, frame, op, command, message_id, sid, tid, file_id, create,
                  truncated, events) -> tuple[bytes | None, _Pending | None]:
