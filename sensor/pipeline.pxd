@@ -7,6 +7,9 @@ from sensor.smb.fastpath cimport SmbFastPath
 from sensor.smb.protocol cimport SmbProtocolState
 from sensor.smb.smb2 cimport Smb2Protocol
 
+# Subtracted per segment (_smb_events): a C constant, not a module attribute
+cdef Py_ssize_t REQUESTS_IN_CONNECTION
+
 cdef class _FlowState:
     cdef public Flow tcp
     cdef public object smb
