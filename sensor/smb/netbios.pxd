@@ -1,9 +1,10 @@
 # Cython declarations for netbios.py (the compiled core, sensor/compiled.py).
 cimport cython
+from sensor.budget cimport ByteBudget
 cdef class NbssStream:
     cdef public object _wants_whole
     cdef public object stats
-    cdef public object _budget
+    cdef public ByteBudget _budget     # charged per buffered segment: C calls
     cdef public bint _over_budget
     cdef public bytearray _buf
     cdef public object _length
