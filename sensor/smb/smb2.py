@@ -79,9 +79,9 @@ _u16u16 = struct.Struct("<HH")
 _u16u32 = struct.Struct("<HI")
 _u32u32 = struct.Struct("<II")
 _B = HEADER_SIZE   # bodies start right after the header; offsets below are from it
-# (HEADER_SIZE, CLOSE, CANCEL, the two FLAGS_, three STATUS_, PENDING_LIMIT and _B are C
-# constants in the compiled core, smb2.pxd: the triage compares them per message; no other
-# module imports them.)
+# (HEADER_SIZE, CLOSE, CANCEL, the two FLAGS_, three STATUS_, PENDING_LIMIT, _B and
+# UNSOLICITED_MESSAGE_ID are C constants in the compiled core, smb2.pxd: the triage compares
+# them per message; no other module imports them.)
 
 
 class _Pending:
@@ -220,7 +220,8 @@ class Smb2Protocol(SmbProtocolState):
             if message_id != UNSOLICITED_MESSAGE_ID:
                 if flags & FLAGS_ASYNC_COMMAND and status == STATUS_PENDING:
                     return None
-                entry = pending.get(message_id)
+                key = message_id      # the dict key, boxed once
+                entry = pending.get(key)
                 if entry is None:
                     return None
                 if command == CLOSE:
@@ -239,7 +240,7 @@ class Smb2Protocol(SmbProtocolState):
                             return None
                     elif command == IOCTL and entry.transceive:
                         return None
-                del pending[message_id]
+                del pending[key]
         elif command != CANCEL:
             if command in _PARSED_REQUESTS or (len(pending) >= PENDING_LIMIT and message_id not in pending):
                 return None
