@@ -79,9 +79,10 @@ _u16u16 = struct.Struct("<HH")
 _u16u32 = struct.Struct("<HI")
 _u32u32 = struct.Struct("<II")
 _B = HEADER_SIZE   # bodies start right after the header; offsets below are from it
-# (HEADER_SIZE, CLOSE, CANCEL, the two FLAGS_, three STATUS_, PENDING_LIMIT, _B and
-# UNSOLICITED_MESSAGE_ID are C constants in the compiled core, smb2.pxd: the triage compares
-# them per message; no other module imports them.)
+# (HEADER_SIZE, CLOSE, CANCEL, the two FLAGS_, three STATUS_, PENDING_LIMIT, _B,
+# UNSOLICITED_MESSAGE_ID, RELATED_FILE_ID, _PARSED_REQUESTS, _PARSED_RESPONSES and _HANDLE_AT
+# are C variables in the compiled core, smb2.pxd: the triage reads them per message; no other
+# module imports them.)
 
 
 class _Pending:
