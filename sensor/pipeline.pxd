@@ -4,10 +4,16 @@ cimport cython
 from sensor.net.flows cimport Flow, FlowTable
 from sensor.net.lane cimport BulkLane, FrameHeaders
 from sensor.smb.fastpath cimport SmbFastPath
+from sensor.smb.protocol cimport SmbProtocolState
+from sensor.smb.smb2 cimport Smb2Protocol
+
+# Subtracted per segment (_smb_events): a C constant, not a module attribute
+cdef Py_ssize_t REQUESTS_IN_CONNECTION
 
 cdef class _FlowState:
     cdef public Flow tcp
     cdef public object smb
+    cdef public Smb2Protocol smb2
     cdef public object http
     cdef public dict assocs
     cdef public dict pipes
@@ -47,5 +53,5 @@ cdef class Pipeline:
     cdef _frame(self, ts, Py_ssize_t linktype, const unsigned char* buf, Py_ssize_t start, Py_ssize_t end,
                 frame, data, list out)
 
-    @cython.locals(extra=Py_ssize_t)
+    @cython.locals(extra=Py_ssize_t, smb1=SmbProtocolState)
     cpdef _smb_events(self, _FlowState state, flow, ts, events, list out)

@@ -77,7 +77,8 @@ class PipelineSettings:
     # only to check that it changes nothing.
     bulk_lane: bool = True
     # Take in-order segments of followed SMB flows from frame to SMB message in one pass
-    # (sensor/smb/fastpath.py). Off only to check that it changes nothing.
+    # (sensor/smb/fastpath.py), and SMB2 messages reassembled from segments through its header
+    # triage. Off only to check that it changes nothing.
     fast_path: bool = True
     # Bytes of state all tracked flows may hold (sensor/net/flows.py FLOW_MEMORY_BUDGET_BYTES).
     flow_memory_budget: int = FLOW_MEMORY_BUDGET_BYTES
@@ -96,12 +97,13 @@ class _Pipe:
 class _FlowState:
     """What the pipeline keeps per TCP flow: its parsers and the context events need."""
 
-    __slots__ = ("tcp", "smb", "http", "assocs", "pipes", "sessions", "encrypted_sessions", "extra_contexts",
+    __slots__ = ("tcp", "smb", "smb2", "http", "assocs", "pipes", "sessions", "encrypted_sessions", "extra_contexts",
                  "extra_requests")
 
     def __init__(self, tcp: Flow | None, smb: SmbConnection | None, http: HttpNtlmFlow | None = None):
         self.tcp = tcp          # the flow table's flow (the bulk lane reads its TCP state)
         self.smb = smb
+        self.smb2 = smb.smb2 if smb is not None else None   # its SMB2 state, read per segment
         self.http = http
         self.assocs: dict[PipeId | None, RpcAssociation] = {}
         self.pipes: dict[PipeId, _Pipe] = {}
@@ -326,7 +328,8 @@ class Pipeline:
             self._last_flow = self._last_state = None     # a reused 4-tuple replaces its state
             if unit.app == "smb":
                 state = self._flows[unit.flow] = _FlowState(self.flows.flow(unit.flow),
-                                                            SmbConnection(unit.flow, budget=self.message_budget))
+                                                            SmbConnection(unit.flow, budget=self.message_budget,
+                                                                          triage=self.fast is not None))
                 if self.fast is not None:
                     self.fast.arm(state.tcp, state.smb, state)
                 self._charge(unit.flow, SMB_FLOW_BYTES, unit.ts)
@@ -345,7 +348,9 @@ class Pipeline:
     def _smb_events(self, state: _FlowState, flow: FlowKey, ts: float, events: list, out: list) -> None:
         """The SMB stage took a segment (routed, or on the fast path): its requests held are
         charged, then its events routed."""
-        extra = state.smb.requests_held - REQUESTS_IN_CONNECTION
+        # requests awaiting their response and trees kept, both dialects (up to 2 x 9216)
+        smb1 = state.smb.smb1_state
+        extra = state.smb2.held() + (0 if smb1 is None else smb1.held()) - REQUESTS_IN_CONNECTION
         if extra > 0 or state.extra_requests:
             self._charge_requests(state, flow, max(extra, 0), ts)
         for ev in events:

@@ -33,15 +33,18 @@ class SmbConnection:
     """The stage contract (sensor/stage.py): ``feed``/``gap`` per direction, ``close`` at the
     end of the flow."""
 
-    __slots__ = ("flow", "stats", "sessions", "smb2", "_smb1", "_streams")
+    __slots__ = ("flow", "stats", "sessions", "smb2", "smb1_state", "_streams", "_triage")
 
-    def __init__(self, flow: FlowKey, budget: ByteBudget | None = None) -> None:
+    def __init__(self, flow: FlowKey, budget: ByteBudget | None = None, triage: bool = False) -> None:
         self.flow = flow
         self.stats = Stats()
         self.sessions = SessionBook(flow, self.stats)
         self.smb2 = Smb2Protocol(flow, self.stats, self.sessions)
-        self._smb1: Smb1Protocol | None = None     # made at the first SMB1 message (~700 bytes)
+        self.smb1_state: Smb1Protocol | None = None     # made at the first SMB1 message (~700 bytes)
         # ``budget``: the pipeline's bound on partial messages buffered by all connections
+        # ``triage``: SMB2 messages reassembled from segments go through the header triage
+        # (Smb2Protocol.quick_whole) before the full parser (the pipeline's fast path setting)
+        self._triage = triage
         self._streams = (netbios.NbssStream(self._wants_whole, self.stats, budget),   # server -> client
                          netbios.NbssStream(self._wants_whole, self.stats, budget))   # client -> server
 
@@ -70,19 +73,13 @@ class SmbConnection:
         # whole SMB state is a reference cycle that only a full garbage collection frees (the
         # heap grew by ~3 KiB per ended flow between them; issue 18 item 2).
         self._streams = ()
-        return self.smb2.close(ts) + (self._smb1.close(ts) if self._smb1 is not None else [])
-
-    @property
-    def requests_held(self) -> int:
-        """Requests awaiting their response and trees kept, both dialects (up to 2 x 9216)."""
-        held = self.smb2.held
-        return held if self._smb1 is None else held + self._smb1.held
+        return self.smb2.close(ts) + (self.smb1_state.close(ts) if self.smb1_state is not None else [])
 
     @property
     def smb1(self) -> Smb1Protocol:
-        if self._smb1 is None:
-            self._smb1 = Smb1Protocol(self.flow, self.stats, self.sessions)
-        return self._smb1
+        if self.smb1_state is None:
+            self.smb1_state = Smb1Protocol(self.flow, self.stats, self.sessions)
+        return self.smb1_state
 
     def _wants_whole(self, prefix: bytes, length: int) -> bool:
         if prefix[0] == SMB2:
@@ -98,7 +95,8 @@ class SmbConnection:
                 events.append(self.stats.anomaly(ts, "netbios", value, self.flow, length))
             elif kind == netbios.CONTROL:
                 continue
-            else:
+            elif not (self._triage and kind == netbios.MESSAGE and value[0] == SMB2
+                      and self.smb2.quick_whole(ts, frame, value)):
                 events += self.message(from_client, ts, frame, value, length, kind == netbios.HEAD)
         return events
 

@@ -133,10 +133,11 @@ class SmbFastPath:
                         break
                     length = (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3]
                     protocol = buf[at + 4]
+                    minimum = MIN_MESSAGE.get(protocol, -1)     # -1: not a protocol id it knows
                     # MAGICS, read in place: a protocol id MIN_MESSAGE knows, then "SMB"
-                    if (length > WHOLE_MESSAGE_LIMIT or at + 4 + length > end or protocol not in MIN_MESSAGE
+                    if (length > WHOLE_MESSAGE_LIMIT or at + 4 + length > end or minimum < 0
                             or buf[at + 5] != 0x53 or buf[at + 6] != 0x4D or buf[at + 7] != 0x42
-                            or length < MIN_MESSAGE[protocol]):
+                            or length < minimum):
                         whole = False
                         break
                     at += 4 + length

@@ -1,9 +1,12 @@
 # Cython declarations for netbios.py (the compiled core, sensor/compiled.py).
 cimport cython
+from sensor.budget cimport ByteBudget
+
+cdef object _NOTHING_LEFT
 cdef class NbssStream:
     cdef public object _wants_whole
     cdef public object stats
-    cdef public object _budget
+    cdef public ByteBudget _budget     # charged per buffered segment: C calls
     cdef public bint _over_budget
     cdef public bytearray _buf
     cdef public object _length
@@ -16,7 +19,7 @@ cdef class NbssStream:
 
     # Called per segment from feed: C calls, not Python method calls (no other caller).
     cdef _reset(self)
-    @cython.locals(n=Py_ssize_t)
+    @cython.locals(n=Py_ssize_t, rest=Py_ssize_t)
     cdef _take(self, mv, Py_ssize_t upto)
     @cython.locals(length=Py_ssize_t)
     cdef _frame(self, mv, list items)

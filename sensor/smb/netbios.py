@@ -63,6 +63,8 @@ CONTROL = "control"    # (CONTROL, type: int, length)            session request
 ANOMALY = "anomaly"    # (ANOMALY, name: str, detail: str)
 
 WantsWhole = Callable[[bytes, int], bool]
+# What is left of a segment the stage took all of (feed's loop ends at an empty view).
+_NOTHING_LEFT = memoryview(b"")
 
 
 class NbssStream:
@@ -205,11 +207,12 @@ class NbssStream:
     def _take(self, mv: memoryview, upto: int) -> memoryview:
         n = upto - len(self._buf)
         if n > 0:
-            taken = mv[:n]
-            self._buf += taken
-            if self._budget is not None and self._budget.charge(self, len(taken), self._evicted_by_budget):
+            # Mostly the whole segment, the middle of a message: no views cut then.
+            rest = len(mv) - n
+            self._buf += mv if rest <= 0 else mv[:n]
+            if self._budget is not None and self._budget.charge(self, min(n, len(mv)), self._evicted_by_budget):
                 self._over_budget = True
-            return mv[n:]
+            return _NOTHING_LEFT if rest <= 0 else mv[n:]
         return mv
 
     def _frame(self, mv: memoryview, items: list[tuple]) -> memoryview:

@@ -6,3 +6,5 @@ cdef class SmbProtocolState:
     cdef public object pipes
     cdef public dict _pending
     cdef public dict _trees
+
+    cpdef Py_ssize_t held(self)

@@ -21,9 +21,9 @@ class SmbProtocolState:
         self.sessions = sessions
         self.pipes = PipeTable(flow, stats)
 
-    @property
     def held(self) -> int:
-        """Requests awaiting their response and trees kept (for the flow memory budget)."""
+        """Requests awaiting their response and trees kept (for the flow memory budget; read
+        per segment, so a C call in the compiled core)."""
         return len(self._pending) + len(self._trees)
 
     def close(self, ts: float) -> list:

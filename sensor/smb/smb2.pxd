@@ -7,6 +7,12 @@ from sensor.smb.protocol cimport SmbProtocolState
 cdef Py_ssize_t HEADER_SIZE, CLOSE, CANCEL, PENDING_LIMIT, _B
 cdef unsigned long long FLAGS_SERVER_TO_REDIR, FLAGS_ASYNC_COMMAND
 cdef unsigned long long STATUS_SUCCESS, STATUS_BUFFER_OVERFLOW, STATUS_MORE_PROCESSING_REQUIRED
+cdef unsigned long long UNSOLICITED_MESSAGE_ID
+# ... and the command sets and FileId offsets it consults, as typed module variables (no
+# lookup by name; no other module imports them either)
+cdef frozenset _PARSED_REQUESTS, _PARSED_RESPONSES
+cdef dict _HANDLE_AT
+cdef bytes RELATED_FILE_ID
 
 cdef Py_ssize_t le16(const unsigned char* buf, Py_ssize_t at)
 @cython.locals(value="unsigned long long")
@@ -32,7 +38,7 @@ cdef class _Pending:
 
 cdef class Smb2Protocol(SmbProtocolState):
     @cython.locals(status="unsigned long long", command=Py_ssize_t, flags="unsigned long long",
-                   body=Py_ssize_t, entry=_Pending, pending=dict,
+                   body=Py_ssize_t, entry=_Pending, pending=dict, key=object,
                    name_at=Py_ssize_t, end=Py_ssize_t, fid_at=Py_ssize_t, write_at=Py_ssize_t,
                    write_length=Py_ssize_t)
     cdef quick(self, ts, frame, const unsigned char* buf, Py_ssize_t at, Py_ssize_t length)

@@ -79,8 +79,9 @@ _u16u16 = struct.Struct("<HH")
 _u16u32 = struct.Struct("<HI")
 _u32u32 = struct.Struct("<II")
 _B = HEADER_SIZE   # bodies start right after the header; offsets below are from it
-# (HEADER_SIZE, CLOSE, CANCEL, the two FLAGS_, three STATUS_, PENDING_LIMIT and _B are C
-# constants in the compiled core, smb2.pxd: the triage compares them per message; no other
+# (HEADER_SIZE, CLOSE, CANCEL, the two FLAGS_, three STATUS_, PENDING_LIMIT, _B,
+# UNSOLICITED_MESSAGE_ID, RELATED_FILE_ID, _PARSED_REQUESTS, _PARSED_RESPONSES and _HANDLE_AT
+# are C variables in the compiled core, smb2.pxd: the triage reads them per message; no other
 # module imports them.)
 
 
@@ -220,7 +221,8 @@ class Smb2Protocol(SmbProtocolState):
             if message_id != UNSOLICITED_MESSAGE_ID:
                 if flags & FLAGS_ASYNC_COMMAND and status == STATUS_PENDING:
                     return None
-                entry = pending.get(message_id)
+                key = message_id      # the dict key, boxed once
+                entry = pending.get(key)
                 if entry is None:
                     return None
                 if command == CLOSE:
@@ -239,7 +241,7 @@ class Smb2Protocol(SmbProtocolState):
                             return None
                     elif command == IOCTL and entry.transceive:
                         return None
-                del pending[message_id]
+                del pending[key]
         elif command != CANCEL:
             if command in _PARSED_REQUESTS or (len(pending) >= PENDING_LIMIT and message_id not in pending):
                 return None
@@ -272,6 +274,15 @@ class Smb2Protocol(SmbProtocolState):
                 entry.file_id = fid
             pending[message_id] = entry
         return ()      # one operation (the fast path counts it in smb2_operations)
+
+    def quick_whole(self, ts: float, frame: int, data: bytes) -> bool:
+        """``quick`` for one whole message the NetBIOS stage reassembled from segments (a 1-8
+        KB READ or WRITE, mostly): True if it took it (counted in smb2_operations, as
+        ``message`` counts it), else False, with nothing changed, for ``message`` to parse."""
+        if self.quick(ts, frame, data, 0, len(data)) is None:
+            return False
+        self.stats["smb2_operations"] += 1
+        return True
 
     # -- requests --------------------------------------------------------------------------
     def _request(self, ts, frame, op, command, message_id, sid, tid, file_id, create,

@@ -174,3 +174,25 @@ def test_triage_leaves_pipes_adoption_reconnects_and_broken_messages_to_the_pars
     assert stats["smb_pipes_adopted"] == 1
     assert stats["anomaly.smb2_unmatched_response"] == 2
     assert stats["anomaly.smb2_bad_structure"] == 1
+
+
+# Cut inside the SMB2 header: the NetBIOS stage buffers the first part and reassembles the message.
+SPLIT_AT = 4 + 36
+
+
+def test_triage_of_messages_reassembled_from_segments_leaves_the_same_cases_to_the_parser():
+    """The same script with every message split over two segments: the NetBIOS stage
+    reassembles each and the header triage (Smb2Protocol.quick_whole) sees it whole, as the
+    fast path's sees a whole one; without the fast path setting the full parser takes all."""
+    turns = []
+    for side, message in triage_script():
+        data = nbss(message)
+        turns += [(side, data[:SPLIT_AT]), (side, data[SPLIT_AT:])]
+    frames = bulk_frames(FLOW, turns, None, {})
+    records, stats = run_frames(frames, PipelineSettings(fast_path=True))
+    assert_same(lambda s: run_frames(frames, s))
+    assert stats["nbss_messages"] == len(turns) // 2
+    assert stats["smb_pipes_opened"] == 2
+    assert stats["smb_pipes_adopted"] == 1
+    assert stats["anomaly.smb2_unmatched_response"] == 2
+    assert stats["anomaly.smb2_bad_structure"] == 1
