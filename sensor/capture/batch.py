@@ -9,8 +9,10 @@ level in the compiled core): the bulk lane and the SMB fast path read it in the 
 copy is made only of what a later stage keeps (the 12-byte flow key, a message the SMB stage
 parses, a frame the full stages decode).
 
-It takes only plain records, each wholly inside the window with 1 to ``max_record`` captured
-bytes, and stops at the first other one (empty, oversized, crossing the window's end, a cut
+It returns as soon as a frame completed records, so that the runner stores them and commits
+(a batch of at most COMMIT_EVERY_EVENTS events, sensor/sensor.py) after the same frames as on
+the per-frame path; most frames complete none. It takes only plain records, each wholly inside
+the window with 1 to ``max_record`` captured bytes, and stops at the first other one (empty, oversized, crossing the window's end, a cut
 header): the reader's own code (sensor/capture/pcapfile.py) handles that record with its one set
 of anomaly rules, then walks on. Timestamps are ``sec + frac * scale`` as the reader computes
 them, frames are numbered on from ``frame``, and the reader counts the frames and bytes walked.
@@ -70,4 +72,6 @@ def feed_records(pipeline: Pipeline, window, at: int, frame: int, little: bool, 
         fed += 1
         captured += caplen
         pipeline._frame(ts, linktype, buf, start, at, frame + fed, None, out)
+        if out:
+            break
     return at, fed, captured

@@ -170,6 +170,23 @@ def test_every_corpus_capture_gives_the_same_records_through_the_batch_entry(cor
     assert_batch_same(path)
 
 
+def test_batch_entry_hands_back_each_frames_records_before_the_next_frame():
+    """The walk returns as soon as a frame completed records, so the runner stores them and
+    commits after the same frames as frame by frame (a store batch holds at most
+    COMMIT_EVERY_EVENTS events, however many a window of the capture completes)."""
+    handed_back = 0
+    for path in LAB:
+        pipe = Pipeline()
+        with open_capture(path) as reader:
+            batched = [out for out in reader.replay_into(pipe) if out]
+        pipe = Pipeline()
+        with open_capture(path) as reader:
+            framed = [out for ts, linktype, data, number in reader if (out := pipe.feed(ts, linktype, data, number))]
+        assert batched == framed, path.name
+        handed_back += len(framed)
+    assert handed_back > len(LAB)       # captures where several frames complete records
+
+
 @pytest.mark.parametrize("window", [4096, 65536 + 4096])
 def test_batch_entry_stops_at_every_window_end_and_the_reader_goes_on(monkeypatch, window):
     """A small mmap window: records cross its end every few frames, so the walk hands over
