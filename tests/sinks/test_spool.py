@@ -10,7 +10,6 @@ real files; a lock held by a sqlite3 connection of the test's own puts an opener
 window every time."""
 from __future__ import annotations
 
-import multiprocessing
 import os
 import socket
 import sqlite3
@@ -24,16 +23,13 @@ from sensor import metrics
 from sensor.outputs import OutputError
 from sensor.sinks.spool import Spool, SpoolError
 from sensor.sinks.targets import SinkSettings, _spool_path, open_sink
+from tests.sqlite_locks import HELD_SECONDS, SHORT_LIMIT_SECONDS, holding_the_write_lock, racing_opens
 
 # Rounds of processes opening a new spool at the same moment, each a new process forked from
 # a server that has the spool's module loaded: on main 18 of 60 rounds of two (load 2-5) had a
 # failed open, so 40 rounds of three pass there with a chance well under 1e-3.
 ROUNDS = 40
 OPENERS = 3
-# How long the test's own connection holds the lock, and the bound the spool is given
-# instead of its minute when the test waits for it to give up.
-HELD_SECONDS = 0.5
-SHORT_LIMIT_SECONDS = 0.5
 # How long a test waits for a sink's threads to spool a line.
 SPOOLED_SECONDS = 10.0
 
@@ -76,42 +72,14 @@ def test_a_spool_written_before_items_were_counted_opens_and_counts_one_per_line
     spool.close()
 
 
-def open_once(path: str, barrier, results) -> None:
-    """In a process of its own: open the spool at the same moment as the others."""
-    barrier.wait()
-    try:
-        Spool(path).close()
-        results.put(None)
-    except sqlite3.Error as e:
-        results.put(str(e))
-
-
 def test_processes_opening_a_new_spool_at_the_same_moment_all_open_it(tmp_path):
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["sensor.sinks.spool"])
-    failures = []
-    for n in range(ROUNDS):
-        path = str(tmp_path / f"{n}.db")
-        barrier, results = context.Barrier(OPENERS), context.Queue()
-        openers = [context.Process(target=open_once, args=(path, barrier, results)) for _ in range(OPENERS)]
-        for opener in openers:
-            opener.start()
-        failures += [error for error in (results.get(timeout=120) for _ in openers) if error]
-        for opener in openers:
-            opener.join(timeout=60)
+    paths, failures = racing_opens(Spool, "sensor.sinks.spool", tmp_path, ROUNDS, OPENERS)
+    for path in paths:
         db = sqlite3.connect(path)
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert db.execute("SELECT count(*) FROM spool").fetchone() == (0,)
         db.close()
     assert failures == []
-
-
-def holding_the_write_lock(path) -> sqlite3.Connection:
-    """A connection of the test's own in a write transaction on ``path``: on a new file,
-    the state of another process switching it to WAL mode."""
-    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    holder.execute("BEGIN IMMEDIATE")
-    return holder
 
 
 def test_opening_a_new_spool_waits_while_another_process_holds_its_lock(tmp_path):

@@ -8,13 +8,11 @@ writer in that window every time."""
 from __future__ import annotations
 
 import json
-import multiprocessing
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -22,58 +20,26 @@ import sensor.store.sqlite as sqlite_store
 from sensor.store.migrations import SCHEMA_VERSION
 from sensor.store.sqlite import Store, StoreError
 from tests.conftest import PCAPS, ROOT
+from tests.sqlite_locks import HELD_SECONDS, SHORT_LIMIT_SECONDS, holding_the_write_lock, racing_opens
 
 # Rounds of two writers opening a new store at the same moment, each a new process forked
 # from a server that has the store's module loaded: on main one of the two failed in 8-12 of
 # 50-60 rounds (load 2-5), so 40 rounds pass there with a chance of about 0.8^40 (1e-4).
 ROUNDS = 40
 WRITERS = 2
-# How long the test's own connection holds the lock, and the bound the store is given
-# instead of its minute when the test waits for it to give up.
-HELD_SECONDS = 0.5
-SHORT_LIMIT_SECONDS = 0.5
 # A replay's start-up (imports, reading the capture's header) takes well under this, so the
 # lock is still held when it opens the store.
 HELD_FOR_A_REPLAY_SECONDS = 4.0
 
 
-def open_once(path: str, barrier, results) -> None:
-    """In a process of its own: open the store at the same moment as the others."""
-    barrier.wait()
-    try:
-        Store(path).close()
-        results.put(None)
-    except StoreError as e:
-        results.put(str(e))
-
-
 def test_writers_opening_a_new_store_at_the_same_moment_all_open_it(tmp_path):
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["sensor.store.sqlite"])
-    failures = []
-    for n in range(ROUNDS):
-        path = str(tmp_path / f"{n}.db")
-        barrier, results = context.Barrier(WRITERS), context.Queue()
-        writers = [context.Process(target=open_once, args=(path, barrier, results)) for _ in range(WRITERS)]
-        for writer in writers:
-            writer.start()
-        failures += [error for error in (results.get(timeout=120) for _ in writers) if error]
-        for writer in writers:
-            writer.join(timeout=60)
+    paths, failures = racing_opens(Store, "sensor.store.sqlite", tmp_path, ROUNDS, WRITERS)
+    for path in paths:
         db = sqlite3.connect(path)
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
         db.close()
     assert failures == []
-
-
-def holding_the_write_lock(path: Path) -> sqlite3.Connection:
-    """A connection of the test's own in a write transaction on ``path``: on a new file,
-    the state of another writer switching it to WAL mode (it holds the write lock, then
-    waits for the readers to leave)."""
-    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    holder.execute("BEGIN IMMEDIATE")
-    return holder
 
 
 def test_opening_a_new_store_waits_while_another_writer_holds_its_lock(tmp_path):
