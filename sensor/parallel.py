@@ -34,12 +34,9 @@ def decode_file(path: str) -> tuple[str, list, Stats, list[str]]:
     pipeline = Pipeline(PipelineSettings())
     pipeline.capture_file = Path(path).name
     records: list = []
-    feed = pipeline.feed
     with open_capture(path) as reader:
-        for ts, linktype, data, frame in reader:
-            out = feed(ts, linktype, data, frame)
-            if out:
-                records += out
+        for out in reader.replay_into(pipeline):      # the batch entry, as a serial replay reads
+            records += out
         records += pipeline.close()
         stats = pipeline.stats
         # the reader counts packets too; only its anomalies (truncation) are news

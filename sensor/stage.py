@@ -36,7 +36,7 @@ One seam is not a stage's: replaying a classic pcap file, the reader feeds the p
 go to the pipeline's per-frame body in place, in one compiled walk, with the frame numbers, times
 and counts that ``feed`` would have had; the records it completes come back a list at a time.
 ``Pipeline.feed(ts, linktype, data, frame)`` stays the contract everything else uses (live
-capture, ``--jobs`` workers, evidence, pcapng, the tests).
+capture, evidence, pcapng, the tests; replay and its ``--jobs`` workers read a pcap through the seam).
 """
 from __future__ import annotations
 

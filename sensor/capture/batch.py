@@ -17,7 +17,7 @@ header): the reader's own code (sensor/capture/pcapfile.py) handles that record 
 of anomaly rules, then walks on. Timestamps are ``sec + frac * scale`` as the reader computes
 them, frames are numbered on from ``frame``, and the reader counts the frames and bytes walked.
 Per-frame ``feed(ts, linktype, data, frame)`` stays the stage contract (sensor/stage.py): live
-capture, ``--jobs`` workers, evidence and pcapng use it.
+capture, evidence and pcapng use it (replay and its ``--jobs`` workers take this entry).
 """
 from __future__ import annotations
 
