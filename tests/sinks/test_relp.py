@@ -34,7 +34,7 @@ from tests.live.test_service import ATTACKS, LiveSensor
 from tests.sinks.test_http import LONG_FLUSH, alert_line, wait_for
 from tests.sinks.test_syslog import (CAPTURES, FIELDS_TEMPLATE, RSYSLOGD, assert_rfc5424_alerts,
                                      assert_unverified_collector_gets_nothing, free_port, make_ca, received,
-                                     start_rsyslogd)
+                                     start_rsyslogd, stream_through_an_rsyslogd_that_dies)
 
 ROOT = Path(__file__).resolve().parents[2]
 DFS_SENSOR = str(ROOT / ".venv" / "bin" / "dfs-sensor")
@@ -129,31 +129,8 @@ def test_rsyslog_killed_mid_stream_and_restarted_gets_every_alert(tmp_path, sche
     name = SCHEMES[scheme]
     sink = open_sink(f"{scheme}://127.0.0.1:{ports[name]}", "alerts", settings, notify=messages.append)
     lines = [alert_line(n) for n in range(3000)]
-    log = directory / f"{name}.log"
-    try:
-        for n, line in enumerate(lines):
-            sink.write(line)
-            if n % 50 == 0:
-                time.sleep(0.01)                      # a stream, not one burst
-            if n == 1000:
-                wait_for(lambda: len(received(log, 1)) > 0, "the first alerts at rsyslog")
-                proc.send_signal(signal.SIGSTOP)      # rsyslogd hangs: its kernel still takes bytes
-            if n == 1100:
-                time.sleep(0.5)                       # those 100 sit unread in its socket
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(timeout=10)
-            if n == 2000:
-                proc = start_rsyslogd(directory, ports)
-        wait_for(lambda: sink.depth == 0 and sink.sent >= len(lines), "the spool to drain", seconds=60)
-        sink.close()
-        records = [json.loads(record["msg"]) for record in received(log, len(lines))]
-    finally:
-        stop(proc)
-    by_id: dict[str, dict] = {}
-    for record in records:                            # a duplicate is the same record, same id
-        assert by_id.setdefault(record["alert_id"], record) == record
-    assert set(by_id) == {json.loads(line)["alert_id"] for line in lines}
-    assert len(records) - len(by_id) <= WINDOW_FRAMES
+    assert stream_through_an_rsyslogd_that_dies(sink, lines, directory, ports, name, proc,
+                                                signal.SIGKILL) <= WINDOW_FRAMES
     assert (sink.sent, sink.rejected, sink.dropped) == (len(lines), 0, 0)
     assert any("wait in the spool" in message for message in messages)
     assert any("delivering again" in message for message in messages)

@@ -188,7 +188,19 @@ def test_rsyslog_stopped_mid_stream_and_restarted_gets_every_alert(tmp_path, sch
     settings = SinkSettings(spool_dir=str(tmp_path / "spool"), ca_file=str(directory / "ca.pem"), sensor_name="s1")
     sink = open_sink(f"syslog+{scheme}://127.0.0.1:{ports[scheme]}", "alerts", settings, notify=messages.append)
     lines = [alert_line(n) for n in range(3000)]
-    log = directory / f"{scheme}.log"
+    stream_through_an_rsyslogd_that_dies(sink, lines, directory, ports, scheme, proc, signum)
+    assert sink.dropped == 0
+    assert any("delivering again" in message for message in messages)
+
+
+def stream_through_an_rsyslogd_that_dies(sink, lines: list[str], directory: Path, ports: dict[str, int],
+                                         name: str, proc: subprocess.Popen, signum: int) -> int:
+    """Write ``lines`` to ``sink`` as a stream while rsyslogd (``proc``, its log ``name``.log)
+    hangs after 1000 (SIGSTOP: its kernel goes on taking bytes into the socket buffer), gets
+    ``signum`` after 1100 (those 100 sit there unread) and is started again after 2000; once the
+    spool drained, every line arrived and a duplicate is the same record. Returns how many
+    records arrived twice."""
+    log = directory / f"{name}.log"
     try:
         for n, line in enumerate(lines):
             sink.write(line)
@@ -196,11 +208,10 @@ def test_rsyslog_stopped_mid_stream_and_restarted_gets_every_alert(tmp_path, sch
                 time.sleep(0.01)                      # a stream, not one burst
             if n == 1000:
                 wait_for(lambda: len(received(log, 1)) > 0, "the first alerts at rsyslog")
-                # rsyslogd hangs: its kernel goes on acknowledging into the socket buffer
                 proc.send_signal(signal.SIGSTOP)
             if n == 1100:
-                time.sleep(0.5)                       # those 100 are acknowledged and unread
-                proc.send_signal(signum)              # then it is stopped, or killed
+                time.sleep(0.5)
+                proc.send_signal(signum)              # stopped (it runs on to its end once woken) or killed
                 proc.send_signal(signal.SIGCONT)
                 proc.wait(timeout=10)
             if n == 2000:
@@ -215,8 +226,7 @@ def test_rsyslog_stopped_mid_stream_and_restarted_gets_every_alert(tmp_path, sch
     for record in records:                            # a duplicate is the same record, same id
         assert by_id.setdefault(record["alert_id"], record) == record
     assert set(by_id) == {json.loads(line)["alert_id"] for line in lines}
-    assert sink.dropped == 0
-    assert any("delivering again" in message for message in messages)
+    return len(records) - len(by_id)
 
 
 def test_a_forked_worker_sends_on_a_connection_of_its_own(rsyslog, tmp_path):
