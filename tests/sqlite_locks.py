@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import threading
+import time
 from pathlib import Path
+
+import pytest
 
 # How long the test's own connection holds the lock, and the bound a store or spool is given
 # instead of its minute when the test waits for it to give up.
@@ -19,6 +23,38 @@ def holding_the_write_lock(path) -> sqlite3.Connection:
     holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN IMMEDIATE")
     return holder
+
+
+def opened_once_the_lock_is_freed(opener: type, path: Path):
+    """``opener(path)`` while the test's connection holds the lock for HELD_SECONDS: it must
+    wait that long (counted in its stats) and come up in WAL mode. Returns what it opened."""
+    holder = holding_the_write_lock(path)
+    threading.Timer(HELD_SECONDS, lambda: holder.execute("COMMIT")).start()
+    started = time.monotonic()
+    opened = opener(str(path))
+    assert time.monotonic() - started >= HELD_SECONDS * 0.9
+    assert opened.stats["lock_waits"] > 0 and opened.stats["lock_wait_ms"] >= HELD_SECONDS * 1000 * 0.5
+    assert opened.db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    holder.close()
+    return opened
+
+
+def gives_up_at_the_bound(opener: type, error: type, path: Path) -> str:
+    """``opener(path)`` while the test's connection never lets go of the lock (the caller has
+    set the bound to SHORT_LIMIT_SECONDS): it must raise ``error`` at the backoff's bound, not
+    at SQLite's own busy timeout, naming the WAL switch. Returns the error's message."""
+    holder = holding_the_write_lock(path)
+    started = time.monotonic()
+    with pytest.raises(error) as raised:
+        opener(str(path))
+    waited = time.monotonic() - started
+    holder.execute("COMMIT")
+    holder.close()
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "while this one was switching it to WAL mode (PRAGMA journal_mode = WAL)" in message
+    assert SHORT_LIMIT_SECONDS <= waited < SHORT_LIMIT_SECONDS + 2
+    return message
 
 
 def _open_once(opener: type, path: str, barrier, results) -> None:

@@ -11,7 +11,6 @@ import json
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -20,7 +19,8 @@ import sensor.store.sqlite as sqlite_store
 from sensor.store.migrations import SCHEMA_VERSION
 from sensor.store.sqlite import Store, StoreError
 from tests.conftest import PCAPS, ROOT
-from tests.sqlite_locks import HELD_SECONDS, SHORT_LIMIT_SECONDS, holding_the_write_lock, racing_opens
+from tests.sqlite_locks import (SHORT_LIMIT_SECONDS, gives_up_at_the_bound, holding_the_write_lock,
+                                opened_once_the_lock_is_freed, racing_opens)
 
 # Rounds of two writers opening a new store at the same moment, each a new process forked
 # from a server that has the store's module loaded: on main one of the two failed in 8-12 of
@@ -43,33 +43,16 @@ def test_writers_opening_a_new_store_at_the_same_moment_all_open_it(tmp_path):
 
 
 def test_opening_a_new_store_waits_while_another_writer_holds_its_lock(tmp_path):
-    path = tmp_path / "s.db"
-    holder = holding_the_write_lock(path)
-    threading.Timer(HELD_SECONDS, lambda: holder.execute("COMMIT")).start()
-    started = time.monotonic()
-    store = Store(str(path))
-    assert time.monotonic() - started >= HELD_SECONDS * 0.9
-    assert store.stats["lock_waits"] > 0 and store.stats["lock_wait_ms"] >= HELD_SECONDS * 1000 * 0.5
+    store = opened_once_the_lock_is_freed(Store, tmp_path / "s.db")
     assert store.schema_version == SCHEMA_VERSION
-    assert store.db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     store.close()
-    holder.close()
 
 
 def test_a_lock_never_freed_at_open_ends_with_one_line_naming_the_wal_switch(tmp_path, monkeypatch):
     monkeypatch.setattr(sqlite_store, "LOCK_WAIT_LIMIT_SECONDS", SHORT_LIMIT_SECONDS)
     path = tmp_path / "s.db"
-    holder = holding_the_write_lock(path)
-    started = time.monotonic()
-    with pytest.raises(StoreError) as raised:
-        Store(str(path))
-    waited = time.monotonic() - started
-    message = str(raised.value)
-    assert "\n" not in message and message.startswith(f"{path}: another process has held the store's lock")
-    assert "while this one was switching it to WAL mode (PRAGMA journal_mode = WAL)" in message
-    assert SHORT_LIMIT_SECONDS <= waited < SHORT_LIMIT_SECONDS + 2    # the backoff's bound, not SQLite's 5 s
-    holder.execute("COMMIT")
-    holder.close()
+    message = gives_up_at_the_bound(Store, StoreError, path)
+    assert message.startswith(f"{path}: another process has held the store's lock")
 
 
 def test_a_batch_that_never_gets_the_write_lock_names_the_batch(tmp_path, monkeypatch):
