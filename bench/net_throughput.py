@@ -30,7 +30,7 @@ def bare_loop(path: str) -> int:
     at, count = 24, 0
     while at + 16 <= len(data):
         caplen = record.unpack_from(data, at)[2]
-        _frame = data[at + 16:at + 16 + caplen]
+        data[at + 16:at + 16 + caplen]     # the slice a reader makes of each frame
         at += 16 + caplen
         count += 1
     return count

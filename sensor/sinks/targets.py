@@ -10,12 +10,15 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlsplit
 
 from sensor.outputs import JsonLinesSink, OutputError
 from sensor.sinks.sender import FLUSH_SECONDS, SpooledSink
 from sensor.sinks.spool import DEFAULT_MAX_BYTES
+
+if TYPE_CHECKING:     # at run time imported only where a TLS sink is opened (tests/test_startup.py)
+    import ssl
 
 TOKEN_ENV = "DFS_SENSOR_HTTP_TOKEN"
 SYSLOG_SCHEMES = {"syslog+udp": "udp", "syslog+tcp": "tcp", "syslog+tls": "tls"}

@@ -32,7 +32,8 @@ from sensor.anomaly import Stats
 from sensor.events import RpcCallEvent
 from sensor.store import BATCH_DEADLINE_SECONDS
 from sensor.store.migrations import SCHEMA_VERSION
-from sensor.store.sqlite import AlertListing, LockTaken, Store, StoreError, T, envelope_sensor, event_row
+from sensor.sqlite_locks import LockTaken
+from sensor.store.sqlite import AlertListing, Store, StoreError, T, envelope_sensor, event_row
 from sensor.xql.dialects import POSTGRESQL
 
 # The advisory lock every writer's batch takes ("dfs-sensor store" as 8 ASCII bytes).

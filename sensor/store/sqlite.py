@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 from urllib.parse import quote
 
 from sensor.anomaly import Stats
-from sensor.sqlite_locks import LOCK_WAIT_LIMIT_SECONDS, NO_BUSY_WAIT, LockHeld, LockTaken, lock_taken, waiting_for_lock
+from sensor.sqlite_locks import LOCK_WAIT_LIMIT_SECONDS, NO_BUSY_WAIT, LockHeld, lock_taken, waiting_for_lock
 from sensor.xql.dialects import SQLITE
 from sensor.xql.functions import extract_day, json_extract_scalar, utc_date
 from sensor.events import RpcCallEvent

@@ -11,7 +11,6 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -107,45 +106,32 @@ def test_credentials_refused_once_the_server_answers_are_a_store_error_not_an_ou
     store.close()
 
 
-def test_a_batch_waits_for_a_stopped_server_process_at_most_the_deadline(postgres, pg_url):
-    """SIGSTOP'd postmaster and backends: the connection stays up (their kernel answers TCP),
-    so only the client's own deadline ends the batch: StoreUnavailable, the transaction never
-    committed; after SIGCONT the next batch writes."""
-    store = open_store(pg_url)
-    store.run_batch(lambda: store.db.execute("CREATE TABLE probe (n BIGINT)"))
-    postgres.freeze()
-    try:
-        started = time.monotonic()
-        with pytest.raises(StoreUnavailable, match=f"no answer from the server within {BATCH_DEADLINE_SECONDS:g} s"):
-            store.run_batch(lambda: store.db.execute("INSERT INTO probe VALUES (1)"))
-        waited = time.monotonic() - started
-        assert BATCH_DEADLINE_SECONDS <= waited < BATCH_DEADLINE_SECONDS + RECONNECT_WAIT_SECONDS + 2
-    finally:
-        postgres.thaw()
-    retried(lambda: store.run_batch(lambda: store.db.execute("INSERT INTO probe VALUES (2)")))
-    with psycopg.connect(pg_url) as conn:
-        assert conn.execute("SELECT n FROM probe").fetchall() == [(2,)]
-    store.close()
-
-
 # A deadline shorter than the default, as [store] batch_deadline_seconds sets it; a read given
 # up on waits that long, then for a new connection (libpq's connect_timeout, 2 s at least).
 SHORT_DEADLINE = 1.5
 PROBE_SECONDS = 2
 
 
-def test_a_batch_waits_for_a_stopped_server_at_most_the_deadline_it_is_given(postgres, pg_url):
-    store = open_store(pg_url, deadline=SHORT_DEADLINE)
+@pytest.mark.parametrize("deadline", [None, SHORT_DEADLINE], ids=["default", "configured"])
+def test_a_batch_waits_for_a_stopped_server_process_at_most_the_deadline(postgres, pg_url, deadline):
+    """SIGSTOP'd postmaster and backends: the connection stays up (their kernel answers TCP),
+    so only the client's own deadline (the default, or [store] batch_deadline_seconds) ends the
+    batch: StoreUnavailable, the transaction never committed; after SIGCONT the next batch writes."""
+    store = open_store(pg_url) if deadline is None else open_store(pg_url, deadline=deadline)
+    expected = BATCH_DEADLINE_SECONDS if deadline is None else deadline
     store.run_batch(lambda: store.db.execute("CREATE TABLE probe (n BIGINT)"))
     postgres.freeze()
     try:
         started = time.monotonic()
-        with pytest.raises(StoreUnavailable, match=f"no answer from the server within {SHORT_DEADLINE:g} s "):
+        with pytest.raises(StoreUnavailable, match=f"no answer from the server within {expected:g} s "):
             store.run_batch(lambda: store.db.execute("INSERT INTO probe VALUES (1)"))
         waited = time.monotonic() - started
-        assert SHORT_DEADLINE <= waited < SHORT_DEADLINE + RECONNECT_WAIT_SECONDS + 2
+        assert expected <= waited < expected + RECONNECT_WAIT_SECONDS + 2
     finally:
         postgres.thaw()
+    retried(lambda: store.run_batch(lambda: store.db.execute("INSERT INTO probe VALUES (2)")))
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT n FROM probe").fetchall() == [(2,)]
     store.close()
 
 
