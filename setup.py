@@ -2,7 +2,8 @@
 from their own .py and .pxd when Cython and a C compiler are there. Where either is missing,
 or a module fails to build, the install goes on without them (pure Python, with a warning in
 pip's log); DFS_SENSOR_PURE=1 at install time skips the build. Also the XQL parser's LALR
-tables and the shipped rules' parse (sensor/xql/prebuilt.py). Everything else is in pyproject.toml.
+tables and the shipped rules' parse (sensor/xql/prebuilt.py), and the dataclasses' generated
+methods' code (sensor/dataclass_code.py). Everything else is in pyproject.toml.
 """
 from __future__ import annotations
 
@@ -66,21 +67,26 @@ class OptionalBuildExt(build_ext):
                   file=sys.stderr)
 
 
-class BuildPyWithPrebuiltXql(build_py):
-    """Writes what the XQL front end would otherwise build at every start (sensor/xql/prebuilt.py)
-    beside its grammar: into the build (a wheel), or into the source tree for an editable
-    install (as build_ext's in-place build). Without it the parser is built at each start."""
+class BuildPyWithPrebuilt(build_py):
+    """Writes what every start would otherwise build: the XQL parser's tables and the shipped
+    rules' parse (sensor/xql/prebuilt.py) beside the grammar, the code of the dataclasses'
+    generated methods (sensor/dataclass_code.py) beside that module; into the build (a wheel),
+    or into the source tree for an editable install (as build_ext's in-place build). Without
+    them the parser is built, and the methods compiled, at each start."""
 
     def run(self) -> None:
         super().run()
         here = os.path.dirname(os.path.abspath(__file__))
-        target = os.path.join(here if self.editable_mode else self.build_lib, "sensor", "xql")
-        # A process of its own: it imports the package's XQL modules from this source tree.
-        done = subprocess.run([sys.executable, "-m", "sensor.xql.prebuilt", target], cwd=here,
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-            print(f"dfs-sensor: the XQL parser was not prebuilt ({why}): it is built at each start", file=sys.stderr)
+        package = os.path.join(here if self.editable_mode else self.build_lib, "sensor")
+        # Each in a process of its own: they import the package's modules from this source tree.
+        steps = {"the XQL parser was not prebuilt": ["-m", "sensor.xql.prebuilt", os.path.join(package, "xql")],
+                 "the dataclasses' methods were not precompiled": [
+                     "-c", "import sys; from sensor.dataclass_code import write; print(write(sys.argv[1]))", package]}
+        for failure, arguments in steps.items():
+            done = subprocess.run([sys.executable, *arguments], cwd=here, capture_output=True, text=True)
+            if done.returncode != 0:
+                why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+                print(f"dfs-sensor: {failure} ({why}): it is done at each start", file=sys.stderr)
 
 
-setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt, "build_py": BuildPyWithPrebuiltXql})
+setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt, "build_py": BuildPyWithPrebuilt})

@@ -43,6 +43,9 @@ PCAP_HEADER, RECORD_HEADER = 24, 16
 # How long `live` may take to say it is capturing before the run counts as failed.
 LIVE_START_TIMEOUT = 30.0
 IMPORT_PROBE = "import time; t = time.perf_counter(); import sensor.cli; print(time.perf_counter() - t)"
+# -P: sys.path without the current directory, so the probe imports the --checkout's package
+# (its .venv's), not the one of a checkout it is run from.
+IMPORT_PROBE_ARGS = ("-P", "-c", IMPORT_PROBE)
 
 
 def one_frame(capture: Path, out: Path) -> None:
@@ -137,7 +140,7 @@ def main() -> None:
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         cases = [
             ("python -c pass", [str(PYTHON), "-c", "pass"], None),
-            ("import sensor.cli", [str(PYTHON), "-c", IMPORT_PROBE], None),
+            ("import sensor.cli", [str(PYTHON), *IMPORT_PROBE_ARGS], None),
             ("replay one frame, fresh --db", [str(SENSOR), "replay", "--db", str(db), str(one)], fresh_db),
             ("hunt", [str(SENSOR), "hunt", "--db", str(read_db)], None),
             ("alerts", [str(SENSOR), "alerts", "--db", str(read_db)], None),

@@ -41,6 +41,7 @@ FORCED_AUTHENTICATION = "T1187"
 
 @dataclass(frozen=True)
 class RuleMeta:
+    """The rule an alert record names (its "rule" object)."""
     id: str
     name: str
     version: int | str
@@ -96,6 +97,8 @@ def nulled(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class AlertEnvelope:
+    """An alert of any rule as the sinks and the store take it: the rule, when, the key it is
+    deduplicated on, the flows it is about and the rule's own fields."""
     rule: RuleMeta
     ts: float                       # epoch seconds of the activity that raised it
     key: Any                        # what the rule deduplicates on, with day

@@ -117,6 +117,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class CoercionConfig:
+    """[coercion] of the configuration."""
     enabled: bool = True
     window: float = DEFAULT_WINDOW
     known_servers: frozenset[str] = frozenset()
@@ -124,6 +125,7 @@ class CoercionConfig:
 
 @dataclass(frozen=True)
 class Config:
+    """Everything a command runs with (see the module docstring)."""
     db: str
     detector: RaritySettings = field(default_factory=RaritySettings)
     events: str | None = None        # path or "-"; None: events are stored, not logged

@@ -34,6 +34,7 @@ def is_event_time(ts: float) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class RpcCallEvent:
+    """One DCE/RPC call, as Cortex XDR's xdr_data RPC-call record (events.md)."""
     _time: str
     event_timestamp: int
     event_id: str

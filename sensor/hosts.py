@@ -36,6 +36,7 @@ def _name(text: str) -> str:
 
 @dataclass(frozen=True)
 class HostQuery:
+    """A --server/--client value: an address or CIDR network, or a host name."""
     text: str
     network: Network | None = None     # an address is a /32 or /128
     name: str | None = None

@@ -147,6 +147,7 @@ class JsonLinesSink:
 
 @dataclass
 class Outputs:
+    """Where events and alerts are logged (None: not logged)."""
     events: Sink | None = None
     alerts: Sink | None = None
 

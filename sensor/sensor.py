@@ -46,6 +46,7 @@ Frame = tuple[float, int, bytes, int]
 
 @dataclass(frozen=True)
 class Summary:
+    """What a run saw and did: the summary line's numbers."""
     files: int
     packets: int | None  # None: the engine cannot count frames (tshark hands over only what its filter kept)
     bytes: int | None    # None: unknown (tshark live)

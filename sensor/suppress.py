@@ -41,6 +41,7 @@ class AllowListError(ValueError):
 
 @dataclass(frozen=True)
 class Entry:
+    """One allow-list entry: why, and what it matches."""
     reason: str
     host: HostQuery | None = None
     client: HostQuery | None = None

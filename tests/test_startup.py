@@ -6,6 +6,7 @@ something needs them, checked in a fresh interpreter's sys.modules.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from sensor.xql.rules import SHIPPED_RULES
 
 ROOT = Path(__file__).resolve().parents[1]
 ATTACK_CAPTURE = ROOT / "pcaps" / "dfscoerce-smb21.pcap"      # netdfs calls only
+CI = os.environ.get("CI") == "true"
 
 
 def loaded_after(code: str) -> set[str]:
@@ -68,3 +70,61 @@ def test_the_shipped_rules_need_no_lark(tmp_path):
     rule = tmp_path / "mine.xql"
     rule.write_text((SHIPPED_RULES / "family" / "even.xql").read_text().replace("// id: ", "// id: mine-"))
     assert "lark" in loaded_after(plans.format(f"rules=({str(rule)!r},)"))
+
+
+def test_a_replay_compiles_no_dataclass_method(tmp_path):
+    """Every dataclass a replay makes runs its methods' code stored at install
+    (sensor/dataclass_code.py): Python's parser and compiler do not run for them. Stale or
+    missing (a class edited since the install), every start compiles them again (correct,
+    slower); CI installs afresh, so there it must hold."""
+    probe = ("import dataclasses, sys\n"
+             "from sensor import dataclass_code\n"
+             "compiled, stored_exec = [], getattr(dataclasses, 'exec', exec)\n"
+             "def counting(source, *args):\n"
+             "    if source not in dataclass_code.CODES:\n"
+             "        compiled.append(source)\n"
+             "    stored_exec(source, *args)\n"
+             "dataclasses.exec = counting\n"
+             "from sensor.cli import main\n"
+             f"sys.argv = ['dfs-sensor', 'replay', '--db', {str(tmp_path / 'replay.db')!r}, {str(ATTACK_CAPTURE)!r}]\n"
+             "try:\n"
+             "    main()\n"
+             "except SystemExit:\n"
+             "    pass\n"
+             "print(json.dumps(compiled))\n")
+    done = subprocess.run([sys.executable, "-c", "import json\n" + probe], capture_output=True, text=True, cwd=ROOT,
+                          check=True)
+    compiled = json.loads(done.stdout.splitlines()[-1])
+    assert '"rule":{"id":"dfscoerce-rare-dfsnm-root-call"' in done.stdout      # it did replay
+    if compiled and not CI:
+        pytest.skip("missing or stale precompiled dataclasses (not CI): run scripts/setup")
+    assert compiled == []
+
+
+# Per-packet modules (issue 14's packet-path work, changed by it alone) whose dataclasses are
+# not held to the docstring rule below yet.
+PACKET_PATH = ("sensor.net.", "sensor.smb.", "sensor.pipeline")
+
+
+def test_a_replay_makes_no_dataclass_without_a_docstring(tmp_path):
+    """dataclasses gives a class without a docstring one made by inspect.signature, at every
+    start (~0.25 M instructions a class): every dataclass a replay makes has its own."""
+    probe = ("import inspect, json, sys\n"
+             "undocumented, signature = [], inspect.signature\n"
+             "def noting(obj, *args, **kwargs):\n"
+             "    if sys._getframe(1).f_code.co_name == '_process_class':     # dataclasses' __doc__\n"
+             "        undocumented.append(f'{obj.__module__}.{obj.__qualname__}')\n"
+             "    return signature(obj, *args, **kwargs)\n"
+             "inspect.signature = noting\n"
+             "from sensor.cli import main\n"
+             f"sys.argv = ['dfs-sensor', 'replay', '--db', {str(tmp_path / 'replay.db')!r}, {str(ATTACK_CAPTURE)!r}]\n"
+             "try:\n"
+             "    main()\n"
+             "except SystemExit:\n"
+             "    pass\n"
+             "print(json.dumps(undocumented))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
+    undocumented = json.loads(done.stdout.splitlines()[-1])
+    assert '"rule":{"id":"dfscoerce-rare-dfsnm-root-call"' in done.stdout      # it did replay
+    assert "sensor.net.stream.FlowStarted" in undocumented      # the probe sees them (a packet-path one)
+    assert [name for name in undocumented if not name.startswith(PACKET_PATH)] == []

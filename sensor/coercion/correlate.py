@@ -65,6 +65,7 @@ EVENT_TIME_ROUNDING = 0.0005
 
 @dataclass(frozen=True)
 class CorrelatorSettings:
+    """The correlator's settings ([coercion] of the configuration)."""
     window: float = DEFAULT_WINDOW
     rare_days: int = DEFAULT_RARE_DAYS
     known_servers: frozenset[str] = field(default_factory=frozenset)   # config allow-list

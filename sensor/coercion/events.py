@@ -29,6 +29,7 @@ RULES = {
 
 @dataclass(frozen=True, slots=True)
 class CoercionAlert:
+    """An inbound session to V linked to its effect: V's machine account authenticating to L."""
     rule: str
     ts: float
     victim_ip: str          # V: the server that was made to authenticate

@@ -48,6 +48,7 @@ MAX_CONTEXTS = 256
 
 @dataclass(frozen=True)
 class RpcSettings:
+    """Bounds of one DCE/RPC association's state."""
     max_frag_length: int = MAX_FRAG_LENGTH
     max_stub_bytes: int = MAX_STUB_BYTES
     max_fragments_per_call: int = MAX_FRAGMENTS_PER_CALL

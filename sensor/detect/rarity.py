@@ -49,6 +49,7 @@ MS_PER_DAY = 86_400_000
 
 @dataclass(frozen=True)
 class RaritySettings:
+    """The detector's settings ([detector] of the configuration)."""
     threshold: int | None = None    # None: each rule's own K ("filter N < K")
     lookback_days: int = 30         # the query's usual time range
     day_mode: str = DAY_UTC_DATE    # how extract_time(_time, "DAY") in a rule's day field is read
@@ -84,6 +85,7 @@ _last_plans: dict = {}      # the last settings' plans (detector_plans)
 
 @dataclass(frozen=True)
 class Alert:
+    """A rarity alert: a key seen on fewer than K distinct days, for one UTC day."""
     meta: RuleMeta
     key: Mapping[str, Any]      # the query's by fields, under their own names
     day: str                    # UTC date (YYYY-MM-DD) the alert is for

@@ -32,6 +32,7 @@ NCACN_IP_TCP = "ncacn_ip_tcp"  # TCP, endpoint from the endpoint mapper (135)
 
 @dataclass(frozen=True)
 class Operation:
+    """One operation (opnum) of an interface."""
     opnum: int
     name: str                                  # IDL name
     # The NDRCALL type of the [in] parameters by dotted path ("sensor.interfaces.dfsnm.
@@ -68,6 +69,7 @@ def ndr_type(path: str) -> type:
 
 @dataclass(frozen=True)
 class Interface:
+    """A DCE/RPC interface the sensor knows: its UUID, version, pipes and operations."""
     uuid: str                                  # lower-case canonical text, no braces
     version: tuple[int, int]
     name: str                                  # IDL interface name, e.g. "netdfs"

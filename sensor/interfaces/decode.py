@@ -68,6 +68,7 @@ class NdrDecodeError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class DecodedCall:
+    """A call's [in] arguments as text."""
     strings: dict[str, str]      # IDL argument name -> text, without its NUL
     ints: dict[str, str]         # IDL argument name -> decimal text (xdr_data int_call_fields)
     truncated: tuple[str, ...] = ()   # string arguments cut at MAX_STRING_CHARS
@@ -287,6 +288,7 @@ class _Walker:
 
 @dataclass(frozen=True, slots=True)
 class _Shape:
+    """An NDR type's layout in the transfer syntax."""
     fields: tuple          # commonHdr + structure, in the transfer syntax's variant
     alignment: int         # impacket's getAlignment() of the type
     fixed_size: int = 0    # a fixed array's octets

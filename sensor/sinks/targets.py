@@ -32,6 +32,7 @@ class SinkConfigError(OutputError):
 
 @dataclass(frozen=True)
 class SinkSettings:
+    """The remote targets' settings ([outputs] of the configuration)."""
     spool_dir: str | None = None        # default: "spool" beside the database
     spool_max_bytes: int = DEFAULT_MAX_BYTES
     http_format: str = "lines"          # plain http(s):// targets: "lines" or "array"

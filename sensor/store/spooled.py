@@ -61,6 +61,7 @@ DELIVER_SLICE_SECONDS = 0.25
 
 @dataclass(frozen=True)
 class StoreSpoolSettings:
+    """The PostgreSQL store's spool settings ([store] of the configuration)."""
     directory: str = ""           # load_config: outputs.spool_dir, else "spool" beside the db or in the
                                   # state directory ("" here: the current directory)
     max_bytes: int = DEFAULT_MAX_BYTES

@@ -62,6 +62,7 @@ class StoreDamaged(StoreError):
 
 @dataclass(frozen=True)
 class ListFilter:
+    """Which stored events or alerts `events` and `alerts` list."""
     since_ms: int | None = None
     until_ms: int | None = None
     server: HostQuery | None = None     # the server that took the call (the victim of a coercion)

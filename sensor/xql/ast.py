@@ -7,6 +7,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Pos:
+    """Where a node starts in the query text (1-based)."""
     line: int
     column: int
 
@@ -14,18 +15,21 @@ class Pos:
 # -- expressions -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Literal:
+    """A string, number, boolean or null written in the query."""
     value: Any              # str, int, float, bool or None (null)
     pos: Pos
 
 
 @dataclass(frozen=True)
 class Field:
+    """A field of the record, by name."""
     name: str
     pos: Pos
 
 
 @dataclass(frozen=True)
 class Call:
+    """A function call: name(args)."""
     name: str               # lower case
     args: tuple
     pos: Pos
@@ -33,6 +37,7 @@ class Call:
 
 @dataclass(frozen=True)
 class Compare:
+    """left op right."""
     op: str                 # = != < <= > >=
     left: Any
     right: Any
@@ -40,7 +45,8 @@ class Compare:
 
 
 @dataclass(frozen=True)
-class Regex:                # left ~= pattern
+class Regex:
+    """left ~= pattern."""
     left: Any
     pattern: Any
     pos: Pos
@@ -48,6 +54,7 @@ class Regex:                # left ~= pattern
 
 @dataclass(frozen=True)
 class Contains:
+    """left [not] contains right."""
     left: Any
     right: Any
     negated: bool
@@ -56,6 +63,7 @@ class Contains:
 
 @dataclass(frozen=True)
 class In:
+    """left [not] in (options)."""
     left: Any
     options: tuple
     negated: bool
@@ -63,7 +71,8 @@ class In:
 
 
 @dataclass(frozen=True)
-class InGroup:              # left in $group: the group's entries bound from the configuration (check.py)
+class InGroup:
+    """left [not] in $group: the group's entries bound from the configuration (check.py)."""
     left: Any
     group: str
     entries: tuple | None   # None until bound
@@ -73,6 +82,7 @@ class InGroup:              # left in $group: the group's entries bound from the
 
 @dataclass(frozen=True)
 class Bool:
+    """Terms joined by and / or."""
     op: str                 # and, or
     terms: tuple
     pos: Pos
@@ -80,6 +90,7 @@ class Bool:
 
 @dataclass(frozen=True)
 class Not:
+    """not term."""
     term: Any
     pos: Pos
 
@@ -99,12 +110,14 @@ def reads(node) -> set[str]:
 # -- stages ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Dataset:
+    """dataset = name."""
     name: str
     pos: Pos
 
 
 @dataclass(frozen=True)
 class Config:
+    """config name = value."""
     name: str
     value: bool
     pos: Pos
@@ -112,24 +125,28 @@ class Config:
 
 @dataclass(frozen=True)
 class Filter:
+    """filter condition."""
     condition: Any
     pos: Pos
 
 
 @dataclass(frozen=True)
 class Alter:
+    """alter name = expression, ..."""
     assignments: tuple      # ((name, expr, Pos), ...)
     pos: Pos
 
 
 @dataclass(frozen=True)
 class Fields:
+    """fields name [as alias], ..."""
     items: tuple            # ((name, alias or None, Pos), ...)
     pos: Pos
 
 
 @dataclass(frozen=True)
 class Aggregate:
+    """One comp function: function(field) as alias."""
     function: str           # lower case
     field: str | None
     alias: str
@@ -138,6 +155,7 @@ class Aggregate:
 
 @dataclass(frozen=True)
 class Comp:
+    """comp aggregates by fields."""
     aggregates: tuple
     by: tuple               # ((name, Pos), ...)
     pos: Pos
@@ -145,18 +163,21 @@ class Comp:
 
 @dataclass(frozen=True)
 class Sort:
+    """sort [asc|desc] field, ..."""
     orders: tuple           # ((name, descending, Pos), ...)
     pos: Pos
 
 
 @dataclass(frozen=True)
 class Limit:
+    """limit count."""
     count: int
     pos: Pos
 
 
 @dataclass(frozen=True)
 class Dedup:
+    """dedup fields [by [asc|desc] field]."""
     fields: tuple           # ((name, Pos), ...)
     by: tuple | None        # (name, descending, Pos): which record of the duplicates is kept
     pos: Pos
@@ -164,5 +185,6 @@ class Dedup:
 
 @dataclass(frozen=True)
 class Query:
+    """The stages of a query, and its text."""
     stages: tuple
     text: str

@@ -20,6 +20,8 @@ EVENT_TYPES = {"RPC_CALL": EVENT_TYPE_RPC_CALL}
 AGGREGATES = ("count", "count_distinct", "min", "max", "sum", "avg", "values", "earliest", "latest")
 # Built-ins the grammar routes through calls; not user-callable by name.
 _INTERNAL = {"enum"}
+# Field values of a node that hold no node: literals' values, names, positions.
+_LEAVES = (str, int, float, type(None), ast.Pos)
 
 
 def dataset_schema() -> dict[str, str | None]:
@@ -68,6 +70,8 @@ def check(query: ast.Query, groups: AddressGroups = DEFAULT_GROUPS) -> Checked:
 
 def _bind(node, groups: dict):
     """The node with each ``in $group`` given the group's entries; an unknown group is an error."""
+    if isinstance(node, _LEAVES):       # most of what the walk meets
+        return node
     if isinstance(node, ast.InGroup):
         if node.group not in groups:
             raise XqlError(f"unknown address group ${node.group} (declared: "

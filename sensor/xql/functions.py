@@ -201,6 +201,7 @@ def _regex(pattern: str, flags: int = 0) -> re.Pattern:
 
 @dataclass(frozen=True)
 class Function:
+    """An XQL function: its Python implementation and arity."""
     implementation: Callable[..., Any]
     min_args: int
     max_args: int

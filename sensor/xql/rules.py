@@ -34,6 +34,7 @@ class RuleError(ValueError):
 
 @dataclass(frozen=True)
 class RuleMeta:
+    """A rule file's header."""
     id: str
     title: str
     severity: str
@@ -45,6 +46,7 @@ class RuleMeta:
 
 @dataclass(frozen=True)
 class Rule:
+    """A rule file: its header, its text and its checked query."""
     meta: RuleMeta
     text: str
     checked: Checked
