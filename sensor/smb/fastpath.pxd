@@ -36,5 +36,7 @@ cdef class SmbFastPath:
                    stream=NbssStream, smb2=Smb2Protocol, seq=Py_ssize_t, ack=Py_ssize_t, nxt=Py_ssize_t,
                    acking=bint, peer_next=Py_ssize_t, delta=Py_ssize_t, acked=Py_ssize_t,
                    start=Py_ssize_t, end=Py_ssize_t, size=Py_ssize_t, at=Py_ssize_t, length=Py_ssize_t,
-                   protocol=Py_ssize_t, minimum=Py_ssize_t, whole=bint, from_client=bint)
+                   protocol=Py_ssize_t, minimum=Py_ssize_t, whole=bint, from_client=bint, continuing=bint,
+                   partial=Py_ssize_t, message=bytes)
     cdef take(self, ts, const unsigned char* buf, FrameHeaders headers, frame)
+    cdef _message(self, _Direction entry, ts, frame, const unsigned char* buf, Py_ssize_t at, Py_ssize_t length)

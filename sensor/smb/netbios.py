@@ -204,15 +204,58 @@ class NbssStream:
         self._tail = b""
         self.stats["smb_resync_found"] += 1
 
+    # -- what the SMB fast path (sensor/smb/fastpath.py) does in place of ``feed`` for a
+    # segment of a message split over segments: the same buffering and budget charges.
+    def room(self) -> int:
+        """Bytes the message being buffered whole still lacks (0: none is)."""
+        if self._whole is not True:
+            return 0
+        return 4 + self._length - len(self._buf)
+
+    def fits(self, n: int) -> bool:
+        """Can ``n`` more bytes be kept without the message budget evicting anything (so
+        without an anomaly to report)?"""
+        return self._budget is None or self._budget.used + n <= self._budget.limit
+
+    def start(self, data: bytes, length: int) -> None:
+        """``data``, between messages: the start of a session message of ``length`` bytes
+        that later segments complete, whose header ``_frame`` would accept (type, protocol
+        id, minimum length) and buffer whole (at most WHOLE_MESSAGE_LIMIT)."""
+        self._length = length
+        self._whole = True
+        self._keep(data)
+
+    def extend(self, data: bytes) -> bytes | None:
+        """``data``: the next bytes of the message being buffered whole, at most ``room()``
+        (and ``fits``). The message (without its session header) if they complete it (the
+        caller counts it in nbss_messages)."""
+        self._keep(data)
+        if len(self._buf) < 4 + self._length:
+            return None
+        return self._complete()
+
+    def _complete(self) -> bytes:
+        """The message buffered whole is complete: handed on (counted by the caller in
+        nbss_messages), the buffer and its budget freed."""
+        del self._buf[:4]       # from the front of a bytearray: no move (CPython keeps an offset)
+        message = bytes(self._buf)
+        self._reset()
+        return message
+
+    def _keep(self, data: bytes | memoryview) -> None:
+        self._buf += data
+        if self._budget is not None and self._budget.charge(self, len(data), self._evicted_by_budget):
+            self._over_budget = True
+
     def _take(self, mv: memoryview, upto: int) -> memoryview:
         n = upto - len(self._buf)
         if n > 0:
             # Mostly the whole segment, the middle of a message: no views cut then.
-            rest = len(mv) - n
-            self._buf += mv if rest <= 0 else mv[:n]
-            if self._budget is not None and self._budget.charge(self, min(n, len(mv)), self._evicted_by_budget):
-                self._over_budget = True
-            return _NOTHING_LEFT if rest <= 0 else mv[n:]
+            if len(mv) <= n:
+                self._keep(mv)
+                return _NOTHING_LEFT
+            self._keep(mv[:n])
+            return mv[n:]
         return mv
 
     def _frame(self, mv: memoryview, items: list[tuple]) -> memoryview:
@@ -276,8 +319,7 @@ class NbssStream:
         mv = self._take(mv, 4 + length)
         if len(buf) == 4 + length:
             self.stats["nbss_messages"] += 1
-            items.append((MESSAGE, bytes(buf[4:]), length))
-            self._reset()
+            items.append((MESSAGE, self._complete(), length))
         return mv
 
 
