@@ -8,7 +8,8 @@ from sensor.smb.smb2 cimport Smb2Protocol
 
 # The constants take compares per frame, as C constants (imported ones converted at import)
 cdef Py_ssize_t SEQ_MASK, HALF_SEQ_SPACE, MAX_WINDOW, SMB2, SESSION_MESSAGE, WHOLE_MESSAGE_LIMIT, _SEQ_SPACE
-cdef dict MIN_MESSAGE
+cdef Py_ssize_t FIRST_PROTOCOL_ID
+cdef tuple MIN_MESSAGE
 
 cdef class _Direction:
     cdef public Flow flow
@@ -36,7 +37,7 @@ cdef class SmbFastPath:
                    stream=NbssStream, smb2=Smb2Protocol, seq=Py_ssize_t, ack=Py_ssize_t, nxt=Py_ssize_t,
                    acking=bint, peer_next=Py_ssize_t, delta=Py_ssize_t, acked=Py_ssize_t,
                    start=Py_ssize_t, end=Py_ssize_t, size=Py_ssize_t, at=Py_ssize_t, length=Py_ssize_t,
-                   protocol=Py_ssize_t, minimum=Py_ssize_t, whole=bint, from_client=bint, continuing=bint,
+                   protocol=Py_ssize_t, whole=bint, from_client=bint, continuing=bint,
                    partial=Py_ssize_t, message=bytes)
     cdef take(self, ts, const unsigned char* buf, FrameHeaders headers, frame)
     cdef _message(self, _Direction entry, ts, frame, const unsigned char* buf, Py_ssize_t at, Py_ssize_t length)

@@ -39,7 +39,7 @@ from sensor.net.flows import Flow, FlowTable
 from sensor.net.lane import HALF_SEQ_SPACE, PORTS, SEQ_MASK, BulkLane, FrameHeaders
 from sensor.net.tcp import MAX_WINDOW
 from sensor.smb.connection import SMB2, SmbConnection
-from sensor.smb.netbios import MIN_MESSAGE, SESSION_MESSAGE, WHOLE_MESSAGE_LIMIT
+from sensor.smb.netbios import FIRST_PROTOCOL_ID, MIN_MESSAGE, SESSION_MESSAGE, WHOLE_MESSAGE_LIMIT
 
 _SEQ_SPACE = 1 << 32                   # TCP sequence numbers wrap here (RFC 9293 3.4)
 # Taken, nothing to route (a pure ACK, or messages that produced no event).
@@ -147,11 +147,10 @@ class SmbFastPath:
                         break
                     length = (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3]
                     protocol = buf[at + 4]
-                    minimum = MIN_MESSAGE.get(protocol, -1)     # -1: not a protocol id it knows
                     # MAGICS, read in place: a protocol id MIN_MESSAGE knows, then "SMB"
-                    if (length > WHOLE_MESSAGE_LIMIT or minimum < 0
+                    if (length > WHOLE_MESSAGE_LIMIT or protocol < FIRST_PROTOCOL_ID
                             or buf[at + 5] != 0x53 or buf[at + 6] != 0x4D or buf[at + 7] != 0x42
-                            or length < minimum):
+                            or length < MIN_MESSAGE[protocol - FIRST_PROTOCOL_ID]):
                         whole = False
                         break
                     if at + 4 + length > end:

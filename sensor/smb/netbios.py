@@ -31,9 +31,12 @@ CONTROL_TYPES = frozenset({SESSION_REQUEST, POSITIVE_RESPONSE, NEGATIVE_RESPONSE
                            RETARGET_RESPONSE, KEEPALIVE})
 
 MAGICS = frozenset({b"\xfeSMB", b"\xffSMB", b"\xfdSMB", b"\xfcSMB"})
-# Smallest message each protocol id can start: SMB2 header 64, SMB1 header 32 (the parser
-# reports a missing WordCount), TRANSFORM_HEADER 52, COMPRESSION_TRANSFORM_HEADER 16.
-MIN_MESSAGE = {0xFE: 64, 0xFF: 32, 0xFD: 52, 0xFC: 16}
+# Smallest message each protocol id can start, by id from FIRST_PROTOCOL_ID:
+# COMPRESSION_TRANSFORM_HEADER 16 (0xFC), TRANSFORM_HEADER 52 (0xFD), SMB2 header 64 (0xFE),
+# SMB1 header 32 (0xFF; the parser reports a missing WordCount). A tuple indexed by the id:
+# the fast path reads it per message (a C index in the compiled core, not a dict lookup).
+FIRST_PROTOCOL_ID = 0xFC
+MIN_MESSAGE = (16, 52, 64, 32)
 
 # A header-only need: the biggest pipe transaction Windows sends is 64 KiB (MaxTransactSize
 # is granted up to 8 MiB but DCE/RPC fragments top out at 65535), so anything this small is
@@ -264,7 +267,7 @@ class NbssStream:
             # Fast path: a whole small message inside this chunk, nothing buffered.
             length = (mv[1] << 16) | (mv[2] << 8) | mv[3]
             if (length <= WHOLE_MESSAGE_LIMIT and len(mv) >= 4 + length
-                    and bytes(mv[4:8]) in MAGICS and length >= MIN_MESSAGE[mv[4]]):
+                    and bytes(mv[4:8]) in MAGICS and length >= MIN_MESSAGE[mv[4] - FIRST_PROTOCOL_ID]):
                 self.stats["nbss_messages"] += 1
                 items.append((MESSAGE, bytes(mv[4:4 + length]), length))
                 return mv[4 + length:]
@@ -291,7 +294,7 @@ class NbssStream:
             mv = self._take(mv, 8)
             if len(buf) < 8:
                 return mv
-            if bytes(buf[4:8]) not in MAGICS or length < MIN_MESSAGE[buf[4]]:
+            if bytes(buf[4:8]) not in MAGICS or length < MIN_MESSAGE[buf[4] - FIRST_PROTOCOL_ID]:
                 items.append((ANOMALY, "smb_bad_magic", bytes(buf[4:8]).hex()))
                 self._start_hunt(items, "bad protocol id")
                 return mv
@@ -325,4 +328,4 @@ class NbssStream:
 
 def _plausible(data: bytes | memoryview, at: int) -> bool:
     length = (data[at + 1] << 16) | (data[at + 2] << 8) | data[at + 3]
-    return length >= MIN_MESSAGE[data[at + 4]]
+    return length >= MIN_MESSAGE[data[at + 4] - FIRST_PROTOCOL_ID]
