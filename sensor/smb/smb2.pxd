@@ -36,6 +36,9 @@ cdef class _Pending:
     cdef public list deferred
     cdef public bint transceive
 
+@cython.locals(entry=_Pending)
+cdef _Pending _new_pending(Py_ssize_t command, session_id, tree_id)
+
 cdef class Smb2Protocol(SmbProtocolState):
     @cython.locals(status="unsigned long long", command=Py_ssize_t, flags="unsigned long long",
                    body=Py_ssize_t, entry=_Pending, pending=dict, key=object,

@@ -86,28 +86,35 @@ _B = HEADER_SIZE   # bodies start right after the header; offsets below are from
 
 
 class _Pending:
+    """A request awaiting its response (made by ``_new_pending``)."""
+
     __slots__ = ("command", "session_id", "tree_id", "file_id", "via", "auth", "path",
                  "raw_name", "is_pipe", "deferred", "transceive")
-
-    def __init__(self, command: int, session_id: int, tree_id: int) -> None:
-        self.command = command
-        self.session_id = session_id
-        self.tree_id = tree_id
-        self.file_id: bytes | None = None
-        self.via: _Pending | None = None      # the CREATE of this compound, for FileId all ones
-        self.auth: NtlmAuthenticate | None = None
-        self.path = ""
-        self.raw_name = b""                   # a CREATE's UTF-16LE name, decoded only if needed
-        self.is_pipe = False
-        # writes of the same compound held until the FileId is known (made at the first)
-        self.deferred: list[tuple[float, int, bytes]] | None = None
-        self.transceive = False
 
     @property
     def name(self) -> str:
         """Read only when the name decides something (a pipe open, a missed tree connect):
         most CREATEs on a file server are on trees known as disk shares."""
         return self.raw_name.decode("utf-16-le", errors="replace")
+
+
+def _new_pending(command: int, session_id: int, tree_id: int) -> _Pending:
+    """A new request's entry. A function rather than ``_Pending.__init__``: the compiled core
+    makes the entry from its free list and sets its C fields, without a Python-level call
+    (one per request on the triage's path)."""
+    entry = _Pending.__new__(_Pending)
+    entry.command = command
+    entry.session_id = session_id
+    entry.tree_id = tree_id
+    entry.file_id = None          # bytes, once known
+    entry.via = None              # the CREATE of this compound (a _Pending), for FileId all ones
+    entry.auth = None             # a SESSION_SETUP's NtlmAuthenticate
+    entry.path = ""
+    entry.raw_name = b""          # a CREATE's UTF-16LE name, decoded only if needed
+    entry.is_pipe = False
+    entry.deferred = None         # writes of the same compound held until the FileId is known (a list, made at the first)
+    entry.transceive = False
+    return entry
 
 
 class Smb2Protocol(SmbProtocolState):
@@ -247,7 +254,7 @@ class Smb2Protocol(SmbProtocolState):
                 return None
             tid = le32(buf, at + 36)
             sid = le64(buf, at + 40)
-            entry = _Pending(command, sid, tid)
+            entry = _new_pending(command, sid, tid)
             if command == CREATE:
                 if length < _B + 48:
                     return None
@@ -290,7 +297,7 @@ class Smb2Protocol(SmbProtocolState):
         """Remember the request; returns the chain's (FileId, pending CREATE) for the next."""
         if command == CANCEL:
             return file_id, create
-        entry = _Pending(command, sid, tid)
+        entry = _new_pending(command, sid, tid)
         if len(self._pending) >= PENDING_LIMIT and message_id not in self._pending:
             del self._pending[next(iter(self._pending))]
             events.append(self.stats.anomaly(ts, "smb2", "smb2_pending_table_full", self.flow))
