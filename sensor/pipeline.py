@@ -57,7 +57,7 @@ EXPIRY_INTERVAL = 1.0
 # flows' total stays under it whatever their count). tracemalloc measurements rounded up;
 # tests/robustness/test_flow_memory.py checks each against a measurement of real traffic.
 SMB_FLOW_BYTES = 3072        # SmbConnection (parsers, NBSS streams, counters) and _FlowState
-HTTP_FLOW_BYTES = 1280       # HttpNtlmFlow and _FlowState
+HTTP_FLOW_BYTES = 1152       # HttpNtlmFlow and _FlowState
 RPC_FLOW_BYTES = 3072        # an ncacn_ip_tcp flow's _FlowState and RpcAssociation
 SESSION_BYTES = 1280         # an SMB session (SessionBook entry, the pipeline's copy, names, its tree)
 PIPE_BYTES = 768             # an open pipe (pipe table entry, _Pipe, names)

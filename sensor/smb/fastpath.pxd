@@ -8,7 +8,7 @@ from sensor.smb.smb2 cimport Smb2Protocol
 
 # The constants take compares per frame, as C constants (imported ones converted at import)
 cdef Py_ssize_t SEQ_MASK, HALF_SEQ_SPACE, MAX_WINDOW, SMB2, SESSION_MESSAGE, WHOLE_MESSAGE_LIMIT, _SEQ_SPACE
-cdef Py_ssize_t FIRST_PROTOCOL_ID
+cdef Py_ssize_t FIRST_PROTOCOL_ID, UNSET
 cdef tuple MIN_MESSAGE
 
 cdef class _Direction:

@@ -37,7 +37,7 @@ from typing import Hashable
 from sensor.net.flows import Flow, FlowTable
 # The frame layout and TCP flags the bulk lane reads: this path reads the same fields.
 from sensor.net.lane import HALF_SEQ_SPACE, PORTS, SEQ_MASK, BulkLane, FrameHeaders
-from sensor.net.tcp import MAX_WINDOW
+from sensor.net.tcp import MAX_WINDOW, UNSET
 from sensor.smb.connection import SMB2, SmbConnection
 from sensor.smb.netbios import FIRST_PROTOCOL_ID, MIN_MESSAGE, SESSION_MESSAGE, WHOLE_MESSAGE_LIMIT
 
@@ -105,19 +105,19 @@ class SmbFastPath:
         if lane is not None and lane.entries and lane.holds(entry.owner):
             return None
         this, peer = entry.tcp, entry.peer
-        if this.next is None or this._starts or peer._starts:
+        if this.next == UNSET or this._starts or peer._starts:
             return None
         nxt = this.next     # (stream offsets: C integers in the compiled core, like the sums below)
         # The ack (TcpDirection.acknowledge with nothing queued): note it, or leave a
         # suspicious one to the slow path, which counts it.
-        acking = peer.next is not None
+        acking = peer.next != UNSET
         if acking:
             peer_next = peer.next
             delta = (ack - peer_next) & SEQ_MASK
             if delta >= HALF_SEQ_SPACE:
                 delta -= _SEQ_SPACE
             acked = peer_next + delta
-            if peer.fin_at is not None and acked > peer.fin_at:
+            if peer.fin_at != UNSET and acked > peer.fin_at:
                 acked = peer.fin_at
             if acked - peer_next > MAX_WINDOW:
                 return None
@@ -161,7 +161,7 @@ class SmbFastPath:
         # Taken: from here on, what the slow path's stages would have done.
         self.frames += 1
         flow.last_ts = ts
-        if acking and (peer.acked is None or acked > peer.acked):
+        if acking and acked > peer.acked:
             peer.acked = acked
         if not size:
             self.owner = None
