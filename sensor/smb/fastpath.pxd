@@ -26,6 +26,8 @@ cdef class SmbFastPath:
     cdef public FlowTable flows
     cdef public BulkLane lane
     cdef public dict entries
+    cdef public _Direction _last
+    cdef public _Direction _before
     cdef public dict _owners
     cdef public object owner
     cdef public bint skipping
@@ -33,7 +35,7 @@ cdef class SmbFastPath:
     cdef public Py_ssize_t messages
     cdef public Py_ssize_t operations
 
-    @cython.locals(entry=_Direction, flow=Flow, lane=BulkLane, this=TcpDirection, peer=TcpDirection,
+    @cython.locals(key=bytes, entry=_Direction, flow=Flow, lane=BulkLane, this=TcpDirection, peer=TcpDirection,
                    stream=NbssStream, smb2=Smb2Protocol, seq=Py_ssize_t, ack=Py_ssize_t, nxt=Py_ssize_t,
                    acking=bint, peer_next=Py_ssize_t, delta=Py_ssize_t, acked=Py_ssize_t,
                    start=Py_ssize_t, end=Py_ssize_t, size=Py_ssize_t, at=Py_ssize_t, length=Py_ssize_t,

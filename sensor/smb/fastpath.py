@@ -65,6 +65,11 @@ class SmbFastPath:
         self.flows = flows
         self.lane = lane
         self.entries: dict[bytes, _Direction] = {}
+        # The two directions found last, looked at before ``entries``: a frame's 12-byte key is
+        # a new bytes object, whose hash (SipHash) a dict lookup computes each time, and most
+        # frames answer the one before or belong to it (reset when ``entries`` changes).
+        self._last: _Direction | None = None
+        self._before: _Direction | None = None
         self._owners: dict[Hashable, tuple[_Direction, _Direction]] = {}
         self.owner: Hashable = None     # the flow whose SMB stage the last frame taken fed (None: no payload)
         self.skipping = False           # ... and its NetBIOS stage now skips a payload (the pipeline resets it)
@@ -82,21 +87,30 @@ class SmbFastPath:
         self.entries[client.key] = client
         self.entries[server.key] = server
         self._owners[owner] = (client, server)
+        self._last = self._before = None
 
     def release(self, owner: Hashable) -> None:
         """The flow ended. A reused 4-tuple's new flow may own the keys already: keep those."""
         for entry in self._owners.pop(owner, ()):
             if self.entries.get(entry.key) is entry:
                 del self.entries[entry.key]
+        self._last = self._before = None
 
     def take(self, ts: float, buf, headers: FrameHeaders, frame: int):
         """One frame in ``buf`` whose headers ``headers`` has read (untagged Ethernet, IPv4,
         TCP with ACK alone): None if it must go the slow path, else the SMB events of the messages it completed (their flow state is
         ``self.owner``). ``buf`` is the frame's ``bytes`` or the capture's mapped window: its
         payload is read in place and only what a later stage keeps is copied out."""
-        entry = self.entries.get(headers.key)
-        if entry is None:
-            return None
+        key = headers.key
+        entry = self._last
+        if entry is None or entry.key != key:
+            entry = self._before
+            if entry is None or entry.key != key:
+                entry = self.entries.get(key)
+                if entry is None:
+                    return None
+            self._before = self._last
+            self._last = entry
         seq, ack, start, end = headers.seq, headers.ack, headers.payload, headers.end
         flow = entry.flow
         if flow.closing or ts >= self.flows.next_expiry:

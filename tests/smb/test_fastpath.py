@@ -328,3 +328,21 @@ def observed_capture(path):
     records, stats = decode_capture(path, PipelineSettings(rpc_observer=lambda flow, pipe, ev: seen.append(
         (pipe, type(ev).__name__, getattr(ev, "opnum", None)))))
     return records + seen, stats
+
+
+def test_a_4_tuple_reused_after_its_flow_ended_is_followed_anew():
+    """Two connections on the same 4-tuple one after the other, the second interleaved with
+    a third connection: the fast path finds the new flow's directions (not the ended flow's,
+    which it looked at last) and takes as many of its frames as when it comes alone; the
+    same records and counters with the fast path and without."""
+    first = bulk_frames(FLOW, cut_turns(triage_script(), (100,)), None, {})
+    second = bulk_frames(FLOW, [(side, nbss(message)) for side, message in login_and_open()], None, {})
+    key, turns = writes(50001, 2)
+    other = bulk_frames(key, turns, None, {})
+    frames = first + [f for pair in zip(second, other) for f in pair]
+
+    def taken(frames: list[bytes]) -> int:
+        return run_frames(frames, PipelineSettings())[1]["smb_fast_path_packets"]
+    records, used = assert_same(lambda s: run_frames(frames, s))
+    assert used == taken(first) + taken(second) + taken(other[:len(second)]) > len(second)
+    assert sum(isinstance(r, SmbSession) for r in records) >= 2
