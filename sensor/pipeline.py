@@ -349,8 +349,7 @@ class Pipeline:
         """The SMB stage took a segment (routed, or on the fast path): its requests held are
         charged, then its events routed."""
         # requests awaiting their response and trees kept, both dialects (up to 2 x 9216)
-        smb1 = state.smb.smb1_state
-        extra = state.smb2.held() + (0 if smb1 is None else smb1.held()) - REQUESTS_IN_CONNECTION
+        extra = state.smb2.connection_held() - REQUESTS_IN_CONNECTION
         if extra > 0 or state.extra_requests:
             self._charge_requests(state, flow, max(extra, 0), ts)
         for ev in events:

@@ -40,6 +40,9 @@ cdef class _Pending:
 cdef _Pending _new_pending(Py_ssize_t command, session_id, tree_id)
 
 cdef class Smb2Protocol(SmbProtocolState):
+    cdef public SmbProtocolState smb1
+
+    cpdef Py_ssize_t connection_held(self)
     @cython.locals(status="unsigned long long", command=Py_ssize_t, flags="unsigned long long",
                    body=Py_ssize_t, entry=_Pending, pending=dict, key=object,
                    name_at=Py_ssize_t, end=Py_ssize_t, fid_at=Py_ssize_t, write_at=Py_ssize_t,

@@ -124,6 +124,12 @@ class Smb2Protocol(SmbProtocolState):
         super().__init__(flow, stats, sessions)
         self._pending: dict[int, _Pending] = {}
         self._trees: dict[tuple[int, int], tuple[str, bool]] = {}   # -> (path, is pipe share)
+        self.smb1: SmbProtocolState | None = None     # the connection's SMB1 state, once made
+
+    def connection_held(self) -> int:
+        """``held()`` of the whole connection, SMB1 state included (read per segment for the
+        flow memory budget: one C call in the compiled core)."""
+        return self.held() if self.smb1 is None else self.held() + self.smb1.held()
 
     # -- framing decisions -------------------------------------------------------------
     def wants_whole(self, prefix: bytes) -> bool:
