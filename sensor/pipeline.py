@@ -65,7 +65,7 @@ ASSOCIATION_BYTES = 2048     # a pipe's RpcAssociation with its first few contex
 CONTEXTS_IN_ASSOCIATION = 4  # ... this many (real clients propose 1-3 per bind) ...
 CONTEXT_BYTES = 384          # ... and each one beyond (accepted, proposed or awaiting its ack)
 REQUESTS_IN_CONNECTION = 16  # SMB requests awaiting their answer and trees SMB_FLOW_BYTES covers ...
-REQUEST_BYTES = 320          # ... and each one beyond (up to 8192 pending and 1024 trees per dialect)
+REQUEST_BYTES = 304          # ... and each one beyond (up to 8192 pending and 1024 trees per dialect)
 
 @dataclass
 class PipelineSettings:
