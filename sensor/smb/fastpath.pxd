@@ -41,5 +41,7 @@ cdef class SmbFastPath:
                    start=Py_ssize_t, end=Py_ssize_t, size=Py_ssize_t, at=Py_ssize_t, length=Py_ssize_t,
                    protocol=Py_ssize_t, whole=bint, from_client=bint, continuing=bint,
                    partial=Py_ssize_t, message=bytes)
-    cdef take(self, ts, const unsigned char* buf, FrameHeaders headers, frame)
-    cdef _message(self, _Direction entry, ts, frame, const unsigned char* buf, Py_ssize_t at, Py_ssize_t length)
+    # (frame: a C integer, boxed only where a stage keeps it, not per frame)
+    cdef take(self, ts, const unsigned char* buf, FrameHeaders headers, Py_ssize_t frame)
+    cdef _message(self, _Direction entry, ts, Py_ssize_t frame, const unsigned char* buf, Py_ssize_t at,
+                  Py_ssize_t length)

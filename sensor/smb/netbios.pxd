@@ -9,7 +9,7 @@ cdef class NbssStream:
     cdef public ByteBudget _budget     # charged per buffered segment: C calls
     cdef public bint _over_budget
     cdef public bytearray _buf
-    cdef public object _length
+    cdef public Py_ssize_t _length
     cdef public object _whole
     cdef public Py_ssize_t _skip
     cdef public bint _hunting

@@ -82,7 +82,7 @@ class NbssStream:
         self._budget = budget
         self._over_budget = False         # a charge evicted others: report it from feed
         self._buf = bytearray()
-        self._length: int | None = None   # payload length of the message being framed
+        self._length = -1                 # payload length of the message being framed (-1: not read yet)
         self._whole: bool | None = None   # buffer it all? None: not decided yet
         self._skip = 0
         self._hunting = False
@@ -149,7 +149,7 @@ class NbssStream:
 
     def _reset(self) -> None:
         self._buf.clear()
-        self._length = None
+        self._length = -1
         self._whole = None
         if self._budget is not None:
             self._budget.release(self)
@@ -157,7 +157,7 @@ class NbssStream:
     def _evicted_by_budget(self, _holder) -> None:
         """The process-wide message budget dropped this (oldest) partial message: resync."""
         self._buf.clear()
-        self._length = None
+        self._length = -1
         self._whole = None
         self._tail = b""
         self._skip = 0
@@ -271,7 +271,7 @@ class NbssStream:
                 self.stats["nbss_messages"] += 1
                 items.append((MESSAGE, bytes(mv[4:4 + length]), length))
                 return mv[4 + length:]
-        if self._length is None:
+        if self._length < 0:
             mv = self._take(mv, 4)
             if len(buf) < 4:
                 return mv

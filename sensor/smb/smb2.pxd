@@ -51,4 +51,4 @@ cdef class Smb2Protocol(SmbProtocolState):
                    name_at=Py_ssize_t, end=Py_ssize_t, fid_at=Py_ssize_t, handle_at=Py_ssize_t, write_at=Py_ssize_t,
                    tid="unsigned long long", sid="unsigned long long",
                    write_length=Py_ssize_t)
-    cdef quick(self, ts, frame, const unsigned char* buf, Py_ssize_t at, Py_ssize_t length)
+    cdef quick(self, ts, Py_ssize_t frame, const unsigned char* buf, Py_ssize_t at, Py_ssize_t length)
