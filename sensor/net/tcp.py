@@ -1,8 +1,8 @@
 """One direction of a TCP connection, reassembled into an ordered byte stream.
 
-Sequence numbers are turned into absolute stream offsets (an unbounded int anchored at the
-initial sequence number) by taking the 32-bit difference to ``next`` as a signed value, so
-wraparound at 2**32 and streams longer than 4 GiB need no special case.
+Sequence numbers are turned into absolute stream offsets (an int anchored at the initial
+sequence number; 64-bit in the compiled core) by taking the 32-bit difference to ``next`` as a
+signed value, so wraparound at 2**32 and streams longer than 4 GiB need no special case.
 
 Policy, chosen once: **the first bytes received for an offset win** (Linux and the BSDs keep
 already-queued data for most overlap shapes; Zeek and Suricata's "first" policy). Later bytes
