@@ -4,7 +4,10 @@ family's too), on the small-message lab workload (slow; there also compiled core
 sensor/compiled.py, and the reader's batch entry vs frame by frame), on real attack flows re-cut at the TCP
 layer, on flows the flow memory budget evicts, and on a
 script of the cases the triage must leave to the full parser (pipe adoption by a DCE/RPC
-write, pipe closes and reads, a tree reconnected as IPC$, malformed and unmatched messages).
+write, pipe closes and reads, a tree reconnected as IPC$, malformed and unmatched messages);
+and on messages split over segments, which the fast path keeps in the NetBIOS stage's buffer
+(cut at several points, under a full message budget, with a segment lost inside one, the
+attack flows cut into small segments), and on a 4-tuple reused after its flow ended.
 Every capture and the corpus with every fast path on vs off: tests/net/test_lane.py.
 """
 from __future__ import annotations
