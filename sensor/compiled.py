@@ -26,14 +26,16 @@ import sys
 
 # The per-packet modules, most with a .pxd of C declarations beside their .py (the order is
 # the build's, leaves first). The byte budget is among them: the NetBIOS stage charges it per
-# buffered segment. SmbConnection stays a Python class (its module compiled as is):
-# a C class's __init__ has no signature for the stage contract's check to read.
+# buffered segment; so is the pipe table: the SMB2 header triage asks it about handles.
+# SmbConnection stays a Python class (its module compiled as is): a C class's __init__ has no
+# signature for the stage contract's check to read.
 MODULES = (
     "sensor.budget",
     "sensor.net.tcp",
     "sensor.net.flows",
     "sensor.net.lane",
     "sensor.smb.netbios",
+    "sensor.smb.pipes",
     "sensor.smb.protocol",
     "sensor.smb.smb2",
     "sensor.smb.connection",

@@ -4,7 +4,6 @@ cimport cython
 from sensor.net.flows cimport Flow, FlowTable
 from sensor.net.lane cimport BulkLane, FrameHeaders
 from sensor.smb.fastpath cimport SmbFastPath
-from sensor.smb.protocol cimport SmbProtocolState
 from sensor.smb.smb2 cimport Smb2Protocol
 
 # Subtracted per segment (_smb_events): a C constant, not a module attribute
@@ -51,7 +50,7 @@ cdef class Pipeline:
 
     @cython.locals(lane=BulkLane, fast=SmbFastPath, state=_FlowState, headers=FrameHeaders, taken=bint)
     cdef _frame(self, ts, Py_ssize_t linktype, const unsigned char* buf, Py_ssize_t start, Py_ssize_t end,
-                frame, data, list out)
+                Py_ssize_t frame, data, list out)
 
-    @cython.locals(extra=Py_ssize_t, smb1=SmbProtocolState)
+    @cython.locals(extra=Py_ssize_t)
     cpdef _smb_events(self, _FlowState state, flow, ts, events, list out)

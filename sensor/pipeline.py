@@ -57,7 +57,7 @@ EXPIRY_INTERVAL = 1.0
 # flows' total stays under it whatever their count). tracemalloc measurements rounded up;
 # tests/robustness/test_flow_memory.py checks each against a measurement of real traffic.
 SMB_FLOW_BYTES = 3072        # SmbConnection (parsers, NBSS streams, counters) and _FlowState
-HTTP_FLOW_BYTES = 1280       # HttpNtlmFlow and _FlowState
+HTTP_FLOW_BYTES = 1152       # HttpNtlmFlow and _FlowState
 RPC_FLOW_BYTES = 3072        # an ncacn_ip_tcp flow's _FlowState and RpcAssociation
 SESSION_BYTES = 1280         # an SMB session (SessionBook entry, the pipeline's copy, names, its tree)
 PIPE_BYTES = 768             # an open pipe (pipe table entry, _Pipe, names)
@@ -65,7 +65,7 @@ ASSOCIATION_BYTES = 2048     # a pipe's RpcAssociation with its first few contex
 CONTEXTS_IN_ASSOCIATION = 4  # ... this many (real clients propose 1-3 per bind) ...
 CONTEXT_BYTES = 384          # ... and each one beyond (accepted, proposed or awaiting its ack)
 REQUESTS_IN_CONNECTION = 16  # SMB requests awaiting their answer and trees SMB_FLOW_BYTES covers ...
-REQUEST_BYTES = 320          # ... and each one beyond (up to 8192 pending and 1024 trees per dialect)
+REQUEST_BYTES = 304          # ... and each one beyond (up to 8192 pending and 1024 trees per dialect)
 
 @dataclass
 class PipelineSettings:
@@ -349,8 +349,7 @@ class Pipeline:
         """The SMB stage took a segment (routed, or on the fast path): its requests held are
         charged, then its events routed."""
         # requests awaiting their response and trees kept, both dialects (up to 2 x 9216)
-        smb1 = state.smb.smb1_state
-        extra = state.smb2.held() + (0 if smb1 is None else smb1.held()) - REQUESTS_IN_CONNECTION
+        extra = state.smb2.connection_held() - REQUESTS_IN_CONNECTION
         if extra > 0 or state.extra_requests:
             self._charge_requests(state, flow, max(extra, 0), ts)
         for ev in events:

@@ -1,6 +1,8 @@
 # Cython declarations for flows.py (the compiled core, sensor/compiled.py).
 from sensor.net.tcp cimport TcpDirection
 
+cdef Py_ssize_t UNSET     # tcp.py: an offset not known yet
+
 cdef class Flow:
     cdef public object key
     cdef public object app

@@ -23,7 +23,7 @@ from sensor.anomaly import Stats
 from sensor.budget import ByteBudget
 from sensor.net.frames import Segment
 from sensor.net.stream import FlowEnded, FlowKey, FlowStarted, ServiceSeen
-from sensor.net.tcp import OOO_BUDGET_BYTES, TcpDirection, TcpLimits
+from sensor.net.tcp import OOO_BUDGET_BYTES, UNSET, TcpDirection, TcpLimits
 
 # TCP flag bits (RFC 9293 3.1)
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
@@ -197,11 +197,11 @@ class FlowTable:
             lost = peer.acknowledge(ts, frame, ack)
             if lost:
                 out += lost
-        if payload or flags & (SYN | FIN) or this.next is None:
+        if payload or flags & (SYN | FIN) or this.next == UNSET:
             out += this.segment(ts, frame, seq, payload, flags & SYN != 0, flags & FIN != 0)
         if flags & RST:
             self._end(ts, frame, flow, "rst", out)
-        elif flow.client.fin_at is not None and flow.server.fin_at is not None:
+        elif flow.client.fin_at != UNSET and flow.server.fin_at != UNSET:
             self._end(ts, frame, flow, "fin", out)
         return out
 

@@ -7,6 +7,7 @@ from sensor.net.tcp cimport TcpDirection
 cdef Py_ssize_t ETHERTYPE_AT, VER_IHL_AT, TOTAL_AT, FRAG_AT, PROTO_AT, SEQ_AT, ACK_AT, DATA_OFFSET_AT, FLAGS_AT
 cdef Py_ssize_t IP_START, TCP_START, KEY_START, KEY_END, MIN_FRAME, ETHERTYPE_IPV4, IPV4_NO_OPTIONS, IPPROTO_TCP
 cdef Py_ssize_t FIN, SYN, RST, ACK, CONTROL_FLAGS
+cdef Py_ssize_t UNSET     # tcp.py: an offset not known yet
 
 @cython.locals(value=Py_ssize_t)
 cdef Py_ssize_t be32(const unsigned char* buf, Py_ssize_t at)

@@ -26,6 +26,7 @@ import struct
 from typing import Hashable, Protocol
 
 from sensor.net.flows import Flow
+from sensor.net.tcp import UNSET
 
 SEQ_MASK = (1 << 32) - 1
 HALF_SEQ_SPACE = 1 << 31
@@ -150,8 +151,7 @@ class BulkLane:
         if not (skipper.skip_remaining(True) or skipper.skip_remaining(False)):
             return
         for tcp in (flow.client, flow.server):
-            if (tcp.next is None or tcp.buffered or tcp.fin_at is not None
-                    or (tcp.acked is not None and tcp.acked > tcp.next)):
+            if tcp.next == UNSET or tcp.buffered or tcp.fin_at != UNSET or tcp.acked > tcp.next:
                 return
         client_key, server_key = flow.keys
         if len(client_key[0]) != 4:

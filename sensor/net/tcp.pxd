@@ -6,9 +6,9 @@ cdef class TcpDirection:
     cdef public object limits
     cdef public object stats
     cdef public object budget
-    cdef public object next
-    cdef public object acked
-    cdef public object fin_at
+    cdef public Py_ssize_t next      # UNSET until known (tcp.py)
+    cdef public Py_ssize_t acked
+    cdef public Py_ssize_t fin_at
     cdef public list _starts
     cdef public list _datas
     cdef public Py_ssize_t _buffered

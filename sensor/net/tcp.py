@@ -1,8 +1,8 @@
 """One direction of a TCP connection, reassembled into an ordered byte stream.
 
-Sequence numbers are turned into absolute stream offsets (an unbounded int anchored at the
-initial sequence number) by taking the 32-bit difference to ``next`` as a signed value, so
-wraparound at 2**32 and streams longer than 4 GiB need no special case.
+Sequence numbers are turned into absolute stream offsets (an int anchored at the initial
+sequence number; 64-bit in the compiled core) by taking the 32-bit difference to ``next`` as a
+signed value, so wraparound at 2**32 and streams longer than 4 GiB need no special case.
 
 Policy, chosen once: **the first bytes received for an offset win** (Linux and the BSDs keep
 already-queued data for most overlap shapes; Zeek and Suricata's "first" policy). Later bytes
@@ -50,6 +50,10 @@ OOO_BUDGET_BYTES = 128 << 20
 # Data or acknowledgements this far beyond the next expected byte are not from this
 # connection (the largest TCP window with scaling is 2**30 bytes, RFC 7323 2.3).
 MAX_WINDOW = 1 << 30
+# ``next``, ``acked`` and ``fin_at`` not known yet: below any stream offset (one is at least an
+# initial sequence number less 2**31), so an acknowledgement is always past it. An int, not
+# None: they are C integers in the compiled core (tcp.pxd), read and written per packet.
+UNSET = -(1 << 62)
 
 
 @dataclass(frozen=True)
@@ -72,9 +76,9 @@ class TcpDirection:
         self.limits = limits
         self.stats = stats
         self.budget = budget             # the flow table's bound on all out-of-order queues
-        self.next: int | None = None     # absolute offset of the next byte to deliver
-        self.acked: int | None = None    # highest offset the peer acknowledged
-        self.fin_at: int | None = None   # offset just past the last byte (FIN seen)
+        self.next = UNSET                # absolute offset of the next byte to deliver
+        self.acked = UNSET               # highest offset the peer acknowledged
+        self.fin_at = UNSET              # offset just past the last byte (FIN seen)
         self._starts: list[int] = []     # out-of-order buffer: sorted, non-overlapping
         self._datas: list[bytes] = []
         self._buffered = 0
@@ -89,7 +93,7 @@ class TcpDirection:
     def segment(self, ts: float, frame: int, seq: int, payload, syn: bool = False, fin: bool = False) -> list:
         """One segment sent by this side. Returns the StreamData/StreamGap/Anomaly it completes."""
         nxt = self.next
-        if nxt is None:
+        if nxt == UNSET:
             # SYN: data starts after it. Midstream: the first segment we see starts the stream.
             nxt = self.next = seq + 1 if syn else seq
         delta = (seq - nxt) % _SEQ_SPACE      # self._offset(seq), inlined: once per packet
@@ -98,7 +102,7 @@ class TcpDirection:
         start = nxt + delta + (1 if syn else 0)
         size = len(payload)
         end = start + size
-        if fin and self.fin_at is None:
+        if fin and self.fin_at == UNSET:
             self.fin_at = end
         if not size:
             return []
@@ -122,7 +126,7 @@ class TcpDirection:
         while self._starts and (self._buffered > limits.max_ooo_bytes or len(self._starts) > limits.max_ooo_segments):
             self.stats.anomaly(ts, "tcp", "tcp_ooo_buffer_full", self.flow)
             self._skip_to(ts, frame, self._starts[0], out)
-        if self._starts and self.acked is not None and self.acked > self.next:
+        if self._starts and self.acked > self.next:
             self._skip_to(ts, frame, self.acked, out)
         if self.budget is not None and self._charged != self._buffered:
             self._settle_budget(ts, out)
@@ -131,18 +135,18 @@ class TcpDirection:
     def acknowledge(self, ts: float, frame: int, ack: int) -> list:
         """The peer acknowledged ``ack``: holes below it, with data buffered above, are loss."""
         nxt = self.next
-        if nxt is None:
+        if nxt == UNSET:
             return []
         delta = (ack - nxt) % _SEQ_SPACE      # self._offset(ack), inlined: once per packet
         if delta >= _HALF_SEQ_SPACE:
             delta -= _SEQ_SPACE
         acked = nxt + delta
-        if self.fin_at is not None and acked > self.fin_at:
+        if self.fin_at != UNSET and acked > self.fin_at:
             acked = self.fin_at     # the FIN takes one sequence number, not a byte
         if acked - self.next > MAX_WINDOW:
             self.stats["tcp_ack_out_of_window"] += 1
             return []
-        if self.acked is None or acked > self.acked:
+        if acked > self.acked:
             self.acked = acked
         if self._starts and acked > self.next:
             out: list = []
@@ -155,13 +159,13 @@ class TcpDirection:
     def flush(self, ts: float, frame: int = 0) -> list:
         """End of the flow: deliver everything buffered, with gaps for the holes (also the
         tail the peer acknowledged but the capture lost), and release the buffer."""
-        if self.next is None:
+        if self.next == UNSET:
             return []
         out: list = []
         limit = self.next
         if self._starts:
             limit = self._starts[-1] + len(self._datas[-1])
-        if self.acked is not None and self.acked > limit:
+        if self.acked > limit:
             limit = self.acked
         self._skip_to(ts, frame, limit, out)
         if self.budget is not None:
@@ -185,7 +189,7 @@ class TcpDirection:
         """The process-wide budget gave this (oldest) queue up: its bytes count as acknowledged
         and lost, so the hole and the queue become one StreamGap when the stream goes on."""
         lost_to = self._starts[-1] + len(self._datas[-1])
-        if self.acked is None or self.acked < lost_to:
+        if self.acked < lost_to:
             self.acked = lost_to
         self._starts.clear()
         self._datas.clear()

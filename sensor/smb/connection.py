@@ -78,7 +78,7 @@ class SmbConnection:
     @property
     def smb1(self) -> Smb1Protocol:
         if self.smb1_state is None:
-            self.smb1_state = Smb1Protocol(self.flow, self.stats, self.sessions)
+            self.smb1_state = self.smb2.smb1 = Smb1Protocol(self.flow, self.stats, self.sessions)
         return self.smb1_state
 
     def _wants_whole(self, prefix: bytes, length: int) -> bool:

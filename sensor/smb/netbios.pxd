@@ -9,7 +9,7 @@ cdef class NbssStream:
     cdef public ByteBudget _budget     # charged per buffered segment: C calls
     cdef public bint _over_budget
     cdef public bytearray _buf
-    cdef public object _length
+    cdef public Py_ssize_t _length
     cdef public object _whole
     cdef public Py_ssize_t _skip
     cdef public bint _hunting
@@ -17,9 +17,15 @@ cdef class NbssStream:
     cdef public Py_ssize_t _hunted
     cdef public bint _dead
 
-    # Called per segment from feed: C calls, not Python method calls (no other caller).
+    # Called per segment from feed, and by the SMB fast path: C calls, not Python method calls
     cdef _reset(self)
-    @cython.locals(n=Py_ssize_t, rest=Py_ssize_t)
+    cdef Py_ssize_t room(self)
+    cdef bint fits(self, Py_ssize_t n)
+    cdef start(self, bytes data, Py_ssize_t length)
+    cdef extend(self, bytes data)
+    cdef bytes _complete(self)
+    cdef _keep(self, data)
+    @cython.locals(n=Py_ssize_t)
     cdef _take(self, mv, Py_ssize_t upto)
     @cython.locals(length=Py_ssize_t)
     cdef _frame(self, mv, list items)

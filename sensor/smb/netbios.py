@@ -31,9 +31,12 @@ CONTROL_TYPES = frozenset({SESSION_REQUEST, POSITIVE_RESPONSE, NEGATIVE_RESPONSE
                            RETARGET_RESPONSE, KEEPALIVE})
 
 MAGICS = frozenset({b"\xfeSMB", b"\xffSMB", b"\xfdSMB", b"\xfcSMB"})
-# Smallest message each protocol id can start: SMB2 header 64, SMB1 header 32 (the parser
-# reports a missing WordCount), TRANSFORM_HEADER 52, COMPRESSION_TRANSFORM_HEADER 16.
-MIN_MESSAGE = {0xFE: 64, 0xFF: 32, 0xFD: 52, 0xFC: 16}
+# Smallest message each protocol id can start, by id from FIRST_PROTOCOL_ID:
+# COMPRESSION_TRANSFORM_HEADER 16 (0xFC), TRANSFORM_HEADER 52 (0xFD), SMB2 header 64 (0xFE),
+# SMB1 header 32 (0xFF; the parser reports a missing WordCount). A tuple indexed by the id:
+# the fast path reads it per message (a C index in the compiled core, not a dict lookup).
+FIRST_PROTOCOL_ID = 0xFC
+MIN_MESSAGE = (16, 52, 64, 32)
 
 # A header-only need: the biggest pipe transaction Windows sends is 64 KiB (MaxTransactSize
 # is granted up to 8 MiB but DCE/RPC fragments top out at 65535), so anything this small is
@@ -79,7 +82,7 @@ class NbssStream:
         self._budget = budget
         self._over_budget = False         # a charge evicted others: report it from feed
         self._buf = bytearray()
-        self._length: int | None = None   # payload length of the message being framed
+        self._length = -1                 # payload length of the message being framed (-1: not read yet)
         self._whole: bool | None = None   # buffer it all? None: not decided yet
         self._skip = 0
         self._hunting = False
@@ -146,7 +149,7 @@ class NbssStream:
 
     def _reset(self) -> None:
         self._buf.clear()
-        self._length = None
+        self._length = -1
         self._whole = None
         if self._budget is not None:
             self._budget.release(self)
@@ -154,7 +157,7 @@ class NbssStream:
     def _evicted_by_budget(self, _holder) -> None:
         """The process-wide message budget dropped this (oldest) partial message: resync."""
         self._buf.clear()
-        self._length = None
+        self._length = -1
         self._whole = None
         self._tail = b""
         self._skip = 0
@@ -204,15 +207,58 @@ class NbssStream:
         self._tail = b""
         self.stats["smb_resync_found"] += 1
 
+    # -- what the SMB fast path (sensor/smb/fastpath.py) does in place of ``feed`` for a
+    # segment of a message split over segments: the same buffering and budget charges.
+    def room(self) -> int:
+        """Bytes the message being buffered whole still lacks (0: none is)."""
+        if self._whole is not True:
+            return 0
+        return 4 + self._length - len(self._buf)
+
+    def fits(self, n: int) -> bool:
+        """Can ``n`` more bytes be kept without the message budget evicting anything (so
+        without an anomaly to report)?"""
+        return self._budget is None or self._budget.used + n <= self._budget.limit
+
+    def start(self, data: bytes, length: int) -> None:
+        """``data``, between messages: the start of a session message of ``length`` bytes
+        that later segments complete, whose header ``_frame`` would accept (type, protocol
+        id, minimum length) and buffer whole (at most WHOLE_MESSAGE_LIMIT)."""
+        self._length = length
+        self._whole = True
+        self._keep(data)
+
+    def extend(self, data: bytes) -> bytes | None:
+        """``data``: the next bytes of the message being buffered whole, at most ``room()``
+        (and ``fits``). The message (without its session header) if they complete it (the
+        caller counts it in nbss_messages)."""
+        self._keep(data)
+        if len(self._buf) < 4 + self._length:
+            return None
+        return self._complete()
+
+    def _complete(self) -> bytes:
+        """The message buffered whole is complete: handed on (counted by the caller in
+        nbss_messages), the buffer and its budget freed."""
+        del self._buf[:4]       # from the front of a bytearray: no move (CPython keeps an offset)
+        message = bytes(self._buf)
+        self._reset()
+        return message
+
+    def _keep(self, data: bytes | memoryview) -> None:
+        self._buf += data
+        if self._budget is not None and self._budget.charge(self, len(data), self._evicted_by_budget):
+            self._over_budget = True
+
     def _take(self, mv: memoryview, upto: int) -> memoryview:
         n = upto - len(self._buf)
         if n > 0:
             # Mostly the whole segment, the middle of a message: no views cut then.
-            rest = len(mv) - n
-            self._buf += mv if rest <= 0 else mv[:n]
-            if self._budget is not None and self._budget.charge(self, min(n, len(mv)), self._evicted_by_budget):
-                self._over_budget = True
-            return _NOTHING_LEFT if rest <= 0 else mv[n:]
+            if len(mv) <= n:
+                self._keep(mv)
+                return _NOTHING_LEFT
+            self._keep(mv[:n])
+            return mv[n:]
         return mv
 
     def _frame(self, mv: memoryview, items: list[tuple]) -> memoryview:
@@ -221,11 +267,11 @@ class NbssStream:
             # Fast path: a whole small message inside this chunk, nothing buffered.
             length = (mv[1] << 16) | (mv[2] << 8) | mv[3]
             if (length <= WHOLE_MESSAGE_LIMIT and len(mv) >= 4 + length
-                    and bytes(mv[4:8]) in MAGICS and length >= MIN_MESSAGE[mv[4]]):
+                    and bytes(mv[4:8]) in MAGICS and length >= MIN_MESSAGE[mv[4] - FIRST_PROTOCOL_ID]):
                 self.stats["nbss_messages"] += 1
                 items.append((MESSAGE, bytes(mv[4:4 + length]), length))
                 return mv[4 + length:]
-        if self._length is None:
+        if self._length < 0:
             mv = self._take(mv, 4)
             if len(buf) < 4:
                 return mv
@@ -248,7 +294,7 @@ class NbssStream:
             mv = self._take(mv, 8)
             if len(buf) < 8:
                 return mv
-            if bytes(buf[4:8]) not in MAGICS or length < MIN_MESSAGE[buf[4]]:
+            if bytes(buf[4:8]) not in MAGICS or length < MIN_MESSAGE[buf[4] - FIRST_PROTOCOL_ID]:
                 items.append((ANOMALY, "smb_bad_magic", bytes(buf[4:8]).hex()))
                 self._start_hunt(items, "bad protocol id")
                 return mv
@@ -276,11 +322,10 @@ class NbssStream:
         mv = self._take(mv, 4 + length)
         if len(buf) == 4 + length:
             self.stats["nbss_messages"] += 1
-            items.append((MESSAGE, bytes(buf[4:]), length))
-            self._reset()
+            items.append((MESSAGE, self._complete(), length))
         return mv
 
 
 def _plausible(data: bytes | memoryview, at: int) -> bool:
     length = (data[at + 1] << 16) | (data[at + 2] << 8) | data[at + 3]
-    return length >= MIN_MESSAGE[data[at + 4]]
+    return length >= MIN_MESSAGE[data[at + 4] - FIRST_PROTOCOL_ID]

@@ -64,12 +64,15 @@ COMPOUND_LIMIT = 64
 # Data written to a pipe in the same compound as its CREATE, held until the FileId is known.
 DEFERRED_WRITES_LIMIT = 16
 # What ``quick`` leaves to ``message``: authentication, tree connects and pipe transceives
-# (requests); the dialect, authentication and tree types (responses).
-_PARSED_REQUESTS = frozenset((SESSION_SETUP, TREE_CONNECT, IOCTL))
-_PARSED_RESPONSES = frozenset((NEGOTIATE, SESSION_SETUP, TREE_CONNECT))
+# (requests); the dialect, authentication and tree types (responses). A bit per command code
+# (_among): the triage tests a command with a shift, not a set lookup.
+_PARSED_REQUESTS = 1 << SESSION_SETUP | 1 << TREE_CONNECT | 1 << IOCTL
+_PARSED_RESPONSES = 1 << NEGOTIATE | 1 << SESSION_SETUP | 1 << TREE_CONNECT
+# MS-SMB2 2.2.1: the command codes run from NEGOTIATE 0x0000 to OPLOCK_BREAK 0x0012.
+COMMANDS = 0x13
 # Requests that name a handle: where their FileId is in the body (MS-SMB2 2.2.15, 2.2.19,
-# 2.2.21, 2.2.31).
-_HANDLE_AT = {CLOSE: 8, READ: 16, WRITE: 16, IOCTL: 8}
+# 2.2.21, 2.2.31), by command code, -1 for the others (_handle_at).
+_HANDLE_AT = tuple({CLOSE: 8, READ: 16, WRITE: 16, IOCTL: 8}.get(command, -1) for command in range(COMMANDS))
 
 _header = struct.Struct("<4sHHIHHIIQIIQ")   # through SessionId; Signature follows
 _u8 = struct.Struct("<B")
@@ -80,34 +83,41 @@ _u16u32 = struct.Struct("<HI")
 _u32u32 = struct.Struct("<II")
 _B = HEADER_SIZE   # bodies start right after the header; offsets below are from it
 # (HEADER_SIZE, CLOSE, CANCEL, the two FLAGS_, three STATUS_, PENDING_LIMIT, _B,
-# UNSOLICITED_MESSAGE_ID, RELATED_FILE_ID, _PARSED_REQUESTS, _PARSED_RESPONSES and _HANDLE_AT
-# are C variables in the compiled core, smb2.pxd: the triage reads them per message; no other
-# module imports them.)
+# UNSOLICITED_MESSAGE_ID, RELATED_FILE_ID, _PARSED_REQUESTS, _PARSED_RESPONSES, COMMANDS and
+# _HANDLE_AT are C variables in the compiled core, smb2.pxd: the triage reads them per
+# message; no other module imports them.)
 
 
 class _Pending:
+    """A request awaiting its response (made by ``_new_pending``)."""
+
     __slots__ = ("command", "session_id", "tree_id", "file_id", "via", "auth", "path",
                  "raw_name", "is_pipe", "deferred", "transceive")
-
-    def __init__(self, command: int, session_id: int, tree_id: int) -> None:
-        self.command = command
-        self.session_id = session_id
-        self.tree_id = tree_id
-        self.file_id: bytes | None = None
-        self.via: _Pending | None = None      # the CREATE of this compound, for FileId all ones
-        self.auth: NtlmAuthenticate | None = None
-        self.path = ""
-        self.raw_name = b""                   # a CREATE's UTF-16LE name, decoded only if needed
-        self.is_pipe = False
-        # writes of the same compound held until the FileId is known (made at the first)
-        self.deferred: list[tuple[float, int, bytes]] | None = None
-        self.transceive = False
 
     @property
     def name(self) -> str:
         """Read only when the name decides something (a pipe open, a missed tree connect):
         most CREATEs on a file server are on trees known as disk shares."""
         return self.raw_name.decode("utf-16-le", errors="replace")
+
+
+def _new_pending(command: int, session_id: int, tree_id: int) -> _Pending:
+    """A new request's entry. A function rather than ``_Pending.__init__``: the compiled core
+    makes the entry from its free list and sets its C fields, without a Python-level call
+    (one per request on the triage's path)."""
+    entry = _Pending.__new__(_Pending)
+    entry.command = command
+    entry.session_id = session_id
+    entry.tree_id = tree_id
+    entry.file_id = None          # bytes, once known
+    entry.via = None              # the CREATE of this compound (a _Pending), for FileId all ones
+    entry.auth = None             # a SESSION_SETUP's NtlmAuthenticate
+    entry.path = ""
+    entry.raw_name = b""          # a CREATE's UTF-16LE name, decoded only if needed
+    entry.is_pipe = False
+    entry.deferred = None         # writes of the same compound held until the FileId is known (a list, made at the first)
+    entry.transceive = False
+    return entry
 
 
 class Smb2Protocol(SmbProtocolState):
@@ -117,6 +127,12 @@ class Smb2Protocol(SmbProtocolState):
         super().__init__(flow, stats, sessions)
         self._pending: dict[int, _Pending] = {}
         self._trees: dict[tuple[int, int], tuple[str, bool]] = {}   # -> (path, is pipe share)
+        self.smb1: SmbProtocolState | None = None     # the connection's SMB1 state, once made
+
+    def connection_held(self) -> int:
+        """``held()`` of the whole connection, SMB1 state included (read per segment for the
+        flow memory budget: one C call in the compiled core)."""
+        return self.held() if self.smb1 is None else self.held() + self.smb1.held()
 
     # -- framing decisions -------------------------------------------------------------
     def wants_whole(self, prefix: bytes) -> bool:
@@ -216,7 +232,7 @@ class Smb2Protocol(SmbProtocolState):
         body = at + _B
         pending = self._pending
         if flags & FLAGS_SERVER_TO_REDIR:
-            if command in _PARSED_RESPONSES:
+            if _among(_PARSED_RESPONSES, command):
                 return None
             if message_id != UNSOLICITED_MESSAGE_ID:
                 if flags & FLAGS_ASYNC_COMMAND and status == STATUS_PENDING:
@@ -243,11 +259,12 @@ class Smb2Protocol(SmbProtocolState):
                         return None
                 del pending[key]
         elif command != CANCEL:
-            if command in _PARSED_REQUESTS or (len(pending) >= PENDING_LIMIT and message_id not in pending):
+            if _among(_PARSED_REQUESTS, command) or (len(pending) >= PENDING_LIMIT and message_id not in pending):
                 return None
             tid = le32(buf, at + 36)
             sid = le64(buf, at + 40)
-            entry = _Pending(command, sid, tid)
+            entry = _new_pending(command, sid, tid)
+            handle_at = _handle_at(command)
             if command == CREATE:
                 if length < _B + 48:
                     return None
@@ -257,8 +274,8 @@ class Smb2Protocol(SmbProtocolState):
                 tree = self._trees.get((sid, tid))
                 if tree:
                     entry.path, entry.is_pipe = tree
-            elif command in _HANDLE_AT:
-                fid_at = body + _HANDLE_AT[command]
+            elif handle_at >= 0:
+                fid_at = body + handle_at
                 if length < fid_at + 16 - at:
                     return None
                 fid = buf[fid_at:fid_at + 16]
@@ -290,7 +307,7 @@ class Smb2Protocol(SmbProtocolState):
         """Remember the request; returns the chain's (FileId, pending CREATE) for the next."""
         if command == CANCEL:
             return file_id, create
-        entry = _Pending(command, sid, tid)
+        entry = _new_pending(command, sid, tid)
         if len(self._pending) >= PENDING_LIMIT and message_id not in self._pending:
             del self._pending[next(iter(self._pending))]
             events.append(self.stats.anomaly(ts, "smb2", "smb2_pending_table_full", self.flow))
@@ -313,8 +330,8 @@ class Smb2Protocol(SmbProtocolState):
             if tree:   # else decided at the response, when the tree connect may have been answered
                 entry.path, entry.is_pipe = tree
             return None, entry
-        elif command in _HANDLE_AT:
-            at = _HANDLE_AT[command]
+        elif _handle_at(command) >= 0:
+            at = _handle_at(command)
             fid = bytes(op[_B + at:_B + at + 16])
             if fid == RELATED_FILE_ID:
                 entry.file_id, entry.via = file_id, (None if file_id else create)
@@ -457,6 +474,16 @@ def le32(buf, at: int) -> int:
 def le64(buf, at: int) -> int:
     """... 64-bit (MessageId, SessionId)."""
     return le32(buf, at + 4) << 32 | le32(buf, at)
+
+
+def _among(commands: int, command: int) -> bool:
+    """Is ``command`` in ``commands`` (a bit per command code)?"""
+    return command < 64 and (commands >> command & 1) == 1
+
+
+def _handle_at(command: int) -> int:
+    """Where a request's FileId is in its body, -1 if it names none (or is no command)."""
+    return _HANDLE_AT[command] if command < COMMANDS else -1
 
 
 def _carries_body(command: int, status: int) -> bool:

@@ -256,8 +256,8 @@ def tag(data: bytes, vlan: int) -> bytes:
     return data[:12] + _VLAN.pack(0x8100, vlan) + data[12:]
 
 
-def bulk_frames(key, turns, rng: random.Random | None, knobs: dict) -> list[bytes]:
-    """Handshake, every turn cut into segments (re-cut by ``knobs`` when ``rng``), FINs.
+def bulk_frames(key, turns, rng: random.Random | None, knobs: dict, mss: int = MSS) -> list[bytes]:
+    """Handshake, every turn cut into ``mss``-byte segments (re-cut by ``knobs`` when ``rng``), FINs.
 
     Each segment acknowledges what the peer sent before this turn, except where a lost
     segment is followed by an ACK past it, as a receiver that got it would send."""
@@ -268,7 +268,7 @@ def bulk_frames(key, turns, rng: random.Random | None, knobs: dict) -> list[byte
            frame(key, Segment(True, 0, b"", ACK), isn, (0, 0))]
     for (side, data), offset in zip(turns, turn_offsets(turns)):
         if rng is None:
-            segs = [Segment(side, offset + i, data[i:i + MSS]) for i in range(0, len(data), MSS)]
+            segs = [Segment(side, offset + i, data[i:i + mss]) for i in range(0, len(data), mss)]
         else:
             segs = [Segment(s.from_client, s.offset + i, s.data[i:i + MAX_SEGMENT])
                     for s in recut_turn(rng, side, offset, data, knobs)

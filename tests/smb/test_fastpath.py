@@ -4,7 +4,10 @@ family's too), on the small-message lab workload (slow; there also compiled core
 sensor/compiled.py, and the reader's batch entry vs frame by frame), on real attack flows re-cut at the TCP
 layer, on flows the flow memory budget evicts, and on a
 script of the cases the triage must leave to the full parser (pipe adoption by a DCE/RPC
-write, pipe closes and reads, a tree reconnected as IPC$, malformed and unmatched messages).
+write, pipe closes and reads, a tree reconnected as IPC$, malformed and unmatched messages);
+and on messages split over segments, which the fast path keeps in the NetBIOS stage's buffer
+(cut at several points, under a full message budget, with a segment lost inside one, the
+attack flows cut into small segments), and on a 4-tuple reused after its flow ended.
 Every capture and the corpus with every fast path on vs off: tests/net/test_lane.py.
 """
 from __future__ import annotations
@@ -22,11 +25,12 @@ from sensor import compiled
 from sensor.events import RpcCallEvent
 from sensor.net.frames import LINKTYPE_ETHERNET
 from sensor.pipeline import Pipeline, PipelineSettings
-from sensor.smb.events import KerberosAuthentication, NtlmAuthentication
-from tests.conftest import PCAPS, ROOT
-from tests.net.test_lane import (ATTACKS, KNOBS, assert_batch_same, bulk_frames, decode_pure, decode_readable,
+from sensor.smb.connection import SmbConnection
+from sensor.smb.events import KerberosAuthentication, NtlmAuthentication, SmbSession
+from tests.conftest import PCAPS, ROOT, decode_capture
+from tests.net.test_lane import (ATTACKS, KNOBS, MSS, assert_batch_same, bulk_frames, decode_pure, decode_readable,
                                  run_frames)
-from tests.robustness.recut import extract_flows
+from tests.robustness.recut import event_facts, extract_flows
 from tests.robustness.test_flow_memory import feed_flows
 from tests.smb.conftest import FLOW, nbss
 from tests.smb.test_smb2 import (DISK_FID, FID, RPC_BIND, close, create, create_response, login_and_open, read,
@@ -196,3 +200,152 @@ def test_triage_of_messages_reassembled_from_segments_leaves_the_same_cases_to_t
     assert stats["smb_pipes_adopted"] == 1
     assert stats["anomaly.smb2_unmatched_response"] == 2
     assert stats["anomaly.smb2_bad_structure"] == 1
+
+
+# -- messages split over segments, kept in the NetBIOS stage's buffer by the fast path ----------
+def cut_turns(script: list[tuple[bool, bytes]], cuts: tuple[int, ...]) -> list[tuple[bool, bytes]]:
+    """Each message a session message cut after each of ``cuts`` bytes that falls inside it."""
+    turns = []
+    for side, message in script:
+        data = nbss(message)
+        bounds = [0, *(c for c in cuts if c < len(data)), len(data)]
+        turns += [(side, data[a:b]) for a, b in zip(bounds, bounds[1:])]
+    return turns
+
+
+def observed(frames: list[bytes], settings: PipelineSettings):
+    """``run_frames`` with every bind and request the DCE/RPC stage saw appended (pipe, kind)."""
+    seen: list = []
+    records, stats = run_frames(frames, replace(settings, rpc_observer=lambda flow, pipe, ev: seen.append(
+        (pipe, type(ev).__name__, getattr(ev, "opnum", None)))))
+    return records + seen, stats
+
+
+@pytest.mark.parametrize("cuts", [(8,), (8, 70, 130), (64, 200), (100, 101, 102)], ids=str)
+def test_messages_split_over_several_segments_are_taken_and_give_what_whole_ones_give(monkeypatch, cuts):
+    """Every message of the triage script cut after ``cuts`` bytes (8: only the session header
+    and protocol id in the first segment): the fast path takes every segment it takes with the
+    messages whole, without the NetBIOS stage's ``feed`` (the start of a message and its next
+    bytes kept in its buffer, the message handed on when its last segment comes); the pipe
+    traffic among them (reassembled, then parsed in full) opens, adopts and feeds the same
+    pipes (the DCE/RPC stage gets the same bytes: the same bad headers, the same bytes skipped
+    to resync), and every counter but the frame counts is the one with every message in one
+    segment; with the fast path and without, the same."""
+    fed = []
+    feed = SmbConnection.feed
+    monkeypatch.setattr(SmbConnection, "feed", lambda self, *args: fed.append(args) or feed(self, *args))
+    turns = cut_turns(triage_script(), cuts)
+    frames = bulk_frames(FLOW, turns, None, {})
+    _, stats = run_frames(frames, PipelineSettings(fast_path=True))
+    split_fed = len(fed)
+    assert_same(lambda s: run_frames(frames, s))
+    whole_turns = [(side, nbss(message)) for side, message in triage_script()]
+    fed.clear()
+    _, whole_stats = run_frames(bulk_frames(FLOW, whole_turns, None, {}), PipelineSettings())
+    assert split_fed == len(fed) <= 1        # the first segment, before the flow is followed
+    assert stats["smb_fast_path_packets"] - whole_stats["smb_fast_path_packets"] == len(turns) - len(whole_turns)
+    assert stats["nbss_messages"] == len(whole_turns)
+    for frame_counts in (stats, whole_stats):
+        for name in ("packets", "bytes", "smb_fast_path_packets"):
+            del frame_counts[name]
+    assert stats == whole_stats
+    assert stats["smb_pipes_opened"] == 2 and stats["smb_pipes_adopted"] == 1
+    assert stats["anomaly.dcerpc_bad_header"] > 0 and stats["resync_bytes_skipped"] > 0
+
+
+WRITE_SIZE = 4096       # a split WRITE of the small-message workload: 3 segments of MSS
+
+
+def writes(flow_port: int, count: int, fid: bytes = DISK_FID, tree_id: int = 6) -> tuple:
+    """(flow key, turns): a login, then ``count`` WRITEs of WRITE_SIZE bytes and their answers."""
+    script = login_and_open()
+    for n in range(count):
+        script += [(True, write(100 + n, fid, bytes([n]) * WRITE_SIZE, tree_id=tree_id)),
+                   (False, write_response(100 + n, WRITE_SIZE, tree_id=tree_id))]
+    return replace(FLOW, client_port=flow_port), [(side, nbss(message)) for side, message in script]
+
+
+def test_messages_kept_over_segments_under_a_full_message_budget_are_the_same():
+    """Three connections write 4 KiB messages in MSS segments at the same time under an 8 KiB
+    message budget: keeping a segment would evict another connection's partial message, so
+    that segment goes through the NetBIOS stage, which evicts and reports it; the records and
+    counters are the same with the fast path and without."""
+    flows = [bulk_frames(key, turns, None, {}) for key, turns in (writes(port, 4) for port in (50000, 50001, 50002))]
+    frames = [f for group in zip(*flows) for f in group]
+
+    def run(settings: PipelineSettings):
+        pipe = Pipeline(settings)
+        pipe.message_budget.limit = 8 << 10
+        records = []
+        for i, data in enumerate(frames, 1):
+            records.extend(pipe.feed(1_700_000_000.0 + i / 1000, LINKTYPE_ETHERNET, data, i))
+        records.extend(pipe.close())
+        return records, pipe.stats
+    records, used = assert_same(run)
+    _, stats = run(PipelineSettings())
+    assert stats["anomaly.nbss_message_budget_exceeded"] > 0 and stats["nbss_messages_dropped_by_budget"] > 0
+    assert used > len(frames) // 2
+
+
+@pytest.mark.parametrize("fid,tree_id", [(DISK_FID, 6), (FID, 5)], ids=["disk", "pipe"])
+def test_a_segment_lost_inside_a_message_kept_over_segments_resyncs_as_without_the_fast_path(fid, tree_id):
+    """The middle segment of the second 4 KiB WRITE (to a disk file; to the open pipe) is lost
+    and the server's answer acknowledges past it: the start kept by the fast path is dropped
+    by the NetBIOS stage's gap handling (a resync), exactly as when the stage kept it itself."""
+    key, turns = writes(50000, 3, fid, tree_id)
+    message = next(data for side, data in turns if side and len(data) > WRITE_SIZE and data[-1] == 1)
+    lost = message[MSS:2 * MSS]
+    frames = [f for f in bulk_frames(key, turns, None, {}) if not f.endswith(lost)]
+    records, used = assert_same(lambda s: run_frames(frames, s))
+    assert used > 0
+    assert any(getattr(r, "name", "") == "smb_resync" for r in records)
+
+
+AUTHENTICATIONS = (NtlmAuthentication, KerberosAuthentication, SmbSession)
+
+
+def without_times(records: list) -> list:
+    return [replace(r, ts=0.0, **({"frame": 0} if hasattr(r, "frame") else {}))
+            for r in records if isinstance(r, AUTHENTICATIONS)]
+
+
+@pytest.mark.parametrize("mss", [100, 536])
+@pytest.mark.parametrize("name", ATTACKS + ["family/efsr-backauth-kerberos.pcap", "family/efsr-backauth-smb.pcap"])
+def test_attack_flows_cut_into_small_segments_give_every_call_bind_and_authentication(name, mss):
+    """The lab's attack captures with every TCP payload re-cut into ``mss``-byte segments
+    (session setups, tree connects, binds and the coercing request all split over segments):
+    the same records with the fast path and without, and the same calls, binds and
+    requests, and authentications as the capture decoded as it was captured."""
+    path = PCAPS / name
+    frames = [f for flow in extract_flows(path) for f in bulk_frames(flow.key, flow.turns, None, {}, mss)]
+    records, used = assert_same(lambda s: observed(frames, s))
+    baseline, _ = observed_capture(path)
+    assert used > 0
+    assert event_facts(records) == event_facts(baseline) and event_facts(records)
+    assert without_times(records) == without_times(baseline)
+    assert [r for r in records if isinstance(r, tuple)] == [r for r in baseline if isinstance(r, tuple)]
+
+
+def observed_capture(path):
+    seen: list = []
+    records, stats = decode_capture(path, PipelineSettings(rpc_observer=lambda flow, pipe, ev: seen.append(
+        (pipe, type(ev).__name__, getattr(ev, "opnum", None)))))
+    return records + seen, stats
+
+
+def test_a_4_tuple_reused_after_its_flow_ended_is_followed_anew():
+    """Two connections on the same 4-tuple one after the other, the second interleaved with
+    a third connection: the fast path finds the new flow's directions (not the ended flow's,
+    which it looked at last) and takes as many of its frames as when it comes alone; the
+    same records and counters with the fast path and without."""
+    first = bulk_frames(FLOW, cut_turns(triage_script(), (100,)), None, {})
+    second = bulk_frames(FLOW, [(side, nbss(message)) for side, message in login_and_open()], None, {})
+    key, turns = writes(50001, 2)
+    other = bulk_frames(key, turns, None, {})
+    frames = first + [f for pair in zip(second, other) for f in pair]
+
+    def taken(frames: list[bytes]) -> int:
+        return run_frames(frames, PipelineSettings())[1]["smb_fast_path_packets"]
+    records, used = assert_same(lambda s: run_frames(frames, s))
+    assert used == taken(first) + taken(second) + taken(other[:len(second)]) > len(second)
+    assert sum(isinstance(r, SmbSession) for r in records) >= 2
