@@ -69,6 +69,7 @@ REQUEST_BYTES = 304          # ... and each one beyond (up to 8192 pending and 1
 
 @dataclass
 class PipelineSettings:
+    """What a pipeline decodes (catalog, fast paths), what it reports to, and its bounds."""
     catalog: Catalog | None = None
     # Called with (flow, pipe id or None, RpcBind | RpcCall) for every bind and request on any
     # interface, catalogued or not: a dce_rpc.log-style view, and the corpus conformance tests.
@@ -90,6 +91,7 @@ class PipelineSettings:
 
 @dataclass(slots=True)
 class _Pipe:
+    """A pipe open on a connection: its name and tree."""
     name: str
     tree: str
 

@@ -72,59 +72,51 @@ def test_the_shipped_rules_need_no_lark(tmp_path):
     assert "lark" in loaded_after(plans.format(f"rules=({str(rule)!r},)"))
 
 
+def probed_replay(probe: str, tmp_path) -> tuple[str, list]:
+    """A replay of the attack capture in a fresh interpreter after ``probe`` (which gathers
+    names into the list ``noted``): the replay's output and ``noted``."""
+    script = (f"import json, sys\nnoted = []\n{probe}"
+              "from sensor.cli import main\n"
+              f"sys.argv = ['dfs-sensor', 'replay', '--db', {str(tmp_path / 'replay.db')!r}, {str(ATTACK_CAPTURE)!r}]\n"
+              "try:\n"
+              "    main()\n"
+              "except SystemExit:\n"
+              "    pass\n"
+              "print(json.dumps(noted))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert '"rule":{"id":"dfscoerce-rare-dfsnm-root-call"' in done.stdout      # it did replay
+    return done.stdout, json.loads(done.stdout.splitlines()[-1])
+
+
 def test_a_replay_compiles_no_dataclass_method(tmp_path):
     """Every dataclass a replay makes runs its methods' code stored at install
     (sensor/dataclass_code.py): Python's parser and compiler do not run for them. Stale or
     missing (a class edited since the install), every start compiles them again (correct,
     slower); CI installs afresh, so there it must hold."""
-    probe = ("import dataclasses, sys\n"
-             "from sensor import dataclass_code\n"
-             "compiled, stored_exec = [], getattr(dataclasses, 'exec', exec)\n"
-             "def counting(source, *args):\n"
-             "    if source not in dataclass_code.CODES:\n"
-             "        compiled.append(source)\n"
-             "    stored_exec(source, *args)\n"
-             "dataclasses.exec = counting\n"
-             "from sensor.cli import main\n"
-             f"sys.argv = ['dfs-sensor', 'replay', '--db', {str(tmp_path / 'replay.db')!r}, {str(ATTACK_CAPTURE)!r}]\n"
-             "try:\n"
-             "    main()\n"
-             "except SystemExit:\n"
-             "    pass\n"
-             "print(json.dumps(compiled))\n")
-    done = subprocess.run([sys.executable, "-c", "import json\n" + probe], capture_output=True, text=True, cwd=ROOT,
-                          check=True)
-    compiled = json.loads(done.stdout.splitlines()[-1])
-    assert '"rule":{"id":"dfscoerce-rare-dfsnm-root-call"' in done.stdout      # it did replay
+    _, compiled = probed_replay("import dataclasses\n"
+                                "from sensor import dataclass_code\n"
+                                "stored_exec = getattr(dataclasses, 'exec', exec)\n"
+                                "def counting(source, *args):\n"
+                                "    if source not in dataclass_code.CODES:\n"
+                                "        noted.append(source)\n"
+                                "    stored_exec(source, *args)\n"
+                                "dataclasses.exec = counting\n", tmp_path)
     if compiled and not CI:
         pytest.skip("missing or stale precompiled dataclasses (not CI): run scripts/setup")
     assert compiled == []
 
 
-# Per-packet modules (issue 14's packet-path work, changed by it alone) whose dataclasses are
-# not held to the docstring rule below yet.
-PACKET_PATH = ("sensor.net.", "sensor.smb.", "sensor.pipeline")
-
-
 def test_a_replay_makes_no_dataclass_without_a_docstring(tmp_path):
     """dataclasses gives a class without a docstring one made by inspect.signature, at every
     start (~0.25 M instructions a class): every dataclass a replay makes has its own."""
-    probe = ("import inspect, json, sys\n"
-             "undocumented, signature = [], inspect.signature\n"
-             "def noting(obj, *args, **kwargs):\n"
-             "    if sys._getframe(1).f_code.co_name == '_process_class':     # dataclasses' __doc__\n"
-             "        undocumented.append(f'{obj.__module__}.{obj.__qualname__}')\n"
-             "    return signature(obj, *args, **kwargs)\n"
-             "inspect.signature = noting\n"
-             "from sensor.cli import main\n"
-             f"sys.argv = ['dfs-sensor', 'replay', '--db', {str(tmp_path / 'replay.db')!r}, {str(ATTACK_CAPTURE)!r}]\n"
-             "try:\n"
-             "    main()\n"
-             "except SystemExit:\n"
-             "    pass\n"
-             "print(json.dumps(undocumented))\n")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
-    undocumented = json.loads(done.stdout.splitlines()[-1])
-    assert '"rule":{"id":"dfscoerce-rare-dfsnm-root-call"' in done.stdout      # it did replay
-    assert "sensor.net.stream.FlowStarted" in undocumented      # the probe sees them (a packet-path one)
-    assert [name for name in undocumented if not name.startswith(PACKET_PATH)] == []
+    _, undocumented = probed_replay("import inspect\n"
+                                    "signature = inspect.signature\n"
+                                    "def noting(obj, *args, **kwargs):\n"
+                                    "    if sys._getframe(1).f_code.co_name == '_process_class':     # dataclasses' __doc__\n"
+                                    "        noted.append(f'{obj.__module__}.{obj.__qualname__}')\n"
+                                    "    return signature(obj, *args, **kwargs)\n"
+                                    "inspect.signature = noting\n"
+                                    "import dataclasses\n"
+                                    "dataclasses.dataclass(type('Undocumented', (), {'__annotations__': {'x': int}}))\n",
+                                    tmp_path)
+    assert undocumented == ["__main__.Undocumented"]      # the probe's own: it sees them

@@ -78,6 +78,7 @@ HTTP_METHODS = (b"GET ", b"HEAD ", b"POST ", b"PUT ", b"DELETE ", b"OPTIONS ", b
 
 @dataclass(frozen=True)
 class FlowSettings:
+    """Bounds and timeouts of the flow table."""
     max_flows: int = MAX_FLOWS
     max_ignored_keys: int = MAX_IGNORED_KEYS
     established_timeout: float = ESTABLISHED_TIMEOUT

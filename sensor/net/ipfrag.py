@@ -27,6 +27,7 @@ FRAGMENT_TIMEOUT = 30.0
 
 @dataclass(frozen=True)
 class FragmentLimits:
+    """Bounds on IPv4 fragments held for reassembly."""
     max_datagrams: int = MAX_DATAGRAMS_IN_FLIGHT
     max_bytes: int = MAX_BUFFERED_BYTES
     timeout: float = FRAGMENT_TIMEOUT

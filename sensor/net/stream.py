@@ -22,6 +22,7 @@ class FlowKey:
 
 @dataclass(frozen=True, slots=True)
 class FlowStarted:
+    """A TCP flow the sensor follows from here on."""
     flow: FlowKey
     ts: float
     midstream: bool   # True when the handshake was not seen (capture started mid-connection)
@@ -53,6 +54,7 @@ class StreamGap:
 
 @dataclass(frozen=True, slots=True)
 class FlowEnded:
+    """A followed TCP flow's end, and why it ended."""
     flow: FlowKey
     ts: float
     reason: str   # "fin", "rst", "idle", "evicted", "end_of_capture"

@@ -58,6 +58,7 @@ UNSET = -(1 << 62)
 
 @dataclass(frozen=True)
 class TcpLimits:
+    """Bounds on out-of-order bytes and segments held per direction."""
     max_ooo_bytes: int = MAX_OOO_BYTES
     max_ooo_segments: int = MAX_OOO_SEGMENTS
 

@@ -74,6 +74,7 @@ class KerberosAuthentication:
 
 @dataclass(frozen=True, slots=True)
 class PipeOpened:
+    """A CREATE of a named pipe answered with a handle (SMB2 CREATE, SMB1 NT_CREATE_ANDX)."""
     flow: FlowKey
     ts: float
     frame: int
@@ -96,6 +97,7 @@ class PipeData:
 
 @dataclass(frozen=True, slots=True)
 class PipeClosed:
+    """A named pipe's handle closed."""
     flow: FlowKey
     ts: float
     pipe: PipeId

@@ -35,6 +35,7 @@ class KerberosError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ApRequest:
+    """A Kerberos AP-REQ (RFC 4120 5.5.1): the service ticket's realm and service name."""
     realm: str
     sname: tuple[str, ...]       # e.g. ("cifs", "listener.lab.example")
 

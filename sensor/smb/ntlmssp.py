@@ -39,11 +39,13 @@ class NtlmsspError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class NtlmNegotiate:
+    """NTLMSSP NEGOTIATE_MESSAGE (MS-NLMP 2.2.1.1): its flags."""
     flags: int
 
 
 @dataclass(frozen=True, slots=True)
 class NtlmChallenge:
+    """NTLMSSP CHALLENGE_MESSAGE (MS-NLMP 2.2.1.2): flags and the server's names."""
     flags: int
     nb_computer_name: str = ""
     dns_computer_name: str = ""
@@ -52,6 +54,7 @@ class NtlmChallenge:
 
 @dataclass(frozen=True, slots=True)
 class NtlmAuthenticate:
+    """NTLMSSP AUTHENTICATE_MESSAGE (MS-NLMP 2.2.1.3): who authenticated, from where."""
     flags: int
     user: str
     domain: str
