@@ -78,9 +78,9 @@ def split(captures: list[Path], tmp: Path, jobs: int) -> None:
         return Sensor(load_config(None, {"db": str(fresh(tmp / name))}), open_outputs(None, None))
 
     serial, parent = sensor("split-serial.db"), sensor("split-parent.db")
-    print("| file | records | serial replay CPU s | worker decode | worker pickle | parent unpickle | "
+    print("| file | records | MB sent | serial replay CPU s | worker decode | worker pickle | parent unpickle | "
           "parent store/detect | parent + IPC share |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     totals = [0.0] * 5
     files = []
     for path in captures:
@@ -93,25 +93,25 @@ def split(captures: list[Path], tmp: Path, jobs: int) -> None:
         result = decode_file(str(path))
         decode_s = time.process_time() - started
         started = time.process_time()
-        blob = pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
+        blob = pickle.dumps(result, pickle.HIGHEST_PROTOCOL)      # as the worker sends it
         pickle_s = time.process_time() - started
         started = time.process_time()
-        name, records, stats, _ = pickle.loads(blob)
+        decoded = pickle.loads(blob)
         unpickle_s = time.process_time() - started
         started = time.process_time()
-        parent.start_file(name)
-        parent.process_records(records)
-        parent.source_stats.update(stats)
+        parent.start_file(decoded.name)
+        parent.process_records(decoded.records)
+        parent.source_stats.update(decoded.stats)
         store_s = time.process_time() - started
         for i, value in enumerate((serial_s, decode_s, pickle_s, unpickle_s, store_s)):
             totals[i] += value
         files.append((decode_s + pickle_s, unpickle_s + store_s, serial_s))
-        print(f"| {path.name} | {len(records):,} | {serial_s:.3f} | {decode_s:.3f} | {pickle_s:.3f} | "
+        print(f"| {path.name} | {len(decoded.records):,} | {len(blob) / 1e6:.2f} | {serial_s:.3f} | {decode_s:.3f} | {pickle_s:.3f} | "
               f"{unpickle_s:.3f} | {store_s:.3f} | {(pickle_s + unpickle_s + store_s) / serial_s:.1%} |")
     serial.finish()
     parent.finish()
     serial_s, decode_s, pickle_s, unpickle_s, store_s = totals
-    print(f"| all | | {serial_s:.3f} | {decode_s:.3f} | {pickle_s:.3f} | {unpickle_s:.3f} | {store_s:.3f} | "
+    print(f"| all | | | {serial_s:.3f} | {decode_s:.3f} | {pickle_s:.3f} | {unpickle_s:.3f} | {store_s:.3f} | "
           f"{(pickle_s + unpickle_s + store_s) / serial_s:.1%} |")
     print(f"From these CPU times, on {jobs} free cores (and one for the parent): --jobs {jobs} "
           f"{bound(files, jobs):.2f} s against serial {serial_s:.2f} s, at best "
