@@ -8,7 +8,7 @@ each, the CPU time (user + sys of the command and its workers), the ratio, the l
 before and after, and whether the two stores hold the same events and alerts.
 
 ``--split``: first, where --jobs spends CPU, measured in this process file by file: a worker's
-decode (``sensor.parallel.decode_file``), pickling its result and unpickling it (the pool's
+decode (``sensor.parallel.decoded_chunks``), pickling its result and unpickling it (the pool's
 IPC), and the parent's share (``Sensor.process_records``: store, detector, correlator) against a
 serial replay's ``Sensor.process`` of the same file. The parent's and the IPC's part is what
 cannot run in parallel with decoding, which bounds the speed-up on N free cores.
@@ -71,7 +71,7 @@ def split(captures: list[Path], tmp: Path, jobs: int) -> None:
     from sensor.capture.pcapfile import open_capture
     from sensor.config import load_config
     from sensor.outputs import open_outputs
-    from sensor.parallel import decode_file
+    from sensor.parallel import decoded_chunks
     from sensor.sensor import Sensor
 
     def sensor(name: str) -> Sensor:
@@ -90,23 +90,24 @@ def split(captures: list[Path], tmp: Path, jobs: int) -> None:
             serial.process(reader)
             serial_s = time.process_time() - started
         started = time.process_time()
-        result = decode_file(str(path))
+        messages = list(decoded_chunks(str(path)))
         decode_s = time.process_time() - started
         started = time.process_time()
-        blob = pickle.dumps(result, pickle.HIGHEST_PROTOCOL)      # as the worker sends it
+        blobs = [pickle.dumps(message, pickle.HIGHEST_PROTOCOL) for message in messages]   # as the worker sends them
         pickle_s = time.process_time() - started
         started = time.process_time()
-        decoded = pickle.loads(blob)
+        *chunks, done = map(pickle.loads, blobs)
         unpickle_s = time.process_time() - started
+        records = [record for chunk in chunks for record in chunk.records]
         started = time.process_time()
-        parent.start_file(decoded.name)
-        parent.process_records(decoded.records)
-        parent.source_stats.update(decoded.stats)
+        parent.start_file(path.name)
+        parent.process_records(records)
+        parent.source_stats.update(done.stats)
         store_s = time.process_time() - started
         for i, value in enumerate((serial_s, decode_s, pickle_s, unpickle_s, store_s)):
             totals[i] += value
         files.append((decode_s + pickle_s, unpickle_s + store_s, serial_s))
-        print(f"| {path.name} | {len(decoded.records):,} | {len(blob) / 1e6:.2f} | {serial_s:.3f} | {decode_s:.3f} | {pickle_s:.3f} | "
+        print(f"| {path.name} | {len(records):,} | {sum(map(len, blobs)) / 1e6:.2f} | {serial_s:.3f} | {decode_s:.3f} | {pickle_s:.3f} | "
               f"{unpickle_s:.3f} | {store_s:.3f} | {(pickle_s + unpickle_s + store_s) / serial_s:.1%} |")
     serial.finish()
     parent.finish()

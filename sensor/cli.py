@@ -432,11 +432,11 @@ def _replay_parallel(sensor, decoding) -> None:
 
     try:
         with decoding:
-            for decoded in decoding:
-                sensor.start_file(decoded.name)
-                sensor.process_records(decoded.records)
-                sensor.source_stats.update(decoded.stats)
-                for problem in decoded.problems:
+            for capture in decoding:
+                sensor.start_file(capture.name)
+                sensor.process_records(capture.records())     # as the worker sends them
+                sensor.source_stats.update(capture.stats)
+                for problem in capture.problems:
                     _TerminalLines.clear()
                     click.echo(f"dfs-sensor: warning: {problem}", err=True)
     except (CaptureError, WorkerDied) as e:    # removed or changed since the check above; a worker killed

@@ -12,11 +12,14 @@ pipeline follows a connection from one file into the next, and a worker cannot.
 
 Workers are forked as soon as the captures are checked, before the parent opens its outputs
 and the store (which the workers never touch), so they decode while the parent starts up.
-Results come back in file order; each worker has a file queued behind the one it decodes,
-so no worker waits for the parent to store; at most 2N files' records are in memory at once
-(a file's records are its events, per-session facts and anomalies: a small fraction of its
-packets). A worker that dies (killed, out of memory) ends the run with ``WorkerDied`` naming
-its file, never a hang: the files before it are stored, and a rerun stores nothing twice.
+A worker sends a file's records as it decodes them, a few thousand at a time, each record as
+its field values (``RecordRows``); the parent takes the files in order and a file's records as
+they come, so it stores the file it waits for while that file is still being decoded. Each
+worker has its next file queued behind the one it decodes and sends from a thread of its own,
+so no worker waits for the parent; at most 2N files are handed out at once (a file's records
+are its events, per-session facts and anomalies: a small fraction of its packets). A worker
+that dies (killed, out of memory) ends the run with ``WorkerDied`` naming the file, never a
+hang: the files before it are stored, and a rerun stores nothing twice.
 """
 from __future__ import annotations
 
@@ -36,31 +39,37 @@ from sensor.anomaly import Stats
 from sensor.capture.pcapfile import CaptureError, open_capture
 from sensor.pipeline import Pipeline, PipelineSettings
 
+# Records per message from a worker: enough that a message's own cost (a pickle header, a
+# system call) is small against its records', few enough that the parent stores a file's first
+# records while its worker decodes the rest (and the last file's while it is decoded).
+CHUNK_RECORDS = 4096
 # Files handed to the pool per worker: the one it decodes and the next, so a worker that
 # finishes goes on at once while the parent stores the files before it.
 FILES_PER_WORKER = 2
 
 
 class WorkerDied(Exception):
-    """A worker process ended without a result (killed, out of memory)."""
+    """A worker process ended before it had sent all of its file (killed, out of memory)."""
 
 
 @dataclass
-class DecodedFile:
-    """One capture's records as its own pipeline produced them, its counters and the reader's
-    warning lines about damage."""
-    name: str
+class RecordRows:
+    """Records on their way from a worker to the parent."""
     records: list
-    stats: Stats
-    problems: list[str]
 
     def __reduce__(self):
-        """Pickled (worker -> parent) as each record's field values, not as the record: a
-        frozen slotted dataclass pickles its fields as a dict and unpickles them through a
-        Python ``__setstate__``, 4x the cost of a tuple and rebuilding the record (the SMB3
-        transform headers of an encrypted session are one record each)."""
-        kinds, classes, rows = _as_rows(self.records)
-        return _from_rows, (self.name, kinds, classes, rows, self.stats, self.problems)
+        """Pickled as each record's field values, not as the record: a frozen slotted
+        dataclass pickles its fields as a dict and unpickles them through a Python
+        ``__setstate__``, 4x the cost of a tuple and rebuilding the record (the SMB3 transform
+        headers of an encrypted session are one record each)."""
+        return _from_rows, _as_rows(self.records)
+
+
+@dataclass
+class FileDone:
+    """A capture's last message: its counters and the reader's warning lines about damage."""
+    stats: Stats
+    problems: list[str]
 
 
 def _as_rows(records: list) -> tuple[bytes, list[type | None], list]:
@@ -90,35 +99,57 @@ def _values_of(kind: type) -> Callable | None:
     return getter if len(names) > 1 else lambda record: (getter(record),)
 
 
-def _from_rows(name: str, kinds: bytes, classes: list[type | None], rows: list, stats: Stats,
-               problems: list[str]) -> DecodedFile:
-    records = [row if classes[kind] is None else classes[kind](*row) for kind, row in zip(kinds, rows)]
-    return DecodedFile(name, records, stats, problems)
+def _from_rows(kinds: bytes, classes: list[type | None], rows: list) -> RecordRows:
+    return RecordRows([row if classes[kind] is None else classes[kind](*row) for kind, row in zip(kinds, rows)])
 
 
-def decode_file(path: str) -> DecodedFile:
-    """One capture through a fresh pipeline, closed at its end. A regular file only: a pipe is
-    read once, by the process that checked it (the CLI refuses one with --jobs)."""
+def decoded_chunks(path: str) -> Iterator[RecordRows | FileDone]:
+    """One capture through a fresh pipeline, closed at its end: its records in order,
+    ``CHUNK_RECORDS`` or so at a time, then FileDone. A regular file only: a pipe is read
+    once, by the process that checked it (the CLI refuses one with --jobs)."""
     pipeline = Pipeline(PipelineSettings())
     pipeline.capture_file = Path(path).name
     records: list = []
     with open_capture(path) as reader:
         for out in reader.replay_into(pipeline):      # the batch entry, as a serial replay reads
             records += out
+            if len(records) >= CHUNK_RECORDS:
+                yield RecordRows(records)
+                records = []
         records += pipeline.close()
         stats = pipeline.stats
         # the reader counts packets too; only its anomalies (truncation) are news
         stats.update({k: n for k, n in reader.stats.items() if k.startswith("anomaly.")})
-    return DecodedFile(pipeline.capture_file, records, stats, list(reader.problems.values()))
+    yield RecordRows(records)
+    yield FileDone(stats, list(reader.problems.values()))
+
+
+class FileInWorker:
+    """A capture a worker decodes: its name, its records as they come (``records()``, to be
+    read to the end before the next file), then its counters and warnings."""
+
+    def __init__(self, path: str, worker: "_Worker") -> None:
+        self.path = path
+        self.name = Path(path).name
+        self.stats = Stats()
+        self.problems: list[str] = []
+        self._worker = worker
+
+    def records(self) -> Iterator:
+        while not isinstance(message := self._worker.receive(self.path), FileDone):
+            if isinstance(message, Exception):
+                raise message
+            yield from message.records
+        self.stats, self.problems = message.stats, message.problems
 
 
 class DecodedInParallel:
-    """``decode_file`` of each path on ``jobs`` worker processes, iterated in the paths' order.
-    Made, it forks the workers and hands each its first ``FILES_PER_WORKER`` files; use it as a
-    context manager, which ends them. A worker's CaptureError (a file that became unreadable)
-    is raised by the iteration; a worker that ended without its result, WorkerDied. The
-    workers are daemonic: a parent that exits before using it (the store cannot be opened)
-    ends them."""
+    """``decoded_chunks`` of each path on ``jobs`` worker processes, iterated in the paths'
+    order as FileInWorker. Made, it forks the workers and hands each its first
+    ``FILES_PER_WORKER`` files; use it as a context manager, which ends them. A worker's
+    CaptureError (a file that became unreadable) is raised by ``records()``; a worker that
+    ended before its file's FileDone, WorkerDied. The workers are daemonic: a parent that
+    exits before using it (the store cannot be opened) ends them."""
 
     def __init__(self, paths: list[str], jobs: int) -> None:
         self._paths = list(paths)
@@ -152,20 +183,20 @@ class DecodedInParallel:
             worker.tasks.close()
             worker.results.close()
 
-    def __iter__(self) -> Iterator[DecodedFile]:
+    def __iter__(self) -> Iterator[FileInWorker]:
         for index, path in enumerate(self._paths):
             worker = next(w for w in self._workers if w.files and w.files[0] == index)
-            decoded = worker.result(path)
+            yield FileInWorker(path, worker)        # read to its end by the caller
             worker.files.popleft()
-            if isinstance(decoded, Exception):
-                raise decoded
             self._hand_out(min(self._workers, key=lambda w: len(w.files)))
-            yield decoded
 
     def _hand_out(self, worker: "_Worker") -> None:
         if self._handed < len(self._paths):
             worker.files.append(self._handed)
-            worker.tasks.send(self._paths[self._handed])
+            try:
+                worker.tasks.send(self._paths[self._handed])
+            except OSError:     # the worker died (BrokenPipeError): reading its files says so
+                pass
             self._handed += 1
 
 
@@ -178,22 +209,22 @@ class _Worker:
         self.results = results
         self.files: deque[int] = deque()       # positions in the paths
 
-    def result(self, path: str) -> DecodedFile | Exception:
-        """The result for ``files[0]`` (``path``): the worker returns its files' results in order."""
+    def receive(self, path: str) -> RecordRows | FileDone | CaptureError:
+        """The next message about ``files[0]`` (``path``): the worker sends its files' in order."""
         try:
             wait([self.results, self.process.sentinel])
-            return self.results.recv()          # a result still in the pipe is read whole first
+            return self.results.recv()          # a message still in the pipe is read whole first
         except (EOFError, OSError):
             pass
         self.process.join()
         code = self.process.exitcode
-        how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with status {code}"
-        raise WorkerDied(f"a --jobs worker process {how} before {path} was decoded (out of memory?); "
-                         "the files before it are stored")
+        how = f"was killed by signal {-code} (out of memory?)" if code < 0 else f"exited with status {code}"
+        raise WorkerDied(f"a --jobs worker process {how} before {path} was decoded; the files before it "
+                         "are stored")
 
 
 def _work(tasks: Connection, results: Connection) -> None:
-    """A worker: decodes each path it is sent, until None, and sends back each result in
+    """A worker: decodes each path it is sent, until None, and sends back its messages in
     order, from a thread of its own so that decoding goes on while the parent is busy."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # Ctrl-C is the parent's, which ends the workers
     outbox: SimpleQueue = SimpleQueue()
@@ -202,7 +233,8 @@ def _work(tasks: Connection, results: Connection) -> None:
     try:
         while (path := tasks.recv()) is not None:
             try:
-                outbox.put(decode_file(path))
+                for message in decoded_chunks(path):
+                    outbox.put(message)
             except CaptureError as e:       # removed or changed since the CLI checked it
                 outbox.put(e)
     except EOFError:                        # the parent is gone

@@ -101,3 +101,99 @@ def test_jobs_refuses_a_pipe_among_several_captures_and_reads_one_alone(days, tm
 def calls(alerts: list[str]) -> list[tuple]:
     """What each alert says was called, by whom (not which file it was read from)."""
     return [(a["rule"], a["action_rpc_func_opnum"], a["actor_remote_ip"]) for a in map(json.loads, alerts)]
+
+
+def test_jobs_damaged_file_among_good_ones_warns_as_a_serial_replay(days, tmp_path):
+    """A capture cut short in the middle of a record among whole ones: the same warning line,
+    anomaly counter, store and alerts as a serial replay; the files after it are replayed."""
+    cut = tmp_path / "day1-cut.pcap"
+    whole = days[5].read_bytes()
+    cut.write_bytes(whole[:len(whole) * 2 // 3])
+    captures = [*days[:5], cut, *days[6:12]]
+    serial_alerts, serial_summary = replay(tmp_path / "serial.db", captures)
+    parallel_alerts, parallel_summary = replay(tmp_path / "parallel.db", captures, "--jobs", "2")
+    warnings = [line for line in serial_summary.splitlines() if line.startswith("dfs-sensor: warning:")]
+    assert len(warnings) == 1 and warnings[0].startswith(f"dfs-sensor: warning: {cut}: block cut short")
+    assert "capture_truncated 1" in serial_summary
+    assert counts(parallel_summary) == counts(serial_summary)        # the warning line included
+    assert parallel_alerts == serial_alerts
+    assert store_rows(tmp_path / "parallel.db") == store_rows(tmp_path / "serial.db")
+
+
+def test_jobs_refuses_a_file_that_is_no_capture_before_starting(days, tmp_path):
+    """Every capture is checked before any worker starts: one line, exit 1, nothing stored."""
+    junk = tmp_path / "notes.pcap"
+    junk.write_text("not a capture\n")
+    done = subprocess.run([sys.executable, "-m", "sensor.cli", "replay", "--jobs", "2", "--db",
+                           str(tmp_path / "s.db"), *map(str, days[:3]), str(junk), str(days[3])], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"dfs-sensor: error: {junk}: not a pcap or pcapng file (magic 6e6f7420)"]
+    assert not done.stdout and not (tmp_path / "s.db").exists()
+
+
+def replay_with_workers(db: Path, captures: list[Path], worker_step: str, *extra: str,
+                        timeout: float = 120) -> subprocess.CompletedProcess:
+    """``replay --jobs 2`` whose workers run ``worker_step`` (Python, with ``path``) before
+    decoding each file: a worker killed as the kernel's OOM killer would, a file removed after the
+    CLI checked it, a worker that takes long. The rest is the real CLI and worker processes."""
+    program = (
+        "import os, signal, sys, time\n"
+        "import sensor.parallel as parallel\n"
+        "from sensor.cli import main\n"
+        "decoded_chunks = parallel.decoded_chunks\n"
+        "def sabotaged(path):\n"
+        f"    {worker_step}\n"
+        "    yield from decoded_chunks(path)\n"
+        "parallel.decoded_chunks = sabotaged\n"
+        "main()\n")
+    return subprocess.run([sys.executable, "-c", program, "replay", "--jobs", "2", "--db", str(db), *extra,
+                           *map(str, captures)], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_jobs_worker_killed_is_one_line_and_a_rerun_completes_the_store(days, tmp_path):
+    """A worker killed (SIGKILL, as by the OOM killer) while it decodes: one line naming the
+    first file not received whole (the killed one, or the one before it on the same worker if
+    its last records were still being sent), exit 1, no hang or traceback; the files before
+    that one are stored with their alerts written, and a rerun stores the rest: the store and
+    the alerts of the two runs equal a serial replay's."""
+    killed = days[10]
+    db = tmp_path / "parallel.db"
+    done = replay_with_workers(db, days, f"if path == {str(killed)!r}: os.kill(os.getpid(), signal.SIGKILL)")
+    assert done.returncode == 1
+    said = re.fullmatch(r"dfs-sensor: error: a --jobs worker process was killed by signal 9 \(out of memory\?\) "
+                        r"before (\S+) was decoded; the files before it are stored\n", done.stderr)
+    assert said, repr(done.stderr)
+    lost = days.index(Path(said[1]))
+    assert lost in (10, 8)          # 8: the same worker's file before (the pool hands out 0, 1, 2, 3, ...)
+    before_alerts, _ = replay(tmp_path / "before.db", days[:lost])
+    assert before_alerts and done.stdout.splitlines() == before_alerts
+    assert store_rows(db)["events"] == store_rows(tmp_path / "before.db")["events"]
+    rest_alerts, _ = replay(db, days, "--jobs", "2")
+    serial_alerts, _ = replay(tmp_path / "serial.db", days)
+    assert before_alerts + rest_alerts == serial_alerts
+    assert store_rows(db) == store_rows(tmp_path / "serial.db")
+
+
+def test_jobs_file_removed_after_the_check_is_one_line(days, tmp_path):
+    """A file gone by the time its worker opens it: the reader's one line, exit 1."""
+    gone = tmp_path / days[7].name
+    shutil.copy(days[7], gone)
+    captures = [*days[:7], gone, *days[8:]]
+    done = replay_with_workers(tmp_path / "s.db", captures, f"if path == {str(gone)!r}: os.unlink(path)")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"dfs-sensor: error: {gone}: no such file"]
+
+
+def test_jobs_store_that_cannot_open_ends_the_workers(days, tmp_path):
+    """The workers start before the store opens; when it cannot, the CLI says so in one line
+    (exit 1) and ends them at once: they hold its stdout, so a worker left decoding (here for
+    10 minutes) would keep this run from returning."""
+    db = tmp_path / "a-directory.db"
+    db.mkdir()
+    done = replay_with_workers(db, days[:4], "time.sleep(600)", timeout=60)
+    assert done.returncode == 1
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert done.stderr.startswith(f"dfs-sensor: error: {db}")
