@@ -433,7 +433,7 @@ def _replay_parallel(sensor, decoding) -> None:
     try:
         with decoding:
             for capture in decoding:
-                sensor.start_file(capture.name)
+                sensor.start_file(capture.name, capture.path)     # --evidence reads it again
                 sensor.process_records(capture.records())     # as the worker sends them
                 sensor.source_stats.update(capture.stats)
                 for problem in capture.problems:

@@ -197,3 +197,16 @@ def test_jobs_store_that_cannot_open_ends_the_workers(days, tmp_path):
     assert done.returncode == 1
     assert len(done.stderr.strip().splitlines()) == 1
     assert done.stderr.startswith(f"dfs-sensor: error: {db}")
+
+
+def test_jobs_writes_the_evidence_of_a_serial_replay(days, tmp_path):
+    """--evidence: each alert's frames, read again from its capture file once the file is done,
+    give the same pcaps (names and bytes) with --jobs as serially (the parent passed no path,
+    so --jobs wrote none)."""
+    def evidence(name: str, *extra: str) -> dict[str, bytes]:
+        replay(tmp_path / f"{name}.db", days[:15], "--evidence", str(tmp_path / name), *extra)
+        return {p.name: p.read_bytes() for p in (tmp_path / name).iterdir()}
+
+    serial = evidence("serial")
+    assert len(serial) >= 5 and all(pcap for pcap in serial.values())
+    assert evidence("parallel", "--jobs", "2") == serial
