@@ -1,6 +1,6 @@
 """``replay --jobs N`` against a serial replay of the same directory of captures (issue 14, part 3).
 
-    .venv/bin/python bench/jobs_bench.py DIR [--jobs 2] [--runs 3] [--split]
+    .venv/bin/python bench/jobs_bench.py DIR [--jobs 2] [--runs 3] [--split] [--against CHECKOUT]
 
 Runs ``dfs-sensor replay`` over DIR's captures (sorted by name) serially and with --jobs N,
 alternately, RUNS times, each with a fresh database, and prints the median wall-clock time of
@@ -42,12 +42,14 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run(captures: list[Path], db: Path, jobs: int) -> tuple[float, float]:
-    """(wall s, CPU s of the command and the workers it reaped)."""
+def run(captures: list[Path], db: Path, jobs: int, checkout: Path | None) -> tuple[float, float]:
+    """(wall s, CPU s of the command and the workers it reaped); ``checkout``: its sensor
+    package instead of this one's (PYTHONPATH)."""
     fresh(db)
+    env = dict(os.environ, PYTHONPATH=str(checkout)) if checkout else None
     cpu, started = children_cpu(), time.perf_counter()
     subprocess.run([str(SENSOR), "replay", "--db", str(db), "--jobs", str(jobs), *map(str, captures)],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     return time.perf_counter() - started, children_cpu() - cpu
 
 
@@ -130,29 +132,35 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--split", action="store_true", help="first, the CPU split of --jobs, file by file")
+    parser.add_argument("--against", type=Path, metavar="CHECKOUT",
+                        help="also --jobs N with another checkout's sensor package (PYTHONPATH; its compiled "
+                             "modules in place), in the same rounds: a before/after under the same load")
     args = parser.parse_args()
     captures = sorted(p for p in args.directory.iterdir() if p.name.endswith(CAPTURE_SUFFIXES))
     size = sum(p.stat().st_size for p in captures)
-    times: dict[int, list[tuple[float, float]]] = {1: [], args.jobs: []}
+    variants = {"serial": (1, None), f"--jobs {args.jobs}": (args.jobs, None)}
+    if args.against:
+        variants[f"--jobs {args.jobs} ({args.against})"] = (args.jobs, args.against)
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="dfs-jobs-") as tmp:
         if args.split:
             split(captures, Path(tmp), args.jobs)
-        dbs = {jobs: Path(tmp) / f"jobs{jobs}.db" for jobs in times}
+        dbs = {name: Path(tmp) / f"variant{n}.db" for n, name in enumerate(variants)}
         for run_number in range(args.runs):
-            for jobs in times:
-                times[jobs].append(run(captures, dbs[jobs], jobs))
-                wall, cpu = times[jobs][-1]
-                print(f"run {run_number + 1} --jobs {jobs}: {wall:.2f} s wall, {cpu:.2f} s CPU, "
+            for name, (jobs, checkout) in variants.items():
+                times[name].append(run(captures, dbs[name], jobs, checkout))
+                wall, cpu = times[name][-1]
+                print(f"run {run_number + 1} {name}: {wall:.2f} s wall, {cpu:.2f} s CPU, "
                       f"load average {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
-        same = stored(dbs[1]) == stored(dbs[args.jobs])
-    (serial, serial_cpu), (parallel, parallel_cpu) = (
-        (statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs)) for runs in times.values())
+        same = {name: stored(dbs[name]) == stored(dbs["serial"]) for name in variants}
     print(f"{len(captures)} files, {size / 1e6:,.1f} MB, median of {args.runs}, {os.cpu_count()} cores, "
           f"load average {load_before:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
-    print(f"serial {serial:.2f} s wall ({size / 1e6 / serial:,.1f} MB/s, {serial_cpu:.2f} s CPU), "
-          f"--jobs {args.jobs} {parallel:.2f} s wall ({size / 1e6 / parallel:,.1f} MB/s, {parallel_cpu:.2f} s CPU): "
-          f"{serial / parallel:.2f}x; same events and alerts: {same}")
+    serial = statistics.median(w for w, _ in times["serial"])
+    for name, runs in times.items():
+        wall, cpu = statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs)
+        print(f"{name}: {wall:.2f} s wall ({size / 1e6 / wall:,.1f} MB/s, {cpu:.2f} s CPU): {serial / wall:.2f}x "
+              f"the serial rate; same events and alerts as serial: {same[name]}")
 
 
 if __name__ == "__main__":
