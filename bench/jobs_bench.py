@@ -54,6 +54,24 @@ def run(captures: list[Path], db: Path, jobs: int, checkout: Path | None) -> tup
     return time.perf_counter() - started, children_cpu() - cpu
 
 
+def idle_share(seconds: float) -> float:
+    """The share of the machine's CPU time that was idle over ``seconds`` (/proc/stat)."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            fields = [int(n) for n in stat.readline().split()[1:]]
+        return fields[3] + fields[4], sum(fields)        # idle + iowait, all
+    idle, total = sample()
+    time.sleep(seconds)
+    idle_after, total_after = sample()
+    return (idle_after - idle) / max(total_after - total, 1)
+
+
+def wait_idle(share: float) -> None:
+    """Until the cores were idle ``share`` of a second: other users' work out of the round."""
+    while idle_share(1.0) < share:
+        pass
+
+
 def bound(files: list[tuple[float, float, float]], jobs: int, cores: int) -> float:
     """Wall time of --jobs from the files' (worker decode + pickle, parent unpickle + store,
     serial) CPU seconds: the pool takes the files in order, each on the first worker free; the
@@ -139,6 +157,9 @@ def main() -> None:
     parser.add_argument("--against", type=Path, metavar="CHECKOUT",
                         help="also --jobs N with another checkout's sensor package (PYTHONPATH; its compiled "
                              "modules in place), in the same rounds: a before/after under the same load")
+    parser.add_argument("--wait-idle", type=float, metavar="SHARE", default=0.0,
+                        help="before each round, wait until the cores were idle this share of a second "
+                             "(0.9: a shared machine's quiet moments)")
     args = parser.parse_args()
     captures = sorted(p for p in args.directory.iterdir() if p.name.endswith(CAPTURE_SUFFIXES))
     size = sum(p.stat().st_size for p in captures)
@@ -152,6 +173,7 @@ def main() -> None:
             split(captures, Path(tmp), args.jobs)
         dbs = {name: Path(tmp) / f"variant{n}.db" for n, name in enumerate(variants)}
         for run_number in range(args.runs):
+            wait_idle(args.wait_idle)
             for name, (jobs, checkout) in variants.items():
                 times[name].append(run(captures, dbs[name], jobs, checkout))
                 wall, cpu = times[name][-1]

@@ -4,14 +4,18 @@ the first six and then stops), with coercion and encrypted-session captures betw
 from __future__ import annotations
 
 import json
+import pickle
 import re
 import shutil
 import sqlite3
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from sensor.parallel import FileDone, RecordRows, decoded_chunks
 
 ROOT = Path(__file__).resolve().parents[1]
 PCAPS = ROOT / "pcaps"
@@ -210,3 +214,27 @@ def test_jobs_writes_the_evidence_of_a_serial_replay(days, tmp_path):
     serial = evidence("serial")
     assert len(serial) >= 5 and all(pcap for pcap in serial.values())
     assert evidence("parallel", "--jobs", "2") == serial
+
+
+def test_records_reach_the_parent_equal(days):
+    """What a worker sends (records as field values, rebuilt in the parent) equals what its
+    pipeline made: every record class the lab captures give (RPC calls, SMB sessions, NTLM
+    authentications, SMB3 transform headers), chunk by chunk, and the counters at the end."""
+    kinds = set()
+    for path in days[:5]:
+        messages = list(decoded_chunks(str(path)))
+        assert isinstance(messages[-1], FileDone) and messages[-1].stats["packets"]
+        assert [pickle.loads(pickle.dumps(m, pickle.HIGHEST_PROTOCOL)) for m in messages] == messages
+        kinds |= {type(r).__name__ for m in messages[:-1] for r in m.records}
+    assert {"RpcCallEvent", "SmbSession", "NtlmAuthentication", "EncryptedMessage"} <= kinds
+
+
+@dataclass(frozen=True)
+class KeywordOnly:
+    number: int
+    text: str = field(kw_only=True)
+
+
+def test_records_that_cannot_be_rebuilt_from_field_values_are_sent_whole():
+    records = [KeywordOnly(1, text="a"), ("a", "tuple"), KeywordOnly(2, text="b")]
+    assert pickle.loads(pickle.dumps(RecordRows(records))) == RecordRows(records)
