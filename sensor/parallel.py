@@ -175,7 +175,7 @@ class DecodedInParallel:
     def __exit__(self, kind, error, traceback) -> None:
         for worker in self._workers:
             if kind is None:
-                worker.tasks.send(None)         # done: the worker returns
+                worker.send(None)               # done: the worker returns
             else:
                 worker.process.terminate()      # its files are no longer wanted
         for worker in self._workers:
@@ -193,10 +193,7 @@ class DecodedInParallel:
     def _hand_out(self, worker: "_Worker") -> None:
         if self._handed < len(self._paths):
             worker.files.append(self._handed)
-            try:
-                worker.tasks.send(self._paths[self._handed])
-            except OSError:     # the worker died (BrokenPipeError): reading its files says so
-                pass
+            worker.send(self._paths[self._handed])
             self._handed += 1
 
 
@@ -208,6 +205,13 @@ class _Worker:
         self.tasks = tasks
         self.results = results
         self.files: deque[int] = deque()       # positions in the paths
+
+    def send(self, path: str | None) -> None:
+        """A file to decode, or None: return."""
+        try:
+            self.tasks.send(path)
+        except OSError:     # the worker died (BrokenPipeError): reading its next file says so
+            pass
 
     def receive(self, path: str) -> RecordRows | FileDone | CaptureError:
         """The next message about ``files[0]`` (``path``): the worker sends its files' in order."""

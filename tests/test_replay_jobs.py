@@ -137,20 +137,26 @@ def test_jobs_refuses_a_file_that_is_no_capture_before_starting(days, tmp_path):
     assert not done.stdout and not (tmp_path / "s.db").exists()
 
 
-def replay_with_workers(db: Path, captures: list[Path], worker_step: str, *extra: str,
-                        timeout: float = 120) -> subprocess.CompletedProcess:
+def replay_with_workers(db: Path, captures: list[Path], worker_step: str = "", *extra: str,
+                        parent_step: str = "", timeout: float = 120) -> subprocess.CompletedProcess:
     """``replay --jobs 2`` whose workers run ``worker_step`` (Python, with ``path``) before
-    decoding each file: a worker killed as the kernel's OOM killer would, a file removed after the
-    CLI checked it, a worker that takes long. The rest is the real CLI and worker processes."""
+    decoding each file (a worker killed as the kernel's OOM killer would, a file removed after
+    the CLI checked it, a worker that takes long), and whose parent runs ``parent_step`` (with
+    ``workers``, the worker processes) once it has stored every file. The rest is the real CLI
+    and worker processes."""
     program = (
         "import os, signal, sys, time\n"
         "import sensor.parallel as parallel\n"
         "from sensor.cli import main\n"
-        "decoded_chunks = parallel.decoded_chunks\n"
+        "decoded_chunks, stored_all = parallel.decoded_chunks, parallel.DecodedInParallel.__exit__\n"
         "def sabotaged(path):\n"
-        f"    {worker_step}\n"
+        f"    {worker_step or 'pass'}\n"
         "    yield from decoded_chunks(path)\n"
-        "parallel.decoded_chunks = sabotaged\n"
+        "def exit_after(self, *error):\n"
+        "    workers = [worker.process for worker in self._workers]\n"
+        f"    {parent_step or 'pass'}\n"
+        "    stored_all(self, *error)\n"
+        "parallel.decoded_chunks, parallel.DecodedInParallel.__exit__ = sabotaged, exit_after\n"
         "main()\n")
     return subprocess.run([sys.executable, "-c", program, "replay", "--jobs", "2", "--db", str(db), *extra,
                            *map(str, captures)], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
@@ -177,6 +183,19 @@ def test_jobs_worker_killed_is_one_line_and_a_rerun_completes_the_store(days, tm
     rest_alerts, _ = replay(db, days, "--jobs", "2")
     serial_alerts, _ = replay(tmp_path / "serial.db", days)
     assert before_alerts + rest_alerts == serial_alerts
+    assert store_rows(db) == store_rows(tmp_path / "serial.db")
+
+
+def test_jobs_workers_killed_once_done_change_nothing(days, tmp_path):
+    """Workers that die after their last file (killed while idle) are no error: every file
+    was stored, exit 0, the store and alerts of a serial replay."""
+    db = tmp_path / "parallel.db"
+    done = replay_with_workers(db, days, parent_step="[os.kill(w.pid, signal.SIGKILL) for w in workers]; "
+                                                   "[w.join() for w in workers]")
+    assert done.returncode == 0, done.stderr
+    serial_alerts, serial_summary = replay(tmp_path / "serial.db", days)
+    assert done.stdout.splitlines() == serial_alerts
+    assert counts(done.stderr) == counts(serial_summary)
     assert store_rows(db) == store_rows(tmp_path / "serial.db")
 
 
