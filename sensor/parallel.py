@@ -13,13 +13,16 @@ pipeline follows a connection from one file into the next, and a worker cannot.
 Workers are forked as soon as the captures are checked, before the parent opens its outputs
 and the store (which the workers never touch), so they decode while the parent starts up.
 A worker sends a file's records as it decodes them, a few thousand at a time, each record as
-its field values (``RecordRows``); the parent takes the files in order and a file's records as
-they come, so it stores the file it waits for while that file is still being decoded. Each
-worker has its next file queued behind the one it decodes and sends from a thread of its own,
-so no worker waits for the parent; at most 2N files are handed out at once (a file's records
-are its events, per-session facts and anomalies: a small fraction of its packets). A worker
-that dies (killed, out of memory) ends the run with ``WorkerDied`` naming the file, never a
-hang: the files before it are stored, and a rerun stores nothing twice.
+its field values (``RecordRows``), from a thread of its own so that it decodes on while the
+parent is busy; the parent takes the files in order and a file's records as they come, so it
+stores the file it waits for while that file is still being decoded. Each worker has one
+file at a time and gets the next as soon as the parent sees it finished one (the parent
+reads every worker's messages whenever it takes one and keeps them for their file's turn):
+the files are decoded and finish in about their order. At most N files are handed out at
+once (a file's records are its events, per-session facts and anomalies: a small fraction of
+its packets). A worker that dies (killed, out of memory) ends the run with ``WorkerDied``
+naming the file, never a hang: the files before it are stored, and a rerun stores nothing
+twice.
 """
 from __future__ import annotations
 
@@ -44,9 +47,6 @@ from sensor.pipeline import Pipeline, PipelineSettings
 # system call) is small against its records', few enough that the parent stores a file's first
 # records while its worker decodes the rest (and the last file's while it is decoded).
 CHUNK_RECORDS = 4096
-# Files handed to the pool per worker: the one it decodes and the next, so a worker that
-# finishes goes on at once while the parent stores the files before it.
-FILES_PER_WORKER = 2
 
 
 class WorkerDied(Exception):
@@ -129,15 +129,16 @@ class FileInWorker:
     """A capture a worker decodes: its name, its records as they come (``records()``, to be
     read to the end before the next file), then its counters and warnings."""
 
-    def __init__(self, path: str, worker: "_Worker") -> None:
+    def __init__(self, path: str, workers: "DecodedInParallel", worker: "_Worker") -> None:
         self.path = path
         self.name = Path(path).name
         self.stats = Stats()
         self.problems: list[str] = []
+        self._workers = workers
         self._worker = worker
 
     def records(self) -> Iterator:
-        while not isinstance(message := self._worker.receive(self.path), FileDone):
+        while not isinstance(message := self._workers.next_message(self._worker, self.path), FileDone):
             if isinstance(message, Exception):
                 raise message
             yield from message.records
@@ -146,16 +147,23 @@ class FileInWorker:
 
 class DecodedInParallel:
     """``decoded_chunks`` of each path on ``jobs`` worker processes, iterated in the paths'
-    order as FileInWorker. Made, it forks the workers and hands each its first
-    ``FILES_PER_WORKER`` files; use it as a context manager, which ends them. A worker's
-    CaptureError (a file that became unreadable) is raised by ``records()``; a worker that
-    ended before its file's FileDone, WorkerDied. The workers are daemonic: a parent that
-    exits before using it (the store cannot be opened) ends them."""
+    order as FileInWorker. Made, it forks the workers and hands each a file; use it as a
+    context manager, which ends them. A worker's CaptureError (a file that became unreadable)
+    is raised by ``records()``; a worker that ended before its file's FileDone, WorkerDied.
+    The workers are daemonic: a parent that exits before using it (the store cannot be
+    opened) ends them.
+
+    Whenever the parent takes a message it also reads whatever the other workers sent
+    (keeping it, in order, for their files' turn) and hands the next file to a worker that
+    finished one: so the files are decoded in their order, each by the first worker free,
+    and finish in about that order too; a file decoded beside the one stored before it would
+    leave the parent its records to store alone once every worker is done."""
 
     def __init__(self, paths: list[str], jobs: int) -> None:
         self._paths = list(paths)
         self._workers: list[_Worker] = []
         self._handed = 0        # files handed out so far, in order
+        self._owners: list[_Worker] = []     # by position in the paths
         context = get_context("fork")
         # What is built so far (modules, rules, the pipeline's tables) lives as long as the
         # process: out of the collector's full passes, which then neither scan it in each
@@ -171,9 +179,8 @@ class DecodedInParallel:
             tasks.close()       # the worker's ends: its death is then EOF here
             results.close()
             self._workers.append(_Worker(process, to_worker, from_worker))
-        for _ in range(FILES_PER_WORKER):
-            for worker in self._workers:
-                self._hand_out(worker)
+        for worker in self._workers:
+            self._hand_out(worker)
 
     def __enter__(self) -> "DecodedInParallel":
         return self
@@ -191,26 +198,55 @@ class DecodedInParallel:
 
     def __iter__(self) -> Iterator[FileInWorker]:
         for index, path in enumerate(self._paths):
-            worker = next(w for w in self._workers if w.files and w.files[0] == index)
-            yield FileInWorker(path, worker)        # read to its end by the caller
-            worker.files.popleft()
-            self._hand_out(min(self._workers, key=lambda w: len(w.files)))
+            yield FileInWorker(path, self, self._owners[index])   # read to its end by the caller
+
+    def next_message(self, worker: "_Worker", path: str) -> RecordRows | FileDone | CaptureError:
+        """``worker``'s next message (about ``path``), taking in what every worker has sent."""
+        self._take_in(block=False)
+        while not worker.inbox:
+            if worker.gone:
+                worker.process.join()
+                code = worker.process.exitcode
+                how = f"was killed by signal {-code} (out of memory?)" if code < 0 else f"exited with status {code}"
+                raise WorkerDied(f"a --jobs worker process {how} before {path} was decoded; the files before "
+                                 "it are stored")
+            self._take_in(block=True)
+        return worker.inbox.popleft()
+
+    def _take_in(self, block: bool) -> None:
+        """Every message the workers have sent so far (waiting for one if ``block``); a file to
+        each worker that finished its own."""
+        waiting = {w.results: w for w in self._workers if not w.gone}
+        for ready in wait(list(waiting), None if block else 0):
+            worker = waiting[ready]
+            try:
+                while worker.results.poll():
+                    message = worker.results.recv()
+                    worker.inbox.append(message)
+                    if isinstance(message, (FileDone, Exception)):
+                        worker.decoding -= 1
+                        self._hand_out(worker)
+            except (EOFError, OSError):     # it died (its end of the pipe closed): all it sent is read
+                worker.gone = True
 
     def _hand_out(self, worker: "_Worker") -> None:
-        if self._handed < len(self._paths):
-            worker.files.append(self._handed)
+        if self._handed < len(self._paths) and not worker.decoding:
+            worker.decoding += 1
+            self._owners.append(worker)
             worker.send(self._paths[self._handed])
             self._handed += 1
 
 
 class _Worker:
-    """A worker process, its task and result pipes, and its files handed out, in order."""
+    """A worker process, its task and result pipes, and its messages not yet taken."""
 
     def __init__(self, process, tasks: Connection, results: Connection) -> None:
         self.process = process
         self.tasks = tasks
         self.results = results
-        self.files: deque[int] = deque()       # positions in the paths
+        self.inbox: deque = deque()
+        self.decoding = 0       # files handed to it and not yet sent back whole
+        self.gone = False       # ended: nothing more will come from it
 
     def send(self, path: str | None) -> None:
         """A file to decode, or None: return."""
@@ -218,19 +254,6 @@ class _Worker:
             self.tasks.send(path)
         except OSError:     # the worker died (BrokenPipeError): reading its next file says so
             pass
-
-    def receive(self, path: str) -> RecordRows | FileDone | CaptureError:
-        """The next message about ``files[0]`` (``path``): the worker sends its files' in order."""
-        try:
-            wait([self.results, self.process.sentinel])
-            return self.results.recv()          # a message still in the pipe is read whole first
-        except (EOFError, OSError):
-            pass
-        self.process.join()
-        code = self.process.exitcode
-        how = f"was killed by signal {-code} (out of memory?)" if code < 0 else f"exited with status {code}"
-        raise WorkerDied(f"a --jobs worker process {how} before {path} was decoded; the files before it "
-                         "are stored")
 
 
 def _work(tasks: Connection, results: Connection) -> None:
