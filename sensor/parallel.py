@@ -156,9 +156,8 @@ class DecodedInParallel:
 
     Whenever the parent takes a message it also reads whatever the other workers sent
     (keeping it, in order, for their files' turn) and hands the next file to a worker that
-    finished one: so the files are decoded in their order, each by the first worker free,
-    and finish in about that order too; a file decoded beside the one stored before it would
-    leave the parent its records to store alone once every worker is done."""
+    finished one: the files are decoded in their order, each by the first worker free, and
+    finish in about that order, so that little is left to store once the workers are done."""
 
     def __init__(self, paths: list[str], jobs: int) -> None:
         self._paths = list(paths)
@@ -224,15 +223,15 @@ class DecodedInParallel:
                 while worker.results.poll():
                     message = worker.results.recv()
                     worker.inbox.append(message)
-                    if isinstance(message, (FileDone, Exception)):
-                        worker.decoding -= 1
+                    if isinstance(message, (FileDone, Exception)):       # its file's last message
+                        worker.busy = False
                         self._hand_out(worker)
             except (EOFError, OSError):     # it died (its end of the pipe closed): all it sent is read
                 worker.gone = True
 
     def _hand_out(self, worker: "_Worker") -> None:
-        if self._handed < len(self._paths) and not worker.decoding:
-            worker.decoding += 1
+        if self._handed < len(self._paths) and not worker.busy:
+            worker.busy = True
             self._owners.append(worker)
             worker.send(self._paths[self._handed])
             self._handed += 1
@@ -246,7 +245,7 @@ class _Worker:
         self.tasks = tasks
         self.results = results
         self.inbox: deque = deque()
-        self.decoding = 0       # files handed to it and not yet sent back whole
+        self.busy = False       # it has a file not yet sent back whole
         self.gone = False       # ended: nothing more will come from it
 
     def send(self, path: str | None) -> None:
