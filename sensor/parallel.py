@@ -272,8 +272,9 @@ def _work(tasks: Connection, results: Connection) -> None:
                 outbox.put(e)
     except EOFError:                        # the parent is gone
         pass
-    outbox.put(None)
-    sender.join()
+    finally:        # any other exception (a bug) too: the sender ends, and the worker with it
+        outbox.put(None)
+        sender.join()
 
 
 def _send_all(outbox: SimpleQueue, results: Connection) -> None:

@@ -196,6 +196,20 @@ def test_jobs_workers_killed_once_done_change_nothing(days, tmp_path):
     assert store_rows(db) == store_rows(tmp_path / "serial.db")
 
 
+def test_jobs_worker_that_fails_ends_the_run(days, tmp_path):
+    """An exception in a worker's decoding that is no CaptureError (a bug): the worker prints
+    its traceback and exits, and the run ends with the line naming the file, exit 1, rather
+    than waiting for it (its sending thread kept it alive)."""
+    failing = days[6]
+    done = replay_with_workers(tmp_path / "s.db", days, f"if path == {str(failing)!r}: raise ValueError('a bug')",
+                               timeout=60)
+    assert done.returncode == 1
+    assert "ValueError: a bug" in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"dfs-sensor: error: a --jobs worker process exited with status 1 before {failing} was decoded; "
+        "the files before it are stored")
+
+
 def test_jobs_file_removed_after_the_check_is_one_line(days, tmp_path):
     """A file gone by the time its worker opens it: the reader's one line, exit 1."""
     gone = tmp_path / days[7].name
