@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import os
 import signal
 import threading
+import traceback
 from collections import deque
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -283,3 +285,6 @@ def _send_all(outbox: SimpleQueue, results: Connection) -> None:
             results.send(item)
     except OSError:                         # the parent is gone (BrokenPipeError)
         pass
+    except Exception:       # a message that cannot be pickled (a bug): the worker ends, which the parent reports
+        traceback.print_exc()
+        os._exit(1)

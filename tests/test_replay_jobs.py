@@ -210,6 +210,19 @@ def test_jobs_worker_that_fails_ends_the_run(days, tmp_path):
         "the files before it are stored")
 
 
+def test_jobs_worker_that_cannot_send_a_record_ends_the_run(days, tmp_path):
+    """A record that cannot be pickled (a bug) kills its worker's sending thread: the worker
+    ends with its traceback, the run with the line naming the file, exit 1, not a wait."""
+    failing = days[6]
+    done = replay_with_workers(tmp_path / "s.db", days,
+                               f"if path == {str(failing)!r}: yield parallel.RecordRows([lambda: 0])", timeout=60)
+    assert done.returncode == 1
+    assert "Can't pickle local object 'sabotaged.<locals>.<lambda>'" in done.stderr      # the worker's traceback
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"dfs-sensor: error: a --jobs worker process exited with status 1 before {failing} was decoded; "
+        "the files before it are stored")
+
+
 def test_jobs_file_removed_after_the_check_is_one_line(days, tmp_path):
     """A file gone by the time its worker opens it: the reader's one line, exit 1."""
     gone = tmp_path / days[7].name
