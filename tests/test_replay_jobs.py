@@ -60,9 +60,12 @@ def counts(summary: str) -> str:
 
 @pytest.mark.parametrize("jobs", [2, 3])
 def test_jobs_store_and_alerts_equal_a_serial_replay(days, tmp_path, jobs):
-    serial_alerts, serial_summary = replay(tmp_path / "serial.db", days)
-    parallel_alerts, parallel_summary = replay(tmp_path / "parallel.db", days, "--jobs", str(jobs))
+    serial_alerts, serial_summary = replay(tmp_path / "serial.db", days, "--events", str(tmp_path / "serial.jsonl"))
+    parallel_alerts, parallel_summary = replay(tmp_path / "parallel.db", days, "--jobs", str(jobs),
+                                               "--events", str(tmp_path / "parallel.jsonl"))
     assert parallel_alerts == serial_alerts
+    events = (tmp_path / "serial.jsonl").read_text()
+    assert events and (tmp_path / "parallel.jsonl").read_text() == events      # the event log, in order
     rare = [a for a in serial_alerts if '"dfscoerce-rare-dfsnm-root-call"' in a]
     assert len(rare) == 2 * 6          # two keys, alerting on their first six days only
     assert {"coercion-confirmed", "probable-coercion"} & {json.loads(a)["rule"]["id"] for a in serial_alerts}
