@@ -360,6 +360,11 @@ def replay(captures: tuple[str, ...], engine: str, jobs: int, **options) -> None
     if streams and parallel:
         _fail("--jobs decodes files in worker processes: a pipe or - is read once, in order; "
               "replay it without --jobs", EXIT_USAGE)
+    # the workers fork now and decode while the outputs and the store open (they use neither)
+    if parallel:
+        from sensor.parallel import DecodedInParallel
+
+        decoding = DecodedInParallel(list(captures), min(jobs, len(captures)))
     outputs = _open_outputs(config)
     try:
         sensor = Sensor(config, outputs, notify=_warn)
@@ -369,7 +374,7 @@ def replay(captures: tuple[str, ...], engine: str, jobs: int, **options) -> None
         if engine == "tshark":
             _replay_with_tshark(sensor, captures)
         elif parallel:
-            _replay_parallel(sensor, captures, jobs)
+            _replay_parallel(sensor, decoding)
         else:
             _replay_native(sensor, captures, sizes, streams)
         summary = sensor.finish()
@@ -421,19 +426,20 @@ def _replay_native(sensor, captures: tuple[str, ...], sizes: list[int], streams:
         _TerminalLines.bar = None       # leaving the block draws it at 100 % and ends its line
 
 
-def _replay_parallel(sensor, captures: tuple[str, ...], jobs: int) -> None:
+def _replay_parallel(sensor, decoding) -> None:
     from sensor.capture.pcapfile import CaptureError
-    from sensor.parallel import decoded_in_parallel
+    from sensor.parallel import WorkerDied
 
     try:
-        for name, records, stats, problems in decoded_in_parallel(captures, min(jobs, len(captures))):
-            sensor.start_file(name)
-            sensor.process_records(records)
-            sensor.source_stats.update(stats)
-            for problem in problems:
-                _TerminalLines.clear()
-                click.echo(f"dfs-sensor: warning: {problem}", err=True)
-    except CaptureError as e:    # removed or changed since the check above
+        with decoding:
+            for capture in decoding:
+                sensor.start_file(capture.name, capture.path)     # --evidence reads it again
+                sensor.process_records(capture.records())     # as the worker sends them
+                sensor.source_stats.update(capture.stats)
+                for problem in capture.problems:
+                    _TerminalLines.clear()
+                    click.echo(f"dfs-sensor: warning: {problem}", err=True)
+    except (CaptureError, WorkerDied) as e:    # removed or changed since the check above; a worker killed
         _fail(str(e))
 
 
