@@ -12,7 +12,9 @@ counted as rejected, rather than block every line after it.
 
 Forked decoders (``live --workers``) inherit the sink but not its threads: the first write in
 a new process starts threads and spool connections of their own (SQLite serialises the two
-processes; a line both happen to send is a duplicate the receiver dedupes, never a loss). No
+processes). Each sender sends only the lines its spool claimed for its process (Spool.peek), so
+parent and workers never send the same line while both live; the lines a process claimed and
+did not see taken are sent by a sibling once it is gone (killed, crashed), never lost. No
 spool connection crosses the fork: where the threads already run (a previous run left lines,
 so the parent sends them from the start), they close their spools before it and open them
 again after it (SQLite: a connection must not be carried across a fork, as the child would
@@ -298,18 +300,19 @@ class SpooledSink:
             self._deadline = self._deadline or time.monotonic() + self.flush_seconds
             if time.monotonic() >= self._deadline:
                 return True
-        if not depth:
+        # Lines a sibling process (a --workers worker, or the parent) claimed are its to send.
+        rows = spool.peek(self._limit) if depth else []
+        self._limit = BATCH_LINES
+        if not rows:
             try:
                 self.transport.idle()
             except SinkUnavailable:
                 pass                 # tried again at the next wake
-            if self._deadline is not None:
+            if self._deadline is not None:      # closing: what a live sibling claimed is its to send
                 return True
             self._wake.wait(timeout=WAKE_SECONDS)
             self._wake.clear()
             return False
-        rows = spool.peek(self._limit)
-        self._limit = BATCH_LINES
         try:
             self.transport.send([line for _, line in rows])
         except Unformattable as e:

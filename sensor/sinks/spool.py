@@ -5,7 +5,14 @@ holds many), so what a full spool drops is counted in the things the user cares 
 
 Lines are deleted only once the collector took them (at-least-once delivery: a line sent
 just before a crash or a lost acknowledgement is sent again; receivers dedupe on alert_id
-or event_id). When the lines waiting exceed the bound, the oldest are dropped and counted,
+or event_id).
+
+Several processes may send from one spool (``live --workers``: each forked worker runs a sender
+of its own): ``peek`` claims the lines it returns for this process (its pid and the time, in
+the transaction that picks them), and returns only lines no live process claimed, so in normal
+operation each line is sent by one process. A claim lapses when its process is gone (a crash, a
+kill: the survivors send its lines, never lost) or after CLAIM_STALE_SECONDS (a process stopped
+or hung); ``ack`` deletes only this process's claimed lines, never a sibling's in flight. When the lines waiting exceed the bound, the oldest are dropped and counted,
 never silently: the newest alerts are the ones an analyst needs first after an outage.
 
 Several processes may write one spool (``live --workers`` share a sink's spool): its open (the
@@ -14,7 +21,10 @@ bounded backoff (sensor/sqlite_locks.py), counted in ``stats``; after the bound,
 """
 from __future__ import annotations
 
+import functools
+import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -27,6 +37,20 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 # snapshot); another writer's lock is waited for by ``_waiting_for_lock``.
 BUSY_TIMEOUT_MS = 10_000
 BUSY_WAIT = f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}"
+# A claim older than this is another process's no more: longer than a live sender ever holds
+# lines without claiming them again at its next peek (a failed send's backoff, at most 30 s,
+# sender.RETRY_MAX_SECONDS; one send, whose every I/O step times out within 10 s; a fork's
+# park, at most 15 s), so only a process stopped or hung loses its lines to a sibling, which
+# then sends them a second time (the at-least-once case, as after a crash).
+CLAIM_STALE_SECONDS = 120.0
+# Columns added since the first spool version, with their definitions: a spool written by an
+# older version gets them at open. ``items``: what a record holds (each old line is one);
+# ``claim_pid``, ``claimed_at``: the process whose sender peeked the line, and when (none: free).
+ADDED_COLUMNS = {"items": "INTEGER NOT NULL DEFAULT 1", "claim_pid": "INTEGER", "claimed_at": "REAL"}
+# Whether claim_pid is a live process that made the claim: SQL function claim_held(pid, time).
+CLAIM_HELD = "claim_held"
+# A process's start time is known to procfs' clock ticks from a boot time in whole seconds.
+START_TIME_SLACK_SECONDS = 2.0
 
 T = TypeVar("T")
 
@@ -51,17 +75,17 @@ class Spool:
         except OSError as e:
             raise SpoolError(f"{path}: cannot make its directory: {e.strerror or e}") from None
         self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        self.db.create_function(CLAIM_HELD, 2, claim_held)
+        self.pid = os.getpid()        # the claimant of this connection's peeks
         try:
             self._waiting_for_lock("switching it to WAL mode (PRAGMA journal_mode = WAL)",
                                    lambda: self.db.execute("PRAGMA journal_mode = WAL"))
             self.db.execute("PRAGMA synchronous = NORMAL")
             self._waiting_for_lock("creating its table", lambda: self.db.execute(
                 "CREATE TABLE IF NOT EXISTS spool (seq INTEGER PRIMARY KEY AUTOINCREMENT, bytes INTEGER NOT NULL, "
-                "line TEXT NOT NULL, items INTEGER NOT NULL DEFAULT 1)"))
-            if "items" not in {row[1] for row in self.db.execute("PRAGMA table_info(spool)")}:
-                # a spool written before records had a count: each of its lines is one item
-                self._waiting_for_lock("adding the items column to a spool of an older version", lambda: self.db.execute(
-                    "ALTER TABLE spool ADD COLUMN items INTEGER NOT NULL DEFAULT 1"))
+                "line TEXT NOT NULL, " + ", ".join(f"{name} {kind}" for name, kind in ADDED_COLUMNS.items()) + ")"))
+            if set(ADDED_COLUMNS) - self._columns():
+                self._in_write_transaction("to add columns to a spool of an older version", self._add_columns)
         except BaseException:
             self.db.close()
             raise
@@ -74,19 +98,38 @@ class Spool:
         except LockHeld as e:
             raise SpoolError(e.sentence(self.path, "spool")) from None
 
-    def push(self, lines: list[str], items: list[int] | None = None) -> int:
-        """Append ``lines`` (``items``: what each holds, default one); drop the oldest beyond
-        the bound. Returns how many items were dropped."""
-        counts = items or [1] * len(lines)
-        self._waiting_for_lock("taking the write lock to append lines", lambda: self.db.execute("BEGIN IMMEDIATE"))
+    def _columns(self) -> set[str]:
+        return {row[1] for row in self.db.execute("PRAGMA table_info(spool)")}
+
+    def _add_columns(self) -> None:
+        """The columns an older version's spool lacks (looked at again under the write lock: a
+        sibling process opening it at the same moment may have added them)."""
+        for name in ADDED_COLUMNS.keys() - self._columns():
+            self.db.execute(f"ALTER TABLE spool ADD COLUMN {name} {ADDED_COLUMNS[name]}")
+
+    def _in_write_transaction(self, doing: str, step: Callable[[], T]) -> T:
+        """``step()`` in a transaction holding the write lock (waited for), committed, or
+        rolled back if it fails."""
+        self._waiting_for_lock(f"taking the write lock {doing}", lambda: self.db.execute("BEGIN IMMEDIATE"))
         try:
-            self.db.executemany("INSERT INTO spool (bytes, line, items) VALUES (?, ?, ?)",
-                                ((len(line.encode("utf-8")), line, n) for line, n in zip(lines, counts)))
-            dropped = self._trim()
+            result = step()
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+        return result
+
+    def push(self, lines: list[str], items: list[int] | None = None) -> int:
+        """Append ``lines`` (``items``: what each holds, default one); drop the oldest beyond
+        the bound. Returns how many items were dropped."""
+        counts = items or [1] * len(lines)
+
+        def append() -> int:
+            self.db.executemany("INSERT INTO spool (bytes, line, items) VALUES (?, ?, ?)",
+                                ((len(line.encode("utf-8")), line, n) for line, n in zip(lines, counts)))
+            return self._trim()
+
+        dropped = self._in_write_transaction("to append lines", append)
         self.dropped += dropped
         return dropped
 
@@ -103,13 +146,22 @@ class Spool:
         return dropped
 
     def peek(self, limit: int) -> list[tuple[int, str]]:
-        """The oldest ``limit`` lines as (seq, line)."""
-        return self.db.execute("SELECT seq, line FROM spool ORDER BY seq LIMIT ?", (limit,)).fetchall()
+        """The oldest ``limit`` lines no other live process claimed, as (seq, line), claimed
+        for this one (its own earlier claims renewed): free lines, its own, and those whose
+        claimant is gone or whose claim is older than CLAIM_STALE_SECONDS."""
+        now = time.time()
+        rows = self._waiting_for_lock("claiming lines to send", lambda: self.db.execute(
+            "UPDATE spool SET claim_pid = :pid, claimed_at = :now WHERE seq IN (SELECT seq FROM spool "
+            f"WHERE claim_pid IS NULL OR claim_pid = :pid OR claimed_at < :stale OR NOT {CLAIM_HELD}(claim_pid, claimed_at) "
+            "ORDER BY seq LIMIT :limit) RETURNING seq, line",
+            {"pid": self.pid, "now": now, "stale": now - CLAIM_STALE_SECONDS, "limit": limit}).fetchall())
+        return sorted(rows)
 
     def ack(self, last_seq: int) -> None:
-        """The collector has every line up to ``last_seq``."""
-        self._waiting_for_lock("deleting the lines the collector took",
-                               lambda: self.db.execute("DELETE FROM spool WHERE seq <= ?", (last_seq,)))
+        """The collector has every line this process claimed up to ``last_seq`` (the seqs of
+        processes sending at once interleave: a sibling's claimed lines stay)."""
+        self._waiting_for_lock("deleting the lines the collector took", lambda: self.db.execute(
+            "DELETE FROM spool WHERE seq <= ? AND claim_pid = ?", (last_seq, self.pid)))
 
     def depth(self) -> int:
         return self.db.execute("SELECT count(*) FROM spool").fetchone()[0]
@@ -119,3 +171,26 @@ class Spool:
 
     def close(self) -> None:
         self.db.close()
+
+
+def claim_held(pid: int, claimed_at: float) -> bool:
+    """Whether process ``pid`` of this host lives and was already running at ``claimed_at``
+    (a pid used again by a process started later holds no claim of the one before: procfs'
+    start time, proc(5) /proc/PID/stat field 22, in clock ticks since boot). A zombie, killed
+    and not yet reaped, is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    fields = stat[stat.rindex(")") + 2:].split()        # after "pid (comm) ": the comm may hold spaces
+    if fields[0] == "Z":
+        return False
+    started = _boot_time() + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    return started <= claimed_at + START_TIME_SLACK_SECONDS
+
+
+@functools.cache
+def _boot_time() -> float:
+    """The host's boot time, seconds since the epoch (proc(5) /proc/stat "btime")."""
+    return next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                if line.startswith("btime "))

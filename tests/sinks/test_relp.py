@@ -17,6 +17,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,8 +26,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sensor import metrics
 from sensor.sinks.relp import WINDOW_FRAMES, RelpProtocolError, RelpTransport, frame, parse_frame, parse_offers
-from sensor.sinks.sender import SpooledSink
-from sensor.sinks.targets import SinkSettings, open_sink
+from sensor.sinks.sender import WAKE_SECONDS, SpooledSink
+from sensor.sinks.spool import Spool
+from sensor.sinks.targets import SinkSettings, _spool_path, open_sink
 from tests.schema_check import check
 from tests.live.conftest import _missing_requirement as live_requirement, make_veth, remove_veth
 from tests.live.test_live_outputs import metric_samples
@@ -35,6 +37,7 @@ from tests.sinks.test_http import LONG_FLUSH, alert_line, wait_for
 from tests.sinks.test_syslog import (CAPTURES, FIELDS_TEMPLATE, RSYSLOGD, assert_rfc5424_alerts,
                                      assert_unverified_collector_gets_nothing, free_port, make_ca, received,
                                      start_rsyslogd, stream_through_an_rsyslogd_that_dies)
+from tests.sinks.test_spool import Claimant
 
 ROOT = Path(__file__).resolve().parents[2]
 DFS_SENSOR = str(ROOT / ".venv" / "bin" / "dfs-sensor")
@@ -54,6 +57,11 @@ input(type="imrelp" address="127.0.0.1" port="{relp_tls}" ruleset="relp_tls" tls
       tls.caCert="{dir}/ca.pem" tls.myCert="{dir}/server.pem" tls.myPrivKey="{dir}/server.key")
 """
 SCHEMES = {"relp": "relp", "relp+tls": "relp_tls"}     # URL scheme: its port's and log's name
+# Alerts the parent and a forked worker each write at once: more than a batch between them,
+# so that both senders are sending from the spool at the same time.
+FORKED_RECORDS = 300
+# After rsyslog wrote what was expected, how long a test waits for a duplicate to show.
+SETTLE_SECONDS = 1.0
 
 
 def configure_imrelp(directory: Path, ports: dict[str, int] | None = None) -> dict[str, int]:
@@ -225,10 +233,20 @@ def test_a_new_session_starts_before_the_transaction_number_would_pass_nine_digi
 
 
 @needs_imrelp
-def test_a_forked_worker_opens_a_session_of_its_own(imrelp, tmp_path):
+def alert_numbers(log: Path, before: int, count: int) -> Counter:
+    """How many times rsyslog wrote each alert ``n``, once it wrote ``count`` after the first
+    ``before`` records (and a moment more, for a late duplicate)."""
+    received(log, before + count)
+    time.sleep(SETTLE_SECONDS)
+    return Counter(json.loads(record["msg"])["n"] for record in received(log, 0)[before:])
+
+
+def test_a_forked_worker_opens_a_session_of_its_own_and_sends_no_line_the_parent_sends(imrelp, tmp_path):
     """live --workers forks after the sinks are open (and sending, when a previous run left
     lines in the spool): a worker that went on with the parent's session would reuse its
-    transaction numbers, and rsyslog would end the session under the parent."""
+    transaction numbers, and rsyslog would end the session under the parent. Then both write
+    at once and both senders send from the one spool: each line by one of them, once (on main
+    they sent the oldest lines whoever wrote them: an alert received twice)."""
     directory, ports = imrelp
     log = directory / "relp.log"
     before = len(received(log, 0))
@@ -237,21 +255,59 @@ def test_a_forked_worker_opens_a_session_of_its_own(imrelp, tmp_path):
                      notify=messages.append)
     sink.write(alert_line(7000))
     wait_for(lambda: sink.sent == 1, "the parent's first record")     # the parent's session is open
+    worker_numbers = range(8000, 8000 + FORKED_RECORDS)
+    reading, writing = os.pipe()
     child = os.fork()
     if child == 0:                                   # a worker: sends, and is killed (no close)
+        code = 1
         try:
-            sink.write(alert_line(7001))
-            wait_for(lambda: sink.depth == 0 and sink.sent == 2, "the worker's record")
-            os._exit(0 if not messages else 1)
-        except BaseException:
-            os._exit(1)
+            os.close(reading)
+            for n in worker_numbers:
+                sink.write(alert_line(n))
+            wait_for(lambda: set(worker_numbers) <= set(alert_numbers(log, before, 0)), "the worker's records")
+            wait_for(lambda: sink.depth == 0, "the spool emptied (every line acknowledged)")
+            os.write(writing, f"{sink.sent - 1}\n".encode())
+            code = 0 if not messages else 2
+        finally:
+            os._exit(code)
+    os.close(writing)
+    for n in range(9000, 9000 + FORKED_RECORDS):
+        sink.write(alert_line(n))
+    with os.fdopen(reading) as pipe:
+        worker_sent = pipe.read()
     assert os.waitpid(child, 0)[1] == 0
-    sink.write(alert_line(7002))
-    wait_for(lambda: sink.depth == 0 and sink.sent == 2, "the parent's second record")
+    wait_for(lambda: sink.depth == 0, "the parent's records")
     sink.close()
     assert messages == []                            # the parent's session never broke
-    got = [json.loads(r["msg"])["n"] for r in received(log, before + 3)[before:]]
-    assert sorted(got) == [7000, 7001, 7002]
+    assert sink.sent + int(worker_sent) == 1 + 2 * FORKED_RECORDS          # no line sent twice
+    got = alert_numbers(log, before, 1 + 2 * FORKED_RECORDS)
+    assert set(got) == {7000, *worker_numbers, *range(9000, 9000 + FORKED_RECORDS)}
+    assert {n: times for n, times in got.items() if times > 1} == {}
+
+
+def test_the_lines_a_killed_worker_claimed_are_sent_by_the_parent_once_it_is_gone(imrelp, tmp_path):
+    """A worker killed between claiming lines and their acknowledgement: the parent leaves them
+    while the worker lives, and sends them once it is gone (no line lost, none twice)."""
+    directory, ports = imrelp
+    log = directory / "relp.log"
+    before = len(received(log, 0))
+    target = f"relp://127.0.0.1:{ports['relp']}"
+    settings = SinkSettings(spool_dir=str(tmp_path / "spool"))
+    left = Spool(_spool_path(target, "alerts", settings))       # a previous run's lines
+    left.push([alert_line(n) for n in range(6000, 6010)])
+    left.close()
+    worker = Claimant(_spool_path(target, "alerts", settings), 4)
+    messages: list[str] = []
+    sink = open_sink(target, "alerts", settings, notify=messages.append)
+    wait_for(lambda: sink.sent == 6, "the lines no live worker claimed")
+    time.sleep(3 * WAKE_SECONDS)
+    assert (sink.sent, sink.depth) == (6, 4)                    # the worker's, while it lives
+    worker.kill()
+    wait_for(lambda: sink.sent == 10 and sink.depth == 0, "the killed worker's lines")
+    worker.reap()
+    sink.close()
+    assert messages == []
+    assert alert_numbers(log, before, 10) == Counter(range(6000, 6010))
 
 
 # What Debian's rsyslogd 8.2302 (librelp 1.11.0) answered an open, two syslog commands and a

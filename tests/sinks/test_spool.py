@@ -7,12 +7,19 @@ wait for another writer's lock with the store's bounded backoff. What escaped SQ
 busy wait: two processes opening a NEW spool at once both switch it to WAL mode, and SQLite
 gives up on the switch at once ('database is locked') instead of waiting. Real processes on
 real files; a lock held by a sqlite3 connection of the test's own puts an opener in that
-window every time."""
+window every time.
+
+Several processes sending from one spool: a line a live process claimed (peeked) is not
+peeked by another, and another's ack leaves it; a killed process's claims lapse at once, a
+live one's after the bound. The other process is a real one forked here."""
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import sqlite3
+import subprocess
 import threading
 import time
 
@@ -33,6 +40,11 @@ ROUNDS = 40
 OPENERS = 3
 # How long a test waits for a sink's threads to spool a line.
 SPOOLED_SECONDS = 10.0
+# Rounds of processes opening one spool of an older version at the same moment.
+MIGRATION_ROUNDS = 15
+# The schema of the version before claims (and of the one before items, without its column).
+SCHEMA_BEFORE_CLAIMS = ("CREATE TABLE spool (seq INTEGER PRIMARY KEY AUTOINCREMENT, bytes INTEGER NOT NULL, "
+                        "line TEXT NOT NULL, items INTEGER NOT NULL DEFAULT 1)")
 
 
 def test_a_full_spool_drops_the_oldest_records_whole_and_counts_their_items(tmp_path):
@@ -62,8 +74,7 @@ def test_records_leave_only_when_acknowledged_and_survive_reopening(tmp_path):
 def test_a_spool_written_before_items_were_counted_opens_and_counts_one_per_line(tmp_path):
     path = tmp_path / "old.db"
     db = sqlite3.connect(path)
-    db.execute("CREATE TABLE spool (seq INTEGER PRIMARY KEY AUTOINCREMENT, bytes INTEGER NOT NULL, "
-               "line TEXT NOT NULL)")
+    db.execute(SCHEMA_BEFORE_CLAIMS.replace(", items INTEGER NOT NULL DEFAULT 1", ""))
     db.executemany("INSERT INTO spool (bytes, line) VALUES (?, ?)", [(10, "0123456789")] * 3)
     db.commit()
     db.close()
@@ -128,11 +139,14 @@ def test_writes_wait_for_another_process_holding_the_lock_and_name_themselves_at
     spool.ack(spool.peek(1)[0][0])                             # waited, then deleted
     assert [line for _, line in spool.peek(10)] == ["b"]
     monkeypatch.setattr(spool_module, "LOCK_WAIT_LIMIT_SECONDS", SHORT_LIMIT_SECONDS)
+    seq_b = spool.peek(1)[0][0]
     holder.execute("BEGIN IMMEDIATE")
     with pytest.raises(SpoolError, match="while this one was taking the write lock to append lines"):
         spool.push(["c"])
+    with pytest.raises(SpoolError, match="while this one was claiming lines to send"):
+        spool.peek(1)
     with pytest.raises(SpoolError, match="while this one was deleting the lines the collector took"):
-        spool.ack(spool.peek(1)[0][0])
+        spool.ack(seq_b)
     holder.execute("COMMIT")
     assert [line for _, line in spool.peek(10)] == ["b"]       # nothing half done
     holder.close()
@@ -214,3 +228,158 @@ def test_a_sink_counts_its_waits_for_another_process_holding_the_spool(tmp_path)
     assert metrics.output_counters(outputs)[4] == {"alerts": sink.lock_waits}
     sink.close()
     holder.close()
+
+
+def lines(rows: list[tuple[int, str]]) -> list[str]:
+    return [line for _, line in rows]
+
+
+class Claimant:
+    """Another process (forked here) sending from the spool at ``path``: its connection claims
+    the oldest ``count`` lines it may send (``seqs``); then it acks them when told to, or
+    waits to be killed."""
+
+    def __init__(self, path: str, count: int):
+        seqs_in, seqs_out = os.pipe()
+        self._orders_in, self._orders = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            code = 1
+            try:
+                os.close(self._orders)                # its end only: a parent that ends is EOF here
+                spool = Spool(path)
+                seqs = [seq for seq, _ in spool.peek(count)]
+                os.write(seqs_out, (json.dumps(seqs) + "\n").encode())
+                if os.read(self._orders_in, 1) == b"a":
+                    spool.ack(seqs[-1])
+                spool.close()
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(seqs_out)
+        os.close(self._orders_in)
+        with os.fdopen(seqs_in) as answer:
+            self.seqs = json.loads(answer.readline())
+
+    def ack(self) -> None:
+        os.write(self._orders, b"a")
+        os.close(self._orders)
+        assert os.waitpid(self.pid, 0)[1] == 0
+
+    def kill(self) -> None:
+        """SIGKILL, not reaped: a zombie until ``reap``."""
+        os.kill(self.pid, signal.SIGKILL)
+
+    def reap(self) -> None:
+        os.close(self._orders)
+        os.waitpid(self.pid, 0)
+
+
+def test_a_live_processes_claimed_lines_are_peeked_by_no_other_and_left_by_its_acks(tmp_path):
+    """``live --workers``: parent and workers send from one spool; on main a peek was the
+    oldest lines whoever was sending them, and an ack deleted every line up to its seq."""
+    path = str(tmp_path / "s.db")
+    spool = Spool(path)
+    spool.push(["a", "b", "c", "d"])
+    first = Claimant(path, 2)
+    assert len(first.seqs) == 2
+    rows = spool.peek(1)
+    assert lines(rows) == ["c"]                       # a and b are the first sibling's
+    spool.push(["e"])
+    second = Claimant(path, 10)                       # the seqs of three processes interleave
+    assert len(second.seqs) == 2
+    spool.ack(rows[-1][0])                            # c only
+    assert spool.depth() == 4
+    assert spool.peek(10) == []                       # d and e are the second sibling's
+    second.ack()                                      # up to e: d and e, not the first's a and b
+    assert spool.depth() == 2
+    assert spool.peek(10) == []
+    first.ack()
+    assert spool.depth() == 0
+    spool.close()
+
+
+def test_a_killed_processes_claimed_lines_go_to_the_next_peek(tmp_path):
+    path = str(tmp_path / "s.db")
+    spool = Spool(path)
+    spool.push(["a", "b", "c"])
+    sibling = Claimant(path, 2)
+    assert lines(spool.peek(10)) == ["c"]
+    sibling.kill()                                    # a zombie, not yet reaped: gone all the same
+    assert waited(lambda: lines(spool.peek(10)) == ["a", "b", "c"], 5), "the killed process still held a and b"
+    sibling.reap()
+    spool.ack(spool.peek(10)[-1][0])
+    assert spool.depth() == 0
+    spool.close()
+
+
+def test_a_live_processes_claim_lapses_after_the_bound(tmp_path, monkeypatch):
+    """A process stopped or hung with lines claimed: a sibling sends them once the claim is
+    CLAIM_STALE_SECONDS old; the claimant's late ack then leaves them (they are the sibling's)."""
+    monkeypatch.setattr(spool_module, "CLAIM_STALE_SECONDS", 0.5)
+    path = str(tmp_path / "s.db")
+    spool = Spool(path)
+    spool.push(["a", "b"])
+    sibling = Claimant(path, 1)
+    assert lines(spool.peek(10)) == ["b"]
+    time.sleep(0.6)
+    assert lines(spool.peek(10)) == ["a", "b"]
+    sibling.ack()
+    assert spool.depth() == 2
+    spool.close()
+
+
+def test_a_claim_whose_pid_a_later_process_took_is_no_claim(tmp_path):
+    """A pid is used again (after a crash, a reboot): the claim was made before the process
+    that has the pid now started, so it is not that process's."""
+    path = str(tmp_path / "s.db")
+    spool = Spool(path)
+    spool.push(["before", "after"])
+    sleeper = subprocess.Popen(["sleep", "60"])
+    started = time.time()
+    time.sleep(spool_module.START_TIME_SLACK_SECONDS + 0.5)
+    db = sqlite3.connect(path)
+    db.executemany("UPDATE spool SET claim_pid = ?, claimed_at = ? WHERE line = ?",
+                   [(sleeper.pid, started - 60, "before"), (sleeper.pid, time.time(), "after")])
+    db.commit()
+    db.close()
+    assert lines(spool.peek(10)) == ["before"]
+    sleeper.kill()
+    sleeper.wait()
+    assert lines(spool.peek(10)) == ["before", "after"]
+    spool.close()
+
+
+def old_spool(path, lines: list[str]) -> None:
+    """A spool as the version before claims wrote it."""
+    db = sqlite3.connect(path)
+    db.execute(SCHEMA_BEFORE_CLAIMS)
+    db.executemany("INSERT INTO spool (bytes, line, items) VALUES (?, ?, 1)", [(len(line), line) for line in lines])
+    db.commit()
+    db.close()
+
+
+def test_a_spool_of_the_version_before_claims_opens_with_its_lines_free(tmp_path):
+    path = tmp_path / "old.db"
+    old_spool(path, ["a", "b"])
+    spool = Spool(str(path))
+    assert lines(spool.peek(1)) == ["a"]
+    sibling = Claimant(str(path), 10)
+    assert sibling.seqs == [2]                        # b was free; a is this process's
+    sibling.ack()
+    assert lines(spool.peek(10)) == ["a"]
+    spool.close()
+
+
+def test_processes_opening_a_spool_of_an_older_version_at_the_same_moment_all_migrate_it(tmp_path):
+    """Each opener finds the claim columns missing; one adds them, under the write lock, and the
+    others find them there when they hold it (an ALTER TABLE adding a column a sibling just
+    added fails with "duplicate column name")."""
+    for n in range(MIGRATION_ROUNDS):
+        old_spool(tmp_path / f"{n}.db", ["a"])
+    paths, failures = racing_opens(Spool, "sensor.sinks.spool", tmp_path, MIGRATION_ROUNDS, OPENERS)
+    assert failures == []
+    for path in paths:
+        spool = Spool(path)
+        assert lines(spool.peek(10)) == ["a"]
+        spool.close()
