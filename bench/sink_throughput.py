@@ -75,7 +75,9 @@ def main() -> None:
             def http_received() -> int:
                 if not out.exists():
                     return 0
-                return sum(json.loads(r)["body"].count("\n") for r in out.read_text().splitlines())
+                # the collector may be writing a request's line as it is read: whole lines only
+                requests = out.read_text().split("\n")[:-1]
+                return sum(json.loads(r)["body"].count("\n") for r in requests)
             print(json.dumps(run(f"http://127.0.0.1:{port}/", http_received, n, tmp + "/h")))
         finally:
             collector.kill()
