@@ -21,7 +21,6 @@ bounded backoff (sensor/sqlite_locks.py), counted in ``stats``; after the bound,
 """
 from __future__ import annotations
 
-import functools
 import os
 import sqlite3
 import time
@@ -45,12 +44,12 @@ BUSY_WAIT = f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}"
 CLAIM_STALE_SECONDS = 120.0
 # Columns added since the first spool version, with their definitions: a spool written by an
 # older version gets them at open. ``items``: what a record holds (each old line is one);
-# ``claim_pid``, ``claimed_at``: the process whose sender peeked the line, and when (none: free).
-ADDED_COLUMNS = {"items": "INTEGER NOT NULL DEFAULT 1", "claim_pid": "INTEGER", "claimed_at": "REAL"}
-# Whether claim_pid is a live process that made the claim: SQL function claim_held(pid, time).
+# ``claim_pid``, ``claim_start``, ``claimed_at``: the process whose sender peeked the line (its
+# pid and start time), and when (none: free).
+ADDED_COLUMNS = {"items": "INTEGER NOT NULL DEFAULT 1", "claim_pid": "INTEGER", "claim_start": "INTEGER",
+                 "claimed_at": "REAL"}
+# Whether the claimant still lives: SQL function claim_held(pid, start).
 CLAIM_HELD = "claim_held"
-# A process's start time is known to procfs' clock ticks from a boot time in whole seconds.
-START_TIME_SLACK_SECONDS = 2.0
 
 T = TypeVar("T")
 
@@ -77,6 +76,7 @@ class Spool:
         self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         self.db.create_function(CLAIM_HELD, 2, claim_held)
         self.pid = os.getpid()        # the claimant of this connection's peeks
+        self.start = process_start(self.pid)
         try:
             self._waiting_for_lock("switching it to WAL mode (PRAGMA journal_mode = WAL)",
                                    lambda: self.db.execute("PRAGMA journal_mode = WAL"))
@@ -151,10 +151,11 @@ class Spool:
         claimant is gone or whose claim is older than CLAIM_STALE_SECONDS."""
         now = time.time()
         rows = self._waiting_for_lock("claiming lines to send", lambda: self.db.execute(
-            "UPDATE spool SET claim_pid = :pid, claimed_at = :now WHERE seq IN (SELECT seq FROM spool "
-            f"WHERE claim_pid IS NULL OR claim_pid = :pid OR claimed_at < :stale OR NOT {CLAIM_HELD}(claim_pid, claimed_at) "
-            "ORDER BY seq LIMIT :limit) RETURNING seq, line",
-            {"pid": self.pid, "now": now, "stale": now - CLAIM_STALE_SECONDS, "limit": limit}).fetchall())
+            "UPDATE spool SET claim_pid = :pid, claim_start = :start, claimed_at = :now WHERE seq IN (SELECT seq "
+            f"FROM spool WHERE claim_pid IS NULL OR claim_pid = :pid OR claimed_at < :stale "
+            f"OR NOT {CLAIM_HELD}(claim_pid, claim_start) ORDER BY seq LIMIT :limit) RETURNING seq, line",
+            {"pid": self.pid, "start": self.start, "now": now, "stale": now - CLAIM_STALE_SECONDS,
+             "limit": limit}).fetchall())
         return sorted(rows)
 
     def ack(self, last_seq: int) -> None:
@@ -173,24 +174,22 @@ class Spool:
         self.db.close()
 
 
-def claim_held(pid: int, claimed_at: float) -> bool:
-    """Whether process ``pid`` of this host lives and was already running at ``claimed_at``
-    (a pid used again by a process started later holds no claim of the one before: procfs'
-    start time, proc(5) /proc/PID/stat field 22, in clock ticks since boot). A zombie, killed
-    and not yet reaped, is gone."""
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` of this host started, in clock ticks since boot (proc(5)
+    /proc/PID/stat field 22), which no other process with the same pid shares; None where it is
+    gone, a zombie (killed, not yet reaped), or cannot be read (no procfs, another user's
+    process hidden by the unit's ProtectProc=invisible)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    fields = stat[stat.rindex(")") + 2:].split()        # after "pid (comm) ": the comm may hold spaces
-    if fields[0] == "Z":
-        return False
-    started = _boot_time() + int(fields[19]) / os.sysconf("SC_CLK_TCK")
-    return started <= claimed_at + START_TIME_SLACK_SECONDS
+        fields = stat[stat.rindex(")") + 2:].split()        # after "pid (comm) ": the comm may hold spaces
+        return None if fields[0] == "Z" else int(fields[19])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
-@functools.cache
-def _boot_time() -> float:
-    """The host's boot time, seconds since the epoch (proc(5) /proc/stat "btime")."""
-    return next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                if line.startswith("btime "))
+def claim_held(pid: int, start: int | None) -> bool:
+    """Whether the process that claimed a line lives: ``pid`` is alive and started when the
+    claimant did (a pid used again by a later process holds no claim of the one before). A
+    claimant whose start could not be read is taken as gone (its lines may be sent twice, never
+    lost)."""
+    return start is not None and process_start(pid) == start

@@ -22,6 +22,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -330,23 +331,50 @@ def test_a_live_processes_claim_lapses_after_the_bound(tmp_path, monkeypatch):
 
 
 def test_a_claim_whose_pid_a_later_process_took_is_no_claim(tmp_path):
-    """A pid is used again (after a crash, a reboot): the claim was made before the process
-    that has the pid now started, so it is not that process's."""
+    """A pid is used again (after a crash, a reboot): the process that has it now started at
+    another time than the claimant, so the claim is not its own."""
     path = str(tmp_path / "s.db")
     spool = Spool(path)
     spool.push(["before", "after"])
     sleeper = subprocess.Popen(["sleep", "60"])
-    started = time.time()
-    time.sleep(spool_module.START_TIME_SLACK_SECONDS + 0.5)
+    started = spool_module.process_start(sleeper.pid)
+    assert started is not None
     db = sqlite3.connect(path)
-    db.executemany("UPDATE spool SET claim_pid = ?, claimed_at = ? WHERE line = ?",
-                   [(sleeper.pid, started - 60, "before"), (sleeper.pid, time.time(), "after")])
+    db.executemany("UPDATE spool SET claim_pid = ?, claim_start = ?, claimed_at = ? WHERE line = ?",
+                   [(sleeper.pid, started - 1, time.time(), "before"), (sleeper.pid, started, time.time(), "after")])
     db.commit()
     db.close()
     assert lines(spool.peek(10)) == ["before"]
     sleeper.kill()
     sleeper.wait()
     assert lines(spool.peek(10)) == ["before", "after"]
+    spool.close()
+
+
+def test_a_claimant_is_known_from_its_own_stat_file_alone(tmp_path, monkeypatch):
+    """The service's unit has ProcSubset=pid (no /proc/stat, /proc/uptime): a sibling's claim
+    is judged from /proc/PID/stat alone, and an unreadable one never makes peek fail."""
+    real_read_text = Path.read_text
+
+    def pid_files_only(self, *args, **kwargs):
+        if self.parts[:2] == ("/", "proc") and not (len(self.parts) > 2 and self.parts[2].isdigit()):
+            raise PermissionError(13, "hidden by ProcSubset=pid", str(self))
+        return real_read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", pid_files_only)
+    path = str(tmp_path / "s.db")
+    spool = Spool(path)
+    spool.push(["mine", "siblings", "unknown"])
+    sleeper = subprocess.Popen(["sleep", "60"])
+    db = sqlite3.connect(path)
+    db.executemany("UPDATE spool SET claim_pid = ?, claim_start = ?, claimed_at = ? WHERE line = ?",
+                   [(sleeper.pid, spool_module.process_start(sleeper.pid), time.time(), "siblings"),
+                    (sleeper.pid, None, time.time(), "unknown")])
+    db.commit()
+    db.close()
+    assert lines(spool.peek(10)) == ["mine", "unknown"]
+    sleeper.kill()
+    sleeper.wait()
     spool.close()
 
 
