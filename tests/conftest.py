@@ -13,6 +13,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PCAPS = ROOT / "pcaps"
+
+
+def stored_alert_lines(db) -> list[str]:
+    """The alerts the store at ``db`` holds, as `dfs-sensor alerts --format json` lists them
+    (one JSON line each): what a sink's collector must have received."""
+    return subprocess.run([str(ROOT / ".venv" / "bin" / "dfs-sensor"), "alerts", "--db", str(db), "--format", "json"],
+                          capture_output=True, text=True, check=True).stdout.splitlines()
 MANIFEST = PCAPS / "manifest.json"
 # The public corpus (Zeek's and Suricata's test captures, with tshark's summaries) sits beside
 # the checkout as ../shared/corpus, read-only and never copied into the repo; DFS_SENSOR_CORPUS

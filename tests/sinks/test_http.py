@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import stored_alert_lines
 from tests.schema_check import check
 from sensor.alerts import AlertEnvelope, Flow, RuleMeta
 from sensor.sinks.http import HttpTransport
@@ -133,8 +134,7 @@ def test_replay_delivers_to_a_collector_and_a_later_run_flushes_what_waited(tmp_
                             str(CAPTURE)], capture_output=True, text=True, timeout=120, check=True)
     assert "wait in the spool" not in again.stderr
     received = [check("alert", line) for line in collector.lines()]
-    listed = subprocess.run([DFS_SENSOR, "alerts", "--db", str(db), "--format", "json"],
-                            capture_output=True, text=True, check=True).stdout.splitlines()
+    listed = stored_alert_lines(db)
     assert sorted(json.dumps(r, sort_keys=True) for r in received) == \
         sorted(json.dumps(json.loads(line), sort_keys=True) for line in listed)
 

@@ -29,6 +29,7 @@ from sensor.sinks.relp import WINDOW_FRAMES, RelpProtocolError, RelpTransport, f
 from sensor.sinks.sender import WAKE_SECONDS, SpooledSink
 from sensor.sinks.spool import Spool
 from sensor.sinks.targets import SinkSettings, _spool_path, open_sink
+from tests.conftest import stored_alert_lines
 from tests.schema_check import check
 from tests.live.conftest import _missing_requirement as live_requirement, make_veth, remove_veth
 from tests.live.test_live_outputs import metric_samples
@@ -107,8 +108,7 @@ def test_rsyslog_receives_every_alert_as_the_file_sink_writes_it(imrelp, tmp_pat
     assert done.returncode == 0 and done.stdout == "" and "spool" not in done.stderr, done.stderr
     got = received(log, before + len(expected))[before:]
     assert sorted(record["msg"] for record in got) == sorted(expected)      # byte for byte, once each
-    listed = subprocess.run([DFS_SENSOR, "alerts", "--db", str(db), "--format", "json"],
-                            capture_output=True, text=True, check=True).stdout.splitlines()
+    listed = stored_alert_lines(db)
     assert sorted(json.dumps(check("alert", r["msg"]), sort_keys=True) for r in got) == \
         sorted(json.dumps(json.loads(line), sort_keys=True) for line in listed)
     assert_rfc5424_alerts(got, "sensor-a")
@@ -170,8 +170,7 @@ def test_an_absent_collector_costs_no_wait_and_the_next_run_delivers(tmp_path):
     finally:
         stop(proc)
     assert "wait in the spool" not in again.stderr
-    listed = subprocess.run([DFS_SENSOR, "alerts", "--db", str(db), "--format", "json"],
-                            capture_output=True, text=True, check=True).stdout.splitlines()
+    listed = stored_alert_lines(db)
     assert len(listed) == 2
     assert sorted(r["msg"] for r in got) == sorted(listed)
 
@@ -202,8 +201,7 @@ def test_a_frozen_collector_costs_the_flush_bound_and_the_next_run_delivers(tmp_
     finally:
         stop(proc)
     assert "spool" not in again.stderr
-    listed = subprocess.run([DFS_SENSOR, "alerts", "--db", str(db), "--format", "json"],
-                            capture_output=True, text=True, check=True).stdout.splitlines()
+    listed = stored_alert_lines(db)
     assert sorted(r["msg"] for r in got) == sorted(listed) and len(listed) == 2
 
 
@@ -441,8 +439,7 @@ def test_live_says_a_refusal_once_and_counts_it_in_the_metrics_file(veth, tmp_pa
     finally:
         server.close()
     last = metric_samples(prom.read_text())
-    stored = subprocess.run([DFS_SENSOR, "alerts", "--db", str(sensor.db), "--format", "json"],
-                            capture_output=True, text=True, check=True).stdout.splitlines()
+    stored = stored_alert_lines(sensor.db)
     assert last[rejected] == len(stored) == len(server.records) >= 1
     assert last[("dfs_sensor_spool_lines", (("output", "alerts"),))] == 0
     assert len([line for line in sensor.stderr if "refused" in line]) == 1
