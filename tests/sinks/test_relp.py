@@ -37,7 +37,7 @@ from tests.live.test_service import ATTACKS, LiveSensor
 from tests.sinks.test_http import LONG_FLUSH, alert_line, wait_for
 from tests.sinks.test_syslog import (CAPTURES, FIELDS_TEMPLATE, RSYSLOGD, assert_rfc5424_alerts,
                                      assert_unverified_collector_gets_nothing, free_port, make_ca, received,
-                                     start_rsyslogd, stream_through_an_rsyslogd_that_dies)
+                                     start_rsyslogd, stop, stream_through_an_rsyslogd_that_dies)
 from tests.sinks.test_spool import Claimant
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,11 +71,6 @@ def configure_imrelp(directory: Path, ports: dict[str, int] | None = None) -> di
     ports = ports or {"relp": free_port(), "relp_tls": free_port()}
     (directory / "rsyslog.conf").write_text(CONFIG.format(dir=directory, **ports))
     return ports
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -105,14 +105,19 @@ def start_rsyslogd(directory: Path, ports: dict[str, int]) -> subprocess.Popen:
     return proc
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """rsyslogd asked to stop, and reaped."""
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=10)
+
+
 @pytest.fixture(scope="module")
 def rsyslog(tmp_path_factory):
     directory = tmp_path_factory.mktemp("rsyslog")
     ports = configure_rsyslog(directory)
     proc = start_rsyslogd(directory, ports)
     yield directory, ports
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=10)
+    stop(proc)
 
 
 def received(path: Path, count: int) -> list[dict]:
@@ -220,8 +225,7 @@ def stream_through_an_rsyslogd_that_dies(sink, lines: list[str], directory: Path
         sink.close()
         records = [json.loads(record["msg"]) for record in received(log, len(lines))]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=10)
+        stop(proc)
     by_id: dict[str, dict] = {}
     for record in records:                            # a duplicate is the same record, same id
         assert by_id.setdefault(record["alert_id"], record) == record
